@@ -1,0 +1,5 @@
+//! Codecs (tokenizers): raw survey data ⇄ discrete tokens.
+//!
+//! Port of `aion/codecs/` of `polymathic-aion` 0.0.2. One file per reference codec.
+
+pub mod scalar;

@@ -1,0 +1,411 @@
+//! The four scalar codecs: `ScalarCodec`, `LogScalarCodec`, `MultiScalarCodec`, `GridScalarCodec`.
+//!
+//! Port of `aion/codecs/scalar.py` and `aion/codecs/quantizers/scalar.py` (+ the
+//! `ScalarLinearQuantizer` of `aion/codecs/quantizers/__init__.py`), `polymathic-aion` 0.0.2.
+//! These codecs are table look-ups, so they are plain Rust on `f32` (no burn tensors): exact,
+//! and far cheaper than a tensor round trip.
+//!
+//! Encoding follows `torch.bucketize(z, boundaries, right=False)` literally, including its
+//! binary-search predicate, so that NaN lands where the reference puts it (the top token).
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::modality::{CodecKind, ModalityInfo};
+use crate::weights::WeightFile;
+
+/// An elementwise function named in a `MultiScalarCodec` config (`torch.<name>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElementFn {
+    /// `torch.arcsinh` / `torch.asinh`.
+    Asinh,
+    /// `torch.sinh`.
+    Sinh,
+    /// `torch.log`.
+    Log,
+    /// `torch.exp`.
+    Exp,
+    /// `torch.log10`.
+    Log10,
+    /// `torch.log1p`.
+    Log1p,
+    /// `torch.expm1`.
+    Expm1,
+    /// `torch.sqrt`.
+    Sqrt,
+    /// `torch.square`.
+    Square,
+    /// `torch.tanh`.
+    Tanh,
+    /// `torch.arctanh` / `torch.atanh`.
+    Atanh,
+}
+
+impl ElementFn {
+    fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "arcsinh" | "asinh" => Self::Asinh,
+            "sinh" => Self::Sinh,
+            "log" => Self::Log,
+            "exp" => Self::Exp,
+            "log10" => Self::Log10,
+            "log1p" => Self::Log1p,
+            "expm1" => Self::Expm1,
+            "sqrt" => Self::Sqrt,
+            "square" => Self::Square,
+            "tanh" => Self::Tanh,
+            "arctanh" | "atanh" => Self::Atanh,
+            _ => return None,
+        })
+    }
+
+    /// Applies the function in `f32` (evaluated in `f64` and rounded once).
+    pub fn apply(self, x: f32) -> f32 {
+        let x = f64::from(x);
+        let y = match self {
+            Self::Asinh => x.asinh(),
+            Self::Sinh => x.sinh(),
+            Self::Log => x.ln(),
+            Self::Exp => x.exp(),
+            Self::Log10 => x.log10(),
+            Self::Log1p => x.ln_1p(),
+            Self::Expm1 => x.exp_m1(),
+            Self::Sqrt => x.sqrt(),
+            Self::Square => x * x,
+            Self::Tanh => x.tanh(),
+            Self::Atanh => x.atanh(),
+        };
+        y as f32
+    }
+}
+
+/// `torch.bucketize(value, boundaries, right=False)`: the index of the first boundary `>= value`
+/// found by the same binary search torch runs (NaN compares false and goes to the end).
+pub fn bucketize_left(value: f32, boundaries: &[f32]) -> usize {
+    let (mut start, mut end) = (0usize, boundaries.len());
+    while start < end {
+        let mid = start + (end - start) / 2;
+        #[allow(clippy::neg_cmp_op_on_partial_ord)]
+        if !(boundaries[mid] >= value) {
+            start = mid + 1;
+        } else {
+            end = mid;
+        }
+    }
+    start
+}
+
+/// The quantizer inside a scalar codec.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScalarQuantizer {
+    /// `ScalarReservoirQuantizer`: `table` is `_index_to_val` (K sorted quantiles).
+    Reservoir {
+        /// Quantile table.
+        table: Vec<f32>,
+    },
+    /// `ScalarLogReservoirQuantizer`: values `<= min_value` are raised to it, then `ln`.
+    LogReservoir {
+        /// Quantile table in natural-log space.
+        table: Vec<f32>,
+        /// `exp(min_log_value)` as `f32`.
+        min_value: f32,
+    },
+    /// `MultiScalarCompressedReservoirQuantizer`: one table per channel.
+    Multi {
+        /// Quantile tables, one per channel, in compressed space.
+        tables: Vec<Vec<f32>>,
+        /// Applied in order before bucketizing.
+        compress: Vec<ElementFn>,
+        /// Applied in reverse order after the table look-up.
+        decompress: Vec<ElementFn>,
+    },
+    /// `ScalarLinearQuantizer` on [0, 1] (`GridScalarCodec`).
+    Grid {
+        /// Bucket values (`linspace(0, 1, K)` as stored in the weights).
+        buckets: Vec<f32>,
+    },
+}
+
+/// A loaded scalar codec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScalarCodec {
+    /// The modality it serves.
+    pub modality: &'static ModalityInfo,
+    /// Its quantizer.
+    pub quantizer: ScalarQuantizer,
+}
+
+/// Union of the scalar codecs' `config.json` keys (the reference's constructor arguments).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScalarConfig {
+    #[allow(dead_code)]
+    modality: String,
+    codebook_size: usize,
+    reservoir_size: Option<usize>,
+    #[serde(default = "default_min_log")]
+    min_log_value: Option<f64>,
+    compression_fns: Option<Vec<String>>,
+    decompression_fns: Option<Vec<String>>,
+    num_quantizers: Option<usize>,
+}
+
+fn default_min_log() -> Option<f64> {
+    Some(-3.0)
+}
+
+impl ScalarCodec {
+    /// Loads `config.json` + `model.safetensors` from a codec folder (`codecs/<name>/`).
+    ///
+    /// Both the Hub's `quantizer.` prefix and the module's `_quantizer.` prefix are accepted.
+    /// Loading is strict: every tensor must be present with the configured shape and used.
+    pub fn load(modality: &'static ModalityInfo, dir: &Path) -> Result<Self> {
+        let config_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&config_path).map_err(|source| Error::Io {
+            path: config_path.clone(),
+            source,
+        })?;
+        let cfg: ScalarConfig =
+            serde_json::from_str(&text).map_err(|e| Error::config(&config_path, e.to_string()))?;
+        let mut w = WeightFile::open(dir.join("model.safetensors"))?;
+        let aliases: Vec<String> = w
+            .names()
+            .filter(|n| n.starts_with("quantizer."))
+            .map(String::from)
+            .collect();
+        for stored in aliases {
+            w.alias(format!("_{stored}"), stored);
+        }
+        let k = cfg.codebook_size;
+        let need_reservoir = || {
+            cfg.reservoir_size
+                .ok_or_else(|| Error::config(&config_path, "reservoir_size is required"))
+        };
+        let quantizer = match modality.codec {
+            CodecKind::Scalar | CodecKind::LogScalar => {
+                let r = need_reservoir()?;
+                w.f32s("_quantizer._reservoir", &[r]);
+                let table = w.f32s("_quantizer._index_to_val", &[k]);
+                if modality.codec == CodecKind::Scalar {
+                    ScalarQuantizer::Reservoir { table }
+                } else {
+                    let min_log = cfg.min_log_value.unwrap_or(-3.0);
+                    ScalarQuantizer::LogReservoir {
+                        table,
+                        min_value: min_log.exp() as f32,
+                    }
+                }
+            }
+            CodecKind::MultiScalar => {
+                let r = need_reservoir()?;
+                let n = cfg.num_quantizers.unwrap_or(1);
+                let fns = |names: &Option<Vec<String>>| -> Result<Vec<ElementFn>> {
+                    names
+                        .iter()
+                        .flatten()
+                        .map(|s| {
+                            ElementFn::parse(s).ok_or_else(|| {
+                                Error::config(
+                                    &config_path,
+                                    format!("unsupported function torch.{s}"),
+                                )
+                            })
+                        })
+                        .collect()
+                };
+                let compress = fns(&cfg.compression_fns)?;
+                let decompress = fns(&cfg.decompression_fns)?;
+                if compress.len() != decompress.len() {
+                    return Err(Error::config(
+                        &config_path,
+                        "compression_fns and decompression_fns differ in length",
+                    ));
+                }
+                let tables = (0..n)
+                    .map(|i| {
+                        w.f32s(&format!("_quantizer.quantizers.{i}._reservoir"), &[r]);
+                        w.f32s(&format!("_quantizer.quantizers.{i}._index_to_val"), &[k])
+                    })
+                    .collect();
+                ScalarQuantizer::Multi {
+                    tables,
+                    compress,
+                    decompress,
+                }
+            }
+            CodecKind::GridScalar => ScalarQuantizer::Grid {
+                buckets: w.f32s("_quantizer.buckets", &[k]),
+            },
+            other => {
+                return Err(Error::config(
+                    &config_path,
+                    format!("{other:?} is not a scalar codec"),
+                ));
+            }
+        };
+        w.finish()?;
+        let codec = Self {
+            modality,
+            quantizer,
+        };
+        if codec.channels() != modality.num_tokens() {
+            return Err(Error::config(
+                &config_path,
+                format!(
+                    "{} channels, but {} takes {}",
+                    codec.channels(),
+                    modality.token_key,
+                    modality.num_tokens()
+                ),
+            ));
+        }
+        Ok(codec)
+    }
+
+    /// Values per object (55 for Gaia XP, else 1).
+    pub fn channels(&self) -> usize {
+        match &self.quantizer {
+            ScalarQuantizer::Multi { tables, .. } => tables.len(),
+            _ => 1,
+        }
+    }
+
+    /// Number of distinct tokens the codec emits.
+    pub fn codebook_size(&self) -> usize {
+        match &self.quantizer {
+            ScalarQuantizer::Reservoir { table } | ScalarQuantizer::LogReservoir { table, .. } => {
+                table.len()
+            }
+            ScalarQuantizer::Multi { tables, .. } => tables.first().map_or(0, Vec::len),
+            ScalarQuantizer::Grid { buckets } => buckets.len(),
+        }
+    }
+
+    /// Token of one value of channel `channel`, exactly as the reference computes it.
+    pub fn encode_value(&self, channel: usize, x: f32) -> i64 {
+        let t = match &self.quantizer {
+            ScalarQuantizer::Reservoir { table } => bucketize_left(x, &table[..table.len() - 1]),
+            ScalarQuantizer::LogReservoir { table, min_value } => {
+                let clamped = if x <= *min_value { *min_value } else { x };
+                bucketize_left(ElementFn::Log.apply(clamped), &table[..table.len() - 1])
+            }
+            ScalarQuantizer::Multi {
+                tables, compress, ..
+            } => {
+                let table = &tables[channel];
+                let z = compress.iter().fold(x, |v, f| f.apply(v));
+                bucketize_left(z, &table[..table.len() - 1])
+            }
+            ScalarQuantizer::Grid { buckets } => bucketize_left(x, buckets).min(buckets.len() - 1),
+        };
+        t as i64
+    }
+
+    /// Encodes a row-major `(n, channels)` block of values.
+    pub fn encode(&self, values: &[f32]) -> Vec<i64> {
+        let c = self.channels();
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| self.encode_value(i % c, x))
+            .collect()
+    }
+
+    /// Value a token decodes to (the upper edge of its bin), or `None` outside the codebook.
+    pub fn decode_token(&self, channel: usize, token: i64) -> Option<f32> {
+        let k = usize::try_from(token).ok()?;
+        match &self.quantizer {
+            ScalarQuantizer::Reservoir { table } => table.get(k).copied(),
+            ScalarQuantizer::LogReservoir { table, .. } => {
+                table.get(k).map(|&v| ElementFn::Exp.apply(v))
+            }
+            ScalarQuantizer::Multi {
+                tables, decompress, ..
+            } => tables
+                .get(channel)?
+                .get(k)
+                .map(|&v| decompress.iter().rev().fold(v, |acc, f| f.apply(acc))),
+            ScalarQuantizer::Grid { buckets } => buckets.get(k).copied(),
+        }
+    }
+
+    /// Decodes a row-major `(n, channels)` block of tokens (`NaN` for tokens outside the codebook).
+    pub fn decode(&self, tokens: &[i64]) -> Vec<f32> {
+        let c = self.channels();
+        tokens
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| self.decode_token(i % c, t).unwrap_or(f32::NAN))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucketize_matches_torch_semantics() {
+        let b = [0.0f32, 1.0, 2.0, 3.0];
+        let t = |x: f32, want: usize| assert_eq!(bucketize_left(x, &b), want, "{x}");
+        t(-1.0, 0);
+        t(0.0, 0); // equal to a boundary -> that boundary (right=False)
+        t(0.5, 1);
+        t(1.0, 1);
+        t(3.0, 3);
+        t(3.5, 4);
+        t(f32::NAN, 4);
+        t(f32::INFINITY, 4);
+        t(f32::NEG_INFINITY, 0);
+    }
+
+    fn codec(q: ScalarQuantizer) -> ScalarCodec {
+        ScalarCodec {
+            modality: crate::modality::by_token_key("tok_ebv").unwrap(),
+            quantizer: q,
+        }
+    }
+
+    #[test]
+    fn reservoir_ignores_last_entry_and_decodes_upper_edge() {
+        let c = codec(ScalarQuantizer::Reservoir {
+            table: vec![0.0, 1.0, 2.0, 3.0],
+        });
+        assert_eq!(
+            c.encode(&[-5.0, 0.5, 2.5, 9.0, f32::NAN]),
+            vec![0, 1, 3, 3, 3]
+        );
+        assert_eq!(
+            c.decode(&[1, 3, 4])
+                .iter()
+                .take(2)
+                .copied()
+                .collect::<Vec<_>>(),
+            vec![1.0, 3.0]
+        );
+        assert!(c.decode(&[4])[0].is_nan());
+    }
+
+    #[test]
+    fn log_reservoir_clamps_below_min() {
+        let table: Vec<f32> = vec![-3.0, -1.0, 0.0, 1.0];
+        let c = codec(ScalarQuantizer::LogReservoir {
+            table,
+            min_value: (-3.0f64).exp() as f32,
+        });
+        // negative flux is raised to e^-3 -> ln = -3 -> token 0
+        assert_eq!(c.encode(&[-2.0, 0.0, 1.0, 2.0]), vec![0, 0, 2, 3]);
+    }
+
+    #[test]
+    fn grid_clamps_into_range() {
+        let buckets: Vec<f32> = (0..5).map(|i| i as f32 / 4.0).collect();
+        let c = codec(ScalarQuantizer::Grid { buckets });
+        assert_eq!(
+            c.encode(&[-0.1, 0.0, 0.1, 0.25, 1.0, 1.5, f32::NAN]),
+            vec![0, 0, 1, 1, 4, 4, 4]
+        );
+    }
+}

@@ -1,0 +1,25 @@
+//! AION-1 in burn: the codecs (tokenizers) and the 4M encoder–decoder transformer, with strict
+//! loading of the reference's Hub weights (`config.json` + `model.safetensors`, one folder per
+//! codec under `codecs/`).
+//!
+//! This crate knows nothing about MPI or HDF5: it builds and tests on any machine.
+//!
+//! References (cited by key in the code):
+//! - **AION-1**: Parker et al., *AION-1: Omnimodal Foundation Model for Astronomical Sciences*,
+//!   arXiv:2510.17960; reference package `polymathic-aion` 0.0.2 (MIT).
+//! - **4M**: Mizrahi et al., *4M: Massively Multimodal Masked Modeling*, arXiv:2312.06647.
+//! - **FSQ**: Mentzer et al., *Finite Scalar Quantization*, arXiv:2309.15505.
+//! - **LFQ**: Yu et al., *Language Model Beats Diffusion* (MagViT-v2), arXiv:2310.05737.
+//!
+//! Module map:
+//! - [`modality`]: the table of the 40 modalities (token keys, codecs, vocabularies, ids).
+//! - [`weights`]: strict safetensors loading ([`weights::WeightFile`]).
+//! - [`codecs`]: the codecs.
+
+pub mod codecs;
+pub mod error;
+pub mod modality;
+pub mod nn;
+pub mod weights;
+
+pub use error::{Error, Result};

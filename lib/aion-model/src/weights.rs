@@ -1,0 +1,313 @@
+//! Strict loading of safetensors weight files.
+//!
+//! The reference loads every weight file with `strict=False`, so a renamed or missing tensor
+//! silently keeps its random initial value. [`WeightFile`] is the opposite: every tensor a
+//! module asks for must exist with the expected shape, and every tensor in the file must be
+//! asked for. Problems are collected (not raised at the first one) and reported together by
+//! [`WeightFile::finish`], so a user sees the whole list of offending names at once.
+//!
+//! Only the safetensors format is read: nothing in a weight file is ever executed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use burn::module::Param;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use safetensors::tensor::{Dtype, SafeTensors};
+
+use crate::error::{Error, Result, WeightProblem};
+
+/// Index entry of one tensor in the file.
+#[derive(Debug, Clone)]
+struct Entry {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    start: usize,
+    end: usize,
+}
+
+/// An open safetensors file whose tensors are taken one by one by the modules that own them.
+pub struct WeightFile {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    data_offset: usize,
+    entries: BTreeMap<String, Entry>,
+    taken: BTreeSet<String>,
+    aliases: BTreeMap<String, String>,
+    problems: Vec<WeightProblem>,
+}
+
+impl std::fmt::Debug for WeightFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeightFile")
+            .field("path", &self.path)
+            .field("tensors", &self.entries.len())
+            .finish()
+    }
+}
+
+impl WeightFile {
+    /// Reads and indexes a safetensors file.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let bytes = std::fs::read(&path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let (header_len, metadata) =
+            SafeTensors::read_metadata(&bytes).map_err(|e| Error::SafeTensors {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        let entries = metadata
+            .tensors()
+            .into_iter()
+            .map(|(name, info)| {
+                let entry = Entry {
+                    dtype: info.dtype,
+                    shape: info.shape.clone(),
+                    start: info.data_offsets.0,
+                    end: info.data_offsets.1,
+                };
+                (name, entry)
+            })
+            .collect();
+        Ok(Self {
+            path,
+            bytes,
+            data_offset: header_len + 8,
+            entries,
+            taken: BTreeSet::new(),
+            aliases: BTreeMap::new(),
+            problems: Vec::new(),
+        })
+    }
+
+    /// The file this was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Names of all tensors in the file, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    /// Whether the file holds a tensor of this name.
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    /// Shape of a tensor in the file, if present.
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.entries.get(name).map(|e| e.shape.as_slice())
+    }
+
+    /// Lets a request for `wanted` be served by the stored tensor `stored` when `wanted` itself is
+    /// absent (the Hub files store shared tensors under one name only, e.g. `mod_emb`).
+    pub fn alias(&mut self, wanted: impl Into<String>, stored: impl Into<String>) {
+        self.aliases.insert(wanted.into(), stored.into());
+    }
+
+    /// Marks a tensor as used without reading it (e.g. a buffer this implementation recomputes).
+    pub fn skip(&mut self, name: &str) {
+        if self.entries.contains_key(name) {
+            self.taken.insert(name.to_string());
+        }
+    }
+
+    /// Resolves `name` through the alias table and checks shape; records a problem otherwise.
+    fn lookup(&mut self, name: &str, expected: &[usize]) -> Option<Entry> {
+        let key = if self.entries.contains_key(name) {
+            name.to_string()
+        } else if let Some(stored) = self
+            .aliases
+            .get(name)
+            .filter(|s| self.entries.contains_key(*s))
+        {
+            stored.clone()
+        } else {
+            self.problems.push(WeightProblem::Missing {
+                name: name.to_string(),
+                expected: expected.to_vec(),
+            });
+            return None;
+        };
+        self.taken.insert(key.clone());
+        let entry = self.entries[&key].clone();
+        if entry.shape != expected {
+            self.problems.push(WeightProblem::Shape {
+                name: name.to_string(),
+                expected: expected.to_vec(),
+                found: entry.shape.clone(),
+            });
+            return None;
+        }
+        Some(entry)
+    }
+
+    fn raw(&self, e: &Entry) -> &[u8] {
+        &self.bytes[self.data_offset + e.start..self.data_offset + e.end]
+    }
+
+    /// Reads a floating-point tensor as `f32` values in row-major order.
+    ///
+    /// Missing or mis-shaped tensors are recorded and yield zeros, so that loading can go on
+    /// and [`finish`](Self::finish) can list every problem.
+    pub fn f32s(&mut self, name: &str, shape: &[usize]) -> Vec<f32> {
+        let n: usize = shape.iter().product();
+        let Some(e) = self.lookup(name, shape) else {
+            return vec![0.0; n];
+        };
+        let raw = self.raw(&e);
+        let out: Option<Vec<f32>> = match e.dtype {
+            Dtype::F32 => Some(
+                raw.chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+            ),
+            Dtype::F64 => Some(
+                raw.chunks_exact(8)
+                    .map(|b| f64::from_le_bytes(b.try_into().expect("chunk of 8")) as f32)
+                    .collect(),
+            ),
+            Dtype::F16 => Some(
+                raw.chunks_exact(2)
+                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+            ),
+            Dtype::BF16 => Some(
+                raw.chunks_exact(2)
+                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+            ),
+            _ => None,
+        };
+        out.unwrap_or_else(|| {
+            self.problems.push(WeightProblem::DType {
+                name: name.to_string(),
+                found: format!("{:?}", e.dtype),
+            });
+            vec![0.0; n]
+        })
+    }
+
+    /// Reads an integer (or bool) tensor as `i64` values in row-major order.
+    pub fn i64s(&mut self, name: &str, shape: &[usize]) -> Vec<i64> {
+        let n: usize = shape.iter().product();
+        let Some(e) = self.lookup(name, shape) else {
+            return vec![0; n];
+        };
+        let raw = self.raw(&e);
+        let out: Option<Vec<i64>> = match e.dtype {
+            Dtype::I64 => Some(
+                raw.chunks_exact(8)
+                    .map(|b| i64::from_le_bytes(b.try_into().expect("8")))
+                    .collect(),
+            ),
+            Dtype::I32 => Some(
+                raw.chunks_exact(4)
+                    .map(|b| i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+                    .collect(),
+            ),
+            Dtype::I16 => Some(
+                raw.chunks_exact(2)
+                    .map(|b| i64::from(i16::from_le_bytes([b[0], b[1]])))
+                    .collect(),
+            ),
+            Dtype::U8 | Dtype::BOOL => Some(raw.iter().map(|&b| i64::from(b)).collect()),
+            Dtype::I8 => Some(raw.iter().map(|&b| i64::from(b as i8)).collect()),
+            _ => None,
+        };
+        out.unwrap_or_else(|| {
+            self.problems.push(WeightProblem::DType {
+                name: name.to_string(),
+                found: format!("{:?}", e.dtype),
+            });
+            vec![0; n]
+        })
+    }
+
+    /// Reads a float tensor onto a burn device.
+    pub fn tensor<B: Backend, const D: usize>(
+        &mut self,
+        name: &str,
+        shape: [usize; D],
+        device: &B::Device,
+    ) -> Tensor<B, D> {
+        let values = self.f32s(name, &shape);
+        Tensor::from_data(TensorData::new(values, shape), device)
+    }
+
+    /// Reads a float tensor as a (trainable) module parameter.
+    pub fn param<B: Backend, const D: usize>(
+        &mut self,
+        name: &str,
+        shape: [usize; D],
+        device: &B::Device,
+    ) -> Param<Tensor<B, D>> {
+        Param::from_tensor(self.tensor(name, shape, device))
+    }
+
+    /// Reads an integer tensor onto a burn device.
+    pub fn int_tensor<B: Backend, const D: usize>(
+        &mut self,
+        name: &str,
+        shape: [usize; D],
+        device: &B::Device,
+    ) -> Tensor<B, D, Int> {
+        let values = self.i64s(name, &shape);
+        Tensor::from_data(TensorData::new(values, shape), device)
+    }
+
+    /// Whether any problem has been recorded so far.
+    pub fn has_problems(&self) -> bool {
+        !self.problems.is_empty()
+    }
+
+    /// Ends strict loading: fails if any tensor was missing or mis-shaped, or if the file holds
+    /// tensors that nothing took.
+    pub fn finish(mut self) -> Result<()> {
+        for (name, e) in &self.entries {
+            if !self.taken.contains(name) {
+                self.problems.push(WeightProblem::Unexpected {
+                    name: name.clone(),
+                    shape: e.shape.clone(),
+                });
+            }
+        }
+        if self.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Weights {
+                path: self.path,
+                problems: self.problems,
+            })
+        }
+    }
+}
+
+/// SHA-256 of a file, hex encoded (recorded in output provenance).
+pub fn sha256_file(path: impl AsRef<Path>) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let path = path.as_ref();
+    let mut f = std::fs::File::open(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}

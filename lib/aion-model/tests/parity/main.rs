@@ -1,0 +1,8 @@
+//! Parity with the reference package: every test compares against fixtures that
+//! `validation/fixtures/<case>/make_fixture.py` generated with `polymathic-aion` 0.0.2.
+//!
+//! Each test runs on the CPU backend (NdArray) and, with `--features tch`, on LibTorch too.
+
+mod common;
+
+mod scalar_codec;
