@@ -1,1 +1,21 @@
-fn main() {}
+//! `aion-tokenize`: catalogue columns → AION-1 tokens (see `docs/cli.md`).
+
+use std::process::ExitCode;
+
+use aion_app::tokenize::{TOOL, TokenizeArgs, run};
+use aion_app::{exit, logging};
+use aion_mpi::Session;
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = TokenizeArgs::parse();
+    let Some(session) = Session::init() else {
+        eprintln!("{TOOL}: MPI could not be initialised");
+        return ExitCode::from(exit::FAILURE);
+    };
+    logging::init(TOOL, session.rank(), session.size(), &args.io.log_level);
+    match run(&args, &session) {
+        Ok(_) => ExitCode::from(exit::OK),
+        Err(e) => exit::report(TOOL, Some((session.rank(), session.size())), &e),
+    }
+}

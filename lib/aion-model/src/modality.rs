@@ -378,6 +378,11 @@ pub const MODALITIES: &[ModalityInfo] = &[
     },
 ];
 
+/// Position of a modality in [`MODALITIES`] (the bit of the per-row flag masks).
+pub fn modality_index(token_key: &str) -> Option<usize> {
+    MODALITIES.iter().position(|m| m.token_key == token_key)
+}
+
 /// Looks a modality up by token key.
 pub fn by_token_key(token_key: &str) -> Option<&'static ModalityInfo> {
     MODALITIES.iter().find(|m| m.token_key == token_key)

@@ -1,1 +1,17 @@
-//! aion-mpi
+//! MPI plumbing for aion-hpc: the one place MPI is initialised, the row decomposition, the few
+//! collectives the tools need, and the Slurm job environment.
+//!
+//! - [`session`]: [`Session`] owns MPI (singleton when no launcher is used).
+//! - [`partition`]: pure functions splitting N rows into contiguous blocks over R ranks.
+//! - [`slurm`]: the `SLURM_*` variables as a typed struct (the `slurm-env` crate the user named
+//!   does not exist on crates.io, so this small module stands in for it).
+//!
+//! Ranks and counts are `i32` in MPI and `usize` here; conversions happen only in this crate.
+
+pub mod partition;
+pub mod session;
+pub mod slurm;
+
+pub use partition::{block_range, blocks};
+pub use session::Session;
+pub use slurm::SlurmEnv;

@@ -1,0 +1,40 @@
+//! Command-line arguments shared by the tools (`#[command(flatten)]` into each tool's parser).
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+/// Where the data comes from and goes to, and how columns map to modalities.
+#[derive(Debug, Clone, Args)]
+pub struct IoArgs {
+    /// Model directory in the Hub layout: `config.json` + `model.safetensors` at the top (for the
+    /// transformer) and `codecs/<name>/{config.json,model.safetensors}` per codec.
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+
+    /// Catalogue HDF5 file(s) or glob pattern(s); several are read as one catalogue, in order.
+    #[arg(long, value_name = "IN.h5", num_args = 1.., required = true)]
+    pub catalog: Vec<String>,
+
+    /// Output HDF5 file (one file, written collectively by all ranks).
+    #[arg(long, value_name = "OUT.h5")]
+    pub output: PathBuf,
+
+    /// Feed a modality from a dataset: `TOKEN_KEY=DATASET` (e.g. `tok_flux_g=FLUX_G`,
+    /// `tok_xp_bp=coeff[0:55]`, `tok_spectrum_sdss=spectrum`, `tok_z=none` to leave it out).
+    /// Repeatable; overrides the run config and the Multimodal Universe defaults.
+    #[arg(long = "map", value_name = "TOKEN_KEY=DATASET")]
+    pub maps: Vec<String>,
+
+    /// TOML run configuration (see `configs/`); command-line flags override it.
+    #[arg(long, value_name = "run.toml")]
+    pub config: Option<PathBuf>,
+
+    /// Rows per batch (per rank). Default: from the config, else 256.
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
+
+    /// Log level (error, warn, info, debug, trace); `RUST_LOG` overrides it.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+}

@@ -1,0 +1,280 @@
+//! The run configuration (TOML) and the dataset → modality mapping.
+//!
+//! Precedence, highest first: `--map` on the command line, `[map]` in the run config, a dataset
+//! named exactly by the token key (pre-tokenized input, e.g. the output of `aion-tokenize`), and
+//! the Multimodal Universe default dataset of the modality (`aion_model::modality`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use aion_model::modality::{CodecKind, MODALITIES, ModalityInfo, by_token_key};
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+/// A run configuration file. Unknown keys are errors, so a typo fails loudly.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Rows per batch per rank.
+    pub batch_size: Option<usize>,
+    /// `token_key = "DATASET"` (or `"none"`).
+    #[serde(default)]
+    pub map: BTreeMap<String, String>,
+}
+
+impl RunConfig {
+    /// Reads a TOML run config.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read run config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid run config {}", path.display()))
+    }
+}
+
+/// Where a modality's values come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Source {
+    /// Already tokens: the dataset holds token ids.
+    Tokens {
+        /// Dataset name.
+        dataset: String,
+    },
+    /// Scalar values, optionally a column range of a 2-D dataset (Gaia XP `coeff[0:55]`).
+    Scalar {
+        /// Dataset name.
+        dataset: String,
+        /// Column range `[start, end)`.
+        columns: Option<(usize, usize)>,
+    },
+    /// A group of datasets sharing a prefix (images: `<p>_array|<p>_flux` + `<p>_band`;
+    /// spectra: `<p>_flux`, `<p>_ivar`, `<p>_lambda`, `<p>_mask`; catalogs: `<p>_X`, …).
+    Group {
+        /// Dataset prefix.
+        prefix: String,
+    },
+}
+
+impl Source {
+    fn describe(&self) -> String {
+        match self {
+            Self::Tokens { dataset } => format!("{dataset} (tokens)"),
+            Self::Scalar {
+                dataset,
+                columns: Some((a, b)),
+            } => format!("{dataset}[{a}:{b}]"),
+            Self::Scalar {
+                dataset,
+                columns: None,
+            } => dataset.clone(),
+            Self::Group { prefix } => format!("{prefix}_*"),
+        }
+    }
+}
+
+/// A modality bound to its source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Binding {
+    /// The modality's token key.
+    pub token_key: &'static str,
+    /// Where its values come from.
+    pub source: Source,
+    /// Whether the user asked for it (then a missing dataset is an error, not a skip).
+    pub explicit: bool,
+}
+
+impl Binding {
+    /// The modality.
+    pub fn modality(&self) -> &'static ModalityInfo {
+        by_token_key(self.token_key).expect("bindings only hold known token keys")
+    }
+
+    /// Human-readable `tok_x <- DATASET`.
+    pub fn describe(&self) -> String {
+        format!("{} <- {}", self.token_key, self.source.describe())
+    }
+}
+
+/// Parses `TOKEN_KEY=DATASET` (from `--map`).
+pub fn parse_map(entry: &str) -> Result<(String, String)> {
+    let (k, v) = entry
+        .split_once('=')
+        .with_context(|| format!("--map {entry}: expected TOKEN_KEY=DATASET"))?;
+    let (k, v) = (k.trim(), v.trim());
+    if k.is_empty() || v.is_empty() {
+        bail!("--map {entry}: expected TOKEN_KEY=DATASET");
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+fn parse_source(m: &ModalityInfo, value: &str) -> Result<Source> {
+    if let Some(dataset) = value.strip_prefix("tokens:") {
+        return Ok(Source::Tokens {
+            dataset: dataset.to_string(),
+        });
+    }
+    Ok(match m.codec {
+        CodecKind::Image | CodecKind::Spectrum | CodecKind::Catalog => Source::Group {
+            prefix: value.to_string(),
+        },
+        _ => match value.split_once('[') {
+            Some((ds, rest)) => {
+                let range = rest.strip_suffix(']').and_then(|r| r.split_once(':'));
+                let parsed =
+                    range.and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
+                let Some((a, b)) = parsed.filter(|(a, b): &(usize, usize)| a < b) else {
+                    bail!(
+                        "{}={value}: expected DATASET[start:end] with start < end",
+                        m.token_key
+                    );
+                };
+                Source::Scalar {
+                    dataset: ds.to_string(),
+                    columns: Some((a, b)),
+                }
+            }
+            None => Source::Scalar {
+                dataset: value.to_string(),
+                columns: m.columns,
+            },
+        },
+    })
+}
+
+/// Builds the bindings from explicit entries (config then CLI, later wins) and the defaults.
+/// `has_dataset` tells whether the catalogue holds a dataset (used for pre-tokenized input).
+/// Returns every candidate binding; callers drop the non-explicit ones whose data is absent.
+pub fn resolve(
+    explicit: &[(String, String)],
+    has_dataset: impl Fn(&str) -> bool,
+) -> Result<Vec<Binding>> {
+    let mut chosen: BTreeMap<&'static str, Option<Binding>> = BTreeMap::new();
+    for (key, value) in explicit {
+        let m = by_token_key(key)
+            .with_context(|| format!("unknown token key '{key}' in mapping {key}={value}"))?;
+        let b = if value.eq_ignore_ascii_case("none") {
+            None
+        } else {
+            Some(Binding {
+                token_key: m.token_key,
+                source: parse_source(m, value)?,
+                explicit: true,
+            })
+        };
+        chosen.insert(m.token_key, b);
+    }
+    let taken: Vec<Source> = chosen
+        .values()
+        .flatten()
+        .map(|b| b.source.clone())
+        .collect();
+    let mut out: Vec<Binding> = Vec::new();
+    for m in MODALITIES {
+        match chosen.get(m.token_key) {
+            Some(Some(b)) => out.push(b.clone()),
+            Some(None) => {}
+            None if has_dataset(m.token_key) => out.push(Binding {
+                token_key: m.token_key,
+                source: Source::Tokens {
+                    dataset: m.token_key.to_string(),
+                },
+                explicit: false,
+            }),
+            None => {
+                let source = parse_source(m, m.dataset)?;
+                // A default source already claimed explicitly (or by an earlier default, e.g.
+                // `image` for tok_image before tok_image_hsc) feeds only one token key.
+                if !taken.contains(&source) && !out.iter().any(|b| b.source == source) {
+                    out.push(Binding {
+                        token_key: m.token_key,
+                        source,
+                        explicit: false,
+                    });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(b: &[Binding]) -> Vec<&str> {
+        b.iter().map(|b| b.token_key).collect()
+    }
+
+    #[test]
+    fn defaults_give_each_source_one_key() {
+        let b = resolve(&[], |_| false).unwrap();
+        let k = keys(&b);
+        assert!(k.contains(&"tok_image") && !k.contains(&"tok_image_hsc"));
+        assert!(k.contains(&"tok_spectrum_desi") && !k.contains(&"tok_spectrum_sdss"));
+        let xp = b.iter().find(|b| b.token_key == "tok_xp_rp").unwrap();
+        assert_eq!(
+            xp.source,
+            Source::Scalar {
+                dataset: "coeff".into(),
+                columns: Some((55, 110))
+            }
+        );
+    }
+
+    #[test]
+    fn explicit_maps_move_a_source_and_disable_keys() {
+        let ex = vec![
+            ("tok_spectrum_sdss".to_string(), "spectrum".to_string()),
+            ("tok_flux_g".to_string(), "MAG_G_FLUX".to_string()),
+            ("tok_z".to_string(), "none".to_string()),
+        ];
+        let b = resolve(&ex, |_| false).unwrap();
+        let k = keys(&b);
+        assert!(k.contains(&"tok_spectrum_sdss") && !k.contains(&"tok_spectrum_desi"));
+        assert!(!k.contains(&"tok_z"));
+        let g = b.iter().find(|b| b.token_key == "tok_flux_g").unwrap();
+        assert!(g.explicit);
+        assert_eq!(
+            g.source,
+            Source::Scalar {
+                dataset: "MAG_G_FLUX".into(),
+                columns: None
+            }
+        );
+    }
+
+    #[test]
+    fn pre_tokenized_datasets_are_preferred_to_raw_defaults() {
+        let b = resolve(&[], |d| d == "tok_flux_r").unwrap();
+        let r = b.iter().find(|b| b.token_key == "tok_flux_r").unwrap();
+        assert_eq!(
+            r.source,
+            Source::Tokens {
+                dataset: "tok_flux_r".into()
+            }
+        );
+    }
+
+    #[test]
+    fn bad_entries_are_clear_errors() {
+        assert!(parse_map("tok_flux_g").is_err());
+        let e = resolve(&[("tok_nope".into(), "X".into())], |_| false).unwrap_err();
+        assert!(e.to_string().contains("unknown token key 'tok_nope'"));
+        let e = resolve(&[("tok_xp_bp".into(), "coeff[5:2]".into())], |_| false).unwrap_err();
+        assert!(e.to_string().contains("start < end"), "{e}");
+        let ok = resolve(&[("tok_xp_bp".into(), "coeff[0:55]".into())], |_| false).unwrap();
+        assert!(ok.iter().any(|b| b.source
+            == Source::Scalar {
+                dataset: "coeff".into(),
+                columns: Some((0, 55))
+            }));
+    }
+
+    #[test]
+    fn config_parses_and_rejects_typos() {
+        let c: RunConfig = toml::from_str("batch_size = 8\n[map]\ntok_z = \"Z_SPEC\"\n").unwrap();
+        assert_eq!(c.batch_size, Some(8));
+        assert_eq!(c.map["tok_z"], "Z_SPEC");
+        assert!(toml::from_str::<RunConfig>("batchsize = 8\n").is_err());
+    }
+}

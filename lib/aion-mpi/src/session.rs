@@ -1,0 +1,185 @@
+//! The MPI session: the only `mpi::initialize` of a process.
+//!
+//! Without a launcher OpenMPI starts as a singleton (rank 0 of 1), so the same binary runs under
+//! `srun`, `mpirun` or alone. MPI is only ever called from the main thread (`Funneled`).
+//!
+//! Error discipline: a rank that fails must not leave the others waiting in a collective. Code
+//! that can fail on some ranks only calls [`Session::agree`] before the next collective step;
+//! every rank then learns whether all succeeded and returns the error together.
+
+use mpi::Threading;
+use mpi::collective::SystemOperation;
+use mpi::environment::Universe;
+use mpi::topology::{Communicator, SimpleCommunicator};
+use mpi::traits::*;
+
+use crate::slurm::SlurmEnv;
+
+/// An initialised MPI environment and this process's place in it.
+pub struct Session {
+    // Dropping the universe finalises MPI, so it lives as long as the session.
+    _universe: Universe,
+    world: SimpleCommunicator,
+    rank: usize,
+    size: usize,
+    local_rank: usize,
+    slurm: SlurmEnv,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("rank", &self.rank)
+            .field("size", &self.size)
+            .finish()
+    }
+}
+
+impl Session {
+    /// Initialises MPI. Returns `None` if MPI was already initialised in this process.
+    pub fn init() -> Option<Self> {
+        let (universe, _granted) = mpi::initialize_with_threading(Threading::Funneled)?;
+        let world = universe.world();
+        let rank = usize::try_from(world.rank()).expect("MPI rank is non-negative");
+        let size = usize::try_from(world.size()).expect("MPI size is positive");
+        let node = world.split_shared(world.rank());
+        let local_rank = usize::try_from(node.rank()).expect("MPI rank is non-negative");
+        Some(Self {
+            _universe: universe,
+            world,
+            rank,
+            size,
+            local_rank,
+            slurm: SlurmEnv::from_env(),
+        })
+    }
+
+    /// This process's rank in `MPI_COMM_WORLD`.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// Number of ranks.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Whether this is rank 0 (the one that reports and draws progress).
+    pub fn is_root(&self) -> bool {
+        self.rank == 0
+    }
+
+    /// Rank among the processes on this node (`SLURM_LOCALID` when set, else the MPI
+    /// shared-memory split): the GPU index a rank should use.
+    pub fn local_rank(&self) -> usize {
+        self.slurm.localid.map_or(self.local_rank, |l| l as usize)
+    }
+
+    /// The Slurm environment of this task.
+    pub fn slurm(&self) -> &SlurmEnv {
+        &self.slurm
+    }
+
+    /// The world communicator (for HDF5's MPI-IO driver).
+    pub fn world(&self) -> &SimpleCommunicator {
+        &self.world
+    }
+
+    /// Blocks until every rank arrives.
+    pub fn barrier(&self) {
+        self.world.barrier();
+    }
+
+    /// Logical AND of `ok` over all ranks (collective).
+    pub fn agree(&self, ok: bool) -> bool {
+        self.min_u64(u64::from(ok)) == 1
+    }
+
+    /// Sum over ranks (collective).
+    pub fn sum_u64(&self, v: u64) -> u64 {
+        let mut out = 0u64;
+        self.world
+            .all_reduce_into(&v, &mut out, SystemOperation::sum());
+        out
+    }
+
+    /// Maximum over ranks (collective).
+    pub fn max_u64(&self, v: u64) -> u64 {
+        let mut out = 0u64;
+        self.world
+            .all_reduce_into(&v, &mut out, SystemOperation::max());
+        out
+    }
+
+    /// Minimum over ranks (collective).
+    pub fn min_u64(&self, v: u64) -> u64 {
+        let mut out = 0u64;
+        self.world
+            .all_reduce_into(&v, &mut out, SystemOperation::min());
+        out
+    }
+
+    /// Elementwise sum of a vector over ranks (collective; every rank passes the same length).
+    pub fn sum_f64s(&self, v: &[f64]) -> Vec<f64> {
+        let mut out = vec![0.0; v.len()];
+        self.world
+            .all_reduce_into(v, &mut out[..], SystemOperation::sum());
+        out
+    }
+
+    /// Rank 0's bytes on every rank (collective).
+    pub fn broadcast_bytes(&self, bytes: &[u8]) -> Vec<u8> {
+        let root = self.world.process_at_rank(0);
+        let mut len = bytes.len() as u64;
+        root.broadcast_into(&mut len);
+        let mut buf = if self.is_root() {
+            bytes.to_vec()
+        } else {
+            vec![0u8; len as usize]
+        };
+        root.broadcast_into(&mut buf[..]);
+        buf
+    }
+
+    /// Rank 0's string on every rank (collective).
+    pub fn broadcast_string(&self, s: &str) -> String {
+        String::from_utf8(self.broadcast_bytes(s.as_bytes())).expect("broadcast of valid UTF-8")
+    }
+
+    /// Every rank's bytes, on every rank, in rank order (collective).
+    pub fn all_gather_bytes(&self, bytes: &[u8]) -> Vec<Vec<u8>> {
+        let n = bytes.len() as u64;
+        let mut lens = vec![0u64; self.size];
+        self.world.all_gather_into(&n, &mut lens[..]);
+        let counts: Vec<i32> = lens
+            .iter()
+            .map(|&l| i32::try_from(l).expect("message under 2 GiB"))
+            .collect();
+        let displs: Vec<i32> = counts
+            .iter()
+            .scan(0i32, |acc, &c| {
+                let d = *acc;
+                *acc += c;
+                Some(d)
+            })
+            .collect();
+        let total: usize = lens.iter().map(|&l| l as usize).sum();
+        let mut buf = vec![0u8; total];
+        {
+            let mut part = mpi::datatype::PartitionMut::new(&mut buf[..], &counts[..], &displs[..]);
+            self.world.all_gather_varcount_into(bytes, &mut part);
+        }
+        let mut out = Vec::with_capacity(self.size);
+        let mut at = 0;
+        for l in lens {
+            out.push(buf[at..at + l as usize].to_vec());
+            at += l as usize;
+        }
+        out
+    }
+
+    /// Ends the whole job now with `code` (use only when ranks cannot agree to stop together).
+    pub fn abort(&self, code: i32) -> ! {
+        self.world.abort(code)
+    }
+}
