@@ -16,6 +16,6 @@ fn main() -> ExitCode {
     logging::init(TOOL, session.rank(), session.size(), &args.io.log_level);
     match run(&args, &session) {
         Ok(_) => ExitCode::from(exit::OK),
-        Err(e) => exit::report(TOOL, Some((session.rank(), session.size())), &e),
+        Err(e) => exit::report(TOOL, session.rank(), session.size(), &e),
     }
 }

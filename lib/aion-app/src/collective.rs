@@ -1,18 +1,39 @@
 //! Keeping ranks in step when something fails on some of them only.
 
 use aion_mpi::Session;
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 
-/// Makes a fallible step collective: every rank learns whether all ranks succeeded. A rank that
-/// failed returns its own error; the others return "another rank failed", so no rank is left
-/// waiting in the next collective call.
-pub fn agree<T>(session: &Session, step: Result<T>) -> Result<T> {
-    let all_ok = session.agree(step.is_ok());
-    match step {
-        Ok(v) if all_ok => Ok(v),
-        Ok(_) => Err(anyhow!(
-            "stopped because another rank failed (its error is in the log)"
-        )),
-        Err(e) => Err(e),
+/// An error every rank knows about (the same text on all ranks): only rank 0 prints it.
+#[derive(Debug)]
+pub struct AgreedError(pub String);
+
+impl std::fmt::Display for AgreedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
+}
+
+impl std::error::Error for AgreedError {}
+
+/// Makes a fallible step collective: every rank learns whether all ranks succeeded, and if not,
+/// every rank returns the same [`AgreedError`] holding each failing rank's message (once when
+/// they are identical). No rank is left waiting in the next collective call.
+pub fn agree<T>(session: &Session, step: Result<T>) -> Result<T> {
+    if session.agree(step.is_ok()) {
+        return Ok(step.expect("all ranks succeeded"));
+    }
+    let mine = step.as_ref().err().map(|e| format!("{e:#}")).unwrap_or_default();
+    let all = session.all_gather_bytes(mine.as_bytes());
+    let msgs: Vec<(usize, String)> = all
+        .into_iter()
+        .enumerate()
+        .filter(|(_, m)| !m.is_empty())
+        .map(|(r, m)| (r, String::from_utf8_lossy(&m).into_owned()))
+        .collect();
+    let text = if msgs.iter().all(|(_, m)| *m == msgs[0].1) {
+        msgs[0].1.clone()
+    } else {
+        msgs.iter().map(|(r, m)| format!("rank {r}: {m}")).collect::<Vec<_>>().join("; ")
+    };
+    Err(AgreedError(text).into())
 }

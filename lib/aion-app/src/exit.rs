@@ -1,22 +1,32 @@
 //! Exit codes shared by all tools (documented in `docs/cli.md`).
 
+use std::io::Write;
 use std::process::ExitCode;
+
+use crate::collective::AgreedError;
 
 /// The run finished; every row was written (rows with unusable values carry flags).
 pub const OK: u8 = 0;
 /// The run stopped on an error (bad arguments, unreadable input, failure on any rank).
 pub const FAILURE: u8 = 2;
 
-/// Prints `err` with its whole cause chain on one line, prefixed by the tool and rank, and
-/// returns [`FAILURE`].
-pub fn report(tool: &str, rank: Option<(usize, usize)>, err: &anyhow::Error) -> ExitCode {
-    match rank {
-        Some((r, n)) if n > 1 => eprintln!("{tool} [rank {r}/{n}]: error: {err:#}"),
-        _ => eprintln!("{tool}: error: {err:#}"),
-    }
-    ExitCode::from(FAILURE)
-}
-
 /// The exit-code table shown at the end of every tool's `--help`.
 pub const EXIT_CODES_HELP: &str = "Exit codes: 0 = finished, every row written (unusable values are flagged per row); \
 2 = stopped on an error (printed with the file, dataset and row it concerns).";
+
+/// Prints `err` with its cause chain on one line, prefixed by the tool (and the rank when the
+/// error is this rank's own), and returns [`FAILURE`]. An error all ranks agreed on is printed
+/// by rank 0 only.
+pub fn report(tool: &str, rank: usize, size: usize, err: &anyhow::Error) -> ExitCode {
+    let agreed = err.downcast_ref::<AgreedError>().is_some();
+    let line = if agreed || size == 1 {
+        (rank == 0).then(|| format!("{tool}: error: {err:#}\n"))
+    } else {
+        Some(format!("{tool} [rank {rank}/{size}]: error: {err:#}\n"))
+    };
+    if let Some(line) = line {
+        // One write, so lines of different ranks do not interleave.
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+    ExitCode::from(FAILURE)
+}

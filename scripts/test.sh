@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Runs every test of aion-hpc on a fresh Debian 12 machine (idempotent; what .ci/run calls):
+#   1. installs the system packages and the reference's Python venv (scripts/setup.sh --tests);
+#   2. regenerates the parity fixtures with the reference package and checks they are unchanged;
+#   3. starts a local single-node Slurm;
+#   4. cargo fmt check, then `cargo test` of the whole workspace on the CPU (NdArray) backend,
+#      including the MPI (1, 2, 3 ranks) and Slurm end-to-end tests;
+#   5. builds the LibTorch (`tch`) feature and runs the model parity tests on LibTorch too;
+#   6. builds a base-size random model in the Hub layout and runs the strict-loading test on it.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+[ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+step() { echo; echo "=== [test.sh $(date +%T)] $*"; }
+
+step "setup"
+scripts/setup.sh --tests
+venv="$root/validation/.venv"
+
+step "fixtures: regenerate with polymathic-aion 0.0.2 and compare"
+"$venv/bin/python" validation/check_fixtures.py
+
+step "local Slurm"
+if [ "$(id -u)" = 0 ]; then slurm/start-local-slurm.sh; else sudo slurm/start-local-slurm.sh; fi
+
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+export AION_REQUIRE_SLURM=1 AION_PYTHON="$venv/bin/python" OMP_NUM_THREADS=1
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo test (CPU backend)"
+cargo test --workspace --locked
+
+step "cargo test -p aion-model --features tch (LibTorch backend)"
+export LIBTORCH="$("$venv/bin/python" -c 'import torch, os; print(os.path.dirname(torch.__file__))')"
+export LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+CARGO_TARGET_DIR="$root/target/tch" cargo test -p aion-model --features tch --locked --test parity
+CARGO_TARGET_DIR="$root/target/tch" cargo build --features tch --locked --bins
+
+if [ -f validation/make_base_model.py ]; then
+  step "base-size model: strict loading"
+  base="${AION_BASE_MODEL_DIR:-$root/target/base-model}"
+  [ -f "$base/model.safetensors" ] || "$venv/bin/python" validation/make_base_model.py --out "$base"
+  AION_BASE_MODEL_DIR="$base" cargo test -p aion-model --locked --test parity base_size
+fi
+step "all tests passed"

@@ -1,0 +1,7 @@
+//! End-to-end tests of the tools, run as a user would run them: the binaries are spawned alone,
+//! under `mpirun -n 2` and `mpirun -n 3 --oversubscribe`, and their HDF5 outputs are read back.
+
+mod util;
+
+mod slurm;
+mod tokenize;

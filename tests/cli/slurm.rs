@@ -1,0 +1,97 @@
+//! Jobs submitted for real to a local Slurm (`slurm/start-local-slurm.sh` brings it up; the
+//! README test command does so). Without a reachable Slurm these tests fail when
+//! `AION_REQUIRE_SLURM=1` (CI) and are skipped otherwise.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+/// Whether a Slurm controller answers; panics if it must.
+pub fn slurm_available() -> bool {
+    let up = Command::new("scontrol").arg("ping").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("UP"));
+    if !up && std::env::var("AION_REQUIRE_SLURM").is_ok_and(|v| v == "1") {
+        panic!("AION_REQUIRE_SLURM=1 but no Slurm controller answers (run slurm/start-local-slurm.sh)");
+    }
+    if !up {
+        eprintln!("skipped: no Slurm controller (run slurm/start-local-slurm.sh as root)");
+    }
+    up
+}
+
+/// `sbatch --parsable ARGS` from the repository root with the debug binaries; returns the job id.
+pub fn sbatch(args: &[&str]) -> String {
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_aion-tokenize")).parent().unwrap();
+    let out = Command::new("sbatch")
+        .arg("--parsable")
+        .args(args)
+        .current_dir(repo())
+        .env("AION_BIN", bin_dir)
+        .output()
+        .expect("sbatch");
+    assert!(out.status.success(), "sbatch failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().split(';').next().unwrap().to_string()
+}
+
+/// `scontrol show job` fields.
+pub fn job_field(job: &str, field: &str) -> String {
+    let out = Command::new("scontrol").args(["show", "job", job]).output().expect("scontrol");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{field}=")))
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Waits until the job reaches a final state; returns it.
+pub fn wait_job(job: &str, timeout: Duration) -> String {
+    let t0 = Instant::now();
+    loop {
+        let state = job_field(job, "JobState");
+        if ["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"].contains(&state.as_str()) {
+            return state;
+        }
+        assert!(t0.elapsed() < timeout, "job {job} still {state} after {timeout:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn tokenize_sbatch_runs_two_ranks() {
+    if !slurm_available() {
+        return;
+    }
+    let dir = tempdir();
+    let out = dir.path().join("slurm.h5");
+    let log = dir.path().join("job-%j.out");
+    let model = fixture("scalar_codecs/hub");
+    let cat = fixture("scalar_codecs/catalog.h5");
+    let job = sbatch(&[
+        "-n",
+        "2",
+        "-o",
+        log.to_str().unwrap(),
+        "slurm/tokenize.sbatch",
+        "--model",
+        model.to_str().unwrap(),
+        "--catalog",
+        cat.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--batch-size",
+        "9",
+    ]);
+    let state = wait_job(&job, Duration::from_secs(120));
+    let log_text = std::fs::read_to_string(dir.path().join(format!("job-{job}.out"))).unwrap_or_default();
+    assert_eq!(state, "COMPLETED", "job log:\n{log_text}");
+    assert!(log_text.contains("aion-tokenize 1/2]"), "the tool did not see 2 ranks:\n{log_text}");
+    let f = hdf5::File::open(&out).unwrap();
+    assert_eq!(f.attr("n_ranks").unwrap().read_scalar::<i64>().unwrap(), 2);
+    assert_eq!(f.attr("slurm_job_id").unwrap().read_scalar::<i64>().unwrap().to_string(), job);
+    drop(f);
+    let single = dir.path().join("single.h5");
+    let args = ["--model", model.to_str().unwrap(), "--catalog", cat.to_str().unwrap(), "--output", single.to_str().unwrap()];
+    assert_ok(&run_tool(env!("CARGO_BIN_EXE_aion-tokenize"), Launch::Alone, &args));
+    assert_same_datasets(&single, &out);
+}
