@@ -18,3 +18,18 @@ export RAYON_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}
 
 # Open MPI under Slurm: srun must use PMIx (Debian's Open MPI has no PMI-1/2 support).
 AION_SRUN=(srun --mpi=pmix --kill-on-bad-exit=1)
+
+# Runs one aion tool as a job step. The scripts ask Slurm for SIGUSR1 some minutes before the
+# time limit (#SBATCH --signal=USR1@...): the tool then finishes the chunk in flight, records its
+# progress in the output and exits with 3. This function then requeues the job
+# (#SBATCH --requeue); the requeued run executes the same command and resumes from the output.
+aion_step() {
+  local rc=0
+  "${AION_SRUN[@]}" "$@" || rc=$?
+  if [ "$rc" -eq 3 ]; then
+    echo "aion: progress saved before the time limit; requeueing job $SLURM_JOB_ID"
+    scontrol requeue "$SLURM_JOB_ID"
+    sleep 60  # requeue ends this script; never fall through to a final exit status
+  fi
+  return "$rc"
+}

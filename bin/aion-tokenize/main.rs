@@ -2,6 +2,8 @@
 
 use std::process::ExitCode;
 
+use aion_app::pipeline::Outcome;
+use aion_app::signals::StopFlag;
 use aion_app::tokenize::{TOOL, TokenizeArgs, run};
 use aion_app::{exit, logging};
 use aion_mpi::Session;
@@ -14,8 +16,14 @@ fn main() -> ExitCode {
         return ExitCode::from(exit::FAILURE);
     };
     logging::init(TOOL, session.rank(), session.size(), &args.io.log_level);
-    match run(&args, &session) {
-        Ok(_) => ExitCode::from(exit::OK),
+    aion_app::fault::set_rank(session.rank());
+    let stop = match StopFlag::install() {
+        Ok(s) => s,
+        Err(e) => return exit::report(TOOL, session.rank(), session.size(), &e.into()),
+    };
+    match run(&args, &session, &stop) {
+        Ok((Outcome::Finished, _)) => ExitCode::from(exit::OK),
+        Ok((Outcome::Stopped, _)) => ExitCode::from(exit::CHECKPOINTED),
         Err(e) => exit::report(TOOL, session.rank(), session.size(), &e),
     }
 }

@@ -3,5 +3,6 @@
 
 mod util;
 
+mod resume;
 mod slurm;
 mod tokenize;

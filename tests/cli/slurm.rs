@@ -10,9 +10,14 @@ use crate::util::*;
 
 /// Whether a Slurm controller answers; panics if it must.
 pub fn slurm_available() -> bool {
-    let up = Command::new("scontrol").arg("ping").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("UP"));
+    let up = Command::new("scontrol")
+        .arg("ping")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("UP"));
     if !up && std::env::var("AION_REQUIRE_SLURM").is_ok_and(|v| v == "1") {
-        panic!("AION_REQUIRE_SLURM=1 but no Slurm controller answers (run slurm/start-local-slurm.sh)");
+        panic!(
+            "AION_REQUIRE_SLURM=1 but no Slurm controller answers (run slurm/start-local-slurm.sh)"
+        );
     }
     if !up {
         eprintln!("skipped: no Slurm controller (run slurm/start-local-slurm.sh as root)");
@@ -22,7 +27,9 @@ pub fn slurm_available() -> bool {
 
 /// `sbatch --parsable ARGS` from the repository root with the debug binaries; returns the job id.
 pub fn sbatch(args: &[&str]) -> String {
-    let bin_dir = Path::new(env!("CARGO_BIN_EXE_aion-tokenize")).parent().unwrap();
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_aion-tokenize"))
+        .parent()
+        .unwrap();
     let out = Command::new("sbatch")
         .arg("--parsable")
         .args(args)
@@ -30,13 +37,25 @@ pub fn sbatch(args: &[&str]) -> String {
         .env("AION_BIN", bin_dir)
         .output()
         .expect("sbatch");
-    assert!(out.status.success(), "sbatch failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().split(';').next().unwrap().to_string()
+    assert!(
+        out.status.success(),
+        "sbatch failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 /// `scontrol show job` fields.
 pub fn job_field(job: &str, field: &str) -> String {
-    let out = Command::new("scontrol").args(["show", "job", job]).output().expect("scontrol");
+    let out = Command::new("scontrol")
+        .args(["show", "job", job])
+        .output()
+        .expect("scontrol");
     let text = String::from_utf8_lossy(&out.stdout);
     text.split_whitespace()
         .find_map(|kv| kv.strip_prefix(&format!("{field}=")))
@@ -49,10 +68,22 @@ pub fn wait_job(job: &str, timeout: Duration) -> String {
     let t0 = Instant::now();
     loop {
         let state = job_field(job, "JobState");
-        if ["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"].contains(&state.as_str()) {
+        if [
+            "COMPLETED",
+            "FAILED",
+            "CANCELLED",
+            "TIMEOUT",
+            "NODE_FAIL",
+            "OUT_OF_MEMORY",
+        ]
+        .contains(&state.as_str())
+        {
             return state;
         }
-        assert!(t0.elapsed() < timeout, "job {job} still {state} after {timeout:?}");
+        assert!(
+            t0.elapsed() < timeout,
+            "job {job} still {state} after {timeout:?}"
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
 }
@@ -83,15 +114,130 @@ fn tokenize_sbatch_runs_two_ranks() {
         "9",
     ]);
     let state = wait_job(&job, Duration::from_secs(120));
-    let log_text = std::fs::read_to_string(dir.path().join(format!("job-{job}.out"))).unwrap_or_default();
+    let log_text =
+        std::fs::read_to_string(dir.path().join(format!("job-{job}.out"))).unwrap_or_default();
     assert_eq!(state, "COMPLETED", "job log:\n{log_text}");
-    assert!(log_text.contains("aion-tokenize 1/2]"), "the tool did not see 2 ranks:\n{log_text}");
+    assert!(
+        log_text.contains("aion-tokenize 1/2]"),
+        "the tool did not see 2 ranks:\n{log_text}"
+    );
     let f = hdf5::File::open(&out).unwrap();
     assert_eq!(f.attr("n_ranks").unwrap().read_scalar::<i64>().unwrap(), 2);
-    assert_eq!(f.attr("slurm_job_id").unwrap().read_scalar::<i64>().unwrap().to_string(), job);
+    assert_eq!(
+        f.attr("slurm_job_id")
+            .unwrap()
+            .read_scalar::<i64>()
+            .unwrap()
+            .to_string(),
+        job
+    );
     drop(f);
     let single = dir.path().join("single.h5");
-    let args = ["--model", model.to_str().unwrap(), "--catalog", cat.to_str().unwrap(), "--output", single.to_str().unwrap()];
-    assert_ok(&run_tool(env!("CARGO_BIN_EXE_aion-tokenize"), Launch::Alone, &args));
+    let args = [
+        "--model",
+        model.to_str().unwrap(),
+        "--catalog",
+        cat.to_str().unwrap(),
+        "--output",
+        single.to_str().unwrap(),
+    ];
+    assert_ok(&run_tool(
+        env!("CARGO_BIN_EXE_aion-tokenize"),
+        Launch::Alone,
+        &args,
+    ));
     assert_same_datasets(&single, &out);
+}
+
+#[test]
+fn time_limit_signal_checkpoints_requeues_and_finishes() {
+    if !slurm_available() {
+        return;
+    }
+    let dir = tempdir();
+    let out = dir.path().join("requeue.h5");
+    let log = dir.path().join("job-%j.out");
+    let model = fixture("scalar_codecs/hub");
+    let cat = fixture("scalar_codecs/catalog.h5");
+    let tool_args = [
+        "--model",
+        model.to_str().unwrap(),
+        "--catalog",
+        cat.to_str().unwrap(),
+        "--chunk-rows",
+        "4",
+    ];
+    // Slow chunks (0.4 s each, 16 chunks over 2 ranks) so the signal lands mid-run.
+    let mut args = vec![
+        "-n",
+        "2",
+        "-o",
+        log.to_str().unwrap(),
+        "--export=ALL,AION_TEST_SLOW_MS=400",
+        "slurm/tokenize.sbatch",
+    ];
+    args.extend(tool_args);
+    args.extend(["--output", out.to_str().unwrap()]);
+    let job = sbatch(&args);
+    let t0 = Instant::now();
+    while !(job_field(&job, "JobState") == "RUNNING" && out.exists()) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "job {job} did not start"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    // What Slurm sends before the time limit with `--signal=USR1@…`.
+    let sig = Command::new("scancel")
+        .args(["--signal=USR1", &job])
+        .status()
+        .unwrap();
+    assert!(sig.success());
+    let state = wait_job_restarted(&job, Duration::from_secs(240));
+    let log_text =
+        std::fs::read_to_string(dir.path().join(format!("job-{job}.out"))).unwrap_or_default();
+    assert_eq!(state, "COMPLETED", "job log:\n{log_text}");
+    assert!(
+        log_text.contains("requeueing job"),
+        "no checkpoint/requeue in the log:\n{log_text}"
+    );
+    assert!(
+        log_text.contains("resuming"),
+        "the requeued run did not resume:\n{log_text}"
+    );
+    assert_eq!(job_field(&job, "Restarts"), "1");
+    let single = dir.path().join("single.h5");
+    let mut a = tool_args.to_vec();
+    a.extend(["--output", single.to_str().unwrap()]);
+    assert_ok(&run_tool(
+        env!("CARGO_BIN_EXE_aion-tokenize"),
+        Launch::Alone,
+        &a,
+    ));
+    assert_same_datasets(&single, &out);
+}
+
+/// Waits for a final state after at least one restart. Slurm makes a requeued job eligible only
+/// two minutes later; the test moves that forward (`scontrol update StartTime=now`).
+fn wait_job_restarted(job: &str, timeout: Duration) -> String {
+    let t0 = Instant::now();
+    while !(job_field(job, "JobState") == "PENDING" && job_field(job, "Restarts") == "1") {
+        if t0.elapsed() > timeout
+            || ["COMPLETED", "FAILED", "CANCELLED"].contains(&job_field(job, "JobState").as_str())
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = Command::new("scontrol")
+        .args(["update", &format!("JobId={job}"), "StartTime=now"])
+        .status();
+    loop {
+        let state = wait_job(job, timeout);
+        if job_field(job, "Restarts") != "0" || t0.elapsed() > timeout {
+            return state;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }

@@ -28,17 +28,34 @@ fn expected(key: &str) -> Vec<i64> {
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let t = st.tensor(&format!("{key}_tokens")).unwrap();
     let toks: Vec<i64> = match t.dtype() {
-        safetensors::Dtype::I64 => t.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect(),
-        safetensors::Dtype::I32 => t.data().chunks_exact(4).map(|b| i64::from(i32::from_le_bytes(b.try_into().unwrap()))).collect(),
+        safetensors::Dtype::I64 => t
+            .data()
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+            .collect(),
+        safetensors::Dtype::I32 => t
+            .data()
+            .chunks_exact(4)
+            .map(|b| i64::from(i32::from_le_bytes(b.try_into().unwrap())))
+            .collect(),
         d => panic!("{d:?}"),
     };
     let v = st.tensor(&format!("{key}_values")).unwrap();
-    let vals: Vec<f32> = v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    let vals: Vec<f32> = v
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
     let per_row = vals.len() / 64;
     let mut out = toks;
     for r in 0..64 {
-        if vals[r * per_row..(r + 1) * per_row].iter().any(|x| !x.is_finite()) {
-            out[r * per_row..(r + 1) * per_row].iter_mut().for_each(|t| *t = -1);
+        if vals[r * per_row..(r + 1) * per_row]
+            .iter()
+            .any(|x| !x.is_finite())
+        {
+            out[r * per_row..(r + 1) * per_row]
+                .iter_mut()
+                .for_each(|t| *t = -1);
         }
     }
     out
@@ -52,7 +69,11 @@ fn tokens_equal_the_reference_for_every_scalar_codec_kind() {
     for key in ["tok_ebv", "tok_flux_g", "tok_xp_bp", "tok_xp_rp", "tok_z"] {
         let (shape, got) = read_i64(&out, key);
         assert_eq!(shape[0], 64, "{key}");
-        assert_eq!(got, expected(key), "{key}: tokens differ from the reference");
+        assert_eq!(
+            got,
+            expected(key),
+            "{key}: tokens differ from the reference"
+        );
     }
     let (_, ids) = read_i64(&out, "object_id");
     assert_eq!(ids, (1000..1064).collect::<Vec<i64>>());
@@ -64,9 +85,19 @@ fn unusable_values_are_flagged_per_row() {
     let out = dir.path().join("tok.h5");
     assert_ok(&tokenize(Launch::Alone, &out, &[]));
     let f = hdf5::File::open(&out).unwrap();
-    let bits: Vec<String> = serde_json::from_str(&f.attr("modality_bits").unwrap().read_scalar::<hdf5::types::VarLenUnicode>().unwrap()).unwrap();
+    let bits: Vec<String> = serde_json::from_str(
+        &f.attr("modality_bits")
+            .unwrap()
+            .read_scalar::<hdf5::types::VarLenUnicode>()
+            .unwrap(),
+    )
+    .unwrap();
     let bit = |k: &str| 1u64 << bits.iter().position(|b| b == k).unwrap();
-    let rejected: Vec<u64> = f.dataset("modalities_rejected").unwrap().read_raw().unwrap();
+    let rejected: Vec<u64> = f
+        .dataset("modalities_rejected")
+        .unwrap()
+        .read_raw()
+        .unwrap();
     let used: Vec<u64> = f.dataset("modalities_used").unwrap().read_raw().unwrap();
     // Fixture rows with NaN: EBV row 6, FLUX_G row 7, Z row 3.
     assert_eq!(rejected[6], bit("tok_ebv"));
@@ -84,11 +115,18 @@ fn output_is_identical_for_any_rank_count() {
     assert_ok(&tokenize(Launch::Alone, &one, &["--batch-size", "10"]));
     for (n, batch) in [(2, "10"), (3, "7")] {
         let many = dir.path().join(format!("n{n}.h5"));
-        let err = assert_ok(&tokenize(Launch::Mpirun(n), &many, &["--batch-size", batch]));
+        let err = assert_ok(&tokenize(
+            Launch::Mpirun(n),
+            &many,
+            &["--batch-size", batch],
+        ));
         assert!(err.contains(&format!("0/{n}]")), "not {n} ranks:\n{err}");
         assert_same_datasets(&one, &many);
         let f = hdf5::File::open(&many).unwrap();
-        assert_eq!(f.attr("n_ranks").unwrap().read_scalar::<i64>().unwrap(), n as i64);
+        assert_eq!(
+            f.attr("n_ranks").unwrap().read_scalar::<i64>().unwrap(),
+            n as i64
+        );
     }
 }
 
@@ -103,7 +141,16 @@ fn more_ranks_than_rows_and_several_files() {
     let model = fixture("scalar_codecs/hub");
     let out = dir.path().join("out").join("tok.h5");
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-    let args = ["--model", model.to_str().unwrap(), "--catalog", &glob, "--output", out.to_str().unwrap(), "--batch-size", "5"];
+    let args = [
+        "--model",
+        model.to_str().unwrap(),
+        "--catalog",
+        &glob,
+        "--output",
+        out.to_str().unwrap(),
+        "--batch-size",
+        "5",
+    ];
     assert_ok(&run_tool(BIN, Launch::Mpirun(3), &args));
     let (shape, ids) = read_i64(&out, "object_id");
     assert_eq!(shape, vec![128]);
@@ -125,8 +172,15 @@ fn h5py_reads_the_output() {
         assert int(f['tok_z'][1,0])==1023 and int(f['object_id'][0])==1000\n\
         assert f.attrs['tool']=='aion-tokenize' and int(f.attrs['n_ranks'])==2\n\
         json.loads(f.attrs['config']); print('ok')";
-    let o = std::process::Command::new(py).args(["-c", script, out.to_str().unwrap()]).output().unwrap();
-    assert!(o.status.success(), "h5py failed: {}", String::from_utf8_lossy(&o.stderr));
+    let o = std::process::Command::new(py)
+        .args(["-c", script, out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "h5py failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 mod bad_input {
@@ -141,7 +195,11 @@ mod bad_input {
     fn missing_mapped_dataset_names_file_and_dataset() {
         let dir = tempdir();
         let out = dir.path().join("o.h5");
-        let err = assert_fails(&tokenize(Launch::Mpirun(2), &out, &["--map", "tok_ebv=NO_SUCH"]));
+        let err = assert_fails(&tokenize(
+            Launch::Mpirun(2),
+            &out,
+            &["--map", "tok_ebv=NO_SUCH"],
+        ));
         assert!(err.contains("NO_SUCH") && err.contains("tok_ebv"), "{err}");
     }
 
@@ -152,7 +210,14 @@ mod bad_input {
         std::fs::write(&bad, b"this is not hdf5").unwrap();
         let model = fixture("scalar_codecs/hub");
         let out = dir.path().join("o.h5");
-        let args = ["--model", model.to_str().unwrap(), "--catalog", bad.to_str().unwrap(), "--output", out.to_str().unwrap()];
+        let args = [
+            "--model",
+            model.to_str().unwrap(),
+            "--catalog",
+            bad.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ];
         let err = assert_fails(&run_tool(BIN, Launch::Mpirun(2), &args));
         assert!(err.contains("bad.h5"), "{err}");
     }
@@ -164,20 +229,48 @@ mod bad_input {
         let out = dir.path().join("o.h5");
         let shape = dir.path().join("shape.h5");
         write_catalog(&shape, |f| {
-            f.new_dataset_builder().with_data(&ndarray::Array2::<f32>::zeros((5, 3))).create("EBV").unwrap();
+            f.new_dataset_builder()
+                .with_data(&ndarray::Array2::<f32>::zeros((5, 3)))
+                .create("EBV")
+                .unwrap();
         });
-        let args = ["--model", model.to_str().unwrap(), "--catalog", shape.to_str().unwrap(), "--output", out.to_str().unwrap()];
+        let args = [
+            "--model",
+            model.to_str().unwrap(),
+            "--catalog",
+            shape.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ];
         let err = assert_fails(&run_tool(BIN, Launch::Alone, &args));
         assert!(err.contains("EBV") && err.contains("[3]"), "{err}");
 
         let rows = dir.path().join("rows.h5");
         write_catalog(&rows, |f| {
-            f.new_dataset_builder().with_data(&ndarray::Array1::<f32>::zeros(5)).create("EBV").unwrap();
-            f.new_dataset_builder().with_data(&ndarray::Array1::<f32>::zeros(6)).create("Z").unwrap();
+            f.new_dataset_builder()
+                .with_data(&ndarray::Array1::<f32>::zeros(5))
+                .create("EBV")
+                .unwrap();
+            f.new_dataset_builder()
+                .with_data(&ndarray::Array1::<f32>::zeros(6))
+                .create("Z")
+                .unwrap();
         });
-        let args = ["--model", model.to_str().unwrap(), "--catalog", rows.to_str().unwrap(), "--output", out.to_str().unwrap()];
+        let args = [
+            "--model",
+            model.to_str().unwrap(),
+            "--catalog",
+            rows.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ];
         let err = assert_fails(&run_tool(BIN, Launch::Mpirun(2), &args));
-        assert!(err.contains("rows.h5") && err.contains("'Z' has 6 rows") && err.contains("'EBV' has 5"), "{err}");
+        assert!(
+            err.contains("rows.h5")
+                && err.contains("'Z' has 6 rows")
+                && err.contains("'EBV' has 5"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -185,7 +278,14 @@ mod bad_input {
         let dir = tempdir();
         let cat = fixture("scalar_codecs/catalog.h5");
         let out = dir.path().join("o.h5");
-        let args = ["--model", "/nonexistent/model", "--catalog", cat.to_str().unwrap(), "--output", out.to_str().unwrap()];
+        let args = [
+            "--model",
+            "/nonexistent/model",
+            "--catalog",
+            cat.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ];
         let err = assert_fails(&run_tool(BIN, Launch::Alone, &args));
         assert!(err.contains("/nonexistent/model"), "{err}");
         let err = assert_fails(&tokenize(Launch::Alone, &out, &["--map", "tok_ebv"]));
@@ -199,7 +299,14 @@ mod bad_input {
         std::fs::create_dir_all(model.join("codecs")).unwrap();
         let cat = fixture("scalar_codecs/catalog.h5");
         let out = dir.path().join("o.h5");
-        let args = ["--model", model.to_str().unwrap(), "--catalog", cat.to_str().unwrap(), "--output", out.to_str().unwrap()];
+        let args = [
+            "--model",
+            model.to_str().unwrap(),
+            "--catalog",
+            cat.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ];
         let err = assert_fails(&run_tool(BIN, Launch::Mpirun(2), &args));
         assert!(err.contains("codecs/FLUX_G"), "{err}");
     }

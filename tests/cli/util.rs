@@ -18,7 +18,10 @@ pub fn fixture(case: &str) -> PathBuf {
 
 /// A fresh temporary directory, removed on drop.
 pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("aion-cli-").tempdir().expect("temp dir")
+    tempfile::Builder::new()
+        .prefix("aion-cli-")
+        .tempdir()
+        .expect("temp dir")
 }
 
 /// How to launch a tool.
@@ -46,27 +49,37 @@ pub fn run_tool(bin: &str, launch: Launch, args: &[&str]) -> Output {
         .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
         .env("OMP_NUM_THREADS", "1")
         .stdin(Stdio::null());
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {bin}: {e}"));
-    out
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {bin}: {e}"))
 }
 
 /// Asserts success, printing stderr otherwise; returns stderr.
 pub fn assert_ok(out: &Output) -> String {
     let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(out.status.success(), "tool failed ({:?}):\n{err}", out.status.code());
+    assert!(
+        out.status.success(),
+        "tool failed ({:?}):\n{err}",
+        out.status.code()
+    );
     err
 }
 
 /// Asserts exit code 2 and returns stderr.
 pub fn assert_fails(out: &Output) -> String {
     let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(2), "expected exit 2, got {:?}:\n{err}", out.status.code());
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "expected exit 2, got {:?}:\n{err}",
+        out.status.code()
+    );
     err
 }
 
 /// Every dataset of an HDF5 file as flat f64 values with its shape (ints and floats; NaN kept).
 pub fn read_all(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec<f64>)> {
-    let f = hdf5::File::open(path).unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    let f =
+        hdf5::File::open(path).unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
     let mut out = BTreeMap::new();
     collect(&f, "", &mut out);
     out
@@ -76,7 +89,9 @@ fn collect(g: &hdf5::Group, prefix: &str, out: &mut BTreeMap<String, (Vec<usize>
     for name in g.member_names().unwrap() {
         let full = format!("{prefix}/{name}");
         if let Ok(ds) = g.dataset(&name) {
-            let v: Vec<f64> = ds.read_raw::<f64>().unwrap_or_else(|e| panic!("{full}: {e}"));
+            let v: Vec<f64> = ds
+                .read_raw::<f64>()
+                .unwrap_or_else(|e| panic!("{full}: {e}"));
             out.insert(full, (ds.shape(), v));
         } else if let Ok(sub) = g.group(&name) {
             collect(&sub, &full, out);
@@ -87,12 +102,24 @@ fn collect(g: &hdf5::Group, prefix: &str, out: &mut BTreeMap<String, (Vec<usize>
 /// Asserts two outputs hold the same datasets with the same values (NaN == NaN).
 pub fn assert_same_datasets(a: &Path, b: &Path) {
     let (da, db) = (read_all(a), read_all(b));
-    assert_eq!(da.keys().collect::<Vec<_>>(), db.keys().collect::<Vec<_>>(), "dataset names differ");
+    assert_eq!(
+        da.keys().collect::<Vec<_>>(),
+        db.keys().collect::<Vec<_>>(),
+        "dataset names differ"
+    );
     for (name, (sa, va)) in &da {
         let (sb, vb) = &db[name];
         assert_eq!(sa, sb, "{name}: shape");
-        let same = va.iter().zip(vb).all(|(x, y)| x == y || (x.is_nan() && y.is_nan()));
-        assert!(same, "{name}: values differ between {} and {}", a.display(), b.display());
+        let same = va
+            .iter()
+            .zip(vb)
+            .all(|(x, y)| x == y || (x.is_nan() && y.is_nan()));
+        assert!(
+            same,
+            "{name}: values differ between {} and {}",
+            a.display(),
+            b.display()
+        );
     }
 }
 
@@ -105,6 +132,8 @@ pub fn read_i64(path: &Path, name: &str) -> (Vec<usize>, Vec<i64>) {
 
 /// Python of the validation venv (has h5py), if it exists.
 pub fn venv_python() -> Option<PathBuf> {
-    let p = std::env::var_os("AION_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo().join("validation/.venv/bin/python"));
+    let p = std::env::var_os("AION_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("validation/.venv/bin/python"));
     p.exists().then_some(p)
 }

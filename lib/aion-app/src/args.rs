@@ -34,6 +34,14 @@ pub struct IoArgs {
     #[arg(long, value_name = "N")]
     pub batch_size: Option<usize>,
 
+    /// Rows per chunk: the unit of work, of collective writes and of resuming (default 1024).
+    #[arg(long, value_name = "N")]
+    pub chunk_rows: Option<usize>,
+
+    /// Replace an existing output instead of resuming it.
+    #[arg(long)]
+    pub overwrite: bool,
+
     /// Log level (error, warn, info, debug, trace); `RUST_LOG` overrides it.
     #[arg(long, default_value = "info")]
     pub log_level: String,

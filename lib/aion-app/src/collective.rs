@@ -22,7 +22,11 @@ pub fn agree<T>(session: &Session, step: Result<T>) -> Result<T> {
     if session.agree(step.is_ok()) {
         return Ok(step.expect("all ranks succeeded"));
     }
-    let mine = step.as_ref().err().map(|e| format!("{e:#}")).unwrap_or_default();
+    let mine = step
+        .as_ref()
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap_or_default();
     let all = session.all_gather_bytes(mine.as_bytes());
     let msgs: Vec<(usize, String)> = all
         .into_iter()
@@ -33,7 +37,10 @@ pub fn agree<T>(session: &Session, step: Result<T>) -> Result<T> {
     let text = if msgs.iter().all(|(_, m)| *m == msgs[0].1) {
         msgs[0].1.clone()
     } else {
-        msgs.iter().map(|(r, m)| format!("rank {r}: {m}")).collect::<Vec<_>>().join("; ")
+        msgs.iter()
+            .map(|(r, m)| format!("rank {r}: {m}"))
+            .collect::<Vec<_>>()
+            .join("; ")
     };
     Err(AgreedError(text).into())
 }

@@ -4,16 +4,23 @@
 //! - [`args`]: command-line arguments shared by the tools.
 //! - [`run_config`]: the TOML run configuration and the dataset→modality mapping.
 //! - [`codec_set`]: the codecs a run needs, loaded from a model directory.
-//! - [`tokenize`]: `aion-tokenize`.
+//! - [`pipeline`], [`resume`], [`signals`]: chunked resumable runs, time-limit stops.
+//! - [`tokenize`] runs `aion-tokenize`.
 //! - [`logging`], [`provenance`], [`exit`]: per-rank logging, output provenance, exit codes.
+//!
+//! Exit codes are in [`exit`].
 
 pub mod args;
 pub mod codec_set;
 pub mod collective;
 pub mod exit;
+pub mod fault;
 pub mod logging;
 pub mod output;
+pub mod pipeline;
 pub mod progress;
 pub mod provenance;
+pub mod resume;
 pub mod run_config;
+pub mod signals;
 pub mod tokenize;

@@ -8,6 +8,7 @@ use aion_model::modality::{MODALITIES, modality_index};
 use anyhow::Result;
 
 use crate::codec_set::ModalityTokens;
+use crate::pipeline::{DatasetSpec, Dtype};
 use crate::run_config::{Binding, Source};
 
 /// Dataset suffixes read for a group source (images, spectra, catalogs).
@@ -68,58 +69,37 @@ impl ObjectIds {
         }
     }
 
-    /// Creates the `object_id` dataset (collective).
-    pub fn create(&self, out: &OutputFile, n: usize) -> Result<hdf5::Dataset> {
-        let ds = out.create_dataset::<i64>("object_id", n, &[], None)?;
-        out.set_dataset_attr_str(&ds, "source", self.source())?;
-        Ok(ds)
+    /// The `object_id` output dataset.
+    pub fn spec(&self) -> DatasetSpec {
+        DatasetSpec::new("object_id", Dtype::I64, &[], None).attr("source", self.source())
     }
 
-    /// Writes the ids of `rows` (collective).
-    pub fn write(
-        &self,
-        out: &OutputFile,
-        ds: &hdf5::Dataset,
-        catalog: &Catalog,
-        rows: &Range<usize>,
-    ) -> Result<()> {
-        let ids: Vec<i64> = match self {
+    /// The ids of `rows`.
+    pub fn read(&self, catalog: &Catalog, rows: &Range<usize>) -> Result<Vec<i64>> {
+        Ok(match self {
             Self::RowIndex => rows.clone().map(|r| r as i64).collect(),
             Self::Dataset if rows.is_empty() => Vec::new(),
             Self::Dataset => match catalog.read("object_id", rows.clone())?.values {
                 aion_io::catalog::ColumnValues::I64(v) => v,
                 _ => unreachable!("detect() checked the kind"),
             },
-        };
-        out.write_rows(ds, rows.start, &ids)?;
-        Ok(())
+        })
     }
 }
 
-/// The `modalities_used` / `modalities_rejected` bit masks (bit i = `MODALITIES[i]`).
-pub struct RowFlags {
-    used: hdf5::Dataset,
-    rejected: hdf5::Dataset,
+/// Writes the root attribute `modality_bits`: the token keys, bit `i` of the masks = entry `i`.
+pub fn write_modality_bits(out: &OutputFile) -> Result<()> {
+    let names: Vec<&str> = MODALITIES.iter().map(|m| m.token_key).collect();
+    out.set_attr_str("modality_bits", &serde_json::to_string(&names)?)?;
+    Ok(())
 }
 
-impl RowFlags {
-    /// Creates both datasets and the root attribute `modality_bits` naming the bits (collective).
-    pub fn create(out: &OutputFile, n: usize) -> Result<Self> {
-        let names: Vec<&str> = MODALITIES.iter().map(|m| m.token_key).collect();
-        out.set_attr_str("modality_bits", &serde_json::to_string(&names)?)?;
-        let used = out.create_dataset::<u64>("modalities_used", n, &[], Some(0))?;
-        let rejected = out.create_dataset::<u64>("modalities_rejected", n, &[], Some(0))?;
-        Ok(Self { used, rejected })
-    }
-
-    /// Writes the masks of the rows starting at `start` (collective).
-    pub fn write(&self, out: &OutputFile, start: usize, batch: &[ModalityTokens]) -> Result<()> {
-        let n = batch.first().map_or(0, |t| t.used.len());
-        let (used, rejected) = masks(batch, n);
-        out.write_rows(&self.used, start, &used)?;
-        out.write_rows(&self.rejected, start, &rejected)?;
-        Ok(())
-    }
+/// The `modalities_used` / `modalities_rejected` bit-mask datasets (bit i = `MODALITIES[i]`).
+pub fn flag_specs() -> Vec<DatasetSpec> {
+    vec![
+        DatasetSpec::new("modalities_used", Dtype::U64, &[], Some(0.0)),
+        DatasetSpec::new("modalities_rejected", Dtype::U64, &[], Some(0.0)),
+    ]
 }
 
 /// Per-row bit masks of used and rejected modalities.

@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 pub struct RunConfig {
     /// Rows per batch per rank.
     pub batch_size: Option<usize>,
+    /// Rows per chunk (unit of work, writes and resume).
+    pub chunk_rows: Option<usize>,
     /// `token_key = "DATASET"` (or `"none"`).
     #[serde(default)]
     pub map: BTreeMap<String, String>,
@@ -28,6 +30,61 @@ impl RunConfig {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read run config {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("invalid run config {}", path.display()))
+    }
+}
+
+/// What every tool resolves first: run config, mapping, sized catalogue, batch and chunk sizes.
+pub struct Common {
+    /// The catalogue, sized by the datasets the bindings may read.
+    pub catalog: aion_io::Catalog,
+    /// Candidate bindings (the codec set drops those whose data is absent).
+    pub bindings: Vec<Binding>,
+    /// Rows per model batch.
+    pub batch: usize,
+    /// Rows per chunk.
+    pub chunk_rows: usize,
+    /// The run config file's content (or defaults).
+    pub config: RunConfig,
+}
+
+impl Common {
+    /// Reads the run config, merges `--map` entries, opens and sizes the catalogue.
+    pub fn resolve(io: &crate::args::IoArgs) -> Result<Self> {
+        let config = io
+            .config
+            .as_deref()
+            .map(RunConfig::load)
+            .transpose()?
+            .unwrap_or_default();
+        let mut explicit: Vec<(String, String)> = config
+            .map
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for m in &io.maps {
+            explicit.push(parse_map(m)?);
+        }
+        let batch = io.batch_size.or(config.batch_size).unwrap_or(256);
+        let chunk_rows = io.chunk_rows.or(config.chunk_rows).unwrap_or(1024);
+        anyhow::ensure!(
+            batch > 0 && chunk_rows > 0,
+            "--batch-size and --chunk-rows must be positive"
+        );
+        anyhow::ensure!(
+            io.model.is_dir(),
+            "model directory {} does not exist",
+            io.model.display()
+        );
+        let mut catalog = aion_io::Catalog::open(&io.catalog)?;
+        let bindings = resolve(&explicit, |d| catalog.has(d))?;
+        catalog.size_by(&crate::output::candidate_datasets(&bindings))?;
+        Ok(Self {
+            catalog,
+            bindings,
+            batch,
+            chunk_rows,
+            config,
+        })
     }
 }
 

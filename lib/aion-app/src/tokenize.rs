@@ -1,24 +1,23 @@
 //! `aion-tokenize`: catalogue columns → AION tokens, one HDF5 file written by all ranks.
 //!
-//! Rows are split over ranks in contiguous blocks; each rank reads its rows in batches,
-//! tokenizes every bound modality and writes the batch collectively. Output datasets (see
-//! `docs/hdf5-schema.md`): `object_id`, one `(N, tokens)` int64 dataset per token key (−1 where
-//! absent or rejected), `modalities_used` and `modalities_rejected` bit masks.
+//! Output datasets (see `docs/hdf5-schema.md`): `object_id`, one `(N, tokens)` int64 dataset per
+//! token key (−1 where absent or rejected), and the `modalities_used` / `modalities_rejected` bit
+//! masks. The run is chunked and resumable like every tool (`pipeline`).
 
 use std::ops::Range;
 
-use aion_io::OutputFile;
-use aion_mpi::{Session, block_range, blocks};
-use anyhow::{Context, Result};
+use aion_mpi::Session;
+use anyhow::Result;
 use clap::Parser;
 
 use crate::args::IoArgs;
 use crate::codec_set::{CodecSet, ModalityTokens, NO_TOKEN};
 use crate::collective::agree;
-use crate::output::{ObjectIds, RowFlags};
+use crate::output::{ObjectIds, flag_specs, masks};
+use crate::pipeline::{DatasetSpec, Dtype, Outcome, open_output, run_chunks};
 use crate::progress::Progress;
-use crate::run_config::{self, RunConfig};
-use crate::{output, provenance};
+use crate::signals::StopFlag;
+use crate::{provenance, resume, run_config};
 
 /// Tool name.
 pub const TOOL: &str = "aion-tokenize";
@@ -33,137 +32,167 @@ pub struct TokenizeArgs {
     pub io: IoArgs,
 }
 
-/// Everything resolved before the first collective write.
+/// Everything resolved before the first collective call.
 struct Plan {
-    catalog: aion_io::Catalog,
+    common: run_config::Common,
     codecs: CodecSet,
     ids: ObjectIds,
-    batch: usize,
-    config_json: String,
 }
 
 fn plan(args: &TokenizeArgs) -> Result<Plan> {
-    let io = &args.io;
-    let cfg = io
-        .config
-        .as_deref()
-        .map(RunConfig::load)
-        .transpose()?
-        .unwrap_or_default();
-    let mut explicit: Vec<(String, String)> = cfg
-        .map
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    for m in &io.maps {
-        explicit.push(run_config::parse_map(m)?);
-    }
-    let batch = io.batch_size.or(cfg.batch_size).unwrap_or(256).max(1);
-    anyhow::ensure!(
-        io.model.is_dir(),
-        "model directory {} does not exist",
-        io.model.display()
-    );
-    let mut catalog = aion_io::Catalog::open(&io.catalog)?;
-    let bindings = run_config::resolve(&explicit, |d| catalog.has(d))?;
-    let candidates = output::candidate_datasets(&bindings);
-    catalog.size_by(&candidates)?;
-    let codecs = CodecSet::load(&io.model, &bindings, &catalog)?;
-    let ids = ObjectIds::detect(&catalog)?;
-    let used: Vec<_> = codecs.bindings().cloned().collect();
-    let config_json = serde_json::json!({
-        "tool": TOOL, "model": io.model, "catalog": io.catalog, "output": io.output,
-        "batch_size": batch, "bindings": used, "object_id": ids.source(),
-    })
-    .to_string();
+    let common = run_config::Common::resolve(&args.io)?;
+    let codecs = CodecSet::load(&args.io.model, &common.bindings, &common.catalog)?;
+    let ids = ObjectIds::detect(&common.catalog)?;
     Ok(Plan {
-        catalog,
+        common,
         codecs,
         ids,
-        batch,
-        config_json,
     })
 }
 
-/// Runs `aion-tokenize`; returns the run summary (also written to `<output>.run.json`).
-pub fn run(args: &TokenizeArgs, session: &Session) -> Result<serde_json::Value> {
-    let plan = agree(session, plan(args))?;
-    let n = plan.catalog.n_rows();
-    let mine = block_range(n, session.rank(), session.size());
-    for b in plan.codecs.bindings() {
-        if session.is_root() {
-            log::info!("{}", b.describe());
-        }
-    }
-    log::info!(
-        "rows {}..{} of {n} (batch {})",
-        mine.start,
-        mine.end,
-        plan.batch
-    );
+/// One chunk, tokenized.
+struct Chunk {
+    ids: Vec<i64>,
+    tokens: Vec<ModalityTokens>,
+}
 
-    let files = plan.codecs.files().to_vec();
+/// Runs `aion-tokenize`; returns how it ended and the run summary (also in `<output>.run.json`).
+pub fn run(
+    args: &TokenizeArgs,
+    session: &Session,
+    stop: &StopFlag,
+) -> Result<(Outcome, serde_json::Value)> {
+    let plan = agree(session, plan(args))?;
+    let catalog = &plan.common.catalog;
+    let n = catalog.n_rows();
+    if session.is_root() {
+        plan.codecs
+            .bindings()
+            .for_each(|b| log::info!("{}", b.describe()));
+    }
+    let config = serde_json::json!({
+        "tool": TOOL, "model": args.io.model, "catalog": args.io.catalog, "output": args.io.output,
+        "batch_size": plan.common.batch, "chunk_rows": plan.common.chunk_rows,
+        "bindings": plan.codecs.bindings().collect::<Vec<_>>(), "object_id": plan.ids.source(),
+    });
     let checksums = agree(
         session,
-        provenance::checksums(session, &args.io.model, &files),
+        provenance::checksums(session, &args.io.model, plan.codecs.files()),
     )?;
+    let key = resume::key_json(
+        TOOL,
+        &config,
+        &checksums,
+        &resume::catalog_identity(&catalog.paths()),
+    );
     let prov = provenance::build(
         session,
         TOOL,
-        plan.config_json.clone(),
+        config.to_string(),
         &args.io.model,
         checksums,
-        &plan.catalog,
+        catalog,
     );
-    let out = OutputFile::create(&args.io.output, session.world())
-        .with_context(|| format!("cannot create {}", args.io.output.display()))?;
-    prov.write(&out)?;
-    let ids_ds = plan.ids.create(&out, n)?;
-    let flags = RowFlags::create(&out, n)?;
-    let token_ds: Vec<_> = plan
-        .codecs
-        .bindings()
-        .map(|b| {
-            let m = b.modality();
-            let ds =
-                out.create_dataset::<i64>(m.token_key, n, &[m.num_tokens()], Some(NO_TOKEN))?;
-            out.set_dataset_attr_str(&ds, "source", &b.describe())?;
-            Ok(ds)
-        })
-        .collect::<Result<_>>()?;
+
+    let mut specs = vec![plan.ids.spec()];
+    specs.extend(flag_specs());
+    for b in plan.codecs.bindings() {
+        let m = b.modality();
+        specs.push(
+            DatasetSpec::new(
+                m.token_key,
+                Dtype::I64,
+                &[m.num_tokens()],
+                Some(NO_TOKEN as f64),
+            )
+            .attr("source", b.describe()),
+        );
+    }
+    let run = open_output(
+        session,
+        &args.io.output,
+        args.io.overwrite,
+        n,
+        plan.common.chunk_rows,
+        &key,
+        &specs,
+        |out| {
+            prov.write(out)?;
+            crate::output::write_modality_bits(out)
+        },
+    )?;
+    if run.resumed {
+        log::info!(
+            "resuming {}: {} of {} chunk(s) left",
+            args.io.output.display(),
+            run.todo.len(),
+            run.log.n_chunks
+        );
+    }
 
     let mut progress = Progress::new(session.is_root(), n as u64, "tokenized");
-    let rounds = n.div_ceil(session.size()).div_ceil(plan.batch);
-    let mut my_blocks = blocks(mine, plan.batch);
-    let mut counts = vec![[0u64; 2]; token_ds.len()];
-    let mut done = 0u64;
-    for _ in 0..rounds {
-        let rows: Range<usize> = my_blocks.next().unwrap_or(0..0);
-        let step = encode_block(&plan, &rows);
-        let batch = agree(session, step)?;
-        plan.ids.write(&out, &ids_ds, &plan.catalog, &rows)?;
-        for ((ds, t), c) in token_ds.iter().zip(&batch).zip(&mut counts) {
-            out.write_rows(ds, rows.start, &t.tokens)?;
-            c[0] += t.used.iter().filter(|&&u| u).count() as u64;
-            c[1] += t.rejected.iter().filter(|&&r| r).count() as u64;
-        }
-        flags.write(&out, rows.start, &batch)?;
-        done += session.sum_u64(rows.len() as u64);
-        progress.set(done);
-    }
-    let secs = progress.finish();
-    out.set_attr_str(
-        "end_time",
-        &session.broadcast_string(&provenance::now_utc()),
+    let mut done = (n - run
+        .todo
+        .iter()
+        .map(|&c| chunk_len(c, run.log.chunk_rows, n))
+        .sum::<usize>()) as u64;
+    progress.set(done);
+    let mut counts = vec![[0u64; 2]; plan.codecs.bindings().count()];
+    let outcome = run_chunks(
+        session,
+        &run,
+        n,
+        stop,
+        |rows: Range<usize>| -> Result<Chunk> {
+            let ids = plan.ids.read(catalog, &rows)?;
+            Ok(Chunk {
+                ids,
+                tokens: plan.codecs.encode(catalog, rows)?,
+            })
+        },
+        Ok,
+        |rows, chunk| {
+            let empty = Chunk {
+                ids: Vec::new(),
+                tokens: Vec::new(),
+            };
+            let c = chunk.as_ref().unwrap_or(&empty);
+            run.sets.write(&run.out, "object_id", rows.start, &c.ids)?;
+            let (used, rejected) = masks(&c.tokens, rows.len());
+            run.sets
+                .write(&run.out, "modalities_used", rows.start, &used)?;
+            run.sets
+                .write(&run.out, "modalities_rejected", rows.start, &rejected)?;
+            for (i, b) in plan.codecs.bindings().enumerate() {
+                let tokens = c.tokens.get(i).map_or(&[][..], |t| &t.tokens[..]);
+                run.sets.write(&run.out, b.token_key, rows.start, tokens)?;
+                if let Some(t) = c.tokens.get(i) {
+                    counts[i][0] += t.used.iter().filter(|&&u| u).count() as u64;
+                    counts[i][1] += t.rejected.iter().filter(|&&r| r).count() as u64;
+                }
+            }
+            Ok(())
+        },
+        |rows| {
+            done += rows;
+            progress.set(done);
+        },
     )?;
-    out.flush()?;
-    let summary = summarize(session, &plan, &counts, n, secs);
+    let secs = progress.finish();
+    if outcome == Outcome::Finished {
+        run.out.set_attr_str(
+            "end_time",
+            &session.broadcast_string(&provenance::now_utc()),
+        )?;
+    }
+    run.out.flush()?;
+    let summary = summarize(session, &plan, &counts, n, secs, outcome);
     provenance::write_sidecar(session, &args.io.output, &prov, &summary)?;
-    Ok(summary)
+    Ok((outcome, summary))
 }
 
-fn encode_block(plan: &Plan, rows: &Range<usize>) -> Result<Vec<ModalityTokens>> {
-    plan.codecs.encode(&plan.catalog, rows.clone())
+fn chunk_len(c: usize, chunk_rows: usize, n: usize) -> usize {
+    ((c + 1) * chunk_rows).min(n) - c * chunk_rows
 }
 
 fn summarize(
@@ -172,6 +201,7 @@ fn summarize(
     counts: &[[u64; 2]],
     n: usize,
     secs: f64,
+    outcome: Outcome,
 ) -> serde_json::Value {
     let mut per = serde_json::Map::new();
     for (b, c) in plan.codecs.bindings().zip(counts) {
@@ -188,11 +218,15 @@ fn summarize(
         }
     }
     if session.is_root() {
-        log::info!(
-            "tokenized {n} rows in {secs:.2} s ({:.0} rows/s) on {} rank(s)",
-            n as f64 / secs.max(1e-9),
-            session.size()
-        );
+        match outcome {
+            Outcome::Finished => log::info!(
+                "tokenized {n} rows in {secs:.2} s on {} rank(s)",
+                session.size()
+            ),
+            Outcome::Stopped => log::warn!(
+                "stopped by a signal after {secs:.2} s; progress saved, run again to continue"
+            ),
+        }
     }
-    serde_json::json!({ "rows": n, "seconds": secs, "ranks": session.size(), "modalities": per })
+    serde_json::json!({ "rows": n, "seconds": secs, "ranks": session.size(), "finished": outcome == Outcome::Finished, "modalities": per })
 }

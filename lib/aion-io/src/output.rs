@@ -107,7 +107,7 @@ impl OutputFile {
     /// Creates dataset `name` of `n_rows` rows of shape `row_shape` (collective). `fill` is the
     /// value unwritten elements read as (written once at allocation); without it, unwritten
     /// elements are undefined and nothing is pre-written.
-    pub fn create_dataset<T: H5Type>(
+    pub fn create_dataset<T>(
         &self,
         name: &str,
         n_rows: usize,
@@ -115,7 +115,7 @@ impl OutputFile {
         fill: Option<T>,
     ) -> Result<hdf5::Dataset>
     where
-        T: Into<hdf5::types::dyn_value::OwnedDynValue>,
+        T: H5Type + Into<hdf5::types::dyn_value::OwnedDynValue>,
     {
         self.ensure_parents(name)?;
         let mut shape = vec![n_rows];
@@ -158,11 +158,7 @@ impl OutputFile {
         let name = ds.name();
         let shape = ds.shape();
         let row_len: usize = shape[1..].iter().product();
-        let n = if row_len == 0 {
-            0
-        } else {
-            data.len() / row_len
-        };
+        let n = data.len().checked_div(row_len).unwrap_or(0);
         assert_eq!(
             n * row_len,
             data.len(),
