@@ -6,3 +6,5 @@
 mod common;
 
 mod scalar_codec;
+
+mod fourm;
