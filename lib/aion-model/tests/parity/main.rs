@@ -8,3 +8,4 @@ mod common;
 mod scalar_codec;
 
 mod fourm;
+mod fourm_base;
