@@ -15,11 +15,17 @@
 //! - [`modality`]: the table of the 40 modalities (token keys, codecs, vocabularies, ids).
 //! - [`weights`]: strict safetensors loading ([`weights::WeightFile`]).
 //! - [`codecs`]: the codecs.
+//! - [`config`]: the transformer's `config.json` ([`AionConfig`]).
+//! - [`fourm`]: the 4M transformer ([`Aion`]).
 
 pub mod codecs;
+pub mod config;
 pub mod error;
+pub mod fourm;
 pub mod modality;
 pub mod nn;
 pub mod weights;
 
+pub use config::AionConfig;
 pub use error::{Error, Result};
+pub use fourm::{Aion, DecoderMode, Encoded, TokenInput};

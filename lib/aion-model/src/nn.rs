@@ -8,7 +8,7 @@ use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::module::{conv_transpose1d, conv_transpose2d, conv1d, conv2d};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::weights::WeightFile;
 
@@ -39,9 +39,18 @@ impl<B: Backend> Linear<B> {
         bias: bool,
         device: &B::Device,
     ) -> Self {
-        let weight: Tensor<B, 2> = w.tensor(&key(prefix, "weight"), [d_out, d_in], device);
+        // Transposed on the host so that the stored `[in, out]` tensor is contiguous (a strided
+        // view would be copied by the matmul of some backends at every call).
+        let stored = w.f32s(&key(prefix, "weight"), &[d_out, d_in]);
+        let mut transposed = vec![0f32; stored.len()];
+        for (o, row) in stored.chunks_exact(d_in.max(1)).enumerate() {
+            for (i, &v) in row.iter().enumerate() {
+                transposed[i * d_out + o] = v;
+            }
+        }
+        let weight = Tensor::from_data(TensorData::new(transposed, [d_in, d_out]), device);
         Self {
-            weight: Param::from_tensor(weight.transpose()),
+            weight: Param::from_tensor(weight),
             bias: bias.then(|| w.param(&key(prefix, "bias"), [d_out], device)),
         }
     }

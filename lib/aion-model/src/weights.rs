@@ -117,6 +117,13 @@ impl WeightFile {
         }
     }
 
+    /// Marks a tensor that the module stores no copy of as used, after checking that it exists
+    /// (directly or through an alias) with the expected shape; records a problem otherwise.
+    /// Returns whether it was found with that shape.
+    pub fn take_unused(&mut self, name: &str, shape: &[usize]) -> bool {
+        self.lookup(name, shape).is_some()
+    }
+
     /// Resolves `name` through the alias table and checks shape; records a problem otherwise.
     fn lookup(&mut self, name: &str, expected: &[usize]) -> Option<Entry> {
         let key = if self.entries.contains_key(name) {

@@ -6,3 +6,6 @@
 mod common;
 
 mod scalar_codec;
+
+mod fourm;
+mod fourm_base;

@@ -1,0 +1,548 @@
+//! The 4M transformer vs `validation/fixtures/fourm` (two tiny configurations, reference
+//! contexts and logits), plus batch independence, decoder modes and strict loading.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use aion_model::fourm::{Aion, DecoderMode, TokenInput};
+use aion_model::modality::{ModalityInfo, by_token_key};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Bool, Int, Tensor, TensorData};
+
+use crate::common::{Fixture, assert_close, fixtures_dir};
+
+/// Absolute tolerance against the reference (aion-spec §5: float32 vs float64 differ by ≤ 2e-6).
+const ATOL: f32 = 1e-5;
+/// Encoder input order of the fixture (dict insertion order in the reference).
+const ENCODE_KEYS: [&str; 7] = [
+    "tok_image",
+    "tok_spectrum_desi",
+    "tok_flux_g",
+    "catalog",
+    "tok_xp_bp",
+    "tok_ebv",
+    "tok_z",
+];
+/// Inputs of the fixture's `predict.z*` / `predict.ebv` cases.
+const PREDICT_KEYS: [&str; 5] = [
+    "tok_image",
+    "tok_spectrum_desi",
+    "tok_flux_g",
+    "catalog",
+    "tok_xp_bp",
+];
+const ROWS: usize = 3;
+
+fn modality(key: &str) -> &'static ModalityInfo {
+    by_token_key(key).unwrap_or_else(|| panic!("unknown modality {key}"))
+}
+
+fn hub_dir(variant: &str) -> PathBuf {
+    fixtures_dir().join("fourm").join(variant)
+}
+
+fn io(variant: &str) -> Fixture {
+    Fixture::open("fourm", &format!("io_{variant}.safetensors"))
+}
+
+fn load<B: Backend>(variant: &str, device: &B::Device) -> Aion<B> {
+    Aion::load(&hub_dir(variant), device).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Token inputs of the fixture for `keys`, rows `rows`, with or without the fixture's masks.
+fn inputs<B: Backend>(
+    io: &mut Fixture,
+    keys: &[&str],
+    masked: bool,
+    rows: Range<usize>,
+    device: &B::Device,
+) -> Vec<TokenInput<B>> {
+    keys.iter()
+        .map(|key| {
+            let (shape, ids) = io.i64(&format!("in.{key}.ids"));
+            let n = shape[1];
+            let pick = |v: &[i64]| v[rows.start * n..rows.end * n].to_vec();
+            let dims = [rows.len(), n];
+            let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(pick(&ids), dims), device);
+            let mut input = TokenInput::new(modality(key), ids);
+            if masked {
+                let (_, mask) = io.i64(&format!("in.{key}.mask"));
+                let mask: Vec<bool> = pick(&mask).iter().map(|&m| m != 0).collect();
+                let mask = Tensor::<B, 2, Bool>::from_data(TensorData::new(mask, dims), device);
+                input = input.with_mask(mask);
+            }
+            input
+        })
+        .collect()
+}
+
+fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
+}
+
+/// Compares a tensor with a fixture array (shape and values).
+fn check<B: Backend, const D: usize>(what: &str, got: Tensor<B, D>, io: &mut Fixture, name: &str) {
+    let (shape, want) = io.f32(name);
+    assert_eq!(got.dims().to_vec(), shape, "{what}: shape");
+    assert_close(what, &values(got), &want, ATOL, 0.0);
+}
+
+/// Compares large logits with their reduced fixture form (`.head`: first 128 vocabulary entries
+/// of every position, `.ends`: everything at the first and last position).
+fn check_reduced<B: Backend>(what: &str, got: Tensor<B, 3>, io: &mut Fixture, name: &str) {
+    let n = got.dims()[1];
+    let head = got.clone().narrow(2, 0, 128);
+    let ends = Tensor::cat(
+        vec![got.clone().narrow(1, 0, 1), got.narrow(1, n - 1, 1)],
+        1,
+    );
+    check(
+        &format!("{what} (first 128)"),
+        head,
+        io,
+        &format!("{name}.head"),
+    );
+    check(&format!("{what} (ends)"), ends, io, &format!("{name}.ends"));
+}
+
+fn check_mask<B: Backend>(what: &str, got: Tensor<B, 2, Bool>, io: &mut Fixture, name: &str) {
+    let (_, want) = io.i64(name);
+    let got: Vec<i64> = got
+        .into_data()
+        .convert::<bool>()
+        .to_vec::<bool>()
+        .unwrap()
+        .iter()
+        .map(|&m| i64::from(m))
+        .collect();
+    assert_eq!(got, want, "{what}");
+}
+
+macro_rules! both_variants {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            fn swiglu<B: burn::tensor::backend::Backend>(device: &B::Device) {
+                super::$body::<B>("swiglu_qknorm_nobias", device)
+            }
+            fn gelu<B: burn::tensor::backend::Backend>(device: &B::Device) {
+                super::$body::<B>("gelu_bias", device)
+            }
+            crate::backend_test!(swiglu_qknorm_nobias, swiglu);
+            crate::backend_test!(gelu_bias, gelu);
+        }
+    };
+}
+
+fn encode_all_tokens<B: Backend>(variant: &str, device: &B::Device) {
+    let (model, mut io) = (load::<B>(variant, device), io(variant));
+    let inp = inputs(&mut io, &ENCODE_KEYS, false, 0..ROWS, device);
+    let enc = model.encode(&inp, None);
+    check(
+        &format!("{variant} context"),
+        enc.context,
+        &mut io,
+        "encode.all",
+    );
+}
+both_variants!(encode_all_tokens_matches_reference, encode_all_tokens);
+
+fn encode_with_masks<B: Backend>(variant: &str, device: &B::Device) {
+    let (model, mut io) = (load::<B>(variant, device), io(variant));
+    let inp = inputs(&mut io, &ENCODE_KEYS, true, 0..ROWS, device);
+    let enc = model.encode(&inp, None);
+    check(
+        &format!("{variant} context_with_mask"),
+        enc.context,
+        &mut io,
+        "encode.masked",
+    );
+    check_mask("key mask", enc.mask, &mut io, "encode.masked.mask");
+    let (_, want) = io.i64("encode.masked.modality");
+    let got = enc
+        .modality
+        .into_data()
+        .convert::<i64>()
+        .to_vec::<i64>()
+        .unwrap();
+    assert_eq!(got, want, "modality ids");
+}
+both_variants!(encode_with_masks_matches_reference, encode_with_masks);
+
+fn encode_truncated<B: Backend>(variant: &str, device: &B::Device) {
+    let (model, mut io) = (load::<B>(variant, device), io(variant));
+    let inp = inputs(&mut io, &ENCODE_KEYS, true, 0..ROWS, device);
+    let enc = model.encode(&inp, Some(700));
+    let what = format!("{variant} context_num_encoder_tokens_700 (masked)");
+    check(&what, enc.context, &mut io, "encode.masked.k700");
+    check_mask(
+        "key mask k700",
+        enc.mask,
+        &mut io,
+        "encode.masked.k700.mask",
+    );
+}
+both_variants!(
+    encode_num_encoder_tokens_matches_reference,
+    encode_truncated
+);
+
+fn encode_truncated_unmasked<B: Backend>(variant: &str, device: &B::Device) {
+    let (model, mut io) = (load::<B>(variant, device), io(variant));
+    let inp = inputs(&mut io, &ENCODE_KEYS, false, 0..ROWS, device);
+    let enc = model.encode(&inp, Some(300));
+    let what = format!("{variant} context_num_encoder_tokens_300");
+    check(&what, enc.context, &mut io, "encode.k300");
+}
+both_variants!(encode_prefix_matches_reference, encode_truncated_unmasked);
+
+fn embed_mean<B: Backend>(variant: &str, device: &B::Device) {
+    let (model, mut io) = (load::<B>(variant, device), io(variant));
+    let inp = inputs(&mut io, &ENCODE_KEYS, true, 0..ROWS, device);
+    check(
+        &format!("{variant} embed"),
+        model.embed(&inp),
+        &mut io,
+        "embed.masked",
+    );
+}
+both_variants!(embed_is_mean_over_valid_tokens, embed_mean);
+
+fn predict_scalars<B: Backend>(variant: &str, device: &B::Device) {
+    let (model, mut io) = (load::<B>(variant, device), io(variant));
+    let (z, ebv) = (modality("tok_z"), modality("tok_ebv"));
+    let inp = inputs(&mut io, &PREDICT_KEYS, true, 0..ROWS, device);
+    let one = |t| model.predict(&inp, &[t], DecoderMode::Joint).remove(0);
+    check(
+        &format!("{variant} tok_z alone"),
+        one(z),
+        &mut io,
+        "predict.z",
+    );
+    check(
+        &format!("{variant} tok_ebv alone"),
+        one(ebv),
+        &mut io,
+        "predict.ebv",
+    );
+    let joint = model.predict(&inp, &[z, ebv], DecoderMode::Joint);
+    check(
+        &format!("{variant} [z, ebv] joint: z"),
+        joint[0].clone(),
+        &mut io,
+        "predict.z_ebv.tok_z",
+    );
+    check(
+        &format!("{variant} [z, ebv] joint: ebv"),
+        joint[1].clone(),
+        &mut io,
+        "predict.z_ebv.tok_ebv",
+    );
+    // The reference shuffles the target order; the result must not depend on it.
+    let swapped = model.predict(&inp, &[ebv, z], DecoderMode::Joint);
+    check(
+        &format!("{variant} [ebv, z] joint: z"),
+        swapped[1].clone(),
+        &mut io,
+        "predict.z_ebv.tok_z",
+    );
+    let indep = model.predict(&inp, &[z, ebv], DecoderMode::Independent);
+    check(
+        &format!("{variant} [z, ebv] independent: z"),
+        indep[0].clone(),
+        &mut io,
+        "predict.z",
+    );
+    check(
+        &format!("{variant} [z, ebv] independent: ebv"),
+        indep[1].clone(),
+        &mut io,
+        "predict.ebv",
+    );
+    let plain = inputs(&mut io, &PREDICT_KEYS, false, 0..ROWS, device);
+    let got = model.predict(&plain, &[z], DecoderMode::Joint).remove(0);
+    check(
+        &format!("{variant} tok_z, no masks"),
+        got,
+        &mut io,
+        "predict.z.nomask",
+    );
+}
+both_variants!(predict_scalars_matches_reference, predict_scalars);
+
+fn predict_large_targets<B: Backend>(variant: &str, device: &B::Device) {
+    let (model, mut io) = (load::<B>(variant, device), io(variant));
+    let image = inputs(&mut io, &["tok_image"], true, 0..ROWS, device);
+    let spec = model.predict(&image, &[modality("tok_spectrum_desi")], DecoderMode::Joint);
+    let what = format!("{variant} tok_spectrum_desi from image");
+    check_reduced(
+        &what,
+        spec[0].clone(),
+        &mut io,
+        "predict.spectrum_from_image",
+    );
+    let keys = ["tok_spectrum_desi", "tok_z", "catalog"];
+    let inp = inputs(&mut io, &keys, true, 0..ROWS, device);
+    let targets = [modality("tok_image"), modality("tok_flux_g")];
+    let out = model.predict(&inp, &targets, DecoderMode::Joint);
+    let what = format!("{variant} [image, flux_g] joint: image");
+    check_reduced(
+        &what,
+        out[0].clone(),
+        &mut io,
+        "predict.image_flux.tok_image",
+    );
+    let what = format!("{variant} [image, flux_g] joint: flux_g");
+    check(
+        &what,
+        out[1].clone(),
+        &mut io,
+        "predict.image_flux.tok_flux_g",
+    );
+}
+both_variants!(
+    predict_large_targets_matches_reference,
+    predict_large_targets
+);
+
+/// A row gives the same outputs alone as in a batch whose other rows have other masks.
+fn batch_independence<B: Backend>(variant: &str, device: &B::Device) {
+    let (model, mut io) = (load::<B>(variant, device), io(variant));
+    let batch = inputs(&mut io, &ENCODE_KEYS, true, 0..ROWS, device);
+    let context = values(model.encode(&batch, None).context);
+    let z = modality("tok_z");
+    let pred = values(
+        model
+            .predict(&batch[..5], &[z], DecoderMode::Joint)
+            .remove(0),
+    );
+    let (per_row, per_row_z) = (context.len() / ROWS, pred.len() / ROWS);
+    for r in 0..ROWS {
+        let one = inputs(&mut io, &ENCODE_KEYS, true, r..r + 1, device);
+        let got = values(model.encode(&one, None).context);
+        let want = &context[r * per_row..(r + 1) * per_row];
+        assert_close(
+            &format!("{variant} row {r} context alone vs batch"),
+            &got,
+            want,
+            1e-6,
+            0.0,
+        );
+        let got = values(model.predict(&one[..5], &[z], DecoderMode::Joint).remove(0));
+        let want = &pred[r * per_row_z..(r + 1) * per_row_z];
+        assert_close(
+            &format!("{variant} row {r} tok_z alone vs batch"),
+            &got,
+            want,
+            1e-6,
+            0.0,
+        );
+    }
+}
+both_variants!(rows_are_independent_of_the_batch, batch_independence);
+
+// ---------------------------------------------------------------------------------------------
+// Strict loading (NdArray only: it is about the files).
+
+type Nd = burn::backend::NdArray<f32>;
+
+/// One tensor of a safetensors file, owned.
+pub(crate) struct Stored {
+    pub name: String,
+    pub dtype: safetensors::Dtype,
+    pub shape: Vec<usize>,
+    pub bytes: Vec<u8>,
+}
+
+/// Reads every tensor of a safetensors file.
+pub(crate) fn read_all(path: &Path) -> Vec<Stored> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(name, v)| Stored {
+            name,
+            dtype: v.dtype(),
+            shape: v.shape().to_vec(),
+            bytes: v.data().to_vec(),
+        })
+        .collect()
+}
+
+/// Writes tensors as a safetensors file.
+pub(crate) fn write_all(path: &Path, tensors: &[Stored]) {
+    let views: Vec<_> = tensors
+        .iter()
+        .map(|t| {
+            let view = safetensors::tensor::TensorView::new(t.dtype, t.shape.clone(), &t.bytes);
+            (t.name.clone(), view.unwrap())
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, path).unwrap();
+}
+
+/// A fresh directory under the system temp dir.
+pub(crate) fn temp_dir(tag: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("aion-{tag}-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Copies a Hub folder with its tensors edited; returns the copy's directory.
+pub(crate) fn edited_copy(src: &Path, tag: &str, edit: impl FnOnce(&mut Vec<Stored>)) -> PathBuf {
+    let dir = temp_dir(tag);
+    std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
+    let mut tensors = read_all(&src.join("model.safetensors"));
+    edit(&mut tensors);
+    write_all(&dir.join("model.safetensors"), &tensors);
+    dir
+}
+
+/// `Aion::load` of an edited copy; the copy is removed afterwards.
+fn load_edited(variant: &str, edit: impl FnOnce(&mut Vec<Stored>)) -> Result<Aion<Nd>, String> {
+    let dir = edited_copy(&hub_dir(variant), "fourm", edit);
+    let result = Aion::<Nd>::load(&dir, &Default::default()).map_err(|e| e.to_string());
+    std::fs::remove_dir_all(&dir).ok();
+    result
+}
+
+/// The error of loading an edited copy (which must fail).
+fn load_error(variant: &str, edit: impl FnOnce(&mut Vec<Stored>)) -> String {
+    match load_edited(variant, edit) {
+        Ok(_) => panic!("loading an edited copy of {variant} must fail"),
+        Err(e) => e,
+    }
+}
+
+fn rename(tensors: &mut [Stored], from: &str, to: &str) {
+    let t = tensors.iter_mut().find(|t| t.name == from).unwrap();
+    t.name = to.to_string();
+}
+
+#[test]
+fn loading_fails_on_a_missing_tensor() {
+    for name in [
+        "decoder.1.cross_attn.kv.weight",
+        "encoder_embeddings.catalog.pos_emb",
+    ] {
+        let err = load_error("swiglu_qknorm_nobias", |t| t.retain(|t| t.name != name));
+        eprintln!("{err}");
+        assert!(err.contains(&format!("missing tensor {name}")), "{err}");
+    }
+}
+
+#[test]
+fn loading_fails_on_a_renamed_tensor() {
+    let (from, to) = ("encoder.0.mlp.fc3.weight", "encoder.0.mlp.fc3.weights");
+    let err = load_error("swiglu_qknorm_nobias", |t| rename(t, from, to));
+    assert!(err.contains(&format!("missing tensor {from}")), "{err}");
+    assert!(err.contains(&format!("unexpected tensor {to}")), "{err}");
+}
+
+#[test]
+fn loading_fails_on_an_extra_or_misshaped_tensor() {
+    let err = load_error("gelu_bias", |t| {
+        let copy = Stored {
+            name: "decoder_embeddings.tok_z.extra".into(),
+            dtype: t[0].dtype,
+            shape: t[0].shape.clone(),
+            bytes: t[0].bytes.clone(),
+        };
+        t.push(copy);
+    });
+    assert!(
+        err.contains("unexpected tensor decoder_embeddings.tok_z.extra"),
+        "{err}"
+    );
+    // The no-bias variant has no qkv bias: a file that has one is not that model.
+    let err = load_error("swiglu_qknorm_nobias", |t| {
+        let bytes = vec![0u8; 3 * 64 * 4];
+        t.push(Stored {
+            name: "encoder.1.attn.qkv.bias".into(),
+            dtype: safetensors::Dtype::F32,
+            shape: vec![192],
+            bytes,
+        });
+    });
+    assert!(
+        err.contains("unexpected tensor encoder.1.attn.qkv.bias"),
+        "{err}"
+    );
+    // Same bytes, transposed shape.
+    let name = "decoder.0.mlp.fc2.weight";
+    let err = load_error("gelu_bias", |t| {
+        let t = t.iter_mut().find(|t| t.name == name).unwrap();
+        t.shape.reverse();
+    });
+    assert!(
+        err.contains(&format!(
+            "tensor {name} has shape [256, 64], expected [64, 256]"
+        )),
+        "{err}"
+    );
+}
+
+/// The shared `mod_emb` may be stored under the encoder name instead of the decoder name, or
+/// under both (the decoder's wins, as in the reference's `load_state_dict`).
+#[test]
+fn shared_modality_embedding_under_either_name() {
+    let variant = "swiglu_qknorm_nobias";
+    let device = Default::default();
+    let mut io = io(variant);
+    let inp = inputs::<Nd>(&mut io, &PREDICT_KEYS, true, 0..ROWS, &device);
+    let z = modality("tok_z");
+    let (enc, dec) = (
+        "encoder_embeddings.tok_z.mod_emb",
+        "decoder_embeddings.tok_z.mod_emb",
+    );
+    let model = load_edited(variant, |t| rename(t, dec, enc)).unwrap();
+    let got = model.predict(&inp, &[z], DecoderMode::Joint).remove(0);
+    check(
+        "tok_z, mod_emb stored as encoder's",
+        got,
+        &mut io,
+        "predict.z",
+    );
+    let model = load_edited(variant, |t| {
+        let i = t.iter().position(|t| t.name == dec).unwrap();
+        let mut noise = t[i].bytes.clone();
+        noise.iter_mut().for_each(|b| *b = b.wrapping_add(1));
+        let (dtype, shape) = (t[i].dtype, t[i].shape.clone());
+        let name = enc.to_string();
+        t.push(Stored {
+            name,
+            dtype,
+            shape,
+            bytes: noise,
+        });
+    })
+    .unwrap();
+    let got = model.predict(&inp, &[z], DecoderMode::Joint).remove(0);
+    check("tok_z, mod_emb stored twice", got, &mut io, "predict.z");
+}
+
+#[test]
+fn invalid_inputs_are_reported() {
+    let model = load::<Nd>("gelu_bias", &Default::default());
+    let device = Default::default();
+    let ids = |n: usize, v: i64| Tensor::<Nd, 2, Int>::full([2, n], v, &device);
+    let err = |inp: Vec<TokenInput<Nd>>| model.check_inputs(&inp).unwrap_err().to_string();
+    assert!(err(vec![]).contains("no input"));
+    let wrong_len = TokenInput::new(modality("tok_image"), ids(575, 0));
+    assert!(err(vec![wrong_len]).contains("575 tokens"));
+    let not_input = TokenInput::new(modality("tok_flux_r"), ids(1, 0));
+    assert!(err(vec![not_input]).contains("tok_flux_r"));
+    let out_of_vocab = TokenInput::new(modality("tok_z"), ids(1, 1025));
+    assert!(err(vec![out_of_vocab]).contains("1025"));
+    let twice = vec![
+        TokenInput::new(modality("tok_z"), ids(1, 0)),
+        TokenInput::new(modality("tok_z"), ids(1, 0)),
+    ];
+    assert!(err(twice).contains("twice"));
+    let terr = |t: &[&'static ModalityInfo]| model.check_targets(t).unwrap_err().to_string();
+    assert!(terr(&[modality("catalog")]).contains("catalog"));
+    assert!(terr(&[modality("tok_xp_bp")]).contains("domains_out"));
+    assert!(terr(&[]).contains("no target"));
+}
