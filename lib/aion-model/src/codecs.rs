@@ -3,3 +3,4 @@
 //! Port of `aion/codecs/` of `polymathic-aion` 0.0.2. One file per reference codec.
 
 pub mod scalar;
+pub mod spectrum;

@@ -6,3 +6,4 @@
 mod common;
 
 mod scalar_codec;
+mod spectrum_codec;
