@@ -5,5 +5,6 @@
 
 mod common;
 
+mod catalog_codec;
 mod scalar_codec;
 mod spectrum_codec;
