@@ -187,42 +187,49 @@ impl CatalogCodec {
     /// Tokenizes a batch: row-major `(batch, 5·len)` codec tokens, empty slots = `mask_value`.
     pub fn encode(&self, cat: &Catalog) -> Result<Vec<i64>> {
         cat.check_lengths()?;
-        let empty = self.mask_value;
-        let offsets = Self::offsets();
         let mut out = Vec::with_capacity(cat.x.len() * 5);
         for i in 0..cat.x.len() {
             let (row, slot) = (i / cat.len.max(1), i % cat.len.max(1));
-            let shapes = [cat.shape_e1[i], cat.shape_e2[i], cat.shape_r[i]];
-            let is_empty = [cat.x[i] == empty, cat.y[i] == empty]
-                .into_iter()
-                .chain(shapes.iter().map(|&v| v == empty as f32))
-                .collect::<Vec<_>>();
-            if is_empty.iter().all(|&e| e) {
-                out.extend([empty; 5]);
-                continue;
-            }
-            if is_empty.iter().any(|&e| e) {
-                let which: Vec<&str> = (0..5).filter(|&f| is_empty[f]).map(|f| FIELDS[f]).collect();
-                return Err(Error::Input(format!(
-                    "catalog row {row}, slot {slot}: {which:?} are empty ({empty}) but the other \
-                     fields are not"
-                )));
-            }
-            for (f, v) in [cat.x[i], cat.y[i]].into_iter().enumerate() {
-                if !(0..POSITION_CODES as i64).contains(&v) {
-                    return Err(Error::Input(format!(
-                        "catalog row {row}, slot {slot}: {} = {v} is outside the 96-px crop \
-                         (0..96)",
-                        FIELDS[f]
-                    )));
-                }
-                out.push(v + offsets[f]);
-            }
-            for (k, (q, v)) in self.shapes.iter().zip(shapes).enumerate() {
-                out.push(q.encode_value(0, v) + offsets[k + 2]);
-            }
+            out.extend(
+                self.encode_slot(cat, i)
+                    .map_err(|m| Error::Input(format!("catalog row {row}, slot {slot}: {m}")))?,
+            );
         }
         Ok(out)
+    }
+
+    /// The five codec tokens of flat slot `i`.
+    fn encode_slot(&self, cat: &Catalog, i: usize) -> std::result::Result<[i64; 5], String> {
+        let empty = self.mask_value;
+        let shapes = [cat.shape_e1[i], cat.shape_e2[i], cat.shape_r[i]];
+        let is_empty = [
+            cat.x[i] == empty,
+            cat.y[i] == empty,
+            shapes[0] == empty as f32,
+            shapes[1] == empty as f32,
+            shapes[2] == empty as f32,
+        ];
+        if is_empty.iter().all(|&e| e) {
+            return Ok([empty; 5]);
+        }
+        if is_empty.iter().any(|&e| e) {
+            return Err(partly_empty(is_empty, empty));
+        }
+        let offsets = Self::offsets();
+        let mut t = [0i64; 5];
+        for (f, v) in [cat.x[i], cat.y[i]].into_iter().enumerate() {
+            if !(0..POSITION_CODES as i64).contains(&v) {
+                return Err(format!(
+                    "{} = {v} is outside the 96-px crop (0..96)",
+                    FIELDS[f]
+                ));
+            }
+            t[f] = v + offsets[f];
+        }
+        for (k, (q, v)) in self.shapes.iter().zip(shapes).enumerate() {
+            t[k + 2] = q.encode_value(0, v) + offsets[k + 2];
+        }
+        Ok(t)
     }
 
     /// Decodes `batch` rows of codec tokens as the reference does: a row is truncated to a
@@ -280,31 +287,20 @@ impl CatalogCodec {
         let mut mask = Vec::with_capacity(tokens.len());
         for (s, slot) in tokens.chunks(5).enumerate() {
             let (row, l) = (s * 5 / row_len, s % (row_len / 5));
-            let empties = slot.iter().filter(|&&t| t == self.mask_value).count();
-            if empties == 5 {
+            let fail = |m: String| Error::Input(format!("catalog tokens row {row}, slot {l}: {m}"));
+            let is_empty = [0, 1, 2, 3, 4].map(|f| slot[f] == self.mask_value);
+            if is_empty.iter().all(|&e| e) {
                 ids.extend([PAD_ID; 5]);
                 mask.extend([true; 5]);
                 continue;
             }
-            if empties > 0 {
-                let which: Vec<&str> = (0..5)
-                    .filter(|&f| slot[f] == self.mask_value)
-                    .map(|f| FIELDS[f])
-                    .collect();
-                return Err(Error::Input(format!(
-                    "catalog tokens row {row}, slot {l}: {which:?} are empty ({}) but the other \
-                     fields are not",
-                    self.mask_value
-                )));
+            if is_empty.iter().any(|&e| e) {
+                return Err(fail(partly_empty(is_empty, self.mask_value)));
             }
             for (f, &t) in slot.iter().enumerate() {
-                let lo = offsets[f];
-                if !(lo..lo + Self::field_size(f)).contains(&t) {
-                    return Err(Error::Input(format!(
-                        "catalog tokens row {row}, slot {l}: {} token {t} is not in {lo}..{}",
-                        FIELDS[f],
-                        lo + Self::field_size(f),
-                    )));
+                let range = offsets[f]..offsets[f] + Self::field_size(f);
+                if !range.contains(&t) {
+                    return Err(fail(format!("{} token {t} is not in {range:?}", FIELDS[f])));
                 }
                 ids.push(t + VOCAB_OFFSET);
                 mask.push(false);
@@ -329,4 +325,10 @@ impl CatalogCodec {
             })
             .collect()
     }
+}
+
+/// Message for a slot whose fields disagree on being empty.
+fn partly_empty(is_empty: [bool; 5], empty: i64) -> String {
+    let which: Vec<&str> = (0..5).filter(|&f| is_empty[f]).map(|f| FIELDS[f]).collect();
+    format!("{which:?} are empty ({empty}) but the other fields are not")
 }

@@ -95,16 +95,7 @@ impl<B: Backend> SpectrumCodec<B> {
     /// shape, and nothing else. The LFQ buffer may be named `_quantizer.` (module) or
     /// `quantizer.` (the scalar codecs' Hub convention).
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self> {
-        let config_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&config_path).map_err(|source| Error::Io {
-            path: config_path.clone(),
-            source,
-        })?;
-        let config: SpectrumConfig =
-            serde_json::from_str(&text).map_err(|e| Error::config(&config_path, e.to_string()))?;
-        config
-            .validate()
-            .map_err(|m| Error::config(&config_path, m))?;
+        let config = SpectrumConfig::read(&dir.join("config.json"))?;
         let mut w = WeightFile::open(dir.join("model.safetensors"))?;
         w.alias("_quantizer._quantizer.mask", "quantizer._quantizer.mask");
         let network = SpectrumNetwork::load(&mut w, &config, device);
@@ -279,32 +270,14 @@ impl<B: Backend> SpectrumCodec<B> {
         let grid = &self.pre.grid;
         let (flux, wavelength, mask) = match wavelength {
             None => {
-                let v: Vec<f32> = latent_flux
-                    .to_data()
-                    .convert::<f32>()
-                    .to_vec()
-                    .map_err(|e| Error::Input(format!("cannot read decoded flux: {e:?}")))?;
-                let rows = v.chunks(p).map(<[f32]>::to_vec).collect();
+                let rows = host(latent_flux.clone())?
+                    .chunks(p)
+                    .map(<[f32]>::to_vec)
+                    .collect();
                 (rows, vec![grid.clone(); b], vec![vec![false; p]; b])
             }
             Some(ws) => {
-                let v: Vec<f32> = out
-                    .into_data()
-                    .convert::<f32>()
-                    .to_vec()
-                    .map_err(|e| Error::Input(format!("cannot read decoded flux: {e:?}")))?;
-                let (lo, hi) = (grid[0], grid[p - 1]);
-                let mut flux = Vec::with_capacity(b);
-                for (i, w) in ws.iter().enumerate() {
-                    let mut f = vec![0f32; w.len()];
-                    interp1d(grid, &v[i * p..(i + 1) * p], w, &mut f);
-                    f.iter_mut().for_each(|x| *x = (*x + 1.0) * scales[i]);
-                    flux.push(f);
-                }
-                let mask = ws
-                    .iter()
-                    .map(|w| w.iter().map(|&x| !(x >= lo && x <= hi)).collect())
-                    .collect();
+                let (flux, mask) = self.resample_decoded(&host(out)?, &scales, ws);
                 (flux, ws.to_vec(), mask)
             }
         };
@@ -315,6 +288,39 @@ impl<B: Backend> SpectrumCodec<B> {
             mask,
         })
     }
+
+    /// Interpolates decoder outputs (normalised space, row-major `[B, num_pixels]`) onto each
+    /// row's grid and de-normalises; the mask flags wavelengths outside the latent grid.
+    fn resample_decoded(
+        &self,
+        out: &[f32],
+        scales: &[f32],
+        grids: &[Vec<f32>],
+    ) -> (Vec<Vec<f32>>, Vec<Vec<bool>>) {
+        let grid = &self.pre.grid;
+        let p = grid.len();
+        let (lo, hi) = (grid[0], grid[p - 1]);
+        let mut flux = Vec::with_capacity(grids.len());
+        for (i, w) in grids.iter().enumerate() {
+            let mut f = vec![0f32; w.len()];
+            interp1d(grid, &out[i * p..(i + 1) * p], w, &mut f);
+            f.iter_mut().for_each(|x| *x = (*x + 1.0) * scales[i]);
+            flux.push(f);
+        }
+        let mask = grids
+            .iter()
+            .map(|w| w.iter().map(|&x| !(lo..=hi).contains(&x)).collect())
+            .collect();
+        (flux, mask)
+    }
+}
+
+/// Copies a float tensor to the host.
+fn host<B: Backend>(t: Tensor<B, 2>) -> Result<Vec<f32>> {
+    t.into_data()
+        .convert::<f32>()
+        .to_vec()
+        .map_err(|e| Error::Input(format!("cannot read decoded flux: {e:?}")))
 }
 
 /// Reads the `latent_grid.*` buffers and checks them against the config.

@@ -2,7 +2,11 @@
 //! `SpectrumCodec.__init__` (`aion/codecs/spectrum.py`, `polymathic-aion` 0.0.2), with its
 //! defaults, and the consistency checks the reference only partly makes.
 
+use std::path::Path;
+
 use serde::Deserialize;
+
+use crate::error::{Error, Result};
 
 /// Constructor arguments of `SpectrumCodec` (missing keys take the reference defaults).
 ///
@@ -75,6 +79,18 @@ impl SpectrumConfig {
             embedding_dim: 10,
             ..Self::default()
         }
+    }
+
+    /// Reads and [validates](Self::validate) a `config.json`.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config: Self =
+            serde_json::from_str(&text).map_err(|e| Error::config(path, e.to_string()))?;
+        config.validate().map_err(|m| Error::config(path, m))?;
+        Ok(config)
     }
 
     /// Encoder length reduction: `4·2^(stages−1)`.
