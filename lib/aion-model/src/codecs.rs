@@ -2,4 +2,6 @@
 //!
 //! Port of `aion/codecs/` of `polymathic-aion` 0.0.2. One file per reference codec.
 
+pub mod catalog;
 pub mod scalar;
+pub mod spectrum;

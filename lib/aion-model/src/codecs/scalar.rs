@@ -128,6 +128,46 @@ pub enum ScalarQuantizer {
     },
 }
 
+impl ScalarQuantizer {
+    /// Token of one value of channel `channel`, exactly as the reference computes it.
+    pub fn encode_value(&self, channel: usize, x: f32) -> i64 {
+        let t = match self {
+            ScalarQuantizer::Reservoir { table } => bucketize_left(x, &table[..table.len() - 1]),
+            ScalarQuantizer::LogReservoir { table, min_value } => {
+                let clamped = if x <= *min_value { *min_value } else { x };
+                bucketize_left(ElementFn::Log.apply(clamped), &table[..table.len() - 1])
+            }
+            ScalarQuantizer::Multi {
+                tables, compress, ..
+            } => {
+                let table = &tables[channel];
+                let z = compress.iter().fold(x, |v, f| f.apply(v));
+                bucketize_left(z, &table[..table.len() - 1])
+            }
+            ScalarQuantizer::Grid { buckets } => bucketize_left(x, buckets).min(buckets.len() - 1),
+        };
+        t as i64
+    }
+
+    /// Value a token decodes to (the upper edge of its bin), or `None` outside the codebook.
+    pub fn decode_token(&self, channel: usize, token: i64) -> Option<f32> {
+        let k = usize::try_from(token).ok()?;
+        match self {
+            ScalarQuantizer::Reservoir { table } => table.get(k).copied(),
+            ScalarQuantizer::LogReservoir { table, .. } => {
+                table.get(k).map(|&v| ElementFn::Exp.apply(v))
+            }
+            ScalarQuantizer::Multi {
+                tables, decompress, ..
+            } => tables
+                .get(channel)?
+                .get(k)
+                .map(|&v| decompress.iter().rev().fold(v, |acc, f| f.apply(acc))),
+            ScalarQuantizer::Grid { buckets } => buckets.get(k).copied(),
+        }
+    }
+}
+
 /// A loaded scalar codec.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScalarCodec {
@@ -285,22 +325,7 @@ impl ScalarCodec {
 
     /// Token of one value of channel `channel`, exactly as the reference computes it.
     pub fn encode_value(&self, channel: usize, x: f32) -> i64 {
-        let t = match &self.quantizer {
-            ScalarQuantizer::Reservoir { table } => bucketize_left(x, &table[..table.len() - 1]),
-            ScalarQuantizer::LogReservoir { table, min_value } => {
-                let clamped = if x <= *min_value { *min_value } else { x };
-                bucketize_left(ElementFn::Log.apply(clamped), &table[..table.len() - 1])
-            }
-            ScalarQuantizer::Multi {
-                tables, compress, ..
-            } => {
-                let table = &tables[channel];
-                let z = compress.iter().fold(x, |v, f| f.apply(v));
-                bucketize_left(z, &table[..table.len() - 1])
-            }
-            ScalarQuantizer::Grid { buckets } => bucketize_left(x, buckets).min(buckets.len() - 1),
-        };
-        t as i64
+        self.quantizer.encode_value(channel, x)
     }
 
     /// Encodes a row-major `(n, channels)` block of values.
@@ -315,20 +340,7 @@ impl ScalarCodec {
 
     /// Value a token decodes to (the upper edge of its bin), or `None` outside the codebook.
     pub fn decode_token(&self, channel: usize, token: i64) -> Option<f32> {
-        let k = usize::try_from(token).ok()?;
-        match &self.quantizer {
-            ScalarQuantizer::Reservoir { table } => table.get(k).copied(),
-            ScalarQuantizer::LogReservoir { table, .. } => {
-                table.get(k).map(|&v| ElementFn::Exp.apply(v))
-            }
-            ScalarQuantizer::Multi {
-                tables, decompress, ..
-            } => tables
-                .get(channel)?
-                .get(k)
-                .map(|&v| decompress.iter().rev().fold(v, |acc, f| f.apply(acc))),
-            ScalarQuantizer::Grid { buckets } => buckets.get(k).copied(),
-        }
+        self.quantizer.decode_token(channel, token)
     }
 
     /// Decodes a row-major `(n, channels)` block of tokens (`NaN` for tokens outside the codebook).

@@ -5,7 +5,8 @@
 
 mod common;
 
-mod scalar_codec;
-
+mod catalog_codec;
 mod fourm;
 mod fourm_base;
+mod scalar_codec;
+mod spectrum_codec;
