@@ -5,12 +5,13 @@ use std::process::ExitCode;
 use aion_app::pipeline::Outcome;
 use aion_app::signals::StopFlag;
 use aion_app::tokenize::{TOOL, TokenizeArgs, run};
-use aion_app::{exit, logging};
+use aion_app::{backend, exit, logging};
 use aion_mpi::Session;
 use clap::Parser;
 
 fn main() -> ExitCode {
     let args = TokenizeArgs::parse();
+    backend::set_threads(backend::thread_budget_from_env(&args.compute));
     let Some(session) = Session::init() else {
         eprintln!("{TOOL}: MPI could not be initialised");
         return ExitCode::from(exit::FAILURE);

@@ -1,9 +1,13 @@
 //! The codecs a run needs, loaded from a model directory, and batch tokenization of catalogue
 //! rows through them.
 //!
-//! Unusable values (NaN/inf, or data a codec rejects) never stop a run: the row's tokens for that
-//! modality are written as −1 and the row's `modalities_rejected` bit is set. Rows whose file
-//! lacks the dataset are simply not `used` for that modality.
+//! Unusable values (NaN/inf, malformed spectra or catalogs, unknown bands) never stop a run: the
+//! row's tokens for that modality are written as −1 and its `modalities_rejected` bit is set.
+//! Rows whose file lacks the data are simply not `used` for that modality.
+
+mod catalog;
+mod scalar;
+mod spectrum;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -11,102 +15,154 @@ use std::path::{Path, PathBuf};
 
 use aion_io::catalog::{ColumnInfo, ColumnKind};
 use aion_io::{Catalog, Column};
+use aion_model::codecs::catalog::CatalogCodec;
 use aion_model::codecs::scalar::ScalarCodec;
-use aion_model::modality::ModalityInfo;
+use aion_model::codecs::spectrum::SpectrumCodec;
+use aion_model::modality::{CodecKind, ModalityInfo};
 use anyhow::{Context, Result, bail};
+use burn::tensor::backend::Backend;
 
 use crate::run_config::{Binding, Source};
 
 /// Token value written where a modality is absent or rejected.
 pub const NO_TOKEN: i64 = -1;
 
-enum Tokenizer {
-    Scalar(ScalarCodec),
-    Tokens,
-}
-
 /// Tokens of one modality for a block of rows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModalityTokens {
     /// The modality.
     pub modality: &'static ModalityInfo,
-    /// Row-major `(rows, num_tokens)` ids; [`NO_TOKEN`] where not `used`.
+    /// Row-major `(rows, num_tokens)` ids; [`NO_TOKEN`] where the row is not `used`.
     pub tokens: Vec<i64>,
     /// Per row: tokens are valid and may be fed to the model.
     pub used: Vec<bool>,
     /// Per row: data was present but unusable.
     pub rejected: Vec<bool>,
+    /// Per token (row-major), for sequence modalities: `true` = padding, leave out.
+    pub token_mask: Option<Vec<bool>>,
+}
+
+impl ModalityTokens {
+    /// `n` rows with nothing used.
+    pub fn absent(modality: &'static ModalityInfo, n: usize) -> Self {
+        Self {
+            modality,
+            tokens: vec![NO_TOKEN; n * modality.num_tokens()],
+            used: vec![false; n],
+            rejected: vec![false; n],
+            token_mask: None,
+        }
+    }
+}
+
+enum Tokenizer<B: Backend> {
+    Tokens,
+    Scalar(ScalarCodec),
+    Spectrum(Box<SpectrumCodec<B>>),
+    Catalog(CatalogCodec),
 }
 
 /// The loaded codecs of a run, one per bound modality.
-pub struct CodecSet {
-    entries: Vec<(Binding, Tokenizer)>,
+pub struct CodecSet<B: Backend> {
+    entries: Vec<(Binding, Vec<String>, Tokenizer<B>)>,
     files: Vec<PathBuf>,
 }
 
-impl CodecSet {
+/// The datasets a binding reads, in the order its tokenizer expects them.
+fn datasets_of(b: &Binding, catalog: &Catalog) -> Vec<String> {
+    match &b.source {
+        Source::Tokens { dataset } | Source::Scalar { dataset, .. } => vec![dataset.clone()],
+        Source::Group { prefix } => match b.modality().codec {
+            CodecKind::Spectrum => ["flux", "ivar", "lambda", "mask"]
+                .map(|s| format!("{prefix}_{s}"))
+                .to_vec(),
+            CodecKind::Catalog => catalog::FIELDS.map(|s| format!("{prefix}_{s}")).to_vec(),
+            CodecKind::Image => {
+                let array = format!("{prefix}_array");
+                let flux = if catalog.has(&array) {
+                    array
+                } else {
+                    format!("{prefix}_flux")
+                };
+                vec![flux, format!("{prefix}_band")]
+            }
+            _ => vec![prefix.clone()],
+        },
+    }
+}
+
+impl<B: Backend> CodecSet<B> {
     /// Checks every binding against the catalogue's datasets (shape, type) and loads the codecs
-    /// from `model/codecs/<name>/`. Bindings whose data is absent are dropped unless explicit.
-    pub fn load(model: &Path, bindings: &[Binding], catalog: &Catalog) -> Result<Self> {
+    /// from `model/codecs/<name>/`. Default bindings whose data is absent are dropped; an
+    /// explicit binding to absent data is an error.
+    pub fn load(
+        model: &Path,
+        bindings: &[Binding],
+        catalog: &Catalog,
+        device: &B::Device,
+    ) -> Result<Self> {
         let mut entries = Vec::new();
         let mut files = Vec::new();
         for b in bindings {
             let m = b.modality();
-            let dataset = match &b.source {
-                Source::Tokens { dataset } | Source::Scalar { dataset, .. } => dataset.clone(),
-                Source::Group { .. } => {
-                    if b.explicit {
-                        bail!(
-                            "{}: tokenizing {:?} columns is not supported yet",
-                            b.describe(),
-                            m.codec
-                        );
-                    }
-                    continue;
-                }
-            };
-            let Some(info) = catalog.info(&dataset)? else {
+            let names = datasets_of(b, catalog);
+            let optional = usize::from(
+                m.codec == CodecKind::Spectrum && !matches!(b.source, Source::Tokens { .. }),
+            );
+            let required = &names[..names.len() - optional];
+            let missing: Vec<&String> = required.iter().filter(|d| !catalog.has(d)).collect();
+            if !missing.is_empty() {
                 if b.explicit {
                     bail!(
-                        "{}: dataset '{dataset}' is in none of the catalogue files",
+                        "{}: dataset(s) {missing:?} are in none of the catalogue files",
                         b.describe()
                     );
                 }
                 continue;
+            }
+            for d in required {
+                let info = catalog.info(d)?.expect("present");
+                check_shape(b, d, &info)?;
+            }
+            let dir = model.join("codecs").join(m.codec_dir);
+            let with = |what: &str| {
+                format!(
+                    "cannot load the {} codec ({what}) from {}",
+                    m.token_key,
+                    dir.display()
+                )
             };
-            check_shape(b, &dataset, &info)?;
-            let tokenizer = match &b.source {
-                Source::Tokens { .. } => Tokenizer::Tokens,
-                _ if m.codec.is_scalar() => {
-                    let dir = model.join("codecs").join(m.codec_dir);
-                    let codec = ScalarCodec::load(m, &dir).with_context(|| {
-                        format!(
-                            "cannot load the {} codec from {}",
-                            m.token_key,
-                            dir.display()
-                        )
-                    })?;
-                    files.push(dir.join("config.json"));
-                    files.push(dir.join("model.safetensors"));
-                    Tokenizer::Scalar(codec)
+            let tokenizer = match (&b.source, m.codec) {
+                (Source::Tokens { .. }, _) => Tokenizer::Tokens,
+                (_, k) if k.is_scalar() => {
+                    Tokenizer::Scalar(ScalarCodec::load(m, &dir).with_context(|| with("scalar"))?)
                 }
-                _ => bail!(
-                    "{}: tokenizing {:?} data is not supported yet",
-                    b.describe(),
-                    m.codec
+                (_, CodecKind::Spectrum) => Tokenizer::Spectrum(
+                    SpectrumCodec::load(&dir, device).with_context(|| with("spectrum"))?,
+                ),
+                (_, CodecKind::Catalog) => {
+                    Tokenizer::Catalog(CatalogCodec::load(&dir).with_context(|| with("catalog"))?)
+                }
+                (_, other) => bail!(
+                    "{}: tokenizing {other:?} data is not supported by this build",
+                    b.describe()
                 ),
             };
-            entries.push((b.clone(), tokenizer));
+            if !matches!(tokenizer, Tokenizer::Tokens) {
+                files.extend([dir.join("config.json"), dir.join("model.safetensors")]);
+            }
+            entries.push((b.clone(), names, tokenizer));
         }
         if entries.is_empty() {
             bail!("no modality found in the catalogue (check the dataset names or use --map)");
         }
+        files.dedup();
         Ok(Self { entries, files })
     }
 
     /// The bindings in use, in modality-table order.
     pub fn bindings(&self) -> impl Iterator<Item = &Binding> {
-        self.entries.iter().map(|(b, _)| b)
+        self.entries.iter().map(|(b, _, _)| b)
     }
 
     /// Weight and config files the codecs were loaded from (for checksums).
@@ -114,36 +170,61 @@ impl CodecSet {
         &self.files
     }
 
-    /// Every dataset the codecs read (to size the catalogue files).
-    pub fn datasets(&self) -> Vec<String> {
-        self.entries
-            .iter()
-            .map(|(b, _)| match &b.source {
-                Source::Tokens { dataset } | Source::Scalar { dataset, .. } => dataset.clone(),
-                Source::Group { prefix } => prefix.clone(),
-            })
-            .collect()
+    /// Bytes read per catalogue row (to size chunks).
+    pub fn row_bytes(&self, catalog: &Catalog) -> usize {
+        let mut total = 0;
+        for (_, names, _) in &self.entries {
+            for d in names {
+                if let Ok(Some(i)) = catalog.info(d) {
+                    total += i.row_shape.iter().product::<usize>() * 4;
+                }
+            }
+        }
+        total.max(1)
     }
 
     /// Reads rows `rows` and tokenizes every bound modality.
     pub fn encode(&self, catalog: &Catalog, rows: Range<usize>) -> Result<Vec<ModalityTokens>> {
         let mut cache: BTreeMap<String, Column> = BTreeMap::new();
-        let mut out = Vec::with_capacity(self.entries.len());
-        for (b, tok) in &self.entries {
-            let dataset = match &b.source {
-                Source::Tokens { dataset } | Source::Scalar { dataset, .. } => dataset,
-                Source::Group { prefix } => prefix,
-            };
-            if !cache.contains_key(dataset) {
-                cache.insert(dataset.clone(), catalog.read(dataset, rows.clone())?);
+        let mut col = |name: &String| -> Result<Option<Column>> {
+            if !catalog.has(name) {
+                return Ok(None);
             }
-            let col = &cache[dataset];
-            out.push(match (tok, &b.source) {
-                (Tokenizer::Scalar(codec), Source::Scalar { columns, .. }) => {
-                    encode_scalar(codec, col, *columns)
+            if !cache.contains_key(name) {
+                cache.insert(name.clone(), catalog.read(name, rows.clone())?);
+            }
+            Ok(cache.get(name).cloned())
+        };
+        let mut out = Vec::with_capacity(self.entries.len());
+        for (b, names, tok) in &self.entries {
+            let m = b.modality();
+            let need = |c: Option<Column>| c.expect("checked at load: required datasets exist");
+            out.push(match tok {
+                Tokenizer::Tokens => scalar::pass_tokens(m, &need(col(&names[0])?)),
+                Tokenizer::Scalar(codec) => {
+                    let columns = match &b.source {
+                        Source::Scalar { columns, .. } => *columns,
+                        _ => None,
+                    };
+                    scalar::encode(codec, &need(col(&names[0])?), columns)
                 }
-                (Tokenizer::Tokens, _) => pass_tokens(b.modality(), col),
-                _ => unreachable!("tokenizer and source are paired at load time"),
+                Tokenizer::Spectrum(codec) => {
+                    let cols = spectrum::SpectrumColumns {
+                        flux: need(col(&names[0])?),
+                        ivar: need(col(&names[1])?),
+                        lambda: need(col(&names[2])?),
+                        mask: col(&names[3])?,
+                    };
+                    spectrum::encode(codec, m, &cols, rows.start)?
+                }
+                Tokenizer::Catalog(codec) => {
+                    let cols: Vec<Column> = names
+                        .iter()
+                        .map(|n| col(n).map(need))
+                        .collect::<Result<_>>()?;
+                    let cols: [Column; 5] = cols.try_into().expect("five catalog fields");
+                    catalog::encode(codec, m, &cols)
+                }
             });
         }
         Ok(out)
@@ -153,96 +234,62 @@ impl CodecSet {
 fn check_shape(b: &Binding, dataset: &str, info: &ColumnInfo) -> Result<()> {
     let m = b.modality();
     let row_len: usize = info.row_shape.iter().product();
-    let ok = match &b.source {
-        Source::Tokens { .. } => info.kind == ColumnKind::Int && row_len == m.num_tokens(),
-        Source::Scalar {
-            columns: Some((_, end)),
-            ..
-        } => info.kind != ColumnKind::Str && info.row_shape.len() == 1 && info.row_shape[0] >= *end,
-        Source::Scalar { columns: None, .. } => {
-            info.kind != ColumnKind::Str && row_len == m.num_tokens()
-        }
-        Source::Group { .. } => true,
+    let numeric = info.kind != ColumnKind::Str;
+    let (ok, need) = match (&b.source, m.codec) {
+        (Source::Tokens { .. }, _) => (
+            info.kind == ColumnKind::Int && row_len == m.num_tokens(),
+            format!("{} integer token(s) per row", m.num_tokens()),
+        ),
+        (
+            Source::Scalar {
+                columns: Some((_, end)),
+                ..
+            },
+            _,
+        ) => (
+            numeric && info.row_shape.len() == 1 && info.row_shape[0] >= *end,
+            format!("at least {end} columns"),
+        ),
+        (Source::Scalar { columns: None, .. }, k) if k.is_scalar() => (
+            numeric && row_len == m.num_tokens(),
+            format!("{} value(s) per row", m.num_tokens()),
+        ),
+        (_, CodecKind::Spectrum) => (
+            numeric && info.row_shape.len() == 1 && info.row_shape[0] >= 2,
+            "a 1-D spectrum per row".into(),
+        ),
+        (_, CodecKind::Catalog) => (
+            numeric && info.row_shape.len() == 1,
+            "one value per catalog slot".into(),
+        ),
+        (_, CodecKind::Image) if dataset.ends_with("_band") => (
+            info.kind == ColumnKind::Str && info.row_shape.len() == 1,
+            "band names (strings) per row".into(),
+        ),
+        (_, CodecKind::Image) => (
+            numeric
+                && info.row_shape.len() == 3
+                && info.row_shape[1] >= 96
+                && info.row_shape[2] >= 96,
+            "(bands, H ≥ 96, W ≥ 96) pixels per row".into(),
+        ),
+        (_, CodecKind::ScalarField) => (
+            numeric
+                && info.row_shape.len() == 2
+                && info.row_shape[0] >= 96
+                && info.row_shape[1] >= 96,
+            "a (H ≥ 96, W ≥ 96) map per row".into(),
+        ),
+        _ => (true, String::new()),
     };
     if !ok {
         bail!(
-            "{}: dataset '{dataset}' has rows of shape {:?} ({:?}); {} needs {} value(s) per row{}",
+            "{}: dataset '{dataset}' has rows of shape {:?} ({:?}); {} needs {need}",
             b.describe(),
             info.row_shape,
             info.kind,
-            m.token_key,
-            m.num_tokens(),
-            if matches!(b.source, Source::Tokens { .. }) {
-                " of integer tokens"
-            } else {
-                ""
-            }
+            m.token_key
         );
     }
     Ok(())
-}
-
-fn encode_scalar(
-    codec: &ScalarCodec,
-    col: &Column,
-    columns: Option<(usize, usize)>,
-) -> ModalityTokens {
-    let values = col.to_f32().expect("checked: scalar datasets are numeric");
-    let width = col.row_len();
-    let (a, b) = columns.unwrap_or((0, width));
-    let c = b - a;
-    let n = col.present.len();
-    let mut tokens = vec![NO_TOKEN; n * c];
-    let mut used = vec![false; n];
-    let mut rejected = vec![false; n];
-    for r in 0..n {
-        if !col.present[r] {
-            continue;
-        }
-        let row = &values[r * width + a..r * width + b];
-        if row.iter().any(|v| !v.is_finite()) {
-            rejected[r] = true;
-            continue;
-        }
-        for (j, &v) in row.iter().enumerate() {
-            tokens[r * c + j] = codec.encode_value(j, v);
-        }
-        used[r] = true;
-    }
-    ModalityTokens {
-        modality: codec.modality,
-        tokens,
-        used,
-        rejected,
-    }
-}
-
-fn pass_tokens(m: &'static ModalityInfo, col: &Column) -> ModalityTokens {
-    let n = col.present.len();
-    let k = m.num_tokens();
-    let ids = match &col.values {
-        aion_io::catalog::ColumnValues::I64(v) => v.clone(),
-        _ => unreachable!("checked: token datasets are integer"),
-    };
-    let mut tokens = vec![NO_TOKEN; n * k];
-    let mut used = vec![false; n];
-    let mut rejected = vec![false; n];
-    for r in 0..n {
-        let row = &ids[r * k..(r + 1) * k];
-        if !col.present[r] || row.iter().all(|&t| t == NO_TOKEN) {
-            continue;
-        }
-        if row.iter().any(|&t| t < 0 || t as usize >= m.vocab) {
-            rejected[r] = true;
-            continue;
-        }
-        tokens[r * k..(r + 1) * k].copy_from_slice(row);
-        used[r] = true;
-    }
-    ModalityTokens {
-        modality: m,
-        tokens,
-        used,
-        rejected,
-    }
 }

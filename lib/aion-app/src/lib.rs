@@ -11,15 +11,21 @@
 //! Exit codes are in [`exit`].
 
 pub mod args;
+pub mod backend;
+pub mod batching;
 pub mod codec_set;
 pub mod collective;
+pub mod embed;
 pub mod exit;
 pub mod fault;
 pub mod logging;
 pub mod metrics;
+pub mod model_plan;
 pub mod output;
 pub mod pipeline;
 pub mod plot;
+pub mod posterior;
+pub mod predict;
 pub mod progress;
 pub mod provenance;
 pub mod resume;

@@ -27,7 +27,11 @@ pub struct PointMetrics {
 pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
 }
 
 /// Computes the metrics; `None` when no pair is usable.
@@ -68,6 +72,11 @@ mod tests {
         assert!((m.sigma_nmad - 0.014826).abs() < 1e-6);
         assert!((m.outlier_fraction - 0.2).abs() < 1e-9);
         assert_eq!(point_metrics(&[f32::NAN], &[0.1]), None);
-        assert_eq!(point_metrics(&[0.1, f32::NAN], &[0.1, 0.2]).unwrap().skipped, 1);
+        assert_eq!(
+            point_metrics(&[0.1, f32::NAN], &[0.1, 0.2])
+                .unwrap()
+                .skipped,
+            1
+        );
     }
 }

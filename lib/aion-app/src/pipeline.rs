@@ -39,6 +39,8 @@ pub enum Dtype {
     U64,
     /// 32-bit floats.
     F32,
+    /// Bytes (flags).
+    U8,
 }
 
 /// One per-row output dataset.
@@ -98,6 +100,9 @@ impl Outputs {
                 }
                 Dtype::F32 => {
                     out.create_dataset::<f32>(&s.name, n, &s.row_shape, s.fill.map(|f| f as f32))?
+                }
+                Dtype::U8 => {
+                    out.create_dataset::<u8>(&s.name, n, &s.row_shape, s.fill.map(|f| f as u8))?
                 }
             };
             for (k, v) in &s.attrs {

@@ -26,17 +26,22 @@ pub struct Canvas {
 impl Canvas {
     /// A white canvas.
     pub fn new(w: usize, h: usize) -> Self {
-        Self { w, h, px: vec![WHITE; w * h], clip: None }
+        Self {
+            w,
+            h,
+            px: vec![WHITE; w * h],
+            clip: None,
+        }
     }
 
     fn blend(&mut self, x: i64, y: i64, c: Rgb, alpha: f32) {
         if x < 0 || y < 0 || x as usize >= self.w || y as usize >= self.h {
             return;
         }
-        if let Some((x0, y0, x1, y1)) = self.clip {
-            if x < x0 || x > x1 || y < y0 || y > y1 {
-                return;
-            }
+        if let Some((x0, y0, x1, y1)) = self.clip
+            && (x < x0 || x > x1 || y < y0 || y > y1)
+        {
+            return;
         }
         let p = &mut self.px[y as usize * self.w + x as usize];
         for k in 0..3 {
@@ -94,8 +99,10 @@ impl Canvas {
 
     /// Writes the canvas as an 8-bit RGB PNG.
     pub fn save_png(&self, path: &Path) -> Result<()> {
-        let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-        let mut enc = png::Encoder::new(std::io::BufWriter::new(file), self.w as u32, self.h as u32);
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        let mut enc =
+            png::Encoder::new(std::io::BufWriter::new(file), self.w as u32, self.h as u32);
         enc.set_color(png::ColorType::Rgb);
         enc.set_depth(png::BitDepth::Eight);
         let mut writer = enc.write_header().context("PNG header")?;
@@ -114,7 +121,11 @@ pub fn ticks(lo: f64, hi: f64) -> Vec<f64> {
     let span = (hi - lo).max(1e-12);
     let raw = span / 5.0;
     let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|s| span / s <= 6.0).unwrap_or(10.0 * mag);
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|s| span / s <= 6.0)
+        .unwrap_or(10.0 * mag);
     let first = (lo / step).ceil() as i64;
     let last = (hi / step).floor() as i64;
     (first..=last).map(|k| k as f64 * step).collect()
@@ -163,14 +174,23 @@ impl Frame {
             let s = fmt_tick(t);
             c.text(self.left - 10 - text_width(&s), py - 7, &s, BLACK);
         }
-        c.text((self.left + self.right) / 2 - text_width(xlabel) / 2, self.bottom + 36, xlabel, BLACK);
+        c.text(
+            (self.left + self.right) / 2 - text_width(xlabel) / 2,
+            self.bottom + 36,
+            xlabel,
+            BLACK,
+        );
         c.text(8, self.top - 30, ylabel, BLACK);
         c.text((c.w as i64 - text_width(title)) / 2, 12, title, BLACK);
     }
 }
 
 fn range(v: impl Iterator<Item = f64>) -> (f64, f64) {
-    let (lo, hi) = v.filter(|x| x.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
+    let (lo, hi) = v
+        .filter(|x| x.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+            (a.min(x), b.max(x))
+        });
     if !lo.is_finite() {
         return (0.0, 1.0);
     }
@@ -179,10 +199,24 @@ fn range(v: impl Iterator<Item = f64>) -> (f64, f64) {
 }
 
 /// Predicted vs true scatter with the 1:1 line and the ±[`crate::metrics::OUTLIER`]·(1+z) band.
-pub fn scatter_png(path: &Path, truth: &[f32], pred: &[f32], title: &str, xlabel: &str, ylabel: &str) -> Result<()> {
+pub fn scatter_png(
+    path: &Path,
+    truth: &[f32],
+    pred: &[f32],
+    title: &str,
+    xlabel: &str,
+    ylabel: &str,
+) -> Result<()> {
     let mut c = Canvas::new(900, 800);
     let (lo, hi) = range(truth.iter().chain(pred).map(|&v| f64::from(v)));
-    let f = Frame { x: (lo, hi), y: (lo, hi), left: 110, top: 70, right: 870, bottom: 720 };
+    let f = Frame {
+        x: (lo, hi),
+        y: (lo, hi),
+        left: 110,
+        top: 70,
+        right: 870,
+        bottom: 720,
+    };
     let alpha = (300.0 / truth.len().max(1) as f32).clamp(0.15, 0.9);
     for (&t, &p) in truth.iter().zip(pred) {
         if t.is_finite() && p.is_finite() {
@@ -203,7 +237,13 @@ pub fn scatter_png(path: &Path, truth: &[f32], pred: &[f32], title: &str, xlabel
 }
 
 /// Histogram of `values` in `bins` bins.
-pub fn histogram_png(path: &Path, values: &[f32], bins: usize, title: &str, xlabel: &str) -> Result<()> {
+pub fn histogram_png(
+    path: &Path,
+    values: &[f32],
+    bins: usize,
+    title: &str,
+    xlabel: &str,
+) -> Result<()> {
     let mut c = Canvas::new(900, 700);
     let (lo, hi) = range(values.iter().map(|&v| f64::from(v)));
     let mut counts = vec![0usize; bins.max(1)];
@@ -212,7 +252,14 @@ pub fn histogram_png(path: &Path, values: &[f32], bins: usize, title: &str, xlab
         counts[k.min(bins - 1)] += 1;
     }
     let top = *counts.iter().max().unwrap_or(&1) as f64 * 1.1;
-    let f = Frame { x: (lo, hi), y: (0.0, top.max(1.0)), left: 110, top: 70, right: 870, bottom: 620 };
+    let f = Frame {
+        x: (lo, hi),
+        y: (0.0, top.max(1.0)),
+        left: 110,
+        top: 70,
+        right: 870,
+        bottom: 620,
+    };
     for (k, &n) in counts.iter().enumerate() {
         let x0 = lo + (hi - lo) * k as f64 / bins as f64;
         let x1 = lo + (hi - lo) * (k + 1) as f64 / bins as f64;
@@ -229,7 +276,10 @@ mod tests {
 
     #[test]
     fn nice_ticks() {
-        assert_eq!(ticks(0.0, 1.0), vec![0.0, 0.2, 0.4, 0.6000000000000001, 0.8, 1.0]);
+        assert_eq!(
+            ticks(0.0, 1.0),
+            vec![0.0, 0.2, 0.4, 0.6000000000000001, 0.8, 1.0]
+        );
         assert_eq!(fmt_tick(0.6000000000000001), "0.6");
         assert!(ticks(-3.0, 27.0).len() >= 4);
     }
@@ -240,7 +290,15 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let t: Vec<f32> = (0..200).map(|i| i as f32 / 200.0).collect();
         let p: Vec<f32> = t.iter().map(|x| x + 0.01).collect();
-        scatter_png(&dir.join("s.png"), &t, &p, "TOK_Z: N=200", "Z TRUE", "Z PRED").unwrap();
+        scatter_png(
+            &dir.join("s.png"),
+            &t,
+            &p,
+            "TOK_Z: N=200",
+            "Z TRUE",
+            "Z PRED",
+        )
+        .unwrap();
         histogram_png(&dir.join("h.png"), &p, 30, "TOK_Z", "Z PRED").unwrap();
         for f in ["s.png", "h.png"] {
             let bytes = std::fs::read(dir.join(f)).unwrap();

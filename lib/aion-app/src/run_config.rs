@@ -41,8 +41,8 @@ pub struct Common {
     pub bindings: Vec<Binding>,
     /// Rows per model batch.
     pub batch: usize,
-    /// Rows per chunk.
-    pub chunk_rows: usize,
+    /// Rows per chunk, if set (else [`Common::chunk_rows_for`] sizes it from the data).
+    pub chunk_rows: Option<usize>,
     /// The run config file's content (or defaults).
     pub config: RunConfig,
 }
@@ -65,9 +65,9 @@ impl Common {
             explicit.push(parse_map(m)?);
         }
         let batch = io.batch_size.or(config.batch_size).unwrap_or(256);
-        let chunk_rows = io.chunk_rows.or(config.chunk_rows).unwrap_or(1024);
+        let chunk_rows = io.chunk_rows.or(config.chunk_rows);
         anyhow::ensure!(
-            batch > 0 && chunk_rows > 0,
+            batch > 0 && chunk_rows != Some(0),
             "--batch-size and --chunk-rows must be positive"
         );
         anyhow::ensure!(
@@ -84,6 +84,21 @@ impl Common {
             batch,
             chunk_rows,
             config,
+        })
+    }
+}
+
+impl Common {
+    /// Rows per chunk: the configured value, else about 64 MiB of input per chunk (1 to 4096
+    /// rows, a multiple of the batch size when above it). Deterministic for a given catalogue.
+    pub fn chunk_rows_for(&self, row_bytes: usize) -> usize {
+        self.chunk_rows.unwrap_or_else(|| {
+            let rows = ((64 << 20) / row_bytes.max(1)).clamp(1, 4096);
+            if rows > self.batch {
+                rows / self.batch * self.batch
+            } else {
+                rows
+            }
         })
     }
 }

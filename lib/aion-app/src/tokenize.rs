@@ -8,9 +8,11 @@ use std::ops::Range;
 
 use aion_mpi::Session;
 use anyhow::Result;
+use burn::tensor::backend::Backend;
 use clap::Parser;
 
 use crate::args::IoArgs;
+use crate::backend::{BackendTask, ComputeArgs, dispatch};
 use crate::codec_set::{CodecSet, ModalityTokens, NO_TOKEN};
 use crate::collective::agree;
 use crate::output::{ObjectIds, flag_specs, masks};
@@ -30,24 +32,9 @@ pub struct TokenizeArgs {
     /// Input, output and mapping options.
     #[command(flatten)]
     pub io: IoArgs,
-}
-
-/// Everything resolved before the first collective call.
-struct Plan {
-    common: run_config::Common,
-    codecs: CodecSet,
-    ids: ObjectIds,
-}
-
-fn plan(args: &TokenizeArgs) -> Result<Plan> {
-    let common = run_config::Common::resolve(&args.io)?;
-    let codecs = CodecSet::load(&args.io.model, &common.bindings, &common.catalog)?;
-    let ids = ObjectIds::detect(&common.catalog)?;
-    Ok(Plan {
-        common,
-        codecs,
-        ids,
-    })
+    /// Where the image and spectrum codecs run.
+    #[command(flatten)]
+    pub compute: ComputeArgs,
 }
 
 /// One chunk, tokenized.
@@ -62,22 +49,75 @@ pub fn run(
     session: &Session,
     stop: &StopFlag,
 ) -> Result<(Outcome, serde_json::Value)> {
-    let plan = agree(session, plan(args))?;
-    let catalog = &plan.common.catalog;
+    dispatch(
+        &args.compute,
+        session.local_rank(),
+        Task {
+            args,
+            session,
+            stop,
+        },
+    )
+}
+
+struct Task<'a> {
+    args: &'a TokenizeArgs,
+    session: &'a Session,
+    stop: &'a StopFlag,
+}
+
+impl BackendTask for Task<'_> {
+    type Output = (Outcome, serde_json::Value);
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output> {
+        let Task {
+            args,
+            session,
+            stop,
+        } = self;
+        let plan = agree(
+            session,
+            (|| {
+                let common = run_config::Common::resolve(&args.io)?;
+                let codecs = CodecSet::<B>::load(
+                    &args.io.model,
+                    &common.bindings,
+                    &common.catalog,
+                    &device,
+                )?;
+                let ids = ObjectIds::detect(&common.catalog)?;
+                Ok((common, codecs, ids))
+            })(),
+        )?;
+        let (common, codecs, ids) = plan;
+        run_plan(args, session, stop, &common, &codecs, &ids)
+    }
+}
+
+fn run_plan<B: Backend>(
+    args: &TokenizeArgs,
+    session: &Session,
+    stop: &StopFlag,
+    common: &run_config::Common,
+    codecs: &CodecSet<B>,
+    ids: &ObjectIds,
+) -> Result<(Outcome, serde_json::Value)> {
+    let catalog = &common.catalog;
     let n = catalog.n_rows();
+    let chunk_rows = common.chunk_rows_for(codecs.row_bytes(catalog));
     if session.is_root() {
-        plan.codecs
+        codecs
             .bindings()
             .for_each(|b| log::info!("{}", b.describe()));
     }
     let config = serde_json::json!({
         "tool": TOOL, "model": args.io.model, "catalog": args.io.catalog, "output": args.io.output,
-        "batch_size": plan.common.batch, "chunk_rows": plan.common.chunk_rows,
-        "bindings": plan.codecs.bindings().collect::<Vec<_>>(), "object_id": plan.ids.source(),
+        "batch_size": common.batch, "chunk_rows": chunk_rows,
+        "bindings": codecs.bindings().collect::<Vec<_>>(), "object_id": ids.source(),
     });
     let checksums = agree(
         session,
-        provenance::checksums(session, &args.io.model, plan.codecs.files()),
+        provenance::checksums(session, &args.io.model, codecs.files()),
     )?;
     let key = resume::key_json(
         TOOL,
@@ -94,9 +134,9 @@ pub fn run(
         catalog,
     );
 
-    let mut specs = vec![plan.ids.spec()];
+    let mut specs = vec![ids.spec()];
     specs.extend(flag_specs());
-    for b in plan.codecs.bindings() {
+    for b in codecs.bindings() {
         let m = b.modality();
         specs.push(
             DatasetSpec::new(
@@ -113,7 +153,7 @@ pub fn run(
         &args.io.output,
         args.io.overwrite,
         n,
-        plan.common.chunk_rows,
+        chunk_rows,
         &key,
         &specs,
         |out| {
@@ -134,20 +174,20 @@ pub fn run(
     let mut done = (n - run
         .todo
         .iter()
-        .map(|&c| chunk_len(c, run.log.chunk_rows, n))
+        .map(|&c| chunk_len(c, chunk_rows, n))
         .sum::<usize>()) as u64;
     progress.set(done);
-    let mut counts = vec![[0u64; 2]; plan.codecs.bindings().count()];
+    let mut counts = vec![[0u64; 2]; codecs.bindings().count()];
     let outcome = run_chunks(
         session,
         &run,
         n,
         stop,
         |rows: Range<usize>| -> Result<Chunk> {
-            let ids = plan.ids.read(catalog, &rows)?;
+            let ids = ids.read(catalog, &rows)?;
             Ok(Chunk {
                 ids,
-                tokens: plan.codecs.encode(catalog, rows)?,
+                tokens: codecs.encode(catalog, rows)?,
             })
         },
         Ok,
@@ -163,7 +203,7 @@ pub fn run(
                 .write(&run.out, "modalities_used", rows.start, &used)?;
             run.sets
                 .write(&run.out, "modalities_rejected", rows.start, &rejected)?;
-            for (i, b) in plan.codecs.bindings().enumerate() {
+            for (i, b) in codecs.bindings().enumerate() {
                 let tokens = c.tokens.get(i).map_or(&[][..], |t| &t.tokens[..]);
                 run.sets.write(&run.out, b.token_key, rows.start, tokens)?;
                 if let Some(t) = c.tokens.get(i) {
@@ -186,25 +226,26 @@ pub fn run(
         )?;
     }
     run.out.flush()?;
-    let summary = summarize(session, &plan, &counts, n, secs, outcome);
+    let summary = summarize(session, codecs, &counts, n, secs, outcome);
     provenance::write_sidecar(session, &args.io.output, &prov, &summary)?;
     Ok((outcome, summary))
 }
 
-fn chunk_len(c: usize, chunk_rows: usize, n: usize) -> usize {
+/// Rows of chunk `c`.
+pub fn chunk_len(c: usize, chunk_rows: usize, n: usize) -> usize {
     ((c + 1) * chunk_rows).min(n) - c * chunk_rows
 }
 
-fn summarize(
+fn summarize<B: Backend>(
     session: &Session,
-    plan: &Plan,
+    codecs: &CodecSet<B>,
     counts: &[[u64; 2]],
     n: usize,
     secs: f64,
     outcome: Outcome,
 ) -> serde_json::Value {
     let mut per = serde_json::Map::new();
-    for (b, c) in plan.codecs.bindings().zip(counts) {
+    for (b, c) in codecs.bindings().zip(counts) {
         let (used, rejected) = (session.sum_u64(c[0]), session.sum_u64(c[1]));
         per.insert(
             b.token_key.to_string(),

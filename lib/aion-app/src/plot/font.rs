@@ -66,7 +66,10 @@ pub fn glyph(c: char) -> [u8; 7] {
 mod tests {
     #[test]
     fn every_drawn_glyph_fits_five_columns() {
-        for c in ('0'..='9').chain('A'..='Z').chain(".,:=+-_()[]/%<>|'*".chars()) {
+        for c in ('0'..='9')
+            .chain('A'..='Z')
+            .chain(".,:=+-_()[]/%<>|'*".chars())
+        {
             let g = super::glyph(c);
             assert!(g.iter().all(|&r| r < 32), "{c}");
             assert!(g.iter().any(|&r| r != 0), "{c} is blank");

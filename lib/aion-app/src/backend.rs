@@ -1,0 +1,189 @@
+//! The only place a burn device is chosen: CPU (NdArray) or LibTorch (CPU or CUDA, feature
+//! `tch`), and the CPU thread budget of a rank.
+//!
+//! Tools are generic over the backend; [`dispatch`] runs a [`BackendTask`] with the backend and
+//! device chosen by `--device`. Each rank uses GPU `SLURM_LOCALID` (or its MPI node-local rank)
+//! unless `--device cuda:N` names one.
+
+use std::str::FromStr;
+
+use anyhow::{Result, bail};
+use burn::tensor::backend::Backend;
+use clap::Args;
+
+/// Where the model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceChoice {
+    /// burn's NdArray backend on the CPU (default; no LibTorch needed).
+    Cpu,
+    /// LibTorch on the CPU.
+    TchCpu,
+    /// LibTorch on a CUDA GPU: `Some(i)` = that GPU, `None` = the rank's node-local index.
+    Cuda(Option<usize>),
+}
+
+impl FromStr for DeviceChoice {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "cpu" => Ok(Self::Cpu),
+            "tch-cpu" => Ok(Self::TchCpu),
+            "cuda" => Ok(Self::Cuda(None)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|i| i.parse().ok())
+                .map(|i| Self::Cuda(Some(i)))
+                .ok_or_else(|| format!("unknown device '{s}' (cpu, tch-cpu, cuda, cuda:N)")),
+        }
+    }
+}
+
+/// Floating-point precision of the model on LibTorch devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum Precision {
+    /// 32-bit floats everywhere (default; the only choice on `cpu`).
+    F32,
+    /// bfloat16 weights and activations (CUDA).
+    Bf16,
+    /// float16 weights and activations (CUDA).
+    F16,
+}
+
+/// Compute options shared by the model tools.
+#[derive(Debug, Clone, Args)]
+pub struct ComputeArgs {
+    /// `cpu` (NdArray), `tch-cpu`, `cuda` (GPU = node-local rank) or `cuda:N`. LibTorch devices
+    /// need a build with `--features tch`.
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceChoice,
+
+    /// Model precision on LibTorch devices.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: Precision,
+
+    /// CPU threads per rank (default: the cores of the node divided by its ranks, at least 1;
+    /// `SLURM_CPUS_PER_TASK` when set).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+/// A piece of work generic over the backend.
+pub trait BackendTask {
+    /// What it returns.
+    type Output;
+    /// Runs on backend `B` and `device`.
+    fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output>;
+}
+
+/// Runs `task` on the backend chosen by `args` (`local_rank` picks the GPU for `cuda`).
+pub fn dispatch<T: BackendTask>(
+    args: &ComputeArgs,
+    local_rank: usize,
+    task: T,
+) -> Result<T::Output> {
+    match (args.device, args.precision) {
+        (DeviceChoice::Cpu, Precision::F32) => {
+            task.run::<burn::backend::NdArray<f32>>(Default::default())
+        }
+        (DeviceChoice::Cpu, p) => {
+            bail!("--precision {p:?} needs a LibTorch device (--device cuda)")
+        }
+        #[cfg(feature = "tch")]
+        (d, p) => {
+            use burn::backend::libtorch::{LibTorch, LibTorchDevice};
+            let device = match d {
+                DeviceChoice::Cuda(i) => {
+                    if !tch::Cuda::is_available() {
+                        bail!("--device cuda: no CUDA device is visible to LibTorch");
+                    }
+                    LibTorchDevice::Cuda(
+                        i.unwrap_or(local_rank % tch::Cuda::device_count().max(1) as usize),
+                    )
+                }
+                _ => LibTorchDevice::Cpu,
+            };
+            match p {
+                Precision::F32 => task.run::<LibTorch<f32>>(device),
+                Precision::Bf16 => task.run::<LibTorch<half::bf16>>(device),
+                Precision::F16 => task.run::<LibTorch<half::f16>>(device),
+            }
+        }
+        #[cfg(not(feature = "tch"))]
+        (d, _) => {
+            let _ = local_rank;
+            bail!(
+                "--device {d:?} needs LibTorch: rebuild with `cargo build --release --features tch`"
+            )
+        }
+    }
+}
+
+/// Threads this rank should use: `--threads`, else `SLURM_CPUS_PER_TASK`, else the node's
+/// cores divided by the ranks on the node.
+pub fn thread_budget(args: &ComputeArgs, ranks_on_node: usize, slurm_cpus: Option<u32>) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    args.threads
+        .or(slurm_cpus.map(|c| c as usize))
+        .unwrap_or(cores / ranks_on_node.max(1))
+        .max(1)
+}
+
+/// [`thread_budget`] from the launcher's environment, before MPI is initialised: ranks on this
+/// node from `OMPI_COMM_WORLD_LOCAL_SIZE` (mpirun), `MPI_LOCALNRANKS` (MPICH) or
+/// `SLURM_STEP_TASKS_PER_NODE` (srun), else 1.
+pub fn thread_budget_from_env(args: &ComputeArgs) -> usize {
+    let var = |k: &str| std::env::var(k).ok();
+    let local = var("OMPI_COMM_WORLD_LOCAL_SIZE")
+        .or_else(|| var("MPI_LOCALNRANKS"))
+        .or_else(|| {
+            var("SLURM_STEP_TASKS_PER_NODE")
+                .map(|s| s.split(['(', ',']).next().unwrap_or("1").to_string())
+        })
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1);
+    let slurm_cpus = var("SLURM_CPUS_PER_TASK").and_then(|s| s.parse().ok());
+    thread_budget(args, local, slurm_cpus)
+}
+
+/// Sets the CPU thread pools (rayon, matrixmultiply, LibTorch) to `threads`. Call first in
+/// `main`, before MPI or anything else starts a thread.
+#[allow(unsafe_code)]
+pub fn set_threads(threads: usize) {
+    // SAFETY: called at the start of main, before any other thread is spawned, so no thread
+    // can read the environment concurrently. matrixmultiply reads MATMUL_NUM_THREADS lazily at
+    // its first product and offers no other way to set its pool size.
+    unsafe {
+        std::env::set_var("MATMUL_NUM_THREADS", threads.to_string());
+    }
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global();
+    #[cfg(feature = "tch")]
+    tch::set_num_threads(threads as i32);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_devices() {
+        assert_eq!("cpu".parse(), Ok(DeviceChoice::Cpu));
+        assert_eq!("cuda".parse(), Ok(DeviceChoice::Cuda(None)));
+        assert_eq!("cuda:3".parse(), Ok(DeviceChoice::Cuda(Some(3))));
+        assert!("gpu".parse::<DeviceChoice>().is_err());
+    }
+
+    #[test]
+    fn thread_budget_prefers_flags_then_slurm() {
+        let mut a = ComputeArgs {
+            device: DeviceChoice::Cpu,
+            precision: Precision::F32,
+            threads: Some(3),
+        };
+        assert_eq!(thread_budget(&a, 4, Some(8)), 3);
+        a.threads = None;
+        assert_eq!(thread_budget(&a, 4, Some(8)), 8);
+        assert!(thread_budget(&a, 1_000_000, None) >= 1);
+    }
+}

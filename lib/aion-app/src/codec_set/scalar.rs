@@ -1,0 +1,71 @@
+//! Scalar modalities (quantile / grid codecs) and pre-tokenized inputs.
+
+use aion_io::Column;
+use aion_io::catalog::ColumnValues;
+use aion_model::codecs::scalar::ScalarCodec;
+use aion_model::modality::ModalityInfo;
+
+use super::{ModalityTokens, NO_TOKEN};
+
+/// Tokenizes `col` (optionally a column range); rows with a non-finite value are rejected.
+pub fn encode(
+    codec: &ScalarCodec,
+    col: &Column,
+    columns: Option<(usize, usize)>,
+) -> ModalityTokens {
+    let values = col.to_f32().expect("checked: scalar datasets are numeric");
+    let width = col.row_len();
+    let (a, b) = columns.unwrap_or((0, width));
+    let c = b - a;
+    let mut t = ModalityTokens::absent(codec.modality, col.present.len());
+    for r in 0..col.present.len() {
+        if !col.present[r] {
+            continue;
+        }
+        let row = &values[r * width + a..r * width + b];
+        if row.iter().any(|v| !v.is_finite()) {
+            t.rejected[r] = true;
+            continue;
+        }
+        for (j, &v) in row.iter().enumerate() {
+            t.tokens[r * c + j] = codec.encode_value(j, v);
+        }
+        t.used[r] = true;
+    }
+    t
+}
+
+/// Passes token ids through; a row of −1 is absent, ids outside the vocabulary are rejected.
+/// For the catalog, id 0 (padding) marks a token to leave out.
+pub fn pass_tokens(m: &'static ModalityInfo, col: &Column) -> ModalityTokens {
+    let k = m.num_tokens();
+    let ColumnValues::I64(ids) = &col.values else {
+        unreachable!("checked: token datasets are integer")
+    };
+    let mut t = ModalityTokens::absent(m, col.present.len());
+    let seq = matches!(m.layout, aion_model::modality::TokenLayout::Sequence { .. });
+    if seq {
+        t.token_mask = Some(vec![true; col.present.len() * k]);
+    }
+    for r in 0..col.present.len() {
+        let row = &ids[r * k..(r + 1) * k];
+        if !col.present[r] || row.iter().all(|&x| x == NO_TOKEN) {
+            continue;
+        }
+        if row.iter().any(|&x| x < 0 || x as usize >= m.vocab) {
+            t.rejected[r] = true;
+            continue;
+        }
+        if seq && row.iter().all(|&x| x == 0) {
+            continue;
+        }
+        t.tokens[r * k..(r + 1) * k].copy_from_slice(row);
+        if let Some(mask) = &mut t.token_mask {
+            for (j, &x) in row.iter().enumerate() {
+                mask[r * k + j] = x == 0;
+            }
+        }
+        t.used[r] = true;
+    }
+    t
+}

@@ -1,0 +1,414 @@
+//! `aion-embed`: one AION-1 embedding per catalogue object, into one HDF5 file.
+//!
+//! Raw catalogue columns are tokenized on the fly (or token datasets used as they are), each
+//! row's available modalities are encoded together (absent or rejected ones are left out, not
+//! zero-filled), and the context vectors are averaged over the row's valid tokens — all of
+//! them, not the reference `encode`'s default first 256. With `--pool none` the per-token
+//! context vectors are written too, in a fixed layout (input modalities in model order, their
+//! tokens in order) with a validity mask.
+
+use std::ops::Range;
+
+use aion_mpi::Session;
+use anyhow::Result;
+use burn::tensor::backend::Backend;
+use clap::{Parser, ValueEnum};
+
+use crate::args::IoArgs;
+use crate::backend::{BackendTask, ComputeArgs, dispatch};
+use crate::batching::{batches, inputs};
+use crate::codec_set::ModalityTokens;
+use crate::collective::agree;
+use crate::model_plan::ModelPlan;
+use crate::output::{flag_specs, masks};
+use crate::pipeline::{DatasetSpec, Dtype, Outcome, open_output, run_chunks};
+use crate::progress::Progress;
+use crate::signals::StopFlag;
+use crate::tokenize::chunk_len;
+use crate::{provenance, resume};
+
+/// Tool name.
+pub const TOOL: &str = "aion-embed";
+
+/// How token vectors become the object's embedding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+pub enum Pool {
+    /// Mean over the row's valid tokens (`embedding`).
+    Mean,
+    /// The mean, plus every token's context vector (`tokens/context`, `tokens/valid`).
+    None,
+}
+
+/// Command line of `aion-embed`.
+#[derive(Debug, Parser)]
+#[command(name = TOOL, version, about = "Compute AION-1 embeddings of every catalogue object, in parallel, into one HDF5 file.",
+    after_help = crate::exit::EXIT_CODES_HELP)]
+pub struct EmbedArgs {
+    /// Input, output and mapping options.
+    #[command(flatten)]
+    pub io: IoArgs,
+    /// Device, precision, threads.
+    #[command(flatten)]
+    pub compute: ComputeArgs,
+    /// Pooling of the context vectors.
+    #[arg(long, value_enum, default_value = "mean")]
+    pub pool: Pool,
+}
+
+/// A chunk's embeddings.
+struct Out {
+    ids: Vec<i64>,
+    tokens: Vec<ModalityTokens>,
+    embedding: Vec<f32>,
+    context: Vec<f32>,
+    valid: Vec<u8>,
+}
+
+/// Runs `aion-embed`; returns how it ended and the summary (also in `<output>.run.json`).
+pub fn run(
+    args: &EmbedArgs,
+    session: &Session,
+    stop: &StopFlag,
+) -> Result<(Outcome, serde_json::Value)> {
+    dispatch(
+        &args.compute,
+        session.local_rank(),
+        Task {
+            args,
+            session,
+            stop,
+        },
+    )
+}
+
+struct Task<'a> {
+    args: &'a EmbedArgs,
+    session: &'a Session,
+    stop: &'a StopFlag,
+}
+
+impl BackendTask for Task<'_> {
+    type Output = (Outcome, serde_json::Value);
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output> {
+        let plan = agree(
+            self.session,
+            ModelPlan::<B>::load(&self.args.io, &device, &[]),
+        )?;
+        run_plan(self.args, self.session, self.stop, &plan, &device)
+    }
+}
+
+/// Layout of `--pool none`: (token offset, modality) of each input modality.
+fn layout<B: Backend>(plan: &ModelPlan<B>) -> (Vec<usize>, usize) {
+    let mut offsets = Vec::new();
+    let mut k = 0;
+    for (b, &inp) in plan.codecs.bindings().zip(&plan.is_input) {
+        offsets.push(k);
+        if inp {
+            k += b.modality().num_tokens();
+        }
+    }
+    (offsets, k)
+}
+
+fn run_plan<B: Backend>(
+    args: &EmbedArgs,
+    session: &Session,
+    stop: &StopFlag,
+    plan: &ModelPlan<B>,
+    device: &B::Device,
+) -> Result<(Outcome, serde_json::Value)> {
+    let catalog = &plan.common.catalog;
+    let n = catalog.n_rows();
+    let d = plan.aion.config().dim;
+    let (offsets, k_all) = layout(plan);
+    let inputs_desc: Vec<String> = plan.inputs().iter().map(|b| b.describe()).collect();
+    if session.is_root() {
+        inputs_desc.iter().for_each(|s| log::info!("input {s}"));
+    }
+    let config = serde_json::json!({
+        "tool": TOOL, "model": args.io.model, "catalog": args.io.catalog, "output": args.io.output,
+        "batch_size": plan.common.batch, "chunk_rows": plan.chunk_rows, "pool": args.pool,
+        "device": format!("{:?}", args.compute.device), "precision": args.compute.precision,
+        "bindings": plan.codecs.bindings().collect::<Vec<_>>(), "object_id": plan.ids.source(),
+    });
+    let checksums = agree(
+        session,
+        provenance::checksums(session, &args.io.model, &plan.files(&args.io)),
+    )?;
+    let key = resume::key_json(
+        TOOL,
+        &config,
+        &checksums,
+        &resume::catalog_identity(&catalog.paths()),
+    );
+    let prov = provenance::build(
+        session,
+        TOOL,
+        config.to_string(),
+        &args.io.model,
+        checksums,
+        catalog,
+    );
+
+    let mut specs = vec![plan.ids.spec()];
+    specs.extend(flag_specs());
+    specs.push(
+        DatasetSpec::new("embedding", Dtype::F32, &[d], None)
+            .attr("pooling", "mean over the row's valid tokens"),
+    );
+    if args.pool == Pool::None {
+        let layout_desc: Vec<String> = plan
+            .inputs()
+            .iter()
+            .map(|b| format!("{}:{}", b.token_key, b.modality().num_tokens()))
+            .collect();
+        specs.push(
+            DatasetSpec::new("tokens/context", Dtype::F32, &[k_all, d], None)
+                .attr("layout", layout_desc.join(",")),
+        );
+        specs.push(DatasetSpec::new(
+            "tokens/valid",
+            Dtype::U8,
+            &[k_all],
+            Some(0.0),
+        ));
+    }
+    let run = open_output(
+        session,
+        &args.io.output,
+        args.io.overwrite,
+        n,
+        plan.chunk_rows,
+        &key,
+        &specs,
+        |out| {
+            prov.write(out)?;
+            crate::output::write_modality_bits(out)
+        },
+    )?;
+    if run.resumed {
+        log::info!(
+            "resuming {}: {} of {} chunk(s) left",
+            args.io.output.display(),
+            run.todo.len(),
+            run.log.n_chunks
+        );
+    }
+    let mut progress = Progress::new(session.is_root(), n as u64, "embedded");
+    let mut done = (n - run
+        .todo
+        .iter()
+        .map(|&c| chunk_len(c, plan.chunk_rows, n))
+        .sum::<usize>()) as u64;
+    progress.set(done);
+    let mut embedded = 0u64;
+    let outcome = run_chunks(
+        session,
+        &run,
+        n,
+        stop,
+        |rows: Range<usize>| -> Result<(Vec<i64>, Vec<ModalityTokens>)> {
+            Ok((
+                plan.ids.read(catalog, &rows)?,
+                plan.codecs.encode(catalog, rows)?,
+            ))
+        },
+        |(ids, tokens)| compute(plan, args.pool, device, ids, tokens, &offsets, k_all),
+        |rows, out| {
+            let empty = Out {
+                ids: Vec::new(),
+                tokens: Vec::new(),
+                embedding: Vec::new(),
+                context: Vec::new(),
+                valid: Vec::new(),
+            };
+            let o = out.as_ref().unwrap_or(&empty);
+            let w =
+                |name: &str, start| -> Result<()> { run.sets.write(&run.out, name, start, &o.ids) };
+            w("object_id", rows.start)?;
+            let (used, rejected) = masks(&o.tokens, rows.len());
+            embedded += used.iter().filter(|&&u| u != 0).count() as u64;
+            run.sets
+                .write(&run.out, "modalities_used", rows.start, &used)?;
+            run.sets
+                .write(&run.out, "modalities_rejected", rows.start, &rejected)?;
+            run.sets
+                .write(&run.out, "embedding", rows.start, &o.embedding)?;
+            if args.pool == Pool::None {
+                run.sets
+                    .write(&run.out, "tokens/context", rows.start, &o.context)?;
+                run.sets
+                    .write(&run.out, "tokens/valid", rows.start, &o.valid)?;
+            }
+            Ok(())
+        },
+        |r| {
+            done += r;
+            progress.set(done);
+        },
+    )?;
+    let secs = progress.finish();
+    if outcome == Outcome::Finished {
+        run.out.set_attr_str(
+            "end_time",
+            &session.broadcast_string(&provenance::now_utc()),
+        )?;
+    }
+    run.out.flush()?;
+    let embedded = session.sum_u64(embedded);
+    if session.is_root() {
+        log::info!(
+            "embedded {embedded} of {n} rows in {secs:.2} s on {} rank(s) ({:.1} rows/s)",
+            session.size(),
+            n as f64 / secs.max(1e-9)
+        );
+        if embedded < n as u64 {
+            log::warn!(
+                "{} row(s) have no usable modality: their embedding is NaN (modalities_used = 0)",
+                n as u64 - embedded
+            );
+        }
+    }
+    let summary = serde_json::json!({ "rows": n, "embedded": embedded, "seconds": secs, "ranks": session.size(), "finished": outcome == Outcome::Finished });
+    provenance::write_sidecar(session, &args.io.output, &prov, &summary)?;
+    Ok((outcome, summary))
+}
+
+/// Runs the model on a chunk: embeddings (NaN for rows without input) and, for `--pool none`,
+/// the per-token context in the fixed layout.
+fn compute<B: Backend>(
+    plan: &ModelPlan<B>,
+    pool: Pool,
+    device: &B::Device,
+    ids: Vec<i64>,
+    tokens: Vec<ModalityTokens>,
+    offsets: &[usize],
+    k_all: usize,
+) -> Result<Out> {
+    let n = ids.len();
+    let d = plan.aion.config().dim;
+    let mut embedding = vec![f32::NAN; n * d];
+    let mut context = if pool == Pool::None {
+        vec![f32::NAN; n * k_all * d]
+    } else {
+        Vec::new()
+    };
+    let mut valid = if pool == Pool::None {
+        vec![0u8; n * k_all]
+    } else {
+        Vec::new()
+    };
+    for b in batches(&tokens, &plan.is_input, n, plan.common.batch) {
+        let inp = inputs::<B>(&tokens, &b, device);
+        let enc = plan.aion.encode(&inp, None);
+        let mask: Vec<bool> = enc
+            .mask
+            .clone()
+            .into_data()
+            .to_vec()
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let ctx: Vec<f32> = enc
+            .context
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let k = mask.len() / b.rows.len();
+        for (j, &r) in b.rows.iter().enumerate() {
+            let row_ctx = &ctx[j * k * d..(j + 1) * k * d];
+            let row_mask = &mask[j * k..(j + 1) * k];
+            let e = &mut embedding[r * d..(r + 1) * d];
+            pool_mean(row_ctx, row_mask, e);
+            if pool == Pool::None {
+                scatter(
+                    &tokens,
+                    &b.modalities,
+                    r,
+                    row_ctx,
+                    row_mask,
+                    offsets,
+                    k_all,
+                    &mut context,
+                    &mut valid,
+                );
+            }
+        }
+    }
+    Ok(Out {
+        ids,
+        tokens,
+        embedding,
+        context,
+        valid,
+    })
+}
+
+/// Mean of the unmasked rows of a `[k, d]` block (f64 accumulation).
+fn pool_mean(ctx: &[f32], mask: &[bool], out: &mut [f32]) {
+    let d = out.len();
+    let mut acc = vec![0f64; d];
+    let mut n = 0usize;
+    for (t, &m) in mask.iter().enumerate() {
+        if !m {
+            n += 1;
+            for (a, &v) in acc.iter_mut().zip(&ctx[t * d..(t + 1) * d]) {
+                *a += f64::from(v);
+            }
+        }
+    }
+    for (o, a) in out.iter_mut().zip(acc) {
+        *o = if n == 0 {
+            f32::NAN
+        } else {
+            (a / n as f64) as f32
+        };
+    }
+}
+
+/// Puts a row's context vectors (valid tokens first in input order, as the encoder returns
+/// them) back at their fixed positions.
+#[allow(clippy::too_many_arguments)]
+fn scatter(
+    tokens: &[ModalityTokens],
+    modalities: &[usize],
+    r: usize,
+    ctx: &[f32],
+    mask: &[bool],
+    offsets: &[usize],
+    k_all: usize,
+    context: &mut [f32],
+    valid: &mut [u8],
+) {
+    let d = ctx.len() / mask.len();
+    let mut next = 0;
+    for &i in modalities {
+        let t = &tokens[i];
+        let nt = t.modality.num_tokens();
+        for j in 0..nt {
+            let masked = t.token_mask.as_ref().is_some_and(|m| m[r * nt + j]);
+            if masked {
+                continue;
+            }
+            let pos = r * k_all + offsets[i] + j;
+            context[pos * d..(pos + 1) * d].copy_from_slice(&ctx[next * d..(next + 1) * d]);
+            valid[pos] = 1;
+            next += 1;
+        }
+    }
+    debug_assert_eq!(next, mask.iter().filter(|&&m| !m).count());
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pool_mean_skips_masked_tokens() {
+        let ctx = [1.0, 2.0, 100.0, 100.0, 3.0, 4.0];
+        let mut out = [0.0; 2];
+        super::pool_mean(&ctx, &[false, true, false], &mut out);
+        assert_eq!(out, [2.0, 3.0]);
+        super::pool_mean(&ctx, &[true, true, true], &mut out);
+        assert!(out[0].is_nan());
+    }
+}

@@ -1,0 +1,552 @@
+//! `aion-predict`: posteriors of scalar properties (redshift first) for every catalogue object.
+//!
+//! For each `--target` the decoder's logits are mapped through the target's codec into a
+//! posterior (see [`crate::posterior`]): mean, standard deviation, median, mode, 16/84 %
+//! quantiles, optionally the full probability vector (`--save-pdf`) and the raw logits
+//! (`--save-logits`). Targets are never inputs. When the catalogue holds the true value, a PNG
+//! of predicted (median) vs true values with σ_NMAD, outlier fraction and bias is written
+//! beside the output; otherwise a histogram of the predictions.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use aion_model::codecs::scalar::ScalarCodec;
+use aion_model::fourm::DecoderMode;
+use aion_model::modality::{ModalityInfo, by_token_key};
+use aion_mpi::Session;
+use anyhow::{Context, Result, bail};
+use burn::tensor::backend::Backend;
+use clap::{Parser, ValueEnum};
+
+use crate::args::IoArgs;
+use crate::backend::{BackendTask, ComputeArgs, dispatch};
+use crate::batching::{batches, inputs};
+use crate::codec_set::ModalityTokens;
+use crate::collective::agree;
+use crate::model_plan::ModelPlan;
+use crate::output::{flag_specs, masks};
+use crate::pipeline::{DatasetSpec, Dtype, Outcome, RunOutput, open_output, run_chunks};
+use crate::posterior::summarize;
+use crate::progress::Progress;
+use crate::run_config::Source;
+use crate::signals::StopFlag;
+use crate::tokenize::chunk_len;
+use crate::{metrics, plot, provenance, resume};
+
+/// Tool name.
+pub const TOOL: &str = "aion-predict";
+
+/// The posterior summaries written per target (`pred/<token_key>/<name>`).
+pub const STATS: [&str; 7] = [
+    "mean",
+    "std",
+    "median",
+    "mode",
+    "q16",
+    "q84",
+    "mass_outside",
+];
+
+/// How several targets are decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+pub enum Decoder {
+    /// As the reference's `AION.forward`: targets requested together share the decoder's
+    /// (degenerate) self-attention and influence each other.
+    Joint,
+    /// Each target as if requested alone.
+    Independent,
+}
+
+/// Command line of `aion-predict`.
+#[derive(Debug, Parser)]
+#[command(name = TOOL, version, about = "Predict scalar properties (e.g. redshift posteriors) of every catalogue object with AION-1.",
+    after_help = crate::exit::EXIT_CODES_HELP)]
+pub struct PredictArgs {
+    /// Input, output and mapping options.
+    #[command(flatten)]
+    pub io: IoArgs,
+    /// Device, precision, threads.
+    #[command(flatten)]
+    pub compute: ComputeArgs,
+    /// Scalar modality to predict (token key, e.g. `tok_z`); repeatable.
+    #[arg(long = "target", value_name = "TOKEN_KEY", required = true)]
+    pub targets: Vec<String>,
+    /// Decoding of several targets.
+    #[arg(long, value_enum, default_value = "joint")]
+    pub decoder: Decoder,
+    /// Also write the probability of every codec token (`pdf/<token_key>`).
+    #[arg(long)]
+    pub save_pdf: bool,
+    /// Also write the raw logits (`logits/<token_key>`, shape `(N, tokens, vocab)`).
+    #[arg(long)]
+    pub save_logits: bool,
+}
+
+/// A target and the decoded value of each of its tokens (per channel).
+struct Target {
+    modality: &'static ModalityInfo,
+    values: Vec<Vec<f32>>,
+    truth: Option<(String, Option<(usize, usize)>)>,
+}
+
+/// Per chunk: ids, tokens, and per target the row-major `(n, tokens, 7)` stats, pdf, logits.
+struct Out {
+    ids: Vec<i64>,
+    tokens: Vec<ModalityTokens>,
+    stats: Vec<Vec<Vec<f32>>>,
+    pdf: Vec<Vec<f32>>,
+    logits: Vec<Vec<f32>>,
+}
+
+/// Runs `aion-predict`; returns how it ended and the summary (also in `<output>.run.json`).
+pub fn run(
+    args: &PredictArgs,
+    session: &Session,
+    stop: &StopFlag,
+) -> Result<(Outcome, serde_json::Value)> {
+    dispatch(
+        &args.compute,
+        session.local_rank(),
+        Task {
+            args,
+            session,
+            stop,
+        },
+    )
+}
+
+struct Task<'a> {
+    args: &'a PredictArgs,
+    session: &'a Session,
+    stop: &'a StopFlag,
+}
+
+impl BackendTask for Task<'_> {
+    type Output = (Outcome, serde_json::Value);
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output> {
+        let keys: Vec<&str> = self.args.targets.iter().map(String::as_str).collect();
+        let loaded = agree(
+            self.session,
+            (|| {
+                let plan = ModelPlan::<B>::load(&self.args.io, &device, &keys)?;
+                let targets = load_targets(&self.args.io.model, &plan, &keys)?;
+                Ok((plan, targets))
+            })(),
+        )?;
+        run_plan(
+            self.args,
+            self.session,
+            self.stop,
+            &loaded.0,
+            &loaded.1,
+            &device,
+        )
+    }
+}
+
+fn load_targets<B: Backend>(
+    model: &Path,
+    plan: &ModelPlan<B>,
+    keys: &[&str],
+) -> Result<Vec<Target>> {
+    let mut out = Vec::new();
+    for &key in keys {
+        let m = by_token_key(key).with_context(|| format!("--target {key}: unknown token key"))?;
+        if !plan.aion.config().domains_out.iter().any(|d| d == key) {
+            bail!(
+                "--target {key}: the model has no decoder head for it (domains_out: {})",
+                plan.aion.config().domains_out.join(", ")
+            );
+        }
+        if !m.codec.is_scalar() {
+            bail!(
+                "--target {key}: only scalar modalities have posteriors here; use aion-generate for {:?} targets",
+                m.codec
+            );
+        }
+        let dir = model.join("codecs").join(m.codec_dir);
+        let codec = ScalarCodec::load(m, &dir)
+            .with_context(|| format!("cannot load the {key} codec from {}", dir.display()))?;
+        let k = codec.codebook_size().min(m.vocab);
+        let values = (0..codec.channels())
+            .map(|c| {
+                (0..k)
+                    .map(|t| codec.decode_token(c, t as i64).unwrap_or(f32::NAN))
+                    .collect()
+            })
+            .collect();
+        let truth = plan
+            .codecs
+            .bindings()
+            .find(|b| b.token_key == key)
+            .and_then(|b| match &b.source {
+                Source::Scalar { dataset, columns } => Some((dataset.clone(), *columns)),
+                _ => None,
+            });
+        out.push(Target {
+            modality: m,
+            values,
+            truth,
+        });
+    }
+    Ok(out)
+}
+
+fn specs(args: &PredictArgs, targets: &[Target]) -> Vec<DatasetSpec> {
+    let mut specs = flag_specs();
+    for t in targets {
+        let m = t.modality;
+        let shape: Vec<usize> = if m.num_tokens() == 1 {
+            vec![]
+        } else {
+            vec![m.num_tokens()]
+        };
+        for s in STATS {
+            specs.push(DatasetSpec::new(
+                format!("pred/{}/{s}", m.token_key),
+                Dtype::F32,
+                &shape,
+                None,
+            ));
+        }
+        if args.save_pdf {
+            specs.push(DatasetSpec::new(
+                format!("pdf/{}", m.token_key),
+                Dtype::F32,
+                &[m.num_tokens(), t.values[0].len()],
+                None,
+            ));
+        }
+        if args.save_logits {
+            specs.push(DatasetSpec::new(
+                format!("logits/{}", m.token_key),
+                Dtype::F32,
+                &[m.num_tokens(), m.vocab],
+                None,
+            ));
+        }
+    }
+    specs
+}
+
+fn run_plan<B: Backend>(
+    args: &PredictArgs,
+    session: &Session,
+    stop: &StopFlag,
+    plan: &ModelPlan<B>,
+    targets: &[Target],
+    device: &B::Device,
+) -> Result<(Outcome, serde_json::Value)> {
+    let catalog = &plan.common.catalog;
+    let n = catalog.n_rows();
+    if session.is_root() {
+        plan.inputs()
+            .iter()
+            .for_each(|b| log::info!("input {}", b.describe()));
+    }
+    let config = serde_json::json!({
+        "tool": TOOL, "model": args.io.model, "catalog": args.io.catalog, "output": args.io.output,
+        "batch_size": plan.common.batch, "chunk_rows": plan.chunk_rows, "targets": args.targets,
+        "decoder": args.decoder, "save_pdf": args.save_pdf, "save_logits": args.save_logits,
+        "device": format!("{:?}", args.compute.device), "precision": args.compute.precision,
+        "bindings": plan.codecs.bindings().collect::<Vec<_>>(), "object_id": plan.ids.source(),
+    });
+    let checksums = agree(
+        session,
+        provenance::checksums(session, &args.io.model, &plan.files(&args.io)),
+    )?;
+    let key = resume::key_json(
+        TOOL,
+        &config,
+        &checksums,
+        &resume::catalog_identity(&catalog.paths()),
+    );
+    let prov = provenance::build(
+        session,
+        TOOL,
+        config.to_string(),
+        &args.io.model,
+        checksums,
+        catalog,
+    );
+    let mut all_specs = vec![plan.ids.spec()];
+    all_specs.extend(specs(args, targets));
+    let run = open_output(
+        session,
+        &args.io.output,
+        args.io.overwrite,
+        n,
+        plan.chunk_rows,
+        &key,
+        &all_specs,
+        |out| {
+            prov.write(out)?;
+            crate::output::write_modality_bits(out)
+        },
+    )?;
+    if run.resumed {
+        log::info!(
+            "resuming {}: {} of {} chunk(s) left",
+            args.io.output.display(),
+            run.todo.len(),
+            run.log.n_chunks
+        );
+    }
+    let mut progress = Progress::new(session.is_root(), n as u64, "predicted");
+    let mut done = (n - run
+        .todo
+        .iter()
+        .map(|&c| chunk_len(c, plan.chunk_rows, n))
+        .sum::<usize>()) as u64;
+    progress.set(done);
+    let mode = match args.decoder {
+        Decoder::Joint => DecoderMode::Joint,
+        Decoder::Independent => DecoderMode::Independent,
+    };
+    let outcome = run_chunks(
+        session,
+        &run,
+        n,
+        stop,
+        |rows: Range<usize>| -> Result<(Vec<i64>, Vec<ModalityTokens>)> {
+            Ok((
+                plan.ids.read(catalog, &rows)?,
+                plan.codecs.encode(catalog, rows)?,
+            ))
+        },
+        |(ids, tokens)| compute(args, plan, targets, mode, device, ids, tokens),
+        |rows, out| write(args, &run, targets, rows, out.as_ref()),
+        |r| {
+            done += r;
+            progress.set(done);
+        },
+    )?;
+    let secs = progress.finish();
+    if outcome == Outcome::Finished {
+        run.out.set_attr_str(
+            "end_time",
+            &session.broadcast_string(&provenance::now_utc()),
+        )?;
+    }
+    run.out.flush()?;
+    let mut summary = serde_json::json!({ "rows": n, "seconds": secs, "ranks": session.size(), "finished": outcome == Outcome::Finished });
+    if outcome == Outcome::Finished {
+        let diag = agree(session, diagnostics(session, args, &run, plan, targets))?;
+        summary["targets"] = diag;
+    }
+    if session.is_root() {
+        log::info!(
+            "predicted {n} rows in {secs:.2} s on {} rank(s) ({:.1} rows/s)",
+            session.size(),
+            n as f64 / secs.max(1e-9)
+        );
+    }
+    provenance::write_sidecar(session, &args.io.output, &prov, &summary)?;
+    Ok((outcome, summary))
+}
+
+fn compute<B: Backend>(
+    args: &PredictArgs,
+    plan: &ModelPlan<B>,
+    targets: &[Target],
+    mode: DecoderMode,
+    device: &B::Device,
+    ids: Vec<i64>,
+    tokens: Vec<ModalityTokens>,
+) -> Result<Out> {
+    let n = ids.len();
+    let mods: Vec<&'static ModalityInfo> = targets.iter().map(|t| t.modality).collect();
+    let mut stats: Vec<Vec<Vec<f32>>> = targets
+        .iter()
+        .map(|t| vec![vec![f32::NAN; n * t.modality.num_tokens()]; STATS.len()])
+        .collect();
+    let mut pdf: Vec<Vec<f32>> = targets
+        .iter()
+        .map(|t| {
+            if args.save_pdf {
+                vec![f32::NAN; n * t.modality.num_tokens() * t.values[0].len()]
+            } else {
+                Vec::new()
+            }
+        })
+        .collect();
+    let mut logits_out: Vec<Vec<f32>> = targets
+        .iter()
+        .map(|t| {
+            if args.save_logits {
+                vec![f32::NAN; n * t.modality.num_tokens() * t.modality.vocab]
+            } else {
+                Vec::new()
+            }
+        })
+        .collect();
+    for b in batches(&tokens, &plan.is_input, n, plan.common.batch) {
+        let inp = inputs::<B>(&tokens, &b, device);
+        let logits = plan.aion.predict(&inp, &mods, mode);
+        for (ti, (t, l)) in targets.iter().zip(logits).enumerate() {
+            let l: Vec<f32> = l
+                .into_data()
+                .convert::<f32>()
+                .to_vec()
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            let (nt, v) = (t.modality.num_tokens(), t.modality.vocab);
+            for (j, &r) in b.rows.iter().enumerate() {
+                for p in 0..nt {
+                    let row = &l[(j * nt + p) * v..(j * nt + p + 1) * v];
+                    let values = &t.values[p.min(t.values.len() - 1)];
+                    let s = summarize(row, values);
+                    for (si, x) in [
+                        s.mean,
+                        s.std,
+                        s.median,
+                        s.mode,
+                        s.q16,
+                        s.q84,
+                        s.mass_outside,
+                    ]
+                    .into_iter()
+                    .enumerate()
+                    {
+                        stats[ti][si][r * nt + p] = x;
+                    }
+                    if args.save_pdf {
+                        let k = values.len();
+                        let (prob, _) = crate::posterior::probabilities(row, k);
+                        for (q, x) in prob.into_iter().enumerate() {
+                            pdf[ti][(r * nt + p) * k + q] = x as f32;
+                        }
+                    }
+                    if args.save_logits {
+                        logits_out[ti][(r * nt + p) * v..(r * nt + p + 1) * v].copy_from_slice(row);
+                    }
+                }
+            }
+        }
+    }
+    Ok(Out {
+        ids,
+        tokens,
+        stats,
+        pdf,
+        logits: logits_out,
+    })
+}
+
+fn write(
+    args: &PredictArgs,
+    run: &RunOutput,
+    targets: &[Target],
+    rows: Range<usize>,
+    out: Option<&Out>,
+) -> Result<()> {
+    let w = |name: &str, data: &[f32]| run.sets.write(&run.out, name, rows.start, data);
+    let ids = out.map_or(&[][..], |o| &o.ids[..]);
+    run.sets.write(&run.out, "object_id", rows.start, ids)?;
+    let (used, rejected) = out.map_or((Vec::new(), Vec::new()), |o| masks(&o.tokens, rows.len()));
+    run.sets
+        .write(&run.out, "modalities_used", rows.start, &used)?;
+    run.sets
+        .write(&run.out, "modalities_rejected", rows.start, &rejected)?;
+    for (ti, t) in targets.iter().enumerate() {
+        let key = t.modality.token_key;
+        for (si, s) in STATS.iter().enumerate() {
+            w(
+                &format!("pred/{key}/{s}"),
+                out.map_or(&[][..], |o| &o.stats[ti][si][..]),
+            )?;
+        }
+        if args.save_pdf {
+            w(
+                &format!("pdf/{key}"),
+                out.map_or(&[][..], |o| &o.pdf[ti][..]),
+            )?;
+        }
+        if args.save_logits {
+            w(
+                &format!("logits/{key}"),
+                out.map_or(&[][..], |o| &o.logits[ti][..]),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The PNG beside the output for a target.
+pub fn plot_path(output: &Path, key: &str) -> PathBuf {
+    let mut p = output.as_os_str().to_owned();
+    p.push(format!(".{key}.png"));
+    PathBuf::from(p)
+}
+
+/// Rank 0: metrics against the truth (when the catalogue has it) and the diagnostic plot of
+/// each single-token target.
+fn diagnostics<B: Backend>(
+    session: &Session,
+    args: &PredictArgs,
+    run: &RunOutput,
+    plan: &ModelPlan<B>,
+    targets: &[Target],
+) -> Result<serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    if !session.is_root() {
+        return Ok(out.into());
+    }
+    let n = plan.common.catalog.n_rows();
+    for t in targets.iter().filter(|t| t.modality.num_tokens() == 1) {
+        let key = t.modality.token_key;
+        let pred: Vec<f32> = run
+            .out
+            .hdf5()
+            .dataset(&format!("pred/{key}/median"))?
+            .read_raw()?;
+        let png = plot_path(&args.io.output, key);
+        let upper = key.to_uppercase();
+        let truth = match &t.truth {
+            Some((dataset, None)) if n > 0 => plan.common.catalog.read(dataset, 0..n)?.to_f32(),
+            _ => None,
+        };
+        match truth
+            .as_ref()
+            .and_then(|tr| metrics::point_metrics(&pred, tr).map(|m| (tr, m)))
+        {
+            Some((tr, m)) => {
+                let title = format!(
+                    "{upper}: N={}  SIGMA_NMAD={:.4}  OUTLIERS={:.1}%  BIAS={:+.4}",
+                    m.n,
+                    m.sigma_nmad,
+                    100.0 * m.outlier_fraction,
+                    m.bias
+                );
+                plot::scatter_png(
+                    &png,
+                    tr,
+                    &pred,
+                    &title,
+                    &format!("{upper} TRUE"),
+                    &format!("{upper} PREDICTED (MEDIAN)"),
+                )?;
+                log::info!(
+                    "{key}: σ_NMAD {:.4}, outliers {:.2} %, bias {:+.4} over {} rows with a true value",
+                    m.sigma_nmad,
+                    100.0 * m.outlier_fraction,
+                    m.bias,
+                    m.n
+                );
+                out.insert(key.into(), serde_json::json!({ "metrics": m, "plot": png }));
+            }
+            None => {
+                plot::histogram_png(
+                    &png,
+                    &pred,
+                    50,
+                    &format!("{upper}: PREDICTED MEDIANS (NO TRUE VALUES IN THE CATALOGUE)"),
+                    &format!("{upper} PREDICTED"),
+                )?;
+                out.insert(key.into(), serde_json::json!({ "plot": png }));
+            }
+        }
+        log::info!("{key}: diagnostic plot {}", png.display());
+    }
+    Ok(out.into())
+}
