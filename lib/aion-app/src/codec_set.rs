@@ -137,9 +137,9 @@ impl<B: Backend> CodecSet<B> {
                 (_, k) if k.is_scalar() => {
                     Tokenizer::Scalar(ScalarCodec::load(m, &dir).with_context(|| with("scalar"))?)
                 }
-                (_, CodecKind::Spectrum) => Tokenizer::Spectrum(
+                (_, CodecKind::Spectrum) => Tokenizer::Spectrum(Box::new(
                     SpectrumCodec::load(&dir, device).with_context(|| with("spectrum"))?,
-                ),
+                )),
                 (_, CodecKind::Catalog) => {
                     Tokenizer::Catalog(CatalogCodec::load(&dir).with_context(|| with("catalog"))?)
                 }
