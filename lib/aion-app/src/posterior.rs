@@ -60,11 +60,11 @@ pub fn summarize(logits: &[f32], values: &[f32]) -> Summary {
     }
     let quantile = |q: f64| {
         let mut c = 0.0;
-        for i in 0..k {
-            if c + p[i] >= q && p[i] > 0.0 {
-                return lo(i) + (q - c) / p[i] * (edge(i) - lo(i));
+        for (i, &pi) in p.iter().enumerate() {
+            if c + pi >= q && pi > 0.0 {
+                return lo(i) + (q - c) / pi * (edge(i) - lo(i));
             }
-            c += p[i];
+            c += pi;
         }
         edge(k - 1)
     };
