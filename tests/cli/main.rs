@@ -3,6 +3,7 @@
 
 mod util;
 
+mod model;
 mod resume;
 mod slurm;
 mod tokenize;
