@@ -15,11 +15,13 @@
 //! - [`modality`]: the table of the 40 modalities (token keys, codecs, vocabularies, ids).
 //! - [`weights`]: strict safetensors loading ([`weights::WeightFile`]).
 //! - [`codecs`]: the codecs.
+//! - [`quantizers`]: quantizers shared by the codecs (FSQ).
 
 pub mod codecs;
 pub mod error;
 pub mod modality;
 pub mod nn;
+pub mod quantizers;
 pub mod weights;
 
 pub use error::{Error, Result};
