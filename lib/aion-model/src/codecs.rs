@@ -2,4 +2,5 @@
 //!
 //! Port of `aion/codecs/` of `polymathic-aion` 0.0.2. One file per reference codec.
 
+pub mod image;
 pub mod scalar;

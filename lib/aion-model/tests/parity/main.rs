@@ -5,4 +5,5 @@
 
 mod common;
 
+mod image_codec;
 mod scalar_codec;
