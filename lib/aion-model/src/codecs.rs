@@ -4,3 +4,4 @@
 
 pub mod image;
 pub mod scalar;
+pub mod scalar_field;

@@ -25,7 +25,7 @@ use std::path::Path;
 
 use burn::module::Module;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Bool, Int, Tensor};
+use burn::tensor::{Int, Tensor};
 use serde::Deserialize;
 
 pub use band::{Band, Survey};
@@ -312,7 +312,7 @@ impl<B: Backend> ImageCodec<B> {
             )));
         }
         let x = preprocess::center_crop(flux, CROP)?;
-        check_no_nan(&x)?;
+        preprocess::check_no_nan(&x)?;
         let x = preprocess::clamp_bands(x, bands);
         let x = preprocess::to_legacy_units(x, bands[0].survey());
         let cfg = &self.config;
@@ -388,38 +388,4 @@ impl<B: Backend> ImageCodec<B> {
         let cfg = &self.config;
         preprocess::range_decompress(x, cfg.range_compression_factor, cfg.mult_factor)
     }
-}
-
-/// Fails if any pixel of the (cropped) batch is NaN: NaN would propagate through the whole
-/// receptive field and come out as meaningless tokens.
-fn check_no_nan<B: Backend>(x: &Tensor<B, 4>) -> Result<()> {
-    let nan: Tensor<B, 1, Bool> = x.clone().is_nan().any();
-    let any = nan
-        .into_data()
-        .to_vec::<bool>()
-        .map(|v| v[0])
-        .unwrap_or(false);
-    if any {
-        let rows: Vec<usize> = {
-            let [b, _, _, _] = x.dims();
-            let per_row: Vec<bool> = x
-                .clone()
-                .is_nan()
-                .reshape([b as i32, -1])
-                .any_dim(1)
-                .into_data()
-                .to_vec()
-                .unwrap_or_default();
-            per_row
-                .iter()
-                .enumerate()
-                .filter(|(_, n)| **n)
-                .map(|(i, _)| i)
-                .collect()
-        };
-        return Err(Error::Input(format!(
-            "NaN pixels in the central 96×96 crop of batch row(s) {rows:?}"
-        )));
-    }
-    Ok(())
 }

@@ -6,4 +6,6 @@
 mod common;
 
 mod image_codec;
+mod image_codec_errors;
 mod scalar_codec;
+mod segmap_codec;

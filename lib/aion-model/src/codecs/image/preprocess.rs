@@ -10,7 +10,7 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, s};
+use burn::tensor::{Bool, Tensor, s};
 
 use super::band::{Band, Survey};
 use crate::error::{Error, Result};
@@ -34,6 +34,29 @@ pub fn center_crop<B: Backend>(x: Tensor<B, 4>, size: usize) -> Result<Tensor<B,
     }
     let (y0, x0) = ((h - size) / 2, (w - size) / 2);
     Ok(x.slice(s![.., .., y0..y0 + size, x0..x0 + size]))
+}
+
+/// Fails if any pixel is NaN (it would spread over the whole receptive field and come out as
+/// meaningless tokens); the error names the batch rows.
+pub fn check_no_nan<B: Backend, const D: usize>(x: &Tensor<B, D>) -> Result<()> {
+    let nan = x.clone().is_nan();
+    let any: Tensor<B, 1, Bool> = nan.clone().any();
+    if !any.into_data().to_vec::<bool>().is_ok_and(|v| v[0]) {
+        return Ok(());
+    }
+    let rows = x.dims()[0];
+    let per_row: Vec<bool> = nan
+        .reshape([rows as i32, -1])
+        .any_dim(1)
+        .into_data()
+        .to_vec()
+        .unwrap_or_default();
+    let bad: Vec<usize> = (0..rows)
+        .filter(|&r| per_row.get(r) == Some(&true))
+        .collect();
+    Err(Error::Input(format!(
+        "NaN pixels in the central {CROP}×{CROP} crop of batch row(s) {bad:?}"
+    )))
 }
 
 /// Clips channel `i` to `±bands[i].clamp_bound()`.
