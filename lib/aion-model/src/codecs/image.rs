@@ -208,15 +208,7 @@ impl<B: Backend> ImageCodec<B> {
         w: &mut WeightFile,
         device: &B::Device,
     ) -> Result<Self> {
-        let fsq = Fsq::new(&config.quantizer_levels)?;
-        if !w.contains("_quantizer.levels") && w.contains("quantizer.levels") {
-            w.alias("_quantizer.levels", "quantizer.levels");
-        }
-        let stored = w.i64s("_quantizer.levels", &[fsq.dim()]);
-        if !w.has_problems() {
-            fsq.check_levels_buffer(&stored)
-                .map_err(|e| Error::config(w.path(), e.to_string()))?;
-        }
+        let fsq = Fsq::load(w, "_quantizer", &config.quantizer_levels)?;
         let (slots, proj) = (Band::SLOTS, config.multisurvey_projection_dims);
         let (hidden, emb) = (config.hidden_dims, config.embedding_dim);
         let shape = config.magvit();

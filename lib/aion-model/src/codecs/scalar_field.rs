@@ -11,141 +11,22 @@
 //! Decode: FSQ → 1×1 conv → transposed 3×3 conv → residual layers → three `ReLU → ConvT k4 s2`
 //! (channel plan `E, E/4, E/2, 1`: not the mirror of the encoder) → sigmoid → clip to [0, 1].
 
+pub mod config;
+
 use std::path::Path;
 
 use burn::module::Module;
 use burn::tensor::activation::{relu, sigmoid};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
-use serde::Deserialize;
+
+pub use config::ScalarFieldConfig;
 
 use crate::codecs::image::preprocess::{CROP, center_crop, check_no_nan};
 use crate::error::{Error, Result};
 use crate::nn::{BatchNorm2d, Conv2d, Conv2dAlgo, ConvTranspose2d};
 use crate::quantizers::Fsq;
 use crate::weights::WeightFile;
-
-/// `config.json` of the codec: the `ScalarFieldCodec` constructor arguments. Training-only
-/// arguments are accepted and ignored; unknown keys are an error.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScalarFieldConfig {
-    /// Encoder output channels `E` (the released value is only known from `config.json`).
-    pub encoder_output_dim: usize,
-    /// Decoder channels (`None` or 0: `E`).
-    #[serde(default)]
-    pub decoder_input_dim: Option<usize>,
-    /// Latent channels fed to FSQ (`None` or 0: `E`; must equal the number of levels).
-    #[serde(default)]
-    pub embedding_dim: Option<usize>,
-    /// Hidden channels of the residual layers.
-    #[serde(default = "defaults::res_hidden_dims")]
-    pub res_hidden_dims: usize,
-    /// Residual layers in the encoder and in the decoder.
-    #[serde(default = "defaults::num_res_layers")]
-    pub num_res_layers: usize,
-    /// 2× down-samplings (96 → 12 for 3).
-    #[serde(default = "defaults::num_downsamples")]
-    pub num_downsamples: usize,
-    /// Variational mode (not supported: its latents cannot be FSQ-quantized by the reference).
-    #[serde(default)]
-    pub variational: bool,
-    /// `d` in `(1 + 2d)·sigmoid(x) − d` (none: plain sigmoid).
-    #[serde(default)]
-    pub output_activation_extension: Option<f64>,
-    /// FSQ levels.
-    #[serde(default = "defaults::levels")]
-    pub levels: Vec<u32>,
-    /// Whether the weights hold an EMA copy (`ema.*`, unused at inference and skipped).
-    #[serde(default)]
-    pub ema_model_weights: bool,
-    #[serde(default, rename = "lr")]
-    _lr: Option<serde_json::Value>,
-    #[serde(default, rename = "lr_warmup")]
-    _lr_warmup: Option<serde_json::Value>,
-    #[serde(default, rename = "begin_cosine_annealing")]
-    _begin_cosine_annealing: Option<serde_json::Value>,
-    #[serde(default, rename = "lr_cosine_period")]
-    _lr_cosine_period: Option<serde_json::Value>,
-    #[serde(default, rename = "ema_decay")]
-    _ema_decay: Option<serde_json::Value>,
-    #[serde(default, rename = "ema_update_freq")]
-    _ema_update_freq: Option<serde_json::Value>,
-    #[serde(default, rename = "quantisation_loss_weight")]
-    _quantisation_loss_weight: Option<serde_json::Value>,
-}
-
-mod defaults {
-    pub fn res_hidden_dims() -> usize {
-        64
-    }
-    pub fn num_res_layers() -> usize {
-        2
-    }
-    pub fn num_downsamples() -> usize {
-        3
-    }
-    pub fn levels() -> Vec<u32> {
-        vec![8, 5, 5, 5]
-    }
-}
-
-impl ScalarFieldConfig {
-    /// Parses and checks a `config.json`.
-    pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let cfg: Self =
-            serde_json::from_str(&text).map_err(|e| Error::config(path, e.to_string()))?;
-        cfg.validate().map_err(|m| Error::config(path, m))?;
-        Ok(cfg)
-    }
-
-    fn validate(&self) -> std::result::Result<(), String> {
-        let (e, n) = (self.encoder_output_dim, self.num_downsamples);
-        if self.variational {
-            return Err("variational codecs are not supported".into());
-        }
-        if n == 0 || n > 5 || !CROP.is_multiple_of(1 << n) {
-            return Err(format!(
-                "num_downsamples = {n}: 96 must be divisible by 2^n, n ≥ 1"
-            ));
-        }
-        if e >> (n - 1) == 0 || self.decoder_dim() >> (n - 1) == 0 || self.res_hidden_dims == 0 {
-            return Err(format!("channel counts too small for {n} down-samplings"));
-        }
-        if self.embedding() != self.levels.len() {
-            return Err(format!(
-                "embedding_dim = {} but {} FSQ levels",
-                self.embedding(),
-                self.levels.len()
-            ));
-        }
-        Fsq::new(&self.levels).map_err(|e| e.to_string())?;
-        Ok(())
-    }
-
-    /// Decoder channels (`decoder_input_dim or encoder_output_dim`).
-    pub fn decoder_dim(&self) -> usize {
-        self.decoder_input_dim
-            .filter(|&d| d > 0)
-            .unwrap_or(self.encoder_output_dim)
-    }
-
-    /// Latent channels (`embedding_dim or encoder_output_dim`).
-    pub fn embedding(&self) -> usize {
-        self.embedding_dim
-            .filter(|&d| d > 0)
-            .unwrap_or(self.encoder_output_dim)
-    }
-
-    /// Side of the token grid (12).
-    pub fn grid(&self) -> usize {
-        CROP >> self.num_downsamples
-    }
-}
 
 /// `x + Conv1×1(ReLU(BN(Conv3×3(ReLU(x)))))` (`ResLayer`; leaves `net.1`, `net.2`, `net.4`).
 #[derive(Module, Debug)]
@@ -185,7 +66,7 @@ fn load_res<B: Backend>(
         .collect()
 }
 
-/// Channel plan `[first, last >> (n−1), …, last >> 1, last_out]` of `Encoder2d` / `Decoder2d`.
+/// Channel plan `[first, wide >> (n−1), …, wide >> 1, last]` of `Encoder2d` / `Decoder2d`.
 fn plan(first: usize, wide: usize, last: usize, n: usize) -> Vec<usize> {
     let mut dims = vec![first];
     dims.extend((1..n).map(|i| wide >> (n - i)));
@@ -193,17 +74,92 @@ fn plan(first: usize, wide: usize, last: usize, n: usize) -> Vec<usize> {
     dims
 }
 
+/// `Encoder2d(1 → E)`: `n` × (`Conv k4 s2 p1`, ReLU), a 3×3 conv, residual layers.
+#[derive(Module, Debug)]
+pub struct Encoder2d<B: Backend> {
+    downs: Vec<Conv2d<B>>,
+    conv: Conv2d<B>,
+    res: Vec<ResLayer<B>>,
+}
+
+impl<B: Backend> Encoder2d<B> {
+    fn load(w: &mut WeightFile, cfg: &ScalarFieldConfig, dev: &B::Device) -> Self {
+        let (e, n) = (cfg.encoder_output_dim, cfg.num_downsamples);
+        let dims = plan(1, e, e, n);
+        let net = |i: usize| format!("encoder.net.{i}");
+        Self {
+            downs: (0..n)
+                .map(|i| Conv2d::load(w, &net(2 * i), dims[i], dims[i + 1], 4, 2, 1, true, dev))
+                .collect(),
+            conv: Conv2d::load(w, &net(2 * n), e, e, 3, 1, 1, true, dev),
+            res: load_res(w, &net(2 * n + 1), cfg, e, dev),
+        }
+    }
+
+    /// # Shapes
+    /// `[B, 1, 96, 96] -> [B, E, 96/2^n, 96/2^n]`
+    fn forward(&self, x: Tensor<B, 4>, algo: Conv2dAlgo) -> Tensor<B, 4> {
+        let x = self
+            .downs
+            .iter()
+            .fold(x, |x, c| relu(c.forward_with(x, algo)));
+        let x = self.conv.forward_with(x, algo);
+        self.res.iter().fold(x, |x, r| r.forward(x, algo))
+    }
+}
+
+/// `Decoder2d(D → 1)`: a transposed 3×3 conv, residual layers, `n` × (ReLU, `ConvT k4 s2 p1`).
+#[derive(Module, Debug)]
+pub struct Decoder2d<B: Backend> {
+    conv: ConvTranspose2d<B>,
+    res: Vec<ResLayer<B>>,
+    ups: Vec<ConvTranspose2d<B>>,
+}
+
+impl<B: Backend> Decoder2d<B> {
+    fn load(w: &mut WeightFile, cfg: &ScalarFieldConfig, dev: &B::Device) -> Self {
+        let (d, n) = (cfg.decoder_dim(), cfg.num_downsamples);
+        let dims = plan(d, d, 1, n);
+        let net = |i: usize| format!("decoder.net.{i}");
+        Self {
+            conv: ConvTranspose2d::load(w, &net(0), d, d, 3, 1, 1, true, dev),
+            res: load_res(w, &net(1), cfg, d, dev),
+            ups: (0..n)
+                .map(|i| {
+                    ConvTranspose2d::load(
+                        w,
+                        &net(3 + 2 * i),
+                        dims[i],
+                        dims[i + 1],
+                        4,
+                        2,
+                        1,
+                        true,
+                        dev,
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// # Shapes
+    /// `[B, D, g, g] -> [B, 1, g·2^n, g·2^n]`
+    fn forward(&self, x: Tensor<B, 4>, algo: Conv2dAlgo) -> Tensor<B, 4> {
+        let x = self
+            .res
+            .iter()
+            .fold(self.conv.forward(x), |x, r| r.forward(x, algo));
+        self.ups.iter().fold(x, |x, up| up.forward(relu(x)))
+    }
+}
+
 /// The segmentation-map codec with its weights.
 #[derive(Module, Debug)]
 pub struct ScalarFieldCodec<B: Backend> {
-    downs: Vec<Conv2d<B>>,
-    enc_conv: Conv2d<B>,
-    enc_res: Vec<ResLayer<B>>,
+    encoder: Encoder2d<B>,
+    decoder: Decoder2d<B>,
     encode_proj: Conv2d<B>,
     decode_proj: Conv2d<B>,
-    dec_conv: ConvTranspose2d<B>,
-    dec_res: Vec<ResLayer<B>>,
-    ups: Vec<ConvTranspose2d<B>>,
     fsq: Fsq,
     config: ScalarFieldConfig,
     algo: Conv2dAlgo,
@@ -221,20 +177,14 @@ impl<B: Backend> ScalarFieldCodec<B> {
     }
 
     /// Builds the codec from an open weight file (the caller calls [`WeightFile::finish`]).
+    /// With `ema_model_weights`, the `ema.*` copy is skipped (the reference encodes and decodes
+    /// with the live weights).
     pub fn from_weights(
         config: ScalarFieldConfig,
         w: &mut WeightFile,
         dev: &B::Device,
     ) -> Result<Self> {
-        let fsq = Fsq::new(&config.levels)?;
-        if !w.contains("_quantizer.levels") && w.contains("quantizer.levels") {
-            w.alias("_quantizer.levels", "quantizer.levels");
-        }
-        let stored = w.i64s("_quantizer.levels", &[fsq.dim()]);
-        if !w.has_problems() {
-            fsq.check_levels_buffer(&stored)
-                .map_err(|e| Error::config(w.path(), e.to_string()))?;
-        }
+        let fsq = Fsq::load(w, "_quantizer", &config.levels)?;
         if config.ema_model_weights {
             let ema: Vec<String> = w
                 .names()
@@ -243,45 +193,16 @@ impl<B: Backend> ScalarFieldCodec<B> {
                 .collect();
             ema.iter().for_each(|n| w.skip(n));
         }
-        let (e, d, n) = (
+        let (e, d, emb) = (
             config.encoder_output_dim,
             config.decoder_dim(),
-            config.num_downsamples,
+            config.embedding(),
         );
-        let emb = config.embedding();
-        let enc_plan = plan(1, e, e, n);
-        let downs = (0..n)
-            .map(|i| {
-                let p = format!("encoder.net.{}", 2 * i);
-                Conv2d::load(w, &p, enc_plan[i], enc_plan[i + 1], 4, 2, 1, true, dev)
-            })
-            .collect();
-        let dec_plan = plan(d, d, 1, n);
-        let ups = (0..n)
-            .map(|i| {
-                let p = format!("decoder.net.{}", 3 + 2 * i);
-                ConvTranspose2d::load(w, &p, dec_plan[i], dec_plan[i + 1], 4, 2, 1, true, dev)
-            })
-            .collect();
         Ok(Self {
-            downs,
-            enc_conv: Conv2d::load(
-                w,
-                &format!("encoder.net.{}", 2 * n),
-                e,
-                e,
-                3,
-                1,
-                1,
-                true,
-                dev,
-            ),
-            enc_res: load_res(w, &format!("encoder.net.{}", 2 * n + 1), &config, e, dev),
+            encoder: Encoder2d::load(w, &config, dev),
+            decoder: Decoder2d::load(w, &config, dev),
             encode_proj: Conv2d::load(w, "encode_proj", e, emb, 1, 1, 0, true, dev),
             decode_proj: Conv2d::load(w, "decode_proj", emb, d, 1, 1, 0, true, dev),
-            dec_conv: ConvTranspose2d::load(w, "decoder.net.0", d, d, 3, 1, 1, true, dev),
-            dec_res: load_res(w, "decoder.net.1", &config, d, dev),
-            ups,
             fsq,
             algo: Conv2dAlgo::for_backend::<B>(dev),
             config,
@@ -310,12 +231,7 @@ impl<B: Backend> ScalarFieldCodec<B> {
     pub fn encoder_out(&self, field: Tensor<B, 3>) -> Result<Tensor<B, 4>> {
         let x = center_crop(field.unsqueeze_dim::<4>(1), CROP)?;
         check_no_nan(&x)?;
-        let x = self
-            .downs
-            .iter()
-            .fold(x, |x, c| relu(c.forward_with(x, self.algo)));
-        let x = self.enc_conv.forward_with(x, self.algo);
-        Ok(self.enc_res.iter().fold(x, |x, r| r.forward(x, self.algo)))
+        Ok(self.encoder.forward(x, self.algo))
     }
 
     /// Latents before quantization.
@@ -354,15 +270,15 @@ impl<B: Backend> ScalarFieldCodec<B> {
         self.fsq.check_tokens(&tokens)?;
         let z = self.fsq.decode(tokens);
         let d = z.dims()[1];
-        let x = self
+        let h = self
             .decode_proj
             .forward_with(z.reshape([b, d, g, g]), self.algo);
-        let x = self
-            .dec_res
-            .iter()
-            .fold(self.dec_conv.forward(x), |x, r| r.forward(x, self.algo));
-        let x = self.ups.iter().fold(x, |x, up| up.forward(relu(x)));
-        let mut y = sigmoid(x);
+        let x = self.decoder.forward(h, self.algo);
+        let mut y = if self.config.sigmoid_output().unwrap_or(true) {
+            sigmoid(x)
+        } else {
+            x
+        };
         if let Some(ext) = self.config.output_activation_extension {
             y = y.mul_scalar(1.0 + 2.0 * ext).sub_scalar(ext);
         }

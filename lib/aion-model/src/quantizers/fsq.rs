@@ -15,6 +15,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 
 use crate::error::{Error, Result};
+use crate::weights::WeightFile;
 
 /// An FSQ quantizer with fixed levels (`eps = 1e-3` as in the reference).
 #[derive(Debug, Clone, PartialEq)]
@@ -81,6 +82,26 @@ impl Fsq {
             acc *= i64::from(l);
         }
         b
+    }
+
+    /// An FSQ over `levels`, checked against the `<prefix>.levels` buffer of a weight file. A
+    /// prefix starting with `_` may also be stored without it (the Hub's scalar codecs write
+    /// `quantizer.` for the module's `_quantizer.`).
+    pub fn load(w: &mut WeightFile, prefix: &str, levels: &[u32]) -> Result<Self> {
+        let fsq = Self::new(levels)?;
+        let name = format!("{prefix}.levels");
+        if let Some(bare) = name.strip_prefix('_')
+            && !w.contains(&name)
+            && w.contains(bare)
+        {
+            w.alias(name.clone(), bare.to_string());
+        }
+        let stored = w.i64s(&name, &[fsq.dim()]);
+        if !w.has_problems() {
+            fsq.check_levels_buffer(&stored)
+                .map_err(|e| Error::config(w.path(), e.to_string()))?;
+        }
+        Ok(fsq)
     }
 
     /// Checks a stored `levels` buffer (int32 in the weight files) against these levels.
