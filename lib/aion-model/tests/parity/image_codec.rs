@@ -274,6 +274,11 @@ fn odd_size_and_batch_independence<B: Backend>(dev: &B::Device) {
     eprintln!("[parity] batch composition: pre_quant max abs diff {a:.1e} (rel {b:.1e}), {c:.1e}");
     assert!(a <= 1e-5 && c <= 1e-5);
     let full_tokens = i64s(full.tokens);
+    // The lean `encode` path agrees with the instrumented one.
+    assert_eq!(
+        i64s(codec.encode(flux.clone(), &des()).unwrap()),
+        full_tokens
+    );
     assert_eq!(i64s(alone.tokens), full_tokens[576..1152]);
     assert_eq!(i64s(pair.tokens)[576..], full_tokens[576..1152]);
     // The caller's tensor is untouched (the reference clamps it in place).
