@@ -3,5 +3,7 @@
 //! Port of `aion/codecs/` of `polymathic-aion` 0.0.2. One file per reference codec.
 
 pub mod catalog;
+pub mod image;
 pub mod scalar;
+pub mod scalar_field;
 pub mod spectrum;

@@ -17,6 +17,7 @@
 //! - [`codecs`]: the codecs.
 //! - [`config`]: the transformer's `config.json` ([`AionConfig`]).
 //! - [`fourm`]: the 4M transformer ([`Aion`]).
+//! - [`quantizers`]: quantizers shared by the codecs (FSQ).
 
 pub mod codecs;
 pub mod config;
@@ -24,6 +25,7 @@ pub mod error;
 pub mod fourm;
 pub mod modality;
 pub mod nn;
+pub mod quantizers;
 pub mod weights;
 
 pub use config::AionConfig;

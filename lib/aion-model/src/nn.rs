@@ -12,6 +12,12 @@ use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::weights::WeightFile;
 
+mod batch_norm;
+mod conv_gemm;
+
+pub use batch_norm::BatchNorm2d;
+pub use conv_gemm::{Conv2dAlgo, conv2d_shifted_matmul};
+
 fn key(prefix: &str, leaf: &str) -> String {
     if prefix.is_empty() {
         leaf.to_string()
@@ -161,6 +167,24 @@ impl<B: Backend> Conv2d<B> {
             self.bias.as_ref().map(Param::val),
             opts,
         )
+    }
+
+    /// [`forward`](Self::forward) with an explicit evaluation strategy
+    /// ([`Conv2dAlgo::ShiftedMatmul`] needs `groups == 1`; grouped convs always run natively).
+    ///
+    /// # Shapes
+    /// `[B, c_in, H, W] -> [B, c_out, H', W']`
+    pub fn forward_with(&self, x: Tensor<B, 4>, algo: Conv2dAlgo) -> Tensor<B, 4> {
+        match algo {
+            Conv2dAlgo::ShiftedMatmul if self.groups == 1 => conv2d_shifted_matmul(
+                x,
+                self.weight.val(),
+                self.bias.as_ref().map(Param::val),
+                self.stride,
+                self.padding,
+            ),
+            _ => self.forward(x),
+        }
     }
 }
 

@@ -143,3 +143,70 @@ macro_rules! backend_test {
         }
     };
 }
+
+/// Distance of an FSQ channel's bounded value `tanh(z + shift)·half_l − offset` from the nearest
+/// rounding edge (a half-integer), in the reference's `f32` arithmetic.
+pub fn fsq_edge_distance(z: f32, levels: u32) -> f32 {
+    let half_l = (levels - 1) as f32 * 1.001 / 2.0;
+    let offset = if levels % 2 == 1 { 0.0f32 } else { 0.5 };
+    let shift = (f64::from(offset / half_l)).atanh() as f32;
+    let bounded = (z + shift).tanh() * half_l - offset;
+    (bounded - bounded.floor() - 0.5).abs()
+}
+
+/// Asserts FSQ tokens equal, except where the reference's own pre-quantisation value sits within
+/// float noise (`edge_tol`) of a rounding edge: there, the token may differ by one level in that
+/// single channel. Every such case is printed; the number allowed is returned.
+///
+/// `ref_pre_quant` is the reference's `[B, D, N]` latent, `got`/`want` are `[B, N]`, `per_row = N`.
+pub fn assert_fsq_tokens_eq(
+    what: &str,
+    got: &[i64],
+    want: &[i64],
+    ref_pre_quant: &[f32],
+    levels: &[u32],
+    per_row: usize,
+    edge_tol: f32,
+) -> usize {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let d = levels.len();
+    assert_eq!(ref_pre_quant.len(), got.len() * d, "{what}: latent size");
+    let basis: Vec<i64> = levels
+        .iter()
+        .scan(1i64, |acc, &l| {
+            let b = *acc;
+            *acc *= i64::from(l);
+            Some(b)
+        })
+        .collect();
+    let digit = |t: i64, c: usize| (t / basis[c]) % i64::from(levels[c]);
+    let mut allowed = 0;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        if g == w {
+            continue;
+        }
+        let (row, pos) = (i / per_row, i % per_row);
+        let differing: Vec<usize> = (0..d).filter(|&c| digit(g, c) != digit(w, c)).collect();
+        let c = differing[0];
+        let z = ref_pre_quant[(row * d + c) * per_row + pos];
+        let dist = fsq_edge_distance(z, levels[c]);
+        let ok = differing.len() == 1 && (digit(g, c) - digit(w, c)).abs() == 1 && dist <= edge_tol;
+        eprintln!(
+            "[parity] {what}: token {i} (row {row}, position {pos}) got {g} want {w}: channel(s) \
+             {differing:?} differ; reference latent {z} is {dist:.2e} from a rounding edge{}",
+            if ok {
+                " -> float noise at a bin edge"
+            } else {
+                ""
+            }
+        );
+        assert!(ok, "{what}: token {i} differs away from a bin edge");
+        allowed += 1;
+    }
+    eprintln!(
+        "[parity] {what}: {} tokens, {} identical, {allowed} differ at a bin edge",
+        got.len(),
+        got.len() - allowed
+    );
+    allowed
+}

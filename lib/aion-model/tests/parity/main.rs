@@ -8,5 +8,8 @@ mod common;
 mod catalog_codec;
 mod fourm;
 mod fourm_base;
+mod image_codec;
+mod image_codec_errors;
 mod scalar_codec;
+mod segmap_codec;
 mod spectrum_codec;
