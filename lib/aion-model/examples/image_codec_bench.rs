@@ -1,7 +1,7 @@
 //! Times the image codec on a batch of synthetic 160×160 DES cutouts (NdArray backend).
 //!
 //! ```text
-//! cargo run --release -p aion-model --example image_codec_bench -- <codec dir> [batch] [runs]
+//! cargo run --release -p aion-model --example image_codec_bench -- <codec dir> [batch] [runs] [gemm|native|both]
 //! ```
 //! `<codec dir>` holds `config.json` + `model.safetensors` (e.g. `codecs/image/` of a Hub
 //! snapshot, or a random full-size codec written by the reference package).
@@ -24,6 +24,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let batch: usize = args.next().map_or(Ok(4), |s| s.parse())?;
     let runs: usize = args.next().map_or(Ok(3), |s| s.parse())?;
+    let algos = match args.next().as_deref() {
+        None | Some("gemm") => vec![Conv2dAlgo::ShiftedMatmul],
+        Some("native") => vec![Conv2dAlgo::Native],
+        Some("both") => vec![Conv2dAlgo::ShiftedMatmul, Conv2dAlgo::Native],
+        Some(other) => return Err(format!("unknown conv algorithm {other}").into()),
+    };
     let dev = Default::default();
     let t = Instant::now();
     let mut codec = ImageCodec::<B>::load(&dir, &dev)?;
@@ -40,7 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|i| ((i as f32 * 0.618_034).fract() - 0.5) * 0.1)
         .collect();
     let flux = Tensor::<B, 4>::from_data(TensorData::new(values, [batch, 4, 160, 160]), &dev);
-    for algo in [Conv2dAlgo::ShiftedMatmul, Conv2dAlgo::Native] {
+    for algo in algos {
         codec.set_conv_algo(algo);
         let mut tokens = None;
         for r in 0..runs {
