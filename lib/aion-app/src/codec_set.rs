@@ -6,6 +6,7 @@
 //! Rows whose file lacks the data are simply not `used` for that modality.
 
 mod catalog;
+mod image;
 mod scalar;
 mod spectrum;
 
@@ -16,7 +17,9 @@ use std::path::{Path, PathBuf};
 use aion_io::catalog::{ColumnInfo, ColumnKind};
 use aion_io::{Catalog, Column};
 use aion_model::codecs::catalog::CatalogCodec;
+use aion_model::codecs::image::ImageCodec;
 use aion_model::codecs::scalar::ScalarCodec;
+use aion_model::codecs::scalar_field::ScalarFieldCodec;
 use aion_model::codecs::spectrum::SpectrumCodec;
 use aion_model::modality::{CodecKind, ModalityInfo};
 use anyhow::{Context, Result, bail};
@@ -60,12 +63,15 @@ enum Tokenizer<B: Backend> {
     Scalar(ScalarCodec),
     Spectrum(Box<SpectrumCodec<B>>),
     Catalog(CatalogCodec),
+    Image(Box<ImageCodec<B>>),
+    Field(Box<ScalarFieldCodec<B>>),
 }
 
 /// The loaded codecs of a run, one per bound modality.
 pub struct CodecSet<B: Backend> {
     entries: Vec<(Binding, Vec<String>, Tokenizer<B>)>,
     files: Vec<PathBuf>,
+    device: B::Device,
 }
 
 /// The datasets a binding reads, in the order its tokenizer expects them.
@@ -140,6 +146,13 @@ impl<B: Backend> CodecSet<B> {
                 (_, CodecKind::Spectrum) => Tokenizer::Spectrum(Box::new(
                     SpectrumCodec::load(&dir, device).with_context(|| with("spectrum"))?,
                 )),
+                (_, CodecKind::Image) => Tokenizer::Image(Box::new(
+                    ImageCodec::load(&dir, device).with_context(|| with("image"))?,
+                )),
+                (_, CodecKind::ScalarField) => Tokenizer::Field(Box::new(
+                    ScalarFieldCodec::load(&dir, device)
+                        .with_context(|| with("segmentation map"))?,
+                )),
                 (_, CodecKind::Catalog) => {
                     Tokenizer::Catalog(CatalogCodec::load(&dir).with_context(|| with("catalog"))?)
                 }
@@ -156,8 +169,13 @@ impl<B: Backend> CodecSet<B> {
         if entries.is_empty() {
             bail!("no modality found in the catalogue (check the dataset names or use --map)");
         }
+        files.sort();
         files.dedup();
-        Ok(Self { entries, files })
+        Ok(Self {
+            entries,
+            files,
+            device: device.clone(),
+        })
     }
 
     /// The bindings in use, in modality-table order.
@@ -216,6 +234,16 @@ impl<B: Backend> CodecSet<B> {
                         mask: col(&names[3])?,
                     };
                     spectrum::encode(codec, m, &cols, rows.start)?
+                }
+                Tokenizer::Image(codec) => image::encode_images(
+                    codec,
+                    m,
+                    &need(col(&names[0])?),
+                    &need(col(&names[1])?),
+                    &self.device,
+                )?,
+                Tokenizer::Field(codec) => {
+                    image::encode_fields(codec, m, &need(col(&names[0])?), &self.device)?
                 }
                 Tokenizer::Catalog(codec) => {
                     let cols: Vec<Column> = names

@@ -9,7 +9,7 @@
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use hdf5::types::{FixedUnicode, TypeDescriptor, VarLenUnicode};
+use hdf5::types::{FixedAscii, FixedUnicode, TypeDescriptor, VarLenUnicode};
 use hdf5::{Hyperslab, Selection, SliceOrIndex};
 use ndarray::IxDyn;
 
@@ -370,23 +370,27 @@ fn read_into(
             ),
         },
         ColumnValues::Str(v) => {
-            let is_varlen = matches!(
-                ds.dtype().and_then(|t| t.to_descriptor()),
-                Ok(TypeDescriptor::VarLenAscii | TypeDescriptor::VarLenUnicode)
-            );
-            if is_varlen {
-                let a = ds
-                    .read_slice::<VarLenUnicode, _, IxDyn>(sel())
-                    .map_err(err)?;
-                v.extend(a.iter().map(|s| s.as_str().to_string()));
-            } else {
-                let a = ds
-                    .read_slice::<FixedUnicode<64>, _, IxDyn>(sel())
-                    .map_err(err)?;
-                v.extend(
-                    a.iter()
-                        .map(|s| s.as_str().trim_end_matches('\0').to_string()),
-                );
+            let td = ds.dtype().and_then(|t| t.to_descriptor()).map_err(err)?;
+            let trim = |s: &str| s.trim_end_matches(['\0', ' ']).to_string();
+            match td {
+                TypeDescriptor::VarLenAscii | TypeDescriptor::VarLenUnicode => {
+                    let a = ds
+                        .read_slice::<VarLenUnicode, _, IxDyn>(sel())
+                        .map_err(err)?;
+                    v.extend(a.iter().map(|s| trim(s.as_str())));
+                }
+                TypeDescriptor::FixedAscii(_) => {
+                    let a = ds
+                        .read_slice::<FixedAscii<64>, _, IxDyn>(sel())
+                        .map_err(err)?;
+                    v.extend(a.iter().map(|s| trim(s.as_str())));
+                }
+                _ => {
+                    let a = ds
+                        .read_slice::<FixedUnicode<64>, _, IxDyn>(sel())
+                        .map_err(err)?;
+                    v.extend(a.iter().map(|s| trim(s.as_str())));
+                }
             }
         }
     }
