@@ -141,3 +141,82 @@ fn logits_and_posteriors_match_the_reference() {
         }
     }
 }
+
+#[test]
+fn damaged_rows_are_flagged_and_never_stop_the_run() {
+    let dir = tempdir();
+    let model = assemble_model(dir.path());
+    let model = model.to_str().unwrap();
+    let bad = fixture("pipeline/bad_rows.h5");
+    let out = dir.path().join("bad.h5");
+    let a = common(model, bad.to_str().unwrap(), out.to_str().unwrap());
+    assert_ok(&run_tool(EMBED, Launch::Mpirun(2), &a));
+    let f = hdf5::File::open(&out).unwrap();
+    // No row lost: all 8 rows, in order.
+    let ids: Vec<i64> = f.dataset("object_id").unwrap().read_raw().unwrap();
+    assert_eq!(ids, (900..908).collect::<Vec<_>>());
+    let bits: Vec<String> = serde_json::from_str(
+        &f.attr("modality_bits")
+            .unwrap()
+            .read_scalar::<hdf5::types::VarLenUnicode>()
+            .unwrap(),
+    )
+    .unwrap();
+    let bit = |k: &str| 1u64 << bits.iter().position(|b| b == k).unwrap();
+    let read = |n: &str| -> Vec<u64> { f.dataset(n).unwrap().read_raw().unwrap() };
+    let (used, rejected, repaired) = (
+        read("modalities_used"),
+        read("modalities_rejected"),
+        read("modalities_repaired"),
+    );
+    let (img, spec, flux) = (
+        bit("tok_image"),
+        bit("tok_spectrum_desi"),
+        bit("tok_flux_g"),
+    );
+    let all = used[2];
+    assert_eq!(rejected, vec![0, 0, 0, spec, spec, img, img, img | flux]);
+    assert_eq!(repaired, vec![spec, spec, 0, 0, 0, 0, 0, 0]);
+    for (r, (&u, &x)) in used.iter().zip(&rejected).enumerate() {
+        assert_eq!(u, all & !x, "row {r}: used {u:b}");
+    }
+    let emb: Vec<f32> = f.dataset("embedding").unwrap().read_raw().unwrap();
+    assert!(
+        emb.iter().all(|v| v.is_finite()),
+        "every row has usable modalities left"
+    );
+}
+
+#[test]
+fn a_padded_spectrum_tokenizes_like_its_unpadded_twin() {
+    let dir = tempdir();
+    let model = assemble_model(dir.path());
+    let tok = env!("CARGO_BIN_EXE_aion-tokenize");
+    let mut got = Vec::new();
+    for name in ["bad_rows.h5", "bad_rows_unpadded.h5"] {
+        let out = dir.path().join(format!("t-{name}"));
+        let cat = fixture("pipeline").join(name);
+        let a = [
+            "--model",
+            model.to_str().unwrap(),
+            "--catalog",
+            cat.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ];
+        assert_ok(&run_tool(tok, Launch::Alone, &a));
+        let (_, t) = read_i64(&out, "tok_spectrum_desi");
+        got.push(t);
+    }
+    let row = |v: &[i64], r: usize| v[r * 273..(r + 1) * 273].to_vec();
+    assert_eq!(
+        row(&got[0], 2),
+        row(&got[1], 0),
+        "padded row 2 vs its unpadded twin"
+    );
+    assert_ne!(
+        row(&got[0], 2)[1..],
+        row(&got[0], 0)[1..],
+        "the padding removed a real part of the spectrum"
+    );
+}

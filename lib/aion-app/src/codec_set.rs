@@ -41,6 +41,9 @@ pub struct ModalityTokens {
     pub used: Vec<bool>,
     /// Per row: data was present but unusable.
     pub rejected: Vec<bool>,
+    /// Per row: used after repairing values the way the reference does (spectra: NaN/inf flux
+    /// or ivar mapped by `nan_to_num`, negative ivar clamped to 0).
+    pub repaired: Vec<bool>,
     /// Per token (row-major), for sequence modalities: `true` = padding, leave out.
     pub token_mask: Option<Vec<bool>>,
 }
@@ -53,6 +56,7 @@ impl ModalityTokens {
             tokens: vec![NO_TOKEN; n * modality.num_tokens()],
             used: vec![false; n],
             rejected: vec![false; n],
+            repaired: vec![false; n],
             token_mask: None,
         }
     }
@@ -109,6 +113,7 @@ impl<B: Backend> CodecSet<B> {
     ) -> Result<Self> {
         let mut entries = Vec::new();
         let mut files = Vec::new();
+        let mut skipped = Vec::new();
         for b in bindings {
             let m = b.modality();
             let names = datasets_of(b, catalog);
@@ -131,6 +136,16 @@ impl<B: Backend> CodecSet<B> {
                 check_shape(b, d, &info)?;
             }
             let dir = model.join("codecs").join(m.codec_dir);
+            let needs_codec = !matches!(b.source, Source::Tokens { .. });
+            if needs_codec && !b.explicit && !dir.join("config.json").exists() {
+                log::debug!(
+                    "{}: no codec folder {}; left out",
+                    b.describe(),
+                    dir.display()
+                );
+                skipped.push(format!("{} (no {})", b.token_key, dir.display()));
+                continue;
+            }
             let with = |what: &str| {
                 format!(
                     "cannot load the {} codec ({what}) from {}",
@@ -167,7 +182,18 @@ impl<B: Backend> CodecSet<B> {
             entries.push((b.clone(), names, tokenizer));
         }
         if entries.is_empty() {
-            bail!("no modality found in the catalogue (check the dataset names or use --map)");
+            let why = if skipped.is_empty() {
+                String::new()
+            } else {
+                format!("; without a codec: {}", skipped.join(", "))
+            };
+            bail!("no modality found in the catalogue (check the dataset names or use --map){why}");
+        }
+        if !skipped.is_empty() {
+            log::warn!(
+                "left out for lack of a codec in the model: {}",
+                skipped.join(", ")
+            );
         }
         files.sort();
         files.dedup();

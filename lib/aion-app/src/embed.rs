@@ -20,7 +20,7 @@ use crate::batching::{batches, inputs};
 use crate::codec_set::ModalityTokens;
 use crate::collective::agree;
 use crate::model_plan::ModelPlan;
-use crate::output::{flag_specs, masks};
+use crate::output::{flag_specs, write_masks};
 use crate::pipeline::{DatasetSpec, Dtype, Outcome, open_output, run_chunks};
 use crate::progress::Progress;
 use crate::signals::StopFlag;
@@ -228,12 +228,10 @@ fn run_plan<B: Backend>(
             let w =
                 |name: &str, start| -> Result<()> { run.sets.write(&run.out, name, start, &o.ids) };
             w("object_id", rows.start)?;
-            let (used, rejected) = masks(&o.tokens, rows.len());
-            embedded += used.iter().filter(|&&u| u != 0).count() as u64;
-            run.sets
-                .write(&run.out, "modalities_used", rows.start, &used)?;
-            run.sets
-                .write(&run.out, "modalities_rejected", rows.start, &rejected)?;
+            embedded += (0..rows.len())
+                .filter(|&r| o.tokens.iter().any(|t| t.used[r]))
+                .count() as u64;
+            write_masks(&run, rows.start, &o.tokens, rows.len())?;
             run.sets
                 .write(&run.out, "embedding", rows.start, &o.embedding)?;
             if args.pool == Pool::None {

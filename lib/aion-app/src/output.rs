@@ -87,6 +87,23 @@ impl ObjectIds {
     }
 }
 
+/// Writes the three flag masks of the rows starting at `start` (collective; an empty `tokens`
+/// with `n = 0` joins the writes with nothing).
+pub fn write_masks(
+    run: &crate::pipeline::RunOutput,
+    start: usize,
+    tokens: &[ModalityTokens],
+    n: usize,
+) -> Result<()> {
+    let [used, rejected, repaired] = masks(tokens, n);
+    run.sets.write(&run.out, "modalities_used", start, &used)?;
+    run.sets
+        .write(&run.out, "modalities_rejected", start, &rejected)?;
+    run.sets
+        .write(&run.out, "modalities_repaired", start, &repaired)?;
+    Ok(())
+}
+
 /// Writes the root attribute `modality_bits`: the token keys, bit `i` of the masks = entry `i`.
 pub fn write_modality_bits(out: &OutputFile) -> Result<()> {
     let names: Vec<&str> = MODALITIES.iter().map(|m| m.token_key).collect();
@@ -99,13 +116,15 @@ pub fn flag_specs() -> Vec<DatasetSpec> {
     vec![
         DatasetSpec::new("modalities_used", Dtype::U64, &[], Some(0.0)),
         DatasetSpec::new("modalities_rejected", Dtype::U64, &[], Some(0.0)),
+        DatasetSpec::new("modalities_repaired", Dtype::U64, &[], Some(0.0)),
     ]
 }
 
-/// Per-row bit masks of used and rejected modalities.
-pub fn masks(batch: &[ModalityTokens], n: usize) -> (Vec<u64>, Vec<u64>) {
+/// Per-row bit masks of used, rejected and repaired modalities.
+pub fn masks(batch: &[ModalityTokens], n: usize) -> [Vec<u64>; 3] {
     let mut used = vec![0u64; n];
     let mut rejected = vec![0u64; n];
+    let mut repaired = vec![0u64; n];
     for t in batch {
         let bit = 1u64 << modality_index(t.modality.token_key).expect("known modality");
         for r in 0..n {
@@ -115,7 +134,10 @@ pub fn masks(batch: &[ModalityTokens], n: usize) -> (Vec<u64>, Vec<u64>) {
             if t.rejected[r] {
                 rejected[r] |= bit;
             }
+            if t.repaired[r] {
+                repaired[r] |= bit;
+            }
         }
     }
-    (used, rejected)
+    [used, rejected, repaired]
 }

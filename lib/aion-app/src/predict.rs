@@ -24,7 +24,7 @@ use crate::batching::{batches, inputs};
 use crate::codec_set::ModalityTokens;
 use crate::collective::agree;
 use crate::model_plan::ModelPlan;
-use crate::output::{flag_specs, masks};
+use crate::output::{flag_specs, write_masks};
 use crate::pipeline::{DatasetSpec, Dtype, Outcome, RunOutput, open_output, run_chunks};
 use crate::posterior::summarize;
 use crate::progress::Progress;
@@ -443,11 +443,12 @@ fn write(
     let w = |name: &str, data: &[f32]| run.sets.write(&run.out, name, rows.start, data);
     let ids = out.map_or(&[][..], |o| &o.ids[..]);
     run.sets.write(&run.out, "object_id", rows.start, ids)?;
-    let (used, rejected) = out.map_or((Vec::new(), Vec::new()), |o| masks(&o.tokens, rows.len()));
-    run.sets
-        .write(&run.out, "modalities_used", rows.start, &used)?;
-    run.sets
-        .write(&run.out, "modalities_rejected", rows.start, &rejected)?;
+    write_masks(
+        run,
+        rows.start,
+        out.map_or(&[][..], |o| &o.tokens[..]),
+        rows.len(),
+    )?;
     for (ti, t) in targets.iter().enumerate() {
         let key = t.modality.token_key;
         for (si, s) in STATS.iter().enumerate() {

@@ -15,7 +15,7 @@ use crate::args::IoArgs;
 use crate::backend::{BackendTask, ComputeArgs, dispatch};
 use crate::codec_set::{CodecSet, ModalityTokens, NO_TOKEN};
 use crate::collective::agree;
-use crate::output::{ObjectIds, flag_specs, masks};
+use crate::output::{ObjectIds, flag_specs, write_masks};
 use crate::pipeline::{DatasetSpec, Dtype, Outcome, open_output, run_chunks};
 use crate::progress::Progress;
 use crate::signals::StopFlag;
@@ -198,11 +198,7 @@ fn run_plan<B: Backend>(
             };
             let c = chunk.as_ref().unwrap_or(&empty);
             run.sets.write(&run.out, "object_id", rows.start, &c.ids)?;
-            let (used, rejected) = masks(&c.tokens, rows.len());
-            run.sets
-                .write(&run.out, "modalities_used", rows.start, &used)?;
-            run.sets
-                .write(&run.out, "modalities_rejected", rows.start, &rejected)?;
+            write_masks(&run, rows.start, &c.tokens, rows.len())?;
             for (i, b) in codecs.bindings().enumerate() {
                 let tokens = c.tokens.get(i).map_or(&[][..], |t| &t.tokens[..]);
                 run.sets.write(&run.out, b.token_key, rows.start, tokens)?;

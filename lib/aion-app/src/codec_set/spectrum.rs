@@ -61,7 +61,9 @@ pub fn encode<B: Backend>(
             wavelength: &lambda[s],
         };
         match clean_row(first_row + r, &row) {
-            Ok(_) => {
+            Ok(clean) => {
+                t.repaired[r] = clean.flux.iter().chain(clean.ivar).any(|v| !v.is_finite())
+                    || clean.ivar.iter().any(|&v| v < 0.0);
                 good.push(r);
                 rows.push(row);
             }
