@@ -25,24 +25,8 @@ fn args<'a>(model: &'a str, cat: &'a str, out: &'a str) -> Vec<&'a str> {
 }
 
 fn run_env(launch: Launch, a: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = match launch {
-        Launch::Alone => Command::new(BIN),
-        Launch::Mpirun(n) => {
-            let mut c = Command::new("mpirun");
-            c.args(["-n", &n.to_string(), "--oversubscribe"]);
-            for (k, _) in env {
-                c.args(["-x", k]);
-            }
-            c.arg(BIN);
-            c
-        }
-    };
-    cmd.args(a)
-        .envs(env.iter().copied())
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .stdin(Stdio::null());
-    cmd.output().unwrap()
+    let a: Vec<String> = a.iter().map(|s| s.to_string()).collect();
+    run_bin_env(BIN, launch, &a, env)
 }
 
 fn paths(dir: &Path, name: &str) -> (String, String, String) {
@@ -177,4 +161,85 @@ impl KilledOk for Output {
         }
         self
     }
+}
+
+#[test]
+fn embed_and_predict_resume_after_sigkill_to_identical_outputs() {
+    let dir = tempdir();
+    let model = crate::model::assemble_model(dir.path());
+    let cat = fixture("pipeline/catalog.h5");
+    for (bin, extra) in [
+        (env!("CARGO_BIN_EXE_aion-embed"), vec![]),
+        (
+            env!("CARGO_BIN_EXE_aion-predict"),
+            vec!["--target", "tok_z"],
+        ),
+    ] {
+        let name = Path::new(bin)
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        let base = |out: &Path| -> Vec<String> {
+            let mut a: Vec<String> = [
+                "--model",
+                model.to_str().unwrap(),
+                "--catalog",
+                cat.to_str().unwrap(),
+                "--chunk-rows",
+                "2",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            a.extend(extra.iter().map(|s| s.to_string()));
+            a.extend(["--output".to_string(), out.to_str().unwrap().to_string()]);
+            a
+        };
+        let reference = dir.path().join(format!("{name}-ref.h5"));
+        let a = base(&reference);
+        assert_ok(&run_bin_env(bin, Launch::Alone, &a, &[]));
+        for (i, (fault, launch)) in [
+            ("mid_write@1:0", Launch::Mpirun(2)),
+            ("after_flush@3:1", Launch::Mpirun(2)),
+            ("prepare@2:1", Launch::Mpirun(3)),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let out = dir.path().join(format!("{name}-k{i}.h5"));
+            let a = base(&out);
+            let killed = run_bin_env(bin, launch, &a, &[("AION_FAULT", fault)]);
+            assert!(!killed.status.success(), "{name} {fault}: not killed");
+            let err = assert_ok(&run_bin_env(bin, launch, &a, &[]));
+            assert!(
+                err.contains("resuming"),
+                "{name} {fault}: did not resume:\n{err}"
+            );
+            assert_same_datasets(&reference, &out);
+        }
+    }
+}
+
+fn run_bin_env(bin: &str, launch: Launch, a: &[String], env: &[(&str, &str)]) -> Output {
+    let mut cmd = match launch {
+        Launch::Alone => Command::new(bin),
+        Launch::Mpirun(n) => {
+            let mut c = Command::new("mpirun");
+            c.args(["-n", &n.to_string(), "--oversubscribe"]);
+            for (k, _) in env {
+                c.args(["-x", k]);
+            }
+            c.arg(bin);
+            c
+        }
+    };
+    cmd.args(a)
+        .envs(env.iter().copied())
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
 }

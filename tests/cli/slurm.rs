@@ -241,3 +241,115 @@ fn wait_job_restarted(job: &str, timeout: Duration) -> String {
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+#[test]
+fn embed_and_predict_sbatch_match_a_single_process() {
+    if !slurm_available() {
+        return;
+    }
+    let dir = tempdir();
+    let model = crate::model::assemble_model(dir.path());
+    let cat = fixture("pipeline/catalog.h5");
+    for (tool, script, extra) in [
+        ("aion-embed", "slurm/embed.sbatch", vec![]),
+        (
+            "aion-predict",
+            "slurm/predict.sbatch",
+            vec!["--target", "tok_z", "--save-logits"],
+        ),
+    ] {
+        let out = dir.path().join(format!("{tool}-slurm.h5"));
+        let single = dir.path().join(format!("{tool}-single.h5"));
+        let log = dir.path().join(format!("{tool}-%j.out"));
+        let mut tool_args = vec![
+            "--model",
+            model.to_str().unwrap(),
+            "--catalog",
+            cat.to_str().unwrap(),
+            "--chunk-rows",
+            "3",
+        ];
+        tool_args.extend(extra.iter().copied());
+        let mut args = vec!["-n", "2", "-o", log.to_str().unwrap(), script];
+        args.extend(tool_args.iter().copied());
+        args.extend(["--output", out.to_str().unwrap()]);
+        let job = sbatch(&args);
+        let state = wait_job(&job, Duration::from_secs(300));
+        let text = std::fs::read_to_string(dir.path().join(format!("{tool}-{job}.out")))
+            .unwrap_or_default();
+        assert_eq!(state, "COMPLETED", "{tool} job log:\n{text}");
+        assert!(
+            text.contains(&format!("{tool} 1/2]")),
+            "{tool} did not run on 2 ranks:\n{text}"
+        );
+        let bin = Path::new(env!("CARGO_BIN_EXE_aion-tokenize")).with_file_name(tool);
+        let mut a = tool_args.clone();
+        a.extend(["--output", single.to_str().unwrap()]);
+        assert_ok(&run_tool(bin.to_str().unwrap(), Launch::Alone, &a));
+        assert_same_datasets(&single, &out);
+    }
+}
+
+#[test]
+fn embed_job_checkpoints_on_the_time_limit_signal_and_finishes_after_requeue() {
+    if !slurm_available() {
+        return;
+    }
+    let dir = tempdir();
+    let model = crate::model::assemble_model(dir.path());
+    let cat = fixture("pipeline/catalog.h5");
+    let out = dir.path().join("emb.h5");
+    let log = dir.path().join("job-%j.out");
+    let tool_args = [
+        "--model",
+        model.to_str().unwrap(),
+        "--catalog",
+        cat.to_str().unwrap(),
+        "--chunk-rows",
+        "1",
+    ];
+    let mut args = vec![
+        "-n",
+        "2",
+        "-o",
+        log.to_str().unwrap(),
+        "--export=ALL,AION_TEST_SLOW_MS=700",
+        "slurm/embed.sbatch",
+    ];
+    args.extend(tool_args);
+    args.extend(["--output", out.to_str().unwrap()]);
+    let job = sbatch(&args);
+    let t0 = Instant::now();
+    while !(job_field(&job, "JobState") == "RUNNING" && out.exists()) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "job {job} did not start"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        Command::new("scancel")
+            .args(["--signal=USR1", &job])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let state = wait_job_restarted(&job, Duration::from_secs(300));
+    let text =
+        std::fs::read_to_string(dir.path().join(format!("job-{job}.out"))).unwrap_or_default();
+    assert_eq!(state, "COMPLETED", "job log:\n{text}");
+    assert!(
+        text.contains("requeueing job") && text.contains("resuming"),
+        "no checkpoint + resume:\n{text}"
+    );
+    let single = dir.path().join("single.h5");
+    let mut a = tool_args.to_vec();
+    a.extend(["--output", single.to_str().unwrap()]);
+    assert_ok(&run_tool(
+        env!("CARGO_BIN_EXE_aion-embed"),
+        Launch::Alone,
+        &a,
+    ));
+    assert_same_datasets(&single, &out);
+}
