@@ -220,3 +220,76 @@ fn a_padded_spectrum_tokenizes_like_its_unpadded_twin() {
         "the padding removed a real part of the spectrum"
     );
 }
+
+#[test]
+fn every_modality_tokenizes_and_decodes_through_the_tool() {
+    let dir = tempdir();
+    let model = assemble_model(dir.path());
+    let tok_bin = env!("CARGO_BIN_EXE_aion-tokenize");
+    let tok = dir.path().join("tok.h5");
+    let cat = fixture("pipeline/catalog.h5");
+    let a = [
+        "--model",
+        model.to_str().unwrap(),
+        "--catalog",
+        cat.to_str().unwrap(),
+        "--output",
+        tok.to_str().unwrap(),
+    ];
+    assert_ok(&run_tool(tok_bin, Launch::Mpirun(2), &a));
+    // Tokens equal the reference's for every modality (image, spectrum, catalog, scalars, XP).
+    let bytes = std::fs::read(fixture("pipeline/expected.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    for key in [
+        "tok_image",
+        "tok_spectrum_desi",
+        "catalog",
+        "tok_flux_g",
+        "tok_ebv",
+        "tok_z",
+        "tok_xp_bp",
+    ] {
+        let want: Vec<i64> = st
+            .tensor(&format!("tokens.{key}"))
+            .unwrap()
+            .data()
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        let (_, got) = read_i64(&tok, key);
+        assert_eq!(got, want, "{key}: tokens differ from the reference");
+    }
+    let dec = dir.path().join("dec.h5");
+    let a = [
+        "--decode",
+        "--model",
+        model.to_str().unwrap(),
+        "--catalog",
+        tok.to_str().unwrap(),
+        "--output",
+        dec.to_str().unwrap(),
+    ];
+    assert_ok(&run_tool(tok_bin, Launch::Mpirun(3), &a));
+    let f = hdf5::File::open(&dec).unwrap();
+    let img: Vec<f32> = f.dataset("decoded/tok_image").unwrap().read_raw().unwrap();
+    let per = 4 * 96 * 96;
+    let (_, itok) = read_i64(&tok, "tok_image");
+    for r in 0..8 {
+        let has = itok[r * 576] >= 0;
+        let row = &img[r * per..(r + 1) * per];
+        assert!(
+            if has {
+                row.iter().all(|v| v.is_finite())
+            } else {
+                row.iter().all(|v| v.is_nan())
+            },
+            "image row {r}"
+        );
+    }
+    let x: Vec<f32> = f.dataset("decoded/catalog/X").unwrap().read_raw().unwrap();
+    assert!(
+        x.iter()
+            .filter(|v| v.is_finite())
+            .all(|&v| (0.0..96.0).contains(&v))
+    );
+}

@@ -311,3 +311,58 @@ mod bad_input {
         assert!(err.contains("codecs/FLUX_G"), "{err}");
     }
 }
+
+#[test]
+fn decode_turns_tokens_back_into_the_reference_values() {
+    let dir = tempdir();
+    let tok = dir.path().join("tok.h5");
+    assert_ok(&tokenize(Launch::Alone, &tok, &[]));
+    let dec = dir.path().join("dec.h5");
+    let model = fixture("scalar_codecs/hub");
+    let a = [
+        "--decode",
+        "--model",
+        model.to_str().unwrap(),
+        "--catalog",
+        tok.to_str().unwrap(),
+        "--output",
+        dec.to_str().unwrap(),
+    ];
+    assert_ok(&run_tool(BIN, Launch::Mpirun(2), &a));
+    let bytes = std::fs::read(fixture("scalar_codecs/io.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let f32s = |name: &str| -> Vec<f32> {
+        st.tensor(name)
+            .unwrap()
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect()
+    };
+    let f = hdf5::File::open(&dec).unwrap();
+    for key in ["tok_ebv", "tok_flux_g", "tok_xp_bp", "tok_z"] {
+        let got: Vec<f32> = f
+            .dataset(&format!("decoded/{key}"))
+            .unwrap()
+            .read_raw()
+            .unwrap();
+        let want = f32s(&format!("{key}_decoded"));
+        let vals = f32s(&format!("{key}_values"));
+        let per = want.len() / 64;
+        for r in 0..64 {
+            let row_ok = vals[r * per..(r + 1) * per].iter().all(|v| v.is_finite());
+            for j in r * per..(r + 1) * per {
+                if row_ok {
+                    assert!(
+                        (got[j] - want[j]).abs() <= 2e-7 * want[j].abs(),
+                        "{key}[{j}]: {} vs {}",
+                        got[j],
+                        want[j]
+                    );
+                } else {
+                    assert!(got[j].is_nan(), "{key}[{j}]: a rejected row decodes to NaN");
+                }
+            }
+        }
+    }
+}

@@ -15,6 +15,7 @@ pub mod backend;
 pub mod batching;
 pub mod codec_set;
 pub mod collective;
+pub mod decode;
 pub mod embed;
 pub mod exit;
 pub mod fault;

@@ -35,6 +35,11 @@ pub struct TokenizeArgs {
     /// Where the image and spectrum codecs run.
     #[command(flatten)]
     pub compute: ComputeArgs,
+
+    /// Decode instead: read datasets named by token keys (e.g. an aion-tokenize output) and
+    /// write the data they stand for into `decoded/<token_key>` (see `docs/cli.md`).
+    #[arg(long)]
+    pub decode: bool,
 }
 
 /// One chunk, tokenized.
@@ -75,6 +80,9 @@ impl BackendTask for Task<'_> {
             session,
             stop,
         } = self;
+        if args.decode {
+            return run_decode::<B>(args, session, stop, &device);
+        }
         let plan = agree(
             session,
             (|| {
@@ -266,4 +274,122 @@ fn summarize<B: Backend>(
         }
     }
     serde_json::json!({ "rows": n, "seconds": secs, "ranks": session.size(), "finished": outcome == Outcome::Finished, "modalities": per })
+}
+
+fn run_decode<B: Backend>(
+    args: &TokenizeArgs,
+    session: &Session,
+    stop: &StopFlag,
+    device: &B::Device,
+) -> Result<(Outcome, serde_json::Value)> {
+    let (common, decoders, ids) = agree(
+        session,
+        (|| {
+            let common = run_config::Common::resolve(&args.io)?;
+            let decoders =
+                crate::decode::DecoderSet::<B>::load(&args.io.model, &common.catalog, device)?;
+            let ids = ObjectIds::detect(&common.catalog)?;
+            Ok((common, decoders, ids))
+        })(),
+    )?;
+    let catalog = &common.catalog;
+    let n = catalog.n_rows();
+    let chunk_rows = common.chunk_rows_for(64 * 1024);
+    let config = serde_json::json!({
+        "tool": TOOL, "mode": "decode", "model": args.io.model, "catalog": args.io.catalog,
+        "output": args.io.output, "chunk_rows": chunk_rows, "decoded": decoders.datasets(),
+    });
+    let checksums = agree(
+        session,
+        provenance::checksums(session, &args.io.model, decoders.files()),
+    )?;
+    let key = resume::key_json(
+        TOOL,
+        &config,
+        &checksums,
+        &resume::catalog_identity(&catalog.paths()),
+    );
+    let prov = provenance::build(
+        session,
+        TOOL,
+        config.to_string(),
+        &args.io.model,
+        checksums,
+        catalog,
+    );
+    let mut specs = vec![ids.spec()];
+    specs.extend(flag_specs());
+    let out_specs = decoders.specs();
+    specs.extend(out_specs.iter().cloned());
+    let run = open_output(
+        session,
+        &args.io.output,
+        args.io.overwrite,
+        n,
+        chunk_rows,
+        &key,
+        &specs,
+        |out| {
+            prov.write(out)?;
+            crate::output::write_modality_bits(out)
+        },
+    )?;
+    let mut progress = Progress::new(session.is_root(), n as u64, "decoded");
+    let mut done = (n - run
+        .todo
+        .iter()
+        .map(|&c| chunk_len(c, chunk_rows, n))
+        .sum::<usize>()) as u64;
+    let outcome = run_chunks(
+        session,
+        &run,
+        n,
+        stop,
+        |rows: Range<usize>| -> Result<(Vec<i64>, crate::decode::Decoded)> {
+            Ok((ids.read(catalog, &rows)?, decoders.decode(catalog, rows)?))
+        },
+        Ok,
+        |rows, chunk| {
+            run.sets.write(
+                &run.out,
+                "object_id",
+                rows.start,
+                chunk.as_ref().map_or(&[][..], |c| &c.0[..]),
+            )?;
+            write_masks(
+                &run,
+                rows.start,
+                chunk.as_ref().map_or(&[][..], |c| &c.1.tokens[..]),
+                rows.len(),
+            )?;
+            let values: Vec<&Vec<f32>> = chunk
+                .as_ref()
+                .map(|c| c.1.values.iter().flatten().collect())
+                .unwrap_or_default();
+            for (i, spec) in out_specs.iter().enumerate() {
+                run.sets.write(
+                    &run.out,
+                    &spec.name,
+                    rows.start,
+                    values.get(i).map_or(&[][..], |v| &v[..]),
+                )?;
+            }
+            Ok(())
+        },
+        |r| {
+            done += r;
+            progress.set(done);
+        },
+    )?;
+    let secs = progress.finish();
+    if outcome == Outcome::Finished {
+        run.out.set_attr_str(
+            "end_time",
+            &session.broadcast_string(&provenance::now_utc()),
+        )?;
+    }
+    run.out.flush()?;
+    let summary = serde_json::json!({ "rows": n, "seconds": secs, "ranks": session.size(), "finished": outcome == Outcome::Finished, "decoded": decoders.datasets() });
+    provenance::write_sidecar(session, &args.io.output, &prov, &summary)?;
+    Ok((outcome, summary))
 }
