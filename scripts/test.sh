@@ -42,6 +42,6 @@ if [ -f validation/make_base_model.py ]; then
   step "base-size model: strict loading"
   base="${AION_BASE_MODEL_DIR:-$root/target/base-model}"
   [ -f "$base/model.safetensors" ] || "$venv/bin/python" validation/make_base_model.py --out "$base"
-  AION_BASE_MODEL_DIR="$base" cargo test -p aion-model --locked --test parity base_size
+  AION_BASE_MODEL_DIR="$base" cargo test -p aion-model --locked --test parity base_model -- --nocapture
 fi
 step "all tests passed"

@@ -1,0 +1,230 @@
+"""End-to-end throughput of aion-embed against the reference package, same inputs, same weights,
+same cores. Not a test: it prints a report (quote it, with the machine's load, in the issue note).
+
+    validation/.venv/bin/python validation/bench_embed.py --workdir /tmp/aion-bench [--rows 24]
+        [--threads 2] [--bin target/release]
+
+What it does (everything is seeded, nothing is downloaded):
+  1. builds a base-size AION (validation/make_base_model.py: D 768, 12+12 blocks, SwiGLU,
+     qk-norm, random weights) and full-size random codecs for images (the released MagViT
+     configuration, 70 M parameters) and the four LS fluxes, in the Hub layout;
+  2. writes an MMU-style catalogue of N Legacy-Survey-like rows (4 x 160 x 160 image + g,r,i,z
+     fluxes) and the same rows 4x larger (for peak memory);
+  3. reference: a plain Python loop over the catalogue (h5py read, the package's codecs, AION.encode
+     of all tokens, mean) with torch using --threads threads;
+  4. ours: aion-embed (release) as 1 rank x T threads and as `mpirun -n 2` x T/2 threads;
+     checks that the embeddings agree with the reference;
+  5. transformer only: the same rows pre-tokenized, so the time is the encoder's; reports its
+     FLOP/s next to a large sgemm (torch, T threads) measured in the same run;
+  6. peak resident memory of aion-embed for N and 4N rows (bounded by the chunk, not the catalogue).
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from common import seed_all  # noqa: E402
+
+IMAGE_CFG = dict(quantizer_levels=[7, 5, 5, 5, 5], hidden_dims=512, multisurvey_projection_dims=54, n_compressions=2,
+                 num_consecutive=4, embedding_dim=5, range_compression_factor=0.01, mult_factor=10.0)
+FLUXES = ["FLUX_G", "FLUX_R", "FLUX_I", "FLUX_Z"]
+KEYS = ["tok_flux_g", "tok_flux_r", "tok_flux_i", "tok_flux_z"]
+BANDS = ["DES-G", "DES-R", "DES-I", "DES-Z"]
+
+
+def build_model(model_dir, seed):
+    from aion.codecs import ImageCodec
+    from aion.codecs.scalar import LogScalarCodec
+    from safetensors.torch import save_file
+
+    if not os.path.exists(os.path.join(model_dir, "model.safetensors")):
+        subprocess.run([sys.executable, os.path.join(HERE, "make_base_model.py"), "--out", model_dir], check=True)
+    img_dir = os.path.join(model_dir, "codecs", "image")
+    if not os.path.exists(os.path.join(img_dir, "model.safetensors")):
+        os.makedirs(img_dir, exist_ok=True)
+        g = torch.Generator().manual_seed(seed)
+        codec = ImageCodec(**IMAGE_CFG)
+        with torch.no_grad():
+            for name, p in codec.named_parameters():
+                if p.dim() >= 2:
+                    p.normal_(0.0, p[0].numel() ** -0.5, generator=g)
+                else:
+                    p.normal_(1.0 if name.endswith("weight") else 0.0, 0.1, generator=g)
+        save_file({k: v.contiguous() for k, v in codec.state_dict().items()}, os.path.join(img_dir, "model.safetensors"))
+        json.dump(IMAGE_CFG, open(os.path.join(img_dir, "config.json"), "w"))
+    for name in FLUXES:
+        d = os.path.join(model_dir, "codecs", name)
+        if os.path.exists(os.path.join(d, "model.safetensors")):
+            continue
+        os.makedirs(d, exist_ok=True)
+        c = LogScalarCodec(name, 1024, 4000, min_log_value=-3)
+        g = torch.Generator().manual_seed(seed + len(name))
+        c._quantizer._reservoir.copy_(torch.randn(4000, generator=g) * 1.5 + 1.0)
+        c._quantizer._generate_index_to_val()
+        sd = {k.replace("_quantizer", "quantizer", 1): v.contiguous() for k, v in c.state_dict().items()}
+        save_file(sd, os.path.join(d, "model.safetensors"))
+        json.dump({"modality": name, "codebook_size": 1024, "reservoir_size": 4000, "min_log_value": -3}, open(os.path.join(d, "config.json"), "w"))
+
+
+def write_catalog(path, n, seed):
+    g = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:160, 0:160].astype(np.float32)
+    with h5py.File(path, "w") as f:
+        img = f.create_dataset("image_array", (n, 4, 160, 160), np.float32, chunks=(1, 4, 160, 160))
+        for r in range(n):
+            cx, cy = 80 + 5 * g.standard_normal(2)
+            rad = np.hypot(xx - cx, yy - cy)
+            img[r] = np.stack([a * np.exp(-rad / 5.0) for a in (0.5, 1.5, 2.5, 3.5)]) + 0.02 * g.standard_normal((4, 160, 160)).astype(np.float32)
+        f.create_dataset("image_band", data=np.array([[b.lower().encode() for b in BANDS]] * n))
+        for name in FLUXES:
+            f.create_dataset(name, data=np.exp(g.standard_normal(n) + 1.0).astype(np.float32))
+        f.create_dataset("object_id", data=np.arange(n, dtype=np.int64))
+
+
+@torch.no_grad()
+def reference(model_dir, catalog, batch):
+    """The reference's way: a Python loop with the package's codecs and AION.encode."""
+    from aion.codecs import ImageCodec
+    from aion.codecs.scalar import LogScalarCodec
+    from aion.modalities import LegacySurveyFluxG, LegacySurveyFluxI, LegacySurveyFluxR, LegacySurveyFluxZ, LegacySurveyImage
+    from aion.model import AION
+    from safetensors.torch import load_file
+
+    t0 = time.perf_counter()
+    model = AION.from_pretrained(model_dir).eval()
+    img = ImageCodec(**IMAGE_CFG).eval()
+    img.load_state_dict(load_file(os.path.join(model_dir, "codecs/image/model.safetensors")))
+    flux = {}
+    for name in FLUXES:
+        c = LogScalarCodec(name, 1024, 4000, min_log_value=-3).eval()
+        c.load_state_dict(load_file(os.path.join(model_dir, f"codecs/{name}/model.safetensors")))
+        flux[name] = c
+    t_load = time.perf_counter() - t0
+    classes = [LegacySurveyFluxG, LegacySurveyFluxR, LegacySurveyFluxI, LegacySurveyFluxZ]
+    out = []
+    t1 = time.perf_counter()
+    with h5py.File(catalog, "r") as f:
+        n = f["object_id"].shape[0]
+        for a in range(0, n, batch):
+            b = min(n, a + batch)
+            tokens = {"tok_image": img.encode(LegacySurveyImage(flux=torch.from_numpy(f["image_array"][a:b]), bands=BANDS))}
+            for name, key, cls in zip(FLUXES, KEYS, classes):
+                tokens[key] = flux[name].encode(cls(value=torch.from_numpy(f[name][a:b])))
+            total = sum(v.reshape(v.shape[0], -1).shape[1] for v in tokens.values())
+            out.append(model.encode(tokens, num_encoder_tokens=total).mean(1))
+    return torch.cat(out).numpy(), time.perf_counter() - t1, t_load
+
+
+@torch.no_grad()
+def reference_encoder_only(model_dir, tokens_file, batch):
+    from aion.model import AION
+
+    model = AION.from_pretrained(model_dir).eval()
+    with h5py.File(tokens_file, "r") as f:
+        toks = {k: torch.from_numpy(f[k][()]) for k in ["tok_image"] + KEYS}
+    n = toks["tok_image"].shape[0]
+    t0 = time.perf_counter()
+    for a in range(0, n, batch):
+        part = {k: v[a:a + batch] for k, v in toks.items()}
+        model.encode(part, num_encoder_tokens=580)
+    return time.perf_counter() - t0
+
+
+def run_ours(bin_dir, args, ranks, threads, env_extra=None):
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMP_NUM_THREADS=str(threads))
+    env.update(env_extra or {})
+    tool = os.path.join(bin_dir, args[0])
+    cmd = [tool] + args[1:] + ["--threads", str(threads), "--overwrite", "--log-level", "warn"]
+    if ranks > 1:
+        cmd = ["mpirun", "-n", str(ranks), "--oversubscribe", "--bind-to", "none"] + cmd
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env, stdin=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    return wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+
+
+def encoder_flops(tokens, layers=12, d=768, ffn=2048):
+    per_layer = 2 * tokens * (3 * d * d + d * d + 3 * d * ffn) + 2 * 2 * tokens * tokens * d
+    return layers * per_layer + 2 * tokens * d * d  # + decoder_proj_context
+
+
+def sgemm_gflops(threads, n=4096):
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    t0 = time.perf_counter()
+    for _ in range(3):
+        torch.mm(a, b)
+    return 3 * 2 * n ** 3 / (time.perf_counter() - t0) / 1e9
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--rows", type=int, default=24)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--bin", default=os.path.join(HERE, "..", "target", "release"))
+    a = ap.parse_args()
+    seed_all(7)
+    os.makedirs(a.workdir, exist_ok=True)
+    model = os.path.join(a.workdir, "model")
+    build_model(model, 7)
+    cat = os.path.join(a.workdir, f"catalog_{a.rows}.h5")
+    cat4 = os.path.join(a.workdir, f"catalog_{4 * a.rows}.h5")
+    for path, n in [(cat, a.rows), (cat4, 4 * a.rows)]:
+        if not os.path.exists(path):
+            write_catalog(path, n, n)
+    torch.set_num_threads(a.threads)
+    ref_emb, ref_t, ref_load = reference(model, cat, a.batch)
+    report = {"rows": a.rows, "threads": a.threads, "machine_load": os.getloadavg(), "reference": {"seconds": ref_t, "load_seconds": ref_load, "rows_per_s": a.rows / ref_t}}
+    out = os.path.join(a.workdir, "emb.h5")
+    common = ["aion-embed", "--model", model, "--catalog", cat, "--output", out, "--batch-size", str(a.batch), "--chunk-rows", str(a.batch)]
+    for ranks in (1, 2):
+        wall, rss = run_ours(a.bin, common, ranks, max(1, a.threads // ranks))
+        with h5py.File(out, "r") as f:
+            emb = f["embedding"][()]
+        err = float(np.abs(emb - ref_emb).max())
+        report[f"ours_{ranks}rank"] = {"seconds_incl_startup": wall, "rows_per_s": a.rows / wall, "max_abs_err_vs_reference": err, "peak_rss_mb": rss}
+    # Transformer only: tokens from our tokenizer, the same for both sides.
+    toks = os.path.join(a.workdir, "tokens.h5")
+    run_ours(a.bin, ["aion-tokenize", "--model", model, "--catalog", cat, "--output", toks], 1, a.threads)
+    torch.set_num_threads(a.threads)
+    ref_enc = reference_encoder_only(model, toks, a.batch)
+    wall, _ = run_ours(a.bin, ["aion-embed", "--model", model, "--catalog", toks, "--output", out, "--batch-size", str(a.batch)], 1, a.threads)
+    flops = encoder_flops(580) * a.rows
+    peak = sgemm_gflops(a.threads)
+    report["encoder_only"] = {"reference_seconds": ref_enc, "ours_seconds_incl_startup": wall, "encoder_gflop": flops / 1e9,
+                              "reference_gflops": flops / ref_enc / 1e9, "ours_gflops": flops / wall / 1e9, "sgemm_gflops_torch": peak}
+    # Peak memory: N vs 4N rows (same chunk size).
+    rss = {}
+    for path, n in [(cat, a.rows), (cat4, 4 * a.rows)]:
+        o = os.path.join(a.workdir, f"rss_{n}.h5")
+        p = subprocess.Popen(["/usr/bin/env", "bash", "-c", f"exec {os.path.join(a.bin, 'aion-embed')} --model {model} --catalog {path} --output {o} --overwrite --log-level warn --threads {a.threads} --batch-size {a.batch} --chunk-rows {a.batch}"],
+                             env=dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1"))
+        hwm = 0
+        while p.poll() is None:
+            try:
+                for line in open(f"/proc/{p.pid}/status"):
+                    if line.startswith("VmHWM"):
+                        hwm = max(hwm, int(line.split()[1]))
+            except OSError:
+                pass
+            time.sleep(0.2)
+        rss[n] = hwm / 1024.0
+    report["peak_rss_mb_by_rows"] = rss
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
