@@ -4,5 +4,6 @@
 mod util;
 
 mod resume;
+mod search;
 mod slurm;
 mod tokenize;

@@ -161,9 +161,10 @@ pub fn run(args: &SearchArgs, session: &Session) -> Result<serde_json::Value> {
         None => queries::from_ids(session, &table, &args.query_ids)?,
     };
     let q = queries.len();
-    check_queries(args, &queries)?;
+    // Identical on every rank; `agree` makes the error print once.
+    agree(session, check_queries(args, &queries))?;
     let status = queries.status(args.metric);
-    report_statuses(root, &queries, &status)?;
+    agree(session, report_statuses(root, &queries, &status))?;
     let prepared = queries.prepare(args.metric, args.exclude_self);
     let threads = args.threads();
     if root {
@@ -291,13 +292,13 @@ pub fn run(args: &SearchArgs, session: &Session) -> Result<serde_json::Value> {
             &prov,
             &write::Meta {
                 metric: args.metric,
+                k,
                 exclude_self: args.exclude_self,
                 summary: &summary,
             },
             &queries,
             &status,
             tables.as_ref(),
-            k,
         ),
         Format::Csv => match &tables {
             Some(t) => write::csv(&args.output, &queries, &status, t),

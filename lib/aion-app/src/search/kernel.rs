@@ -1,11 +1,13 @@
 //! The inner loop of `aion-search`: scores of a tile of rows against all queries with one f32
 //! GEMM, then the per-query top-k update.
 //!
-//! A block of rows is cut into tiles of [`TILE_ROWS`] rows and the queries into blocks of at most
+//! A block of rows is cut into tiles of [`TILE_ROWS`] rows, aligned on global row indices (a
+//! partial tile at a block edge is zero-padded, so the GEMM always has the same shape and every
+//! row's score is bit-identical for any rank, chunk or thread decomposition), and the queries into blocks of at most
 //! [`QUERY_BLOCK`]; for each pair one GEMM computes the `tile × queries` dot products into a
 //! column-major buffer (each query's scores contiguous), which are turned into order keys and
 //! offered to the query's [`TopK`]. Most rows fail the threshold test, so the heap is rarely
-//! touched. Scratch memory per thread: `TILE_ROWS × QUERY_BLOCK` floats (1 MiB).
+//! touched. Scratch memory per thread: `TILE_ROWS × (QUERY_BLOCK + D)` floats (4 MiB at D = 768).
 //!
 //! The GEMM is the `gemm` crate (runtime-dispatched AVX2 / AVX-512 kernels, no threads of its
 //! own): on one core it is 2–7× faster than `matrixmultiply` (what `ndarray::dot` calls) for the
@@ -44,7 +46,7 @@ impl Metric {
     /// The reported score of an order key's badness value.
     pub fn score(self, badness: f32) -> f32 {
         match self {
-            Self::Cosine | Self::Dot => -badness,
+            Self::Cosine | Self::Dot => -badness + 0.0, // never -0.0
             Self::L2 => badness.sqrt(),
         }
     }
@@ -109,6 +111,8 @@ pub struct Scratch {
     norm2: Vec<f32>,
     norm: Vec<f32>,
     valid: Vec<bool>,
+    /// A partial tile, zero-padded to `TILE_ROWS` rows.
+    tile: Vec<f32>,
 }
 
 impl Default for Scratch {
@@ -118,6 +122,7 @@ impl Default for Scratch {
             norm2: vec![0.0; TILE_ROWS],
             norm: vec![0.0; TILE_ROWS],
             valid: vec![false; TILE_ROWS],
+            tile: Vec::new(),
         }
     }
 }
@@ -162,17 +167,39 @@ pub fn scan(
     let n = rows.ids.len();
     debug_assert_eq!(rows.x.len(), n * d);
     debug_assert_eq!(rows.used.len(), n);
+    let Scratch {
+        scores,
+        norm2: row_norm2,
+        norm: row_norm,
+        valid,
+        tile: pad,
+    } = scratch;
     let mut skipped = Skipped::default();
-    let mut t0 = 0;
-    while t0 < n {
-        let t = TILE_ROWS.min(n - t0);
-        let x = &rows.x[t0 * d..(t0 + t) * d];
-        let ids = &rows.ids[t0..t0 + t];
+    let mut i = 0;
+    while i < n {
+        // The tile is global rows [tile_start, tile_start + TILE_ROWS); rows i..i+t of the block
+        // sit at offset `off` in it. GEMM always runs on a whole tile (zero rows padding a
+        // partial one), so each row's scores come out of the same code path, at the same
+        // place, whatever the rank count, chunk size or thread count: results are identical
+        // for any decomposition.
+        let global = rows.start + i as u64;
+        let off = (global % TILE_ROWS as u64) as usize;
+        let t = (TILE_ROWS - off).min(n - i);
+        let block = &rows.x[i * d..(i + t) * d];
+        let x: &[f32] = if t == TILE_ROWS {
+            block
+        } else {
+            pad.clear();
+            pad.resize(TILE_ROWS * d, 0.0);
+            pad[off * d..(off + t) * d].copy_from_slice(block);
+            pad
+        };
+        let ids = &rows.ids[i..i + t];
         for r in 0..t {
-            let s = norm2(&x[r * d..(r + 1) * d]);
-            scratch.norm2[r] = s;
-            scratch.norm[r] = s.sqrt();
-            scratch.valid[r] = if !rows.used[t0 + r] {
+            let s = norm2(&block[r * d..(r + 1) * d]);
+            row_norm2[r] = s;
+            row_norm[r] = s.sqrt();
+            valid[r] = if !rows.used[i + r] {
                 skipped.unused += 1;
                 false
             } else if !s.is_finite() {
@@ -185,40 +212,33 @@ pub fn scan(
                 true
             };
         }
-        if scratch.valid[..t].iter().any(|&v| v) {
-            let first_row = rows.start + t0 as u64;
+        if valid[..t].iter().any(|&v| v) {
             let mut j0 = 0;
             while j0 < q.len() {
                 let nq = QUERY_BLOCK.min(q.len() - j0);
                 if q.active[j0..j0 + nq].iter().any(|&a| a) {
-                    raw::scores(
-                        x,
-                        t,
-                        d,
-                        &q.mat[j0 * d..(j0 + nq) * d],
-                        nq,
-                        &mut scratch.scores,
-                    );
+                    raw::scores(x, TILE_ROWS, d, &q.mat[j0 * d..(j0 + nq) * d], nq, scores);
                     for j in 0..nq {
                         let qi = j0 + j;
                         if !q.active[qi] {
                             continue;
                         }
+                        let col = j * TILE_ROWS + off;
                         let tile = Tile {
-                            scores: &scratch.scores[j * t..(j + 1) * t],
-                            valid: &scratch.valid[..t],
+                            scores: &scores[col..col + t],
+                            valid: &valid[..t],
                             ids,
-                            first_row,
+                            first_row: global,
                         };
                         let (topk, ex) = (&mut topk[qi], q.exclude[qi]);
                         match metric {
                             Metric::Dot => tile.offer(topk, ex, |s, _| -s),
                             Metric::Cosine => {
-                                let norm = &scratch.norm[..t];
+                                let norm = &row_norm[..t];
                                 tile.offer(topk, ex, |s, r| -(s / norm[r]))
                             }
                             Metric::L2 => {
-                                let (qn, n2) = (q.norm2[qi], &scratch.norm2[..t]);
+                                let (qn, n2) = (q.norm2[qi], &row_norm2[..t]);
                                 tile.offer(topk, ex, |s, r| (qn + n2[r] - 2.0 * s).max(0.0))
                             }
                         }
@@ -227,7 +247,7 @@ pub fn scan(
                 j0 += nq;
             }
         }
-        t0 += t;
+        i += t;
     }
     skipped
 }
@@ -365,7 +385,7 @@ mod tests {
         let n = 2 * TILE_ROWS + 77;
         // Small integers: every product and sum is exact in f32, so scores tie exactly.
         let mut x: Vec<f32> = (0..n * d)
-            .map(|i| ((i * 2_654_435_761usize >> 7) % 5) as f32 - 2.0)
+            .map(|i| (((i * 2_654_435_761usize) >> 7) % 5) as f32 - 2.0)
             .collect();
         x[5 * d] = f32::NAN;
         x[9 * d..10 * d].fill(0.0);
@@ -419,6 +439,40 @@ mod tests {
                 assert_eq!(got, all, "{metric:?} query {j}");
             }
         }
+    }
+
+    #[test]
+    fn any_split_of_the_rows_gives_the_same_bits() {
+        let (d, n) = (40, 3 * TILE_ROWS + 5);
+        let mut state = 1u64;
+        let x: Vec<f32> = (0..n * d)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect();
+        let ids: Vec<i64> = (0..n as i64).collect();
+        let used = vec![true; n];
+        let q = prepared(x[7 * d..12 * d].to_vec(), d, Metric::Cosine);
+        let run = |cuts: &[usize]| -> Vec<Vec<Candidate>> {
+            let mut topk: Vec<TopK> = (0..5).map(|_| TopK::new(30)).collect();
+            let mut scratch = Scratch::default();
+            for w in cuts.windows(2) {
+                let rows = Rows {
+                    start: w[0] as u64,
+                    x: &x[w[0] * d..w[1] * d],
+                    ids: &ids[w[0]..w[1]],
+                    used: &used[w[0]..w[1]],
+                };
+                scan(rows, &q, Metric::Cosine, &mut topk, &mut scratch);
+            }
+            topk.into_iter().map(TopK::into_sorted).collect()
+        };
+        let whole = run(&[0, n]);
+        assert_eq!(run(&[0, 1, 1000, 1001, 2500, n]), whole);
+        assert_eq!(run(&[0, 1024, 2048, 3000, n]), whole);
     }
 
     #[test]

@@ -370,7 +370,8 @@ pub fn lookup(session: &Session, table: &Table, wanted: &[i64]) -> Result<Vec<(u
 
 /// Queries given as object ids (collective): looked up, then read by rank 0 and shared.
 pub fn from_ids(session: &Session, table: &Table, ids: &[i64]) -> Result<QuerySet> {
-    let found = lookup(session, table, ids)?;
+    // The unknown-id error is the same on every rank; `agree` makes it print once.
+    let found = agree(session, lookup(session, table, ids))?;
     if session.is_root() {
         for (id, &(row, count)) in ids.iter().zip(&found) {
             if count > 1 {

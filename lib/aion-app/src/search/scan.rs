@@ -1,5 +1,8 @@
 //! One rank's scan of its block of rows, in chunks (bounded memory).
 //!
+//! Chunk edges fall on global multiples of the chunk size, itself a multiple of the GEMM tile
+//! ([`TILE_ROWS`]), so only a rank's first and last tiles can be partial.
+//!
 //! A reader thread reads chunk i+1 (embedding, object ids, `modalities_used`) while chunk i is
 //! scored; at most two chunks are held at a time. Each chunk is split into `threads` contiguous
 //! parts scored on scoped threads, each with its own per-query top-k (merged at the end). No MPI
@@ -11,7 +14,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use super::kernel::{self, Metric, Prepared, Rows, Scratch, Skipped};
+use super::kernel::{self, Metric, Prepared, Rows, Scratch, Skipped, TILE_ROWS};
 use super::queries::Table;
 use super::topk::TopK;
 use crate::progress::Progress;
@@ -39,7 +42,21 @@ struct Chunk {
     used: Vec<bool>,
 }
 
-/// Scans rows `block` of `table` in chunks of `chunk_rows`, scoring on `threads` threads.
+/// Cuts `block` at the global multiples of `size` (so chunk and tile edges line up for every
+/// rank count).
+fn aligned(block: Range<usize>, size: usize) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut at = block.start;
+    while at < block.end {
+        let next = ((at / size + 1) * size).min(block.end);
+        out.push(at..next);
+        at = next;
+    }
+    out
+}
+
+/// Scans rows `block` of `table` in chunks of about `chunk_rows` (rounded up to whole tiles,
+/// aligned on global rows), scoring on `threads` threads.
 #[allow(clippy::too_many_arguments)]
 pub fn scan_block(
     table: &Table,
@@ -67,7 +84,10 @@ pub fn scan_block(
     let mut read_wait = 0.0;
     std::thread::scope(|scope| -> Result<()> {
         let (tx, rx) = sync_channel::<Result<Chunk>>(1);
-        let chunks: Vec<Range<usize>> = aion_mpi::blocks(block.clone(), chunk_rows).collect();
+        let chunks = aligned(
+            block.clone(),
+            chunk_rows.div_ceil(TILE_ROWS).max(1) * TILE_ROWS,
+        );
         scope.spawn(move || {
             for c in chunks {
                 let read = table.read(c.clone()).map(|(x, ids, used)| Chunk {
@@ -88,9 +108,16 @@ pub fn scan_block(
             read_wait += w.elapsed().as_secs_f64();
             let chunk = chunk?;
             let n = chunk.ids.len();
-            let per = n.div_ceil(threads).max(1);
+            // Threads take whole tiles (global alignment, as the kernel wants).
+            let end = chunk.start + n;
+            let first_tile = chunk.start / TILE_ROWS;
+            let tiles = (end - 1) / TILE_ROWS + 1 - first_tile;
+            let per = tiles.div_ceil(threads) * TILE_ROWS;
             let part = |i: usize| {
-                let r = (i * per).min(n)..((i + 1) * per).min(n);
+                let bound = |i: usize| {
+                    (first_tile * TILE_ROWS + i * per).clamp(chunk.start, end) - chunk.start
+                };
+                let r = bound(i)..bound(i + 1);
                 Rows {
                     start: (chunk.start + r.start) as u64,
                     x: &chunk.x[r.start * d..r.end * d],
@@ -137,4 +164,14 @@ pub fn scan_block(
         seconds: t0.elapsed().as_secs_f64(),
         read_wait,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn aligned_chunks() {
+        assert_eq!(super::aligned(5..25, 10), vec![5..10, 10..20, 20..25]);
+        assert_eq!(super::aligned(10..20, 10), vec![10..20]);
+        assert!(super::aligned(3..3, 10).is_empty());
+    }
 }

@@ -81,6 +81,8 @@ impl Tables {
 pub struct Meta<'a> {
     /// Metric.
     pub metric: Metric,
+    /// Neighbours per query.
+    pub k: usize,
     /// Whether the query objects were excluded.
     pub exclude_self: bool,
     /// Summary counters, written as the `summary` attribute (JSON).
@@ -96,8 +98,8 @@ pub fn hdf5(
     queries: &QuerySet,
     status: &[Status],
     tables: Option<&Tables>,
-    k: usize,
 ) -> Result<()> {
+    let k = meta.k;
     let out = OutputFile::create(path, session.world())?;
     prov.write(&out)?;
     out.set_attr_str("metric", meta.metric.name())?;
@@ -184,7 +186,7 @@ pub fn csv(path: &Path, queries: &QuerySet, status: &[Status], t: &Tables) -> Re
         "query,query_object_id,query_row,query_status,neighbor,object_id,row,score"
     )?;
     let k = t.k;
-    for j in 0..queries.len() {
+    for (j, st) in status.iter().enumerate() {
         for i in 0..k {
             let s = t.score[j * k + i];
             writeln!(
@@ -192,7 +194,7 @@ pub fn csv(path: &Path, queries: &QuerySet, status: &[Status], t: &Tables) -> Re
                 "{j},{},{},{},{},{},{},{}",
                 queries.object_ids[j],
                 queries.rows[j],
-                status[j].name(),
+                st.name(),
                 i + 1,
                 t.object_id[j * k + i],
                 t.row[j * k + i],
