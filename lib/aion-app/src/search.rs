@@ -155,12 +155,14 @@ pub fn run(args: &SearchArgs, session: &Session) -> Result<serde_json::Value> {
         session,
         Table::open(&args.embeddings, &args.embedding_dataset),
     )?;
+    phase("open", &start);
     let n = table.catalog.n_rows();
     let queries = match &args.query_file {
         Some(path) => queries::from_file(session, path, &args.query_dataset, table.d)?,
         None => queries::from_ids(session, &table, &args.query_ids)?,
     };
     let q = queries.len();
+    phase("queries", &start);
     // Identical on every rank; `agree` makes the error print once.
     agree(session, check_queries(args, &queries))?;
     let status = queries.status(args.metric);
@@ -193,6 +195,7 @@ pub fn run(args: &SearchArgs, session: &Session) -> Result<serde_json::Value> {
     );
     progress.finish();
     let scanned = agree(session, scanned)?;
+    phase("scan", &start);
 
     let k = args.k;
     let merged = session.reduce_bytes(topk::encode(&scanned.topk), |a, b| {
@@ -206,9 +209,12 @@ pub fn run(args: &SearchArgs, session: &Session) -> Result<serde_json::Value> {
         Tables::new(&results, k, args.metric)
     });
 
+    phase("merge", &start);
     let micros = |s: f64| (s * 1e6) as u64;
     let scan_s = session.max_u64(micros(scanned.seconds)) as f64 / 1e6;
     let wait_s = session.max_u64(micros(scanned.read_wait)) as f64 / 1e6;
+    let cpu = scanned.cpu_seconds.map_or(u64::MAX, micros);
+    let cpu_s = (session.max_u64(cpu) != u64::MAX).then(|| session.sum_u64(cpu) as f64 / 1e6);
     let rows = session.sum_u64(scanned.rows);
     let unused = session.sum_u64(scanned.skipped.unused);
     let nonfinite = session.sum_u64(scanned.skipped.nonfinite);
@@ -240,6 +246,7 @@ pub fn run(args: &SearchArgs, session: &Session) -> Result<serde_json::Value> {
         "threads_per_rank": threads,
         "scan_seconds": scan_s,
         "read_wait_seconds": wait_s,
+        "scan_cpu_seconds": cpu_s,
         "rows_per_second": rows as f64 / scan_s.max(1e-9),
         "rows_per_second_per_core": rows as f64 / scan_s.max(1e-9) / (session.size() * threads) as f64,
     });
@@ -285,9 +292,9 @@ pub fn run(args: &SearchArgs, session: &Session) -> Result<serde_json::Value> {
         "{}".to_string(),
         &table.catalog,
     );
-    let written = match format {
-        Format::Hdf5 => write::hdf5(
-            session,
+    let written = match (&tables, format) {
+        (None, _) => Ok(()),
+        (Some(t), Format::Hdf5) => write::hdf5(
             &args.output,
             &prov,
             &write::Meta {
@@ -298,14 +305,12 @@ pub fn run(args: &SearchArgs, session: &Session) -> Result<serde_json::Value> {
             },
             &queries,
             &status,
-            tables.as_ref(),
+            t,
         ),
-        Format::Csv => match &tables {
-            Some(t) => write::csv(&args.output, &queries, &status, t),
-            None => Ok(()),
-        },
+        (Some(t), Format::Csv) => write::csv(&args.output, &queries, &status, t),
     };
     agree(session, written)?;
+    phase("write", &start);
     let mut summary = summary;
     summary["seconds"] =
         serde_json::json!(session.max_u64(micros(start.elapsed().as_secs_f64())) as f64 / 1e6);
@@ -317,6 +322,11 @@ pub fn run(args: &SearchArgs, session: &Session) -> Result<serde_json::Value> {
         log::info!("wrote {}", args.output.display());
     }
     Ok(summary)
+}
+
+/// Logs (debug) the time since `start` at the end of a phase.
+fn phase(name: &str, start: &Instant) {
+    log::debug!("{name} done at {:.3} s", start.elapsed().as_secs_f64());
 }
 
 /// Checks that hold on every rank alike (so every rank fails together).

@@ -261,11 +261,18 @@ impl Table {
 
     /// Reads rows `rows`: vectors (row-major), object ids, and whether each row was embedded.
     pub fn read(&self, rows: std::ops::Range<usize>) -> Result<(Vec<f32>, Vec<i64>, Vec<bool>)> {
-        let col = self.catalog.read(&self.dataset, rows.clone())?;
-        let x = match col.values {
-            ColumnValues::F32(v) => v,
-            _ => unreachable!("open() checked the kind"),
-        };
+        let mut x = Vec::new();
+        let (ids, used) = self.read_into(rows, &mut x)?;
+        Ok((x, ids, used))
+    }
+
+    /// Like [`Table::read`], with the vectors read into `x` (its memory reused).
+    pub fn read_into(
+        &self,
+        rows: std::ops::Range<usize>,
+        x: &mut Vec<f32>,
+    ) -> Result<(Vec<i64>, Vec<bool>)> {
+        self.catalog.read_f32_into(&self.dataset, rows.clone(), x)?;
         let ids = self.ids.read(&self.catalog, &rows)?;
         let used = if self.has_used && !rows.is_empty() {
             let c = self.catalog.read("modalities_used", rows.clone())?;
@@ -281,7 +288,7 @@ impl Table {
         } else {
             vec![true; rows.len()]
         };
-        Ok((x, ids, used))
+        Ok((ids, used))
     }
 }
 

@@ -1,11 +1,10 @@
-//! The search result: an HDF5 file (created by all ranks, rows written by rank 0) or a CSV file
-//! (written by rank 0). Layout in `docs/hdf5-schema.md`.
+//! The search result, written by rank 0: an HDF5 file or a CSV file. Layout in
+//! `docs/hdf5-schema.md`.
 
 use std::io::Write;
 use std::path::Path;
 
 use aion_io::{OutputFile, Provenance};
-use aion_mpi::Session;
 use anyhow::{Context, Result};
 
 use super::kernel::Metric;
@@ -89,18 +88,18 @@ pub struct Meta<'a> {
     pub summary: &'a serde_json::Value,
 }
 
-/// Writes the HDF5 result (collective: every rank calls it; only rank 0's `tables` are used).
+/// Writes the HDF5 result (rank 0 only, plain HDF5: the result is small, and a collective
+/// MPI-IO file would cost more in metadata round trips than the data).
 pub fn hdf5(
-    session: &Session,
     path: &Path,
     prov: &Provenance,
     meta: &Meta<'_>,
     queries: &QuerySet,
     status: &[Status],
-    tables: Option<&Tables>,
+    t: &Tables,
 ) -> Result<()> {
     let k = meta.k;
-    let out = OutputFile::create(path, session.world())?;
+    let out = OutputFile::create_serial(path)?;
     prov.write(&out)?;
     out.set_attr_str("metric", meta.metric.name())?;
     out.set_attr_i64("k", k as i64)?;
@@ -108,9 +107,6 @@ pub fn hdf5(
     out.set_attr_str("score", score_meaning(meta.metric))?;
     out.set_attr_str("summary", &meta.summary.to_string())?;
     let q = queries.len();
-    let root = session.is_root();
-    // Rank 0 writes every row; the others join each collective write with nothing.
-    let mine = |v: &[i64]| if root { v.to_vec() } else { Vec::new() };
 
     let ds = out.create_dataset::<i64>("query_object_id", q, &[], Some(-1))?;
     out.set_dataset_attr_str(
@@ -118,21 +114,19 @@ pub fn hdf5(
         "description",
         "object id of each query (-1 for vectors from a file without object_id)",
     )?;
-    out.write_rows(&ds, 0, &mine(&queries.object_ids))?;
+    out.write_rows(&ds, 0, &queries.object_ids)?;
     let ds = out.create_dataset::<i64>("query_row", q, &[], Some(-1))?;
     out.set_dataset_attr_str(
         &ds,
         "description",
         "global row of each query in the embedding files (-1 for vectors from a file)",
     )?;
-    out.write_rows(&ds, 0, &mine(&queries.rows))?;
+    out.write_rows(&ds, 0, &queries.rows)?;
     let ds = out.create_dataset::<u8>("query_status", q, &[], Some(0))?;
     out.set_dataset_attr_str(&ds, "codes", &Status::table_json())?;
     let codes: Vec<u8> = status.iter().map(|&s| s as u8).collect();
-    out.write_rows(&ds, 0, if root { &codes[..] } else { &[] })?;
+    out.write_rows(&ds, 0, &codes)?;
 
-    let empty = Tables::new(&[], k, meta.metric);
-    let t = tables.filter(|_| root).unwrap_or(&empty);
     let ds = out.create_dataset::<i64>("neighbors/count", q, &[], Some(0))?;
     out.set_dataset_attr_str(
         &ds,
@@ -152,10 +146,7 @@ pub fn hdf5(
     let ds = out.create_dataset::<f32>("neighbors/score", q, &[k], Some(f32::NAN))?;
     out.set_dataset_attr_str(&ds, "description", score_meaning(meta.metric))?;
     out.write_rows(&ds, 0, &t.score)?;
-    out.set_attr_str(
-        "end_time",
-        &session.broadcast_string(&crate::provenance::now_utc()),
-    )?;
+    out.set_attr_str("end_time", &crate::provenance::now_utc())?;
     out.flush()?;
     Ok(())
 }
