@@ -358,8 +358,13 @@ fn launch_name(l: Launch) -> String {
 /// `check_against_brute_force(&[&embeddings_h5], 10);`
 pub fn check_against_brute_force(files: &[&Path], k: usize) {
     let e = load(files);
+    // Query candidates: valid rows holding the first occurrence of their object id (an id on
+    // several rows is searched with its first row's vector).
+    let mut seen = std::collections::HashSet::new();
     let valid: Vec<usize> = (0..e.rows())
+        .filter(|&r| seen.insert(e.ids[r]))
         .filter(|&r| e.used[r] != 0 && e.row(r).iter().all(|v| v.is_finite()))
+        .filter(|&r| e.row(r).iter().any(|&v| v != 0.0))
         .collect();
     assert!(!valid.is_empty(), "no valid embedding in {files:?}");
     let picks = [valid[0], valid[valid.len() / 2], valid[valid.len() - 1]];
