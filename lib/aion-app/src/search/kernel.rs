@@ -11,9 +11,9 @@
 //! (4 MiB at D = 768).
 //!
 //! The GEMM is the `gemm` crate (runtime-dispatched AVX2 / AVX-512 kernels, no threads of its
-//! own): on one core it is 2–7× faster than `matrixmultiply` (what `ndarray::dot` calls) for the
-//! 1–64 queries of a typical search, because it does not repack the large operand for a narrow
-//! product (numbers in `docs/cli.md`).
+//! own): on one core it is 2–10× faster than `matrixmultiply` (what `ndarray::dot` calls) for
+//! the 1–64 queries of a typical search, because it does not repack the large operand for a
+//! narrow product (`examples/search_gemm_bench.rs`, figures in `docs/validation.md`).
 
 use super::topk::{Candidate, TopK, key_of};
 
