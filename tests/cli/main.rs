@@ -5,5 +5,6 @@ mod util;
 
 mod model;
 mod resume;
+mod search;
 mod slurm;
 mod tokenize;

@@ -5,7 +5,7 @@
 //! - [`run_config`]: the TOML run configuration and the dataset→modality mapping.
 //! - [`codec_set`]: the codecs a run needs, loaded from a model directory.
 //! - [`pipeline`], [`resume`], [`signals`]: chunked resumable runs, time-limit stops.
-//! - [`tokenize`] runs `aion-tokenize`.
+//! - [`tokenize`] runs `aion-tokenize`; [`search`] runs `aion-search`.
 //! - [`logging`], [`provenance`], [`exit`]: per-rank logging, output provenance, exit codes.
 //!
 //! Exit codes are in [`exit`].
@@ -31,5 +31,6 @@ pub mod progress;
 pub mod provenance;
 pub mod resume;
 pub mod run_config;
+pub mod search;
 pub mod signals;
 pub mod tokenize;

@@ -26,6 +26,8 @@ const CHUNK_BYTES: usize = 1 << 20;
 pub struct OutputFile {
     file: hdf5::File,
     path: PathBuf,
+    /// Opened by one process with the default driver ([`OutputFile::create_serial`]).
+    serial: bool,
 }
 
 impl std::fmt::Debug for OutputFile {
@@ -49,6 +51,23 @@ impl OutputFile {
         Ok(Self {
             file,
             path: path.to_path_buf(),
+            serial: false,
+        })
+    }
+
+    /// Creates (truncating) `path` for this process alone (default driver, no MPI-IO): for small
+    /// outputs written by one rank (`aion-search`'s result). The "collective" methods then
+    /// involve this process only (`write_rows` becomes a plain write); the other ranks must not
+    /// call them.
+    pub fn create_serial(path: &Path) -> Result<Self> {
+        let file = hdf5::File::create(path).map_err(|source| Error::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+            serial: true,
         })
     }
 
@@ -64,6 +83,7 @@ impl OutputFile {
         Ok(Self {
             file,
             path: path.to_path_buf(),
+            serial: false,
         })
     }
 
@@ -169,6 +189,20 @@ impl OutputFile {
             "{name}: rows {start_row}+{n} beyond {}",
             shape[0]
         );
+        if self.serial {
+            if n == 0 {
+                return Ok(());
+            }
+            let mut count = shape.clone();
+            count[0] = n;
+            let view = ndarray::ArrayView::from_shape(ndarray::IxDyn(&count), data)
+                .expect("whole rows, checked above");
+            let mut sel: Vec<hdf5::SliceOrIndex> = vec![(start_row..start_row + n).into()];
+            sel.extend((1..shape.len()).map(|_| hdf5::SliceOrIndex::from(..)));
+            return ds
+                .write_slice(&view, hdf5::Hyperslab::from(sel))
+                .map_err(self.write_err(&name));
+        }
         let dtype = hdf5::Datatype::from_type::<T>().map_err(self.write_err(&name))?;
         let mut count: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
         count[0] = n as u64;

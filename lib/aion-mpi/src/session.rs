@@ -178,6 +178,36 @@ impl Session {
         out
     }
 
+    /// Combines every rank's bytes on rank 0 along a binomial tree (collective). In round
+    /// `s = 1, 2, 4, …` a rank `r` with `r mod 2s == s` sends its partial result to `r − s` and
+    /// is done; `r − s` replaces its own with `merge(own, received)`. Rank 0 returns the result
+    /// after `ceil(log2 R)` rounds; the other ranks return `None`. Each message is one partial
+    /// result, so neither messages nor rank 0's memory grow with the rank count (unlike a
+    /// gather). `merge` must not depend on which side a value came from beyond its arguments'
+    /// order (rank order is kept: the left argument always holds lower ranks' data).
+    pub fn reduce_bytes(
+        &self,
+        bytes: Vec<u8>,
+        mut merge: impl FnMut(Vec<u8>, Vec<u8>) -> Vec<u8>,
+    ) -> Option<Vec<u8>> {
+        let mut acc = bytes;
+        let mut step = 1;
+        while step < self.size {
+            if self.rank % (2 * step) == step {
+                let to = i32::try_from(self.rank - step).expect("rank fits i32");
+                self.world.process_at_rank(to).send(&acc[..]);
+                return None;
+            }
+            if self.rank + step < self.size {
+                let from = i32::try_from(self.rank + step).expect("rank fits i32");
+                let (theirs, _status) = self.world.process_at_rank(from).receive_vec::<u8>();
+                acc = merge(acc, theirs);
+            }
+            step *= 2;
+        }
+        Some(acc)
+    }
+
     /// Ends the whole job now with `code` (use only when ranks cannot agree to stop together).
     pub fn abort(&self, code: i32) -> ! {
         self.world.abort(code)
