@@ -1052,3 +1052,15 @@ fn search_sbatch_runs_two_ranks() {
         job
     );
 }
+
+#[test]
+fn search_over_real_aion_embed_output_equals_brute_force() {
+    // Embeddings of the pipeline fixture's catalogue (every modality) made by aion-embed.
+    let dir = tempdir();
+    let model = crate::model::assemble_model(dir.path());
+    let emb = dir.path().join("emb.h5");
+    let cat = fixture("pipeline/catalog.h5");
+    let a = ["--model", model.to_str().unwrap(), "--catalog", cat.to_str().unwrap(), "--output", emb.to_str().unwrap()];
+    assert_ok(&run_tool(env!("CARGO_BIN_EXE_aion-embed"), Launch::Mpirun(2), &a));
+    check_against_brute_force(&[&emb], 3);
+}
