@@ -9,3 +9,4 @@ mod scalar_codec;
 
 mod fourm;
 mod fourm_base;
+mod fourm_loading;
