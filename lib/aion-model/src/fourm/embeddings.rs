@@ -88,8 +88,9 @@ impl<B: Backend> ModalityEmbedding<B> {
     }
 
     /// Encoder embedding of ids: the token vectors `x` and the position + modality vectors `e`.
-    /// Grid modalities use position `n` for token `n`. Sequence modalities number their
-    /// non-masked tokens consecutively (`positions`, from [`sequence_positions`]).
+    /// `positions` gives each token's row of the position table; sequence modalities need it
+    /// (their non-masked tokens are numbered consecutively, see [`sequence_positions`]); `None`
+    /// puts token `n` at position `n` (grid modalities).
     ///
     /// # Shapes
     /// ids `[B, N]`, positions `[B, N]` `-> (x [B, N, D], e [B, N, D])`

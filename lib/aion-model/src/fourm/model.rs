@@ -271,23 +271,12 @@ impl<B: Backend> Aion<B> {
         self.check_targets(targets)
             .unwrap_or_else(|e| panic!("{e}"));
         let (enc, bias) = self.encode_biased(inputs, None);
-        let [b, _, d] = enc.context.dims();
         let heads: Vec<_> = targets
             .iter()
             .map(|m| self.output_embedding(m).expect("checked target"))
             .collect();
-        let mut ranges = Vec::with_capacity(targets.len());
-        let mut m = 0;
-        for t in targets {
-            ranges.push((m, t.num_tokens()));
-            m += t.num_tokens();
-        }
-        let mask_token = self.mask_token.val();
-        let queries: Vec<_> = heads
-            .iter()
-            .map(|h| mask_token.clone() + h.decoder_queries())
-            .collect();
-        let mut y = standard_layout(Tensor::cat(queries, 1).expand([b, m, d]));
+        let (mut y, ranges) = self.decoder_input(&heads, enc.context.dims()[0]);
+        let m = y.dims()[1];
         let groups = match mode {
             DecoderMode::Joint => vec![(0, m)],
             DecoderMode::Independent => ranges.clone(),
@@ -301,6 +290,31 @@ impl<B: Backend> Aion<B> {
             .zip(ranges)
             .map(|(h, (start, len))| h.logits(y.clone().narrow(1, start, len)))
             .collect()
+    }
+
+    /// The decoder input of `AION.forward`: at every position of every target, the mask token
+    /// plus the target's position and modality embedding; and each target's `(start, len)`.
+    ///
+    /// # Shapes
+    /// `-> [B, M, D]`, `M = Σ N_t`
+    fn decoder_input(
+        &self,
+        heads: &[&ModalityEmbedding<B>],
+        b: usize,
+    ) -> (Tensor<B, 3>, Vec<(usize, usize)>) {
+        let mask_token = self.mask_token.val();
+        let d = mask_token.dims()[2];
+        let mut ranges = Vec::with_capacity(heads.len());
+        let mut queries = Vec::with_capacity(heads.len());
+        let mut m = 0;
+        for h in heads {
+            let n = h.modality.num_tokens();
+            ranges.push((m, n));
+            m += n;
+            queries.push(mask_token.clone() + h.decoder_queries());
+        }
+        let y = standard_layout(Tensor::cat(queries, 1).expand([b, m, d]));
+        (y, ranges)
     }
 }
 
