@@ -57,55 +57,27 @@ pub(crate) fn assemble<B: Backend>(
     keep: usize,
 ) -> Assembled<B> {
     let device = inputs[0].ids.device();
-    let b = inputs[0].ids.dims()[0];
     let masks = host_masks(inputs);
-    let (mut xs, mut es) = (Vec::new(), Vec::new());
-    for ((emb, inp), mask) in embeddings.iter().zip(inputs).zip(&masks) {
-        let positions = (!is_grid(inp.modality)).then(|| {
-            let pos = sequence_positions(mask, b);
-            Tensor::from_data(TensorData::new(pos, inp.ids.dims()), &device)
-        });
-        let (x, e) = emb.encode(inp.ids.clone(), positions);
-        xs.push(x);
-        es.push(e);
-    }
-    let (x, e) = (Tensor::cat(xs, 1), Tensor::cat(es, 1));
-    let [_, t, d] = x.dims();
+    let (x, e) = embed_all(embeddings, inputs, &masks);
+    let [b, t, d] = x.dims();
     let k = keep.min(t);
-
-    // Per row: mask and modality id of each concatenated position.
-    let mut row_mask = vec![false; b * t];
-    let mut row_mod = vec![0i64; b * t];
-    let mut offset = 0;
-    for (inp, mask) in inputs.iter().zip(&masks) {
-        let n = inp.ids.dims()[1];
-        let id = i64::from(inp.modality.id());
-        for r in 0..b {
-            row_mask[r * t + offset..r * t + offset + n].copy_from_slice(&mask[r * n..(r + 1) * n]);
-            row_mod[r * t + offset..r * t + offset + n].fill(id);
-        }
-        offset += n;
-    }
-
+    let (row_mask, row_mod) = row_layout(inputs, &masks, b, t);
     let any_masked = row_mask.iter().any(|&m| m);
     let (order, mask_host, mod_host) = keep_order(&row_mask, &row_mod, b, t, k);
+    let mask = Tensor::<B, 2, Bool>::from_data(TensorData::new(mask_host.clone(), [b, k]), &device);
     let (x, e) = if any_masked {
+        // Rows are reordered, then the masked positions (now at the end) are zeroed.
         let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(order, [b * k]), &device);
+        let m3 = mask.clone().unsqueeze_dim::<3>(2).expand([b, k, d]);
         let gather = |v: Tensor<B, 3>| {
             v.reshape([b * t, d])
                 .select(0, idx.clone())
                 .reshape([b, k, d])
+                .mask_fill(m3.clone(), 0.0)
         };
         (gather(x), gather(e))
     } else {
         (x.narrow(1, 0, k), e.narrow(1, 0, k))
-    };
-    let mask = Tensor::<B, 2, Bool>::from_data(TensorData::new(mask_host.clone(), [b, k]), &device);
-    let (x, e) = if any_masked {
-        let m3 = mask.clone().unsqueeze_dim::<3>(2).expand([b, k, d]);
-        (x.mask_fill(m3.clone(), 0.0), e.mask_fill(m3, 0.0))
-    } else {
-        (x, e)
     };
     let modality = Tensor::from_data(TensorData::new(mod_host, [b, k]), &device);
     Assembled {
@@ -115,6 +87,51 @@ pub(crate) fn assemble<B: Backend>(
         modality,
         mask_host,
     }
+}
+
+/// Token vectors and position + modality vectors of every input, concatenated in input order.
+///
+/// # Shapes
+/// inputs `[B, N_m]` each `-> ([B, T, D], [B, T, D])`, `T = Σ N_m`
+fn embed_all<B: Backend>(
+    embeddings: &[&ModalityEmbedding<B>],
+    inputs: &[TokenInput<B>],
+    masks: &[Vec<bool>],
+) -> (Tensor<B, 3>, Tensor<B, 3>) {
+    let (mut xs, mut es) = (Vec::new(), Vec::new());
+    for ((emb, inp), mask) in embeddings.iter().zip(inputs).zip(masks) {
+        let positions = (!is_grid(inp.modality)).then(|| {
+            let pos = sequence_positions(mask, inp.ids.dims()[0]);
+            Tensor::from_data(TensorData::new(pos, inp.ids.dims()), &inp.ids.device())
+        });
+        let (x, e) = emb.encode(inp.ids.clone(), positions);
+        xs.push(x);
+        es.push(e);
+    }
+    (Tensor::cat(xs, 1), Tensor::cat(es, 1))
+}
+
+/// Mask and modality id of every concatenated position, row-major `[B, T]`.
+fn row_layout<B: Backend>(
+    inputs: &[TokenInput<B>],
+    masks: &[Vec<bool>],
+    b: usize,
+    t: usize,
+) -> (Vec<bool>, Vec<i64>) {
+    let mut row_mask = vec![false; b * t];
+    let mut row_mod = vec![0i64; b * t];
+    let mut offset = 0;
+    for (inp, mask) in inputs.iter().zip(masks) {
+        let n = inp.ids.dims()[1];
+        let id = i64::from(inp.modality.id());
+        for r in 0..b {
+            let span = r * t + offset..r * t + offset + n;
+            row_mask[span.clone()].copy_from_slice(&mask[r * n..(r + 1) * n]);
+            row_mod[span].fill(id);
+        }
+        offset += n;
+    }
+    (row_mask, row_mod)
 }
 
 /// The stable partition of each row (valid positions first, masked ones after, both in input

@@ -40,10 +40,18 @@ fn merge_heads<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 3> {
     x.swap_dims(1, 2).reshape([b, n, h * hd])
 }
 
-/// `softmax((q·s) kᵀ + bias) v` with `s = hd^-1/2`.
+/// Score-matrix bytes per block of [`attend`] (see there).
+const BLOCK_BYTES: usize = 16 << 20;
+
+/// `softmax((q·s) kᵀ + bias) v` with `s = hd^-1/2`, per (row, head) pair.
 ///
 /// The reference scales the scores rather than the queries; with a power-of-two head width
 /// (64 in every released model, 16 in the tests) both are exact.
+///
+/// The (row, head) pairs are processed in blocks whose score matrices total about 16 MB:
+/// on NdArray that halves the time of the softmax and matmuls against one `[B, H, N, M]`
+/// block (no page faults from fresh large allocations, better cache use). Each pair's
+/// arithmetic is the same whatever the blocking, so results do not depend on the batch.
 ///
 /// # Shapes
 /// q `[B, H, N, hd]`, k and v `[B, H, M, hd]`, bias `[B, 1, 1, M]` `-> [B, H, N, hd]`
@@ -53,14 +61,30 @@ fn attend<B: Backend>(
     v: Tensor<B, 4>,
     bias: Option<Tensor<B, 4>>,
 ) -> Tensor<B, 4> {
-    let hd = q.dims()[3];
+    let [b, h, n, hd] = q.dims();
+    let m = k.dims()[2];
     let scale = (hd as f64).powf(-0.5);
-    let scores = q.mul_scalar(scale).matmul(k.swap_dims(2, 3));
-    let scores = match bias {
-        Some(bias) => scores.add(bias),
-        None => scores,
-    };
-    softmax(scores, 3).matmul(v)
+    let q = q.mul_scalar(scale).reshape([b * h, n, hd]);
+    let k = k.reshape([b * h, m, hd]);
+    let v = v.reshape([b * h, m, hd]);
+    let bias = bias.map(|bias| bias.expand([b, h, 1, m]).reshape([b * h, 1, m]));
+    let block = (BLOCK_BYTES / (4 * n * m).max(1)).clamp(1, b * h);
+    let outs: Vec<_> = (0..b * h)
+        .step_by(block)
+        .map(|start| {
+            let len = block.min(b * h - start);
+            let scores = q
+                .clone()
+                .narrow(0, start, len)
+                .matmul(k.clone().narrow(0, start, len).swap_dims(1, 2));
+            let scores = match &bias {
+                Some(bias) => scores.add(bias.clone().narrow(0, start, len)),
+                None => scores,
+            };
+            softmax(scores, 2).matmul(v.clone().narrow(0, start, len))
+        })
+        .collect();
+    Tensor::cat(outs, 0).reshape([b, h, n, hd])
 }
 
 /// The optional per-head LayerNorms of queries and keys (`qk_norm`).

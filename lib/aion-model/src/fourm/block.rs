@@ -5,7 +5,7 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;
-use burn::tensor::activation::{gelu, silu};
+use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
 
 use super::attention::{CrossAttention, SelfAttention};
@@ -64,7 +64,8 @@ impl<B: Backend> Mlp<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let h = self.fc1.forward(x.clone());
         let h = match self.act {
-            Activation::SiLU => silu(h),
+            // torch's formula, x / (1 + e^-x) (burn's `silu` goes through a log-sigmoid).
+            Activation::SiLU => h.clone().div(h.neg().exp().add_scalar(1.0)),
             Activation::GELU => gelu(h),
         };
         let h = match &self.fc3 {

@@ -62,21 +62,7 @@ impl<B: Backend> ModalityEmbedding<B> {
         let (d, v, p, key) = (cfg.dim, m.vocab, positions(m), m.token_key);
         let enc = format!("encoder_embeddings.{key}");
         let dec = format!("decoder_embeddings.{key}");
-        let shared = encoder && decoder && cfg.share_modality_embeddings;
-        let (enc_mod, dec_mod) = (format!("{enc}.mod_emb"), format!("{dec}.mod_emb"));
-        let mod_emb = if shared {
-            w.alias(dec_mod.clone(), enc_mod.clone());
-            if w.contains(&dec_mod) && w.contains(&enc_mod) {
-                w.take_unused(&enc_mod, &[1, 1, d]);
-            }
-            w.param(&dec_mod, [1, 1, d], device)
-        } else if encoder {
-            w.param(&enc_mod, [1, 1, d], device)
-        } else {
-            w.param(&dec_mod, [1, 1, d], device)
-        };
-        let dec_mod_emb =
-            (encoder && decoder && !shared).then(|| w.param(&dec_mod, [1, 1, d], device));
+        let (mod_emb, dec_mod_emb) = load_mod_emb(w, key, cfg, (encoder, decoder), device);
         let table = |w: &mut WeightFile, name: String| -> Tensor<B, 2> {
             w.tensor::<B, 3>(&name, [1, p, d], device).reshape([p, d])
         };
@@ -102,8 +88,9 @@ impl<B: Backend> ModalityEmbedding<B> {
     }
 
     /// Encoder embedding of ids: the token vectors `x` and the position + modality vectors `e`.
-    /// Grid modalities use position `n` for token `n`. Sequence modalities number their
-    /// non-masked tokens consecutively (`positions`, from [`sequence_positions`]).
+    /// `positions` gives each token's row of the position table; sequence modalities need it
+    /// (their non-masked tokens are numbered consecutively, see [`sequence_positions`]); `None`
+    /// puts token `n` at position `n` (grid modalities).
     ///
     /// # Shapes
     /// ids `[B, N]`, positions `[B, N]` `-> (x [B, N, D], e [B, N, D])`
@@ -153,6 +140,33 @@ impl<B: Backend> ModalityEmbedding<B> {
     /// If this modality has no decoder embedding.
     pub fn logits(&self, y: Tensor<B, 3>) -> Tensor<B, 3> {
         self.to_logits.as_ref().expect("decoder head").forward(y)
+    }
+}
+
+/// The modality embedding(s): one shared `[1, 1, D]` parameter when the modality is in both
+/// domain lists and `share_modality_embeddings` (stored under either name; the decoder's wins
+/// when both are stored), otherwise the encoder's and/or the decoder's own.
+fn load_mod_emb<B: Backend>(
+    w: &mut WeightFile,
+    key: &str,
+    cfg: &AionConfig,
+    (encoder, decoder): (bool, bool),
+    device: &B::Device,
+) -> (Param<Tensor<B, 3>>, Option<Param<Tensor<B, 3>>>) {
+    let d = cfg.dim;
+    let enc = format!("encoder_embeddings.{key}.mod_emb");
+    let dec = format!("decoder_embeddings.{key}.mod_emb");
+    if encoder && decoder && cfg.share_modality_embeddings {
+        w.alias(dec.clone(), enc.clone());
+        if w.contains(&dec) && w.contains(&enc) {
+            w.take_unused(&enc, &[1, 1, d]);
+        }
+        (w.param(&dec, [1, 1, d], device), None)
+    } else if encoder {
+        let own = decoder.then(|| w.param(&dec, [1, 1, d], device));
+        (w.param(&enc, [1, 1, d], device), own)
+    } else {
+        (w.param(&dec, [1, 1, d], device), None)
     }
 }
 

@@ -112,52 +112,51 @@ impl<B: Backend> Aion<B> {
     /// modality's token count (1 to 512 for the catalog), masks of the ids' shape, and ids
     /// inside the vocabulary.
     pub fn check_inputs(&self, inputs: &[TokenInput<B>]) -> Result<()> {
-        let bad = |m: String| Err(Error::Input(m));
         let Some(first) = inputs.first() else {
-            return bad("no input modality".into());
+            return Err(Error::Input("no input modality".into()));
         };
-        let b = first.ids.dims()[0];
+        let rows = first.ids.dims()[0];
         for (i, inp) in inputs.iter().enumerate() {
-            let (m, [rows, n]) = (inp.modality, inp.ids.dims());
-            let key = m.token_key;
-            if self.input_embedding(m).is_none() {
-                return bad(format!("{key} is not an input of this model (domains_in)"));
-            }
+            let key = inp.modality.token_key;
             if inputs[..i].iter().any(|o| o.modality.token_key == key) {
-                return bad(format!("{key} is given twice"));
+                return Err(Error::Input(format!("{key} is given twice")));
             }
-            if rows != b || b == 0 {
-                return bad(format!("{key} has {rows} rows, expected {b} (> 0)"));
-            }
-            let ok = match m.layout {
-                TokenLayout::Grid { .. } => n == m.num_tokens(),
-                TokenLayout::Sequence { .. } => (1..=SEQUENCE_POSITIONS).contains(&n),
-            };
-            if !ok {
-                return bad(format!(
-                    "{key} has {n} tokens per row, expected {}",
-                    m.num_tokens()
-                ));
-            }
-            if let Some(mask) = &inp.mask
-                && mask.dims() != [rows, n]
-            {
-                return bad(format!(
-                    "{key} mask is {:?}, ids are {:?}",
-                    mask.dims(),
-                    [rows, n]
-                ));
-            }
-            let ids = inp.ids.clone().into_data().convert::<i64>();
-            let ids = ids.as_slice::<i64>().expect("i64 ids");
-            if let Some(&id) = ids.iter().find(|&&id| id < 0 || id >= m.vocab as i64) {
-                return bad(format!(
-                    "{key} has id {id} outside its vocabulary 0..{}",
-                    m.vocab
-                ));
-            }
+            self.check_input(inp, rows)
+                .map_err(|m| Error::Input(format!("{key} {m}")))?;
         }
         Ok(())
+    }
+
+    /// One input of a batch of `rows` objects; the error message follows the token key.
+    fn check_input(&self, inp: &TokenInput<B>, rows: usize) -> std::result::Result<(), String> {
+        let (m, [b, n]) = (inp.modality, inp.ids.dims());
+        if self.input_embedding(m).is_none() {
+            return Err("is not an input of this model (domains_in)".into());
+        }
+        if b != rows || b == 0 {
+            return Err(format!("has {b} rows, expected {rows} (> 0)"));
+        }
+        let ok = match m.layout {
+            TokenLayout::Grid { .. } => n == m.num_tokens(),
+            TokenLayout::Sequence { .. } => (1..=SEQUENCE_POSITIONS).contains(&n),
+        };
+        if !ok {
+            return Err(format!(
+                "has {n} tokens per row, expected {}",
+                m.num_tokens()
+            ));
+        }
+        if let Some(mask) = &inp.mask
+            && mask.dims() != [b, n]
+        {
+            return Err(format!("mask is {:?}, ids are {:?}", mask.dims(), [b, n]));
+        }
+        let ids = inp.ids.clone().into_data().convert::<i64>();
+        let ids = ids.as_slice::<i64>().expect("i64 ids");
+        match ids.iter().find(|&&id| id < 0 || id >= m.vocab as i64) {
+            Some(id) => Err(format!("has id {id} outside its vocabulary 0..{}", m.vocab)),
+            None => Ok(()),
+        }
     }
 
     /// Checks prediction targets: at least one, each an output modality given once, and of grid
@@ -272,23 +271,12 @@ impl<B: Backend> Aion<B> {
         self.check_targets(targets)
             .unwrap_or_else(|e| panic!("{e}"));
         let (enc, bias) = self.encode_biased(inputs, None);
-        let [b, _, d] = enc.context.dims();
         let heads: Vec<_> = targets
             .iter()
             .map(|m| self.output_embedding(m).expect("checked target"))
             .collect();
-        let mut ranges = Vec::with_capacity(targets.len());
-        let mut m = 0;
-        for t in targets {
-            ranges.push((m, t.num_tokens()));
-            m += t.num_tokens();
-        }
-        let mask_token = self.mask_token.val();
-        let queries: Vec<_> = heads
-            .iter()
-            .map(|h| mask_token.clone() + h.decoder_queries())
-            .collect();
-        let mut y = standard_layout(Tensor::cat(queries, 1).expand([b, m, d]));
+        let (mut y, ranges) = self.decoder_input(&heads, enc.context.dims()[0]);
+        let m = y.dims()[1];
         let groups = match mode {
             DecoderMode::Joint => vec![(0, m)],
             DecoderMode::Independent => ranges.clone(),
@@ -302,6 +290,31 @@ impl<B: Backend> Aion<B> {
             .zip(ranges)
             .map(|(h, (start, len))| h.logits(y.clone().narrow(1, start, len)))
             .collect()
+    }
+
+    /// The decoder input of `AION.forward`: at every position of every target, the mask token
+    /// plus the target's position and modality embedding; and each target's `(start, len)`.
+    ///
+    /// # Shapes
+    /// `-> [B, M, D]`, `M = Σ N_t`
+    fn decoder_input(
+        &self,
+        heads: &[&ModalityEmbedding<B>],
+        b: usize,
+    ) -> (Tensor<B, 3>, Vec<(usize, usize)>) {
+        let mask_token = self.mask_token.val();
+        let d = mask_token.dims()[2];
+        let mut ranges = Vec::with_capacity(heads.len());
+        let mut queries = Vec::with_capacity(heads.len());
+        let mut m = 0;
+        for h in heads {
+            let n = h.modality.num_tokens();
+            ranges.push((m, n));
+            m += n;
+            queries.push(mask_token.clone() + h.decoder_queries());
+        }
+        let y = standard_layout(Tensor::cat(queries, 1).expand([b, m, d]));
+        (y, ranges)
     }
 }
 

@@ -1,8 +1,9 @@
 //! The 4M transformer vs `validation/fixtures/fourm` (two tiny configurations, reference
-//! contexts and logits), plus batch independence, decoder modes and strict loading.
+//! contexts and logits), decoder modes and batch independence. Loading and training checks are
+//! in `fourm_loading.rs`.
 
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use aion_model::fourm::{Aion, DecoderMode, TokenInput};
 use aion_model::modality::{ModalityInfo, by_token_key};
@@ -24,33 +25,33 @@ const ENCODE_KEYS: [&str; 7] = [
     "tok_z",
 ];
 /// Inputs of the fixture's `predict.z*` / `predict.ebv` cases.
-const PREDICT_KEYS: [&str; 5] = [
+pub(crate) const PREDICT_KEYS: [&str; 5] = [
     "tok_image",
     "tok_spectrum_desi",
     "tok_flux_g",
     "catalog",
     "tok_xp_bp",
 ];
-const ROWS: usize = 3;
+pub(crate) const ROWS: usize = 3;
 
-fn modality(key: &str) -> &'static ModalityInfo {
+pub(crate) fn modality(key: &str) -> &'static ModalityInfo {
     by_token_key(key).unwrap_or_else(|| panic!("unknown modality {key}"))
 }
 
-fn hub_dir(variant: &str) -> PathBuf {
+pub(crate) fn hub_dir(variant: &str) -> PathBuf {
     fixtures_dir().join("fourm").join(variant)
 }
 
-fn io(variant: &str) -> Fixture {
+pub(crate) fn io(variant: &str) -> Fixture {
     Fixture::open("fourm", &format!("io_{variant}.safetensors"))
 }
 
-fn load<B: Backend>(variant: &str, device: &B::Device) -> Aion<B> {
+pub(crate) fn load<B: Backend>(variant: &str, device: &B::Device) -> Aion<B> {
     Aion::load(&hub_dir(variant), device).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Token inputs of the fixture for `keys`, rows `rows`, with or without the fixture's masks.
-fn inputs<B: Backend>(
+pub(crate) fn inputs<B: Backend>(
     io: &mut Fixture,
     keys: &[&str],
     masked: bool,
@@ -81,7 +82,12 @@ fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
 }
 
 /// Compares a tensor with a fixture array (shape and values).
-fn check<B: Backend, const D: usize>(what: &str, got: Tensor<B, D>, io: &mut Fixture, name: &str) {
+pub(crate) fn check<B: Backend, const D: usize>(
+    what: &str,
+    got: Tensor<B, D>,
+    io: &mut Fixture,
+    name: &str,
+) {
     let (shape, want) = io.f32(name);
     assert_eq!(got.dims().to_vec(), shape, "{what}: shape");
     assert_close(what, &values(got), &want, ATOL, 0.0);
@@ -304,8 +310,14 @@ both_variants!(
     predict_large_targets
 );
 
-/// A row gives the same outputs alone as in a batch whose other rows have other masks.
+/// A row gives the same outputs alone as in a batch whose other rows have other masks: bit for
+/// bit on NdArray; LibTorch's BLAS picks other kernels for other row counts (up to ~1e-6).
 fn batch_independence<B: Backend>(variant: &str, device: &B::Device) {
+    let tol = if std::any::type_name::<B>().contains("NdArray") {
+        0.0
+    } else {
+        ATOL
+    };
     let (model, mut io) = (load::<B>(variant, device), io(variant));
     let batch = inputs(&mut io, &ENCODE_KEYS, true, 0..ROWS, device);
     let context = values(model.encode(&batch, None).context);
@@ -324,7 +336,7 @@ fn batch_independence<B: Backend>(variant: &str, device: &B::Device) {
             &format!("{variant} row {r} context alone vs batch"),
             &got,
             want,
-            1e-6,
+            tol,
             0.0,
         );
         let got = values(model.predict(&one[..5], &[z], DecoderMode::Joint).remove(0));
@@ -333,216 +345,9 @@ fn batch_independence<B: Backend>(variant: &str, device: &B::Device) {
             &format!("{variant} row {r} tok_z alone vs batch"),
             &got,
             want,
-            1e-6,
+            tol,
             0.0,
         );
     }
 }
 both_variants!(rows_are_independent_of_the_batch, batch_independence);
-
-// ---------------------------------------------------------------------------------------------
-// Strict loading (NdArray only: it is about the files).
-
-type Nd = burn::backend::NdArray<f32>;
-
-/// One tensor of a safetensors file, owned.
-pub(crate) struct Stored {
-    pub name: String,
-    pub dtype: safetensors::Dtype,
-    pub shape: Vec<usize>,
-    pub bytes: Vec<u8>,
-}
-
-/// Reads every tensor of a safetensors file.
-pub(crate) fn read_all(path: &Path) -> Vec<Stored> {
-    let bytes = std::fs::read(path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors()
-        .into_iter()
-        .map(|(name, v)| Stored {
-            name,
-            dtype: v.dtype(),
-            shape: v.shape().to_vec(),
-            bytes: v.data().to_vec(),
-        })
-        .collect()
-}
-
-/// Writes tensors as a safetensors file.
-pub(crate) fn write_all(path: &Path, tensors: &[Stored]) {
-    let views: Vec<_> = tensors
-        .iter()
-        .map(|t| {
-            let view = safetensors::tensor::TensorView::new(t.dtype, t.shape.clone(), &t.bytes);
-            (t.name.clone(), view.unwrap())
-        })
-        .collect();
-    safetensors::serialize_to_file(views, None, path).unwrap();
-}
-
-/// A fresh directory under the system temp dir.
-pub(crate) fn temp_dir(tag: &str) -> PathBuf {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("aion-{tag}-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Copies a Hub folder with its tensors edited; returns the copy's directory.
-pub(crate) fn edited_copy(src: &Path, tag: &str, edit: impl FnOnce(&mut Vec<Stored>)) -> PathBuf {
-    let dir = temp_dir(tag);
-    std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
-    let mut tensors = read_all(&src.join("model.safetensors"));
-    edit(&mut tensors);
-    write_all(&dir.join("model.safetensors"), &tensors);
-    dir
-}
-
-/// `Aion::load` of an edited copy; the copy is removed afterwards.
-fn load_edited(variant: &str, edit: impl FnOnce(&mut Vec<Stored>)) -> Result<Aion<Nd>, String> {
-    let dir = edited_copy(&hub_dir(variant), "fourm", edit);
-    let result = Aion::<Nd>::load(&dir, &Default::default()).map_err(|e| e.to_string());
-    std::fs::remove_dir_all(&dir).ok();
-    result
-}
-
-/// The error of loading an edited copy (which must fail).
-fn load_error(variant: &str, edit: impl FnOnce(&mut Vec<Stored>)) -> String {
-    match load_edited(variant, edit) {
-        Ok(_) => panic!("loading an edited copy of {variant} must fail"),
-        Err(e) => e,
-    }
-}
-
-fn rename(tensors: &mut [Stored], from: &str, to: &str) {
-    let t = tensors.iter_mut().find(|t| t.name == from).unwrap();
-    t.name = to.to_string();
-}
-
-#[test]
-fn loading_fails_on_a_missing_tensor() {
-    for name in [
-        "decoder.1.cross_attn.kv.weight",
-        "encoder_embeddings.catalog.pos_emb",
-    ] {
-        let err = load_error("swiglu_qknorm_nobias", |t| t.retain(|t| t.name != name));
-        eprintln!("{err}");
-        assert!(err.contains(&format!("missing tensor {name}")), "{err}");
-    }
-}
-
-#[test]
-fn loading_fails_on_a_renamed_tensor() {
-    let (from, to) = ("encoder.0.mlp.fc3.weight", "encoder.0.mlp.fc3.weights");
-    let err = load_error("swiglu_qknorm_nobias", |t| rename(t, from, to));
-    assert!(err.contains(&format!("missing tensor {from}")), "{err}");
-    assert!(err.contains(&format!("unexpected tensor {to}")), "{err}");
-}
-
-#[test]
-fn loading_fails_on_an_extra_or_misshaped_tensor() {
-    let err = load_error("gelu_bias", |t| {
-        let copy = Stored {
-            name: "decoder_embeddings.tok_z.extra".into(),
-            dtype: t[0].dtype,
-            shape: t[0].shape.clone(),
-            bytes: t[0].bytes.clone(),
-        };
-        t.push(copy);
-    });
-    assert!(
-        err.contains("unexpected tensor decoder_embeddings.tok_z.extra"),
-        "{err}"
-    );
-    // The no-bias variant has no qkv bias: a file that has one is not that model.
-    let err = load_error("swiglu_qknorm_nobias", |t| {
-        let bytes = vec![0u8; 3 * 64 * 4];
-        t.push(Stored {
-            name: "encoder.1.attn.qkv.bias".into(),
-            dtype: safetensors::Dtype::F32,
-            shape: vec![192],
-            bytes,
-        });
-    });
-    assert!(
-        err.contains("unexpected tensor encoder.1.attn.qkv.bias"),
-        "{err}"
-    );
-    // Same bytes, transposed shape.
-    let name = "decoder.0.mlp.fc2.weight";
-    let err = load_error("gelu_bias", |t| {
-        let t = t.iter_mut().find(|t| t.name == name).unwrap();
-        t.shape.reverse();
-    });
-    assert!(
-        err.contains(&format!(
-            "tensor {name} has shape [256, 64], expected [64, 256]"
-        )),
-        "{err}"
-    );
-}
-
-/// The shared `mod_emb` may be stored under the encoder name instead of the decoder name, or
-/// under both (the decoder's wins, as in the reference's `load_state_dict`).
-#[test]
-fn shared_modality_embedding_under_either_name() {
-    let variant = "swiglu_qknorm_nobias";
-    let device = Default::default();
-    let mut io = io(variant);
-    let inp = inputs::<Nd>(&mut io, &PREDICT_KEYS, true, 0..ROWS, &device);
-    let z = modality("tok_z");
-    let (enc, dec) = (
-        "encoder_embeddings.tok_z.mod_emb",
-        "decoder_embeddings.tok_z.mod_emb",
-    );
-    let model = load_edited(variant, |t| rename(t, dec, enc)).unwrap();
-    let got = model.predict(&inp, &[z], DecoderMode::Joint).remove(0);
-    check(
-        "tok_z, mod_emb stored as encoder's",
-        got,
-        &mut io,
-        "predict.z",
-    );
-    let model = load_edited(variant, |t| {
-        let i = t.iter().position(|t| t.name == dec).unwrap();
-        let mut noise = t[i].bytes.clone();
-        noise.iter_mut().for_each(|b| *b = b.wrapping_add(1));
-        let (dtype, shape) = (t[i].dtype, t[i].shape.clone());
-        let name = enc.to_string();
-        t.push(Stored {
-            name,
-            dtype,
-            shape,
-            bytes: noise,
-        });
-    })
-    .unwrap();
-    let got = model.predict(&inp, &[z], DecoderMode::Joint).remove(0);
-    check("tok_z, mod_emb stored twice", got, &mut io, "predict.z");
-}
-
-#[test]
-fn invalid_inputs_are_reported() {
-    let model = load::<Nd>("gelu_bias", &Default::default());
-    let device = Default::default();
-    let ids = |n: usize, v: i64| Tensor::<Nd, 2, Int>::full([2, n], v, &device);
-    let err = |inp: Vec<TokenInput<Nd>>| model.check_inputs(&inp).unwrap_err().to_string();
-    assert!(err(vec![]).contains("no input"));
-    let wrong_len = TokenInput::new(modality("tok_image"), ids(575, 0));
-    assert!(err(vec![wrong_len]).contains("575 tokens"));
-    let not_input = TokenInput::new(modality("tok_flux_r"), ids(1, 0));
-    assert!(err(vec![not_input]).contains("tok_flux_r"));
-    let out_of_vocab = TokenInput::new(modality("tok_z"), ids(1, 1025));
-    assert!(err(vec![out_of_vocab]).contains("1025"));
-    let twice = vec![
-        TokenInput::new(modality("tok_z"), ids(1, 0)),
-        TokenInput::new(modality("tok_z"), ids(1, 0)),
-    ];
-    assert!(err(twice).contains("twice"));
-    let terr = |t: &[&'static ModalityInfo]| model.check_targets(t).unwrap_err().to_string();
-    assert!(terr(&[modality("catalog")]).contains("catalog"));
-    assert!(terr(&[modality("tok_xp_bp")]).contains("domains_out"));
-    assert!(terr(&[]).contains("no target"));
-}

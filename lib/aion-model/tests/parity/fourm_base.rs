@@ -10,7 +10,7 @@ use aion_model::fourm::{Aion, DecoderMode, TokenInput};
 use aion_model::modality::by_token_key;
 use burn::tensor::{Int, Tensor};
 
-use crate::fourm::{Stored, edited_copy};
+use crate::fourm_loading::{Stored, edited_copy};
 
 type Nd = burn::backend::NdArray<f32>;
 

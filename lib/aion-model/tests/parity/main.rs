@@ -8,6 +8,7 @@ mod common;
 mod catalog_codec;
 mod fourm;
 mod fourm_base;
+mod fourm_loading;
 mod image_codec;
 mod image_codec_errors;
 mod scalar_codec;
