@@ -21,11 +21,9 @@ use crate::codec_set::ModalityTokens;
 use crate::collective::agree;
 use crate::model_plan::ModelPlan;
 use crate::output::{flag_specs, write_masks};
-use crate::pipeline::{DatasetSpec, Dtype, Outcome, open_output, run_chunks};
-use crate::progress::Progress;
+use crate::pipeline::{DatasetSpec, Dtype, Outcome, run_chunks};
 use crate::signals::StopFlag;
-use crate::tokenize::chunk_len;
-use crate::{provenance, resume};
+use crate::tool::{RunIdentity, start};
 
 /// Tool name.
 pub const TOOL: &str = "aion-embed";
@@ -133,25 +131,6 @@ fn run_plan<B: Backend>(
         "device": format!("{:?}", args.compute.device), "precision": args.compute.precision,
         "bindings": plan.codecs.bindings().collect::<Vec<_>>(), "object_id": plan.ids.source(),
     });
-    let checksums = agree(
-        session,
-        provenance::checksums(session, &args.io.model, &plan.files(&args.io)),
-    )?;
-    let key = resume::key_json(
-        TOOL,
-        &config,
-        &checksums,
-        &resume::catalog_identity(&catalog.paths()),
-    );
-    let prov = provenance::build(
-        session,
-        TOOL,
-        config.to_string(),
-        &args.io.model,
-        checksums,
-        catalog,
-    );
-
     let mut specs = vec![plan.ids.spec()];
     specs.extend(flag_specs());
     specs.push(
@@ -175,38 +154,27 @@ fn run_plan<B: Backend>(
             Some(0.0),
         ));
     }
-    let run = open_output(
+    let id = RunIdentity {
+        tool: TOOL,
+        config,
+        model: &args.io.model,
+        files: plan.files(&args.io),
+        catalog,
+    };
+    let mut started = start(
         session,
+        &id,
         &args.io.output,
         args.io.overwrite,
-        n,
         plan.chunk_rows,
-        &key,
         &specs,
-        |out| {
-            prov.write(out)?;
-            crate::output::write_modality_bits(out)
-        },
+        "embedded",
     )?;
-    if run.resumed {
-        log::info!(
-            "resuming {}: {} of {} chunk(s) left",
-            args.io.output.display(),
-            run.todo.len(),
-            run.log.n_chunks
-        );
-    }
-    let mut progress = Progress::new(session.is_root(), n as u64, "embedded");
-    let mut done = (n - run
-        .todo
-        .iter()
-        .map(|&c| chunk_len(c, plan.chunk_rows, n))
-        .sum::<usize>()) as u64;
-    progress.set(done);
+    let run = &started.run;
     let mut embedded = 0u64;
     let outcome = run_chunks(
         session,
-        &run,
+        run,
         n,
         stop,
         |rows: Range<usize>| -> Result<(Vec<i64>, Vec<ModalityTokens>)> {
@@ -231,7 +199,7 @@ fn run_plan<B: Backend>(
             embedded += (0..rows.len())
                 .filter(|&r| o.tokens.iter().any(|t| t.used[r]))
                 .count() as u64;
-            write_masks(&run, rows.start, &o.tokens, rows.len())?;
+            write_masks(run, rows.start, &o.tokens, rows.len())?;
             run.sets
                 .write(&run.out, "embedding", rows.start, &o.embedding)?;
             if args.pool == Pool::None {
@@ -242,19 +210,10 @@ fn run_plan<B: Backend>(
             }
             Ok(())
         },
-        |r| {
-            done += r;
-            progress.set(done);
-        },
+        |r| started.progress.advance(r),
     )?;
-    let secs = progress.finish();
-    if outcome == Outcome::Finished {
-        run.out.set_attr_str(
-            "end_time",
-            &session.broadcast_string(&provenance::now_utc()),
-        )?;
-    }
-    run.out.flush()?;
+    let secs = started.close(session, outcome)?;
+    let cpu = started.cpu_seconds(session);
     let embedded = session.sum_u64(embedded);
     if session.is_root() {
         log::info!(
@@ -269,8 +228,8 @@ fn run_plan<B: Backend>(
             );
         }
     }
-    let summary = serde_json::json!({ "rows": n, "embedded": embedded, "seconds": secs, "ranks": session.size(), "finished": outcome == Outcome::Finished });
-    provenance::write_sidecar(session, &args.io.output, &prov, &summary)?;
+    let summary = serde_json::json!({ "rows": n, "embedded": embedded, "seconds": secs, "cpu_seconds": cpu, "ranks": session.size(), "finished": outcome == Outcome::Finished });
+    started.sidecar(session, &args.io.output, &summary)?;
     Ok((outcome, summary))
 }
 
@@ -396,6 +355,15 @@ fn scatter(
         }
     }
     debug_assert_eq!(next, mask.iter().filter(|&&m| !m).count());
+}
+
+impl crate::cli::ToolArgs for EmbedArgs {
+    fn compute(&self) -> Option<&ComputeArgs> {
+        Some(&self.compute)
+    }
+    fn log_level(&self) -> &str {
+        &self.io.log_level
+    }
 }
 
 #[cfg(test)]

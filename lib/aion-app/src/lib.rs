@@ -13,6 +13,7 @@
 pub mod args;
 pub mod backend;
 pub mod batching;
+pub mod cli;
 pub mod codec_set;
 pub mod collective;
 pub mod decode;
@@ -34,3 +35,4 @@ pub mod run_config;
 pub mod search;
 pub mod signals;
 pub mod tokenize;
+pub mod tool;

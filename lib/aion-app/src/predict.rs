@@ -25,13 +25,12 @@ use crate::codec_set::ModalityTokens;
 use crate::collective::agree;
 use crate::model_plan::ModelPlan;
 use crate::output::{flag_specs, write_masks};
-use crate::pipeline::{DatasetSpec, Dtype, Outcome, RunOutput, open_output, run_chunks};
+use crate::pipeline::{DatasetSpec, Dtype, Outcome, RunOutput, run_chunks};
 use crate::posterior::summarize;
-use crate::progress::Progress;
 use crate::run_config::Source;
 use crate::signals::StopFlag;
-use crate::tokenize::chunk_len;
-use crate::{metrics, plot, provenance, resume};
+use crate::tool::{RunIdentity, start};
+use crate::{metrics, plot};
 
 /// Tool name.
 pub const TOOL: &str = "aion-predict";
@@ -252,61 +251,32 @@ fn run_plan<B: Backend>(
         "device": format!("{:?}", args.compute.device), "precision": args.compute.precision,
         "bindings": plan.codecs.bindings().collect::<Vec<_>>(), "object_id": plan.ids.source(),
     });
-    let checksums = agree(
-        session,
-        provenance::checksums(session, &args.io.model, &plan.files(&args.io)),
-    )?;
-    let key = resume::key_json(
-        TOOL,
-        &config,
-        &checksums,
-        &resume::catalog_identity(&catalog.paths()),
-    );
-    let prov = provenance::build(
-        session,
-        TOOL,
-        config.to_string(),
-        &args.io.model,
-        checksums,
-        catalog,
-    );
     let mut all_specs = vec![plan.ids.spec()];
     all_specs.extend(specs(args, targets));
-    let run = open_output(
+    let id = RunIdentity {
+        tool: TOOL,
+        config,
+        model: &args.io.model,
+        files: plan.files(&args.io),
+        catalog,
+    };
+    let mut started = start(
         session,
+        &id,
         &args.io.output,
         args.io.overwrite,
-        n,
         plan.chunk_rows,
-        &key,
         &all_specs,
-        |out| {
-            prov.write(out)?;
-            crate::output::write_modality_bits(out)
-        },
+        "predicted",
     )?;
-    if run.resumed {
-        log::info!(
-            "resuming {}: {} of {} chunk(s) left",
-            args.io.output.display(),
-            run.todo.len(),
-            run.log.n_chunks
-        );
-    }
-    let mut progress = Progress::new(session.is_root(), n as u64, "predicted");
-    let mut done = (n - run
-        .todo
-        .iter()
-        .map(|&c| chunk_len(c, plan.chunk_rows, n))
-        .sum::<usize>()) as u64;
-    progress.set(done);
+    let run = &started.run;
     let mode = match args.decoder {
         Decoder::Joint => DecoderMode::Joint,
         Decoder::Independent => DecoderMode::Independent,
     };
     let outcome = run_chunks(
         session,
-        &run,
+        run,
         n,
         stop,
         |rows: Range<usize>| -> Result<(Vec<i64>, Vec<ModalityTokens>)> {
@@ -316,23 +286,17 @@ fn run_plan<B: Backend>(
             ))
         },
         |(ids, tokens)| compute(args, plan, targets, mode, device, ids, tokens),
-        |rows, out| write(args, &run, targets, rows, out.as_ref()),
-        |r| {
-            done += r;
-            progress.set(done);
-        },
+        |rows, out| write(args, run, targets, rows, out.as_ref()),
+        |r| started.progress.advance(r),
     )?;
-    let secs = progress.finish();
+    let secs = started.close(session, outcome)?;
+    let cpu = started.cpu_seconds(session);
+    let mut summary = serde_json::json!({ "rows": n, "seconds": secs, "cpu_seconds": cpu, "ranks": session.size(), "finished": outcome == Outcome::Finished });
     if outcome == Outcome::Finished {
-        run.out.set_attr_str(
-            "end_time",
-            &session.broadcast_string(&provenance::now_utc()),
+        let diag = agree(
+            session,
+            diagnostics(session, args, &started.run, plan, targets),
         )?;
-    }
-    run.out.flush()?;
-    let mut summary = serde_json::json!({ "rows": n, "seconds": secs, "ranks": session.size(), "finished": outcome == Outcome::Finished });
-    if outcome == Outcome::Finished {
-        let diag = agree(session, diagnostics(session, args, &run, plan, targets))?;
         summary["targets"] = diag;
     }
     if session.is_root() {
@@ -342,7 +306,7 @@ fn run_plan<B: Backend>(
             n as f64 / secs.max(1e-9)
         );
     }
-    provenance::write_sidecar(session, &args.io.output, &prov, &summary)?;
+    started.sidecar(session, &args.io.output, &summary)?;
     Ok((outcome, summary))
 }
 
@@ -550,4 +514,13 @@ fn diagnostics<B: Backend>(
         log::info!("{key}: diagnostic plot {}", png.display());
     }
     Ok(out.into())
+}
+
+impl crate::cli::ToolArgs for PredictArgs {
+    fn compute(&self) -> Option<&ComputeArgs> {
+        Some(&self.compute)
+    }
+    fn log_level(&self) -> &str {
+        &self.io.log_level
+    }
 }

@@ -16,10 +16,10 @@ use crate::backend::{BackendTask, ComputeArgs, dispatch};
 use crate::codec_set::{CodecSet, ModalityTokens, NO_TOKEN};
 use crate::collective::agree;
 use crate::output::{ObjectIds, flag_specs, write_masks};
-use crate::pipeline::{DatasetSpec, Dtype, Outcome, open_output, run_chunks};
-use crate::progress::Progress;
+use crate::pipeline::{DatasetSpec, Dtype, Outcome, run_chunks};
+use crate::run_config;
 use crate::signals::StopFlag;
-use crate::{provenance, resume, run_config};
+use crate::tool::{RunIdentity, start};
 
 /// Tool name.
 pub const TOOL: &str = "aion-tokenize";
@@ -123,25 +123,6 @@ fn run_plan<B: Backend>(
         "batch_size": common.batch, "chunk_rows": chunk_rows,
         "bindings": codecs.bindings().collect::<Vec<_>>(), "object_id": ids.source(),
     });
-    let checksums = agree(
-        session,
-        provenance::checksums(session, &args.io.model, codecs.files()),
-    )?;
-    let key = resume::key_json(
-        TOOL,
-        &config,
-        &checksums,
-        &resume::catalog_identity(&catalog.paths()),
-    );
-    let prov = provenance::build(
-        session,
-        TOOL,
-        config.to_string(),
-        &args.io.model,
-        checksums,
-        catalog,
-    );
-
     let mut specs = vec![ids.spec()];
     specs.extend(flag_specs());
     for b in codecs.bindings() {
@@ -156,39 +137,27 @@ fn run_plan<B: Backend>(
             .attr("source", b.describe()),
         );
     }
-    let run = open_output(
+    let id = RunIdentity {
+        tool: TOOL,
+        config,
+        model: &args.io.model,
+        files: codecs.files().to_vec(),
+        catalog,
+    };
+    let mut started = start(
         session,
+        &id,
         &args.io.output,
         args.io.overwrite,
-        n,
         chunk_rows,
-        &key,
         &specs,
-        |out| {
-            prov.write(out)?;
-            crate::output::write_modality_bits(out)
-        },
+        "tokenized",
     )?;
-    if run.resumed {
-        log::info!(
-            "resuming {}: {} of {} chunk(s) left",
-            args.io.output.display(),
-            run.todo.len(),
-            run.log.n_chunks
-        );
-    }
-
-    let mut progress = Progress::new(session.is_root(), n as u64, "tokenized");
-    let mut done = (n - run
-        .todo
-        .iter()
-        .map(|&c| chunk_len(c, chunk_rows, n))
-        .sum::<usize>()) as u64;
-    progress.set(done);
+    let run = &started.run;
     let mut counts = vec![[0u64; 2]; codecs.bindings().count()];
     let outcome = run_chunks(
         session,
-        &run,
+        run,
         n,
         stop,
         |rows: Range<usize>| -> Result<Chunk> {
@@ -206,7 +175,7 @@ fn run_plan<B: Backend>(
             };
             let c = chunk.as_ref().unwrap_or(&empty);
             run.sets.write(&run.out, "object_id", rows.start, &c.ids)?;
-            write_masks(&run, rows.start, &c.tokens, rows.len())?;
+            write_masks(run, rows.start, &c.tokens, rows.len())?;
             for (i, b) in codecs.bindings().enumerate() {
                 let tokens = c.tokens.get(i).map_or(&[][..], |t| &t.tokens[..]);
                 run.sets.write(&run.out, b.token_key, rows.start, tokens)?;
@@ -217,21 +186,11 @@ fn run_plan<B: Backend>(
             }
             Ok(())
         },
-        |rows| {
-            done += rows;
-            progress.set(done);
-        },
+        |rows| started.progress.advance(rows),
     )?;
-    let secs = progress.finish();
-    if outcome == Outcome::Finished {
-        run.out.set_attr_str(
-            "end_time",
-            &session.broadcast_string(&provenance::now_utc()),
-        )?;
-    }
-    run.out.flush()?;
+    let secs = started.close(session, outcome)?;
     let summary = summarize(session, codecs, &counts, n, secs, outcome);
-    provenance::write_sidecar(session, &args.io.output, &prov, &summary)?;
+    started.sidecar(session, &args.io.output, &summary)?;
     Ok((outcome, summary))
 }
 
@@ -299,50 +258,30 @@ fn run_decode<B: Backend>(
         "tool": TOOL, "mode": "decode", "model": args.io.model, "catalog": args.io.catalog,
         "output": args.io.output, "chunk_rows": chunk_rows, "decoded": decoders.datasets(),
     });
-    let checksums = agree(
-        session,
-        provenance::checksums(session, &args.io.model, decoders.files()),
-    )?;
-    let key = resume::key_json(
-        TOOL,
-        &config,
-        &checksums,
-        &resume::catalog_identity(&catalog.paths()),
-    );
-    let prov = provenance::build(
-        session,
-        TOOL,
-        config.to_string(),
-        &args.io.model,
-        checksums,
-        catalog,
-    );
     let mut specs = vec![ids.spec()];
     specs.extend(flag_specs());
     let out_specs = decoders.specs();
     specs.extend(out_specs.iter().cloned());
-    let run = open_output(
+    let id = RunIdentity {
+        tool: TOOL,
+        config,
+        model: &args.io.model,
+        files: decoders.files().to_vec(),
+        catalog,
+    };
+    let mut started = start(
         session,
+        &id,
         &args.io.output,
         args.io.overwrite,
-        n,
         chunk_rows,
-        &key,
         &specs,
-        |out| {
-            prov.write(out)?;
-            crate::output::write_modality_bits(out)
-        },
+        "decoded",
     )?;
-    let mut progress = Progress::new(session.is_root(), n as u64, "decoded");
-    let mut done = (n - run
-        .todo
-        .iter()
-        .map(|&c| chunk_len(c, chunk_rows, n))
-        .sum::<usize>()) as u64;
+    let run = &started.run;
     let outcome = run_chunks(
         session,
-        &run,
+        run,
         n,
         stop,
         |rows: Range<usize>| -> Result<(Vec<i64>, crate::decode::Decoded)> {
@@ -357,7 +296,7 @@ fn run_decode<B: Backend>(
                 chunk.as_ref().map_or(&[][..], |c| &c.0[..]),
             )?;
             write_masks(
-                &run,
+                run,
                 rows.start,
                 chunk.as_ref().map_or(&[][..], |c| &c.1.tokens[..]),
                 rows.len(),
@@ -376,20 +315,19 @@ fn run_decode<B: Backend>(
             }
             Ok(())
         },
-        |r| {
-            done += r;
-            progress.set(done);
-        },
+        |r| started.progress.advance(r),
     )?;
-    let secs = progress.finish();
-    if outcome == Outcome::Finished {
-        run.out.set_attr_str(
-            "end_time",
-            &session.broadcast_string(&provenance::now_utc()),
-        )?;
-    }
-    run.out.flush()?;
+    let secs = started.close(session, outcome)?;
     let summary = serde_json::json!({ "rows": n, "seconds": secs, "ranks": session.size(), "finished": outcome == Outcome::Finished, "decoded": decoders.datasets() });
-    provenance::write_sidecar(session, &args.io.output, &prov, &summary)?;
+    started.sidecar(session, &args.io.output, &summary)?;
     Ok((outcome, summary))
+}
+
+impl crate::cli::ToolArgs for TokenizeArgs {
+    fn compute(&self) -> Option<&ComputeArgs> {
+        Some(&self.compute)
+    }
+    fn log_level(&self) -> &str {
+        &self.io.log_level
+    }
 }

@@ -1,0 +1,51 @@
+//! The `main` every tool shares: parse, set the thread budget before MPI starts, initialise MPI,
+//! logging and the stop-signal handler, run, map the result to an exit code.
+
+use std::process::ExitCode;
+
+use aion_mpi::Session;
+use clap::Parser;
+
+use crate::backend::{self, ComputeArgs};
+use crate::pipeline::Outcome;
+use crate::signals::StopFlag;
+use crate::{exit, fault, logging};
+
+/// A tool's command line: what `main` needs to know about it.
+pub trait ToolArgs: Parser {
+    /// Compute options (threads, device).
+    fn compute(&self) -> Option<&ComputeArgs>;
+    /// Log level.
+    fn log_level(&self) -> &str;
+}
+
+/// Runs a tool: `run` does the work on an initialised session.
+pub fn tool_main<A: ToolArgs>(
+    tool: &'static str,
+    run: impl FnOnce(&A, &Session, &StopFlag) -> anyhow::Result<(Outcome, serde_json::Value)>,
+) -> ExitCode {
+    let args = A::parse();
+    let threads = match args.compute() {
+        Some(c) => backend::thread_budget_from_env(c),
+        None => std::env::var("OMP_NUM_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1),
+    };
+    backend::set_threads(threads);
+    let Some(session) = Session::init() else {
+        eprintln!("{tool}: MPI could not be initialised");
+        return ExitCode::from(exit::FAILURE);
+    };
+    logging::init(tool, session.rank(), session.size(), args.log_level());
+    fault::set_rank(session.rank());
+    let stop = match StopFlag::install() {
+        Ok(s) => s,
+        Err(e) => return exit::report(tool, session.rank(), session.size(), &e.into()),
+    };
+    match run(&args, &session, &stop) {
+        Ok((Outcome::Finished, _)) => ExitCode::from(exit::OK),
+        Ok((Outcome::Stopped, _)) => ExitCode::from(exit::CHECKPOINTED),
+        Err(e) => exit::report(tool, session.rank(), session.size(), &e),
+    }
+}

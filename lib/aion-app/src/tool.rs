@@ -1,0 +1,160 @@
+//! What every tool does around its chunk loop: checksums and provenance, opening (or resuming)
+//! the output, progress, and closing the run.
+
+use std::path::{Path, PathBuf};
+
+use aion_io::{Catalog, Provenance};
+use aion_mpi::Session;
+use anyhow::Result;
+
+use crate::collective::agree;
+use crate::pipeline::{DatasetSpec, Outcome, RunOutput, open_output};
+use crate::progress::Progress;
+use crate::tokenize::chunk_len;
+use crate::{provenance, resume};
+
+/// A run whose output is open.
+pub struct Started {
+    /// The output, its datasets, resume record and the chunks to do.
+    pub run: RunOutput,
+    /// What the root attributes record.
+    pub prov: Provenance,
+    /// Whole-job progress (rank 0).
+    pub progress: Tracker,
+    cpu_at_start: f64,
+}
+
+/// CPU time (user + system, all threads) this process has used, in seconds (Linux
+/// `/proc/self/stat`, 100 ticks per second); 0 where unavailable.
+pub fn process_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which may contain spaces) start at `) `.
+    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
+}
+
+/// Rows done by all ranks, and their display.
+pub struct Tracker {
+    display: Progress,
+    done: u64,
+}
+
+impl Tracker {
+    /// Adds the rows all ranks finished in a round (the `on_round` callback of `run_chunks`).
+    pub fn advance(&mut self, rows: u64) {
+        self.done += rows;
+        self.display.set(self.done);
+    }
+}
+
+/// What identifies a run: its tool, effective configuration and inputs.
+pub struct RunIdentity<'a> {
+    /// Tool name.
+    pub tool: &'static str,
+    /// Effective configuration (becomes the `config` attribute and part of the resume key).
+    pub config: serde_json::Value,
+    /// Model directory (checksums are relative to it).
+    pub model: &'a Path,
+    /// Weight and config files whose checksums are recorded.
+    pub files: Vec<PathBuf>,
+    /// The catalogue.
+    pub catalog: &'a Catalog,
+}
+
+/// Computes checksums (rank 0) and provenance, opens or resumes `output` with `specs`, and sets
+/// up the progress display (`what` = "embedded", …). Collective.
+pub fn start(
+    session: &Session,
+    id: &RunIdentity<'_>,
+    output: &Path,
+    overwrite: bool,
+    chunk_rows: usize,
+    specs: &[DatasetSpec],
+    what: &'static str,
+) -> Result<Started> {
+    let n = id.catalog.n_rows();
+    let checksums = agree(session, provenance::checksums(session, id.model, &id.files))?;
+    let key = resume::key_json(
+        id.tool,
+        &id.config,
+        &checksums,
+        &resume::catalog_identity(&id.catalog.paths()),
+    );
+    let prov = provenance::build(
+        session,
+        id.tool,
+        id.config.to_string(),
+        id.model,
+        checksums,
+        id.catalog,
+    );
+    let run = open_output(
+        session,
+        output,
+        overwrite,
+        n,
+        chunk_rows,
+        &key,
+        specs,
+        |out| {
+            prov.write(out)?;
+            crate::output::write_modality_bits(out)
+        },
+    )?;
+    if run.resumed {
+        log::info!(
+            "resuming {}: {} of {} chunk(s) left",
+            output.display(),
+            run.todo.len(),
+            run.log.n_chunks
+        );
+    }
+    let mut display = Progress::new(session.is_root(), n as u64, what);
+    let done = (n - run
+        .todo
+        .iter()
+        .map(|&c| chunk_len(c, chunk_rows, n))
+        .sum::<usize>()) as u64;
+    display.set(done);
+    Ok(Started {
+        run,
+        prov,
+        progress: Tracker { display, done },
+        cpu_at_start: process_cpu_seconds(),
+    })
+}
+
+impl Started {
+    /// Ends the progress display, records the end time if the run finished, flushes; returns the
+    /// elapsed seconds. Collective.
+    pub fn close(&self, session: &Session, outcome: Outcome) -> Result<f64> {
+        let secs = self.progress.display.finish();
+        if outcome == Outcome::Finished {
+            self.run.out.set_attr_str(
+                "end_time",
+                &session.broadcast_string(&provenance::now_utc()),
+            )?;
+        }
+        self.run.out.flush()?;
+        Ok(secs)
+    }
+
+    /// CPU seconds all ranks spent since the output was opened (collective).
+    pub fn cpu_seconds(&self, session: &Session) -> f64 {
+        session.sum_f64s(&[process_cpu_seconds() - self.cpu_at_start])[0]
+    }
+
+    /// Writes `<output>.run.json` (rank 0).
+    pub fn sidecar(
+        &self,
+        session: &Session,
+        output: &Path,
+        summary: &serde_json::Value,
+    ) -> Result<()> {
+        provenance::write_sidecar(session, output, &self.prov, summary)
+    }
+}
