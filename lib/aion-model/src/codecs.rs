@@ -4,4 +4,5 @@
 
 pub mod catalog;
 pub mod scalar;
+pub mod scalar_fit;
 pub mod spectrum;

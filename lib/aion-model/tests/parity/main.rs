@@ -9,4 +9,5 @@ mod catalog_codec;
 mod fourm;
 mod fourm_base;
 mod scalar_codec;
+mod scalar_fit;
 mod spectrum_codec;
