@@ -3,6 +3,7 @@
 
 mod util;
 
+mod finetune;
 mod resume;
 mod slurm;
 mod tokenize;
