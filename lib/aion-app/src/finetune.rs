@@ -21,6 +21,8 @@ pub mod export;
 pub mod log;
 pub mod prepare;
 pub mod probe;
+#[cfg(test)]
+mod tests;
 pub mod tokens;
 pub mod trainer;
 

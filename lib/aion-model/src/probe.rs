@@ -118,7 +118,9 @@ impl ProbeConfig {
         }
         match self.task {
             ProbeTask::Regression if self.outputs != 2 => bad("a regression head has 2 outputs"),
-            ProbeTask::Regression if !(self.target_std > 0.0) => bad("target_std must be > 0"),
+            ProbeTask::Regression if self.target_std.is_nan() || self.target_std <= 0.0 => {
+                bad("target_std must be > 0")
+            }
             ProbeTask::Classification if self.outputs < 2 => bad("a classifier needs 2+ outputs"),
             _ => Ok(()),
         }

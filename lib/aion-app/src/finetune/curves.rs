@@ -30,10 +30,13 @@ fn label(v: f64) -> String {
     if s == "-0" { "0".into() } else { s }
 }
 
+/// A named series of `(x, y)` points and its colour.
+pub type Series<'a> = (&'a str, &'a [(f64, f64)], Rgb);
+
 /// Draws named `(x, y)` series as lines (a single point as a dot) with axes, ticks and a legend.
 pub fn line_png(
     path: &Path,
-    series: &[(&str, &[(f64, f64)], Rgb)],
+    series: &[Series<'_>],
     title: &str,
     xlabel: &str,
     ylabel: &str,

@@ -80,10 +80,11 @@ fn write_codecs<B: Backend>(ctx: &Context<'_>, model: &Aion<B>) -> Result<()> {
             continue;
         }
         match &s.cfg.model.base {
-            Some(base) if base.join("codecs").join(m.codec_dir).is_dir() => {
-                if base.join("codecs").join(m.codec_dir) != dst {
-                    copy_dir(&base.join("codecs").join(m.codec_dir), &dst)?;
-                }
+            Some(base)
+                if base.join("codecs").join(m.codec_dir).is_dir()
+                    && base.join("codecs").join(m.codec_dir) != dst =>
+            {
+                copy_dir(&base.join("codecs").join(m.codec_dir), &dst)?;
             }
             None if m.codec == aion_model::modality::CodecKind::GridScalar => {
                 super::codecs::write_grid_codec(&dst, m.codec_dir, GRID_K)?;

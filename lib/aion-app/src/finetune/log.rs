@@ -120,8 +120,11 @@ fn finite(v: f64) -> serde_json::Value {
     }
 }
 
+/// `(x, y)` points of a curve.
+pub type Curve = Vec<(f64, f64)>;
+
 /// Reads a training log: `(step, loss)` of the steps and `(step, loss)` of the evaluations.
-pub fn read_curves(path: &Path) -> Result<(Vec<(f64, f64)>, Vec<(f64, f64)>)> {
+pub fn read_curves(path: &Path) -> Result<(Curve, Curve)> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let (mut train, mut val) = (Vec::new(), Vec::new());

@@ -199,9 +199,7 @@ fn prepare_output(s: &Setup, overwrite: bool) -> Result<()> {
     std::fs::create_dir_all(&s.out)
         .with_context(|| format!("cannot create {}", s.out.display()))?;
     if overwrite {
-        for f in ["checkpoint"] {
-            let _ = std::fs::remove_dir_all(s.out.join(f));
-        }
+        let _ = std::fs::remove_dir_all(s.out.join("checkpoint"));
         for f in ["train_log.jsonl", export::SUMMARY] {
             let _ = std::fs::remove_file(s.out.join(f));
         }

@@ -95,6 +95,9 @@ pub fn soft_labels(ids: &[i64], v: usize, sigma: f32) -> Vec<f32> {
     out
 }
 
+/// The summed loss of a batch and its part per target modality.
+pub type LossParts<B> = (Tensor<B, 1>, Vec<(&'static str, Tensor<B, 1>)>);
+
 /// Weighted cross-entropy sums of the batch's targets: the total and one value per target
 /// modality (in batch order). `None` when the batch has no target or no input.
 ///
@@ -104,7 +107,7 @@ pub fn token_loss<B: Backend>(
     model: &Aion<B>,
     batch: &[ModalityBatch],
     device: &B::Device,
-) -> Option<(Tensor<B, 1>, Vec<(&'static str, Tensor<B, 1>)>)> {
+) -> Option<LossParts<B>> {
     let ins = inputs::<B>(batch, device);
     let targets: Vec<&ModalityBatch> = batch.iter().filter(|m| m.is_target()).collect();
     if ins.is_empty() || targets.is_empty() {
