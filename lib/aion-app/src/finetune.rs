@@ -19,6 +19,7 @@ pub mod curves;
 pub mod data;
 pub mod export;
 pub mod log;
+pub mod modes;
 pub mod prepare;
 pub mod probe;
 #[cfg(test)]

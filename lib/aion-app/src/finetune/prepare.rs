@@ -7,26 +7,19 @@ use std::path::{Path, PathBuf};
 use aion_io::Catalog;
 use aion_model::codecs::scalar::{ScalarCodec, ScalarQuantizer};
 use aion_model::codecs::scalar_fit::{FitKind, FittedCodec, linspace_f32};
-use aion_model::lora::LoraSet;
 use aion_model::modality::{CodecKind, ExtraModality, ModalityInfo, by_token_key};
-use aion_model::probe::{ProbeConfig, ProbeTask};
 use aion_model::train::extend::{NewModality, extended};
 use aion_model::train::init::{InitOptions, init_model};
 use aion_model::weights::WeightFile;
 use aion_model::{Aion, AionConfig};
 use aion_mpi::{Session, block_range};
 use anyhow::{Context, Result, bail, ensure};
-use burn::module::{AutodiffModule, Module, ModuleMapper, Param};
-use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
 use sha2::{Digest, Sha256};
 
 use super::config::{FinetuneConfig, Mode, NewModalitySection};
-use super::data::{FullColumn, Masking, ModalityData, Split, read_column};
-use super::log::TrainLog;
-use super::probe::{ProbeTrain, init_head, pooled_embeddings, targets};
-use super::tokens::{TokenTask, Trainee};
-use super::trainer::{Ending, Plan, train};
+use super::data::{FullColumn, ModalityData, Split, read_column};
+use super::trainer::Plan;
 use super::{FinetuneArgs, Outcome, checkpoint::Checkpoint, codecs, export};
 use crate::collective::agree;
 use crate::run_config::{Source, resolve};
@@ -367,16 +360,6 @@ fn build_model<B: AutodiffBackend>(s: &Setup, device: &B::Device) -> Result<Aion
     Ok(model)
 }
 
-/// Sets `require_grad` on every parameter it maps.
-struct RequireGrad(bool);
-
-impl<B: AutodiffBackend> ModuleMapper<B> for RequireGrad {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        let (id, t, mapper) = param.consume();
-        Param::from_mapped_value(id, t.set_require_grad(self.0), mapper)
-    }
-}
-
 /// Runs the whole tool on backend `B`.
 pub fn run<B: AutodiffBackend>(
     args: &FinetuneArgs,
@@ -394,148 +377,97 @@ pub fn run<B: AutodiffBackend>(
         }
         return Ok(Outcome::Finished);
     }
-    agree(
-        session,
-        if session.is_root() {
-            prepare_output(&s, args.overwrite)
-        } else {
-            Ok(())
-        },
-    )?;
+    let root_prepares = if session.is_root() {
+        prepare_output(&s, args.overwrite)
+    } else {
+        Ok(())
+    };
+    agree(session, root_prepares)?;
     let t0 = std::time::Instant::now();
     let sp = agree(session, split(&s))?;
     export::write_split(session, &s.out, &sp)?;
-    let mut cols = BTreeMap::new();
-    let mut read = |d: &str, c: Option<(usize, usize)>| -> Result<()> {
-        if !cols.contains_key(d) {
-            cols.insert(d.to_string(), read_column(session, &s.catalog, d, c)?);
-        }
-        Ok(())
-    };
-    for n in &s.needed {
-        read(&n.dataset, n.columns)?;
-    }
-    for d in s.cfg.data.noise.values() {
-        read(d, None)?;
-    }
-    if let Some(p) = &s.cfg.probe {
-        read(&p.target, None)?;
-    }
+    let cols = read_columns(session, &s)?;
     let (codec_map, fitted) = agree(session, codecs_of(session, &s, &cols, &sp.train))?;
     let model = agree(session, build_model::<B>(&s, &device))?;
     let data = modality_data(&s, &cols, codec_map)?;
-    let mut log = TrainLog::new(&s.out, session.is_root());
-    let ckpt = Checkpoint::new(&s.out, &s.hash);
-    let plan = Plan {
-        train: &sp.train,
-        val: &sp.val,
-        seed: s.cfg.seed,
-        cfg: &s.cfg.train,
-    };
-    let ctx = export::Context {
+    let run = Run {
         session,
+        stop,
         setup: &s,
         split: &sp,
-        fitted: &fitted,
-        seconds_before: t0,
-    };
-    let masking = Masking {
-        seed: s.cfg.seed,
-        mask_ratio: s.cfg.mask_ratio(),
-        soft_sigma: s.cfg.train.soft_label_sigma as f32,
-    };
-    if s.cfg.mode == Mode::Probe {
-        let p = s.cfg.probe.as_ref().expect("validated");
-        let inner = model.valid();
-        let dev_inner = Tensor::<B, 1>::zeros([1], &device).inner().device();
-        let emb = pooled_embeddings(session, &inner, &data, s.catalog.n_rows(), &dev_inner);
-        let task = if p.task == "regression" {
-            ProbeTask::Regression
-        } else {
-            ProbeTask::Classification
-        };
-        let hidden = (p.hidden > 0).then_some(p.hidden);
-        let mut pc = ProbeConfig::new(task, inner.config().dim, hidden, 2);
-        pc.target = p.target.clone();
-        pc.inputs = s.cfg.data.inputs.clone();
-        let t = targets(&cols[&p.target].values, &sp.train, pc)?;
-        let head = init_head::<B>(&t.cfg, s.cfg.seed, &device);
-        let task = ProbeTrain {
-            emb: &emb,
-            targets: &t,
-            device: device.clone(),
-        };
-        let o = train(session, &task, head, &plan, &ckpt, &mut log, stop)?;
-        if o.ending == Ending::Stopped {
-            return Ok(Outcome::Stopped);
-        }
-        export::probe(&ctx, &task, &o.module.valid(), &o.progress, &log)?;
-    } else {
-        let lora = if s.cfg.mode == Mode::Lora {
-            Some(LoraSet::init(
-                &model,
-                &s.cfg.lora_config()?,
-                s.cfg.seed,
-                &device,
-            )?)
-        } else {
-            None
-        };
-        let model = if lora.is_some() {
-            freeze_base(model, &s)
-        } else {
-            model
-        };
-        let task = TokenTask::<B> {
-            data: &data,
-            masking,
-            device: device.clone(),
-        };
-        let o = train(
+        cols: &cols,
+        data: &data,
+        ckpt: Checkpoint::new(&s.out, &s.hash),
+        ctx: export::Context {
             session,
-            &task,
-            Trainee { model, lora },
-            &plan,
-            &ckpt,
-            &mut log,
-            stop,
-        )?;
-        if o.ending == Ending::Stopped {
-            return Ok(Outcome::Stopped);
+            setup: &s,
+            split: &sp,
+            fitted: &fitted,
+            seconds_before: t0,
+        },
+    };
+    let outcome = if s.cfg.mode == Mode::Probe {
+        super::modes::probe(&run, model, device)?
+    } else {
+        super::modes::tokens(&run, model, device)?
+    };
+    if outcome == Outcome::Finished && !s.cfg.train.keep_checkpoint {
+        run.ckpt.remove(session);
+    }
+    Ok(outcome)
+}
+
+/// Everything a mode needs to train and export.
+pub struct Run<'a> {
+    /// MPI.
+    pub session: &'a Session,
+    /// Stop signal.
+    pub stop: &'a StopFlag,
+    /// The run.
+    pub setup: &'a Setup,
+    /// The split.
+    pub split: &'a Split,
+    /// The catalogue columns read, by dataset.
+    pub cols: &'a BTreeMap<String, FullColumn>,
+    /// Per-modality data.
+    pub data: &'a [ModalityData],
+    /// The checkpoint.
+    pub ckpt: Checkpoint,
+    /// What the exporters need.
+    pub ctx: export::Context<'a>,
+}
+
+impl Run<'_> {
+    /// The training plan.
+    pub fn plan(&self) -> Plan<'_> {
+        Plan {
+            train: &self.split.train,
+            val: &self.split.val,
+            seed: self.setup.cfg.seed,
+            cfg: &self.setup.cfg.train,
         }
-        export::tokens(&ctx, &task, &o.module.valid(), &o.progress, &log)?;
-    }
-    ckpt_cleanup(session, &s, &ckpt);
-    Ok(Outcome::Finished)
-}
-
-fn ckpt_cleanup(session: &Session, s: &Setup, ckpt: &Checkpoint) {
-    if !s.cfg.train.keep_checkpoint {
-        ckpt.remove(session);
     }
 }
 
-/// LoRA: the base model frozen, except the embeddings of new modalities.
-fn freeze_base<B: AutodiffBackend>(model: Aion<B>, s: &Setup) -> Aion<B> {
-    let mut model = model.no_grad();
-    let new: Vec<&str> = s
-        .cfg
-        .new_modalities
+/// Every dataset the run reads (modalities, noise, probe target), all rows, on every rank.
+fn read_columns(session: &Session, s: &Setup) -> Result<BTreeMap<String, FullColumn>> {
+    let mut wanted: Vec<(String, Option<(usize, usize)>)> = s
+        .needed
         .iter()
-        .map(|n| n.token_key.as_str())
+        .map(|n| (n.dataset.clone(), n.columns))
         .collect();
-    model.embeddings = model
-        .embeddings
-        .into_iter()
-        .map(|e| {
-            if new.contains(&e.modality.token_key) {
-                e.map(&mut RequireGrad(true))
-            } else {
-                e
-            }
-        })
-        .collect();
-    model
+    wanted.extend(s.cfg.data.noise.values().map(|d| (d.clone(), None)));
+    if let Some(p) = &s.cfg.probe {
+        wanted.push((p.target.clone(), None));
+    }
+    let mut cols = BTreeMap::new();
+    for (d, c) in wanted {
+        if !cols.contains_key(&d) {
+            let col = read_column(session, &s.catalog, &d, c)?;
+            cols.insert(d, col);
+        }
+    }
+    Ok(cols)
 }
 
 /// Per-modality data with roles, weights and noise.
