@@ -432,10 +432,11 @@ fn one_and_two_ranks_give_the_same_loss_curve() {
 fn sigkill_and_time_limit_signal_resume_to_the_same_weights() {
     let dir = tempdir();
     let d = dir.path();
-    let cfg = write(d, "c.toml", &masked_config(12, ""));
+    let cfg = write(d, "c.toml", &masked_config(12, "ema = 0.9\n"));
     let whole = d.join("whole");
     assert_ok(&finetune(Launch::Alone, &cfg, &whole, &[]));
 
+    // (With an exponential moving average of the weights, whose state is checkpointed too.)
     // SIGKILL at step 9 (checkpoints every 4 steps): the rerun resumes from step 8.
     let killed = d.join("killed");
     let k = finetune(

@@ -2,7 +2,7 @@
 //!
 //! One file, written atomically by rank 0 (temporary file + rename), holding the flat vector of
 //! trainable values (`values`), AdamW's moments (`adam.m`, `adam.v`), the best values so far
-//! when early stopping is on (`best`), and in the safetensors metadata: the format, the step
+//! (`best`), their exponential moving average when `[train] ema` is on (`ema`), and in the safetensors metadata: the format, the step
 //! count, AdamW's step, the validation bookkeeping, the byte length of the training log at that
 //! step (a resumed run cuts the log back to it), the shapes of the trainable parameters and a
 //! hash of the effective configuration. Everything else (the initial model, fitted codecs, the
@@ -40,6 +40,9 @@ pub struct Progress {
     /// The best values (not serialised in the metadata; a tensor of the file).
     #[serde(skip)]
     pub best_values: Option<Vec<f32>>,
+    /// The exponential moving average of the values (a tensor of the file).
+    #[serde(skip)]
+    pub ema_values: Option<Vec<f32>>,
 }
 
 /// A restored state.
@@ -95,23 +98,16 @@ impl Checkpoint {
         values: &[f32],
         opt: &AdamW,
         progress: &Progress,
-        best: Option<&[f32]>,
     ) -> Result<()> {
         let result = if session.is_root() {
-            self.write(values, opt, progress, best)
+            self.write(values, opt, progress)
         } else {
             Ok(())
         };
         crate::collective::agree(session, result)
     }
 
-    fn write(
-        &self,
-        values: &[f32],
-        opt: &AdamW,
-        progress: &Progress,
-        best: Option<&[f32]>,
-    ) -> Result<()> {
+    fn write(&self, values: &[f32], opt: &AdamW, progress: &Progress) -> Result<()> {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create {}", self.dir.display()))?;
         let n = values.len();
@@ -120,8 +116,11 @@ impl Checkpoint {
             NamedTensor::new("adam.m", vec![n], opt.m.clone()),
             NamedTensor::new("adam.v", vec![n], opt.v.clone()),
         ];
-        if let Some(b) = best {
-            t.push(NamedTensor::new("best", vec![n], b.to_vec()));
+        if let Some(b) = &progress.best_values {
+            t.push(NamedTensor::new("best", vec![n], b.clone()));
+        }
+        if let Some(e) = &progress.ema_values {
+            t.push(NamedTensor::new("ema", vec![n], e.clone()));
         }
         let meta = Meta {
             format: FORMAT.into(),
@@ -170,6 +169,11 @@ impl Checkpoint {
             Ok(t.data.clone())
         };
         let mut progress = meta.progress;
+        progress.ema_values = tensors
+            .iter()
+            .any(|t| t.name == "ema")
+            .then(|| get("ema"))
+            .transpose()?;
         progress.best_values = tensors
             .iter()
             .any(|t| t.name == "best")
@@ -221,13 +225,15 @@ mod tests {
             evals_since_best: 1,
             early_stopped: false,
             log_bytes: 1234,
-            best_values: None,
+            best_values: Some(values.clone()),
+            ema_values: Some(vec![0.5; 5]),
         };
-        ck.write(&values, &opt, &progress, Some(&values)).unwrap();
+        ck.write(&values, &opt, &progress).unwrap();
         let s = ck.load(&flat).unwrap().unwrap();
         assert_eq!(s.values, values);
         assert_eq!((s.opt.m, s.opt.v, s.opt.t), (opt.m, opt.v, 42));
         assert_eq!(s.progress.best_values.as_deref(), Some(&values[..]));
+        assert_eq!(s.progress.ema_values, Some(vec![0.5; 5]));
         assert_eq!(
             (s.progress.step, s.progress.log_bytes, s.progress.best_loss),
             (42, 1234, Some(1.25))

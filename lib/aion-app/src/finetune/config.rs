@@ -207,6 +207,10 @@ pub struct TrainSection {
     /// (0 = never stop early). With validation rows, the best model is the one exported.
     #[serde(default)]
     pub patience: u64,
+    /// Exponential moving average of the weights (decay per step, e.g. 0.998; 0 = off):
+    /// evaluations, model selection and the export use the averaged weights.
+    #[serde(default)]
+    pub ema: f64,
     /// What selects the best model and drives early stopping: `"loss"` (the validation loss,
     /// default) or the name of a validation metric where lower is better (e.g.
     /// `"sigma_nmad_tok_z"`).
@@ -404,6 +408,7 @@ impl FinetuneConfig {
             t.soft_label_sigma >= 0.0,
             "[train] soft_label_sigma must be >= 0"
         );
+        ensure!((0.0..1.0).contains(&t.ema), "[train] ema must be in [0, 1)");
         let s = &self.data.split;
         ensure!(
             s.val >= 0.0 && s.test >= 0.0 && s.val + s.test < 1.0,

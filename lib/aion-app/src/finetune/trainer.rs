@@ -136,6 +136,10 @@ pub fn train<B: AutodiffBackend, T: Task<B>>(
     };
     module = params::assign(module, &flat, &values);
     let mut best: Option<Vec<f32>> = progress.best_values.take();
+    let mut ema: Option<Vec<f32>> = progress
+        .ema_values
+        .take()
+        .or_else(|| (cfg.ema > 0.0).then(|| values.clone()));
     if session.is_root() {
         log::info!(
             "{} trainable parameters; steps {}..{} of {}, global batch {}",
@@ -179,6 +183,9 @@ pub fn train<B: AutodiffBackend, T: Task<B>>(
         opt.step(&mut values, &grads, &decay, lr);
         module = params::assign(module, &flat, &values);
         progress.step += 1;
+        if let Some(e) = &mut ema {
+            update_ema(e, &values, cfg.ema, progress.step);
+        }
         let part_losses: Vec<(String, f64)> = names
             .iter()
             .enumerate()
@@ -198,14 +205,18 @@ pub fn train<B: AutodiffBackend, T: Task<B>>(
 
         let last = progress.step == cfg.steps;
         if !plan.val.is_empty() && (progress.step % cfg.eval_every == 0 || last) {
-            let eval = task.evaluate(session, &module.valid(), plan.val);
+            let evaluated = match &ema {
+                Some(e) => params::assign(module.clone(), &flat, e),
+                None => module.clone(),
+            };
+            let eval = task.evaluate(session, &evaluated.valid(), plan.val);
             log.eval(progress.step, "val", &eval)?;
             let value = criterion(&eval, &cfg.select)?;
             if progress.best_loss.is_none_or(|b| value < b) {
                 progress.best_loss = Some(value);
                 progress.best_step = progress.step;
                 progress.evals_since_best = 0;
-                best = Some(values.clone());
+                best = Some(ema.clone().unwrap_or_else(|| values.clone()));
             } else {
                 progress.evals_since_best += 1;
                 if cfg.patience > 0 && progress.evals_since_best >= cfg.patience {
@@ -224,7 +235,11 @@ pub fn train<B: AutodiffBackend, T: Task<B>>(
         let periodic = progress.step % cfg.checkpoint_every == 0;
         if stop_all || (periodic && !last && !progress.early_stopped) {
             progress.log_bytes = log.bytes();
-            ckpt.save(session, &values, &opt, &progress, best.as_deref())?;
+            progress.best_values.clone_from(&best);
+            progress.ema_values.clone_from(&ema);
+            ckpt.save(session, &values, &opt, &progress)?;
+            progress.best_values = None;
+            progress.ema_values = None;
         }
         if stop_all {
             if session.is_root() {
@@ -240,7 +255,7 @@ pub fn train<B: AutodiffBackend, T: Task<B>>(
             });
         }
     }
-    if let Some(b) = &best {
+    if let Some(b) = best.as_ref().or(ema.as_ref()) {
         module = params::assign(module, &flat, b);
     }
     progress.log_bytes = log.bytes();
@@ -249,6 +264,14 @@ pub fn train<B: AutodiffBackend, T: Task<B>>(
         ending: Ending::Finished,
         progress,
     })
+}
+
+/// `ema ← d·ema + (1 − d)·values` with the usual warm-up `d = min(decay, (1 + t) / (10 + t))`.
+fn update_ema(ema: &mut [f32], values: &[f32], decay: f64, t: u64) {
+    let d = decay.min((1.0 + t as f64) / (10.0 + t as f64));
+    for (e, &v) in ema.iter_mut().zip(values) {
+        *e = (d * f64::from(*e) + (1.0 - d) * f64::from(v)) as f32;
+    }
 }
 
 /// The validation value that selects the best model (lower is better).
