@@ -5,7 +5,8 @@ project (`../shared/data`, see data/README.md for origin and licences).
 
 Every output is a Multimodal-Universe-style HDF5 file (first axis = object, MMU dataset names):
   sdss_mgs/sdss_mgs_train.h5  5000 SDSS Main Galaxy Sample galaxies: mag_u..mag_z (extinction
-                              corrected model magnitudes), magerr_u..magerr_z, Z (spectroscopic)
+                              corrected model magnitudes), magerr_u..magerr_z, the MLZ colours
+                              color_ug..color_iz (+ colorerr_*), Z (spectroscopic)
   legacysurvey/piczl_dr10.h5  50 Legacy Survey DR10 galaxies: FLUX_G/R/I/Z/W1-W4 (observed
                               nanomaggies = dereddened flux x MW transmission), SHAPE_E1/E2,
                               EBV (from the g-band MW transmission), ra, dec, Z (spectroscopic)
@@ -35,12 +36,27 @@ def write(path, columns):
     print(f"wrote {path}: {len(next(iter(columns.values())))} rows, {len(columns)} datasets")
 
 
-def sdss(shared, out):
-    a = np.loadtxt(os.path.join(shared, "sdss_mgs_mlz/SDSS_MGS.train"))
+def mlz_columns(path):
+    """An MLZ photometric-redshift text file (19 whitespace-separated columns:
+    `zs u g r i z u-g g-r r-i i-z eu eg er ei ez eu-g eg-r er-i ei-z`; the `#` header of the
+    SDSS MGS files leaves `eu` out) as catalogue datasets: `Z`, `mag_u`..`mag_z`,
+    `magerr_u`..`magerr_z`, and the file's colours `color_ug`, `color_gr`, `color_ri`,
+    `color_iz` with their errors `colorerr_ug`..`colorerr_iz`."""
+    a = np.loadtxt(path)
+    if a.ndim != 2 or a.shape[1] != 19:
+        raise ValueError(f"{path}: expected 19 columns (MLZ format), found {a.shape}")
     cols = {"object_id": np.arange(len(a), dtype=np.int64), "Z": a[:, 0].astype(np.float32)}
     for i, b in enumerate("ugriz"):
         cols[f"mag_{b}"] = a[:, 1 + i].astype(np.float32)
         cols[f"magerr_{b}"] = a[:, 10 + i].astype(np.float32)
+    for i, c in enumerate(["ug", "gr", "ri", "iz"]):
+        cols[f"color_{c}"] = a[:, 6 + i].astype(np.float32)
+        cols[f"colorerr_{c}"] = a[:, 15 + i].astype(np.float32)
+    return cols
+
+
+def sdss(shared, out):
+    cols = mlz_columns(os.path.join(shared, "sdss_mgs_mlz/SDSS_MGS.train"))
     write(os.path.join(out, "sdss_mgs/sdss_mgs_train.h5"), cols)
 
 

@@ -4,6 +4,7 @@
 mod util;
 
 mod model;
+mod finetune;
 mod resume;
 mod search;
 mod slurm;

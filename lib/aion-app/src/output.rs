@@ -4,7 +4,7 @@ use std::ops::Range;
 
 use aion_io::catalog::ColumnKind;
 use aion_io::{Catalog, OutputFile};
-use aion_model::modality::{MODALITIES, modality_index};
+use aion_model::modality::{all, modality_index};
 use anyhow::Result;
 
 use crate::codec_set::ModalityTokens;
@@ -106,12 +106,13 @@ pub fn write_masks(
 
 /// Writes the root attribute `modality_bits`: the token keys, bit `i` of the masks = entry `i`.
 pub fn write_modality_bits(out: &OutputFile) -> Result<()> {
-    let names: Vec<&str> = MODALITIES.iter().map(|m| m.token_key).collect();
+    let names: Vec<&str> = all().map(|m| m.token_key).collect();
     out.set_attr_str("modality_bits", &serde_json::to_string(&names)?)?;
     Ok(())
 }
 
-/// The `modalities_used` / `modalities_rejected` bit-mask datasets (bit i = `MODALITIES[i]`).
+/// The `modalities_used` / `modalities_rejected` bit-mask datasets (bit i = entry i of
+/// `aion_model::modality::all()`, built-ins then registered extras).
 pub fn flag_specs() -> Vec<DatasetSpec> {
     vec![
         DatasetSpec::new("modalities_used", Dtype::U64, &[], Some(0.0)),

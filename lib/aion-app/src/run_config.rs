@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use aion_model::modality::{CodecKind, MODALITIES, ModalityInfo, by_token_key};
+use aion_model::modality::{CodecKind, ModalityInfo, by_token_key};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
@@ -75,6 +75,8 @@ impl Common {
             "model directory {} does not exist",
             io.model.display()
         );
+        // Extra (new-survey) modalities of the model must be known before the mapping.
+        aion_model::modality::register_dir(&io.model)?;
         let mut catalog = aion_io::Catalog::open(&io.catalog)?;
         let bindings = resolve(&explicit, |d| catalog.has(d))?;
         catalog.size_by(&crate::output::candidate_datasets(&bindings))?;
@@ -241,7 +243,7 @@ pub fn resolve(
         .map(|b| b.source.clone())
         .collect();
     let mut out: Vec<Binding> = Vec::new();
-    for m in MODALITIES {
+    for m in aion_model::modality::all() {
         match chosen.get(m.token_key) {
             Some(Some(b)) => out.push(b.clone()),
             Some(None) => {}

@@ -6,4 +6,5 @@ pub mod catalog;
 pub mod image;
 pub mod scalar;
 pub mod scalar_field;
+pub mod scalar_fit;
 pub mod spectrum;

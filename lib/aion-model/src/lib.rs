@@ -18,14 +18,24 @@
 //! - [`config`]: the transformer's `config.json` ([`AionConfig`]).
 //! - [`fourm`]: the 4M transformer ([`Aion`]).
 //! - [`quantizers`]: quantizers shared by the codecs (FSQ).
+//! - [`export`]: writing safetensors and a model's Hub state dict; [`rng`]: deterministic
+//!   random numbers; [`lora`]: LoRA adapters; [`probe`]: probe heads on pooled embeddings;
+//!   [`train`] (feature `train`): from-scratch initialisation, new modalities, the training
+//!   objectives and optimiser of `aion-finetune`.
 
 pub mod codecs;
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod fourm;
+pub mod lora;
 pub mod modality;
 pub mod nn;
 pub mod quantizers;
+pub mod probe;
+pub mod rng;
+#[cfg(feature = "train")]
+pub mod train;
 pub mod weights;
 
 pub use config::AionConfig;

@@ -7,6 +7,10 @@
 
 use sha2::{Digest, Sha256};
 
+pub mod extra;
+
+pub use extra::{ExtraModality, register, register_dir};
+
 /// Which codec turns a modality's raw values into tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CodecKind {
@@ -378,14 +382,27 @@ pub const MODALITIES: &[ModalityInfo] = &[
     },
 ];
 
-/// Position of a modality in [`MODALITIES`] (the bit of the per-row flag masks).
-pub fn modality_index(token_key: &str) -> Option<usize> {
-    MODALITIES.iter().position(|m| m.token_key == token_key)
+/// Every known modality: the built-in [`MODALITIES`], then the registered extras
+/// ([`extra::register`]) in registration order.
+pub fn all() -> impl Iterator<Item = &'static ModalityInfo> {
+    MODALITIES.iter().chain(extra::extras())
 }
 
-/// Looks a modality up by token key.
+/// Position of a modality in [`all`] (the bit of the per-row flag masks).
+pub fn modality_index(token_key: &str) -> Option<usize> {
+    all().position(|m| m.token_key == token_key)
+}
+
+/// Looks a modality up by token key (built-in or registered extra).
 pub fn by_token_key(token_key: &str) -> Option<&'static ModalityInfo> {
-    MODALITIES.iter().find(|m| m.token_key == token_key)
+    MODALITIES
+        .iter()
+        .find(|m| m.token_key == token_key)
+        .or_else(|| {
+            extra::extras()
+                .into_iter()
+                .find(|m| m.token_key == token_key)
+        })
 }
 
 #[cfg(test)]

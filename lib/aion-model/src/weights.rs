@@ -55,6 +55,12 @@ impl WeightFile {
             path: path.clone(),
             source,
         })?;
+        Self::from_bytes(path, bytes)
+    }
+
+    /// Indexes safetensors bytes held in memory (`label` names them in messages).
+    pub fn from_bytes(label: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<Self> {
+        let path = label.into();
         let (header_len, metadata) =
             SafeTensors::read_metadata(&bytes).map_err(|e| Error::SafeTensors {
                 path: path.clone(),

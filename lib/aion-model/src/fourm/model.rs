@@ -42,10 +42,13 @@ pub struct Aion<B: Backend> {
 }
 
 impl<B: Backend> Aion<B> {
-    /// Loads `dir/config.json` and `dir/model.safetensors` (the Hub layout), strictly: every
+    /// Loads `dir/config.json` and `dir/model.safetensors` (the Hub layout; extra modalities
+    /// from `dir/modalities.json` are registered first), strictly: every
     /// tensor must be present with its shape and every stored tensor must be used, otherwise
     /// the error lists all offending names.
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self> {
+        // Extra (new-survey) modalities listed in `modalities.json` must be known first.
+        crate::modality::register_dir(dir)?;
         let cfg = AionConfig::from_file(dir.join("config.json"))?;
         let mut w = WeightFile::open(dir.join("model.safetensors"))?;
         let model = Self::from_weights(cfg, &mut w, device)?;

@@ -13,4 +13,5 @@ mod image_codec;
 mod image_codec_errors;
 mod scalar_codec;
 mod segmap_codec;
+mod scalar_fit;
 mod spectrum_codec;

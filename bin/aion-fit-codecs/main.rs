@@ -1,0 +1,22 @@
+//! `aion-fit-codecs`: fit scalar quantile codecs on catalogue columns, MPI-parallel, and write
+//! them in the Hub layout (see `docs/finetune.md`).
+
+use std::process::ExitCode;
+
+use aion_app::fit_codecs::{FitCodecsArgs, TOOL, run};
+use aion_app::{exit, logging};
+use aion_mpi::Session;
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = FitCodecsArgs::parse();
+    let Some(session) = Session::init() else {
+        eprintln!("{TOOL}: MPI could not be initialised");
+        return ExitCode::from(exit::FAILURE);
+    };
+    logging::init(TOOL, session.rank(), session.size(), &args.log_level);
+    match run(&args, &session) {
+        Ok(_) => ExitCode::from(exit::OK),
+        Err(e) => exit::report(TOOL, session.rank(), session.size(), &e),
+    }
+}

@@ -1,0 +1,105 @@
+//! `aion-finetune`: adapt AION to a survey's columns and labels, data-parallel over MPI ranks.
+//!
+//! Modes (`docs/finetune.md`): `probe` (a head on frozen pooled embeddings), `lora` (adapters),
+//! `full` (every weight, supervised), `masked` (4M masked modelling, also from scratch). A run:
+//! 1. reads the configuration, registers new modalities, reads the needed catalogue columns
+//!    (each rank a block, then shared), splits train / validation / test ([`data`]);
+//! 2. fits quantile codecs of new modalities on the training rows across ranks ([`codecs`]);
+//! 3. builds the model: a base model (with new modalities added, existing weights untouched) or
+//!    a from-scratch one (`aion_model::train`);
+//! 4. trains with data-parallel AdamW, checkpointing every N steps and on the stop signal
+//!    ([`trainer`], [`checkpoint`]);
+//! 5. writes the result as a Hub-layout model directory that every tool loads, the training log
+//!    and its learning curves, and a test-split evaluation ([`export`]).
+
+pub mod checkpoint;
+pub mod codecs;
+pub mod config;
+pub mod curves;
+pub mod data;
+pub mod export;
+pub mod log;
+pub mod modes;
+pub mod prepare;
+pub mod probe;
+#[cfg(test)]
+mod tests;
+pub mod tokens;
+pub mod trainer;
+
+use std::path::PathBuf;
+
+use aion_mpi::Session;
+use anyhow::Result;
+use clap::Parser;
+
+use crate::signals::StopFlag;
+
+/// Tool name.
+pub const TOOL: &str = "aion-finetune";
+
+/// Command line of `aion-finetune`.
+#[derive(Debug, Clone, Parser)]
+#[command(name = TOOL, version,
+    about = "Fine-tune AION-1 (probe, LoRA, full, masked modelling) on a catalogue, data-parallel over MPI ranks.",
+    after_help = "Exit codes: 0 = finished (or already finished); 2 = error; \
+3 = stopped by a signal (e.g. the Slurm time limit) after checkpointing: run the same command again to continue.")]
+pub struct FinetuneArgs {
+    /// Run configuration (TOML, see configs/finetune/ and docs/finetune.md).
+    #[arg(long, value_name = "run.toml")]
+    pub config: PathBuf,
+    /// Output model directory (overrides `output` of the config).
+    #[arg(long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+    /// Catalogue file(s) or glob(s) (override `catalog` of the config).
+    #[arg(long, value_name = "IN.h5", num_args = 1..)]
+    pub catalog: Vec<String>,
+    /// Base model directory (overrides `[model] base`).
+    #[arg(long, value_name = "DIR")]
+    pub base: Option<PathBuf>,
+    /// Number of optimiser steps (overrides `[train] steps`).
+    #[arg(long, value_name = "N")]
+    pub steps: Option<u64>,
+    /// Start afresh: discard an existing checkpoint and log in the output directory.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// `cpu` (NdArray), or `cuda` (LibTorch, GPU = node-local rank; needs the `tch` build).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Log level (error, warn, info, debug, trace); `RUST_LOG` overrides it.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Trained and exported (or found already finished).
+    Finished,
+    /// Stopped by a signal after checkpointing (exit code 3).
+    Stopped,
+}
+
+/// Runs `aion-finetune` on the backend chosen by `--device`.
+pub fn run(args: &FinetuneArgs, session: &Session, stop: &StopFlag) -> Result<Outcome> {
+    match args.device.as_str() {
+        "cpu" => {
+            type B = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
+            prepare::run::<B>(args, session, stop, Default::default())
+        }
+        #[cfg(feature = "tch")]
+        "cuda" => {
+            type B = burn::backend::Autodiff<burn::backend::LibTorch<f32>>;
+            let device = burn::backend::libtorch::LibTorchDevice::Cuda(session.local_rank());
+            prepare::run::<B>(args, session, stop, device)
+        }
+        other => anyhow::bail!(
+            "--device {other}: use cpu{}",
+            if cfg!(feature = "tch") {
+                " or cuda"
+            } else {
+                " (cuda needs a build with --features tch)"
+            }
+        ),
+    }
+}

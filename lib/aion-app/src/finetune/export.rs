@@ -1,0 +1,282 @@
+//! What a finished run leaves in its output directory.
+//!
+//! * The model in the Hub layout, loadable by `Aion::load` and every tool: `config.json`,
+//!   `model.safetensors` (LoRA: the adapters fused in), `modalities.json` (extra modalities),
+//!   `codecs/<name>/` (fitted, copied from the base, or the redshift grid); LoRA runs also keep
+//!   the adapters alone (`adapter.safetensors`), probe runs the head (`probe/`).
+//! * `train_log.jsonl` and `learning_curves.png`; `split.json` (the rows of each part, for the
+//!   baselines); `eval/` (test-split metrics, predictions and scatter plots of point targets);
+//!   `finetune.json` (summary: configuration, its hash, steps, timing, metrics).
+
+use std::path::Path;
+use std::time::Instant;
+
+use aion_model::Aion;
+use aion_model::codecs::scalar_fit::FittedCodec;
+use aion_model::modality::ExtraModality;
+use aion_model::modality::extra::ExtraModalitiesFile;
+use aion_model::probe::ProbeHead;
+use aion_model::train::extend::copy_dir;
+use aion_mpi::Session;
+use anyhow::{Context as _, Result};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use serde_json::json;
+
+use super::checkpoint::Progress;
+use super::data::Split;
+use super::log::{TrainLog, plot_curves};
+use super::prepare::{Setup, new_spec};
+use super::probe::{ProbeTrain, predictions};
+use super::tokens::{TokenTask, Trainee};
+use crate::collective::agree;
+use crate::metrics::point_metrics;
+
+/// The run summary file.
+pub const SUMMARY: &str = "finetune.json";
+/// Buckets of the redshift grid codec written for a new model (`GridScalarCodec("Z", 1024)`).
+pub const GRID_K: usize = 1024;
+
+/// What the exporters need.
+pub struct Context<'a> {
+    /// MPI.
+    pub session: &'a Session,
+    /// The run.
+    pub setup: &'a Setup,
+    /// The split.
+    pub split: &'a Split,
+    /// Fitted codecs.
+    pub fitted: &'a [FittedCodec],
+    /// Start of the run (after setup).
+    pub seconds_before: Instant,
+}
+
+/// Writes `split.json` (rank 0).
+pub fn write_split(session: &Session, out: &Path, split: &Split) -> Result<()> {
+    let r = if session.is_root() {
+        let text = serde_json::to_string(split)?;
+        aion_model::export::write_atomic(&out.join("split.json"), text.as_bytes())
+            .map_err(Into::into)
+    } else {
+        Ok(())
+    };
+    agree(session, r)
+}
+
+/// Codecs and `modalities.json` of the output model (rank 0).
+fn write_codecs<B: Backend>(ctx: &Context<'_>, model: &Aion<B>) -> Result<()> {
+    let (s, out) = (ctx.setup, &ctx.setup.out);
+    let cfg = model.config();
+    let keys: Vec<&String> = cfg.domains_in.iter().chain(&cfg.domains_out).collect();
+    let mods: Vec<_> = keys
+        .iter()
+        .filter_map(|k| aion_model::modality::by_token_key(k))
+        .collect();
+    for f in ctx.fitted {
+        f.write_hub(&out.join("codecs").join(&f.name))?;
+    }
+    for m in &mods {
+        let dst = out.join("codecs").join(m.codec_dir);
+        if ctx.fitted.iter().any(|f| f.name == m.codec_dir) {
+            continue;
+        }
+        match &s.cfg.model.base {
+            Some(base)
+                if base.join("codecs").join(m.codec_dir).is_dir()
+                    && base.join("codecs").join(m.codec_dir) != dst =>
+            {
+                copy_dir(&base.join("codecs").join(m.codec_dir), &dst)?;
+            }
+            None if m.codec == aion_model::modality::CodecKind::GridScalar => {
+                super::codecs::write_grid_codec(&dst, m.codec_dir, GRID_K)?;
+            }
+            _ => {}
+        }
+    }
+    let mut extras: Vec<ExtraModality> = match &s.cfg.model.base {
+        Some(b) => ExtraModalitiesFile::read_dir(b)?
+            .map(|f| f.modalities)
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    extras.extend(s.cfg.new_modalities.iter().map(new_spec));
+    extras.retain(|e| keys.iter().any(|k| **k == e.token_key));
+    extras.dedup();
+    if !extras.is_empty() {
+        ExtraModalitiesFile::new(extras).write_dir(out)?;
+    }
+    Ok(())
+}
+
+/// Test metrics, predictions (CSV) and scatter plots of point predictions (rank 0).
+fn write_eval(
+    out: &Path,
+    split: &Split,
+    preds: &[(String, Vec<[f64; 3]>)],
+) -> Result<serde_json::Value> {
+    let dir = out.join("eval");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut all = serde_json::Map::new();
+    for (key, rows) in preds {
+        let pred: Vec<f32> = rows.iter().map(|r| r[1] as f32).collect();
+        let truth: Vec<f32> = rows.iter().map(|r| r[0] as f32).collect();
+        let mut csv = String::from("row,truth,mean,sigma\n");
+        for (&r, v) in split.test.iter().zip(rows) {
+            csv.push_str(&format!("{r},{},{},{}\n", v[0], v[1], v[2]));
+        }
+        std::fs::write(dir.join(format!("test_{key}.csv")), csv)?;
+        if let Some(m) = point_metrics(&pred, &truth) {
+            let title = format!(
+                "{}: N={} NMAD={:.4} OUT={:.3}",
+                key.to_uppercase(),
+                m.n,
+                m.sigma_nmad,
+                m.outlier_fraction
+            );
+            crate::plot::scatter_png(
+                &dir.join(format!("test_{key}.png")),
+                &truth,
+                &pred,
+                &title,
+                "TRUE",
+                "PREDICTED (POSTERIOR MEAN)",
+            )?;
+            all.insert(key.clone(), serde_json::to_value(m)?);
+        }
+    }
+    let v = serde_json::Value::Object(all);
+    std::fs::write(
+        dir.join("test_metrics.json"),
+        serde_json::to_string_pretty(&v)?,
+    )?;
+    Ok(v)
+}
+
+fn summary(
+    ctx: &Context<'_>,
+    progress: &Progress,
+    test: serde_json::Value,
+    log: &TrainLog,
+) -> Result<()> {
+    let s = ctx.setup;
+    let curves = s.out.join("learning_curves.png");
+    plot_curves(
+        log.path(),
+        &curves,
+        &format!(
+            "{}: {:?}",
+            s.out
+                .file_name()
+                .map_or(String::new(), |n| n.to_string_lossy().to_uppercase()),
+            s.cfg.mode
+        )
+        .to_uppercase(),
+    )?;
+    let v = json!({
+        "tool": super::TOOL, "version": env!("CARGO_PKG_VERSION"), "git_commit": crate::provenance::GIT_COMMIT,
+        "finished": true, "finished_at": crate::provenance::now_utc(), "config_hash": s.hash, "config": s.cfg,
+        "ranks": ctx.session.size(), "steps": progress.step, "early_stopped": progress.early_stopped,
+        "best_step": progress.best_step, "best_val_loss": progress.best_loss,
+        "seconds": ctx.seconds_before.elapsed().as_secs_f64(),
+        "rows": { "train": ctx.split.train.len(), "val": ctx.split.val.len(), "test": ctx.split.test.len() },
+        "test": test,
+    });
+    aion_model::export::write_atomic(
+        &s.out.join(SUMMARY),
+        format!("{}\n", serde_json::to_string_pretty(&v)?).as_bytes(),
+    )?;
+    Ok(())
+}
+
+/// Exports a token-prediction run (modes masked, full, lora).
+pub fn tokens<B: AutodiffBackend>(
+    ctx: &Context<'_>,
+    task: &TokenTask<'_, B>,
+    module: &Trainee<B::InnerBackend>,
+    progress: &Progress,
+    log: &TrainLog,
+) -> Result<()> {
+    let model = module.effective();
+    let preds: Vec<(String, Vec<[f64; 3]>)> = if ctx.split.test.is_empty() {
+        Vec::new()
+    } else {
+        task.predict(ctx.session, &model, &ctx.split.test)
+            .into_iter()
+            .map(|p| (p.key.to_string(), p.rows))
+            .collect()
+    };
+    let r = if ctx.session.is_root() {
+        (|| -> Result<()> {
+            let out = &ctx.setup.out;
+            let carry = ctx
+                .setup
+                .cfg
+                .model
+                .base
+                .as_ref()
+                .map(|b| b.join("model.safetensors"));
+            aion_model::export::save(&model, out, carry.as_deref())?;
+            if let Some(l) = &module.lora {
+                l.save(&out.join("adapter.safetensors"))?;
+            }
+            write_codecs(ctx, &model)?;
+            let test = write_eval(out, ctx.split, &preds)?;
+            summary(ctx, progress, test, log)
+        })()
+    } else {
+        Ok(())
+    };
+    agree(ctx.session, r)
+}
+
+/// Exports a probe run: the base model's files and the head.
+pub fn probe<B: AutodiffBackend>(
+    ctx: &Context<'_>,
+    task: &ProbeTrain<'_, B>,
+    head: &ProbeHead<B::InnerBackend>,
+    progress: &Progress,
+    log: &TrainLog,
+) -> Result<()> {
+    let device = burn::tensor::Tensor::<B, 1>::zeros([1], &task.device)
+        .inner()
+        .device();
+    let preds = if ctx.split.test.is_empty()
+        || task.targets.cfg.task != aion_model::probe::ProbeTask::Regression
+    {
+        Vec::new()
+    } else {
+        let (pred, truth) = predictions(ctx.session, task, head, &ctx.split.test, &device);
+        let rows = pred
+            .iter()
+            .zip(&truth)
+            .map(|(&p, &t)| [f64::from(t), f64::from(p), f64::NAN])
+            .collect();
+        vec![(task.targets.cfg.target.clone(), rows)]
+    };
+    let r = if ctx.session.is_root() {
+        (|| -> Result<()> {
+            let (out, base) = (
+                &ctx.setup.out,
+                ctx.setup.cfg.model.base.as_ref().expect("probe has a base"),
+            );
+            if base != out {
+                for f in ["config.json", "model.safetensors", "modalities.json"] {
+                    if base.join(f).is_file() {
+                        let _ = std::fs::remove_file(out.join(f));
+                        std::fs::hard_link(base.join(f), out.join(f))
+                            .or_else(|_| std::fs::copy(base.join(f), out.join(f)).map(|_| ()))
+                            .with_context(|| format!("cannot copy {} into {}", f, out.display()))?;
+                    }
+                }
+                if base.join("codecs").is_dir() {
+                    copy_dir(&base.join("codecs"), &out.join("codecs"))?;
+                }
+            }
+            head.save(&task.targets.cfg, out)?;
+            let test = write_eval(out, ctx.split, &preds)?;
+            summary(ctx, progress, test, log)
+        })()
+    } else {
+        Ok(())
+    };
+    agree(ctx.session, r)
+}

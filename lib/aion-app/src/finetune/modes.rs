@@ -1,0 +1,156 @@
+//! The two kinds of training runs: a probe head on frozen embeddings, and token prediction
+//! (masked, full, LoRA).
+
+use aion_model::Aion;
+use aion_model::lora::LoraSet;
+use aion_model::probe::{ProbeConfig, ProbeTask};
+use anyhow::Result;
+use burn::module::{AutodiffModule, Module, ModuleMapper, Param};
+use burn::tensor::Tensor;
+use burn::tensor::backend::AutodiffBackend;
+
+use super::Outcome;
+use super::config::Mode;
+use super::data::Masking;
+use super::export;
+use super::log::TrainLog;
+use super::prepare::{Run, Setup};
+use super::probe::{ProbeTrain, init_head, pooled_embeddings, targets};
+use super::tokens::{TokenTask, Trainee};
+use super::trainer::{Ending, train};
+
+/// Mode `probe`: embeddings of the frozen model, then a head trained on them.
+pub fn probe<B: AutodiffBackend>(
+    run: &Run<'_>,
+    model: Aion<B>,
+    device: B::Device,
+) -> Result<Outcome> {
+    let s = run.setup;
+    let p = s
+        .cfg
+        .probe
+        .as_ref()
+        .expect("validated: probe mode has [probe]");
+    let inner = model.valid();
+    let dev_inner = Tensor::<B, 1>::zeros([1], &device).inner().device();
+    let emb = pooled_embeddings(
+        run.session,
+        &inner,
+        run.data,
+        s.catalog.n_rows(),
+        &dev_inner,
+    );
+    let task = if p.task == "regression" {
+        ProbeTask::Regression
+    } else {
+        ProbeTask::Classification
+    };
+    let hidden = (p.hidden > 0).then_some(p.hidden);
+    let mut pc = ProbeConfig::new(task, inner.config().dim, hidden, 2);
+    pc.target = p.target.clone();
+    pc.inputs = s.cfg.data.inputs.clone();
+    let t = targets(&run.cols[&p.target].values, &run.split.train, pc)?;
+    let head = init_head::<B>(&t.cfg, s.cfg.seed, &device);
+    let task = ProbeTrain {
+        emb: &emb,
+        targets: &t,
+        device,
+    };
+    let mut log = TrainLog::new(&s.out, run.session.is_root());
+    let o = train(
+        run.session,
+        &task,
+        head,
+        &run.plan(),
+        &run.ckpt,
+        &mut log,
+        run.stop,
+    )?;
+    if o.ending == Ending::Stopped {
+        return Ok(Outcome::Stopped);
+    }
+    export::probe(&run.ctx, &task, &o.module.valid(), &o.progress, &log)?;
+    Ok(Outcome::Finished)
+}
+
+/// Modes `masked`, `full`, `lora`: token prediction.
+pub fn tokens<B: AutodiffBackend>(
+    run: &Run<'_>,
+    model: Aion<B>,
+    device: B::Device,
+) -> Result<Outcome> {
+    let s = run.setup;
+    let lora = match s.cfg.mode {
+        Mode::Lora => Some(LoraSet::init(
+            &model,
+            &s.cfg.lora_config()?,
+            s.cfg.seed,
+            &device,
+        )?),
+        _ => None,
+    };
+    let model = if lora.is_some() {
+        freeze_base(model, s)
+    } else {
+        model
+    };
+    let masking = Masking {
+        seed: s.cfg.seed,
+        mask_ratio: s.cfg.mask_ratio(),
+        soft_sigma: s.cfg.train.soft_label_sigma as f32,
+    };
+    let task = TokenTask::<B> {
+        data: run.data,
+        masking,
+        device,
+    };
+    let mut log = TrainLog::new(&s.out, run.session.is_root());
+    let trainee = Trainee { model, lora };
+    let o = train(
+        run.session,
+        &task,
+        trainee,
+        &run.plan(),
+        &run.ckpt,
+        &mut log,
+        run.stop,
+    )?;
+    if o.ending == Ending::Stopped {
+        return Ok(Outcome::Stopped);
+    }
+    export::tokens(&run.ctx, &task, &o.module.valid(), &o.progress, &log)?;
+    Ok(Outcome::Finished)
+}
+
+/// Sets `require_grad` on every parameter it maps.
+struct RequireGrad(bool);
+
+impl<B: AutodiffBackend> ModuleMapper<B> for RequireGrad {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, t, mapper) = param.consume();
+        Param::from_mapped_value(id, t.set_require_grad(self.0), mapper)
+    }
+}
+
+/// LoRA: the base model frozen, except the embeddings of new modalities.
+fn freeze_base<B: AutodiffBackend>(model: Aion<B>, s: &Setup) -> Aion<B> {
+    let mut model = model.no_grad();
+    let new: Vec<&str> = s
+        .cfg
+        .new_modalities
+        .iter()
+        .map(|n| n.token_key.as_str())
+        .collect();
+    model.embeddings = model
+        .embeddings
+        .into_iter()
+        .map(|e| {
+            if new.contains(&e.modality.token_key) {
+                e.map(&mut RequireGrad(true))
+            } else {
+                e
+            }
+        })
+        .collect();
+    model
+}

@@ -1,0 +1,504 @@
+//! From the configuration to a trained module: everything `aion-finetune` does before and
+//! around the training loop.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use aion_io::Catalog;
+use aion_model::codecs::scalar::{ScalarCodec, ScalarQuantizer};
+use aion_model::codecs::scalar_fit::{FitKind, FittedCodec, linspace_f32};
+use aion_model::modality::{CodecKind, ExtraModality, ModalityInfo, by_token_key};
+use aion_model::train::extend::{NewModality, extended};
+use aion_model::train::init::{InitOptions, init_model};
+use aion_model::weights::WeightFile;
+use aion_model::{Aion, AionConfig};
+use aion_mpi::{Session, block_range};
+use anyhow::{Context, Result, bail, ensure};
+use burn::tensor::backend::AutodiffBackend;
+use sha2::{Digest, Sha256};
+
+use super::config::{FinetuneConfig, Mode, NewModalitySection};
+use super::data::{FullColumn, ModalityData, Split, read_column};
+use super::trainer::Plan;
+use super::{FinetuneArgs, Outcome, checkpoint::Checkpoint, codecs, export};
+use crate::collective::agree;
+use crate::run_config::{Source, resolve};
+use crate::signals::StopFlag;
+
+/// The configuration with the command-line overrides applied.
+pub fn effective_config(args: &FinetuneArgs) -> Result<FinetuneConfig> {
+    let mut cfg = FinetuneConfig::load(&args.config)?;
+    if let Some(o) = &args.output {
+        cfg.output = Some(o.clone());
+    }
+    if !args.catalog.is_empty() {
+        cfg.catalog = args.catalog.clone();
+    }
+    if let Some(b) = &args.base {
+        cfg.model.base = Some(b.clone());
+        cfg.model.init = None;
+    }
+    if let Some(s) = args.steps {
+        cfg.train.steps = s;
+    }
+    cfg.validate()?;
+    ensure!(
+        cfg.output.is_some(),
+        "no output directory: give --output or output in the config"
+    );
+    ensure!(
+        !cfg.catalog.is_empty(),
+        "no catalogue: give --catalog or catalog in the config"
+    );
+    Ok(cfg)
+}
+
+/// The description of a new modality as registered.
+pub fn new_spec(n: &NewModalitySection) -> ExtraModality {
+    ExtraModality {
+        token_key: n.token_key.clone(),
+        codec: n.codec.clone(),
+        codec_dir: n.codec_dir.clone().unwrap_or_else(|| n.dataset.clone()),
+        vocab: n.codebook_size,
+        tokens: 1,
+        dataset: n.dataset.clone(),
+        class_name: None,
+    }
+}
+
+/// A modality the run reads, with its source dataset.
+pub struct Needed {
+    /// The modality.
+    pub modality: &'static ModalityInfo,
+    /// Dataset (and column range).
+    pub dataset: String,
+    /// Column range of a 2-D dataset.
+    pub columns: Option<(usize, usize)>,
+    /// The dataset holds tokens.
+    pub tokens: bool,
+}
+
+/// Everything resolved before training.
+pub struct Setup {
+    /// Effective configuration.
+    pub cfg: FinetuneConfig,
+    /// Output directory.
+    pub out: PathBuf,
+    /// The catalogue.
+    pub catalog: Catalog,
+    /// Modalities read (inputs ∪ targets), in config order.
+    pub needed: Vec<Needed>,
+    /// Hash of everything that determines the result.
+    pub hash: String,
+}
+
+fn setup(args: &FinetuneArgs) -> Result<Setup> {
+    let cfg = effective_config(args)?;
+    let out = cfg.output.clone().expect("checked");
+    if let Some(base) = &cfg.model.base {
+        ensure!(
+            base.join("config.json").is_file(),
+            "base model {} has no config.json",
+            base.display()
+        );
+        aion_model::modality::register_dir(base)?;
+    }
+    for n in &cfg.new_modalities {
+        aion_model::modality::register(&new_spec(n))
+            .with_context(|| format!("[[new_modality]] {}", n.token_key))?;
+    }
+    let mut catalog = Catalog::open(&cfg.catalog)?;
+    let explicit: Vec<(String, String)> = cfg
+        .map
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let bindings = resolve(&explicit, |d| catalog.has(d))?;
+    let mut keys: Vec<&String> = cfg.data.inputs.iter().collect();
+    keys.extend(
+        cfg.data
+            .targets
+            .iter()
+            .filter(|t| !cfg.data.inputs.contains(t)),
+    );
+    let mut needed = Vec::new();
+    for key in keys {
+        let m = by_token_key(key).with_context(|| format!("unknown modality {key} in [data]"))?;
+        let b = bindings
+            .iter()
+            .find(|b| b.token_key == m.token_key)
+            .with_context(|| format!("{key}: no dataset (map it in [map])"))?;
+        let (dataset, columns, tokens) = match &b.source {
+            Source::Scalar { dataset, columns } => (dataset.clone(), *columns, false),
+            Source::Tokens { dataset } => (dataset.clone(), None, true),
+            Source::Group { .. } => {
+                bail!("{key}: only scalar modalities can be fine-tuned on so far")
+            }
+        };
+        ensure!(
+            catalog.has(&dataset),
+            "{key}: dataset {dataset} is in none of the catalogue files"
+        );
+        needed.push(Needed {
+            modality: m,
+            dataset,
+            columns,
+            tokens,
+        });
+    }
+    let mut datasets: Vec<String> = needed.iter().map(|n| n.dataset.clone()).collect();
+    datasets.extend(cfg.data.noise.values().cloned());
+    if let Some(p) = &cfg.probe {
+        datasets.push(p.target.clone());
+    }
+    for d in &datasets {
+        ensure!(
+            catalog.has(d),
+            "dataset {d} is in none of the catalogue files"
+        );
+    }
+    catalog.size_by(&datasets)?;
+    let identity = crate::resume::catalog_identity(&catalog.paths());
+    let base_id = cfg.model.base.as_ref().map(|b| {
+        let f = b.join("model.safetensors");
+        (
+            f.display().to_string(),
+            std::fs::metadata(&f).map_or(0, |m| m.len()),
+        )
+    });
+    let key = serde_json::json!({ "config": cfg, "catalog": identity, "base": base_id });
+    let hash = Sha256::digest(key.to_string().as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(Setup {
+        cfg,
+        out,
+        catalog,
+        needed,
+        hash,
+    })
+}
+
+/// Whether `out/finetune.json` records a finished run of this configuration.
+fn already_finished(out: &Path, hash: &str) -> bool {
+    std::fs::read_to_string(out.join(export::SUMMARY))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|v| v["finished"] == true && v["config_hash"] == hash)
+}
+
+fn prepare_output(s: &Setup, overwrite: bool) -> Result<()> {
+    std::fs::create_dir_all(&s.out)
+        .with_context(|| format!("cannot create {}", s.out.display()))?;
+    if overwrite {
+        let _ = std::fs::remove_dir_all(s.out.join("checkpoint"));
+        for f in ["train_log.jsonl", export::SUMMARY] {
+            let _ = std::fs::remove_file(s.out.join(f));
+        }
+    }
+    Ok(())
+}
+
+/// The split of the catalogue's rows.
+fn split(s: &Setup) -> Result<Split> {
+    let n = s.catalog.n_rows();
+    let sp = match &s.cfg.data.split_file {
+        Some(f) => {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read split file {}", f.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("invalid split file {}", f.display()))?
+        }
+        None => {
+            let p = &s.cfg.data.split;
+            Split::random(n, p.val, p.test, p.seed.unwrap_or(s.cfg.seed))
+        }
+    };
+    sp.check(n)?;
+    Ok(sp)
+}
+
+/// Fitted codecs of the new modalities (on the training rows, across ranks) and the codecs of
+/// every other modality read (from the base model, or the redshift grid for a new model).
+fn codecs_of(
+    session: &Session,
+    s: &Setup,
+    cols: &BTreeMap<String, FullColumn>,
+    train_rows: &[usize],
+) -> Result<(BTreeMap<&'static str, ScalarCodec>, Vec<FittedCodec>)> {
+    let mut loaded = BTreeMap::new();
+    let mut fitted = Vec::new();
+    let mine = &train_rows[block_range(train_rows.len(), session.rank(), session.size())];
+    for n in &s.needed {
+        let m = n.modality;
+        if n.tokens {
+            continue;
+        }
+        if let Some(nm) = s
+            .cfg
+            .new_modalities
+            .iter()
+            .find(|x| x.token_key == m.token_key)
+        {
+            let kind = match m.codec {
+                CodecKind::LogScalar => FitKind::LogScalar {
+                    min_log_value: nm.min_log_value,
+                },
+                _ => FitKind::Scalar,
+            };
+            let col = &cols[&n.dataset];
+            let f = codecs::fit_distributed(
+                session,
+                m.codec_dir,
+                kind,
+                nm.codebook_size,
+                nm.reservoir_size,
+                s.cfg.seed,
+                mine.iter().map(|&r| (r as u64, col.values[r])),
+            )
+            .with_context(|| format!("fitting the codec of {}", m.token_key))?;
+            let quantizer = match kind {
+                FitKind::Scalar => ScalarQuantizer::Reservoir {
+                    table: f.table.clone(),
+                },
+                FitKind::LogScalar { min_log_value } => ScalarQuantizer::LogReservoir {
+                    table: f.table.clone(),
+                    min_value: min_log_value.exp() as f32,
+                },
+            };
+            loaded.insert(
+                m.token_key,
+                ScalarCodec {
+                    modality: m,
+                    quantizer,
+                },
+            );
+            fitted.push(f);
+        } else if let Some(base) = &s.cfg.model.base {
+            loaded.insert(m.token_key, codecs::load(base, m)?);
+        } else if m.codec == CodecKind::GridScalar {
+            let buckets = linspace_f32(export::GRID_K);
+            loaded.insert(
+                m.token_key,
+                ScalarCodec {
+                    modality: m,
+                    quantizer: ScalarQuantizer::Grid { buckets },
+                },
+            );
+        } else {
+            bail!(
+                "{}: a new model has no codec for it; add it as a [[new_modality]] or start from a base model",
+                m.token_key
+            );
+        }
+    }
+    Ok((loaded, fitted))
+}
+
+/// The model to train: the base (with new modalities added) or a new one.
+fn build_model<B: AutodiffBackend>(s: &Setup, device: &B::Device) -> Result<Aion<B>> {
+    let c = &s.cfg;
+    let opts = InitOptions {
+        seed: c.seed,
+        ordinal_scalars: c.model.ordinal_init,
+    };
+    let model = if let Some(base) = &c.model.base {
+        let news: Vec<NewModality> = c
+            .new_modalities
+            .iter()
+            .map(|n| NewModality {
+                spec: new_spec(n),
+                input: c.data.inputs.contains(&n.token_key),
+                output: c.data.targets.contains(&n.token_key),
+            })
+            .collect();
+        if news.is_empty() {
+            Aion::load(base, device)?
+        } else {
+            let (cfg, bytes, _) = extended(base, &news, opts)?;
+            let mut w = WeightFile::from_bytes(base.join("model.safetensors"), bytes)?;
+            let m = Aion::from_weights(cfg, &mut w, device)?;
+            w.finish()?;
+            m
+        }
+    } else {
+        let preset = c.model.init.as_deref().unwrap_or("tiny");
+        let mut cfg = match preset {
+            "tiny" => AionConfig::tiny(),
+            "base" => AionConfig::base(),
+            "large" => AionConfig::large(),
+            other => bail!("[model] init = {other:?}: use tiny, base or large"),
+        };
+        cfg.domains_in = c.data.inputs.clone();
+        cfg.domains_out = c.data.targets.clone();
+        if c.mode == Mode::Probe {
+            cfg.domains_out = c.data.inputs.clone();
+        }
+        let m = &c.model;
+        cfg.dim = m.dim.unwrap_or(cfg.dim);
+        cfg.encoder_depth = m.encoder_depth.unwrap_or(cfg.encoder_depth);
+        cfg.decoder_depth = m.decoder_depth.unwrap_or(cfg.decoder_depth);
+        cfg.num_heads = m.num_heads.unwrap_or(cfg.num_heads);
+        init_model(&cfg, opts, device)?
+    };
+    let mc = model.config();
+    for k in &c.data.inputs {
+        ensure!(
+            mc.domains_in.contains(k),
+            "{k} is not an input of the model (domains_in)"
+        );
+    }
+    if c.mode != Mode::Probe {
+        for k in &c.data.targets {
+            ensure!(
+                mc.domains_out.contains(k),
+                "{k} is not an output of the model (domains_out)"
+            );
+        }
+    }
+    Ok(model)
+}
+
+/// Runs the whole tool on backend `B`.
+pub fn run<B: AutodiffBackend>(
+    args: &FinetuneArgs,
+    session: &Session,
+    stop: &StopFlag,
+    device: B::Device,
+) -> Result<Outcome> {
+    let s = agree(session, setup(args))?;
+    if !args.overwrite && agree(session, Ok(already_finished(&s.out, &s.hash)))? {
+        if session.is_root() {
+            log::info!(
+                "{} already holds the finished run of this configuration; nothing to do",
+                s.out.display()
+            );
+        }
+        return Ok(Outcome::Finished);
+    }
+    let root_prepares = if session.is_root() {
+        prepare_output(&s, args.overwrite)
+    } else {
+        Ok(())
+    };
+    agree(session, root_prepares)?;
+    let t0 = std::time::Instant::now();
+    let sp = agree(session, split(&s))?;
+    export::write_split(session, &s.out, &sp)?;
+    let cols = read_columns(session, &s)?;
+    let (codec_map, fitted) = agree(session, codecs_of(session, &s, &cols, &sp.train))?;
+    let model = agree(session, build_model::<B>(&s, &device))?;
+    let data = modality_data(&s, &cols, codec_map)?;
+    let run = Run {
+        session,
+        stop,
+        setup: &s,
+        split: &sp,
+        cols: &cols,
+        data: &data,
+        ckpt: Checkpoint::new(&s.out, &s.hash),
+        ctx: export::Context {
+            session,
+            setup: &s,
+            split: &sp,
+            fitted: &fitted,
+            seconds_before: t0,
+        },
+    };
+    let outcome = if s.cfg.mode == Mode::Probe {
+        super::modes::probe(&run, model, device)?
+    } else {
+        super::modes::tokens(&run, model, device)?
+    };
+    if outcome == Outcome::Finished && !s.cfg.train.keep_checkpoint {
+        run.ckpt.remove(session);
+    }
+    Ok(outcome)
+}
+
+/// Everything a mode needs to train and export.
+pub struct Run<'a> {
+    /// MPI.
+    pub session: &'a Session,
+    /// Stop signal.
+    pub stop: &'a StopFlag,
+    /// The run.
+    pub setup: &'a Setup,
+    /// The split.
+    pub split: &'a Split,
+    /// The catalogue columns read, by dataset.
+    pub cols: &'a BTreeMap<String, FullColumn>,
+    /// Per-modality data.
+    pub data: &'a [ModalityData],
+    /// The checkpoint.
+    pub ckpt: Checkpoint,
+    /// What the exporters need.
+    pub ctx: export::Context<'a>,
+}
+
+impl Run<'_> {
+    /// The training plan.
+    pub fn plan(&self) -> Plan<'_> {
+        Plan {
+            train: &self.split.train,
+            val: &self.split.val,
+            seed: self.setup.cfg.seed,
+            cfg: &self.setup.cfg.train,
+        }
+    }
+}
+
+/// Every dataset the run reads (modalities, noise, probe target), all rows, on every rank.
+fn read_columns(session: &Session, s: &Setup) -> Result<BTreeMap<String, FullColumn>> {
+    let mut wanted: Vec<(String, Option<(usize, usize)>)> = s
+        .needed
+        .iter()
+        .map(|n| (n.dataset.clone(), n.columns))
+        .collect();
+    wanted.extend(s.cfg.data.noise.values().map(|d| (d.clone(), None)));
+    if let Some(p) = &s.cfg.probe {
+        wanted.push((p.target.clone(), None));
+    }
+    let mut cols = BTreeMap::new();
+    for (d, c) in wanted {
+        if !cols.contains_key(&d) {
+            let col = read_column(session, &s.catalog, &d, c)?;
+            cols.insert(d, col);
+        }
+    }
+    Ok(cols)
+}
+
+/// Per-modality data with roles, weights and noise.
+fn modality_data(
+    s: &Setup,
+    cols: &BTreeMap<String, FullColumn>,
+    mut codecs: BTreeMap<&'static str, ScalarCodec>,
+) -> Result<Vec<ModalityData>> {
+    let c = &s.cfg;
+    let mut out = Vec::new();
+    for n in &s.needed {
+        let key = n.modality.token_key;
+        let codec = codecs.remove(key);
+        let mut d = ModalityData::new(n.modality, codec, cols[&n.dataset].clone());
+        d.is_input = c.data.inputs.iter().any(|k| k == key);
+        d.is_target = c.mode != Mode::Probe && c.data.targets.iter().any(|k| k == key);
+        d.weight = c.train.target_weights.get(key).copied().unwrap_or(1.0) as f32;
+        if let Some(ds) = c.data.noise.get(key) {
+            ensure!(
+                d.codec.is_some(),
+                "{key}: noise needs raw values, not tokens"
+            );
+            d.noise = Some(cols[ds].clone());
+        }
+        out.push(d);
+    }
+    for k in c.data.noise.keys() {
+        ensure!(
+            s.needed.iter().any(|n| n.modality.token_key == k),
+            "[data.noise] {k} is neither an input nor a target"
+        );
+    }
+    Ok(out)
+}

@@ -1,0 +1,150 @@
+//! Adding new modalities to an existing model directory.
+//!
+//! The new token keys get embedding tables (encoder and/or decoder) and modality embeddings,
+//! initialised as in [`super::init`]; `config.json` gets them appended to `domains_in` /
+//! `domains_out`, and `modalities.json` lists them. Every tensor already in `model.safetensors`
+//! is copied byte for byte (same name, dtype, shape, values): the existing weights are
+//! untouched, and the extended model gives the same outputs as the original for inputs and
+//! targets that do not involve the new modalities.
+
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use super::init::{InitOptions, modality_tensors};
+use crate::config::AionConfig;
+use crate::error::{Error, Result};
+use crate::export::write_atomic;
+use crate::modality::extra::{ExtraModalitiesFile, ExtraModality};
+use crate::modality::{ModalityInfo, register};
+
+/// One modality to add and its roles.
+#[derive(Debug, Clone)]
+pub struct NewModality {
+    /// Its description (registered by [`add_modalities`]).
+    pub spec: ExtraModality,
+    /// Give it an encoder embedding (`domains_in`).
+    pub input: bool,
+    /// Give it a decoder embedding and output head (`domains_out`).
+    pub output: bool,
+}
+
+/// Copies a directory tree (files are copied, folders created).
+pub fn copy_dir(src: &Path, dst: &Path) -> Result<()> {
+    let werr = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Write { path, source }
+    };
+    std::fs::create_dir_all(dst).map_err(werr(dst))?;
+    let entries = std::fs::read_dir(src).map_err(|source| Error::Io {
+        path: src.to_path_buf(),
+        source,
+    })?;
+    for e in entries {
+        let e = e.map_err(|source| Error::Io {
+            path: src.to_path_buf(),
+            source,
+        })?;
+        let (from, to) = (e.path(), dst.join(e.file_name()));
+        if from.is_dir() {
+            copy_dir(&from, &to)?;
+        } else {
+            std::fs::copy(&from, &to).map_err(werr(&to))?;
+        }
+    }
+    Ok(())
+}
+
+/// The model of `src` with `new` modalities added, in memory: its config, its safetensors
+/// bytes (every stored tensor copied unchanged, the new ones appended) and the full list of
+/// extra modalities it uses.
+pub fn extended(
+    src: &Path,
+    new: &[NewModality],
+    opts: InitOptions,
+) -> Result<(AionConfig, Vec<u8>, Vec<ExtraModality>)> {
+    crate::modality::register_dir(src)?;
+    let mut cfg = AionConfig::from_file(src.join("config.json"))?;
+    let mut extras = ExtraModalitiesFile::read_dir(src)?
+        .map(|f| f.modalities)
+        .unwrap_or_default();
+    let mut added: Vec<(&'static ModalityInfo, bool, bool)> = Vec::new();
+    for n in new {
+        let m = register(&n.spec)?;
+        let key = m.token_key.to_string();
+        if cfg.domains_in.contains(&key) || cfg.domains_out.contains(&key) {
+            return Err(Error::Input(format!(
+                "the model already has modality {key}"
+            )));
+        }
+        if !(n.input || n.output) {
+            return Err(Error::Input(format!("{key}: neither input nor output")));
+        }
+        if n.input {
+            cfg.domains_in.push(key.clone());
+        }
+        if n.output {
+            cfg.domains_out.push(key);
+        }
+        if !extras.contains(&n.spec) {
+            extras.push(n.spec.clone());
+        }
+        added.push((m, n.input, n.output));
+    }
+    cfg.validate()?;
+    let new_tensors: Vec<_> = added
+        .iter()
+        .flat_map(|&(m, i, o)| modality_tensors(m, &cfg, (i, o), opts))
+        .collect();
+
+    let weights = src.join("model.safetensors");
+    let bytes = std::fs::read(&weights).map_err(|source| Error::Io {
+        path: weights.clone(),
+        source,
+    })?;
+    let bad = |m: String| Error::SafeTensors {
+        path: weights.clone(),
+        message: m,
+    };
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+    let new_raw: Vec<Vec<u8>> = new_tensors
+        .iter()
+        .map(|t| t.data.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    let mut views: Vec<(String, TensorView<'_>)> = st.tensors();
+    for (t, raw) in new_tensors.iter().zip(&new_raw) {
+        if views.iter().any(|(n, _)| *n == t.name) {
+            return Err(bad(format!("already holds {}", t.name)));
+        }
+        let v = TensorView::new(Dtype::F32, t.shape.clone(), raw).expect("shape fits data");
+        views.push((t.name.clone(), v));
+    }
+    let out = safetensors::tensor::serialize(views, meta.metadata().clone())
+        .map_err(|e| bad(e.to_string()))?;
+    Ok((cfg, out, extras))
+}
+
+/// Writes to `dst` the model of `src` with `new` modalities added (see the module docs); `src`
+/// and `dst` may be the same directory. Codecs (`codecs/`) are copied when they differ; the
+/// new modalities' codecs are the caller's to write (e.g. fitted ones). Returns the new config.
+pub fn add_modalities(
+    src: &Path,
+    dst: &Path,
+    new: &[NewModality],
+    opts: InitOptions,
+) -> Result<AionConfig> {
+    let (cfg, bytes, extras) = extended(src, new, opts)?;
+    if src != dst && src.join("codecs").is_dir() {
+        copy_dir(&src.join("codecs"), &dst.join("codecs"))?;
+    }
+    std::fs::create_dir_all(dst).map_err(|source| Error::Write {
+        path: dst.to_path_buf(),
+        source,
+    })?;
+    write_atomic(&dst.join("model.safetensors"), &bytes)?;
+    let text = serde_json::to_string_pretty(&cfg).expect("config serialises");
+    write_atomic(&dst.join("config.json"), format!("{text}\n").as_bytes())?;
+    ExtraModalitiesFile::new(extras).write_dir(dst)?;
+    Ok(cfg)
+}

@@ -1,0 +1,555 @@
+//! `aion-finetune` and `aion-fit-codecs` end to end, on the bundled SDSS catalogue with a very
+//! small model (a few steps each, so the suite stays fast): codec fitting for 1 and 2 ranks, the
+//! four modes, new modalities on a base model, 1-rank vs 2-rank loss curves, resuming after
+//! SIGKILL and after the time-limit signal (also under Slurm).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+const FINETUNE: &str = env!("CARGO_BIN_EXE_aion-finetune");
+const FIT: &str = env!("CARGO_BIN_EXE_aion-fit-codecs");
+
+fn sdss() -> PathBuf {
+    repo().join("data/sdss_mgs/sdss_mgs_train.h5")
+}
+
+/// Runs a tool with extra environment variables.
+fn run_env(bin: &str, launch: Launch, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = match launch {
+        Launch::Alone => Command::new(bin),
+        Launch::Mpirun(n) => {
+            let mut c = Command::new("mpirun");
+            c.args(["-n", &n.to_string(), "--oversubscribe"]);
+            for (k, _) in env {
+                c.args(["-x", k]);
+            }
+            c.arg(bin);
+            c
+        }
+    };
+    cmd.args(args)
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
+        .env("OMP_NUM_THREADS", "1")
+        .env("RAYON_NUM_THREADS", "1")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null());
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {bin}: {e}"))
+}
+
+const MAGS: [&str; 5] = ["u", "g", "r", "i", "z"];
+
+/// A small masked-modelling config from scratch (D 32, 1 + 1 blocks, codebooks of 32).
+fn masked_config(steps: u64, extra_train: &str) -> String {
+    let mut s = format!(
+        "mode = \"masked\"\nseed = 11\ncatalog = [{:?}]\n[model]\ninit = \"tiny\"\ndim = 32\nencoder_depth = 1\ndecoder_depth = 1\nnum_heads = 2\n",
+        sdss().display().to_string()
+    );
+    for b in MAGS {
+        s += &format!(
+            "[[new_modality]]\ntoken_key = \"tok_mag_{b}_sdss\"\ndataset = \"mag_{b}\"\ncodebook_size = 32\nreservoir_size = 2000\n"
+        );
+    }
+    let keys: Vec<String> = MAGS
+        .iter()
+        .map(|b| format!("\"tok_mag_{b}_sdss\""))
+        .collect();
+    s += &format!(
+        "[data]\ninputs = [{}]\ntargets = [{}, \"tok_z\"]\nsplit = {{ val = 0.05, test = 0.05 }}\n",
+        keys.join(", "),
+        keys.join(", ")
+    );
+    s += "[data.noise]\n";
+    for b in MAGS {
+        s += &format!("tok_mag_{b}_sdss = \"magerr_{b}\"\n");
+    }
+    s += &format!(
+        "[map]\ntok_z = \"Z\"\n[train]\nsteps = {steps}\nbatch_size = 32\nlr = 3e-3\nwarmup_steps = 2\nmask_ratio = 0.3\nsoft_label_sigma = 1.0\neval_every = 5\ncheckpoint_every = 4\n{extra_train}"
+    );
+    s
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn finetune(launch: Launch, config: &Path, out: &Path, env: &[(&str, &str)]) -> Output {
+    run_env(
+        FINETUNE,
+        launch,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ],
+        env,
+    )
+}
+
+/// `(step, loss)` of every training step in `train_log.jsonl`.
+fn losses(out: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(out.join("train_log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get("eval").is_none())
+        .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
+        .collect()
+}
+
+fn tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|n| {
+            let v = st.tensor(&n).unwrap();
+            let f: Vec<f32> = v
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            (n, f)
+        })
+        .collect()
+}
+
+fn max_rel_diff(a: &Path, b: &Path) -> f32 {
+    let (ta, tb) = (tensors(a), tensors(b));
+    assert_eq!(
+        ta.iter().map(|t| &t.0).collect::<Vec<_>>(),
+        tb.iter().map(|t| &t.0).collect::<Vec<_>>()
+    );
+    let mut worst = 0.0f32;
+    for ((_, x), (_, y)) in ta.iter().zip(&tb) {
+        for (p, q) in x.iter().zip(y) {
+            worst = worst.max((p - q).abs() / (1e-3 + p.abs().max(q.abs())));
+        }
+    }
+    worst
+}
+
+/// Largest absolute difference between the tensors of two safetensors files.
+fn max_abs_diff(a: &Path, b: &Path) -> f32 {
+    let (ta, tb) = (tensors(a), tensors(b));
+    assert_eq!(ta.len(), tb.len());
+    ta.iter()
+        .zip(&tb)
+        .flat_map(|((_, x), (_, y))| x.iter().zip(y).map(|(p, q)| (p - q).abs()))
+        .fold(0.0, f32::max)
+}
+
+/// Training losses agree to float noise (burn's NdArray backend is not bit-reproducible from
+/// run to run: its in-place SIMD reciprocal, used in the backward pass of divisions, depends on
+/// buffer alignment; two uninterrupted runs differ by ~1e-7 relative in the loss, ~1e-5 in the
+/// weights after 12 steps).
+fn assert_same_curve(a: &Path, b: &Path) {
+    let (x, y) = (losses(a), losses(b));
+    assert_eq!(x.len(), y.len());
+    for ((s, p), (_, q)) in x.iter().zip(&y) {
+        assert!((p - q).abs() / p.abs() < 1e-5, "step {s}: loss {p} vs {q}");
+    }
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
+}
+
+#[test]
+fn fit_codecs_are_rank_independent_and_load_in_every_tool() {
+    let dir = tempdir();
+    let cat = sdss();
+    let args = |out: &Path| -> Vec<String> {
+        vec![
+            "--catalog".into(),
+            cat.display().to_string(),
+            "--output".into(),
+            out.display().to_string(),
+            "--column".into(),
+            "tok_mag_u_sdss=mag_u".into(),
+            "--column".into(),
+            "tok_magerr_r_sdss=magerr_r:LogScalar".into(),
+            "--codebook-size".into(),
+            "64".into(),
+            "--reservoir-size".into(),
+            "1500".into(),
+        ]
+    };
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    let a1 = args(&one);
+    assert_ok(&run_tool(
+        FIT,
+        Launch::Alone,
+        &a1.iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
+    let a2 = args(&two);
+    assert_ok(&run_tool(
+        FIT,
+        Launch::Mpirun(2),
+        &a2.iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
+    for f in [
+        "codecs/mag_u/model.safetensors",
+        "codecs/magerr_r/model.safetensors",
+        "codecs/mag_u/config.json",
+        "modalities.json",
+    ] {
+        assert_eq!(
+            std::fs::read(one.join(f)).unwrap(),
+            std::fs::read(two.join(f)).unwrap(),
+            "{f} differs between 1 and 2 ranks"
+        );
+    }
+    let cfg = json(&one.join("codecs/magerr_r/config.json"));
+    assert_eq!(
+        (
+            cfg["codebook_size"].as_u64(),
+            cfg["reservoir_size"].as_u64()
+        ),
+        (Some(64), Some(1500))
+    );
+    assert_eq!(cfg["min_log_value"].as_f64(), Some(-3.0));
+    // aion-tokenize loads the model directory (registering its new modalities) and tokenizes.
+    let out = dir.path().join("tokens.h5");
+    assert_ok(&run_tool(
+        env!("CARGO_BIN_EXE_aion-tokenize"),
+        Launch::Alone,
+        &[
+            "--model",
+            one.to_str().unwrap(),
+            "--catalog",
+            cat.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--map",
+            "tok_z=none",
+        ],
+    ));
+    let (shape, tok) = read_i64(&out, "tok_mag_u_sdss");
+    assert_eq!(shape, vec![5000, 1]);
+    assert!(tok.iter().all(|&t| (0..64).contains(&t)));
+    // Quantile codec: the 64 tokens are about equally used.
+    let top = (0..64)
+        .map(|k| tok.iter().filter(|&&t| t == k).count())
+        .max()
+        .unwrap();
+    assert!(top < 200, "most used token has {top} rows");
+    let (_, err_tok) = read_i64(&out, "tok_magerr_r_sdss");
+    assert!(err_tok.iter().all(|&t| (0..64).contains(&t)));
+}
+
+#[test]
+fn masked_from_scratch_then_full_lora_probe_and_new_modalities_on_it() {
+    let dir = tempdir();
+    let d = dir.path();
+    let base = d.join("masked");
+    let cfg = write(d, "masked.toml", &masked_config(10, ""));
+    assert_ok(&finetune(Launch::Alone, &cfg, &base, &[]));
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "modalities.json",
+        "codecs/mag_u/model.safetensors",
+        "codecs/Z/model.safetensors",
+        "train_log.jsonl",
+        "learning_curves.png",
+        "split.json",
+        "finetune.json",
+        "eval/test_metrics.json",
+        "eval/test_tok_z.png",
+    ] {
+        assert!(base.join(f).is_file(), "{f} missing");
+    }
+    assert!(
+        !base.join("checkpoint").exists(),
+        "checkpoint kept after a finished run"
+    );
+    let summary = json(&base.join("finetune.json"));
+    assert_eq!(summary["finished"], true);
+    assert_eq!(summary["steps"], 10);
+    assert!(summary["test"]["tok_z"]["sigma_nmad"].as_f64().unwrap() > 0.0);
+    assert_eq!(losses(&base).len(), 10);
+    let split = json(&base.join("split.json"));
+    assert_eq!(split["test"].as_array().unwrap().len(), 250);
+    // Re-running a finished run does nothing.
+    let again = finetune(Launch::Alone, &cfg, &base, &[]);
+    assert!(assert_ok(&again).contains("nothing to do"));
+
+    let common = |mode: &str| {
+        let keys: Vec<String> = MAGS
+            .iter()
+            .map(|b| format!("\"tok_mag_{b}_sdss\""))
+            .collect();
+        format!(
+            "mode = \"{mode}\"\nseed = 3\ncatalog = [{:?}]\n[model]\nbase = {:?}\n[data]\ninputs = [{}]\ntargets = [\"tok_z\"]\nsplit = {{ val = 0.05, test = 0.05 }}\n[map]\ntok_z = \"Z\"\n[train]\nsteps = 4\nbatch_size = 32\nwarmup_steps = 1\neval_every = 2\n",
+            sdss().display().to_string(),
+            base.display().to_string(),
+            keys.join(", ")
+        )
+    };
+    // full: supervised on the base; the exported model is a base again.
+    let full = d.join("full");
+    assert_ok(&finetune(
+        Launch::Alone,
+        &write(d, "full.toml", &common("full")),
+        &full,
+        &[],
+    ));
+    assert_eq!(
+        tensors(&full.join("model.safetensors")).len(),
+        tensors(&base.join("model.safetensors")).len()
+    );
+    // lora: adapters saved, fused model exported; only the adapters changed.
+    let lora = d.join("lora");
+    let lcfg = common("lora") + "[lora]\nrank = 2\nalpha = 4\ntargets = \"all\"\n";
+    assert_ok(&finetune(
+        Launch::Alone,
+        &write(d, "lora.toml", &lcfg),
+        &lora,
+        &[],
+    ));
+    let adapter = tensors(&lora.join("adapter.safetensors"));
+    assert!(
+        adapter
+            .iter()
+            .any(|(n, _)| n == "decoder.0.cross_attn.kv.lora_up.weight")
+    );
+    let (b, l) = (
+        tensors(&base.join("model.safetensors")),
+        tensors(&lora.join("model.safetensors")),
+    );
+    for ((n, x), (_, y)) in b.iter().zip(&l) {
+        let adapted = n.contains(".attn.") || n.contains("_attn.") || n.contains(".mlp.");
+        if !adapted || n.contains("norm") {
+            assert_eq!(x, y, "{n} changed under LoRA");
+        }
+    }
+    assert_ne!(b, l, "LoRA changed nothing");
+    // probe: the base is copied and a regression head on pooled embeddings written.
+    let probe = d.join("probe");
+    let pcfg = common("probe").replace("targets = [\"tok_z\"]\n", "")
+        + "[probe]\ntarget = \"Z\"\nhidden = 8\n";
+    assert_ok(&finetune(
+        Launch::Alone,
+        &write(d, "probe.toml", &pcfg),
+        &probe,
+        &[],
+    ));
+    let head = json(&probe.join("probe/config.json"));
+    assert_eq!(
+        (
+            head["task"].as_str(),
+            head["hidden"].as_u64(),
+            head["outputs"].as_u64()
+        ),
+        (Some("regression"), Some(8), Some(2))
+    );
+    assert!(
+        probe.join("probe/model.safetensors").is_file()
+            && probe.join("model.safetensors").is_file()
+    );
+    assert!(
+        json(&probe.join("eval/test_metrics.json"))["Z"]["n"]
+            .as_u64()
+            .unwrap()
+            == 250
+    );
+    // New modalities on an existing model: a new input column (its codec fitted), the base's
+    // weights untouched in the starting model, trained with the full mode.
+    let ext = d.join("extended");
+    let ecfg = common("full").replace(
+        "[data]\ninputs = [",
+        "[[new_modality]]\ntoken_key = \"tok_magerr_r_sdss\"\ndataset = \"magerr_r\"\ncodec = \"LogScalar\"\ncodebook_size = 16\n[data]\ninputs = [\"tok_magerr_r_sdss\", ",
+    );
+    assert_ok(&finetune(
+        Launch::Alone,
+        &write(d, "ext.toml", &ecfg),
+        &ext,
+        &[],
+    ));
+    let ec = json(&ext.join("config.json"));
+    assert!(
+        ec["domains_in"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k == "tok_magerr_r_sdss")
+    );
+    assert!(ext.join("codecs/magerr_r/model.safetensors").is_file());
+    let m = json(&ext.join("modalities.json"));
+    assert_eq!(m["modalities"].as_array().unwrap().len(), 6);
+}
+
+#[test]
+fn one_and_two_ranks_give_the_same_loss_curve() {
+    let dir = tempdir();
+    let cfg = write(dir.path(), "c.toml", &masked_config(12, ""));
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    assert_ok(&finetune(Launch::Alone, &cfg, &one, &[]));
+    assert_ok(&finetune(Launch::Mpirun(2), &cfg, &two, &[]));
+    let (a, b) = (losses(&one), losses(&two));
+    assert_eq!(a.len(), 12);
+    for ((s, x), (_, y)) in a.iter().zip(&b) {
+        let rel = (x - y).abs() / x.abs();
+        assert!(rel < 1e-4, "step {s}: loss {x} (1 rank) vs {y} (2 ranks)");
+    }
+    let d = max_rel_diff(
+        &one.join("model.safetensors"),
+        &two.join("model.safetensors"),
+    );
+    assert!(d < 1e-2, "final weights differ by {d} (relative)");
+    assert_eq!(
+        std::fs::read(one.join("split.json")).unwrap(),
+        std::fs::read(two.join("split.json")).unwrap()
+    );
+    assert_eq!(
+        std::fs::read(one.join("codecs/mag_r/model.safetensors")).unwrap(),
+        std::fs::read(two.join("codecs/mag_r/model.safetensors")).unwrap()
+    );
+    eprintln!(
+        "1 vs 2 ranks: max relative loss difference {:.2e}",
+        a.iter()
+            .zip(&b)
+            .map(|(x, y)| (x.1 - y.1).abs() / x.1.abs())
+            .fold(0.0, f64::max)
+    );
+}
+
+#[test]
+fn sigkill_and_time_limit_signal_resume_to_the_same_weights() {
+    let dir = tempdir();
+    let d = dir.path();
+    let cfg = write(d, "c.toml", &masked_config(12, "ema = 0.9\n"));
+    let whole = d.join("whole");
+    assert_ok(&finetune(Launch::Alone, &cfg, &whole, &[]));
+
+    // (With an exponential moving average of the weights, whose state is checkpointed too.)
+    // SIGKILL at step 9 (checkpoints every 4 steps): the rerun resumes from step 8.
+    let killed = d.join("killed");
+    let k = finetune(
+        Launch::Alone,
+        &cfg,
+        &killed,
+        &[("AION_FAULT", "train_step@9")],
+    );
+    assert_eq!(
+        k.status.code(),
+        None,
+        "expected death by signal: {}",
+        String::from_utf8_lossy(&k.stderr)
+    );
+    assert!(killed.join("checkpoint/state.safetensors").is_file());
+    let r = assert_ok(&finetune(Launch::Alone, &cfg, &killed, &[]));
+    assert!(r.contains("resuming from step 8"), "{r}");
+    assert_same_curve(&killed, &whole);
+    let diff = max_abs_diff(
+        &killed.join("model.safetensors"),
+        &whole.join("model.safetensors"),
+    );
+    assert!(diff < 1e-4, "SIGKILL + resume: weights differ by {diff}");
+
+    // The Slurm time-limit signal (SIGUSR1) at step 6: checkpoint at step 7, exit 3, resume.
+    let stopped = d.join("usr1");
+    let s = finetune(Launch::Alone, &cfg, &stopped, &[("AION_FAULT", "usr1@6")]);
+    assert_eq!(
+        s.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&s.stderr)
+    );
+    let r = assert_ok(&finetune(Launch::Alone, &cfg, &stopped, &[]));
+    assert!(r.contains("resuming from step 7"), "{r}");
+    assert_same_curve(&stopped, &whole);
+    let diff = max_abs_diff(
+        &stopped.join("model.safetensors"),
+        &whole.join("model.safetensors"),
+    );
+    assert!(diff < 1e-4, "stop + resume: weights differ by {diff}");
+
+    // Killed on rank 1 of 2, resumed on one rank: the run does not depend on the rank count.
+    let mixed = d.join("mixed");
+    let k = finetune(
+        Launch::Mpirun(2),
+        &cfg,
+        &mixed,
+        &[("AION_FAULT", "train_step@6:1")],
+    );
+    assert!(!k.status.success());
+    assert_ok(&finetune(Launch::Alone, &cfg, &mixed, &[]));
+    let diff = max_rel_diff(
+        &mixed.join("model.safetensors"),
+        &whole.join("model.safetensors"),
+    );
+    assert!(
+        diff < 1e-2,
+        "2-rank start + 1-rank resume: relative difference {diff}"
+    );
+}
+
+#[test]
+fn finetune_sbatch_checkpoints_on_the_time_limit_signal_and_requeues() {
+    if !crate::slurm::slurm_available() {
+        return;
+    }
+    let dir = tempdir();
+    let cfg = write(dir.path(), "c.toml", &masked_config(10, ""));
+    let out = dir.path().join("slurm");
+    let log = dir.path().join("job-%j.out");
+    let job = crate::slurm::sbatch(&[
+        "-n",
+        "2",
+        "-o",
+        log.to_str().unwrap(),
+        "--export=ALL,AION_FAULT=usr1@4",
+        "slurm/finetune.sbatch",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    // Wait for the requeue, then make the requeued job eligible now (Slurm waits 2 minutes).
+    let t0 = Instant::now();
+    while crate::slurm::job_field(&job, "Restarts") != "1"
+        && t0.elapsed() < Duration::from_secs(240)
+    {
+        assert!(
+            !["FAILED", "CANCELLED", "COMPLETED"]
+                .contains(&crate::slurm::job_field(&job, "JobState").as_str())
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let _ = Command::new("scontrol")
+        .args(["update", &format!("JobId={job}"), "StartTime=now"])
+        .status();
+    let state = crate::slurm::wait_job(&job, Duration::from_secs(300));
+    let text =
+        std::fs::read_to_string(dir.path().join(format!("job-{job}.out"))).unwrap_or_default();
+    assert_eq!(state, "COMPLETED", "job log:\n{text}");
+    assert!(
+        text.contains("requeueing job") && text.contains("resuming from step 5"),
+        "job log:\n{text}"
+    );
+    let alone = dir.path().join("alone");
+    assert_ok(&finetune(Launch::Alone, &cfg, &alone, &[]));
+    let diff = max_rel_diff(
+        &out.join("model.safetensors"),
+        &alone.join("model.safetensors"),
+    );
+    assert!(
+        diff < 1e-2,
+        "Slurm (2 ranks, requeued) vs 1 rank: relative difference {diff}"
+    );
+}
