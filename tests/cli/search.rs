@@ -1060,7 +1060,18 @@ fn search_over_real_aion_embed_output_equals_brute_force() {
     let model = crate::model::assemble_model(dir.path());
     let emb = dir.path().join("emb.h5");
     let cat = fixture("pipeline/catalog.h5");
-    let a = ["--model", model.to_str().unwrap(), "--catalog", cat.to_str().unwrap(), "--output", emb.to_str().unwrap()];
-    assert_ok(&run_tool(env!("CARGO_BIN_EXE_aion-embed"), Launch::Mpirun(2), &a));
+    let a = [
+        "--model",
+        model.to_str().unwrap(),
+        "--catalog",
+        cat.to_str().unwrap(),
+        "--output",
+        emb.to_str().unwrap(),
+    ];
+    assert_ok(&run_tool(
+        env!("CARGO_BIN_EXE_aion-embed"),
+        Launch::Mpirun(2),
+        &a,
+    ));
     check_against_brute_force(&[&emb], 3);
 }
