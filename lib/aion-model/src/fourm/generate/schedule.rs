@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 
 /// How the positions decoded at a step are chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "lowercase")]
 pub enum Scheme {
     /// MaskGIT: every remaining position is predicted and sampled; the `tokens` samples with the
     /// highest probability (confidence) are kept (`GenerationSampler.maskgit_step_batched`).
