@@ -3,6 +3,7 @@
 
 mod util;
 
+mod generate;
 mod model;
 mod finetune;
 mod resume;

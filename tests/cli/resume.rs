@@ -222,7 +222,8 @@ fn embed_and_predict_resume_after_sigkill_to_identical_outputs() {
     }
 }
 
-fn run_bin_env(bin: &str, launch: Launch, a: &[String], env: &[(&str, &str)]) -> Output {
+/// Runs `bin` with `a` under `launch` with extra environment variables (passed through mpirun).
+pub(crate) fn run_bin_env(bin: &str, launch: Launch, a: &[String], env: &[(&str, &str)]) -> Output {
     let mut cmd = match launch {
         Launch::Alone => Command::new(bin),
         Launch::Mpirun(n) => {

@@ -54,7 +54,9 @@ pub struct Decoded {
     pub tokens: Vec<ModalityTokens>,
 }
 
-fn default_bands(m: &ModalityInfo) -> Vec<Band> {
+/// The bands an image modality is decoded to by default: DES g,r,i,z for `tok_image`, HSC
+/// g,r,i,z,y for `tok_image_hsc`.
+pub fn default_bands(m: &ModalityInfo) -> Vec<Band> {
     let names: &[&str] = if m.token_key == "tok_image_hsc" {
         &["HSC-G", "HSC-R", "HSC-I", "HSC-Z", "HSC-Y"]
     } else {

@@ -5,8 +5,8 @@
 //! - [`run_config`]: the TOML run configuration and the dataset→modality mapping.
 //! - [`codec_set`]: the codecs a run needs, loaded from a model directory.
 //! - [`pipeline`], [`resume`], [`signals`]: chunked resumable runs, time-limit stops.
-//! - [`tokenize`] runs `aion-tokenize`; [`search`] runs `aion-search`; [`finetune`] runs
-//!   `aion-finetune`.
+//! - [`tokenize`] runs `aion-tokenize`; [`search`] runs `aion-search`; [`embed`], [`predict`]
+//!   and [`generate`] run the model tools; [`finetune`] runs `aion-finetune`.
 //! - [`logging`], [`provenance`], [`exit`]: per-rank logging, output provenance, exit codes.
 //!
 //! Exit codes are in [`exit`].
@@ -23,6 +23,7 @@ pub mod exit;
 pub mod fault;
 pub mod finetune;
 pub mod fit_codecs;
+pub mod generate;
 pub mod logging;
 pub mod metrics;
 pub mod model_plan;

@@ -32,6 +32,17 @@ impl<B: Backend> ModelPlan<B> {
     /// Loads the plan. Modalities the model cannot take as input are left out (logged); the
     /// `targets` are never inputs but are kept when the catalogue holds their true value.
     pub fn load(io: &IoArgs, device: &B::Device, targets: &[&str]) -> Result<Self> {
+        Self::load_excluding(io, device, targets, &[])
+    }
+
+    /// [`load`](Self::load), leaving the `excluded` modalities out entirely (not read, not
+    /// tokenized: `aion-generate`'s target).
+    pub fn load_excluding(
+        io: &IoArgs,
+        device: &B::Device,
+        targets: &[&str],
+        excluded: &[&str],
+    ) -> Result<Self> {
         let common = Common::resolve(io)?;
         let aion = Aion::<B>::load(&io.model, device)
             .with_context(|| format!("cannot load the transformer from {}", io.model.display()))?;
@@ -39,6 +50,7 @@ impl<B: Backend> ModelPlan<B> {
         let keep: Vec<Binding> = common
             .bindings
             .iter()
+            .filter(|b| !excluded.contains(&b.token_key))
             .filter(|b| {
                 let ok =
                     targets.contains(&b.token_key) || domains_in.iter().any(|d| d == b.token_key);

@@ -11,11 +11,12 @@
 //! buffers of `norm_bias = false` models are not trainable.
 //!
 //! Module map: [`embeddings`] (per-modality tables and heads), [`attention`], [`block`],
-//! and [`Aion`] itself.
+//! [`Aion`] itself, and [`generate`] (the iterative sampler: MaskGIT, ROAR, single pass).
 
 pub mod attention;
 pub mod block;
 pub mod embeddings;
+pub mod generate;
 
 mod assemble;
 mod model;

@@ -102,11 +102,11 @@ impl<B: Backend> Aion<B> {
             .find(|e| e.modality.token_key == m.token_key)
     }
 
-    fn input_embedding(&self, m: &ModalityInfo) -> Option<&ModalityEmbedding<B>> {
+    pub(crate) fn input_embedding(&self, m: &ModalityInfo) -> Option<&ModalityEmbedding<B>> {
         self.embedding(m).filter(|e| e.token_emb.is_some())
     }
 
-    fn output_embedding(&self, m: &ModalityInfo) -> Option<&ModalityEmbedding<B>> {
+    pub(crate) fn output_embedding(&self, m: &ModalityInfo) -> Option<&ModalityEmbedding<B>> {
         self.embedding(m).filter(|e| e.to_logits.is_some())
     }
 
@@ -205,7 +205,7 @@ impl<B: Backend> Aion<B> {
     }
 
     /// [`encode`](Self::encode), also returning the context key bias (None without padding).
-    fn encode_biased(
+    pub(crate) fn encode_biased(
         &self,
         inputs: &[TokenInput<B>],
         keep: Option<usize>,
@@ -328,7 +328,7 @@ impl<B: Backend> Aion<B> {
 ///
 /// # Shapes
 /// `[B, N, D] -> [B, N, D]`
-fn standard_layout<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
+pub(crate) fn standard_layout<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
     let [b, n, d] = x.dims();
     x.reshape([b * n, d]).reshape([b, n, d])
 }

@@ -9,6 +9,7 @@ mod catalog_codec;
 mod fourm;
 mod fourm_base;
 mod fourm_loading;
+mod generate;
 mod image_codec;
 mod image_codec_errors;
 mod scalar_codec;

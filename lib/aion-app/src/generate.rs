@@ -1,0 +1,729 @@
+//! `aion-generate`: cross-modal generation for every catalogue object (a DESI spectrum from
+//! photometry and an image, a segmentation map from an image, any modality the model has a
+//! decoder head for), decoded back to data through the target's codec.
+//!
+//! Each row is conditioned on exactly the modalities it has (the target is never an input; rows
+//! are batched by modality set, as in `aion-embed`), and `--samples M` samples of the target's
+//! tokens are drawn with the sampler of `aion_model::fourm::generate` (MaskGIT, ROAR or a single
+//! pass). Random draws are keyed by (seed, object id, sample, step, position), so outputs are the
+//! same for any rank count and after a resume.
+
+use std::ops::Range;
+
+use aion_io::Catalog;
+use aion_io::catalog::ColumnKind;
+use aion_model::codecs::image::{Band, ImageCodec};
+use aion_model::codecs::scalar::ScalarCodec;
+use aion_model::codecs::scalar_field::ScalarFieldCodec;
+use aion_model::codecs::spectrum::SpectrumCodec;
+use aion_model::fourm::generate::{
+    Filter, Schedule, SeededDraws, TemperatureSchedule, TokenSchedule,
+};
+use aion_model::modality::{CodecKind, ModalityInfo, TokenLayout, by_token_key};
+use aion_mpi::Session;
+use anyhow::{Context, Result, bail};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use clap::{Parser, ValueEnum};
+
+use crate::args::IoArgs;
+use crate::backend::{BackendTask, ComputeArgs, dispatch};
+use crate::batching::{Batch, batches, inputs};
+use crate::codec_set::{ModalityTokens, NO_TOKEN};
+use crate::collective::agree;
+use crate::decode::default_bands;
+use crate::model_plan::ModelPlan;
+use crate::output::{flag_specs, write_masks};
+use crate::pipeline::{DatasetSpec, Dtype, Outcome, RunOutput, open_output, run_chunks};
+use crate::progress::Progress;
+use crate::signals::StopFlag;
+use crate::tokenize::chunk_len;
+use crate::{provenance, resume};
+
+/// Tool name.
+pub const TOOL: &str = "aion-generate";
+
+/// Decoding schedule (`--schedule`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SchemeArg {
+    /// MaskGIT: each step samples every masked position and keeps the most confident ones.
+    Maskgit,
+    /// ROAR: each step decodes a random subset of the masked positions and keeps them all.
+    Roar,
+    /// Every token in one decoder pass (MaskGIT with one step).
+    SinglePass,
+}
+
+/// MaskGIT token schedule (`--token-schedule`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenScheduleArg {
+    /// Few tokens first, most in the middle steps (`cosine_schedule`).
+    Cosine,
+    /// About the same number per step (`linear_schedule`).
+    Linear,
+}
+
+/// Command line of `aion-generate`.
+#[derive(Debug, Parser)]
+#[command(name = TOOL, version, about = "Generate a modality (spectrum, image, segmentation map, …) of every catalogue object with AION-1, decoded to physical units.",
+    after_help = crate::exit::EXIT_CODES_HELP)]
+pub struct GenerateArgs {
+    /// Input, output and mapping options.
+    #[command(flatten)]
+    pub io: IoArgs,
+    /// Device, precision, threads.
+    #[command(flatten)]
+    pub compute: ComputeArgs,
+    /// Modality to generate (token key): `tok_spectrum_desi`, `tok_image`, `tok_image_hsc`,
+    /// `tok_segmap`, or any other the model has a decoder head for. Never used as an input.
+    #[arg(long, value_name = "TOKEN_KEY")]
+    pub target: String,
+    /// Decoding schedule.
+    #[arg(long, value_enum, default_value = "maskgit")]
+    pub schedule: SchemeArg,
+    /// Decoding steps (maskgit, roar); more steps than tokens decode one token per step.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub steps: usize,
+    /// Tokens revealed per MaskGIT step (ROAR always uses linear).
+    #[arg(long, value_enum, default_value = "cosine")]
+    pub token_schedule: TokenScheduleArg,
+    /// Sampling temperature; 0 = argmax (deterministic, no draws).
+    #[arg(long, value_name = "T", default_value_t = 1.0)]
+    pub temperature: f64,
+    /// Temperature per step: `constant`, `linear` (decreasing with the tokens left) or
+    /// `onex:MIN:POWER` (the reference's 1/x decay towards MIN).
+    #[arg(long, value_name = "SCHEDULE", default_value = "constant")]
+    pub temperature_schedule: TemperatureSchedule,
+    /// Keep only the K most probable tokens at each draw (0 = off).
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    pub top_k: usize,
+    /// Nucleus sampling: keep the most probable tokens up to cumulative probability P (0 = off).
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub top_p: f64,
+    /// Run seed; draws depend on (seed, object id, sample, step, position) only.
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub seed: u64,
+    /// Samples per object.
+    #[arg(long, value_name = "M", default_value_t = 1)]
+    pub samples: usize,
+    /// Spectra: also resample the generated flux onto each row's wavelengths from this
+    /// catalogue dataset (`(N, L)`, Å; entries ≤ 0 or NaN are padding → NaN).
+    #[arg(long, value_name = "DATASET")]
+    pub wavelength_from: Option<String>,
+    /// Images: bands to decode (default DES-G,DES-R,DES-I,DES-Z for tok_image,
+    /// HSC-G,…,HSC-Y for tok_image_hsc).
+    #[arg(long, value_name = "BAND,…", value_delimiter = ',')]
+    pub bands: Vec<String>,
+}
+
+/// The target's codec, for decoding.
+enum TargetCodec<B: Backend> {
+    Scalar(ScalarCodec),
+    Image(Box<ImageCodec<B>>, Vec<Band>),
+    Spectrum(Box<SpectrumCodec<B>>),
+    Field(Box<ScalarFieldCodec<B>>),
+}
+
+/// One decoded output dataset: its name under `gen/<key>/` and its per-sample row shape.
+struct Decoded {
+    name: &'static str,
+    shape: Vec<usize>,
+    attrs: Vec<(String, String)>,
+}
+
+/// What a run generates, resolved before the output is touched.
+struct Target<B: Backend> {
+    modality: &'static ModalityInfo,
+    codec: TargetCodec<B>,
+    schedule: Schedule,
+    filter: Filter,
+    /// `--wavelength-from`: dataset and its row length.
+    grid: Option<(String, usize)>,
+}
+
+impl<B: Backend> Target<B> {
+    /// The decoded datasets, in write order.
+    fn decoded(&self) -> Vec<Decoded> {
+        let one = |name, shape: &[usize]| Decoded {
+            name,
+            shape: shape.to_vec(),
+            attrs: Vec::new(),
+        };
+        match &self.codec {
+            TargetCodec::Scalar(c) if c.channels() == 1 => vec![one("value", &[])],
+            TargetCodec::Scalar(c) => vec![one("value", &[c.channels()])],
+            TargetCodec::Image(_, bands) => {
+                let names: Vec<&str> = bands.iter().map(|b| b.name()).collect();
+                vec![Decoded {
+                    attrs: vec![
+                        ("bands".into(), names.join(",")),
+                        (
+                            "units".into(),
+                            "survey units of the first band (DES: nanomaggies)".into(),
+                        ),
+                    ],
+                    ..one("flux", &[bands.len(), 96, 96])
+                }]
+            }
+            TargetCodec::Spectrum(c) => {
+                let p = c.latent_wavelength().len();
+                let mut v = vec![Decoded {
+                    attrs: vec![(
+                        "wavelength".into(),
+                        format!("3500 + 0.8 i Angstrom, i = 0..{}", p - 1),
+                    )],
+                    ..one("flux", &[p])
+                }];
+                if let Some((ds, l)) = &self.grid {
+                    v.push(Decoded {
+                        attrs: vec![("wavelength".into(), format!("catalogue dataset {ds}"))],
+                        ..one("flux_resampled", &[*l])
+                    });
+                }
+                v
+            }
+            TargetCodec::Field(_) => vec![one("map", &[96, 96])],
+        }
+    }
+
+    /// Floats per sample of each decoded dataset.
+    fn widths(&self) -> Vec<usize> {
+        self.decoded()
+            .iter()
+            .map(|d| d.shape.iter().product::<usize>().max(1))
+            .collect()
+    }
+}
+
+/// Per chunk: ids, input flags, generated tokens `(n, M, T)`, generated flag, decoded buffers.
+struct Out {
+    ids: Vec<i64>,
+    tokens: Vec<ModalityTokens>,
+    generated_tokens: Vec<i64>,
+    generated: Vec<u8>,
+    decoded: Vec<Vec<f32>>,
+}
+
+/// Runs `aion-generate`; returns how it ended and the summary (also in `<output>.run.json`).
+pub fn run(
+    args: &GenerateArgs,
+    session: &Session,
+    stop: &StopFlag,
+) -> Result<(Outcome, serde_json::Value)> {
+    dispatch(
+        &args.compute,
+        session.local_rank(),
+        Task {
+            args,
+            session,
+            stop,
+        },
+    )
+}
+
+struct Task<'a> {
+    args: &'a GenerateArgs,
+    session: &'a Session,
+    stop: &'a StopFlag,
+}
+
+impl BackendTask for Task<'_> {
+    type Output = (Outcome, serde_json::Value);
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output> {
+        let args = self.args;
+        let loaded = agree(
+            self.session,
+            (|| {
+                let m = check_target(args)?;
+                let plan = ModelPlan::<B>::load_excluding(&args.io, &device, &[], &[m.token_key])?;
+                let target = load_target(args, m, &plan, &device)?;
+                Ok((plan, target))
+            })(),
+        )?;
+        run_plan(args, self.session, self.stop, &loaded.0, &loaded.1, &device)
+    }
+}
+
+/// The target modality and the options that do not need the model.
+fn check_target(args: &GenerateArgs) -> Result<&'static ModalityInfo> {
+    let key = args.target.as_str();
+    let m = by_token_key(key).with_context(|| format!("--target {key}: unknown token key"))?;
+    if matches!(m.layout, TokenLayout::Sequence { .. }) {
+        bail!(
+            "--target {key}: the catalog is a sequence modality; generating it needs \
+             autoregressive decoding, which aion-generate does not implement"
+        );
+    }
+    if args.samples == 0 || args.steps == 0 {
+        bail!("--samples and --steps must be at least 1");
+    }
+    if !(args.temperature.is_finite() && args.temperature >= 0.0) {
+        bail!("--temperature must be a finite number ≥ 0");
+    }
+    if !(0.0..=1.0).contains(&args.top_p) {
+        bail!("--top-p must be in [0, 1] (0 = off)");
+    }
+    if !args.bands.is_empty() && m.codec != CodecKind::Image {
+        bail!("--bands applies to image targets only ({key} is not one)");
+    }
+    if args.wavelength_from.is_some() && m.codec != CodecKind::Spectrum {
+        bail!("--wavelength-from applies to spectrum targets only ({key} is not one)");
+    }
+    Ok(m)
+}
+
+fn load_target<B: Backend>(
+    args: &GenerateArgs,
+    m: &'static ModalityInfo,
+    plan: &ModelPlan<B>,
+    device: &B::Device,
+) -> Result<Target<B>> {
+    let key = m.token_key;
+    let cfg = plan.aion.config();
+    if !cfg.domains_out.iter().any(|d| d == key) {
+        bail!(
+            "--target {key}: the model has no decoder head for it (domains_out: {})",
+            cfg.domains_out.join(", ")
+        );
+    }
+    let dir = args.io.model.join("codecs").join(m.codec_dir);
+    let ctx = || format!("cannot load the {key} codec from {}", dir.display());
+    let codec = match m.codec {
+        k if k.is_scalar() => TargetCodec::Scalar(ScalarCodec::load(m, &dir).with_context(ctx)?),
+        CodecKind::Image => {
+            let bands = if args.bands.is_empty() {
+                default_bands(m)
+            } else {
+                Band::parse_list(&args.bands)
+                    .and_then(|b| Band::check_distinct(&b).map(|_| b))
+                    .with_context(|| format!("--bands {}", args.bands.join(",")))?
+            };
+            TargetCodec::Image(
+                Box::new(ImageCodec::load(&dir, device).with_context(ctx)?),
+                bands,
+            )
+        }
+        CodecKind::Spectrum => TargetCodec::Spectrum(Box::new(
+            SpectrumCodec::load(&dir, device).with_context(ctx)?,
+        )),
+        CodecKind::ScalarField => TargetCodec::Field(Box::new(
+            ScalarFieldCodec::load(&dir, device).with_context(ctx)?,
+        )),
+        other => bail!("--target {key}: decoding {other:?} is not supported"),
+    };
+    let n = m.num_tokens();
+    let t = args.temperature;
+    let temps = args.temperature_schedule;
+    let tokens = match args.token_schedule {
+        TokenScheduleArg::Cosine => TokenSchedule::Cosine,
+        TokenScheduleArg::Linear => TokenSchedule::Linear,
+    };
+    let schedule = match args.schedule {
+        SchemeArg::Maskgit => Schedule::maskgit(args.steps, n, tokens, t, temps),
+        SchemeArg::Roar => Schedule::roar(args.steps, n, t, temps),
+        SchemeArg::SinglePass => Schedule::maskgit(1, n, TokenSchedule::Cosine, t, temps),
+    }
+    .with_context(|| format!("--schedule for {key} ({n} tokens)"))?;
+    let grid = match &args.wavelength_from {
+        None => None,
+        Some(ds) => Some((ds.clone(), grid_len(&plan.common.catalog, ds)?)),
+    };
+    Ok(Target {
+        modality: m,
+        codec,
+        schedule,
+        filter: Filter {
+            top_k: args.top_k,
+            top_p: args.top_p,
+        },
+        grid,
+    })
+}
+
+/// Row length of the `--wavelength-from` dataset, after checking it.
+fn grid_len(catalog: &Catalog, ds: &str) -> Result<usize> {
+    let info = catalog
+        .info(ds)?
+        .with_context(|| format!("--wavelength-from {ds}: no such dataset in the catalogue"))?;
+    if info.kind == ColumnKind::Str || info.row_shape.len() != 1 || info.row_shape[0] == 0 {
+        bail!(
+            "--wavelength-from {ds}: need one 1-D numeric wavelength grid per row, found rows of \
+             shape {:?} ({:?})",
+            info.row_shape,
+            info.kind
+        );
+    }
+    if info.present_in.iter().any(|&p| !p) {
+        bail!("--wavelength-from {ds}: missing from some catalogue files");
+    }
+    Ok(info.row_shape[0])
+}
+
+fn specs<B: Backend>(target: &Target<B>, samples: usize) -> Vec<DatasetSpec> {
+    let key = target.modality.token_key;
+    let mut specs = flag_specs();
+    let schedule = serde_json::to_string(&target.schedule).expect("serialisable");
+    specs.push(
+        DatasetSpec::new(
+            format!("gen/{key}/tokens"),
+            Dtype::I64,
+            &[samples, target.modality.num_tokens()],
+            Some(NO_TOKEN as f64),
+        )
+        .attr("schedule", schedule)
+        .attr(
+            "seed_rule",
+            "draws keyed by (seed, object_id, sample, step, position)",
+        ),
+    );
+    specs.push(
+        DatasetSpec::new(format!("gen/{key}/generated"), Dtype::U8, &[], Some(0.0))
+            .attr("meaning", "1 = generated; 0 = the row had no usable input"),
+    );
+    for d in target.decoded() {
+        let mut shape = vec![samples];
+        shape.extend(&d.shape);
+        let mut s = DatasetSpec::new(format!("gen/{key}/{}", d.name), Dtype::F32, &shape, None);
+        for (k, v) in d.attrs {
+            s = s.attr(&k, v);
+        }
+        specs.push(s);
+    }
+    specs
+}
+
+fn run_plan<B: Backend>(
+    args: &GenerateArgs,
+    session: &Session,
+    stop: &StopFlag,
+    plan: &ModelPlan<B>,
+    target: &Target<B>,
+    device: &B::Device,
+) -> Result<(Outcome, serde_json::Value)> {
+    let catalog = &plan.common.catalog;
+    let n = catalog.n_rows();
+    let key = target.modality.token_key;
+    let m = args.samples;
+    if session.is_root() {
+        plan.inputs()
+            .iter()
+            .for_each(|b| log::info!("input {}", b.describe()));
+        log::info!(
+            "target {key}: {:?} schedule, {} step(s) {:?}, {m} sample(s) per row",
+            target.schedule.scheme,
+            target.schedule.steps.len(),
+            target
+                .schedule
+                .steps
+                .iter()
+                .map(|s| s.tokens)
+                .collect::<Vec<_>>()
+        );
+    }
+    // Chunks sized by what is read and what is written (a row's generated images can outweigh
+    // its inputs).
+    let out_bytes =
+        m * (8 * target.modality.num_tokens() + 4 * target.widths().iter().sum::<usize>());
+    let chunk_rows = plan
+        .common
+        .chunk_rows_for(plan.codecs.row_bytes(catalog) + out_bytes);
+    let config = serde_json::json!({
+        "tool": TOOL, "model": args.io.model, "catalog": args.io.catalog, "output": args.io.output,
+        "batch_size": plan.common.batch, "chunk_rows": chunk_rows, "target": key,
+        "schedule": args.schedule, "steps": target.schedule.steps, "scheme": target.schedule.scheme,
+        "temperature": args.temperature, "temperature_schedule": args.temperature_schedule,
+        "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed, "samples": m,
+        "wavelength_from": args.wavelength_from,
+        "bands": match &target.codec { TargetCodec::Image(_, b) => b.iter().map(|b| b.name()).collect(), _ => Vec::new() },
+        "device": format!("{:?}", args.compute.device), "precision": args.compute.precision,
+        "bindings": plan.codecs.bindings().collect::<Vec<_>>(), "object_id": plan.ids.source(),
+    });
+    let mut files = plan.files(&args.io);
+    files.extend(codec_files(&args.io.model, target.modality));
+    files.sort();
+    files.dedup();
+    let checksums = agree(
+        session,
+        provenance::checksums(session, &args.io.model, &files),
+    )?;
+    let rkey = resume::key_json(
+        TOOL,
+        &config,
+        &checksums,
+        &resume::catalog_identity(&catalog.paths()),
+    );
+    let prov = provenance::build(
+        session,
+        TOOL,
+        config.to_string(),
+        &args.io.model,
+        checksums,
+        catalog,
+    );
+    let mut all_specs = vec![plan.ids.spec()];
+    all_specs.extend(specs(target, m));
+    let run = open_output(
+        session,
+        &args.io.output,
+        args.io.overwrite,
+        n,
+        chunk_rows,
+        &rkey,
+        &all_specs,
+        |out| {
+            prov.write(out)?;
+            crate::output::write_modality_bits(out)
+        },
+    )?;
+    if run.resumed {
+        log::info!(
+            "resuming {}: {} of {} chunk(s) left",
+            args.io.output.display(),
+            run.todo.len(),
+            run.log.n_chunks
+        );
+    }
+    let mut progress = Progress::new(session.is_root(), n as u64, "generated");
+    let mut done = (n - run
+        .todo
+        .iter()
+        .map(|&c| chunk_len(c, chunk_rows, n))
+        .sum::<usize>()) as u64;
+    let resumed_rows = done;
+    progress.set(done);
+    let grid_ds = target.grid.as_ref().map(|(d, _)| d.clone());
+    let outcome = run_chunks(
+        session,
+        &run,
+        n,
+        stop,
+        |rows: Range<usize>| -> Result<(Vec<i64>, Vec<ModalityTokens>, Option<Vec<f32>>)> {
+            let grids = match &grid_ds {
+                Some(ds) if !rows.is_empty() => Some(
+                    catalog
+                        .read(ds, rows.clone())?
+                        .to_f32()
+                        .with_context(|| format!("--wavelength-from {ds}: not numeric"))?,
+                ),
+                _ => None,
+            };
+            Ok((
+                plan.ids.read(catalog, &rows)?,
+                plan.codecs.encode(catalog, rows)?,
+                grids,
+            ))
+        },
+        |(ids, tokens, grids)| compute(args, plan, target, device, ids, tokens, grids),
+        |rows, out| write(&run, target, rows, out.as_ref()),
+        |r| {
+            done += r;
+            progress.set(done);
+        },
+    )?;
+    let secs = progress.finish();
+    if outcome == Outcome::Finished {
+        run.out.set_attr_str(
+            "end_time",
+            &session.broadcast_string(&provenance::now_utc()),
+        )?;
+    }
+    run.out.flush()?;
+    let rows_done = done - resumed_rows;
+    let rate = rows_done as f64 / secs.max(1e-9);
+    let summary = serde_json::json!({
+        "rows": n, "rows_this_run": rows_done, "samples_per_row": m, "seconds": secs,
+        "rows_per_second": rate, "samples_per_second": rate * m as f64, "ranks": session.size(),
+        "finished": outcome == Outcome::Finished,
+    });
+    if session.is_root() {
+        log::info!(
+            "generated {key} for {rows_done} rows × {m} sample(s) in {secs:.2} s on {} rank(s) \
+             ({rate:.2} rows/s)",
+            session.size()
+        );
+    }
+    provenance::write_sidecar(session, &args.io.output, &prov, &summary)?;
+    Ok((outcome, summary))
+}
+
+/// The target codec's files (for checksums).
+fn codec_files(model: &std::path::Path, m: &ModalityInfo) -> Vec<std::path::PathBuf> {
+    let dir = model.join("codecs").join(m.codec_dir);
+    vec![dir.join("config.json"), dir.join("model.safetensors")]
+}
+
+/// Generates and decodes one chunk.
+fn compute<B: Backend>(
+    args: &GenerateArgs,
+    plan: &ModelPlan<B>,
+    target: &Target<B>,
+    device: &B::Device,
+    ids: Vec<i64>,
+    tokens: Vec<ModalityTokens>,
+    grids: Option<Vec<f32>>,
+) -> Result<Out> {
+    let n = ids.len();
+    let m = args.samples;
+    let t = target.modality.num_tokens();
+    let mut gen_tokens = vec![NO_TOKEN; n * m * t];
+    let mut generated = vec![0u8; n];
+    let rows_per_batch = (plan.common.batch / m).max(1);
+    for b in batches(&tokens, &plan.is_input, n, rows_per_batch) {
+        // Each row repeated M times: batch row j·M + s is sample s of row b.rows[j].
+        let expanded = Batch {
+            modalities: b.modalities.clone(),
+            rows: b
+                .rows
+                .iter()
+                .flat_map(|&r| std::iter::repeat_n(r, m))
+                .collect(),
+        };
+        let draws = SeededDraws::new(
+            args.seed,
+            expanded
+                .rows
+                .iter()
+                .enumerate()
+                .map(|(i, &r)| (ids[r], (i % m) as u64))
+                .collect(),
+        );
+        let inp = inputs::<B>(&tokens, &expanded, device);
+        let g = plan
+            .aion
+            .generate(
+                &inp,
+                target.modality,
+                &target.schedule,
+                target.filter,
+                &draws,
+            )
+            .map_err(|e| anyhow::anyhow!("generating {}: {e}", target.modality.token_key))?;
+        for (j, &r) in b.rows.iter().enumerate() {
+            gen_tokens[r * m * t..(r + 1) * m * t]
+                .copy_from_slice(&g.tokens[j * m * t..(j + 1) * m * t]);
+            generated[r] = 1;
+        }
+    }
+    let decoded = decode(plan, target, device, &gen_tokens, &generated, m, grids)?;
+    Ok(Out {
+        ids,
+        tokens,
+        generated_tokens: gen_tokens,
+        generated,
+        decoded,
+    })
+}
+
+/// Decodes the generated samples of a chunk through the target's codec, in batches of
+/// `--batch-size` samples; rows not generated stay NaN.
+fn decode<B: Backend>(
+    plan: &ModelPlan<B>,
+    target: &Target<B>,
+    device: &B::Device,
+    tokens: &[i64],
+    generated: &[u8],
+    m: usize,
+    grids: Option<Vec<f32>>,
+) -> Result<Vec<Vec<f32>>> {
+    let n = generated.len();
+    let t = target.modality.num_tokens();
+    let widths = target.widths();
+    let mut out: Vec<Vec<f32>> = widths.iter().map(|w| vec![f32::NAN; n * m * w]).collect();
+    // (row, sample) pairs to decode, as flat sample indices r·M + s.
+    let todo: Vec<usize> = (0..n)
+        .filter(|&r| generated[r] == 1)
+        .flat_map(|r| r * m..(r + 1) * m)
+        .collect();
+    for part in todo.chunks(plan.common.batch.max(1)) {
+        let ids: Vec<i64> = part
+            .iter()
+            .flat_map(|&i| tokens[i * t..(i + 1) * t].iter().copied())
+            .collect();
+        let batch = || {
+            Tensor::<B, 2, Int>::from_data(TensorData::new(ids.clone(), [part.len(), t]), device)
+        };
+        let host = |x: TensorData| -> Result<Vec<f32>> {
+            x.convert::<f32>()
+                .to_vec()
+                .map_err(|e| anyhow::anyhow!("cannot read decoded data: {e:?}"))
+        };
+        let values: Vec<Vec<f32>> = match &target.codec {
+            TargetCodec::Scalar(c) => vec![c.decode(&ids)],
+            TargetCodec::Image(c, bands) => {
+                vec![host(c.decode(batch(), bands)?.into_data())?]
+            }
+            TargetCodec::Field(c) => vec![host(c.decode(batch())?.into_data())?],
+            TargetCodec::Spectrum(c) => {
+                let ws: Option<Vec<Vec<f32>>> = grids.as_ref().map(|g| {
+                    let l = g.len() / n;
+                    part.iter()
+                        .map(|&i| g[(i / m) * l..(i / m + 1) * l].to_vec())
+                        .collect()
+                });
+                let d = c.decode(batch(), ws.as_deref())?;
+                let mut v = vec![host(d.latent_flux.into_data())?];
+                if let Some(ws) = &ws {
+                    let mut flat = Vec::with_capacity(part.len() * ws[0].len());
+                    for (f, w) in d.flux.iter().zip(ws) {
+                        flat.extend(f.iter().zip(w).map(|(&x, &lam)| {
+                            if lam.is_finite() && lam > 0.0 {
+                                x
+                            } else {
+                                f32::NAN
+                            }
+                        }));
+                    }
+                    v.push(flat);
+                }
+                v
+            }
+        };
+        for ((buf, w), vals) in out.iter_mut().zip(&widths).zip(values) {
+            for (k, &i) in part.iter().enumerate() {
+                buf[i * w..(i + 1) * w].copy_from_slice(&vals[k * w..(k + 1) * w]);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn write<B: Backend>(
+    run: &RunOutput,
+    target: &Target<B>,
+    rows: Range<usize>,
+    out: Option<&Out>,
+) -> Result<()> {
+    let key = target.modality.token_key;
+    let ids = out.map_or(&[][..], |o| &o.ids[..]);
+    run.sets.write(&run.out, "object_id", rows.start, ids)?;
+    write_masks(
+        run,
+        rows.start,
+        out.map_or(&[][..], |o| &o.tokens[..]),
+        rows.len(),
+    )?;
+    run.sets.write(
+        &run.out,
+        &format!("gen/{key}/tokens"),
+        rows.start,
+        out.map_or(&[][..], |o| &o.generated_tokens[..]),
+    )?;
+    run.sets.write(
+        &run.out,
+        &format!("gen/{key}/generated"),
+        rows.start,
+        out.map_or(&[][..], |o| &o.generated[..]),
+    )?;
+    for (i, d) in target.decoded().iter().enumerate() {
+        run.sets.write(
+            &run.out,
+            &format!("gen/{key}/{}", d.name),
+            rows.start,
+            out.map_or(&[][..], |o| &o.decoded[i][..]),
+        )?;
+    }
+    Ok(())
+}
