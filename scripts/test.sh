@@ -3,10 +3,10 @@
 #   1. installs the system packages and the reference's Python venv (scripts/setup.sh --tests);
 #   2. regenerates the parity fixtures with the reference package and checks they are unchanged;
 #   3. starts a local single-node Slurm;
-#   4. cargo fmt check, then `cargo test` of the whole workspace on the CPU (NdArray) backend,
+#   4. builds a base-size random model in the Hub layout (its strict-loading test runs in step 5);
+#   5. cargo fmt check, then `cargo test` of the whole workspace on the CPU (NdArray) backend,
 #      including the MPI (1, 2, 3 ranks) and Slurm end-to-end tests;
-#   5. builds the LibTorch (`tch`) feature and runs the model parity tests on LibTorch too;
-#   6. builds a base-size random model in the Hub layout and runs the strict-loading test on it.
+#   6. builds the LibTorch (`tch`) feature and runs the model parity tests on LibTorch too.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -26,6 +26,14 @@ if [ "$(id -u)" = 0 ]; then slurm/start-local-slurm.sh; else sudo slurm/start-lo
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 export AION_REQUIRE_SLURM=1 AION_PYTHON="$venv/bin/python" OMP_NUM_THREADS=1
 
+# A clean clone gains nothing from incremental compilation caches (gigabytes of disk).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
+step "base-size random model (for the strict-loading test)"
+export AION_BASE_MODEL_DIR="${AION_BASE_MODEL_DIR:-$root/target/base-model}"
+[ -f "$AION_BASE_MODEL_DIR/model.safetensors" ] ||
+  "$venv/bin/python" validation/make_base_model.py --out "$AION_BASE_MODEL_DIR"
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -35,13 +43,7 @@ cargo test --workspace --locked
 step "cargo test -p aion-model --features tch (LibTorch backend)"
 export LIBTORCH="$("$venv/bin/python" -c 'import torch, os; print(os.path.dirname(torch.__file__))')"
 export LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-CARGO_TARGET_DIR="$root/target/tch" cargo test -p aion-model --features tch --locked --test parity
+env -u AION_BASE_MODEL_DIR CARGO_TARGET_DIR="$root/target/tch" cargo test -p aion-model --features tch --locked --test parity
 CARGO_TARGET_DIR="$root/target/tch" cargo build --features tch --locked --bins
 
-if [ -f validation/make_base_model.py ]; then
-  step "base-size model: strict loading"
-  base="${AION_BASE_MODEL_DIR:-$root/target/base-model}"
-  [ -f "$base/model.safetensors" ] || "$venv/bin/python" validation/make_base_model.py --out "$base"
-  AION_BASE_MODEL_DIR="$base" cargo test -p aion-model --locked --test parity base_model -- --nocapture
-fi
 step "all tests passed"

@@ -553,3 +553,56 @@ fn finetune_sbatch_checkpoints_on_the_time_limit_signal_and_requeues() {
         "Slurm (2 ranks, requeued) vs 1 rank: relative difference {diff}"
     );
 }
+
+/// The bundled photo-z model through `aion-predict`, as the README's demo runs it: on the
+/// held-out galaxies of its split (2 ranks), the posterior means equal the ones `aion-finetune`
+/// recorded for those galaxies, the summary carries the redshift metrics and the plot exists.
+#[test]
+fn bundled_photoz_model_through_aion_predict() {
+    let model = repo().join("data/models/sdss-photoz-tiny");
+    let test_cat = repo().join("data/sdss_mgs/sdss_mgs_test_split.h5");
+    let dir = tempdir();
+    let out = dir.path().join("photoz.h5");
+    let o = run_tool(
+        env!("CARGO_BIN_EXE_aion-predict"),
+        Launch::Mpirun(2),
+        &[
+            "--model",
+            model.to_str().unwrap(),
+            "--catalog",
+            test_cat.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--target",
+            "tok_z",
+        ],
+    );
+    assert_ok(&o);
+    let all = read_all(&out);
+    let mean = &all["/pred/tok_z/mean"].1;
+    let ids = &all["/object_id"].1;
+    // eval/test_tok_z.csv: catalogue row (= object id in the bundled file), truth, mean, σ.
+    let csv = std::fs::read_to_string(model.join("eval/test_tok_z.csv")).unwrap();
+    let recorded: Vec<Vec<f64>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(|x| x.parse().unwrap()).collect())
+        .collect();
+    assert_eq!(
+        recorded.len(),
+        mean.len(),
+        "one prediction per held-out galaxy"
+    );
+    for (i, r) in recorded.iter().enumerate() {
+        assert_eq!(ids[i], r[0], "row {i}: object id");
+        assert!(
+            (mean[i] - r[2]).abs() < 1e-5,
+            "row {i}: aion-predict mean {} vs aion-finetune's {}",
+            mean[i],
+            r[2]
+        );
+    }
+    let summary = std::fs::read_to_string(format!("{}.run.json", out.display())).unwrap();
+    assert!(summary.contains("sigma_nmad"), "{summary}");
+    assert!(dir.path().join("photoz.h5.tok_z.png").exists());
+}

@@ -3,9 +3,9 @@
 
 mod util;
 
+mod finetune;
 mod generate;
 mod model;
-mod finetune;
 mod resume;
 mod search;
 mod slurm;

@@ -83,13 +83,16 @@ pub struct GenerateArgs {
     /// Decoding schedule.
     #[arg(long, value_enum, default_value = "maskgit")]
     pub schedule: SchemeArg,
-    /// Decoding steps (maskgit, roar); more steps than tokens decode one token per step.
+    /// Decoding steps (maskgit, roar). With the linear token schedule (and ROAR) more steps
+    /// than tokens decode one token per step; the cosine schedule may reveal no token in early
+    /// steps and refuses step counts it cannot fill.
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub steps: usize,
     /// Tokens revealed per MaskGIT step (ROAR always uses linear).
     #[arg(long, value_enum, default_value = "cosine")]
     pub token_schedule: TokenScheduleArg,
-    /// Sampling temperature; 0 = argmax (deterministic, no draws).
+    /// Sampling temperature; 0 with the constant temperature schedule = argmax (deterministic,
+    /// no draws). The `linear` and `onex` schedules derive each step's temperature from it.
     #[arg(long, value_name = "T", default_value_t = 1.0)]
     pub temperature: f64,
     /// Temperature per step: `constant`, `linear` (decreasing with the tokens left) or
@@ -667,9 +670,11 @@ fn decode<B: Backend>(
                 let mut v = vec![host(d.latent_flux.into_data())?];
                 if let Some(ws) = &ws {
                     let mut flat = Vec::with_capacity(part.len() * ws[0].len());
-                    for (f, w) in d.flux.iter().zip(ws) {
-                        flat.extend(f.iter().zip(w).map(|(&x, &lam)| {
-                            if lam.is_finite() && lam > 0.0 {
+                    // Padding (λ ≤ 0, NaN) and wavelengths outside the latent grid (the
+                    // codec's mask: the reference would return the bare scale there) → NaN.
+                    for ((f, w), outside) in d.flux.iter().zip(ws).zip(&d.mask) {
+                        flat.extend(f.iter().zip(w).zip(outside).map(|((&x, &lam), &out)| {
+                            if lam.is_finite() && lam > 0.0 && !out {
                                 x
                             } else {
                                 f32::NAN

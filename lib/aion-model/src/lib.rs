@@ -31,8 +31,8 @@ pub mod fourm;
 pub mod lora;
 pub mod modality;
 pub mod nn;
-pub mod quantizers;
 pub mod probe;
+pub mod quantizers;
 pub mod rng;
 #[cfg(feature = "train")]
 pub mod train;

@@ -13,6 +13,6 @@ mod generate;
 mod image_codec;
 mod image_codec_errors;
 mod scalar_codec;
-mod segmap_codec;
 mod scalar_fit;
+mod segmap_codec;
 mod spectrum_codec;
