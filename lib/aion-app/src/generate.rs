@@ -209,6 +209,10 @@ struct Out {
     decoded: Vec<Vec<f32>>,
 }
 
+/// What the reader stage hands on per chunk: object ids, tokens per modality, and the rows'
+/// wavelength grids (`--wavelength-from`).
+type ChunkInput = (Vec<i64>, Vec<ModalityTokens>, Option<Vec<f32>>);
+
 /// Runs `aion-generate`; returns how it ended and the summary (also in `<output>.run.json`).
 pub fn run(
     args: &GenerateArgs,
@@ -503,7 +507,7 @@ fn run_plan<B: Backend>(
         &run,
         n,
         stop,
-        |rows: Range<usize>| -> Result<(Vec<i64>, Vec<ModalityTokens>, Option<Vec<f32>>)> {
+        |rows: Range<usize>| -> Result<ChunkInput> {
             let grids = match &grid_ds {
                 Some(ds) if !rows.is_empty() => Some(
                     catalog

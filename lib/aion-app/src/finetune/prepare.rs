@@ -462,9 +462,9 @@ fn read_columns(session: &Session, s: &Setup) -> Result<BTreeMap<String, FullCol
     }
     let mut cols = BTreeMap::new();
     for (d, c) in wanted {
-        if !cols.contains_key(&d) {
-            let col = read_column(session, &s.catalog, &d, c)?;
-            cols.insert(d, col);
+        if let std::collections::btree_map::Entry::Vacant(e) = cols.entry(d) {
+            let col = read_column(session, &s.catalog, e.key(), c)?;
+            e.insert(col);
         }
     }
     Ok(cols)
