@@ -367,6 +367,37 @@ fn masked_from_scratch_then_full_lora_probe_and_new_modalities_on_it() {
             .unwrap()
             == 250
     );
+    // ... which aion-predict applies (--probe): on the test rows, the means aion-finetune
+    // recorded; every row predicted, with a positive σ.
+    let probe_out = d.join("probe.h5");
+    assert_ok(&run_tool(
+        env!("CARGO_BIN_EXE_aion-predict"),
+        Launch::Mpirun(2),
+        &[
+            "--model",
+            probe.to_str().unwrap(),
+            "--catalog",
+            sdss().to_str().unwrap(),
+            "--output",
+            probe_out.to_str().unwrap(),
+            "--probe",
+        ],
+    ));
+    let got = read_all(&probe_out);
+    let (mean, std) = (&got["/probe/Z/mean"].1, &got["/probe/Z/std"].1);
+    assert_eq!(mean.len(), 5000);
+    assert!(std.iter().all(|&s| s > 0.0 && s.is_finite()));
+    let csv = std::fs::read_to_string(probe.join("eval/test_Z.csv")).unwrap();
+    for line in csv.lines().skip(1) {
+        let f: Vec<f64> = line.split(',').map(|x| x.parse().unwrap()).collect();
+        let r = f[0] as usize;
+        assert!(
+            (mean[r] - f[2]).abs() <= 1e-5 * f[2].abs().max(1.0),
+            "row {r}: aion-predict --probe {} vs aion-finetune {}",
+            mean[r],
+            f[2]
+        );
+    }
     // New modalities on an existing model: a new input column (its codec fitted), the base's
     // weights untouched in the starting model, trained with the full mode.
     let ext = d.join("extended");

@@ -6,6 +6,10 @@
 //! (`--save-logits`). Targets are never inputs. When the catalogue holds the true value, a PNG
 //! of predicted (median) vs true values with σ_NMAD, outlier fraction and bias is written
 //! beside the output; otherwise a histogram of the predictions.
+//!
+//! With `--probe`, the probe head that `aion-finetune` (mode `probe`) left in the model directory
+//! (`probe/`) is applied to each row's pooled embedding, computed from the modalities the probe
+//! was trained on: a Gaussian mean and σ (regression) or class probabilities (classification).
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -13,6 +17,7 @@ use std::path::{Path, PathBuf};
 use aion_model::codecs::scalar::ScalarCodec;
 use aion_model::fourm::DecoderMode;
 use aion_model::modality::{ModalityInfo, by_token_key};
+use aion_model::probe::{ProbeConfig, ProbeHead, ProbePrediction, ProbeTask};
 use aion_mpi::Session;
 use anyhow::{Context, Result, bail};
 use burn::tensor::backend::Backend;
@@ -68,8 +73,17 @@ pub struct PredictArgs {
     #[command(flatten)]
     pub compute: ComputeArgs,
     /// Scalar modality to predict (token key, e.g. `tok_z`); repeatable.
-    #[arg(long = "target", value_name = "TOKEN_KEY", required = true)]
+    #[arg(
+        long = "target",
+        value_name = "TOKEN_KEY",
+        required_unless_present = "probe"
+    )]
     pub targets: Vec<String>,
+    /// Apply the model directory's probe head (`probe/`, from `aion-finetune` mode `probe`) to
+    /// each row's pooled embedding: `probe/<dataset>/{mean,std}` (regression) or
+    /// `probe/<dataset>/{probs,class}` (classification).
+    #[arg(long)]
+    pub probe: bool,
     /// Decoding of several targets.
     #[arg(long, value_enum, default_value = "joint")]
     pub decoder: Decoder,
@@ -88,13 +102,46 @@ struct Target {
     truth: Option<(String, Option<(usize, usize)>)>,
 }
 
-/// Per chunk: ids, tokens, and per target the row-major `(n, tokens, 7)` stats, pdf, logits.
+/// A probe head and its configuration (`--probe`).
+struct Probe<B: Backend> {
+    head: ProbeHead<B>,
+    cfg: ProbeConfig,
+}
+
+impl<B: Backend> Probe<B> {
+    /// The datasets it writes, under `probe/<dataset>/`.
+    fn specs(&self) -> Vec<DatasetSpec> {
+        let name = |s: &str| format!("probe/{}/{s}", self.cfg.target);
+        match self.cfg.task {
+            ProbeTask::Regression => vec![
+                DatasetSpec::new(name("mean"), Dtype::F32, &[], None),
+                DatasetSpec::new(name("std"), Dtype::F32, &[], None),
+            ],
+            ProbeTask::Classification => vec![
+                DatasetSpec::new(name("probs"), Dtype::F32, &[self.cfg.outputs], None),
+                DatasetSpec::new(name("class"), Dtype::I64, &[], Some(-1.0)),
+            ],
+        }
+    }
+
+    /// Values per row of each of [`specs`](Self::specs).
+    fn widths(&self) -> [usize; 2] {
+        match self.cfg.task {
+            ProbeTask::Regression => [1, 1],
+            ProbeTask::Classification => [self.cfg.outputs, 1],
+        }
+    }
+}
+
+/// Per chunk: ids, tokens, and per target the row-major `(n, tokens, 7)` stats, pdf, logits;
+/// with `--probe` its two outputs (mean and σ, or probabilities and class label).
 struct Out {
     ids: Vec<i64>,
     tokens: Vec<ModalityTokens>,
     stats: Vec<Vec<Vec<f32>>>,
     pdf: Vec<Vec<f32>>,
     logits: Vec<Vec<f32>>,
+    probe: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 /// Runs `aion-predict`; returns how it ended and the summary (also in `<output>.run.json`).
@@ -130,7 +177,12 @@ impl BackendTask for Task<'_> {
             (|| {
                 let plan = ModelPlan::<B>::load(&self.args.io, &device, &keys)?;
                 let targets = load_targets(&self.args.io.model, &plan, &keys)?;
-                Ok((plan, targets))
+                let probe = self
+                    .args
+                    .probe
+                    .then(|| load_probe(&self.args.io.model, &plan, &device))
+                    .transpose()?;
+                Ok((plan, targets, probe))
             })(),
         )?;
         run_plan(
@@ -139,9 +191,51 @@ impl BackendTask for Task<'_> {
             self.stop,
             &loaded.0,
             &loaded.1,
+            loaded.2.as_ref(),
             &device,
         )
     }
+}
+
+/// `<model>/probe/`, checked against the model and the catalogue's bindings.
+fn load_probe<B: Backend>(
+    model: &Path,
+    plan: &ModelPlan<B>,
+    device: &B::Device,
+) -> Result<Probe<B>> {
+    let (head, cfg) = ProbeHead::<B>::load(model, device).with_context(|| {
+        format!(
+            "--probe: cannot load the probe head of {} (made by aion-finetune, mode probe)",
+            model.display()
+        )
+    })?;
+    let dim = plan.aion.config().dim;
+    if cfg.input_dim != dim {
+        bail!(
+            "--probe: the head takes {}-dimensional embeddings, the model makes {dim}",
+            cfg.input_dim
+        );
+    }
+    let bound: Vec<&str> = plan.inputs().iter().map(|b| b.token_key).collect();
+    let missing: Vec<&str> = cfg
+        .inputs
+        .iter()
+        .map(String::as_str)
+        .filter(|k| !bound.contains(k))
+        .collect();
+    if missing.len() == cfg.inputs.len() {
+        bail!(
+            "--probe: none of the probe's inputs ({}) is in the catalogue",
+            cfg.inputs.join(", ")
+        );
+    }
+    if !missing.is_empty() {
+        log::warn!(
+            "--probe: inputs {} are not in the catalogue; rows are embedded without them",
+            missing.join(", ")
+        );
+    }
+    Ok(Probe { head, cfg })
 }
 
 fn load_targets<B: Backend>(
@@ -192,8 +286,13 @@ fn load_targets<B: Backend>(
     Ok(out)
 }
 
-fn specs(args: &PredictArgs, targets: &[Target]) -> Vec<DatasetSpec> {
+fn specs<B: Backend>(
+    args: &PredictArgs,
+    targets: &[Target],
+    probe: Option<&Probe<B>>,
+) -> Vec<DatasetSpec> {
     let mut specs = flag_specs();
+    specs.extend(probe.map(Probe::specs).unwrap_or_default());
     for t in targets {
         let m = t.modality;
         let shape: Vec<usize> = if m.num_tokens() == 1 {
@@ -235,6 +334,7 @@ fn run_plan<B: Backend>(
     stop: &StopFlag,
     plan: &ModelPlan<B>,
     targets: &[Target],
+    probe: Option<&Probe<B>>,
     device: &B::Device,
 ) -> Result<(Outcome, serde_json::Value)> {
     let catalog = &plan.common.catalog;
@@ -250,9 +350,10 @@ fn run_plan<B: Backend>(
         "decoder": args.decoder, "save_pdf": args.save_pdf, "save_logits": args.save_logits,
         "device": format!("{:?}", args.compute.device), "precision": args.compute.precision,
         "bindings": plan.codecs.bindings().collect::<Vec<_>>(), "object_id": plan.ids.source(),
+        "probe": probe.map(|p| &p.cfg),
     });
     let mut all_specs = vec![plan.ids.spec()];
-    all_specs.extend(specs(args, targets));
+    all_specs.extend(specs(args, targets, probe));
     let id = RunIdentity {
         tool: TOOL,
         config,
@@ -285,8 +386,8 @@ fn run_plan<B: Backend>(
                 plan.codecs.encode(catalog, rows)?,
             ))
         },
-        |(ids, tokens)| compute(args, plan, targets, mode, device, ids, tokens),
-        |rows, out| write(args, run, targets, rows, out.as_ref()),
+        |(ids, tokens)| compute(args, plan, targets, probe, mode, device, ids, tokens),
+        |rows, out| write(args, run, targets, probe, rows, out.as_ref()),
         |r| started.progress.advance(r),
     )?;
     let secs = started.close(session, outcome)?;
@@ -310,10 +411,12 @@ fn run_plan<B: Backend>(
     Ok((outcome, summary))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn compute<B: Backend>(
     args: &PredictArgs,
     plan: &ModelPlan<B>,
     targets: &[Target],
+    probe: Option<&Probe<B>>,
     mode: DecoderMode,
     device: &B::Device,
     ids: Vec<i64>,
@@ -345,8 +448,41 @@ fn compute<B: Backend>(
             }
         })
         .collect();
+    let mut probe_out = probe.map(|p| {
+        let [a, c] = p.widths();
+        (vec![f32::NAN; n * a], vec![f32::NAN; n * c])
+    });
     for b in batches(&tokens, &plan.is_input, n, plan.common.batch) {
         let inp = inputs::<B>(&tokens, &b, device);
+        if let (Some(p), Some((first, second))) = (probe, probe_out.as_mut()) {
+            let fed: Vec<_> = inp
+                .iter()
+                .filter(|i| p.cfg.inputs.iter().any(|k| k == i.modality.token_key))
+                .cloned()
+                .collect();
+            if !fed.is_empty() {
+                match p.head.predict(&p.cfg, plan.aion.embed(&fed)) {
+                    ProbePrediction::Gaussian { mean, sigma } => {
+                        for (j, &r) in b.rows.iter().enumerate() {
+                            (first[r], second[r]) = (mean[j], sigma[j]);
+                        }
+                    }
+                    ProbePrediction::Classes { probs, classes } => {
+                        for (j, &r) in b.rows.iter().enumerate() {
+                            let row = &probs[j * classes..(j + 1) * classes];
+                            first[r * classes..(r + 1) * classes].copy_from_slice(row);
+                            let best = (0..classes)
+                                .max_by(|&x, &y| row[x].total_cmp(&row[y]).then(y.cmp(&x)))
+                                .unwrap_or(0);
+                            second[r] = best as f32;
+                        }
+                    }
+                }
+            }
+        }
+        if mods.is_empty() {
+            continue;
+        }
         let logits = plan.aion.predict(&inp, &mods, mode);
         for (ti, (t, l)) in targets.iter().zip(logits).enumerate() {
             let l: Vec<f32> = l
@@ -394,13 +530,15 @@ fn compute<B: Backend>(
         stats,
         pdf,
         logits: logits_out,
+        probe: probe_out,
     })
 }
 
-fn write(
+fn write<B: Backend>(
     args: &PredictArgs,
     run: &RunOutput,
     targets: &[Target],
+    probe: Option<&Probe<B>>,
     rows: Range<usize>,
     out: Option<&Out>,
 ) -> Result<()> {
@@ -413,6 +551,29 @@ fn write(
         out.map_or(&[][..], |o| &o.tokens[..]),
         rows.len(),
     )?;
+    if let Some(p) = probe {
+        let specs = p.specs();
+        let (first, second) = out
+            .and_then(|o| o.probe.as_ref())
+            .map_or((&[][..], &[][..]), |(a, b)| (&a[..], &b[..]));
+        w(&specs[0].name, first)?;
+        match p.cfg.task {
+            ProbeTask::Regression => w(&specs[1].name, second)?,
+            ProbeTask::Classification => {
+                // Class index → label value (−1 for rows without the probe's inputs).
+                let labels: Vec<i64> = second
+                    .iter()
+                    .map(|&x| match (x.is_nan(), &p.cfg.classes) {
+                        (true, _) => -1,
+                        (false, Some(c)) => c.get(x as usize).copied().unwrap_or(-1),
+                        (false, None) => x as i64,
+                    })
+                    .collect();
+                run.sets
+                    .write(&run.out, &specs[1].name, rows.start, &labels[..])?
+            }
+        }
+    }
     for (ti, t) in targets.iter().enumerate() {
         let key = t.modality.token_key;
         for (si, s) in STATS.iter().enumerate() {
