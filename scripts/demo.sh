@@ -34,7 +34,7 @@ summary() { # metrics of the run summary written by aion-predict
   sed -n 's/.*"sigma_nmad": *\([0-9.eE+-]*\).*/  sigma_NMAD \1/p; s/.*"outlier_fraction": *\([0-9.eE+-]*\).*/  outlier fraction \1/p; s/.*"bias": *\([0-9.eE+-]*\).*/  bias \1/p' "$1"
 }
 echo
-echo "redshift of the held-out galaxies (predicted posterior mean vs spectroscopic z):"
+echo "redshift of the held-out galaxies (posterior median vs spectroscopic z):"
 summary "$out/photoz.h5.run.json" || true
 echo
 echo "outputs:"
