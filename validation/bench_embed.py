@@ -12,7 +12,8 @@ What it does (everything is seeded, nothing is downloaded):
      fluxes) and the same rows 4x larger (for peak memory);
   3. reference: a plain Python loop over the catalogue (h5py read, the package's codecs, AION.encode
      of all tokens, mean) with torch using --threads threads;
-  4. ours: aion-embed (release) as 1 rank x T threads and as `mpirun -n 2` x T/2 threads;
+  4. ours: aion-embed (release; --device cpu = burn NdArray, or tch-cpu = LibTorch) as 1 rank x
+     T threads and as `mpirun -n 2` x T/2 threads;
      checks that the embeddings agree with the reference;
   5. transformer only: the same rows pre-tokenized, so the time is the encoder's; reports its
      FLOP/s next to a large sgemm (torch, T threads) measured in the same run;
@@ -140,11 +141,14 @@ def reference_encoder_only(model_dir, tokens_file, batch):
     return time.perf_counter() - t0, time.process_time() - c0
 
 
+DEVICE = "cpu"  # --device of our tools: cpu (burn NdArray) or tch-cpu (LibTorch, a --features tch build)
+
+
 def run_ours(bin_dir, args, ranks, threads, env_extra=None):
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMP_NUM_THREADS=str(threads))
     env.update(env_extra or {})
     tool = os.path.join(bin_dir, args[0])
-    cmd = [tool] + args[1:] + ["--threads", str(threads), "--overwrite", "--log-level", "warn"]
+    cmd = [tool] + args[1:] + ["--threads", str(threads), "--overwrite", "--log-level", "warn", "--device", DEVICE]
     if ranks > 1:
         cmd = ["mpirun", "-n", str(ranks), "--oversubscribe", "--bind-to", "none"] + cmd
     subprocess.run(cmd, check=True, env=env, stdin=subprocess.DEVNULL)
@@ -175,7 +179,12 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--bin", default=os.path.join(HERE, "..", "target", "release"))
+    ap.add_argument("--device", default="cpu", choices=["cpu", "tch-cpu"],
+                    help="our backend: burn NdArray (default build) or LibTorch on the CPU "
+                         "(binaries built with --features tch, e.g. --bin target/tch/release)")
     a = ap.parse_args()
+    global DEVICE
+    DEVICE = a.device
     seed_all(7)
     os.makedirs(a.workdir, exist_ok=True)
     model = os.path.join(a.workdir, "model")
@@ -188,7 +197,7 @@ def main():
     torch.set_num_threads(a.threads)
     load0 = os.getloadavg()
     ref_emb, ref_t, ref_cpu, ref_load = reference(model, cat, a.batch)
-    report = {"rows": a.rows, "threads": a.threads, "machine_load_start": load0,
+    report = {"rows": a.rows, "threads": a.threads, "device": a.device, "machine_load_start": load0,
               "note": "seconds = processing after loading the model (wall); cpu = CPU seconds of all threads/ranks",
               "reference": {"seconds": ref_t, "cpu": ref_cpu, "load_seconds": ref_load, "rows_per_s": a.rows / ref_t, "rows_per_cpu_s": a.rows / ref_cpu}}
     out = os.path.join(a.workdir, "emb.h5")
@@ -218,7 +227,7 @@ def main():
     rss = {}
     for path, n in [(cat, a.rows), (cat4, 4 * a.rows)]:
         o = os.path.join(a.workdir, f"rss_{n}.h5")
-        p = subprocess.Popen(["/usr/bin/env", "bash", "-c", f"exec {os.path.join(a.bin, 'aion-embed')} --model {model} --catalog {path} --output {o} --overwrite --log-level warn --threads {a.threads} --batch-size {a.batch} --chunk-rows {a.batch}"],
+        p = subprocess.Popen(["/usr/bin/env", "bash", "-c", f"exec {os.path.join(a.bin, 'aion-embed')} --model {model} --catalog {path} --output {o} --overwrite --log-level warn --threads {a.threads} --batch-size {a.batch} --chunk-rows {a.batch} --device {a.device}"],
                              env=dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1"))
         hwm = 0
         while p.poll() is None:

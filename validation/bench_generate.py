@@ -1,7 +1,7 @@
 """Throughput of aion-generate (objects/s), 1 and 2 ranks. Not a test: it prints a report.
 
     validation/.venv/bin/python validation/bench_generate.py --workdir /tmp/aion-bench \
-        [--rows 8] [--threads 2] [--bin target/release]
+        [--rows 8] [--threads 2] [--bin target/release] [--device cpu|tch-cpu]
 
 Two cases, everything seeded, nothing downloaded:
   1. base size: the random base-size AION + full-size image codec that validation/bench_embed.py
@@ -29,11 +29,14 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 
+DEVICE = "cpu"
+
+
 def run(bin_dir, args, ranks, threads):
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
                OMPI_MCA_rmaps_base_oversubscribe="1")
     cmd = [os.path.join(bin_dir, "aion-generate")] + args + [
-        "--threads", str(threads), "--overwrite", "--log-level", "warn"]
+        "--threads", str(threads), "--overwrite", "--log-level", "warn", "--device", DEVICE]
     if ranks > 1:
         cmd = ["mpirun", "-n", str(ranks), "--oversubscribe", "--bind-to", "none"] + cmd
     subprocess.run(cmd, check=True, env=env, stdin=subprocess.DEVNULL)
@@ -47,9 +50,13 @@ def main():
     ap.add_argument("--rows", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release"))
+    ap.add_argument("--device", default="cpu", choices=["cpu", "tch-cpu"],
+                    help="burn NdArray, or LibTorch on the CPU (binaries built with --features tch)")
     a = ap.parse_args()
+    global DEVICE
+    DEVICE = a.device
     os.makedirs(a.workdir, exist_ok=True)
-    report = {"threads": a.threads, "load_start": os.getloadavg()}
+    report = {"threads": a.threads, "device": a.device, "load_start": os.getloadavg()}
 
     model = os.path.join(a.workdir, "model")
     cat = os.path.join(a.workdir, f"gen_catalog_{a.rows}.h5")

@@ -502,6 +502,7 @@ fn run_plan<B: Backend>(
     let resumed_rows = done;
     progress.set(done);
     let grid_ds = target.grid.as_ref().map(|(d, _)| d.clone());
+    let cpu_at_start = crate::tool::process_cpu_seconds();
     let outcome = run_chunks(
         session,
         &run,
@@ -540,8 +541,10 @@ fn run_plan<B: Backend>(
     run.out.flush()?;
     let rows_done = done - resumed_rows;
     let rate = rows_done as f64 / secs.max(1e-9);
+    let cpu = session.sum_f64s(&[crate::tool::process_cpu_seconds() - cpu_at_start])[0];
     let summary = serde_json::json!({
         "rows": n, "rows_this_run": rows_done, "samples_per_row": m, "seconds": secs,
+        "cpu_seconds": cpu,
         "rows_per_second": rate, "samples_per_second": rate * m as f64, "ranks": session.size(),
         "finished": outcome == Outcome::Finished,
     });

@@ -50,7 +50,17 @@ impl<B: Backend> ModelPlan<B> {
         let keep: Vec<Binding> = common
             .bindings
             .iter()
-            .filter(|b| !excluded.contains(&b.token_key))
+            .filter(|b| {
+                let out = excluded.contains(&b.token_key);
+                if out && b.explicit {
+                    log::warn!(
+                        "{}: {} is the generation target, never an input; left out",
+                        b.describe(),
+                        b.token_key
+                    );
+                }
+                !out
+            })
             .filter(|b| {
                 let ok =
                     targets.contains(&b.token_key) || domains_in.iter().any(|d| d == b.token_key);
