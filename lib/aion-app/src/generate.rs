@@ -34,11 +34,9 @@ use crate::collective::agree;
 use crate::decode::default_bands;
 use crate::model_plan::ModelPlan;
 use crate::output::{flag_specs, write_masks};
-use crate::pipeline::{DatasetSpec, Dtype, Outcome, RunOutput, open_output, run_chunks};
-use crate::progress::Progress;
+use crate::pipeline::{DatasetSpec, Dtype, Outcome, RunOutput, run_chunks};
 use crate::signals::StopFlag;
-use crate::tokenize::chunk_len;
-use crate::{provenance, resume};
+use crate::tool::{RunIdentity, start};
 
 /// Tool name.
 pub const TOOL: &str = "aion-generate";
@@ -452,60 +450,30 @@ fn run_plan<B: Backend>(
     files.extend(codec_files(&args.io.model, target.modality));
     files.sort();
     files.dedup();
-    let checksums = agree(
-        session,
-        provenance::checksums(session, &args.io.model, &files),
-    )?;
-    let rkey = resume::key_json(
-        TOOL,
-        &config,
-        &checksums,
-        &resume::catalog_identity(&catalog.paths()),
-    );
-    let prov = provenance::build(
-        session,
-        TOOL,
-        config.to_string(),
-        &args.io.model,
-        checksums,
-        catalog,
-    );
     let mut all_specs = vec![plan.ids.spec()];
     all_specs.extend(specs(target, m));
-    let run = open_output(
+    let id = RunIdentity {
+        tool: TOOL,
+        config,
+        model: &args.io.model,
+        files,
+        catalog,
+    };
+    let mut started = start(
         session,
+        &id,
         &args.io.output,
         args.io.overwrite,
-        n,
         chunk_rows,
-        &rkey,
         &all_specs,
-        |out| {
-            prov.write(out)?;
-            crate::output::write_modality_bits(out)
-        },
+        "generated",
     )?;
-    if run.resumed {
-        log::info!(
-            "resuming {}: {} of {} chunk(s) left",
-            args.io.output.display(),
-            run.todo.len(),
-            run.log.n_chunks
-        );
-    }
-    let mut progress = Progress::new(session.is_root(), n as u64, "generated");
-    let mut done = (n - run
-        .todo
-        .iter()
-        .map(|&c| chunk_len(c, chunk_rows, n))
-        .sum::<usize>()) as u64;
-    let resumed_rows = done;
-    progress.set(done);
+    let resumed_rows = started.progress.done();
+    let run = &started.run;
     let grid_ds = target.grid.as_ref().map(|(d, _)| d.clone());
-    let cpu_at_start = crate::tool::process_cpu_seconds();
     let outcome = run_chunks(
         session,
-        &run,
+        run,
         n,
         stop,
         |rows: Range<usize>| -> Result<ChunkInput> {
@@ -525,23 +493,13 @@ fn run_plan<B: Backend>(
             ))
         },
         |(ids, tokens, grids)| compute(args, plan, target, device, ids, tokens, grids),
-        |rows, out| write(&run, target, rows, out.as_ref()),
-        |r| {
-            done += r;
-            progress.set(done);
-        },
+        |rows, out| write(run, target, rows, out.as_ref()),
+        |r| started.progress.advance(r),
     )?;
-    let secs = progress.finish();
-    if outcome == Outcome::Finished {
-        run.out.set_attr_str(
-            "end_time",
-            &session.broadcast_string(&provenance::now_utc()),
-        )?;
-    }
-    run.out.flush()?;
-    let rows_done = done - resumed_rows;
+    let secs = started.close(session, outcome)?;
+    let rows_done = started.progress.done() - resumed_rows;
     let rate = rows_done as f64 / secs.max(1e-9);
-    let cpu = session.sum_f64s(&[crate::tool::process_cpu_seconds() - cpu_at_start])[0];
+    let cpu = started.cpu_seconds(session);
     let summary = serde_json::json!({
         "rows": n, "rows_this_run": rows_done, "samples_per_row": m, "seconds": secs,
         "cpu_seconds": cpu,
@@ -555,7 +513,7 @@ fn run_plan<B: Backend>(
             session.size()
         );
     }
-    provenance::write_sidecar(session, &args.io.output, &prov, &summary)?;
+    started.sidecar(session, &args.io.output, &summary)?;
     Ok((outcome, summary))
 }
 
@@ -738,4 +696,13 @@ fn write<B: Backend>(
         )?;
     }
     Ok(())
+}
+
+impl crate::cli::ToolArgs for GenerateArgs {
+    fn compute(&self) -> Option<&ComputeArgs> {
+        Some(&self.compute)
+    }
+    fn log_level(&self) -> &str {
+        &self.io.log_level
+    }
 }

@@ -44,6 +44,11 @@ pub struct Tracker {
 }
 
 impl Tracker {
+    /// Rows done so far (including those of a resumed run's earlier runs).
+    pub fn done(&self) -> u64 {
+        self.done
+    }
+
     /// Adds the rows all ranks finished in a round (the `on_round` callback of `run_chunks`).
     pub fn advance(&mut self, rows: u64) {
         self.done += rows;
