@@ -43,7 +43,7 @@ cargo test --workspace --locked
 step "cargo test -p aion-model --features tch (LibTorch backend)"
 export LIBTORCH="$("$venv/bin/python" -c 'import torch, os; print(os.path.dirname(torch.__file__))')"
 export LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-env -u AION_BASE_MODEL_DIR CARGO_TARGET_DIR="$root/target/tch" cargo test -p aion-model --features tch --locked --test parity
+env -u AION_BASE_MODEL_DIR CARGO_TARGET_DIR="$root/target/tch" cargo test -p aion-model --features tch --locked --test parity --test bf16
 CARGO_TARGET_DIR="$root/target/tch" cargo build --features tch --locked --bins
 
 step "all tests passed"

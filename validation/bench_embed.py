@@ -1,8 +1,8 @@
 """End-to-end throughput of aion-embed against the reference package, same inputs, same weights,
 same cores. Not a test: it prints a report (quote it, with the machine's load, in the issue note).
 
-    validation/.venv/bin/python validation/bench_embed.py --workdir /tmp/aion-bench [--rows 24]
-        [--threads 2] [--bin target/release]
+    validation/.venv/bin/python validation/bench_embed.py --workdir /tmp/aion-bench [--rows 32]
+        [--threads 2] [--bin target/release] [--device cpu|tch-cpu] [--precision f32|bf16]
 
 What it does (everything is seeded, nothing is downloaded):
   1. builds a base-size AION (validation/make_base_model.py: D 768, 12+12 blocks, SwiGLU,
@@ -11,12 +11,15 @@ What it does (everything is seeded, nothing is downloaded):
   2. writes an MMU-style catalogue of N Legacy-Survey-like rows (4 x 160 x 160 image + g,r,i,z
      fluxes) and the same rows 4x larger (for peak memory);
   3. reference: a plain Python loop over the catalogue (h5py read, the package's codecs, AION.encode
-     of all tokens, mean) with torch using --threads threads;
-  4. ours: aion-embed (release; --device cpu = burn NdArray, or tch-cpu = LibTorch) as 1 rank x
-     T threads and as `mpirun -n 2` x T/2 threads;
-     checks that the embeddings agree with the reference;
+     of all tokens, mean) with torch using --threads threads; with --precision bf16 also the same
+     loop with the transformer's weights in bfloat16 (the codecs stay float32, as in ours);
+  4. ours: aion-embed (release; --device cpu = burn NdArray, or tch-cpu = LibTorch; --precision)
+     as 1 rank x T threads, as `mpirun -n 2` x T/2 threads, and as 1 rank x T/2 threads pinned
+     to T/2 cores (the 1 -> 2 rank scaling: each rank has its own cores); checks that the
+     embeddings agree with the float32 reference;
   5. transformer only: the same rows pre-tokenized, so the time is the encoder's; reports its
-     FLOP/s next to a large sgemm (torch, T threads) measured in the same run;
+     FLOP/s next to a large matrix product (torch, T threads, same precision) measured in the
+     same run;
   6. peak resident memory of aion-embed for N and 4N rows (bounded by the chunk, not the catalogue).
 """
 
@@ -91,17 +94,23 @@ def write_catalog(path, n, seed):
         f.create_dataset("object_id", data=np.arange(n, dtype=np.int64))
 
 
+def load_reference_model(model_dir, precision):
+    from aion.model import AION
+
+    model = AION.from_pretrained(model_dir).eval()
+    return model.to(torch.bfloat16) if precision == "bf16" else model
+
+
 @torch.no_grad()
-def reference(model_dir, catalog, batch):
+def reference(model_dir, catalog, batch, precision="f32"):
     """The reference's way: a Python loop with the package's codecs and AION.encode."""
     from aion.codecs import ImageCodec
     from aion.codecs.scalar import LogScalarCodec
     from aion.modalities import LegacySurveyFluxG, LegacySurveyFluxI, LegacySurveyFluxR, LegacySurveyFluxZ, LegacySurveyImage
-    from aion.model import AION
     from safetensors.torch import load_file
 
     t0 = time.perf_counter()
-    model = AION.from_pretrained(model_dir).eval()
+    model = load_reference_model(model_dir, precision)
     img = ImageCodec(**IMAGE_CFG).eval()
     img.load_state_dict(load_file(os.path.join(model_dir, "codecs/image/model.safetensors")))
     flux = {}
@@ -122,15 +131,13 @@ def reference(model_dir, catalog, batch):
             for name, key, cls in zip(FLUXES, KEYS, classes):
                 tokens[key] = flux[name].encode(cls(value=torch.from_numpy(f[name][a:b])))
             total = sum(v.reshape(v.shape[0], -1).shape[1] for v in tokens.values())
-            out.append(model.encode(tokens, num_encoder_tokens=total).mean(1))
+            out.append(model.encode(tokens, num_encoder_tokens=total).float().mean(1))
     return torch.cat(out).numpy(), time.perf_counter() - t1, time.process_time() - c1, t_load
 
 
 @torch.no_grad()
-def reference_encoder_only(model_dir, tokens_file, batch):
-    from aion.model import AION
-
-    model = AION.from_pretrained(model_dir).eval()
+def reference_encoder_only(model_dir, tokens_file, batch, precision="f32"):
+    model = load_reference_model(model_dir, precision)
     with h5py.File(tokens_file, "r") as f:
         toks = {k: torch.from_numpy(f[k][()]) for k in ["tok_image"] + KEYS}
     n = toks["tok_image"].shape[0]
@@ -142,19 +149,29 @@ def reference_encoder_only(model_dir, tokens_file, batch):
 
 
 DEVICE = "cpu"  # --device of our tools: cpu (burn NdArray) or tch-cpu (LibTorch, a --features tch build)
+PRECISION = "f32"  # --precision of our tools (transformer only; codecs are always f32)
 
 
-def run_ours(bin_dir, args, ranks, threads, env_extra=None):
+def run_ours(bin_dir, args, ranks, threads, env_extra=None, cores=None):
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMP_NUM_THREADS=str(threads))
     env.update(env_extra or {})
     tool = os.path.join(bin_dir, args[0])
     cmd = [tool] + args[1:] + ["--threads", str(threads), "--overwrite", "--log-level", "warn", "--device", DEVICE]
+    if args[0] != "aion-tokenize":
+        cmd += ["--precision", PRECISION]
     if ranks > 1:
         cmd = ["mpirun", "-n", str(ranks), "--oversubscribe", "--bind-to", "none"] + cmd
+    if cores is not None:  # pinned: the process (all its threads) may only use these cores
+        cmd = ["taskset", "-c", ",".join(map(str, cores))] + cmd
     subprocess.run(cmd, check=True, env=env, stdin=subprocess.DEVNULL)
     out = args[args.index("--output") + 1]
     summary = json.load(open(out + ".run.json"))["summary"]
     return summary["seconds"], summary.get("cpu_seconds", float("nan"))
+
+
+def rel_l2(got, want):
+    """Largest per-row relative L2 error."""
+    return float((np.linalg.norm(got - want, axis=1) / np.linalg.norm(want, axis=1)).max())
 
 
 def encoder_flops(tokens, layers=12, d=768, ffn=2048):
@@ -162,9 +179,9 @@ def encoder_flops(tokens, layers=12, d=768, ffn=2048):
     return layers * per_layer + 2 * tokens * d * d  # + decoder_proj_context
 
 
-def sgemm_gflops(threads, n=4096):
+def sgemm_gflops(threads, n=4096, dtype=torch.float32):
     torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     torch.mm(a, b)
     t0 = time.perf_counter()
     for _ in range(3):
@@ -175,16 +192,22 @@ def sgemm_gflops(threads, n=4096):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--workdir", required=True)
-    ap.add_argument("--rows", type=int, default=24)
+    ap.add_argument("--rows", type=int, default=32,
+                    help="a multiple of 2 x --batch, so that 2 ranks get the same number of chunks")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--bin", default=os.path.join(HERE, "..", "target", "release"))
     ap.add_argument("--device", default="cpu", choices=["cpu", "tch-cpu"],
                     help="our backend: burn NdArray (default build) or LibTorch on the CPU "
                          "(binaries built with --features tch, e.g. --bin target/tch/release)")
+    ap.add_argument("--precision", default="f32", choices=["f32", "bf16"],
+                    help="transformer precision, ours (--precision) and the reference's (weights cast); "
+                         "bf16 needs --device tch-cpu")
     a = ap.parse_args()
-    global DEVICE
-    DEVICE = a.device
+    global DEVICE, PRECISION
+    DEVICE, PRECISION = a.device, a.precision
+    if a.rows % (2 * a.batch):
+        print(f"warning: --rows {a.rows} is not a multiple of 2 x --batch: the 2-rank run is unbalanced", file=sys.stderr)
     seed_all(7)
     os.makedirs(a.workdir, exist_ok=True)
     model = os.path.join(a.workdir, "model")
@@ -197,37 +220,54 @@ def main():
     torch.set_num_threads(a.threads)
     load0 = os.getloadavg()
     ref_emb, ref_t, ref_cpu, ref_load = reference(model, cat, a.batch)
-    report = {"rows": a.rows, "threads": a.threads, "device": a.device, "machine_load_start": load0,
+    report = {"rows": a.rows, "threads": a.threads, "device": a.device, "precision": a.precision, "machine_load_start": load0,
               "note": "seconds = processing after loading the model (wall); cpu = CPU seconds of all threads/ranks",
               "reference": {"seconds": ref_t, "cpu": ref_cpu, "load_seconds": ref_load, "rows_per_s": a.rows / ref_t, "rows_per_cpu_s": a.rows / ref_cpu}}
+    ref_key = "reference"
+    if a.precision == "bf16":
+        emb_b, t_b, cpu_b, load_b = reference(model, cat, a.batch, "bf16")
+        report["reference_bf16"] = {"seconds": t_b, "cpu": cpu_b, "load_seconds": load_b, "rows_per_s": a.rows / t_b,
+                                    "rows_per_cpu_s": a.rows / cpu_b, "max_rel_l2_err_vs_f32_reference": rel_l2(emb_b, ref_emb)}
+        ref_key = "reference_bf16"
+    same_t, same_cpu = report[ref_key]["seconds"], report[ref_key]["cpu"]
     out = os.path.join(a.workdir, "emb.h5")
     common = ["aion-embed", "--model", model, "--catalog", cat, "--output", out, "--batch-size", str(a.batch), "--chunk-rows", str(a.batch)]
-    for ranks in (1, 2):
-        wall, cpu = run_ours(a.bin, common, ranks, max(1, a.threads // ranks))
+    half = max(1, a.threads // 2)
+    for name, ranks, threads, cores in (("ours_1rank", 1, a.threads, None), ("ours_2rank", 2, half, None),
+                                        ("ours_1rank_half_cores", 1, half, list(range(half)))):
+        wall, cpu = run_ours(a.bin, common, ranks, threads, cores=cores)
         with h5py.File(out, "r") as f:
             emb = f["embedding"][()]
-        err = float(np.abs(emb - ref_emb).max())
-        report[f"ours_{ranks}rank"] = {"seconds": wall, "cpu": cpu, "rows_per_s": a.rows / wall, "rows_per_cpu_s": a.rows / cpu,
-                                       "speedup_vs_reference_wall": ref_t / wall, "speedup_vs_reference_cpu": ref_cpu / cpu,
-                                       "max_abs_err_vs_reference": err}
+        report[name] = {"ranks": ranks, "threads_per_rank": threads, "pinned_cores": cores, "seconds": wall, "cpu": cpu, "rows_per_s": a.rows / wall,
+                        "rows_per_cpu_s": a.rows / cpu,
+                        f"speedup_vs_{ref_key}_wall": same_t / wall, f"speedup_vs_{ref_key}_cpu": same_cpu / cpu,
+                        "max_abs_err_vs_f32_reference": float(np.abs(emb - ref_emb).max()),
+                        "max_rel_l2_err_vs_f32_reference": rel_l2(emb, ref_emb)}
+        if a.precision == "bf16":
+            report[name]["speedup_vs_f32_reference_wall"] = ref_t / wall
+    t1, t2, th = (report[k]["seconds"] for k in ("ours_1rank", "ours_2rank", "ours_1rank_half_cores"))
+    report["two_ranks"] = {"vs_1rank_same_cores": t1 / t2, "scaling_efficiency_1_to_2_ranks": th / (2 * t2),
+                           "note": "vs_1rank_same_cores = T(1 rank x T threads) / T(2 ranks x T/2); "
+                                   "scaling efficiency = T(1 rank x T/2, pinned to T/2 cores) / (2 T(2 ranks x T/2))"}
     # Transformer only: tokens from our tokenizer, the same for both sides.
     toks = os.path.join(a.workdir, "tokens.h5")
     run_ours(a.bin, ["aion-tokenize", "--model", model, "--catalog", cat, "--output", toks], 1, a.threads)
     torch.set_num_threads(a.threads)
-    ref_enc, ref_enc_cpu = reference_encoder_only(model, toks, a.batch)
+    ref_enc, ref_enc_cpu = reference_encoder_only(model, toks, a.batch, a.precision)
     wall, cpu = run_ours(a.bin, ["aion-embed", "--model", model, "--catalog", toks, "--output", out, "--batch-size", str(a.batch)], 1, a.threads)
     flops = encoder_flops(580) * a.rows
-    peak = sgemm_gflops(a.threads)
+    peak = sgemm_gflops(a.threads, dtype=torch.bfloat16 if a.precision == "bf16" else torch.float32)
     report["encoder_only"] = {"reference_seconds": ref_enc, "reference_cpu": ref_enc_cpu, "ours_seconds": wall, "ours_cpu": cpu,
                               "encoder_gflop": flops / 1e9, "reference_gflops": flops / ref_enc / 1e9, "ours_gflops": flops / wall / 1e9,
-                              "ours_gflop_per_cpu_s": flops / cpu / 1e9, "sgemm_gflops_torch": peak,
-                              "ours_fraction_of_sgemm": flops / wall / 1e9 / peak}
+                              "ours_gflop_per_cpu_s": flops / cpu / 1e9, "matmul_4096_gflops_torch": peak,
+                              "ours_fraction_of_matmul": flops / wall / 1e9 / peak,
+                              "reference_fraction_of_matmul": flops / ref_enc / 1e9 / peak}
     report["machine_load_end"] = os.getloadavg()
     # Peak memory: N vs 4N rows (same chunk size).
     rss = {}
     for path, n in [(cat, a.rows), (cat4, 4 * a.rows)]:
         o = os.path.join(a.workdir, f"rss_{n}.h5")
-        p = subprocess.Popen(["/usr/bin/env", "bash", "-c", f"exec {os.path.join(a.bin, 'aion-embed')} --model {model} --catalog {path} --output {o} --overwrite --log-level warn --threads {a.threads} --batch-size {a.batch} --chunk-rows {a.batch} --device {a.device}"],
+        p = subprocess.Popen(["/usr/bin/env", "bash", "-c", f"exec {os.path.join(a.bin, 'aion-embed')} --model {model} --catalog {path} --output {o} --overwrite --log-level warn --threads {a.threads} --batch-size {a.batch} --chunk-rows {a.batch} --device {a.device} --precision {a.precision}"],
                              env=dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1"))
         hwm = 0
         while p.poll() is None:

@@ -43,9 +43,9 @@ impl FromStr for DeviceChoice {
 pub enum Precision {
     /// 32-bit floats everywhere (default; the only choice on `cpu`).
     F32,
-    /// bfloat16 weights and activations (CUDA).
+    /// bfloat16 weights and activations (CUDA, and CPUs with AVX-512 BF16 or AMX).
     Bf16,
-    /// float16 weights and activations (CUDA).
+    /// float16 weights and activations (CUDA; refused on `tch-cpu`, which has no f16 kernels).
     F16,
 }
 
@@ -86,7 +86,14 @@ pub fn dispatch<T: BackendTask>(
             task.run::<burn::backend::NdArray<f32>>(Default::default())
         }
         (DeviceChoice::Cpu, p) => {
-            bail!("--precision {p:?} needs a LibTorch device (--device cuda)")
+            bail!("--precision {p:?} needs a LibTorch device (--device tch-cpu or cuda)")
+        }
+        (DeviceChoice::TchCpu, Precision::F16) => {
+            bail!(
+                "--precision f16 on tch-cpu: CPUs have no fast float16 kernels (LibTorch emulates \
+                 them, tens of times slower than f32); use --precision bf16 (fast on CPUs with \
+                 AVX-512 BF16 or AMX) or f32"
+            )
         }
         #[cfg(feature = "tch")]
         (d, p) => {

@@ -14,6 +14,7 @@ use crate::weights::WeightFile;
 
 mod batch_norm;
 mod conv_gemm;
+pub mod native;
 
 pub use batch_norm::BatchNorm2d;
 pub use conv_gemm::{Conv2dAlgo, conv2d_shifted_matmul};
@@ -99,13 +100,12 @@ impl<B: Backend> LayerNorm<B> {
 
     /// Normalises over the last dimension (biased variance, as torch does).
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let (var, mean) = x.clone().var_mean_bias(D - 1);
-        let x = (x - mean).div((var + self.eps).sqrt());
-        let x = x.mul(self.weight.val().unsqueeze());
-        match &self.bias {
-            Some(b) => x.add(b.val().unsqueeze()),
-            None => x,
-        }
+        native::layer_norm(
+            x,
+            self.weight.val(),
+            self.bias.as_ref().map(Param::val),
+            self.eps,
+        )
     }
 
     /// Normalises a channels-first tensor `[B, C, ...]` over `C` (PyTorch code does

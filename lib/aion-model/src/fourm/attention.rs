@@ -10,22 +10,29 @@
 use burn::module::Module;
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Bool, Tensor};
+use burn::tensor::{Bool, DType, Tensor};
 
 use super::block::norm;
 use crate::config::AionConfig;
 use crate::nn::{LayerNorm, Linear};
 use crate::weights::WeightFile;
 
-/// Additive attention bias from a key mask: 0 for keys to attend to, `-FLT_MAX` for padding.
+/// Additive attention bias from a key mask: 0 for keys to attend to, and for padding the most
+/// negative finite value of the model's float type (`-finfo(dtype).max`, as the reference).
 ///
 /// # Shapes
 /// `[B, K]` (true = padding) `-> [B, 1, 1, K]`
 pub fn key_bias<B: Backend>(mask: Tensor<B, 2, Bool>) -> Tensor<B, 4> {
     let [b, k] = mask.dims();
-    Tensor::<B, 2>::zeros([b, k], &mask.device())
-        .mask_fill(mask, f32::MIN)
-        .reshape([b, 1, 1, k])
+    let zeros = Tensor::<B, 2>::zeros([b, k], &mask.device());
+    // f32::MIN does not fit bfloat16 / float16 (LibTorch refuses the overflow).
+    let lowest = match zeros.dtype() {
+        DType::BF16 => half::bf16::MIN.to_f64(),
+        DType::F16 => half::f16::MIN.to_f64(),
+        DType::F64 => f64::MIN,
+        _ => f64::from(f32::MIN),
+    };
+    zeros.mask_fill(mask, lowest).reshape([b, 1, 1, k])
 }
 
 /// `[B, N, H·hd] -> [B, H, N, hd]`

@@ -64,8 +64,7 @@ impl<B: Backend> Mlp<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let h = self.fc1.forward(x.clone());
         let h = match self.act {
-            // torch's formula, x / (1 + e^-x) (burn's `silu` goes through a log-sigmoid).
-            Activation::SiLU => h.clone().div(h.neg().exp().add_scalar(1.0)),
+            Activation::SiLU => crate::nn::native::silu(h),
             Activation::GELU => gelu(h),
         };
         let h = match &self.fc3 {

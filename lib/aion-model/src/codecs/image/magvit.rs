@@ -9,9 +9,10 @@
 
 use burn::module::Module;
 use burn::tensor::Tensor;
-use burn::tensor::activation::{elu, leaky_relu, sigmoid, silu, softmax};
+use burn::tensor::activation::{leaky_relu, sigmoid, softmax};
 use burn::tensor::backend::Backend;
 
+use crate::nn::native::{elu, silu};
 use crate::nn::{Conv2d, Conv2dAlgo, LayerNorm};
 use crate::weights::WeightFile;
 
@@ -129,8 +130,8 @@ impl<B: Backend> ResidualUnit<B> {
     /// # Shapes
     /// `[B, C, H, W] -> [B, C, H, W]`
     fn forward(&self, x: Tensor<B, 4>, algo: Conv2dAlgo) -> Tensor<B, 4> {
-        let y = elu(self.conv.forward_with(x.clone(), algo), 1.0);
-        let y = elu(self.mix.forward_with(y, algo), 1.0);
+        let y = elu(self.conv.forward_with(x.clone(), algo));
+        let y = elu(self.mix.forward_with(y, algo));
         self.se.forward(y, algo) + x
     }
 }
