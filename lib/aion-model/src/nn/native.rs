@@ -3,7 +3,8 @@
 //!
 //! burn's generic ELU, for instance, makes five passes over the tensor and four temporaries;
 //! on the image codec's full-resolution activations (tens of MB per batch) those passes and the
-//! page faults of the fresh allocations cost about a third of the codec's time. Other backends
+//! page faults of the fresh allocations cost about a sixth of the codec's time (5.4 → 4.5 s per
+//! 24 base-size rows on 2 cores). Other backends
 //! (NdArray, and the autodiff backend used for training) take the generic formula; both paths
 //! compute the same function (the parity tests run on both).
 

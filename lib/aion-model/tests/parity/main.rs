@@ -8,6 +8,7 @@ mod common;
 mod catalog_codec;
 mod fourm;
 mod fourm_base;
+mod fourm_io;
 mod fourm_loading;
 mod generate;
 mod image_codec;
