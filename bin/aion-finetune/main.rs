@@ -3,27 +3,8 @@
 
 use std::process::ExitCode;
 
-use aion_app::finetune::{FinetuneArgs, Outcome, TOOL, run};
-use aion_app::signals::StopFlag;
-use aion_app::{exit, logging};
-use aion_mpi::Session;
-use clap::Parser;
+use aion_app::finetune::{FinetuneArgs, TOOL, run};
 
 fn main() -> ExitCode {
-    let args = FinetuneArgs::parse();
-    let Some(session) = Session::init() else {
-        eprintln!("{TOOL}: MPI could not be initialised");
-        return ExitCode::from(exit::FAILURE);
-    };
-    logging::init(TOOL, session.rank(), session.size(), &args.log_level);
-    aion_app::fault::set_rank(session.rank());
-    let stop = match StopFlag::install() {
-        Ok(s) => s,
-        Err(e) => return exit::report(TOOL, session.rank(), session.size(), &e.into()),
-    };
-    match run(&args, &session, &stop) {
-        Ok(Outcome::Finished) => ExitCode::from(exit::OK),
-        Ok(Outcome::Stopped) => ExitCode::from(exit::CHECKPOINTED),
-        Err(e) => exit::report(TOOL, session.rank(), session.size(), &e),
-    }
+    aion_app::cli::tool_main::<FinetuneArgs>(TOOL, run)
 }

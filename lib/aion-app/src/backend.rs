@@ -127,9 +127,13 @@ pub fn dispatch<T: BackendTask>(
 
 /// Threads this rank should use: `--threads`, else `SLURM_CPUS_PER_TASK`, else the node's
 /// cores divided by the ranks on the node.
-pub fn thread_budget(args: &ComputeArgs, ranks_on_node: usize, slurm_cpus: Option<u32>) -> usize {
+pub fn thread_budget(
+    threads: Option<usize>,
+    ranks_on_node: usize,
+    slurm_cpus: Option<u32>,
+) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    args.threads
+    threads
         .or(slurm_cpus.map(|c| c as usize))
         .unwrap_or(cores / ranks_on_node.max(1))
         .max(1)
@@ -138,7 +142,7 @@ pub fn thread_budget(args: &ComputeArgs, ranks_on_node: usize, slurm_cpus: Optio
 /// [`thread_budget`] from the launcher's environment, before MPI is initialised: ranks on this
 /// node from `OMPI_COMM_WORLD_LOCAL_SIZE` (mpirun), `MPI_LOCALNRANKS` (MPICH) or
 /// `SLURM_STEP_TASKS_PER_NODE` (srun), else 1.
-pub fn thread_budget_from_env(args: &ComputeArgs) -> usize {
+pub fn thread_budget_from_env(threads: Option<usize>) -> usize {
     let var = |k: &str| std::env::var(k).ok();
     let local = var("OMPI_COMM_WORLD_LOCAL_SIZE")
         .or_else(|| var("MPI_LOCALNRANKS"))
@@ -149,7 +153,7 @@ pub fn thread_budget_from_env(args: &ComputeArgs) -> usize {
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(1);
     let slurm_cpus = var("SLURM_CPUS_PER_TASK").and_then(|s| s.parse().ok());
-    thread_budget(args, local, slurm_cpus)
+    thread_budget(threads, local, slurm_cpus)
 }
 
 /// Sets the CPU thread pools (rayon, matrixmultiply, LibTorch) to `threads`. Call first in
@@ -183,14 +187,8 @@ mod tests {
 
     #[test]
     fn thread_budget_prefers_flags_then_slurm() {
-        let mut a = ComputeArgs {
-            device: DeviceChoice::Cpu,
-            precision: Precision::F32,
-            threads: Some(3),
-        };
-        assert_eq!(thread_budget(&a, 4, Some(8)), 3);
-        a.threads = None;
-        assert_eq!(thread_budget(&a, 4, Some(8)), 8);
-        assert!(thread_budget(&a, 1_000_000, None) >= 1);
+        assert_eq!(thread_budget(Some(3), 4, Some(8)), 3);
+        assert_eq!(thread_budget(None, 4, Some(8)), 8);
+        assert!(thread_budget(None, 1_000_000, None) >= 1);
     }
 }

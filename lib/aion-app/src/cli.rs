@@ -6,15 +6,15 @@ use std::process::ExitCode;
 use aion_mpi::Session;
 use clap::Parser;
 
-use crate::backend::{self, ComputeArgs};
+use crate::backend;
 use crate::pipeline::Outcome;
 use crate::signals::StopFlag;
 use crate::{exit, fault, logging};
 
 /// A tool's command line: what `main` needs to know about it.
 pub trait ToolArgs: Parser {
-    /// Compute options (threads, device).
-    fn compute(&self) -> Option<&ComputeArgs>;
+    /// `--threads`: CPU threads per rank, if given (else [`backend::thread_budget_from_env`]).
+    fn threads(&self) -> Option<usize>;
     /// Log level.
     fn log_level(&self) -> &str;
 }
@@ -25,14 +25,7 @@ pub fn tool_main<A: ToolArgs>(
     run: impl FnOnce(&A, &Session, &StopFlag) -> anyhow::Result<(Outcome, serde_json::Value)>,
 ) -> ExitCode {
     let args = A::parse();
-    let threads = match args.compute() {
-        Some(c) => backend::thread_budget_from_env(c),
-        None => std::env::var("OMP_NUM_THREADS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1),
-    };
-    backend::set_threads(threads);
+    backend::set_threads(backend::thread_budget_from_env(args.threads()));
     let Some(session) = Session::init() else {
         eprintln!("{tool}: MPI could not be initialised");
         return ExitCode::from(exit::FAILURE);

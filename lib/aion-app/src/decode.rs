@@ -160,15 +160,16 @@ impl<B: Backend> DecoderSet<B> {
                     let names: Vec<&str> = bands.iter().map(|b| b.name()).collect();
                     out.push(
                         DatasetSpec::new(name, Dtype::F32, &[bands.len(), 96, 96], None)
-                            .attr("bands", names.join(",")),
+                            .attr("bands", names.join(","))
+                            .attr("units", bands[0].survey().units()),
                     );
                 }
                 Decoder::Spectrum(c) => {
                     let p = c.latent_wavelength().len();
-                    out.push(DatasetSpec::new(name, Dtype::F32, &[p], None).attr(
-                        "wavelength",
-                        format!("3500 + 0.8 i Angstrom, i = 0..{}", p - 1),
-                    ));
+                    out.push(
+                        DatasetSpec::new(name, Dtype::F32, &[p], None)
+                            .attr("wavelength", c.config().grid_description()),
+                    );
                 }
                 Decoder::Field(_) => out.push(DatasetSpec::new(name, Dtype::F32, &[96, 96], None)),
                 Decoder::Catalog(_) => {

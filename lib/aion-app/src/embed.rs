@@ -358,8 +358,8 @@ fn scatter(
 }
 
 impl crate::cli::ToolArgs for EmbedArgs {
-    fn compute(&self) -> Option<&ComputeArgs> {
-        Some(&self.compute)
+    fn threads(&self) -> Option<usize> {
+        self.compute.threads
     }
     fn log_level(&self) -> &str {
         &self.io.log_level

@@ -66,22 +66,36 @@ pub struct FinetuneArgs {
     /// `cpu` (NdArray), or `cuda` (LibTorch, GPU = node-local rank; needs the `tch` build).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// CPU threads per rank (default: the cores of the node divided by its ranks, at least 1;
+    /// `SLURM_CPUS_PER_TASK` when set).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
     /// Log level (error, warn, info, debug, trace); `RUST_LOG` overrides it.
     #[arg(long, default_value = "info")]
     pub log_level: String,
 }
 
-/// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Trained and exported (or found already finished).
-    Finished,
-    /// Stopped by a signal after checkpointing (exit code 3).
-    Stopped,
-}
+pub use crate::pipeline::Outcome;
 
 /// Runs `aion-finetune` on the backend chosen by `--device`.
-pub fn run(args: &FinetuneArgs, session: &Session, stop: &StopFlag) -> Result<Outcome> {
+pub fn run(
+    args: &FinetuneArgs,
+    session: &Session,
+    stop: &StopFlag,
+) -> Result<(Outcome, serde_json::Value)> {
+    run_device(args, session, stop).map(|o| (o, serde_json::Value::Null))
+}
+
+impl crate::cli::ToolArgs for FinetuneArgs {
+    fn threads(&self) -> Option<usize> {
+        self.threads
+    }
+    fn log_level(&self) -> &str {
+        &self.log_level
+    }
+}
+
+fn run_device(args: &FinetuneArgs, session: &Session, stop: &StopFlag) -> Result<Outcome> {
     match args.device.as_str() {
         "cpu" => {
             type B = burn::backend::Autodiff<burn::backend::NdArray<f32>>;

@@ -160,10 +160,7 @@ impl<B: Backend> Target<B> {
                 vec![Decoded {
                     attrs: vec![
                         ("bands".into(), names.join(",")),
-                        (
-                            "units".into(),
-                            "survey units of the first band (DES: nanomaggies)".into(),
-                        ),
+                        ("units".into(), bands[0].survey().units().into()),
                     ],
                     ..one("flux", &[bands.len(), 96, 96])
                 }]
@@ -171,10 +168,7 @@ impl<B: Backend> Target<B> {
             TargetCodec::Spectrum(c) => {
                 let p = c.latent_wavelength().len();
                 let mut v = vec![Decoded {
-                    attrs: vec![(
-                        "wavelength".into(),
-                        format!("3500 + 0.8 i Angstrom, i = 0..{}", p - 1),
-                    )],
+                    attrs: vec![("wavelength".into(), c.config().grid_description())],
                     ..one("flux", &[p])
                 }];
                 if let Some((ds, l)) = &self.grid {
@@ -699,8 +693,8 @@ fn write<B: Backend>(
 }
 
 impl crate::cli::ToolArgs for GenerateArgs {
-    fn compute(&self) -> Option<&ComputeArgs> {
-        Some(&self.compute)
+    fn threads(&self) -> Option<usize> {
+        self.compute.threads
     }
     fn log_level(&self) -> &str {
         &self.io.log_level

@@ -678,8 +678,8 @@ fn diagnostics<B: Backend>(
 }
 
 impl crate::cli::ToolArgs for PredictArgs {
-    fn compute(&self) -> Option<&ComputeArgs> {
-        Some(&self.compute)
+    fn threads(&self) -> Option<usize> {
+        self.compute.threads
     }
     fn log_level(&self) -> &str {
         &self.io.log_level

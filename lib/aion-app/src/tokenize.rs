@@ -324,8 +324,8 @@ fn run_decode<B: Backend>(
 }
 
 impl crate::cli::ToolArgs for TokenizeArgs {
-    fn compute(&self) -> Option<&ComputeArgs> {
-        Some(&self.compute)
+    fn threads(&self) -> Option<usize> {
+        self.compute.threads
     }
     fn log_level(&self) -> &str {
         &self.io.log_level

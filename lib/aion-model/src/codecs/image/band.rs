@@ -20,6 +20,15 @@ pub enum Survey {
 }
 
 impl Survey {
+    /// Flux units of this survey's images, as written in the `units` attribute of decoded
+    /// images.
+    pub fn units(self) -> &'static str {
+        match self {
+            Self::Hsc => "HSC coadd flux (zero point 27 AB)",
+            Self::Des => "nanomaggies (zero point 22.5 AB)",
+        }
+    }
+
     /// Factor from the codec's units (Legacy Survey nanomaggies) to this survey's units:
     /// `10^1.8` (as `f32`, 63.095734) for HSC, 1 for DES.
     pub fn zero_point_scale(self) -> f32 {

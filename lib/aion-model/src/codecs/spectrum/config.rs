@@ -48,6 +48,19 @@ pub struct SpectrumConfig {
     pub dim: usize,
 }
 
+impl SpectrumConfig {
+    /// The latent wavelength grid in words, e.g. `"3500 + 0.8 i Angstrom, i = 0..8703"` (the
+    /// `wavelength` attribute of decoded spectra).
+    pub fn grid_description(&self) -> String {
+        format!(
+            "{} + {} i Angstrom, i = 0..{}",
+            self.lambda_min,
+            self.resolution,
+            self.num_pixels.saturating_sub(1)
+        )
+    }
+}
+
 impl Default for SpectrumConfig {
     fn default() -> Self {
         Self {
@@ -176,6 +189,14 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.num_tokens(), 273);
         assert!(SpectrumConfig::default().validate().is_err());
+        assert_eq!(c.grid_description(), "3500 + 0.8 i Angstrom, i = 0..8703");
+        let other = SpectrumConfig {
+            lambda_min: 3600.5,
+            resolution: 1.0,
+            num_pixels: 100,
+            ..c
+        };
+        assert_eq!(other.grid_description(), "3600.5 + 1 i Angstrom, i = 0..99");
     }
 
     #[test]
