@@ -15,6 +15,7 @@ use crate::weights::WeightFile;
 mod batch_norm;
 mod conv_gemm;
 pub mod native;
+pub mod sgemm;
 
 pub use batch_norm::BatchNorm2d;
 pub use conv_gemm::{Conv2dAlgo, conv2d_shifted_matmul};
@@ -65,7 +66,7 @@ impl<B: Backend> Linear<B> {
     /// # Shapes
     /// `[..., d_in] -> [..., d_out]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        burn::tensor::module::linear(x, self.weight.val(), self.bias.as_ref().map(Param::val))
+        native::linear(x, self.weight.val(), self.bias.as_ref().map(Param::val))
     }
 }
 

@@ -247,14 +247,11 @@ both_variants!(
     predict_large_targets
 );
 
-/// A row gives the same outputs alone as in a batch whose other rows have other masks: bit for
-/// bit on NdArray; LibTorch's BLAS picks other kernels for other row counts (up to ~1e-6).
+/// A row gives the same outputs alone as in a batch whose other rows have other masks, up to
+/// float summation order: the GEMMs pick their cache blocking (and so the order in which partial
+/// sums are added) from the row count, which moves results by ~1e-7 relative.
 fn batch_independence<B: Backend>(variant: &str, device: &B::Device) {
-    let tol = if std::any::type_name::<B>().contains("NdArray") {
-        0.0
-    } else {
-        ATOL
-    };
+    let tol = ATOL;
     let (model, mut io) = (load::<B>(variant, device), io(variant));
     let batch = inputs(&mut io, &ENCODE_KEYS, true, 0..ROWS, device);
     let context = values(model.encode(&batch, None).context);
