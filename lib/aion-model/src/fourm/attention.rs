@@ -14,6 +14,7 @@ use burn::tensor::{Bool, DType, Tensor};
 
 use super::block::norm;
 use crate::config::AionConfig;
+use crate::nn::native::bmm;
 use crate::nn::{LayerNorm, Linear};
 use crate::weights::WeightFile;
 
@@ -80,15 +81,15 @@ fn attend<B: Backend>(
         .step_by(block)
         .map(|start| {
             let len = block.min(b * h - start);
-            let scores = q
-                .clone()
-                .narrow(0, start, len)
-                .matmul(k.clone().narrow(0, start, len).swap_dims(1, 2));
+            let scores = bmm(
+                q.clone().narrow(0, start, len),
+                k.clone().narrow(0, start, len).swap_dims(1, 2),
+            );
             let scores = match &bias {
                 Some(bias) => scores.add(bias.clone().narrow(0, start, len)),
                 None => scores,
             };
-            softmax(scores, 2).matmul(v.clone().narrow(0, start, len))
+            bmm(softmax(scores, 2), v.clone().narrow(0, start, len))
         })
         .collect();
     Tensor::cat(outs, 0).reshape([b, h, n, hd])

@@ -19,6 +19,8 @@ mod torch {
     use burn::tensor::backend::Backend;
     use burn::tensor::{Tensor, TensorPrimitive};
 
+    use crate::nn::sgemm::Batched;
+
     /// The LibTorch tensor behind `x`, or `x` back when `B` is not LibTorch.
     pub fn take<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<TchTensor, Tensor<B, D>> {
         let boxed: Box<dyn Any> = Box::new(x.into_primitive().tensor());
@@ -110,6 +112,83 @@ mod torch {
         );
         Ok(give(TchTensor::new(out)))
     }
+
+    /// A 3-D f32 CPU tensor as a strided [`Batched`] view (`None` for other tensors, or
+    /// negative strides).
+    #[allow(unsafe_code)]
+    fn batched(t: &tch::Tensor) -> Option<Batched<'_>> {
+        if t.device() != tch::Device::Cpu || t.kind() != tch::Kind::Float {
+            return None;
+        }
+        let (size, stride) = (t.size(), t.stride());
+        if size.len() != 3 || stride.iter().any(|&s| s < 0) {
+            return None;
+        }
+        let span = if size.contains(&0) {
+            0
+        } else {
+            1 + size
+                .iter()
+                .zip(&stride)
+                .map(|(&n, &s)| (n - 1) * s)
+                .sum::<i64>() as usize
+        };
+        let data: &[f32] = if span == 0 {
+            &[]
+        } else {
+            // SAFETY: a valid f32 CPU tensor addresses elements `data_ptr + Σ iᵢ·strideᵢ` of its
+            // storage for every index, the furthest being `span − 1` past `data_ptr`; the
+            // borrow is tied to `t`, which keeps the storage alive and is only read.
+            unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, span) }
+        };
+        Some(Batched {
+            data,
+            batch: stride[0] as usize,
+            row: stride[1] as usize,
+            col: stride[2] as usize,
+        })
+    }
+
+    /// [`super::bmm`] for f32 tensors on LibTorch's CPU device; the inputs back otherwise.
+    #[allow(unsafe_code)]
+    pub fn bmm<B: Backend>(
+        a: Tensor<B, 3>,
+        b: Tensor<B, 3>,
+    ) -> Result<Tensor<B, 3>, (Tensor<B, 3>, Tensor<B, 3>)> {
+        let ta = match take(a) {
+            Ok(t) => t,
+            Err(a) => return Err((a, b)),
+        };
+        let Some(tb) = handle(b.clone()) else {
+            return Err((give(ta), b));
+        };
+        let (Some(av), Some(bv)) = (batched(&ta.tensor), batched(&tb)) else {
+            return Err((give(ta), b));
+        };
+        let ([p, n, k], [pb, kb, m]) = (dims3(&ta.tensor), dims3(&tb));
+        if pb != p || kb != k {
+            return Err((give(ta), b));
+        }
+        let out = tch::Tensor::empty(
+            [p as i64, n as i64, m as i64],
+            (tch::Kind::Float, tch::Device::Cpu),
+        );
+        let len = p * n * m;
+        let dst: &mut [f32] = if len == 0 {
+            &mut []
+        } else {
+            // SAFETY: `out` was just allocated as a contiguous f32 CPU tensor of `len` elements
+            // and no other handle to it exists yet.
+            unsafe { std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, len) }
+        };
+        crate::nn::sgemm::bmm(av, bv, p, n, k, m, dst);
+        Ok(give(TchTensor::new(out)))
+    }
+
+    fn dims3(t: &tch::Tensor) -> [usize; 3] {
+        let s = t.size();
+        [s[0] as usize, s[1] as usize, s[2] as usize]
+    }
 }
 
 /// NdArray access for [`linear`].
@@ -120,6 +199,8 @@ mod nd {
     use burn::tensor::{Tensor, TensorPrimitive};
     use burn_ndarray::NdArrayTensor;
     use ndarray::{ArrayD, IxDyn};
+
+    use crate::nn::sgemm::Batched;
 
     fn take<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<NdArrayTensor, Tensor<B, D>> {
         let boxed: Box<dyn Any> = Box::new(x.into_primitive().tensor());
@@ -190,6 +271,68 @@ mod nd {
         let arr = ArrayD::from_shape_vec(IxDyn(&out_dims), out).expect("rows · d_out elements");
         Ok(give(NdArrayTensor::from(arr.into_shared())))
     }
+
+    /// [`super::bmm`] for f32 NdArray tensors; the inputs back otherwise.
+    #[allow(unsafe_code)]
+    pub fn bmm<B: Backend>(
+        a: Tensor<B, 3>,
+        b: Tensor<B, 3>,
+    ) -> Result<Tensor<B, 3>, (Tensor<B, 3>, Tensor<B, 3>)> {
+        let ta = match take(a) {
+            Ok(t) => t,
+            Err(a) => return Err((a, b)),
+        };
+        let tb = match take(b) {
+            Ok(t) => t,
+            Err(b) => return Err((give(ta), b)),
+        };
+        let (NdArrayTensor::F32(sa), NdArrayTensor::F32(sb)) = (&ta, &tb) else {
+            return Err((give(ta), give(tb)));
+        };
+        let (va, vb) = (sa.view(), sb.view());
+        let batched = |v: &ndarray::ArrayViewD<'_, f32>| -> Option<Batched<'_>> {
+            let (shape, strides) = (v.shape(), v.strides());
+            if shape.len() != 3 || strides.iter().any(|&s| s < 0) {
+                return None;
+            }
+            let span = if shape.contains(&0) {
+                0
+            } else {
+                1 + shape
+                    .iter()
+                    .zip(strides)
+                    .map(|(&n, &s)| (n - 1) * s as usize)
+                    .sum::<usize>()
+            };
+            let data: &[f32] = if span == 0 {
+                &[]
+            } else {
+                // SAFETY: an ndarray view with non-negative strides addresses elements
+                // `as_ptr + Σ iᵢ·strideᵢ`, the furthest `span − 1` past `as_ptr`, all inside
+                // its allocation; the borrow is tied to the view (and so to the tensor).
+                unsafe { std::slice::from_raw_parts(v.as_ptr(), span) }
+            };
+            Some(Batched {
+                data,
+                batch: strides[0] as usize,
+                row: strides[1] as usize,
+                col: strides[2] as usize,
+            })
+        };
+        let (Some(av), Some(bv)) = (batched(&va), batched(&vb)) else {
+            return Err((give(ta), give(tb)));
+        };
+        let (&[p, n, k], &[pb, kb, m]) = (va.shape(), vb.shape()) else {
+            unreachable!("3-D, checked by `batched`")
+        };
+        if pb != p || kb != k {
+            return Err((give(ta), give(tb)));
+        }
+        let mut out = vec![0f32; p * n * m];
+        crate::nn::sgemm::bmm(av, bv, p, n, k, m, &mut out);
+        let arr = ArrayD::from_shape_vec(IxDyn(&[p, n, m]), out).expect("P · n · m elements");
+        Ok(give(NdArrayTensor::from(arr.into_shared())))
+    }
 }
 
 /// `x · w + b` over the last dimension (`w` stored `[d_in, d_out]`), on the AVX-512 GEMM of
@@ -210,6 +353,22 @@ pub fn linear<B: Backend, const D: usize>(
         Err(x) => x,
     };
     burn::tensor::module::linear(x, w, b)
+}
+
+/// Batched matrix product `a [P, n, k] · b [P, k, m] -> [P, n, m]`, on the AVX-512 GEMM of
+/// [`crate::nn::sgemm`] for f32 tensors of NdArray and of LibTorch's CPU device (strided views,
+/// e.g. a transposed `b`, are read in place); the backend's own matmul otherwise.
+pub fn bmm<B: Backend>(a: Tensor<B, 3>, b: Tensor<B, 3>) -> Tensor<B, 3> {
+    #[cfg(feature = "tch")]
+    let (a, b) = match torch::bmm(a, b) {
+        Ok(y) => return y,
+        Err(ab) => ab,
+    };
+    let (a, b) = match nd::bmm(a, b) {
+        Ok(y) => return y,
+        Err(ab) => ab,
+    };
+    a.matmul(b)
 }
 
 /// `ELU(x) = x` for `x > 0`, `eˣ − 1` otherwise (α = 1).

@@ -72,9 +72,121 @@ pub fn linear_rows(
     }
 }
 
+/// A batch of matrices inside a slice: element `(p, i, j)` is at
+/// `p·batch + i·row + j·col` (strides in elements, all non-negative).
+#[derive(Debug, Clone, Copy)]
+pub struct Batched<'a> {
+    /// The elements, from `(0, 0, 0)` to at least the last one addressed.
+    pub data: &'a [f32],
+    /// Stride between matrices.
+    pub batch: usize,
+    /// Stride between rows.
+    pub row: usize,
+    /// Stride between columns.
+    pub col: usize,
+}
+
+impl Batched<'_> {
+    /// Whether `[p, rows, cols]` with these strides stays inside `data`.
+    fn covers(&self, p: usize, rows: usize, cols: usize) -> bool {
+        if p == 0 || rows == 0 || cols == 0 {
+            return true;
+        }
+        let last = (p - 1) * self.batch + (rows - 1) * self.row + (cols - 1) * self.col;
+        last < self.data.len()
+    }
+}
+
+/// `out[p] = a[p] · b[p]` for `a [P, n, k]`, `b [P, k, m]` (any strides), `out [P, n, m]`
+/// row-major; the matrices are spread over the rayon pool, one thread each.
+///
+/// # Panics
+/// If a view does not cover its shape or `out` is not `P·n·m` long (caller bugs).
+pub fn bmm(
+    a: Batched<'_>,
+    b: Batched<'_>,
+    p: usize,
+    n: usize,
+    k: usize,
+    m: usize,
+    out: &mut [f32],
+) {
+    use rayon::prelude::*;
+    assert!(a.covers(p, n, k), "bmm: a does not cover [{p}, {n}, {k}]");
+    assert!(b.covers(p, k, m), "bmm: b does not cover [{p}, {k}, {m}]");
+    assert_eq!(out.len(), p * n * m, "bmm: out is not [P, n, m]");
+    if out.is_empty() {
+        return;
+    }
+    if k == 0 {
+        out.fill(0.0);
+        return;
+    }
+    out.par_chunks_mut(n * m).enumerate().for_each(|(i, dst)| {
+        // SAFETY: `covers` checked that every element of a[i] and b[i] addressed by the strides
+        // lies inside the borrowed slices; `dst` is this matrix's exclusive `n·m` chunk of `out`,
+        // row-major; `read_dst` is false, so its previous contents are not read.
+        unsafe {
+            gemm::gemm(
+                n,
+                m,
+                k,
+                dst.as_mut_ptr(),
+                1,
+                m as isize,
+                false,
+                a.data.as_ptr().add(i * a.batch),
+                a.col as isize,
+                a.row as isize,
+                b.data.as_ptr().add(i * b.batch),
+                b.col as isize,
+                b.row as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bmm_of_strided_views_matches_a_naive_product() {
+        let (p, n, k, m) = (3, 5, 4, 6);
+        let a: Vec<f32> = (0..p * n * k).map(|i| (i % 7) as f32 - 3.0).collect();
+        // b stored transposed, [P, m, k]: b[p](kk, j) at p·m·k + j·k + kk.
+        let b: Vec<f32> = (0..p * m * k).map(|i| (i % 5) as f32 * 0.5).collect();
+        let av = Batched {
+            data: &a,
+            batch: n * k,
+            row: k,
+            col: 1,
+        };
+        let bv = Batched {
+            data: &b,
+            batch: m * k,
+            row: 1,
+            col: k,
+        };
+        let mut out = vec![f32::NAN; p * n * m];
+        bmm(av, bv, p, n, k, m, &mut out);
+        for q in 0..p {
+            for i in 0..n {
+                for j in 0..m {
+                    let want: f32 = (0..k)
+                        .map(|kk| a[q * n * k + i * k + kk] * b[q * m * k + j * k + kk])
+                        .sum();
+                    assert_eq!(out[q * n * m + i * m + j], want, "[{q},{i},{j}]");
+                }
+            }
+        }
+    }
 
     #[test]
     fn matches_a_naive_product_with_and_without_bias() {
