@@ -8,13 +8,12 @@
 //! never NaN).
 
 use burn::module::Module;
-use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, DType, Tensor};
 
 use super::block::norm;
 use crate::config::AionConfig;
-use crate::nn::native::bmm;
+use crate::nn::native::{bmm, softmax_last};
 use crate::nn::{LayerNorm, Linear};
 use crate::weights::WeightFile;
 
@@ -89,7 +88,7 @@ fn attend<B: Backend>(
                 Some(bias) => scores.add(bias.clone().narrow(0, start, len)),
                 None => scores,
             };
-            bmm(softmax(scores, 2), v.clone().narrow(0, start, len))
+            bmm(softmax_last(scores), v.clone().narrow(0, start, len))
         })
         .collect();
     Tensor::cat(outs, 0).reshape([b, h, n, hd])

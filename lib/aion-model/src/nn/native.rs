@@ -225,6 +225,96 @@ mod nd {
         Tensor::from_primitive(TensorPrimitive::Float(prim))
     }
 
+    /// `f(row_in, row_out)` over the rows (last dimension) of an f32 NdArray tensor, on the
+    /// rayon pool, into a new tensor of the same shape; the input back for other tensors.
+    pub fn map_rows<B: Backend, const D: usize>(
+        x: Tensor<B, D>,
+        f: impl Fn(&[f32], &mut [f32]) + Sync,
+    ) -> Result<Tensor<B, D>, Tensor<B, D>> {
+        use rayon::prelude::*;
+        let t = take(x)?;
+        let NdArrayTensor::F32(xs) = &t else {
+            return Err(give(t));
+        };
+        let v = xs.view();
+        let v = v.as_standard_layout();
+        let shape = v.shape().to_vec();
+        let width = shape.last().copied().unwrap_or(1).max(1);
+        let src = v.as_slice().expect("standard layout");
+        let mut out = vec![0f32; src.len()];
+        // Rows in groups of at least ~16k elements, so that small tensors stay on one thread.
+        let per_task = (16_384 / width).max(1) * width;
+        out.par_chunks_mut(per_task)
+            .zip(src.par_chunks(per_task))
+            .for_each(|(o, i)| {
+                for (ro, ri) in o.chunks_exact_mut(width).zip(i.chunks_exact(width)) {
+                    f(ri, ro);
+                }
+            });
+        let arr = ArrayD::from_shape_vec(IxDyn(&shape), out).expect("same element count");
+        Ok(give(NdArrayTensor::from(arr.into_shared())))
+    }
+
+    /// [`super::conv2d`] for f32 NdArray tensors; `x` back otherwise.
+    pub fn conv2d<B: Backend>(
+        x: Tensor<B, 4>,
+        weight: &Tensor<B, 4>,
+        bias: Option<&Tensor<B, 1>>,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Tensor<B, 4>, Tensor<B, 4>> {
+        let t = take(x)?;
+        let NdArrayTensor::F32(xs) = &t else {
+            return Err(give(t));
+        };
+        let Ok(NdArrayTensor::F32(ws)) = take(weight.clone()) else {
+            return Err(give(t));
+        };
+        let b = match bias.map(|b| vector(b.clone())) {
+            Some(None) => return Err(give(t)),
+            Some(Some(b)) => Some(b),
+            None => None,
+        };
+        let (xv, wv) = (xs.view(), ws.view());
+        let (xv, wv) = (xv.as_standard_layout(), wv.as_standard_layout());
+        let (&[n, c_in, h, w], &[c_out, wc, kh, kw]) = (xv.shape(), wv.shape()) else {
+            return Err(give(t));
+        };
+        if wc != c_in || h + 2 * padding < kh || w + 2 * padding < kw {
+            return Err(give(t));
+        }
+        let sh = crate::nn::sgemm::ConvShape {
+            n,
+            c_in,
+            h,
+            w,
+            c_out,
+            kh,
+            kw,
+            stride,
+            padding,
+        };
+        let (ho, wo) = sh.out_hw();
+        let mut out = vec![0f32; n * c_out * ho * wo];
+        crate::nn::sgemm::conv2d(
+            xv.as_slice().expect("standard layout"),
+            wv.as_slice().expect("standard layout"),
+            b.as_deref(),
+            sh,
+            &mut out,
+        );
+        let arr = ArrayD::from_shape_vec(IxDyn(&[n, c_out, ho, wo]), out).expect("output size");
+        Ok(give(NdArrayTensor::from(arr.into_shared())))
+    }
+
+    /// The elements of an f32 NdArray vector (a parameter), or `None`.
+    pub fn vector<B: Backend>(x: Tensor<B, 1>) -> Option<Vec<f32>> {
+        match take(x) {
+            Ok(NdArrayTensor::F32(s)) => Some(s.view().iter().copied().collect()),
+            _ => None,
+        }
+    }
+
     /// [`super::linear`] for f32 NdArray tensors, on [`crate::nn::sgemm`].
     pub fn linear<B: Backend, const D: usize>(
         x: Tensor<B, D>,
@@ -355,6 +445,18 @@ pub fn linear<B: Backend, const D: usize>(
     burn::tensor::module::linear(x, w, b)
 }
 
+/// 2-D convolution (groups 1, dilation 1) on [`crate::nn::sgemm::conv2d`] for f32 NdArray
+/// tensors (NdArray's own convolution has no GEMM path); `x` back for other tensors.
+pub fn conv2d<B: Backend>(
+    x: Tensor<B, 4>,
+    weight: &Tensor<B, 4>,
+    bias: Option<&Tensor<B, 1>>,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor<B, 4>, Tensor<B, 4>> {
+    nd::conv2d(x, weight, bias, stride, padding)
+}
+
 /// Batched matrix product `a [P, n, k] · b [P, k, m] -> [P, n, m]`, on the AVX-512 GEMM of
 /// [`crate::nn::sgemm`] for f32 tensors of NdArray and of LibTorch's CPU device (strided views,
 /// e.g. a transposed `b`, are read in place); the backend's own matmul otherwise.
@@ -388,7 +490,45 @@ pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
         Ok(t) => return torch::give(t.unary_ops(|mut t| t.silu_(), |t| t.silu())),
         Err(x) => x,
     };
+    let x = match nd::map_rows(x, |i, o| {
+        for (o, &v) in o.iter_mut().zip(i) {
+            *o = v / (1.0 + (-v).exp());
+        }
+    }) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
     x.clone().div(x.neg().exp().add_scalar(1.0))
+}
+
+/// Softmax over the last dimension: torch's fused kernel on LibTorch, one pass per row on the
+/// rayon pool on NdArray (f32), burn's formula otherwise.
+pub fn softmax_last<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    #[cfg(feature = "tch")]
+    let x = match torch::take(x) {
+        Ok(t) => {
+            let kind = t.tensor.kind();
+            let y = t.tensor.softmax(-1, kind);
+            return torch::give(burn::backend::libtorch::TchTensor::new(y));
+        }
+        Err(x) => x,
+    };
+    let x = match nd::map_rows(x, |i, o| {
+        let max = i.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0f32;
+        for (o, &v) in o.iter_mut().zip(i) {
+            *o = (v - max).exp();
+            sum += *o;
+        }
+        let inv = 1.0 / sum;
+        for o in o.iter_mut() {
+            *o *= inv;
+        }
+    }) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    burn::tensor::activation::softmax(x, D - 1)
 }
 
 /// Layer norm over the last dimension with biased variance, as `torch.nn.LayerNorm`.
@@ -408,6 +548,31 @@ pub fn layer_norm<B: Backend, const D: usize>(
             return torch::give(burn::backend::libtorch::TchTensor::new(y));
         }
         Err(x) => x,
+    };
+    let params = nd::vector(weight.clone()).map(|w| (w, bias.clone().map(nd::vector)));
+    let x = match params {
+        // Only when the bias (if any) is an f32 NdArray vector too.
+        Some((w, b)) if !matches!(b, Some(None)) => {
+            let b = b.flatten();
+            match nd::map_rows(x, |i, o| {
+                let d = i.len() as f64;
+                let mean = i.iter().map(|&v| f64::from(v)).sum::<f64>() / d;
+                let var = i
+                    .iter()
+                    .map(|&v| (f64::from(v) - mean).powi(2))
+                    .sum::<f64>()
+                    / d;
+                let inv = 1.0 / (var + eps).sqrt();
+                let (mean, inv) = (mean as f32, inv as f32);
+                for (k, (o, &v)) in o.iter_mut().zip(i).enumerate() {
+                    *o = (v - mean) * inv * w[k] + b.as_ref().map_or(0.0, |b| b[k]);
+                }
+            }) {
+                Ok(y) => return y,
+                Err(x) => x,
+            }
+        }
+        _ => x,
     };
     let (var, mean) = x.clone().var_mean_bias(D - 1);
     let x = (x - mean).div((var + eps).sqrt());
@@ -445,6 +610,52 @@ mod tests {
             let want = v / (1.0 + (-v).exp());
             assert!((got - want).abs() < 1e-6, "silu({v}) = {got}, want {want}");
         }
+    }
+
+    #[test]
+    fn row_kernels_match_burns_formulas() {
+        // NdArray takes the row kernels; burn's formulas are the reference.
+        let dev = Default::default();
+        let x = Tensor::<B, 3>::from_data(
+            TensorData::new(
+                (0..2 * 3 * 37)
+                    .map(|i| ((i * 29 % 71) as f32 - 35.0) / 7.0)
+                    .collect::<Vec<_>>(),
+                [2, 3, 37],
+            ),
+            &dev,
+        );
+        let close = |got: Tensor<B, 3>, want: Tensor<B, 3>, what: &str| {
+            let (g, w): (Vec<f32>, Vec<f32>) = (
+                got.into_data().to_vec().unwrap(),
+                want.into_data().to_vec().unwrap(),
+            );
+            for (a, b) in g.iter().zip(&w) {
+                assert!(
+                    (a - b).abs() <= 1e-6 * (1.0 + b.abs()),
+                    "{what}: {a} vs {b}"
+                );
+            }
+        };
+        close(
+            softmax_last(x.clone()),
+            burn::tensor::activation::softmax(x.clone(), 2),
+            "softmax",
+        );
+        let w = Tensor::<B, 1>::from_data(
+            TensorData::new(
+                (0..37).map(|i| 0.5 + i as f32 / 37.0).collect::<Vec<_>>(),
+                [37],
+            ),
+            &dev,
+        );
+        let b = w.clone().mul_scalar(-0.3);
+        let (var, mean) = x.clone().var_mean_bias(2);
+        let want = (x.clone() - mean)
+            .div((var + 1e-5).sqrt())
+            .mul(w.clone().unsqueeze())
+            .add(b.clone().unsqueeze());
+        close(layer_norm(x.clone(), w, Some(b), 1e-5), want, "layer_norm");
     }
 
     #[test]

@@ -152,9 +152,252 @@ pub fn bmm(
     });
 }
 
+/// Shape of a 2-D convolution for [`conv2d`] (groups 1, dilation 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvShape {
+    /// Images.
+    pub n: usize,
+    /// Input channels.
+    pub c_in: usize,
+    /// Input height and width.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Output channels.
+    pub c_out: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Stride (both axes).
+    pub stride: usize,
+    /// Zero padding on each side (both axes).
+    pub padding: usize,
+}
+
+impl ConvShape {
+    /// Output height and width.
+    pub fn out_hw(&self) -> (usize, usize) {
+        let s = self.stride.max(1);
+        (
+            (self.h + 2 * self.padding - self.kh) / s + 1,
+            (self.w + 2 * self.padding - self.kw) / s + 1,
+        )
+    }
+}
+
+/// 2-D convolution `y = w ⋆ x + b` of row-major `x [n, c_in, h, w]` with `w [c_out, c_in, kh,
+/// kw]`, into `out [n, c_out, h', w']`, without an im2col copy.
+///
+/// Each image is zero-padded (width `wp`). Each kernel tap `(i, j)` adds `W[:, :, i, j] · X_ij`
+/// to the output, where `X_ij` is a strided view of the padded image. With stride 1 one GEMM per
+/// tap covers the whole image: output pixel `(y, x)` is column `y·wp + x` of an extended grid read
+/// from offset `i·wp + j` (the `wp − w'` extra columns per row, a few percent, are dropped at the
+/// end). With a larger stride, one GEMM per tap and output row (columns `stride` apart).
+///
+/// # Panics
+/// If a slice's length does not match the shape, or the kernel does not fit the padded input
+/// (caller bugs).
+pub fn conv2d(x: &[f32], w: &[f32], bias: Option<&[f32]>, sh: ConvShape, out: &mut [f32]) {
+    use rayon::prelude::*;
+    let ConvShape {
+        n,
+        c_in,
+        h,
+        w: wd,
+        c_out,
+        kh,
+        kw,
+        stride,
+        padding,
+    } = sh;
+    let s = stride.max(1);
+    assert!(
+        h + 2 * padding >= kh && wd + 2 * padding >= kw,
+        "conv2d: kernel larger than input"
+    );
+    let (ho, wo) = sh.out_hw();
+    assert_eq!(
+        x.len(),
+        n * c_in * h * wd,
+        "conv2d: x is not [n, c_in, h, w]"
+    );
+    assert_eq!(
+        w.len(),
+        c_out * c_in * kh * kw,
+        "conv2d: w is not [c_out, c_in, kh, kw]"
+    );
+    assert_eq!(
+        out.len(),
+        n * c_out * ho * wo,
+        "conv2d: out is not [n, c_out, h', w']"
+    );
+    if let Some(b) = bias {
+        assert_eq!(b.len(), c_out, "conv2d: bias is not [c_out]");
+    }
+    if out.is_empty() {
+        return;
+    }
+    let (hp, wp) = (h + 2 * padding, wd + 2 * padding);
+    // Stride 1: output columns on the extended grid y·wp + x; otherwise exactly w' per row.
+    let (pitch, cols) = if s == 1 {
+        (wp, (ho - 1) * wp + wo)
+    } else {
+        (wo, ho * wo)
+    };
+    let threads = rayon::current_num_threads();
+    let inner = if n >= threads || threads == 1 {
+        gemm::Parallelism::None
+    } else {
+        gemm::Parallelism::Rayon(threads)
+    };
+    // One GEMM: ext[:, col0 .. col0 + ncols] += W_tap · pad[off + c·hp·wp + s·q].
+    let tap_gemm =
+        |ext: &mut [f32], pad: &[f32], tap: usize, off: usize, col0: usize, ncols: usize| {
+            assert!(
+                col0 + ncols <= cols && off + (c_in - 1) * hp * wp + s * (ncols - 1) < pad.len()
+            );
+            // SAFETY: `ext` is [c_out, cols] row-major and exclusively borrowed, and columns
+            // col0..col0 + ncols exist (asserted); the weight view (o, c) ↦ w[o·c_in·kh·kw +
+            // c·kh·kw + tap] is inside `w` (its length was asserted); the input view (c, q) ↦
+            // pad[off + c·hp·wp + s·q] is inside `pad` (the furthest read was asserted above).
+            unsafe {
+                gemm::gemm(
+                    c_out,
+                    ncols,
+                    c_in,
+                    ext.as_mut_ptr().add(col0),
+                    1,
+                    cols as isize,
+                    true,
+                    w.as_ptr().add(tap),
+                    (kh * kw) as isize,
+                    (c_in * kh * kw) as isize,
+                    pad.as_ptr().add(off),
+                    s as isize,
+                    (hp * wp) as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    inner,
+                );
+            }
+        };
+    let image = |(img, dst): (usize, &mut [f32])| {
+        let mut pad = vec![0f32; c_in * hp * wp];
+        for c in 0..c_in {
+            for y in 0..h {
+                let src = &x[((img * c_in + c) * h + y) * wd..][..wd];
+                pad[(c * hp + y + padding) * wp + padding..][..wd].copy_from_slice(src);
+            }
+        }
+        let mut ext = vec![0f32; c_out * cols];
+        for i in 0..kh {
+            for j in 0..kw {
+                let tap = i * kw + j;
+                if s == 1 {
+                    tap_gemm(&mut ext, &pad, tap, i * wp + j, 0, cols);
+                } else {
+                    for y in 0..ho {
+                        tap_gemm(&mut ext, &pad, tap, (y * s + i) * wp + j, y * wo, wo);
+                    }
+                }
+            }
+        }
+        for o in 0..c_out {
+            let b = bias.map_or(0.0, |b| b[o]);
+            for y in 0..ho {
+                let src = &ext[o * cols + y * pitch..][..wo];
+                let row = &mut dst[(o * ho + y) * wo..][..wo];
+                for (d, &v) in row.iter_mut().zip(src) {
+                    *d = v + b;
+                }
+            }
+        }
+    };
+    let per_image = c_out * ho * wo;
+    if matches!(inner, gemm::Parallelism::None) && n > 1 {
+        out.par_chunks_mut(per_image).enumerate().for_each(image);
+    } else {
+        out.chunks_mut(per_image).enumerate().for_each(image);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conv2d_matches_a_direct_convolution() {
+        // (c_in, c_out, kernel, stride, padding, h, w): codec shapes, odd sizes, strides 2 and 3.
+        for (ci, co, k, st, p, h, w) in [
+            (3, 5, 3, 1, 1, 9, 9),
+            (4, 8, 7, 1, 3, 11, 10),
+            (3, 6, 3, 2, 1, 10, 11),
+            (2, 4, 4, 2, 1, 12, 12),
+            (5, 3, 1, 1, 0, 7, 7),
+            (2, 3, 3, 3, 0, 10, 8),
+        ] {
+            let n = 3;
+            let sh = ConvShape {
+                n,
+                c_in: ci,
+                h,
+                w,
+                c_out: co,
+                kh: k,
+                kw: k,
+                stride: st,
+                padding: p,
+            };
+            let x: Vec<f32> = (0..n * ci * h * w)
+                .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
+                .collect();
+            let wt: Vec<f32> = (0..co * ci * k * k)
+                .map(|i| ((i * 13 % 17) as f32 - 8.0) / 9.0)
+                .collect();
+            let b: Vec<f32> = (0..co).map(|o| o as f32 * 0.1).collect();
+            let (ho, wo) = sh.out_hw();
+            let mut out = vec![f32::NAN; n * co * ho * wo];
+            conv2d(&x, &wt, Some(&b), sh, &mut out);
+            for img in 0..n {
+                for o in 0..co {
+                    for y in 0..ho {
+                        for xx in 0..wo {
+                            let mut want = b[o] as f64;
+                            for c in 0..ci {
+                                for i in 0..k {
+                                    for j in 0..k {
+                                        let (yy, xi) = (
+                                            (y * st + i) as isize - p as isize,
+                                            (xx * st + j) as isize - p as isize,
+                                        );
+                                        if yy >= 0
+                                            && xi >= 0
+                                            && (yy as usize) < h
+                                            && (xi as usize) < w
+                                        {
+                                            want += x[((img * ci + c) * h + yy as usize) * w
+                                                + xi as usize]
+                                                as f64
+                                                * wt[((o * ci + c) * k + i) * k + j] as f64;
+                                        }
+                                    }
+                                }
+                            }
+                            let got = out[((img * co + o) * ho + y) * wo + xx] as f64;
+                            assert!(
+                                (got - want).abs() < 1e-4 * (1.0 + want.abs()),
+                                "{sh:?} [{img},{o},{y},{xx}]: {got} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn bmm_of_strided_views_matches_a_naive_product() {
