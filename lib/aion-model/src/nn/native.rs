@@ -1,44 +1,106 @@
-//! Element-wise functions and norms that burn composes from several kernels, run as LibTorch's
-//! single fused kernel when the tensor lives on LibTorch (feature `tch`).
+//! Backend-specific fast paths for the few operations that dominate inference, reached by
+//! downcasting burn's float primitive to the backend's own tensor and reading its buffer in place:
 //!
-//! burn's generic ELU, for instance, makes five passes over the tensor and four temporaries;
-//! on the image codec's full-resolution activations (tens of MB per batch) those passes and the
-//! page faults of the fresh allocations cost about a sixth of the codec's time (5.4 → 4.5 s per
-//! 24 base-size rows on 2 cores). Other backends
-//! (NdArray, and the autodiff backend used for training) take the generic formula; both paths
-//! compute the same function (the parity tests run on both).
+//! * on LibTorch, ELU, SiLU, LayerNorm and softmax as torch's single fused kernels (burn's
+//!   generic ELU makes five passes and four temporaries: image tokenization 5.4 → 4.5 s per 24
+//!   base-size rows on 2 cores);
+//! * on NdArray, SiLU, LayerNorm and softmax as one pass per row on the rayon pool;
+//! * for f32 tensors of NdArray and of LibTorch's CPU device, linear layers, batched products and
+//!   (NdArray) convolutions on the AVX-512 GEMM of [`crate::nn::sgemm`].
+//!
+//! Anything else (bf16/f16, CUDA, the autodiff backend used for training) takes burn's generic
+//! formula; both paths compute the same function (the parity tests run on both backends).
 
-use burn::tensor::Tensor;
+use std::any::Any;
+
 use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorPrimitive};
+
+use crate::nn::sgemm::Batched;
+
+/// The backend primitive behind `x` when `B`'s float tensors are `P`, or `x` back.
+fn take_as<P: 'static, B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<P, Tensor<B, D>> {
+    let boxed: Box<dyn Any> = Box::new(x.into_primitive().tensor());
+    boxed.downcast::<P>().map(|t| *t).map_err(|other| {
+        let prim = *other
+            .downcast::<B::FloatTensorPrimitive>()
+            .unwrap_or_else(|_| unreachable!("boxed from this type just above"));
+        Tensor::from_primitive(TensorPrimitive::Float(prim))
+    })
+}
+
+/// Wraps a primitive result; only called for a `B` whose tensors [`take_as`] accepted as `P`.
+fn give_as<P: 'static, B: Backend, const D: usize>(t: P) -> Tensor<B, D> {
+    let boxed: Box<dyn Any> = Box::new(t);
+    let prim = *boxed
+        .downcast::<B::FloatTensorPrimitive>()
+        .unwrap_or_else(|_| unreachable!("B's float tensors are P (take_as succeeded)"));
+    Tensor::from_primitive(TensorPrimitive::Float(prim))
+}
+
+/// A 3-D strided f32 view as a [`Batched`] (`None` unless 3-D with non-negative strides).
+///
+/// # Safety
+/// `ptr` must address a live f32 view of `shape` with `strides` (in elements): every element
+/// `ptr + Σ iᵢ·strideᵢ` readable, and not written, for `'a`.
+#[allow(unsafe_code)]
+unsafe fn strided<'a>(ptr: *const f32, shape: &[usize], strides: &[isize]) -> Option<Batched<'a>> {
+    if shape.len() != 3 || strides.len() != 3 || strides.iter().any(|&s| s < 0) {
+        return None;
+    }
+    let stride = |i: usize| strides[i] as usize;
+    let span = if shape.contains(&0) {
+        0
+    } else {
+        1 + (0..3).map(|i| (shape[i] - 1) * stride(i)).sum::<usize>()
+    };
+    let data: &[f32] = if span == 0 {
+        &[]
+    } else {
+        // SAFETY: the furthest element of the view is `span − 1` past `ptr`, and the caller
+        // guarantees every element of the view is readable for `'a`.
+        unsafe { std::slice::from_raw_parts(ptr, span) }
+    };
+    Some(Batched {
+        data,
+        batch: stride(0),
+        row: stride(1),
+        col: stride(2),
+    })
+}
 
 #[cfg(feature = "tch")]
 mod torch {
-    use std::any::Any;
-
     use burn::backend::libtorch::TchTensor;
+    use burn::tensor::Tensor;
     use burn::tensor::backend::Backend;
-    use burn::tensor::{Tensor, TensorPrimitive};
 
     use crate::nn::sgemm::Batched;
 
     /// The LibTorch tensor behind `x`, or `x` back when `B` is not LibTorch.
     pub fn take<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<TchTensor, Tensor<B, D>> {
-        let boxed: Box<dyn Any> = Box::new(x.into_primitive().tensor());
-        boxed.downcast::<TchTensor>().map(|t| *t).map_err(|other| {
-            let prim = *other
-                .downcast::<B::FloatTensorPrimitive>()
-                .unwrap_or_else(|_| unreachable!("boxed from this type just above"));
-            Tensor::from_primitive(TensorPrimitive::Float(prim))
-        })
+        super::take_as(x)
     }
 
     /// Wraps a LibTorch result; only called for a `B` whose tensors [`take`] accepted.
     pub fn give<B: Backend, const D: usize>(t: TchTensor) -> Tensor<B, D> {
-        let boxed: Box<dyn Any> = Box::new(t);
-        let prim = *boxed
-            .downcast::<B::FloatTensorPrimitive>()
-            .unwrap_or_else(|_| unreachable!("B's float tensors are TchTensor (take succeeded)"));
-        Tensor::from_primitive(TensorPrimitive::Float(prim))
+        super::give_as(t)
+    }
+
+    /// A new contiguous f32 CPU tensor of `dims`, its elements written by `fill`.
+    #[allow(unsafe_code)]
+    fn new_f32(dims: &[i64], fill: impl FnOnce(&mut [f32])) -> TchTensor {
+        let out = tch::Tensor::empty(dims, (tch::Kind::Float, tch::Device::Cpu));
+        let len = dims.iter().product::<i64>() as usize;
+        let dst: &mut [f32] = if len == 0 {
+            &mut []
+        } else {
+            // SAFETY: `out` was just allocated as a contiguous f32 CPU tensor of `len` elements
+            // and no other handle to it exists yet.
+            unsafe { std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, len) }
+        };
+        fill(dst);
+        TchTensor::new(out)
     }
 
     /// The shared `tch::Tensor` of a parameter (a handle, not a copy).
@@ -65,8 +127,7 @@ mod torch {
     }
 
     /// [`super::linear`] for f32 tensors on LibTorch's CPU device, on [`crate::nn::sgemm`];
-    /// `None` (nothing consumed but `x` given back) for other dtypes and devices.
-    #[allow(unsafe_code)]
+    /// `x` back for other dtypes and devices.
     pub fn linear<B: Backend, const D: usize>(
         x: Tensor<B, D>,
         w: &Tensor<B, 2>,
@@ -92,25 +153,18 @@ mod torch {
         let rows = dims[..D - 1].iter().product::<i64>() as usize;
         let mut out_dims = dims.clone();
         out_dims[D - 1] = d_out as i64;
-        let out = tch::Tensor::empty(out_dims.as_slice(), (tch::Kind::Float, tch::Device::Cpu));
-        let n_out = rows * d_out;
-        let dst: &mut [f32] = if n_out == 0 {
-            &mut []
-        } else {
-            // SAFETY: `out` was just allocated as a contiguous f32 CPU tensor of `n_out`
-            // elements and no other handle to it exists yet.
-            unsafe { std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, n_out) }
-        };
-        crate::nn::sgemm::linear_rows(
-            f32s(&xc),
-            f32s(&wc),
-            bc.as_ref().map(f32s),
-            rows,
-            d_in,
-            d_out,
-            dst,
-        );
-        Ok(give(TchTensor::new(out)))
+        let out = new_f32(&out_dims, |dst| {
+            crate::nn::sgemm::linear_rows(
+                f32s(&xc),
+                f32s(&wc),
+                bc.as_ref().map(f32s),
+                rows,
+                d_in,
+                d_out,
+                dst,
+            )
+        });
+        Ok(give(out))
     }
 
     /// A 3-D f32 CPU tensor as a strided [`Batched`] view (`None` for other tensors, or
@@ -120,37 +174,15 @@ mod torch {
         if t.device() != tch::Device::Cpu || t.kind() != tch::Kind::Float {
             return None;
         }
-        let (size, stride) = (t.size(), t.stride());
-        if size.len() != 3 || stride.iter().any(|&s| s < 0) {
-            return None;
-        }
-        let span = if size.contains(&0) {
-            0
-        } else {
-            1 + size
-                .iter()
-                .zip(&stride)
-                .map(|(&n, &s)| (n - 1) * s)
-                .sum::<i64>() as usize
-        };
-        let data: &[f32] = if span == 0 {
-            &[]
-        } else {
-            // SAFETY: a valid f32 CPU tensor addresses elements `data_ptr + Σ iᵢ·strideᵢ` of its
-            // storage for every index, the furthest being `span − 1` past `data_ptr`; the
-            // borrow is tied to `t`, which keeps the storage alive and is only read.
-            unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, span) }
-        };
-        Some(Batched {
-            data,
-            batch: stride[0] as usize,
-            row: stride[1] as usize,
-            col: stride[2] as usize,
-        })
+        let size: Vec<usize> = t.size().iter().map(|&n| n as usize).collect();
+        let stride: Vec<isize> = t.stride().iter().map(|&s| s as isize).collect();
+        // SAFETY: a valid f32 CPU tensor addresses elements `data_ptr + Σ iᵢ·strideᵢ` of its
+        // storage for every index; the borrow is tied to `t`, which keeps the storage alive
+        // and is only read.
+        unsafe { super::strided(t.data_ptr() as *const f32, &size, &stride) }
     }
 
     /// [`super::bmm`] for f32 tensors on LibTorch's CPU device; the inputs back otherwise.
-    #[allow(unsafe_code)]
     pub fn bmm<B: Backend>(
         a: Tensor<B, 3>,
         b: Tensor<B, 3>,
@@ -169,20 +201,10 @@ mod torch {
         if pb != p || kb != k {
             return Err((give(ta), b));
         }
-        let out = tch::Tensor::empty(
-            [p as i64, n as i64, m as i64],
-            (tch::Kind::Float, tch::Device::Cpu),
-        );
-        let len = p * n * m;
-        let dst: &mut [f32] = if len == 0 {
-            &mut []
-        } else {
-            // SAFETY: `out` was just allocated as a contiguous f32 CPU tensor of `len` elements
-            // and no other handle to it exists yet.
-            unsafe { std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, len) }
-        };
-        crate::nn::sgemm::bmm(av, bv, p, n, k, m, dst);
-        Ok(give(TchTensor::new(out)))
+        let out = new_f32(&[p as i64, n as i64, m as i64], |dst| {
+            crate::nn::sgemm::bmm(av, bv, p, n, k, m, dst)
+        });
+        Ok(give(out))
     }
 
     fn dims3(t: &tch::Tensor) -> [usize; 3] {
@@ -193,36 +215,23 @@ mod torch {
 
 /// NdArray access for [`linear`].
 mod nd {
-    use std::any::Any;
-
+    use burn::tensor::Tensor;
     use burn::tensor::backend::Backend;
-    use burn::tensor::{Tensor, TensorPrimitive};
     use burn_ndarray::NdArrayTensor;
     use ndarray::{ArrayD, IxDyn};
 
-    use crate::nn::sgemm::Batched;
-
     fn take<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<NdArrayTensor, Tensor<B, D>> {
-        let boxed: Box<dyn Any> = Box::new(x.into_primitive().tensor());
-        boxed
-            .downcast::<NdArrayTensor>()
-            .map(|t| *t)
-            .map_err(|other| {
-                let prim = *other
-                    .downcast::<B::FloatTensorPrimitive>()
-                    .unwrap_or_else(|_| unreachable!("boxed from this type just above"));
-                Tensor::from_primitive(TensorPrimitive::Float(prim))
-            })
+        super::take_as(x)
     }
 
     fn give<B: Backend, const D: usize>(t: NdArrayTensor) -> Tensor<B, D> {
-        let boxed: Box<dyn Any> = Box::new(t);
-        let prim = *boxed
-            .downcast::<B::FloatTensorPrimitive>()
-            .unwrap_or_else(|_| {
-                unreachable!("B's float tensors are NdArrayTensor (take succeeded)")
-            });
-        Tensor::from_primitive(TensorPrimitive::Float(prim))
+        super::give_as(t)
+    }
+
+    /// A new f32 NdArray tensor of `shape` holding `data` (row-major).
+    fn from_vec<B: Backend, const D: usize>(shape: &[usize], data: Vec<f32>) -> Tensor<B, D> {
+        let arr = ArrayD::from_shape_vec(IxDyn(shape), data).expect("data fills the shape");
+        give(NdArrayTensor::from(arr.into_shared()))
     }
 
     /// `f(row_in, row_out)` over the rows (last dimension) of an f32 NdArray tensor, on the
@@ -251,8 +260,7 @@ mod nd {
                     f(ri, ro);
                 }
             });
-        let arr = ArrayD::from_shape_vec(IxDyn(&shape), out).expect("same element count");
-        Ok(give(NdArrayTensor::from(arr.into_shared())))
+        Ok(from_vec(&shape, out))
     }
 
     /// [`super::conv2d`] for f32 NdArray tensors; `x` back otherwise.
@@ -303,8 +311,7 @@ mod nd {
             sh,
             &mut out,
         );
-        let arr = ArrayD::from_shape_vec(IxDyn(&[n, c_out, ho, wo]), out).expect("output size");
-        Ok(give(NdArrayTensor::from(arr.into_shared())))
+        Ok(from_vec(&[n, c_out, ho, wo], out))
     }
 
     /// The elements of an f32 NdArray vector (a parameter), or `None`.
@@ -328,18 +335,15 @@ mod nd {
         let Ok(NdArrayTensor::F32(ws)) = take(w.clone()) else {
             return Err(give(t));
         };
-        let bs = match b.map(|b| take(b.clone())) {
-            Some(Ok(NdArrayTensor::F32(s))) => Some(s),
-            Some(_) => return Err(give(t)),
+        let bv = match b.map(|b| vector(b.clone())) {
+            Some(None) => return Err(give(t)),
+            Some(Some(b)) => Some(b),
             None => None,
         };
         let xv = xs.view();
         let xv = xv.as_standard_layout();
         let wv = ws.view();
         let wv = wv.as_standard_layout();
-        let bv = bs
-            .as_ref()
-            .map(|s| s.view().as_standard_layout().into_owned());
         let dims = xv.shape().to_vec();
         let (d_in, d_out) = match wv.shape() {
             &[i, o] => (i, o),
@@ -350,7 +354,7 @@ mod nd {
         crate::nn::sgemm::linear_rows(
             xv.as_slice().expect("standard layout"),
             wv.as_slice().expect("standard layout"),
-            bv.as_ref().map(|b| b.as_slice().expect("standard layout")),
+            bv.as_deref(),
             rows,
             d_in,
             d_out,
@@ -358,8 +362,7 @@ mod nd {
         );
         let mut out_dims = dims;
         out_dims[D - 1] = d_out;
-        let arr = ArrayD::from_shape_vec(IxDyn(&out_dims), out).expect("rows · d_out elements");
-        Ok(give(NdArrayTensor::from(arr.into_shared())))
+        Ok(from_vec(&out_dims, out))
     }
 
     /// [`super::bmm`] for f32 NdArray tensors; the inputs back otherwise.
@@ -380,34 +383,11 @@ mod nd {
             return Err((give(ta), give(tb)));
         };
         let (va, vb) = (sa.view(), sb.view());
-        let batched = |v: &ndarray::ArrayViewD<'_, f32>| -> Option<Batched<'_>> {
-            let (shape, strides) = (v.shape(), v.strides());
-            if shape.len() != 3 || strides.iter().any(|&s| s < 0) {
-                return None;
-            }
-            let span = if shape.contains(&0) {
-                0
-            } else {
-                1 + shape
-                    .iter()
-                    .zip(strides)
-                    .map(|(&n, &s)| (n - 1) * s as usize)
-                    .sum::<usize>()
-            };
-            let data: &[f32] = if span == 0 {
-                &[]
-            } else {
-                // SAFETY: an ndarray view with non-negative strides addresses elements
-                // `as_ptr + Σ iᵢ·strideᵢ`, the furthest `span − 1` past `as_ptr`, all inside
-                // its allocation; the borrow is tied to the view (and so to the tensor).
-                unsafe { std::slice::from_raw_parts(v.as_ptr(), span) }
-            };
-            Some(Batched {
-                data,
-                batch: strides[0] as usize,
-                row: strides[1] as usize,
-                col: strides[2] as usize,
-            })
+        let batched = |v: &ndarray::ArrayViewD<'_, f32>| {
+            // SAFETY: an ndarray view addresses elements `as_ptr + Σ iᵢ·strideᵢ` inside its
+            // allocation for every index; the borrow is tied to the view (and so to the
+            // tensor), which is only read.
+            unsafe { super::strided(v.as_ptr(), v.shape(), v.strides()) }
         };
         let (Some(av), Some(bv)) = (batched(&va), batched(&vb)) else {
             return Err((give(ta), give(tb)));
@@ -420,8 +400,7 @@ mod nd {
         }
         let mut out = vec![0f32; p * n * m];
         crate::nn::sgemm::bmm(av, bv, p, n, k, m, &mut out);
-        let arr = ArrayD::from_shape_vec(IxDyn(&[p, n, m]), out).expect("P · n · m elements");
-        Ok(give(NdArrayTensor::from(arr.into_shared())))
+        Ok(from_vec(&[p, n, m], out))
     }
 }
 
