@@ -14,8 +14,9 @@ fn main() -> ExitCode {
         return ExitCode::from(exit::FAILURE);
     };
     logging::init(TOOL, session.rank(), session.size(), &args.log_level);
-    match run(&args, &session) {
+    let code = match run(&args, &session) {
         Ok(_) => ExitCode::from(exit::OK),
         Err(e) => exit::report(TOOL, session.rank(), session.size(), &e),
-    }
+    };
+    aion_app::cli::finish(session, code)
 }

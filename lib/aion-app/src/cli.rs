@@ -36,9 +36,21 @@ pub fn tool_main<A: ToolArgs>(
         Ok(s) => s,
         Err(e) => return exit::report(tool, session.rank(), session.size(), &e.into()),
     };
-    match run(&args, &session, &stop) {
+    let code = match run(&args, &session, &stop) {
         Ok((Outcome::Finished, _)) => ExitCode::from(exit::OK),
         Ok((Outcome::Stopped, _)) => ExitCode::from(exit::CHECKPOINTED),
         Err(e) => exit::report(tool, session.rank(), session.size(), &e),
+    };
+    finish(session, code)
+}
+
+/// Ends a tool's process: returns `code`, after finalising MPI, except after a failed write of
+/// an output (then HDF5 would try to close the half-written file inside `MPI_Finalize`, and
+/// HDF5 1.10 crashes doing so; see `aion_io::output`), when MPI is left as it is and the
+/// process simply exits. Every rank gets there, since output failures are agreed.
+pub fn finish(session: Session, code: ExitCode) -> ExitCode {
+    if aion_io::output::io_failed() {
+        std::mem::forget(session);
     }
+    code
 }

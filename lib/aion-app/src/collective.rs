@@ -22,6 +22,12 @@ pub fn agree<T>(session: &Session, step: Result<T>) -> Result<T> {
     if session.agree(step.is_ok()) {
         return Ok(step.expect("all ranks succeeded"));
     }
+    // A failed write of the output is already agreed (the same error on every rank): kept as
+    // it is, so that every rank reports it (see `exit::report`).
+    let output = step.as_ref().err().is_some_and(is_output_failure);
+    if session.agree(output) {
+        return step;
+    }
     let mine = step
         .as_ref()
         .err()
@@ -43,4 +49,15 @@ pub fn agree<T>(session: &Session, step: Result<T>) -> Result<T> {
             .join("; ")
     };
     Err(AgreedError(text).into())
+}
+
+/// Whether `err` is a failed write of the output file ([`aion_io::Error::Output`]: agreed by
+/// every rank, and reported by every rank).
+pub fn is_output_failure(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<aion_io::Error>(),
+            Some(aion_io::Error::Output { .. })
+        )
+    })
 }

@@ -160,6 +160,8 @@ fn run_plan<B: Backend>(
         model: &args.io.model,
         files: plan.files(&args.io),
         catalog,
+        config_file: args.io.config.as_deref(),
+        side_outputs: Vec::new(),
     };
     let mut started = start(
         session,
@@ -229,7 +231,7 @@ fn run_plan<B: Backend>(
         }
     }
     let summary = serde_json::json!({ "rows": n, "embedded": embedded, "seconds": secs, "cpu_seconds": cpu, "ranks": session.size(), "finished": outcome == Outcome::Finished });
-    started.sidecar(session, &args.io.output, &summary)?;
+    started.finish(session, &args.io.output, &summary)?;
     Ok((outcome, summary))
 }
 

@@ -452,6 +452,8 @@ fn run_plan<B: Backend>(
         model: &args.io.model,
         files,
         catalog,
+        config_file: args.io.config.as_deref(),
+        side_outputs: Vec::new(),
     };
     let mut started = start(
         session,
@@ -507,7 +509,7 @@ fn run_plan<B: Backend>(
             session.size()
         );
     }
-    started.sidecar(session, &args.io.output, &summary)?;
+    started.finish(session, &args.io.output, &summary)?;
     Ok((outcome, summary))
 }
 

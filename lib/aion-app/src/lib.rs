@@ -24,6 +24,7 @@ pub mod fault;
 pub mod finetune;
 pub mod fit_codecs;
 pub mod generate;
+pub mod guard;
 pub mod logging;
 pub mod metrics;
 pub mod model_plan;

@@ -142,3 +142,114 @@ pub fn masks(batch: &[ModalityTokens], n: usize) -> [Vec<u64>; 3] {
     }
     [used, rejected, repaired]
 }
+
+/// Rows read at a time by [`warn_duplicate_ids`].
+const ID_BLOCK: usize = 1 << 20;
+
+/// Warns (rank 0) when the catalogue's integer `object_id` holds duplicates, with their count
+/// and the first duplicated id in row order and its rows: outputs are keyed by row, but users
+/// join them by id. Rank 0 reads the whole column (8 bytes per row, twice that in memory while
+/// sorting). Collective (the read error, if any, is agreed).
+pub fn warn_duplicate_ids(session: &aion_mpi::Session, catalog: &Catalog) -> Result<()> {
+    let found = if session.is_root() {
+        duplicate_ids(catalog)
+    } else {
+        Ok(None)
+    };
+    if let Some(d) = crate::collective::agree(session, found)? {
+        let rows: Vec<String> = d.rows.iter().map(|r| r.to_string()).collect();
+        log::warn!(
+            "object_id is not unique: {} row(s) repeat an earlier row's id (first: object_id {} \
+             at rows {}{}); outputs are in catalogue row order, so join them by row, not by id",
+            d.repeats,
+            d.example,
+            rows.join(", "),
+            if d.more_rows { ", …" } else { "" }
+        );
+    }
+    Ok(())
+}
+
+/// Duplicated ids of a catalogue.
+#[derive(Debug, PartialEq)]
+struct Duplicates {
+    /// Rows whose id appeared at an earlier row.
+    repeats: usize,
+    /// The first duplicated id in row order.
+    example: i64,
+    /// Its first rows (up to 5).
+    rows: Vec<usize>,
+    /// Whether it has more rows.
+    more_rows: bool,
+}
+
+fn duplicate_ids(catalog: &Catalog) -> Result<Option<Duplicates>> {
+    let n = catalog.n_rows();
+    let int_ids = catalog
+        .info("object_id")?
+        .is_some_and(|i| i.kind == ColumnKind::Int && i.row_shape.is_empty());
+    if !int_ids || n < 2 {
+        return Ok(None);
+    }
+    let mut ids = Vec::with_capacity(n);
+    for start in (0..n).step_by(ID_BLOCK) {
+        let col = catalog.read("object_id", start..(start + ID_BLOCK).min(n))?;
+        match col.values {
+            aion_io::catalog::ColumnValues::I64(v) => ids.extend(
+                v.into_iter()
+                    .zip(col.present)
+                    .map(|(id, p)| p.then_some(id)),
+            ),
+            _ => return Ok(None),
+        }
+    }
+    Ok(find_duplicates(&ids))
+}
+
+/// The duplicates among `ids` (`None` = row without an id, never a duplicate).
+fn find_duplicates(ids: &[Option<i64>]) -> Option<Duplicates> {
+    let mut sorted: Vec<i64> = ids.iter().flatten().copied().collect();
+    sorted.sort_unstable();
+    let repeats = sorted.windows(2).filter(|w| w[0] == w[1]).count();
+    if repeats == 0 {
+        return None;
+    }
+    let is_dup = |id: i64| {
+        let i = sorted.partition_point(|&x| x < id);
+        sorted.get(i + 1) == Some(&id)
+    };
+    let example = ids.iter().flatten().copied().find(|&id| is_dup(id))?;
+    let all: Vec<usize> = ids
+        .iter()
+        .enumerate()
+        .filter(|(_, id)| **id == Some(example))
+        .map(|(r, _)| r)
+        .collect();
+    Some(Duplicates {
+        repeats,
+        example,
+        rows: all.iter().take(5).copied().collect(),
+        more_rows: all.len() > 5,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_duplicates_in_row_order() {
+        assert_eq!(find_duplicates(&[Some(3), Some(1), None, None]), None);
+        let ids = [Some(9), Some(4), Some(7), Some(4), Some(9), Some(9), None];
+        let d = find_duplicates(&ids).unwrap();
+        assert_eq!(
+            d,
+            Duplicates {
+                repeats: 3,
+                example: 9,
+                rows: vec![0, 4, 5],
+                more_rows: false
+            }
+        );
+    }
+}

@@ -97,18 +97,23 @@ impl Canvas {
         text_width(s)
     }
 
-    /// Writes the canvas as an 8-bit RGB PNG.
+    /// Writes the canvas as an 8-bit RGB PNG, all at once (temporary file + rename), with the
+    /// text chunk that marks it as ours ([`crate::guard::PNG_SOFTWARE`]).
     pub fn save_png(&self, path: &Path) -> Result<()> {
-        let file = std::fs::File::create(path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        let mut enc =
-            png::Encoder::new(std::io::BufWriter::new(file), self.w as u32, self.h as u32);
-        enc.set_color(png::ColorType::Rgb);
-        enc.set_depth(png::BitDepth::Eight);
-        let mut writer = enc.write_header().context("PNG header")?;
-        let bytes: Vec<u8> = self.px.iter().flatten().copied().collect();
-        writer.write_image_data(&bytes).context("PNG data")?;
-        Ok(())
+        crate::guard::write_file(path, |file| {
+            let mut enc = png::Encoder::new(file, self.w as u32, self.h as u32);
+            enc.set_color(png::ColorType::Rgb);
+            enc.set_depth(png::BitDepth::Eight);
+            let (key, value) = crate::guard::PNG_SOFTWARE;
+            enc.add_text_chunk(key.to_string(), value.to_string())
+                .context("PNG text")?;
+            let mut writer = enc.write_header().context("PNG header")?;
+            let bytes: Vec<u8> = self.px.iter().flatten().copied().collect();
+            writer.write_image_data(&bytes).context("PNG data")?;
+            writer.finish().context("PNG end")?;
+            Ok(())
+        })
+        .with_context(|| format!("cannot write {}", path.display()))
     }
 }
 

@@ -360,6 +360,12 @@ fn run_plan<B: Backend>(
         model: &args.io.model,
         files: plan.files(&args.io),
         catalog,
+        config_file: args.io.config.as_deref(),
+        side_outputs: targets
+            .iter()
+            .filter(|t| t.modality.num_tokens() == 1)
+            .map(|t| plot_path(&args.io.output, t.modality.token_key))
+            .collect(),
     };
     let mut started = start(
         session,
@@ -407,7 +413,7 @@ fn run_plan<B: Backend>(
             n as f64 / secs.max(1e-9)
         );
     }
-    started.sidecar(session, &args.io.output, &summary)?;
+    started.finish(session, &args.io.output, &summary)?;
     Ok((outcome, summary))
 }
 

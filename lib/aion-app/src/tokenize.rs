@@ -143,6 +143,8 @@ fn run_plan<B: Backend>(
         model: &args.io.model,
         files: codecs.files().to_vec(),
         catalog,
+        config_file: args.io.config.as_deref(),
+        side_outputs: Vec::new(),
     };
     let mut started = start(
         session,
@@ -190,7 +192,7 @@ fn run_plan<B: Backend>(
     )?;
     let secs = started.close(session, outcome)?;
     let summary = summarize(session, codecs, &counts, n, secs, outcome);
-    started.sidecar(session, &args.io.output, &summary)?;
+    started.finish(session, &args.io.output, &summary)?;
     Ok((outcome, summary))
 }
 
@@ -268,6 +270,8 @@ fn run_decode<B: Backend>(
         model: &args.io.model,
         files: decoders.files().to_vec(),
         catalog,
+        config_file: args.io.config.as_deref(),
+        side_outputs: Vec::new(),
     };
     let mut started = start(
         session,
@@ -319,7 +323,7 @@ fn run_decode<B: Backend>(
     )?;
     let secs = started.close(session, outcome)?;
     let summary = serde_json::json!({ "rows": n, "seconds": secs, "ranks": session.size(), "finished": outcome == Outcome::Finished, "decoded": decoders.datasets() });
-    started.sidecar(session, &args.io.output, &summary)?;
+    started.finish(session, &args.io.output, &summary)?;
     Ok((outcome, summary))
 }
 

@@ -1,5 +1,5 @@
-//! What every tool does around its chunk loop: checksums and provenance, opening (or resuming)
-//! the output, progress, and closing the run.
+//! What every tool does around its chunk loop: the output guard and lock, checksums and
+//! provenance, opening (or resuming) the output, progress, and closing the run.
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +8,7 @@ use aion_mpi::Session;
 use anyhow::Result;
 
 use crate::collective::agree;
+use crate::guard::{Existing, Inputs, OutputLock, Recognise, claim_output};
 use crate::pipeline::{DatasetSpec, Outcome, RunOutput, open_output};
 use crate::progress::Progress;
 use crate::tokenize::chunk_len;
@@ -22,6 +23,8 @@ pub struct Started {
     /// Whole-job progress (rank 0).
     pub progress: Tracker,
     cpu_at_start: f64,
+    /// Held until the run ends.
+    _lock: OutputLock,
 }
 
 /// CPU time (user + system, all threads) this process has used, in seconds (Linux
@@ -68,10 +71,31 @@ pub struct RunIdentity<'a> {
     pub files: Vec<PathBuf>,
     /// The catalogue.
     pub catalog: &'a Catalog,
+    /// The TOML run configuration, if any (an input: never overwritten).
+    pub config_file: Option<&'a Path>,
+    /// Files written beside the output (plots), checked like the output before the run.
+    pub side_outputs: Vec<PathBuf>,
 }
 
-/// Computes checksums (rank 0) and provenance, opens or resumes `output` with `specs`, and sets
-/// up the progress display (`what` = "embedded", …). Collective.
+impl RunIdentity<'_> {
+    /// Every input of the run: catalogue files, the model directory and its files, the
+    /// configuration.
+    pub fn inputs(&self) -> Inputs {
+        let mut inputs = Inputs::new();
+        inputs
+            .files("catalogue file", self.catalog.paths())
+            .model_dir(self.model)
+            .files("model file", self.files.iter().map(PathBuf::as_path));
+        if let Some(c) = self.config_file {
+            inputs.file("run configuration", c);
+        }
+        inputs
+    }
+}
+
+/// Claims `output` (guard and lock, see [`crate::guard`]), computes checksums and catalogue
+/// identities (rank 0) and provenance, opens or resumes `output` with `specs`, and sets up the
+/// progress display (`what` = "embedded", …). Collective.
 pub fn start(
     session: &Session,
     id: &RunIdentity<'_>,
@@ -82,13 +106,29 @@ pub fn start(
     what: &'static str,
 ) -> Result<Started> {
     let n = id.catalog.n_rows();
-    let checksums = agree(session, provenance::checksums(session, id.model, &id.files))?;
-    let key = resume::key_json(
+    let side: Vec<(PathBuf, Recognise)> = id
+        .side_outputs
+        .iter()
+        .map(|p| (p.clone(), Existing::png as Recognise))
+        .collect();
+    let claim = claim_output(
+        session,
         id.tool,
-        &id.config,
-        &checksums,
-        &resume::catalog_identity(&id.catalog.paths()),
-    );
+        &id.inputs(),
+        output,
+        Existing::hdf5,
+        &side,
+    )?;
+    let checksums = agree(session, provenance::checksums(session, id.model, &id.files))?;
+    let identity = if session.is_root() {
+        resume::catalog_identity(&id.catalog.paths()).and_then(|c| Ok(serde_json::to_string(&c)?))
+    } else {
+        Ok(String::new())
+    };
+    let identity: Vec<resume::FileIdentity> =
+        serde_json::from_str(&session.broadcast_string(&agree(session, identity)?))?;
+    let key = resume::key_json(id.tool, &id.config, &checksums, &identity);
+    crate::output::warn_duplicate_ids(session, id.catalog)?;
     let prov = provenance::build(
         session,
         id.tool,
@@ -100,6 +140,7 @@ pub fn start(
     let run = open_output(
         session,
         output,
+        claim.exists,
         overwrite,
         n,
         chunk_rows,
@@ -130,6 +171,7 @@ pub fn start(
         prov,
         progress: Tracker { display, done },
         cpu_at_start: process_cpu_seconds(),
+        _lock: claim.lock,
     })
 }
 
@@ -153,13 +195,18 @@ impl Started {
         session.sum_f64s(&[process_cpu_seconds() - self.cpu_at_start])[0]
     }
 
-    /// Writes `<output>.run.json` (rank 0).
-    pub fn sidecar(
-        &self,
+    /// Closes the output file, writes `<output>.run.json` (rank 0) and releases the lock.
+    /// Collective.
+    pub fn finish(
+        self,
         session: &Session,
         output: &Path,
         summary: &serde_json::Value,
     ) -> Result<()> {
-        provenance::write_sidecar(session, output, &self.prov, summary)
+        self.run.close()?;
+        agree(
+            session,
+            provenance::write_sidecar(session, output, &self.prov, summary),
+        )
     }
 }

@@ -78,25 +78,15 @@ pub enum Error {
         #[source]
         source: hdf5::Error,
     },
-    /// Creating or writing an output object failed.
-    #[error("{path}: cannot write '{object}'")]
-    Write {
+    /// Creating, writing, flushing or closing the output failed on one or more ranks (every rank
+    /// returns the same error).
+    #[error("{path}: cannot write '{object}': {detail}")]
+    Output {
         /// The output file.
         path: PathBuf,
-        /// The dataset, group or attribute.
+        /// The dataset, group or attribute (or `(flush)`, `(close)`).
         object: String,
-        /// HDF5's error.
-        #[source]
-        source: hdf5::Error,
-    },
-    /// A raw HDF5 call of the collective writer failed.
-    #[error("{path}: collective write of '{dataset}' failed in {call}")]
-    Collective {
-        /// The output file.
-        path: PathBuf,
-        /// The dataset.
-        dataset: String,
-        /// The HDF5 C function that failed.
-        call: &'static str,
+        /// Which rank(s) failed, HDF5's account and the file system's error.
+        detail: String,
     },
 }

@@ -13,5 +13,5 @@ pub mod provenance;
 
 pub use catalog::{Catalog, Column, ColumnInfo};
 pub use error::{Error, Result};
-pub use output::OutputFile;
+pub use output::{OutputDataset, OutputFile};
 pub use provenance::Provenance;

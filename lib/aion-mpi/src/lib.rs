@@ -13,5 +13,5 @@ pub mod session;
 pub mod slurm;
 
 pub use partition::{block_range, blocks};
-pub use session::Session;
+pub use session::{Session, all_gather_bytes, all_true};
 pub use slurm::SlurmEnv;

@@ -158,14 +158,13 @@ fn setup(args: &FinetuneArgs) -> Result<Setup> {
         );
     }
     catalog.size_by(&datasets)?;
-    let identity = crate::resume::catalog_identity(&catalog.paths());
-    let base_id = cfg.model.base.as_ref().map(|b| {
-        let f = b.join("model.safetensors");
-        (
-            f.display().to_string(),
-            std::fs::metadata(&f).map_or(0, |m| m.len()),
-        )
-    });
+    let identity = crate::resume::catalog_identity(&catalog.paths())?;
+    let base_id = cfg
+        .model
+        .base
+        .as_ref()
+        .map(|b| crate::resume::FileIdentity::of(&b.join("model.safetensors")))
+        .transpose()?;
     let key = serde_json::json!({ "config": cfg, "catalog": identity, "base": base_id });
     let hash = Sha256::digest(key.to_string().as_bytes())
         .iter()
