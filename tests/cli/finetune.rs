@@ -482,7 +482,15 @@ fn sigkill_and_time_limit_signal_resume_to_the_same_weights() {
         "expected death by signal: {}",
         String::from_utf8_lossy(&k.stderr)
     );
-    assert!(killed.join("checkpoint/state.safetensors").is_file());
+    // The run works in <output>.partial; the output directory appears only when finished.
+    assert!(
+        d.join("killed.partial/checkpoint/state.safetensors")
+            .is_file()
+    );
+    assert!(
+        !killed.exists(),
+        "a half-trained model in the output directory"
+    );
     let r = assert_ok(&finetune(Launch::Alone, &cfg, &killed, &[]));
     assert!(r.contains("resuming from step 8"), "{r}");
     assert_same_curve(&killed, &whole);

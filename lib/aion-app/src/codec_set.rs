@@ -132,7 +132,9 @@ impl<B: Backend> CodecSet<B> {
                 continue;
             }
             for d in required {
-                let info = catalog.info(d)?.expect("present");
+                let info = catalog
+                    .info(d)?
+                    .with_context(|| format!("{}: dataset '{d}' cannot be read", b.describe()))?;
                 check_shape(b, d, &info)?;
             }
             let dir = model.join("codecs").join(m.codec_dir);
@@ -143,7 +145,12 @@ impl<B: Backend> CodecSet<B> {
                     b.describe(),
                     dir.display()
                 );
-                skipped.push(format!("{} (no {})", b.token_key, dir.display()));
+                skipped.push(format!(
+                    "{} (its data {:?} is in the catalogue, but there is no {})",
+                    b.token_key,
+                    required,
+                    dir.join("config.json").display()
+                ));
                 continue;
             }
             let with = |what: &str| {
@@ -191,8 +198,9 @@ impl<B: Backend> CodecSet<B> {
         }
         if !skipped.is_empty() {
             log::warn!(
-                "left out for lack of a codec in the model: {}",
-                skipped.join(", ")
+                "left out for lack of a codec in the model, so the results are computed without \
+                 them: {}; map a modality explicitly (--map) to make its missing codec an error",
+                skipped.join("; ")
             );
         }
         files.sort();

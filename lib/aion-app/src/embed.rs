@@ -173,7 +173,7 @@ fn run_plan<B: Backend>(
         "embedded",
     )?;
     let run = &started.run;
-    let mut embedded = 0u64;
+    let (mut embedded, mut processed) = (0u64, 0u64);
     let outcome = run_chunks(
         session,
         run,
@@ -201,6 +201,7 @@ fn run_plan<B: Backend>(
             embedded += (0..rows.len())
                 .filter(|&r| o.tokens.iter().any(|t| t.used[r]))
                 .count() as u64;
+            processed += rows.len() as u64;
             write_masks(run, rows.start, &o.tokens, rows.len())?;
             run.sets
                 .write(&run.out, "embedding", rows.start, &o.embedding)?;
@@ -217,20 +218,22 @@ fn run_plan<B: Backend>(
     let secs = started.close(session, outcome)?;
     let cpu = started.cpu_seconds(session);
     let embedded = session.sum_u64(embedded);
+    let processed = session.sum_u64(processed);
     if session.is_root() {
         log::info!(
-            "embedded {embedded} of {n} rows in {secs:.2} s on {} rank(s) ({:.1} rows/s)",
+            "embedded {embedded} of the {processed} rows processed ({n} in the catalogue) in \
+             {secs:.2} s on {} rank(s) ({:.1} rows/s)",
             session.size(),
-            n as f64 / secs.max(1e-9)
+            processed as f64 / secs.max(1e-9)
         );
-        if embedded < n as u64 {
+        if embedded < processed {
             log::warn!(
                 "{} row(s) have no usable modality: their embedding is NaN (modalities_used = 0)",
-                n as u64 - embedded
+                processed - embedded
             );
         }
     }
-    let summary = serde_json::json!({ "rows": n, "embedded": embedded, "seconds": secs, "cpu_seconds": cpu, "ranks": session.size(), "finished": outcome == Outcome::Finished });
+    let summary = serde_json::json!({ "rows": n, "processed": processed, "embedded": embedded, "seconds": secs, "cpu_seconds": cpu, "ranks": session.size(), "finished": outcome == Outcome::Finished });
     started.finish(session, &args.io.output, &summary)?;
     Ok((outcome, summary))
 }

@@ -29,6 +29,7 @@ use anyhow::{Result, bail, ensure};
 use clap::{ArgGroup, Parser};
 
 use crate::collective::agree;
+use crate::guard::{Existing, Inputs, Recognise, claim_output};
 use crate::progress::Progress;
 use crate::provenance;
 pub use kernel::Metric;
@@ -123,38 +124,43 @@ impl SearchArgs {
     fn check(&self) -> Result<Format> {
         ensure!(self.k > 0, "--k must be at least 1");
         ensure!(self.chunk_rows > 0, "--chunk-rows must be at least 1");
-        let format = Format::of(&self.output)?;
-        if self.output.exists() && !self.overwrite {
-            bail!(
-                "{} exists (pass --overwrite to replace it)",
-                self.output.display()
-            );
-        }
-        Ok(format)
+        Format::of(&self.output)
     }
+}
+
+/// Whether a CSV file is a search result of ours (for the output guard).
+fn our_csv(path: &std::path::Path) -> Existing {
+    Existing::csv(path, write::CSV_HEADER)
 }
 
 /// Runs `aion-search`; returns the run summary (also in `<output>.run.json`).
 pub fn run(args: &SearchArgs, session: &Session) -> Result<serde_json::Value> {
     let start = Instant::now();
     let root = session.is_root();
-    // The output check looks at the file system: rank 0's view decides.
-    let format = agree(
-        session,
-        if root {
-            args.check().map(Some)
-        } else {
-            Ok(None)
-        },
-    )?;
-    let format = match session.broadcast_bytes(&[format.map_or(0, |f| f as u8)])[0] {
-        0 => Format::Hdf5,
-        _ => Format::Csv,
-    };
+    let format = agree(session, args.check())?;
     let table = agree(
         session,
         Table::open(&args.embeddings, &args.embedding_dataset),
     )?;
+    // The output check looks at the file system: rank 0's view decides.
+    let mut inputs = Inputs::new();
+    inputs.files("embedding file", table.catalog.paths());
+    if let Some(q) = &args.query_file {
+        inputs.file("query file", q);
+    }
+    let recognise: Recognise = match format {
+        Format::Hdf5 => Existing::hdf5,
+        Format::Csv => our_csv,
+    };
+    let claim = claim_output(session, TOOL, &inputs, &args.output, recognise, &[])?;
+    if claim.exists && !args.overwrite {
+        // Every rank knows `exists`: the error is the same everywhere.
+        return Err(crate::collective::AgreedError(format!(
+            "{} exists (pass --overwrite to replace it)",
+            args.output.display()
+        ))
+        .into());
+    }
     phase("open", &start);
     let n = table.catalog.n_rows();
     let queries = match &args.query_file {

@@ -106,6 +106,12 @@ pub fn start(
     what: &'static str,
 ) -> Result<Started> {
     let n = id.catalog.n_rows();
+    if n == 0 && session.is_root() {
+        log::warn!(
+            "the catalogue has no rows: {} will hold 0 rows",
+            output.display()
+        );
+    }
     let side: Vec<(PathBuf, Recognise)> = id
         .side_outputs
         .iter()

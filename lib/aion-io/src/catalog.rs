@@ -127,6 +127,9 @@ pub fn expand_paths(patterns: &[String]) -> Result<Vec<PathBuf>> {
         matched.sort();
         out.extend(matched);
     }
+    if let Some(dir) = out.iter().find(|p| p.is_dir()) {
+        return Err(Error::Directory { path: dir.clone() });
+    }
     Ok(out)
 }
 
@@ -185,6 +188,13 @@ impl Catalog {
         let mut present_in = Vec::with_capacity(self.files.len());
         for f in &self.files {
             let Ok(ds) = f.file.dataset(dataset) else {
+                if f.file.group(dataset).is_ok() {
+                    return Err(shape_error(
+                        &f.path,
+                        dataset,
+                        "is an HDF5 group, not a dataset (map one of the datasets inside it)",
+                    ));
+                }
                 present_in.push(false);
                 continue;
             };

@@ -16,6 +16,15 @@ pub enum Error {
         /// The pattern or path as given.
         pattern: String,
     },
+    /// A catalogue path is a directory.
+    #[error(
+        "{path} is a directory, not a catalogue file: give the files in it (e.g. '{}/*.h5')",
+        path.display()
+    )]
+    Directory {
+        /// The directory.
+        path: PathBuf,
+    },
     /// A glob pattern is malformed.
     #[error("invalid file pattern {pattern}: {message}")]
     Pattern {

@@ -164,7 +164,7 @@ fn summary(
         &curves,
         &format!(
             "{}: {:?}",
-            s.out
+            s.final_out
                 .file_name()
                 .map_or(String::new(), |n| n.to_string_lossy().to_uppercase()),
             s.cfg.mode

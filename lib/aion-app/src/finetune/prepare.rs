@@ -82,8 +82,11 @@ pub struct Needed {
 pub struct Setup {
     /// Effective configuration.
     pub cfg: FinetuneConfig,
-    /// Output directory.
+    /// The directory the run writes into: the work directory `<output>.partial`, renamed to
+    /// the output directory when the run has finished ([`work_dir`]).
     pub out: PathBuf,
+    /// The output directory (`output` of the configuration, `--output`).
+    pub final_out: PathBuf,
     /// The catalogue.
     pub catalog: Catalog,
     /// Modalities read (inputs ∪ targets), in config order.
@@ -158,6 +161,16 @@ fn setup(args: &FinetuneArgs) -> Result<Setup> {
         );
     }
     catalog.size_by(&datasets)?;
+    ensure!(
+        catalog.n_rows() > 0,
+        "the catalogue ({}) has no rows: there is nothing to train on",
+        catalog
+            .paths()
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let identity = crate::resume::catalog_identity(&catalog.paths())?;
     let base_id = cfg
         .model
@@ -172,7 +185,8 @@ fn setup(args: &FinetuneArgs) -> Result<Setup> {
         .collect();
     Ok(Setup {
         cfg,
-        out,
+        final_out: out.clone(),
+        out: work_dir(&out),
         catalog,
         needed,
         hash,
@@ -187,14 +201,63 @@ fn already_finished(out: &Path, hash: &str) -> bool {
         .is_some_and(|v| v["finished"] == true && v["config_hash"] == hash)
 }
 
+/// Where a run builds its output directory `out`: `<out>.partial`, which holds the checkpoint,
+/// the training log and the split while training, then the model; renamed to `out` when the run
+/// has finished, so `out` only ever holds a complete model (and an earlier model stays usable
+/// until the new one replaces it).
+pub fn work_dir(out: &Path) -> PathBuf {
+    crate::guard::sidecar(out, ".partial")
+}
+
+/// Checks the output and work directories before any work (collective): neither may be an
+/// input; both must be absent, empty or ours; an existing model in the output directory is
+/// replaced only with `--overwrite`. Returns the lock of the output, held until the run ends.
+fn claim(session: &Session, args: &FinetuneArgs, s: &Setup) -> Result<crate::guard::OutputLock> {
+    use crate::guard::{Existing, Inputs, claim_output};
+    let mut inputs = Inputs::new();
+    inputs
+        .file("run configuration", &args.config)
+        .files("catalogue file", s.catalog.paths());
+    if let Some(b) = &s.cfg.model.base {
+        inputs.model_dir(b);
+    }
+    if let Some(f) = &s.cfg.data.split_file {
+        inputs.file("split file", f);
+    }
+    let c = claim_output(
+        session,
+        super::TOOL,
+        &inputs,
+        &s.final_out,
+        Existing::model_dir,
+        &[(s.out.clone(), Existing::model_dir)],
+    )?;
+    Ok(c.lock)
+}
+
+/// Readies the work directory (rank 0): created and marked; emptied first with `overwrite`.
 fn prepare_output(s: &Setup, overwrite: bool) -> Result<()> {
+    if overwrite && s.out.exists() {
+        std::fs::remove_dir_all(&s.out)
+            .with_context(|| format!("cannot empty {}", s.out.display()))?;
+    }
     std::fs::create_dir_all(&s.out)
         .with_context(|| format!("cannot create {}", s.out.display()))?;
-    if overwrite {
-        let _ = std::fs::remove_dir_all(s.out.join("checkpoint"));
-        for f in ["train_log.jsonl", export::SUMMARY] {
-            let _ = std::fs::remove_file(s.out.join(f));
-        }
+    crate::guard::mark_model_dir(&s.out, super::TOOL)
+}
+
+/// Refuses (without `overwrite`) to replace the finished model of another run in the output
+/// directory (rank 0).
+fn refuse_replacing(s: &Setup, overwrite: bool) -> Result<()> {
+    let has_model = std::fs::read_dir(&s.final_out)
+        .map(|mut e| e.next().is_some())
+        .unwrap_or(false);
+    if has_model && !overwrite {
+        bail!(
+            "{} holds the model of another run (another configuration, catalogue or base); \
+             use --overwrite to replace it (it is replaced only when this run has finished)",
+            s.final_out.display()
+        );
     }
     Ok(())
 }
@@ -367,17 +430,28 @@ pub fn run<B: AutodiffBackend>(
     device: B::Device,
 ) -> Result<Outcome> {
     let s = agree(session, setup(args))?;
-    if !args.overwrite && agree(session, Ok(already_finished(&s.out, &s.hash)))? {
+    let _lock = claim(session, args, &s)?;
+    if !args.overwrite && agree(session, Ok(already_finished(&s.final_out, &s.hash)))? {
         if session.is_root() {
             log::info!(
                 "{} already holds the finished run of this configuration; nothing to do",
-                s.out.display()
+                s.final_out.display()
             );
         }
         return Ok(Outcome::Finished);
     }
+    if !args.overwrite && agree(session, Ok(already_finished(&s.out, &s.hash)))? {
+        // Finished, but stopped before its work directory was renamed into place.
+        let moved = if session.is_root() {
+            crate::guard::replace_dir(&s.out, &s.final_out)
+        } else {
+            Ok(())
+        };
+        agree(session, moved)?;
+        return Ok(Outcome::Finished);
+    }
     let root_prepares = if session.is_root() {
-        prepare_output(&s, args.overwrite)
+        refuse_replacing(&s, args.overwrite).and_then(|()| prepare_output(&s, args.overwrite))
     } else {
         Ok(())
     };
@@ -410,8 +484,19 @@ pub fn run<B: AutodiffBackend>(
     } else {
         super::modes::tokens(&run, model, device)?
     };
-    if outcome == Outcome::Finished && !s.cfg.train.keep_checkpoint {
-        run.ckpt.remove(session);
+    if outcome == Outcome::Finished {
+        if !s.cfg.train.keep_checkpoint {
+            run.ckpt.remove(session);
+        }
+        let moved = if session.is_root() {
+            crate::guard::replace_dir(&s.out, &s.final_out)
+        } else {
+            Ok(())
+        };
+        agree(session, moved)?;
+        if session.is_root() {
+            log::info!("wrote {}", s.final_out.display());
+        }
     }
     Ok(outcome)
 }
