@@ -3,6 +3,7 @@
 
 mod util;
 
+mod faults;
 mod finetune;
 mod generate;
 mod model;

@@ -20,8 +20,9 @@ pub const EXIT_CODES_HELP: &str = "Exit codes: 0 = finished, every row written (
 
 /// Prints `err` with its cause chain on one line, prefixed by the tool (and the rank when the
 /// error is this rank's own), and returns [`FAILURE`]. An error all ranks agreed on is printed
-/// by rank 0 only, except a failed write of the output, which every rank prints (a Slurm job
-/// may keep one log per rank, and each must say why the job stopped).
+/// by rank 0 only, except failures of the file system (a failed write of the output, a full
+/// disk), which every rank prints (a Slurm job may keep one log per rank, and each must say why
+/// the job stopped).
 pub fn report(tool: &str, rank: usize, size: usize, err: &anyhow::Error) -> ExitCode {
     let agreed = err.downcast_ref::<AgreedError>().is_some() && !is_output_failure(err);
     let line = if agreed || size == 1 {

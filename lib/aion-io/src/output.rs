@@ -35,6 +35,7 @@ use hdf5::H5Type;
 use hdf5::types::VarLenUnicode;
 use mpi::raw::AsRaw;
 use mpi::topology::{Communicator, SimpleCommunicator};
+use sha2::Digest as _;
 
 use crate::error::{Error, Result};
 
@@ -74,7 +75,23 @@ pub struct OutputFile {
     /// Created by this run and not yet complete ([`OutputFile::created`]): a watchdog abort
     /// removes it, as it holds nothing of value.
     creating: std::cell::Cell<bool>,
+    /// This rank's collective writes since the last flush, checked by reading them back after
+    /// it ([`OutputFile::flush`]).
+    unchecked: std::cell::RefCell<Vec<Written>>,
 }
+
+/// A collective write to check: where it went and the SHA-256 of the bytes it carried.
+struct Written {
+    ds: hdf5::Dataset,
+    dtype: hdf5::Datatype,
+    start: Vec<u64>,
+    count: Vec<u64>,
+    row_bytes: usize,
+    sha256: Vec<u8>,
+}
+
+/// Bytes read back at a time by the write check.
+const CHECK_BLOCK: usize = 64 << 20;
 
 impl std::fmt::Debug for OutputFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -366,6 +383,15 @@ fn watch_step(
         .map(|c| Watch::start(path, object, c.rank(), bytes, discard))
 }
 
+/// Whether `T` is a plain number type (whose bytes can be compared after a read-back).
+fn plain_numbers<T: H5Type>() -> bool {
+    use hdf5::types::TypeDescriptor as D;
+    matches!(
+        T::type_descriptor(),
+        D::Integer(_) | D::Unsigned(_) | D::Float(_) | D::Boolean
+    )
+}
+
 impl OutputFile {
     /// Creates (truncating) `path` on all ranks of `world` (collective).
     pub fn create(path: &Path, world: &SimpleCommunicator) -> Result<Self> {
@@ -399,6 +425,7 @@ impl OutputFile {
             path: path.to_path_buf(),
             comm: None,
             creating: std::cell::Cell::new(false),
+            unchecked: std::cell::RefCell::new(Vec::new()),
         })
     }
 
@@ -425,6 +452,7 @@ impl OutputFile {
             path: path.to_path_buf(),
             comm: Some(comm),
             creating: std::cell::Cell::new(false),
+            unchecked: std::cell::RefCell::new(Vec::new()),
         })
     }
 
@@ -574,8 +602,52 @@ impl OutputFile {
             count[0] = n as u64;
             let mut start = vec![0u64; shape.len()];
             start[0] = start_row as u64;
-            raw::collective_write(ds.id(), dtype.id(), &start, &count, data.as_ptr().cast())
+            raw::collective_write(ds.id(), dtype.id(), &start, &count, data.as_ptr().cast())?;
+            if n > 0 && plain_numbers::<T>() {
+                self.unchecked.borrow_mut().push(Written {
+                    ds: ds.clone(),
+                    dtype,
+                    start,
+                    count,
+                    row_bytes: bytes / n,
+                    sha256: sha2::Sha256::digest(raw::bytes_of(data)).to_vec(),
+                });
+            }
+            Ok(())
         })
+    }
+
+    /// Reads back this rank's writes since the last flush and compares them with what was
+    /// written. OpenMPI 4.1's OMPIO can lose the error of a failed collective write (measured on
+    /// a full disk: `MPI_File_write_at_all` succeeds, the rows read back as zeros), and a chunk
+    /// recorded as done on such a write would be lost for good; the read-back turns it into an
+    /// error before the chunk is recorded.
+    fn check_written(&self) -> hdf5::Result<()> {
+        for w in self.unchecked.borrow_mut().drain(..) {
+            let rows = w.count[0];
+            let block = (CHECK_BLOCK / w.row_bytes.max(1)).max(1) as u64;
+            let mut back = Vec::new();
+            let mut h = sha2::Sha256::new();
+            let (mut start, mut count) = (w.start.clone(), w.count.clone());
+            for first in (0..rows).step_by(block as usize) {
+                start[0] = w.start[0] + first;
+                count[0] = block.min(rows - first);
+                back.resize(count[0] as usize * w.row_bytes, 0);
+                raw::read_back(&w.ds, &w.dtype, &start, &count, &mut back)?;
+                h.update(&back);
+            }
+            if h.finalize().as_slice() != w.sha256.as_slice() {
+                return Err(format!(
+                    "rows {}..{} of {} read back differ from what was written (the MPI-IO layer \
+                     lost a failed write)",
+                    w.start[0],
+                    w.start[0] + w.count[0],
+                    w.ds.name()
+                )
+                .into());
+            }
+        }
+        Ok(())
     }
 
     /// Writes a string attribute on the root group (collective; same value on every rank).
@@ -624,9 +696,14 @@ impl OutputFile {
             .map(|s| s.as_str().to_string())
     }
 
-    /// Flushes everything written so far to the file (collective).
+    /// Flushes everything written so far to the file and checks this rank's writes by reading
+    /// them back (collective).
     pub fn flush(&self) -> Result<()> {
-        self.step("(flush)", 0, hdf5::File::flush)
+        self.step("(flush)", 0, |f| {
+            let flushed = f.flush();
+            let checked = self.check_written();
+            flushed.and(checked)
+        })
     }
 
     /// Closes the file (collective): every dataset handle taken from it must be dropped first.
@@ -685,6 +762,62 @@ mod raw {
             Ok(e) if e.stack().is_some_and(|s| !s.is_empty()) => Err(e),
             _ => Err(format!("{call} failed").into()),
         }
+    }
+
+    /// The bytes of a slice of plain numbers.
+    pub(super) fn bytes_of<T>(data: &[T]) -> &[u8] {
+        // SAFETY: the caller passes plain number types (no padding, no pointers, checked by
+        // `plain_numbers`); the byte slice covers exactly the elements and borrows `data`.
+        unsafe { std::slice::from_raw_parts(data.as_ptr().cast(), std::mem::size_of_val(data)) }
+    }
+
+    /// Reads the hyperslab `start`/`count` of `ds` as `dtype` into `out` (this process alone).
+    pub(super) fn read_back(
+        ds: &hdf5::Dataset,
+        dtype: &hdf5::Datatype,
+        start: &[u64],
+        count: &[u64],
+        out: &mut [u8],
+    ) -> hdf5::Result<()> {
+        hdf5::sync::sync(|| {
+            // SAFETY: every handle is checked before use and closed once (by `Handle`); `out`
+            // holds prod(count) elements of `dtype` (the size of the bytes written there).
+            unsafe {
+                let file_space = Handle(hdf5_sys::h5d::H5Dget_space(ds.id()), H5Sclose);
+                if file_space.0 < 0 {
+                    return check(-1, "H5Dget_space");
+                }
+                let mem_space = Handle(
+                    H5Screate_simple(count.len() as i32, count.as_ptr(), std::ptr::null()),
+                    H5Sclose,
+                );
+                if mem_space.0 < 0 {
+                    return check(-1, "H5Screate_simple");
+                }
+                check(
+                    H5Sselect_hyperslab(
+                        file_space.0,
+                        H5S_seloper_t::H5S_SELECT_SET,
+                        start.as_ptr(),
+                        std::ptr::null(),
+                        count.as_ptr(),
+                        std::ptr::null(),
+                    ),
+                    "H5Sselect_hyperslab",
+                )?;
+                check(
+                    hdf5_sys::h5d::H5Dread(
+                        ds.id(),
+                        dtype.id(),
+                        mem_space.0,
+                        file_space.0,
+                        hdf5_sys::h5p::H5P_DEFAULT,
+                        out.as_mut_ptr().cast(),
+                    ),
+                    "H5Dread",
+                )
+            }
+        })
     }
 
     /// Writes the hyperslab `start`/`count` of dataset `ds` from `buf` collectively.
