@@ -17,8 +17,10 @@
 //! failing rank, HDF5's account and what the file system says when asked to store the same
 //! amount next to the output (HDF5 1.10 over OpenMPI's OMPIO reports a short write without the
 //! OS error, so the error text is obtained from the file system itself: "No space left on
-//! device", "Disk quota exceeded", …). A rank stuck inside MPI-IO after a local failure is
-//! covered by a watchdog that aborts the job after [`watchdog_secs`].
+//! device", "Disk quota exceeded", …). A flush also reads back what the rank wrote since the
+//! previous one: OpenMPI 4.1's OMPIO can report success for a collective write that failed. A
+//! rank stuck inside MPI-IO after another rank failed is covered by a watchdog that aborts the
+//! job after [`watchdog_secs`] (see `Watch`).
 //!
 //! After a failed write, HDF5 cannot be trusted to close the file: closing flushes the metadata
 //! cache (which fails again on a full disk), and HDF5 1.10 then crashes when `MPI_Finalize`
@@ -54,8 +56,9 @@ pub fn io_failed() -> bool {
     IO_FAILED.load(Ordering::Relaxed)
 }
 
-/// Seconds a rank whose write failed waits for the other ranks to agree before it aborts the
-/// whole job (`AION_IO_WATCHDOG_SECS`, default 30): the bound on a rank stuck inside MPI-IO.
+/// Seconds without progress after which a rank stuck inside a collective step aborts the job if
+/// the file system refuses writes (a rank whose own step failed waits 10 s more)
+/// (`AION_IO_WATCHDOG_SECS`, default 30).
 pub fn watchdog_secs() -> u64 {
     std::env::var("AION_IO_WATCHDOG_SECS")
         .ok()
@@ -108,6 +111,7 @@ impl Drop for OutputFile {
         {
             // Not closed: see the module documentation.
             std::mem::forget(file);
+            std::mem::forget(self.unchecked.take());
         }
     }
 }
