@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of aion-hpc on a fresh Debian 12 machine (idempotent; what .ci/run calls):
 #   1. installs the system packages and the reference's Python venv (scripts/setup.sh --tests);
-#   2. regenerates the parity fixtures with the reference package and checks they are unchanged;
+#   2. regenerates the parity fixtures with the reference package and checks they are unchanged
+#      up to float noise (validation/check_fixtures.py; any x86-64 processor);
 #   3. starts a local single-node Slurm;
 #   4. builds a base-size random model in the Hub layout (its strict-loading test runs in step 5);
 #   5. cargo fmt check, then `cargo test` of the whole workspace on the CPU (NdArray) backend,
@@ -19,6 +20,11 @@ venv="$root/validation/.venv"
 
 step "fixtures: regenerate with polymathic-aion 0.0.2 and compare"
 "$venv/bin/python" validation/check_fixtures.py
+"$venv/bin/python" validation/test_check_fixtures.py
+
+step "GPU check scripts parse (validation/gpu, run on a GPU machine only)"
+bash -n validation/gpu/run.sh validation/gpu/prepare.sh
+"$venv/bin/python" -m py_compile validation/gpu/random_model.py validation/gpu/compare.py validation/fixture_spread.py
 
 step "local Slurm"
 if [ "$(id -u)" = 0 ]; then slurm/start-local-slurm.sh; else sudo slurm/start-local-slurm.sh; fi
