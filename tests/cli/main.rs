@@ -4,6 +4,7 @@
 mod util;
 
 mod finetune;
+mod formats;
 mod generate;
 mod model;
 mod resume;

@@ -68,6 +68,9 @@ pub struct RunIdentity<'a> {
     pub files: Vec<PathBuf>,
     /// The catalogue.
     pub catalog: &'a Catalog,
+    /// The modalities fed to the model (tokenized, for `aion-tokenize`), as
+    /// [`crate::run_config::inputs_json`] gives them: the `inputs` root attribute.
+    pub inputs: serde_json::Value,
 }
 
 /// Computes checksums (rank 0) and provenance, opens or resumes `output` with `specs`, and sets
@@ -107,6 +110,7 @@ pub fn start(
         specs,
         |out| {
             prov.write(out)?;
+            out.set_attr_str("inputs", &id.inputs.to_string())?;
             crate::output::write_modality_bits(out)
         },
     )?;
