@@ -35,7 +35,7 @@ fn sdss_model() -> String {
 /// is per chunk, not per row).
 fn by_object_id(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec<f64>)> {
     let all = read_all(path);
-    let ids = &all["/object_id"].1;
+    let ids = all["/object_id"].1.clone();
     let mut order: Vec<usize> = (0..ids.len()).collect();
     order.sort_by(|&a, &b| ids[a].total_cmp(&ids[b]));
     all.into_iter()
