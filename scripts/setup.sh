@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what aion-hpc needs on Debian 12 (idempotent: only missing packages are installed).
 #
-#   scripts/setup.sh            build + run dependencies (MPI, parallel HDF5, clang for bindgen)
+#   scripts/setup.sh            build + run dependencies (MPI, parallel HDF5, cfitsio, clang for bindgen)
 #   scripts/setup.sh --tests    + local Slurm (munge, slurmctld, slurmd) and the Python venv of
 #                                 the reference package (validation/.venv, ~7 GB, torch 2.9.0)
 set -euo pipefail
@@ -12,7 +12,7 @@ tests=0
 sudo=""
 [ "$(id -u)" = 0 ] || sudo="sudo"
 
-pkgs=(pkg-config libclang-dev gcc g++ make openmpi-bin libopenmpi-dev libhdf5-openmpi-dev hdf5-tools python3-venv git)
+pkgs=(pkg-config libclang-dev gcc g++ make openmpi-bin libopenmpi-dev libhdf5-openmpi-dev hdf5-tools libcfitsio-dev python3-venv git)
 [ $tests = 1 ] && pkgs+=(slurmctld slurmd slurm-client munge)
 missing=()
 for p in "${pkgs[@]}"; do

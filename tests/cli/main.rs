@@ -5,6 +5,7 @@ mod util;
 
 mod faults;
 mod finetune;
+mod formats;
 mod generate;
 mod model;
 mod resume;

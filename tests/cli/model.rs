@@ -87,22 +87,21 @@ fn embeddings_match_the_reference_from_raw_and_from_tokens() {
     let dir = tempdir();
     let model = assemble_model(dir.path());
     let (_, want) = expected("embedding");
-    for (input, launch) in [
-        ("catalog.h5", Launch::Alone),
-        ("catalog.h5", Launch::Mpirun(3)),
-        ("tokens.h5", Launch::Mpirun(2)),
+    // The reference embeds every modality, the redshift included: mapped explicitly here.
+    for (input, launch, z) in [
+        ("catalog.h5", Launch::Alone, "tok_z=Z"),
+        ("catalog.h5", Launch::Mpirun(3), "tok_z=Z"),
+        ("tokens.h5", Launch::Mpirun(2), "tok_z=tokens:tok_z"),
     ] {
         let out = dir.path().join(format!("emb-{input}-{launch:?}.h5"));
         let cat = fixture("pipeline").join(input);
-        assert_ok(&run_tool(
-            EMBED,
-            launch,
-            &common(
-                model.to_str().unwrap(),
-                cat.to_str().unwrap(),
-                out.to_str().unwrap(),
-            ),
-        ));
+        let mut a = common(
+            model.to_str().unwrap(),
+            cat.to_str().unwrap(),
+            out.to_str().unwrap(),
+        );
+        a.extend(["--map", z]);
+        assert_ok(&run_tool(EMBED, launch, &a));
         let got = read_f32(&out, "embedding");
         assert!(max_abs(&format!("embedding from {input} ({launch:?})"), &got, &want) <= 1e-5);
     }
@@ -235,6 +234,8 @@ fn every_modality_tokenizes_and_decodes_through_the_tool() {
         cat.to_str().unwrap(),
         "--output",
         tok.to_str().unwrap(),
+        "--map",
+        "tok_z=Z",
     ];
     assert_ok(&run_tool(tok_bin, Launch::Mpirun(2), &a));
     // Tokens equal the reference's for every modality (image, spectrum, catalog, scalars, XP).

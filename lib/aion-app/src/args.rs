@@ -12,17 +12,26 @@ pub struct IoArgs {
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
 
-    /// Catalogue HDF5 file(s) or glob pattern(s); several are read as one catalogue, in order.
-    #[arg(long, value_name = "IN.h5", num_args = 1.., required = true)]
+    /// Catalogue file(s) or glob pattern(s) — HDF5, Parquet or FITS files, or a HATS catalogue
+    /// directory; several are read as one catalogue, in order (each glob sorted; HATS partitions
+    /// by Norder, Npix).
+    #[arg(long, value_name = "IN", num_args = 1.., required = true)]
     pub catalog: Vec<String>,
+
+    /// Catalogue format: `hdf5`, `parquet`, `hats` or `fits`. Default: told from each file's
+    /// content (files of different formats in one run are refused).
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<aion_io::Format>,
 
     /// Output HDF5 file (one file, written collectively by all ranks).
     #[arg(long, value_name = "OUT.h5")]
     pub output: PathBuf,
 
     /// Feed a modality from a dataset: `TOKEN_KEY=DATASET` (e.g. `tok_flux_g=FLUX_G`,
-    /// `tok_xp_bp=coeff[0:55]`, `tok_spectrum_sdss=spectrum`, `tok_z=none` to leave it out).
-    /// Repeatable; overrides the run config and the Multimodal Universe defaults.
+    /// `tok_xp_bp=coeff[0:55]`, `tok_spectrum_sdss=spectrum`, `tok_ebv=none` to leave it out).
+    /// Repeatable; overrides the run config and the Multimodal Universe defaults. Labels
+    /// (redshift, `tok_z`) are inputs only when mapped here or in the run config
+    /// (`--map tok_z=Z`).
     #[arg(long = "map", value_name = "TOKEN_KEY=DATASET")]
     pub maps: Vec<String>,
 

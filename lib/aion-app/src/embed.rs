@@ -20,8 +20,9 @@ use crate::batching::{batches, inputs};
 use crate::codec_set::ModalityTokens;
 use crate::collective::agree;
 use crate::model_plan::ModelPlan;
-use crate::output::{flag_specs, write_masks};
+use crate::output::{Tally, flag_specs, write_masks};
 use crate::pipeline::{DatasetSpec, Dtype, Outcome, run_chunks};
+use crate::run_config::{announce_inputs, inputs_json};
 use crate::signals::StopFlag;
 use crate::tool::{RunIdentity, start};
 
@@ -121,10 +122,8 @@ fn run_plan<B: Backend>(
     let n = catalog.n_rows();
     let d = plan.aion.config().dim;
     let (offsets, k_all) = layout(plan);
-    let inputs_desc: Vec<String> = plan.inputs().iter().map(|b| b.describe()).collect();
-    if session.is_root() {
-        inputs_desc.iter().for_each(|s| log::info!("input {s}"));
-    }
+    let inputs = plan.inputs();
+    announce_inputs(session, "inputs", &inputs, &plan.common.labels_left_out);
     let config = serde_json::json!({
         "tool": TOOL, "model": args.io.model, "catalog": args.io.catalog, "output": args.io.output,
         "batch_size": plan.common.batch, "chunk_rows": plan.chunk_rows, "pool": args.pool,
@@ -162,6 +161,7 @@ fn run_plan<B: Backend>(
         catalog,
         config_file: args.io.config.as_deref(),
         side_outputs: Vec::new(),
+        inputs: inputs_json(&inputs),
     };
     let mut started = start(
         session,
@@ -174,6 +174,7 @@ fn run_plan<B: Backend>(
     )?;
     let run = &started.run;
     let (mut embedded, mut processed) = (0u64, 0u64);
+    let mut tally = Tally::default();
     let outcome = run_chunks(
         session,
         run,
@@ -202,6 +203,7 @@ fn run_plan<B: Backend>(
                 .filter(|&r| o.tokens.iter().any(|t| t.used[r]))
                 .count() as u64;
             processed += rows.len() as u64;
+            tally.add(rows.start, &o.ids, &o.tokens);
             write_masks(run, rows.start, &o.tokens, rows.len())?;
             run.sets
                 .write(&run.out, "embedding", rows.start, &o.embedding)?;
@@ -219,6 +221,7 @@ fn run_plan<B: Backend>(
     let cpu = started.cpu_seconds(session);
     let embedded = session.sum_u64(embedded);
     let processed = session.sum_u64(processed);
+    let modalities = tally.finish(session)?;
     if session.is_root() {
         log::info!(
             "embedded {embedded} of the {processed} rows processed ({n} in the catalogue) in \
@@ -233,7 +236,7 @@ fn run_plan<B: Backend>(
             );
         }
     }
-    let summary = serde_json::json!({ "rows": n, "processed": processed, "embedded": embedded, "seconds": secs, "cpu_seconds": cpu, "ranks": session.size(), "finished": outcome == Outcome::Finished });
+    let summary = serde_json::json!({ "rows": n, "processed": processed, "embedded": embedded, "seconds": secs, "cpu_seconds": cpu, "ranks": session.size(), "finished": outcome == Outcome::Finished, "modalities": modalities });
     started.finish(session, &args.io.output, &summary)?;
     Ok((outcome, summary))
 }

@@ -34,9 +34,12 @@ pub const TOOL: &str = "aion-fit-codecs";
     about = "Fit AION scalar quantile codecs on catalogue columns (MPI-parallel) and register them as new modalities of a model directory.",
     after_help = "Exit codes: 0 = done; 2 = error.")]
 pub struct FitCodecsArgs {
-    /// Catalogue HDF5 file(s) or glob(s).
-    #[arg(long, value_name = "IN.h5", num_args = 1.., required = true)]
+    /// Catalogue file(s) or glob(s): HDF5, Parquet, FITS, or a HATS catalogue directory.
+    #[arg(long, value_name = "IN", num_args = 1.., required = true)]
     pub catalog: Vec<String>,
+    /// Catalogue format (`hdf5`, `parquet`, `hats`, `fits`); default: told from the files.
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<aion_io::Format>,
     /// Model directory to write `codecs/<name>/` and `modalities.json` into (created if absent).
     #[arg(long, value_name = "DIR")]
     pub output: PathBuf,
@@ -107,11 +110,14 @@ pub fn run(args: &FitCodecsArgs, session: &Session) -> Result<Vec<ExtraModality>
     let catalog = agree(
         session,
         (|| {
-            let mut c = Catalog::open(&args.catalog)?;
+            let mut c = Catalog::open_as(&args.catalog, args.format)?;
             let ds: Vec<String> = specs.iter().map(|s| s.dataset.clone()).collect();
             for d in &ds {
                 if !c.has(d) {
-                    bail!("dataset {d} is in none of the catalogue files");
+                    bail!(
+                        "dataset {d} is in none of the catalogue files; the catalogue's columns: {}",
+                        crate::run_config::column_list(&c)
+                    );
                 }
             }
             c.size_by(&ds)?;

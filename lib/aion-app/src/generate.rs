@@ -33,8 +33,9 @@ use crate::codec_set::{ModalityTokens, NO_TOKEN};
 use crate::collective::agree;
 use crate::decode::default_bands;
 use crate::model_plan::ModelPlan;
-use crate::output::{flag_specs, write_masks};
+use crate::output::{Tally, flag_specs, write_masks};
 use crate::pipeline::{DatasetSpec, Dtype, Outcome, RunOutput, run_chunks};
+use crate::run_config::{announce_inputs, inputs_json};
 use crate::signals::StopFlag;
 use crate::tool::{RunIdentity, start};
 
@@ -406,10 +407,9 @@ fn run_plan<B: Backend>(
     let n = catalog.n_rows();
     let key = target.modality.token_key;
     let m = args.samples;
+    let inputs = plan.inputs();
+    announce_inputs(session, "inputs", &inputs, &plan.common.labels_left_out);
     if session.is_root() {
-        plan.inputs()
-            .iter()
-            .for_each(|b| log::info!("input {}", b.describe()));
         log::info!(
             "target {key}: {:?} schedule, {} step(s) {:?}, {m} sample(s) per row",
             target.schedule.scheme,
@@ -454,6 +454,7 @@ fn run_plan<B: Backend>(
         catalog,
         config_file: args.io.config.as_deref(),
         side_outputs: Vec::new(),
+        inputs: inputs_json(&inputs),
     };
     let mut started = start(
         session,
@@ -466,6 +467,7 @@ fn run_plan<B: Backend>(
     )?;
     let resumed_rows = started.progress.done();
     let run = &started.run;
+    let mut tally = Tally::default();
     let grid_ds = target.grid.as_ref().map(|(d, _)| d.clone());
     let outcome = run_chunks(
         session,
@@ -489,18 +491,24 @@ fn run_plan<B: Backend>(
             ))
         },
         |(ids, tokens, grids)| compute(args, plan, target, device, ids, tokens, grids),
-        |rows, out| write(run, target, rows, out.as_ref()),
+        |rows, out| {
+            if let Some(o) = &out {
+                tally.add(rows.start, &o.ids, &o.tokens);
+            }
+            write(run, target, rows, out.as_ref())
+        },
         |r| started.progress.advance(r),
     )?;
     let secs = started.close(session, outcome)?;
     let rows_done = started.progress.done() - resumed_rows;
     let rate = rows_done as f64 / secs.max(1e-9);
     let cpu = started.cpu_seconds(session);
+    let modalities = tally.finish(session)?;
     let summary = serde_json::json!({
         "rows": n, "rows_this_run": rows_done, "samples_per_row": m, "seconds": secs,
         "cpu_seconds": cpu,
         "rows_per_second": rate, "samples_per_second": rate * m as f64, "ranks": session.size(),
-        "finished": outcome == Outcome::Finished,
+        "finished": outcome == Outcome::Finished, "modalities": modalities,
     });
     if session.is_root() {
         log::info!(

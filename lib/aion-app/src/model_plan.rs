@@ -43,7 +43,7 @@ impl<B: Backend> ModelPlan<B> {
         targets: &[&str],
         excluded: &[&str],
     ) -> Result<Self> {
-        let common = Common::resolve(io)?;
+        let common = Common::resolve(io, targets)?;
         let aion = Aion::<B>::load(&io.model, device)
             .with_context(|| format!("cannot load the transformer from {}", io.model.display()))?;
         let domains_in = &aion.config().domains_in;

@@ -2,10 +2,14 @@
 
 use std::ops::Range;
 
-use aion_io::catalog::ColumnKind;
+use std::collections::BTreeMap;
+
+use aion_io::catalog::{ColumnKind, ColumnValues};
 use aion_io::{Catalog, OutputFile};
 use aion_model::modality::{all, modality_index};
-use anyhow::Result;
+use aion_mpi::Session;
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
 
 use crate::codec_set::ModalityTokens;
 use crate::pipeline::{DatasetSpec, Dtype};
@@ -34,22 +38,41 @@ pub fn candidate_datasets(bindings: &[Binding]) -> Vec<String> {
 
 /// Where `object_id` comes from.
 pub enum ObjectIds {
-    /// The catalogue's integer `object_id` dataset.
+    /// The catalogue's integer `object_id` column.
     Dataset,
+    /// The catalogue's `object_id` column of integers written as decimal strings (the Multimodal
+    /// Universe's HATS catalogues).
+    Strings,
     /// The global row index (the catalogue has no usable `object_id`).
     RowIndex,
 }
 
 impl ObjectIds {
-    /// Uses `object_id` when every file holds it as integers, else the row index.
+    /// Uses `object_id` when every file holds it as integers (or as strings of integers, checked
+    /// on the first row; every row is checked when read), else the row index.
     pub fn detect(catalog: &Catalog) -> Result<Self> {
+        let everywhere =
+            |i: &aion_io::ColumnInfo| i.row_shape.is_empty() && i.present_in.iter().all(|&p| p);
         Ok(match catalog.info("object_id")? {
-            Some(i)
-                if i.kind == ColumnKind::Int
-                    && i.row_shape.is_empty()
-                    && i.present_in.iter().all(|&p| p) =>
-            {
-                Self::Dataset
+            Some(i) if i.kind == ColumnKind::Int && everywhere(&i) => Self::Dataset,
+            Some(i) if i.kind == ColumnKind::Str && everywhere(&i) => {
+                let first = match catalog.n_rows() {
+                    0 => None,
+                    _ => match catalog.read("object_id", 0..1)?.values {
+                        ColumnValues::Str(v) => v.into_iter().next(),
+                        _ => None,
+                    },
+                };
+                match first {
+                    Some(s) if s.trim().parse::<i64>().is_err() => {
+                        log::warn!(
+                            "object_id holds strings that are not integers ('{s}'); writing row \
+                             indices instead"
+                        );
+                        Self::RowIndex
+                    }
+                    _ => Self::Strings,
+                }
             }
             Some(_) => {
                 log::warn!(
@@ -64,7 +87,7 @@ impl ObjectIds {
     /// `"object_id"` or `"row_index"`.
     pub fn source(&self) -> &'static str {
         match self {
-            Self::Dataset => "object_id",
+            Self::Dataset | Self::Strings => "object_id",
             Self::RowIndex => "row_index",
         }
     }
@@ -74,16 +97,150 @@ impl ObjectIds {
         DatasetSpec::new("object_id", Dtype::I64, &[], None).attr("source", self.source())
     }
 
-    /// The ids of `rows`.
+    /// The ids of `rows`. A missing (null) or non-integer id is an error naming file and row.
     pub fn read(&self, catalog: &Catalog, rows: &Range<usize>) -> Result<Vec<i64>> {
-        Ok(match self {
-            Self::RowIndex => rows.clone().map(|r| r as i64).collect(),
-            Self::Dataset if rows.is_empty() => Vec::new(),
-            Self::Dataset => match catalog.read("object_id", rows.clone())?.values {
-                aion_io::catalog::ColumnValues::I64(v) => v,
-                _ => unreachable!("detect() checked the kind"),
-            },
-        })
+        if matches!(self, Self::RowIndex) {
+            return Ok(rows.clone().map(|r| r as i64).collect());
+        }
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let col = catalog.read("object_id", rows.clone())?;
+        let at = |i: usize| match catalog.locate(rows.start + i) {
+            Some((file, r)) => format!("{} row {r}", file.display()),
+            None => format!("catalogue row {}", rows.start + i),
+        };
+        if let Some(i) = col.present.iter().position(|&p| !p) {
+            bail!("object_id is missing (null) at {}", at(i));
+        }
+        match col.values {
+            ColumnValues::I64(v) => Ok(v),
+            ColumnValues::Str(v) => v
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    s.trim()
+                        .parse::<i64>()
+                        .with_context(|| format!("object_id '{s}' at {} is not an integer", at(i)))
+                })
+                .collect(),
+            _ => unreachable!("detect() checked the kind"),
+        }
+    }
+}
+
+/// Rows used and rejected per modality over a run, rejected rows counted per reason with the
+/// first one's particulars. Every rank adds its chunks; [`Tally::finish`] combines the ranks.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tally {
+    modalities: BTreeMap<String, ModalityCount>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+struct ModalityCount {
+    used: u64,
+    rejected: u64,
+    rejected_by_reason: BTreeMap<String, ReasonCount>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct ReasonCount {
+    rows: u64,
+    first_row: u64,
+    first_object_id: i64,
+    detail: String,
+}
+
+impl Tally {
+    /// Adds a chunk starting at global row `start` (`ids`: its object ids).
+    pub fn add(&mut self, start: usize, ids: &[i64], tokens: &[ModalityTokens]) {
+        for t in tokens {
+            let m = self
+                .modalities
+                .entry(t.modality.token_key.to_string())
+                .or_default();
+            m.used += t.used.iter().filter(|&&u| u).count() as u64;
+            m.rejected += t.rejected.iter().filter(|&&r| r).count() as u64;
+            for r in &t.rejections {
+                let row = (start + r.row) as u64;
+                let first_object_id = ids.get(r.row).copied().unwrap_or(row as i64);
+                m.rejected_by_reason
+                    .entry(r.reason.to_string())
+                    .and_modify(|c| {
+                        c.rows += 1;
+                        if row < c.first_row {
+                            (c.first_row, c.first_object_id) = (row, first_object_id);
+                            c.detail.clone_from(&r.detail);
+                        }
+                    })
+                    .or_insert_with(|| ReasonCount {
+                        rows: 1,
+                        first_row: row,
+                        first_object_id,
+                        detail: r.detail.clone(),
+                    });
+            }
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        for (k, o) in other.modalities {
+            let m = self.modalities.entry(k).or_default();
+            m.used += o.used;
+            m.rejected += o.rejected;
+            for (reason, c) in o.rejected_by_reason {
+                match m.rejected_by_reason.get_mut(&reason) {
+                    None => {
+                        m.rejected_by_reason.insert(reason, c);
+                    }
+                    Some(mine) => {
+                        mine.rows += c.rows;
+                        if c.first_row < mine.first_row {
+                            (mine.first_row, mine.first_object_id) =
+                                (c.first_row, c.first_object_id);
+                            mine.detail = c.detail;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Combines every rank's tally (collective), logs the rejections per reason on rank 0 and
+    /// returns `{token_key: {used, rejected, rejected_by_reason: {reason: {rows, first_row,
+    /// first_object_id, detail}}}}` (the same on every rank).
+    pub fn finish(self, session: &Session) -> Result<serde_json::Value> {
+        let mine = serde_json::to_vec(&self)?;
+        let merged = session.reduce_bytes(mine, |a, b| {
+            let mut a: Tally = serde_json::from_slice(&a).unwrap_or_default();
+            a.merge(serde_json::from_slice(&b).unwrap_or_default());
+            serde_json::to_vec(&a).unwrap_or_default()
+        });
+        let all: Tally =
+            serde_json::from_slice(&session.broadcast_bytes(&merged.unwrap_or_default()))?;
+        if session.is_root() {
+            for (key, m) in &all.modalities {
+                if m.rejected == 0 {
+                    continue;
+                }
+                let reasons: Vec<String> = m
+                    .rejected_by_reason
+                    .iter()
+                    .map(|(reason, c)| {
+                        format!(
+                            "{} x {reason} (first: row {}, object_id {}: {})",
+                            c.rows, c.first_row, c.first_object_id, c.detail
+                        )
+                    })
+                    .collect();
+                log::warn!(
+                    "{key}: {} row(s) rejected, flagged in modalities_rejected: {}",
+                    m.rejected,
+                    reasons.join("; ")
+                );
+            }
+        }
+        Ok(serde_json::to_value(&all.modalities)?)
     }
 }
 

@@ -29,10 +29,11 @@ use crate::batching::{batches, inputs};
 use crate::codec_set::ModalityTokens;
 use crate::collective::agree;
 use crate::model_plan::ModelPlan;
-use crate::output::{flag_specs, write_masks};
+use crate::output::{Tally, flag_specs, write_masks};
 use crate::pipeline::{DatasetSpec, Dtype, Outcome, RunOutput, run_chunks};
 use crate::posterior::summarize;
 use crate::run_config::Source;
+use crate::run_config::{announce_inputs, inputs_json};
 use crate::signals::StopFlag;
 use crate::tool::{RunIdentity, start};
 use crate::{metrics, plot};
@@ -339,11 +340,8 @@ fn run_plan<B: Backend>(
 ) -> Result<(Outcome, serde_json::Value)> {
     let catalog = &plan.common.catalog;
     let n = catalog.n_rows();
-    if session.is_root() {
-        plan.inputs()
-            .iter()
-            .for_each(|b| log::info!("input {}", b.describe()));
-    }
+    let inputs = plan.inputs();
+    announce_inputs(session, "inputs", &inputs, &plan.common.labels_left_out);
     let config = serde_json::json!({
         "tool": TOOL, "model": args.io.model, "catalog": args.io.catalog, "output": args.io.output,
         "batch_size": plan.common.batch, "chunk_rows": plan.chunk_rows, "targets": args.targets,
@@ -366,6 +364,7 @@ fn run_plan<B: Backend>(
             .filter(|t| t.modality.num_tokens() == 1)
             .map(|t| plot_path(&args.io.output, t.modality.token_key))
             .collect(),
+        inputs: inputs_json(&inputs),
     };
     let mut started = start(
         session,
@@ -376,6 +375,7 @@ fn run_plan<B: Backend>(
         &all_specs,
         "predicted",
     )?;
+    let mut tally = Tally::default();
     let run = &started.run;
     let mode = match args.decoder {
         Decoder::Joint => DecoderMode::Joint,
@@ -393,12 +393,18 @@ fn run_plan<B: Backend>(
             ))
         },
         |(ids, tokens)| compute(args, plan, targets, probe, mode, device, ids, tokens),
-        |rows, out| write(args, run, targets, probe, rows, out.as_ref()),
+        |rows, out| {
+            if let Some(o) = &out {
+                tally.add(rows.start, &o.ids, &o.tokens);
+            }
+            write(args, run, targets, probe, rows, out.as_ref())
+        },
         |r| started.progress.advance(r),
     )?;
     let secs = started.close(session, outcome)?;
     let cpu = started.cpu_seconds(session);
-    let mut summary = serde_json::json!({ "rows": n, "seconds": secs, "cpu_seconds": cpu, "ranks": session.size(), "finished": outcome == Outcome::Finished });
+    let modalities = tally.finish(session)?;
+    let mut summary = serde_json::json!({ "rows": n, "seconds": secs, "cpu_seconds": cpu, "ranks": session.size(), "finished": outcome == Outcome::Finished, "modalities": modalities });
     if outcome == Outcome::Finished {
         let diag = agree(
             session,

@@ -75,6 +75,9 @@ pub struct RunIdentity<'a> {
     pub config_file: Option<&'a Path>,
     /// Files written beside the output (plots), checked like the output before the run.
     pub side_outputs: Vec<PathBuf>,
+    /// The modalities fed to the model (tokenized, for `aion-tokenize`), as
+    /// [`crate::run_config::inputs_json`] gives them: the `inputs` root attribute.
+    pub inputs: serde_json::Value,
 }
 
 impl RunIdentity<'_> {
@@ -154,6 +157,7 @@ pub fn start(
         specs,
         |out| {
             prov.write(out)?;
+            out.set_attr_str("inputs", &id.inputs.to_string())?;
             crate::output::write_modality_bits(out)
         },
     )?;

@@ -16,15 +16,6 @@ pub enum Error {
         /// The pattern or path as given.
         pattern: String,
     },
-    /// A catalogue path is a directory.
-    #[error(
-        "{path} is a directory, not a catalogue file: give the files in it (e.g. '{}/*.h5')",
-        path.display()
-    )]
-    Directory {
-        /// The directory.
-        path: PathBuf,
-    },
     /// A glob pattern is malformed.
     #[error("invalid file pattern {pattern}: {message}")]
     Pattern {
@@ -41,6 +32,51 @@ pub enum Error {
         /// HDF5's error.
         #[source]
         source: hdf5::Error,
+    },
+    /// A catalogue path that cannot be read as a catalogue (unknown format, a plain directory).
+    #[error("{path}: {message}")]
+    Format {
+        /// The path as found.
+        path: PathBuf,
+        /// What is wrong with it and what to do.
+        message: String,
+    },
+    /// The catalogue's files are of different formats.
+    #[error(
+        "the catalogue mixes formats: {first} is {first_format} but {path} is {format}; \
+         one run reads one format (convert the files, or run them separately)"
+    )]
+    MixedFormats {
+        /// The first file.
+        first: PathBuf,
+        /// Its format.
+        first_format: crate::catalog::Format,
+        /// The first file of another format.
+        path: PathBuf,
+        /// That file's format.
+        format: crate::catalog::Format,
+    },
+    /// A Parquet, FITS or HATS file could not be opened or understood.
+    #[error("cannot open {path} as {format}: {message}")]
+    OpenAs {
+        /// The file or directory.
+        path: PathBuf,
+        /// The format it was opened as.
+        format: crate::catalog::Format,
+        /// The library's message.
+        message: String,
+    },
+    /// Reading rows of a Parquet or FITS column failed, or a row does not fit the column.
+    #[error("{path}: column '{dataset}', {where_}: {message}")]
+    ReadRows {
+        /// The file.
+        path: PathBuf,
+        /// The column.
+        dataset: String,
+        /// `rows a..b` or `row r` (file-local).
+        where_: String,
+        /// What went wrong.
+        message: String,
     },
     /// A dataset the run needs is in none of the catalogue files.
     #[error("dataset '{dataset}' is missing from {path}")]

@@ -34,6 +34,9 @@ pub struct FinetuneConfig {
     /// Catalogue file(s) or glob(s) (`--catalog` overrides).
     #[serde(default)]
     pub catalog: Vec<String>,
+    /// Catalogue format (`hdf5`, `parquet`, `hats`, `fits`); default: told from the files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<aion_io::Format>,
     /// Output model directory (`--output` overrides).
     #[serde(default)]
     pub output: Option<PathBuf>,

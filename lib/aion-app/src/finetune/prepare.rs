@@ -110,13 +110,22 @@ fn setup(args: &FinetuneArgs) -> Result<Setup> {
         aion_model::modality::register(&new_spec(n))
             .with_context(|| format!("[[new_modality]] {}", n.token_key))?;
     }
-    let mut catalog = Catalog::open(&cfg.catalog)?;
+    let mut catalog = Catalog::open_as(&cfg.catalog, cfg.format)?;
     let explicit: Vec<(String, String)> = cfg
         .map
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let bindings = resolve(&explicit, |d| catalog.has(d))?;
+    // The run names its inputs and targets in [data]: a label there (tok_z) is bound to its
+    // default dataset like any other modality.
+    let named: Vec<&str> = cfg
+        .data
+        .inputs
+        .iter()
+        .chain(&cfg.data.targets)
+        .map(String::as_str)
+        .collect();
+    let bindings = resolve(&explicit, |d| catalog.has(d), &named)?;
     let mut keys: Vec<&String> = cfg.data.inputs.iter().collect();
     keys.extend(
         cfg.data
