@@ -13,7 +13,9 @@
 //!
 //! Module map:
 //! - [`modality`]: the table of the 40 modalities (token keys, codecs, vocabularies, ids).
-//! - [`weights`]: strict safetensors loading ([`weights::WeightFile`]).
+//! - [`weights`]: the one description of the weights ([`weights::Source`]): strict loading
+//!   ([`weights::WeightFile`]), initialisation ([`weights::Initialiser`]), the names saving
+//!   uses ([`weights::ParamNames`]).
 //! - [`codecs`]: the codecs.
 //! - [`config`]: the transformer's `config.json` ([`AionConfig`]).
 //! - [`fourm`]: the 4M transformer ([`Aion`]).
