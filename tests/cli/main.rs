@@ -6,6 +6,7 @@ mod util;
 mod finetune;
 mod generate;
 mod model;
+mod random_model;
 mod resume;
 mod search;
 mod slurm;

@@ -24,12 +24,14 @@
 //!   random numbers; [`lora`]: LoRA adapters; [`probe`]: probe heads on pooled embeddings;
 //!   [`train`] (feature `train`): from-scratch initialisation, new modalities, the training
 //!   objectives and optimiser of `aion-finetune`.
+//! - [`hub`]: model directories as a whole: a random full model, strict checks.
 
 pub mod codecs;
 pub mod config;
 pub mod error;
 pub mod export;
 pub mod fourm;
+pub mod hub;
 pub mod lora;
 pub mod modality;
 pub mod nn;
