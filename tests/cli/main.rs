@@ -8,6 +8,7 @@ mod finetune;
 mod formats;
 mod generate;
 mod model;
+mod random_model;
 mod resume;
 mod search;
 mod slurm;

@@ -7,6 +7,7 @@
 //! - [`pipeline`], [`resume`], [`signals`]: chunked resumable runs, time-limit stops.
 //! - [`tokenize`] runs `aion-tokenize`; [`search`] runs `aion-search`; [`embed`], [`predict`]
 //!   and [`generate`] run the model tools; [`finetune`] runs `aion-finetune`.
+//! - [`model_tool`] runs `aion-model` (random model directories, strict checks).
 //! - [`logging`], [`provenance`], [`exit`]: per-rank logging, output provenance, exit codes.
 //!
 //! Exit codes are in [`exit`].
@@ -28,6 +29,7 @@ pub mod guard;
 pub mod logging;
 pub mod metrics;
 pub mod model_plan;
+pub mod model_tool;
 pub mod output;
 pub mod pipeline;
 pub mod plot;

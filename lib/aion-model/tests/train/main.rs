@@ -15,6 +15,8 @@ use aion_model::{Aion, AionConfig};
 use burn::tensor::{Int, Tensor, TensorData};
 use burn_ndarray::NdArray;
 
+mod stable;
+
 type B = NdArray<f32>;
 
 fn fixture_model() -> PathBuf {
