@@ -160,6 +160,8 @@ pub fn run(args: &FitCodecsArgs, session: &Session) -> Result<Vec<ExtraModality>
             tokens: 1,
             dataset: s.dataset.clone(),
             class_name: None,
+            units: None,
+            label: None,
         };
         spec.validate().map_err(anyhow::Error::msg)?;
         let r = if session.is_root() {
