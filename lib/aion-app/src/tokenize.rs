@@ -153,6 +153,9 @@ fn run_plan<B: Backend>(
         &specs,
         "tokenized",
     )?;
+    if let Some(summary) = started.already_complete(session, &args.io.output) {
+        return Ok((Outcome::Finished, summary));
+    }
     let run = &started.run;
     let mut counts = vec![[0u64; 2]; codecs.bindings().count()];
     let outcome = run_chunks(
@@ -189,7 +192,8 @@ fn run_plan<B: Backend>(
         |rows| started.progress.advance(rows),
     )?;
     let secs = started.close(session, outcome)?;
-    let summary = summarize(session, codecs, &counts, n, secs, outcome);
+    let this_run = started.progress.this_run();
+    let summary = summarize(session, codecs, &counts, n, this_run, secs, outcome);
     started.sidecar(session, &args.io.output, &summary)?;
     Ok((outcome, summary))
 }
@@ -204,6 +208,7 @@ fn summarize<B: Backend>(
     codecs: &CodecSet<B>,
     counts: &[[u64; 2]],
     n: usize,
+    this_run: u64,
     secs: f64,
     outcome: Outcome,
 ) -> serde_json::Value {
@@ -224,7 +229,7 @@ fn summarize<B: Backend>(
     if session.is_root() {
         match outcome {
             Outcome::Finished => log::info!(
-                "tokenized {n} rows in {secs:.2} s on {} rank(s)",
+                "tokenized {this_run} rows in {secs:.2} s on {} rank(s)",
                 session.size()
             ),
             Outcome::Stopped => log::warn!(
@@ -278,7 +283,11 @@ fn run_decode<B: Backend>(
         &specs,
         "decoded",
     )?;
+    if let Some(summary) = started.already_complete(session, &args.io.output) {
+        return Ok((Outcome::Finished, summary));
+    }
     let run = &started.run;
+    crate::output::write_constants(session, run, &decoders.constants())?;
     let outcome = run_chunks(
         session,
         run,

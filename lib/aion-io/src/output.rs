@@ -257,6 +257,29 @@ impl OutputFile {
         attr.write_scalar(&v).map_err(self.write_err(name))
     }
 
+    /// Writes a 1-D array-of-strings attribute on a dataset (collective), e.g. the names of
+    /// the bits of a flag mask: h5py reads it as an array (`ds.attrs["bit_names"][i]`).
+    pub fn set_dataset_attr_strs(
+        &self,
+        ds: &hdf5::Dataset,
+        name: &str,
+        values: &[&str],
+    ) -> Result<()> {
+        let v: Vec<VarLenUnicode> = values
+            .iter()
+            .map(|s| s.parse().expect("a Rust string is valid UTF-8 without NUL"))
+            .collect();
+        if ds.attr(name).is_ok() {
+            ds.delete_attr(name).map_err(self.write_err(name))?;
+        }
+        let attr = ds
+            .new_attr::<VarLenUnicode>()
+            .shape([v.len()])
+            .create(name)
+            .map_err(self.write_err(name))?;
+        attr.write(&v).map_err(self.write_err(name))
+    }
+
     fn replace_attr(&self, name: &str) -> Result<()> {
         if self.file.attr(name).is_ok() {
             self.file.delete_attr(name).map_err(self.write_err(name))?;
