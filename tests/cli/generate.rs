@@ -205,7 +205,8 @@ fn decoded_data_is_the_codecs_decode_of_the_generated_tokens() {
         } else {
             &[
                 "wavelength λ [Angstrom]",
-                "DESI spectral flux density [1e-17 erg / (s cm2 Angstrom)]",
+                "flux [1e-17 erg / (s cm2 Angstrom)]",
+                "DESI spectral flux density",
             ]
         };
         assert_figure(&format!("{}.{target}", out.display()), words);

@@ -200,7 +200,8 @@ impl Axis {
         let (lo, hi) = match (lo.is_finite(), hi.is_finite()) {
             (true, true) if hi > lo => (lo, hi),
             (true, true) => {
-                let d = (lo.abs() * 0.1).max(0.5);
+                // One value: ±10 % around it (±0.5 around 0).
+                let d = if lo == 0.0 { 0.5 } else { lo.abs() * 0.1 };
                 (lo - d, lo + d)
             }
             _ => (0.0, 1.0),

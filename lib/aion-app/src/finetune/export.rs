@@ -192,11 +192,11 @@ fn summary(
         log.path(),
         &s.out.join("learning_curves"),
         &format!(
-            "{}: mode {:?}",
+            "{} (mode {})",
             s.out
                 .file_name()
                 .map_or(String::new(), |n| n.to_string_lossy().to_string()),
-            s.cfg.mode
+            format!("{:?}", s.cfg.mode).to_lowercase()
         ),
     )?;
     let v = json!({

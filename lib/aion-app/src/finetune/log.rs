@@ -184,6 +184,7 @@ pub fn plot_curves(log: &Path, stem: &Path, title: &str) -> Result<()> {
     use crate::metrics::display_name;
     use crate::plot::charts::{CurvesFigure, Panel, Series};
     use crate::plot::{C_BLUE, C_GREEN, C_GREY, C_LIGHT_BLUE, C_ORANGE, C_RED};
+    use plotters::chart::SeriesLabelPosition;
     let curves = read_curves(log)?;
     let train = &curves.train;
     let window = (train.len() / 50).max(1);
@@ -208,15 +209,24 @@ pub fn plot_curves(log: &Path, stem: &Path, title: &str) -> Result<()> {
                 width: 1,
                 ..Series::line("training (each step)", C_LIGHT_BLUE, train.clone())
             },
-            Series::line(format!("training (mean of {window})"), C_BLUE, smooth),
+            // The running mean, when it averages something.
+            if window > 1 {
+                Series::line(format!("training (mean of {window} steps)"), C_BLUE, smooth)
+            } else {
+                Series::line("", C_BLUE, Vec::new())
+            },
             Series::line("validation", C_RED, curves.val.clone()),
         ],
         y_range: None,
         x_range,
+        legend: SeriesLabelPosition::UpperRight,
     }];
     let colours = [C_RED, C_GREEN, C_ORANGE, C_BLUE];
     for metric in ["sigma_nmad", "outlier_fraction"] {
-        let found = metric_series(&curves, metric);
+        let mut found = metric_series(&curves, metric);
+        if found.is_empty() && metric == "outlier_fraction" {
+            found = metric_series(&curves, "outliers"); // logs written before the rename
+        }
         if found.is_empty() {
             continue;
         }
@@ -231,6 +241,7 @@ pub fn plot_curves(log: &Path, stem: &Path, title: &str) -> Result<()> {
                 .collect(),
             y_range: None,
             x_range,
+            legend: SeriesLabelPosition::UpperRight,
         });
     }
     let mut coverage = Vec::new();
@@ -258,6 +269,7 @@ pub fn plot_curves(log: &Path, stem: &Path, title: &str) -> Result<()> {
             series: coverage,
             y_range: Some((0.0, 1.05)),
             x_range,
+            legend: SeriesLabelPosition::LowerLeft,
         });
     }
     crate::plot::save(
@@ -270,4 +282,46 @@ pub fn plot_curves(log: &Path, stem: &Path, title: &str) -> Result<()> {
         stem,
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn learning_curves_show_the_loss_and_the_validation_metrics() {
+        let dir = std::env::temp_dir().join(format!("aion-curves-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut log = TrainLog::new(&dir, true);
+        log.truncate(0).unwrap();
+        for step in 1..=200u64 {
+            let loss = 3.0 / (1.0 + step as f64 / 10.0) + 0.1 * ((step * 7 % 5) as f64 - 2.0);
+            log.step(step, 1e-3, loss, 1.0, &[], step as f64).unwrap();
+            if step % 40 == 0 {
+                let t = step as f64 / 200.0;
+                let e = Evaluation {
+                    loss: loss + 0.2,
+                    metrics: vec![
+                        ("sigma_nmad_tok_z".into(), 0.05 - 0.03 * t),
+                        ("outlier_fraction_tok_z".into(), 0.2 - 0.15 * t),
+                        ("coverage_68_tok_z".into(), 0.4 + 0.25 * t),
+                        ("coverage_95_tok_z".into(), 0.7 + 0.22 * t),
+                    ],
+                };
+                log.eval(step, "val", &e).unwrap();
+            }
+        }
+        plot_curves(log.path(), &dir.join("curves"), "test (mode masked)").unwrap();
+        let svg = std::fs::read_to_string(dir.join("curves.svg")).unwrap();
+        for s in [
+            "training step",
+            "validation σ_NMAD",
+            "validation outlier fraction",
+            "68 % interval tok_z",
+            "training (mean of",
+        ] {
+            assert!(svg.contains(s), "{s}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use burn::tensor::backend::Backend;
+use plotters::chart::SeriesLabelPosition;
 
 use super::{Target, TargetCodec};
 use crate::output::read_rows;
@@ -48,7 +49,7 @@ pub fn write<B: Backend>(
     let shown = samples.min(MAX_SAMPLES);
     let n_gen = generated.iter().filter(|&&g| g == 1).count();
     let title = format!(
-        "aion-generate: {} from the other modalities ({n_gen} objects generated; the first {} shown, {shown} of {samples} sample(s) each)",
+        "{} generated from the other modalities: the first {} of {n_gen} objects, {shown} of {samples} sample(s) each",
         m.label,
         rows.len()
     );
@@ -87,12 +88,13 @@ pub fn write<B: Backend>(
                     })
                     .collect();
                 panels.push(Panel {
-                    title: format!("object {}", ids[r]),
+                    title: format!("object {}: {}", ids[r], m.label),
                     xtitle: "wavelength λ [Angstrom]".into(),
-                    ytitle: m.axis_title(),
+                    ytitle: format!("flux [{}]", m.units),
                     series,
                     y_range: None,
                     x_range: None,
+                    legend: SeriesLabelPosition::UpperRight,
                 });
             }
             crate::plot::save(
@@ -100,7 +102,7 @@ pub fn write<B: Backend>(
                     title,
                     panels,
                     columns: 1,
-                    panel_size: (1100, 330),
+                    panel_size: (1100, 400),
                 },
                 &stem,
             )
@@ -120,7 +122,7 @@ pub fn write<B: Backend>(
                                 &names,
                                 96,
                                 96,
-                                format!("sample {}", s + 1),
+                                String::new(),
                             ))
                         })
                         .collect(),
@@ -155,7 +157,7 @@ pub fn write<B: Backend>(
                                 width: 96,
                                 height: 96,
                                 rgb: viridis_rgb(&map[s * 9216..(s + 1) * 9216], 0.0, 1.0),
-                                caption: format!("sample {}", s + 1),
+                                caption: String::new(),
                             })
                         })
                         .collect(),
@@ -193,6 +195,7 @@ pub fn write<B: Backend>(
                     series,
                     y_range: None,
                     x_range: None,
+                    legend: SeriesLabelPosition::UpperRight,
                 });
             }
             crate::plot::save(

@@ -452,6 +452,8 @@ pub struct Panel {
     pub y_range: Option<(f64, f64)>,
     /// Fixed x range (else fitted).
     pub x_range: Option<(f64, f64)>,
+    /// Where the legend goes.
+    pub legend: SeriesLabelPosition,
 }
 
 /// Panels of curves on a grid of `columns` (learning curves, spectra).
@@ -503,7 +505,10 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel) -> R
                 parts.push(Vec::new());
             }
         }
-        let style = s.colour.stroke_width(s.width);
+        // plotters strokes wide lines with miter joins: on dense, jagged curves (spectra, a
+        // loss per step) they spike far past the data, so those are drawn 1 pixel wide.
+        let dense = s.points.len() > 300;
+        let style = s.colour.stroke_width(if dense { 1 } else { s.width });
         let mut labelled = false;
         for part in parts.into_iter().filter(|q| !q.is_empty()) {
             let anno = if part.len() == 1 {
@@ -523,7 +528,7 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel) -> R
     if p.series.iter().any(|s| !s.name.is_empty()) {
         drawn(
             c.configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
+                .position(p.legend.clone())
                 .label_font(("sans-serif", TICK_SIZE))
                 .background_style(WHITE.mix(0.9))
                 .border_style(BLACK.mix(0.4))
@@ -601,10 +606,16 @@ impl ImageGrid {
         self.cells.iter().map(Vec::len).max().unwrap_or(0).max(1)
     }
 
+    fn grid_width(&self) -> u32 {
+        ROW_TITLE_W + self.cols() as u32 * (CELL + CELL_GAP) + 10
+    }
+
+    /// Top-left corner of cell `(r, c)`; the grid is centred when the title is wider.
     fn origin(&self, r: usize, c: usize) -> (i32, i32) {
         let top = (TITLE_SIZE * 2.0) as u32 + (AXIS_SIZE * 1.6) as u32;
+        let left = (self.size().0 - self.grid_width()) / 2;
         (
-            (ROW_TITLE_W + c as u32 * (CELL + CELL_GAP)) as i32,
+            (left + ROW_TITLE_W + c as u32 * (CELL + CELL_GAP)) as i32,
             (top + r as u32 * (CELL + CAPTION_H + CELL_GAP)) as i32,
         )
     }
@@ -612,11 +623,11 @@ impl ImageGrid {
 
 impl Figure for ImageGrid {
     fn size(&self) -> (u32, u32) {
-        let (_, y) = self.origin(self.cells.len(), 0);
-        (
-            ROW_TITLE_W + self.cols() as u32 * (CELL + CELL_GAP) + 10,
-            y as u32 + 40,
-        )
+        let top = (TITLE_SIZE * 2.0) as u32 + (AXIS_SIZE * 1.6) as u32;
+        let height = top + self.cells.len() as u32 * (CELL + CAPTION_H + CELL_GAP) + 40;
+        // Wide enough for the title (DejaVu Sans averages about half an em per character).
+        let title = (self.title.chars().count() as f64 * 0.5 * TITLE_SIZE) as u32 + 40;
+        (self.grid_width().max(title), height)
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
@@ -747,7 +758,8 @@ pub fn lupton_rgb(bands: [&[f32]; 3], w: usize, h: usize) -> Vec<u8> {
 }
 
 /// The three bands of a multi-band cutout shown as blue, green and red: the first bands named
-/// g, r and i or z (any survey prefix, any case), else the first three (one band: grey).
+/// g, r and i or z (any survey prefix, any case), else the first three (two bands: the first
+/// as blue and green; one band: grey).
 pub fn rgb_bands(names: &[String]) -> [usize; 3] {
     let find = |suffixes: &[&str]| {
         names.iter().position(|n| {
@@ -762,6 +774,7 @@ pub fn rgb_bands(names: &[String]) -> [usize; 3] {
     ) {
         (Some(b), Some(g), Some(r)) => [b, g, r],
         _ if names.len() >= 3 => [0, 1, 2],
+        _ if names.len() == 2 => [0, 0, 1],
         _ => [0, 0, 0],
     }
 }

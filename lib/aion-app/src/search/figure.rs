@@ -147,6 +147,11 @@ pub fn write(
             .expect("a file of the table");
         images[i].cell(local, caption)
     };
+    // Similarities in [−1, 1] to 3 decimals; dot products and distances to 3 digits.
+    let score = |s: f32| match metric {
+        Metric::Cosine => format!("{s:.3}"),
+        _ => sig3(f64::from(s)),
+    };
     let k = t.k;
     let shown: Vec<usize> = (0..queries.len())
         .filter(|&j| status[j] == Status::Ok)
@@ -165,7 +170,7 @@ pub fn write(
                 format!(
                     "id {} · {}",
                     t.object_id[j * k + i],
-                    sig3(f64::from(t.score[j * k + i]))
+                    score(t.score[j * k + i])
                 ),
             )?);
         }
