@@ -298,8 +298,9 @@ impl Figure for EvaluationFigure<'_> {
         let panels = body.split_evenly((1, self.panels()));
         self.scatter(&panels[0])?;
         if panels.len() == 3 {
-            self.pit(&panels[1])?;
-            self.coverage(&panels[2])?;
+            // A gap after the first panel's colour bar.
+            self.pit(&panels[1].margin(0, 0, 24, 0))?;
+            self.coverage(&panels[2].margin(0, 0, 12, 0))?;
         }
         Ok(())
     }
