@@ -257,7 +257,14 @@ fn masked_from_scratch_then_full_lora_probe_and_new_modalities_on_it() {
     let d = dir.path();
     let base = d.join("masked");
     let cfg = write(d, "masked.toml", &masked_config(10, ""));
-    assert_ok(&finetune(Launch::Alone, &cfg, &base, &[]));
+    let log = assert_ok(&finetune(Launch::Alone, &cfg, &base, &[]));
+    // Training progress every ceil(10 / 20) = 1 step, with a rate and the time left.
+    let steps = log
+        .lines()
+        .filter(|l| l.contains("INFO  step ") && l.contains("/10 ("))
+        .count();
+    assert_eq!(steps, 10, "{log}");
+    assert!(log.contains("steps/s, ETA"), "{log}");
     for f in [
         "config.json",
         "model.safetensors",
@@ -273,6 +280,21 @@ fn masked_from_scratch_then_full_lora_probe_and_new_modalities_on_it() {
     ] {
         assert!(base.join(f).is_file(), "{f} missing");
     }
+    // The figures name what they show, with the metric names of aion-predict.
+    assert_figure(
+        base.join("learning_curves").to_str().unwrap(),
+        &[
+            "training step",
+            "validation",
+            "validation σ_NMAD",
+            "validation outlier fraction",
+            "68 % interval tok_z",
+        ],
+    );
+    assert_figure(
+        base.join("eval/test_tok_z").to_str().unwrap(),
+        &["spectroscopic redshift z", "PIT = F(z_spec)", "NMAD"],
+    );
     assert!(
         !base.join("checkpoint").exists(),
         "checkpoint kept after a finished run"
@@ -280,7 +302,15 @@ fn masked_from_scratch_then_full_lora_probe_and_new_modalities_on_it() {
     let summary = json(&base.join("finetune.json"));
     assert_eq!(summary["finished"], true);
     assert_eq!(summary["steps"], 10);
-    assert!(summary["test"]["tok_z"]["sigma_nmad"].as_f64().unwrap() > 0.0);
+    for k in [
+        "sigma_nmad",
+        "outlier_fraction",
+        "coverage_68",
+        "coverage_95",
+        "crps",
+    ] {
+        assert!(summary["test"]["tok_z"][k].as_f64().unwrap() > 0.0, "{k}");
+    }
     assert_eq!(losses(&base).len(), 10);
     let split = json(&base.join("split.json"));
     assert_eq!(split["test"].as_array().unwrap().len(), 250);
@@ -367,8 +397,8 @@ fn masked_from_scratch_then_full_lora_probe_and_new_modalities_on_it() {
             .unwrap()
             == 250
     );
-    // ... which aion-predict applies (--probe): on the test rows, the means aion-finetune
-    // recorded; every row predicted, with a positive σ.
+    // ... which aion-predict applies (--probe): on the test rows, the means and σ
+    // aion-finetune recorded; every row predicted, with a positive σ.
     let probe_out = d.join("probe.h5");
     assert_ok(&run_tool(
         env!("CARGO_BIN_EXE_aion-predict"),
@@ -397,7 +427,23 @@ fn masked_from_scratch_then_full_lora_probe_and_new_modalities_on_it() {
             mean[r],
             f[2]
         );
+        assert!(
+            f[3].is_finite() && f[3] > 0.0,
+            "row {r}: aion-finetune's σ {}",
+            f[3]
+        );
+        assert!(
+            (std[r] - f[3]).abs() <= 1e-5 * f[3],
+            "row {r}: aion-predict --probe σ {} vs aion-finetune {}",
+            std[r],
+            f[3]
+        );
     }
+    let metrics = json(&probe.join("eval/test_metrics.json"));
+    assert!(
+        metrics["Z"]["coverage_68"].as_f64().unwrap() > 0.0,
+        "{metrics}"
+    );
     // New modalities on an existing model: a new input column (its codec fitted), the base's
     // weights untouched in the starting model, trained with the full mode.
     let ext = d.join("extended");

@@ -4,6 +4,39 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+/// Rows per model batch per rank when neither `--batch-size` nor the run config sets it.
+pub const DEFAULT_BATCH_SIZE: usize = 256;
+/// Input bytes per chunk that sets the chunk size when neither `--chunk-rows` nor the run
+/// config does.
+pub const CHUNK_INPUT_BYTES: usize = 64 << 20;
+/// Largest chunk the adaptive size picks.
+pub const MAX_CHUNK_ROWS: usize = 4096;
+
+/// What `--batch-size` defaults to (help text and `docs/cli.md`).
+pub fn batch_size_default() -> String {
+    format!("batch_size of the run config, else {DEFAULT_BATCH_SIZE}")
+}
+
+/// What `--chunk-rows` defaults to.
+pub fn chunk_rows_default() -> String {
+    format!(
+        "chunk_rows of the run config, else adaptive: about {} MiB of input per chunk, \
+         1 to {MAX_CHUNK_ROWS} rows, a multiple of the batch size",
+        CHUNK_INPUT_BYTES >> 20
+    )
+}
+
+/// What `--threads` of the model tools and `aion-finetune` defaults to.
+pub fn threads_default() -> String {
+    "SLURM_CPUS_PER_TASK when set, else the node's cores divided by its MPI ranks (at least 1)"
+        .into()
+}
+
+/// A help line ending in `[default: …]`, as clap writes the defaults it knows itself.
+pub fn with_default(help: &str, default: &str) -> String {
+    format!("{help} [default: {default}]")
+}
+
 /// Where the data comes from and goes to, and how columns map to modalities.
 #[derive(Debug, Clone, Args)]
 pub struct IoArgs {
@@ -39,12 +72,15 @@ pub struct IoArgs {
     #[arg(long, value_name = "run.toml")]
     pub config: Option<PathBuf>,
 
-    /// Rows per batch (per rank). Default: from the config, else 256.
-    #[arg(long, value_name = "N")]
+    /// Rows per model batch (per rank).
+    #[arg(long, value_name = "N",
+        help = with_default("Rows per model batch (per rank)", &batch_size_default()))]
     pub batch_size: Option<usize>,
 
-    /// Rows per chunk: the unit of work, of collective writes and of resuming (default 1024).
-    #[arg(long, value_name = "N")]
+    /// Rows per chunk: the unit of work, of collective writes and of resuming.
+    #[arg(long, value_name = "N", help = with_default(
+        "Rows per chunk: the unit of work, of collective writes and of resuming",
+        &chunk_rows_default()))]
     pub chunk_rows: Option<usize>,
 
     /// Replace an existing output instead of resuming it.

@@ -61,9 +61,9 @@ pub struct ComputeArgs {
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: Precision,
 
-    /// CPU threads per rank (default: the cores of the node divided by its ranks, at least 1;
-    /// `SLURM_CPUS_PER_TASK` when set).
-    #[arg(long, value_name = "N")]
+    /// CPU threads per rank.
+    #[arg(long, value_name = "N",
+        help = crate::args::with_default("CPU threads per rank", &crate::args::threads_default()))]
     pub threads: Option<usize>,
 }
 

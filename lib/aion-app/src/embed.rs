@@ -134,6 +134,10 @@ fn run_plan<B: Backend>(
     specs.extend(flag_specs());
     specs.push(
         DatasetSpec::new("embedding", Dtype::F32, &[d], None)
+            .units(
+                "",
+                "AION embedding: mean context vector over the row's valid tokens",
+            )
             .attr("pooling", "mean over the row's valid tokens"),
     );
     if args.pool == Pool::None {
@@ -144,6 +148,7 @@ fn run_plan<B: Backend>(
             .collect();
         specs.push(
             DatasetSpec::new("tokens/context", Dtype::F32, &[k_all, d], None)
+                .units("", "AION context vector of each token")
                 .attr("layout", layout_desc.join(",")),
         );
         specs.push(DatasetSpec::new(
@@ -172,6 +177,9 @@ fn run_plan<B: Backend>(
         &specs,
         "embedded",
     )?;
+    if let Some(summary) = started.already_complete(session, &args.io.output) {
+        return Ok((Outcome::Finished, summary));
+    }
     let run = &started.run;
     let (mut embedded, mut processed) = (0u64, 0u64);
     let mut tally = Tally::default();
@@ -219,20 +227,31 @@ fn run_plan<B: Backend>(
     )?;
     let secs = started.close(session, outcome)?;
     let cpu = started.cpu_seconds(session);
-    let embedded = session.sum_u64(embedded);
+    let this_run = started.progress.this_run();
+    let embedded_now = session.sum_u64(embedded);
     let processed = session.sum_u64(processed);
     let modalities = tally.finish(session)?;
+    // Over the whole file (a resumed run wrote only some rows): each rank counts its block.
+    let embedded = if outcome == Outcome::Finished {
+        let block = aion_mpi::block_range(n, session.rank(), session.size());
+        let used: Vec<u64> = agree(
+            session,
+            crate::output::read_rows(&*started.run.out.dataset("modalities_used")?, block),
+        )?;
+        session.sum_u64(used.iter().filter(|&&u| u != 0).count() as u64)
+    } else {
+        embedded_now
+    };
     if session.is_root() {
         log::info!(
-            "embedded {embedded} of the {processed} rows processed ({n} in the catalogue) in \
-             {secs:.2} s on {} rank(s) ({:.1} rows/s)",
+            "embedded {embedded_now} of {this_run} rows in {secs:.2} s on {} rank(s) ({:.1} rows/s)",
             session.size(),
-            processed as f64 / secs.max(1e-9)
+            this_run as f64 / secs.max(1e-9)
         );
-        if embedded < processed {
+        if outcome == Outcome::Finished && embedded < n as u64 {
             log::warn!(
                 "{} row(s) have no usable modality: their embedding is NaN (modalities_used = 0)",
-                processed - embedded
+                n as u64 - embedded
             );
         }
     }

@@ -15,7 +15,6 @@
 pub mod checkpoint;
 pub mod codecs;
 pub mod config;
-pub mod curves;
 pub mod data;
 pub mod export;
 pub mod log;
@@ -57,8 +56,9 @@ pub struct FinetuneArgs {
     /// Base model directory (overrides `[model] base`).
     #[arg(long, value_name = "DIR")]
     pub base: Option<PathBuf>,
-    /// Number of optimiser steps (overrides `[train] steps`).
-    #[arg(long, value_name = "N")]
+    /// Number of optimiser steps.
+    #[arg(long, value_name = "N",
+        help = crate::args::with_default("Number of optimiser steps", "[train] steps of the config"))]
     pub steps: Option<u64>,
     /// Start afresh: discard an existing checkpoint and log in the output directory.
     #[arg(long)]
@@ -66,9 +66,9 @@ pub struct FinetuneArgs {
     /// `cpu` (NdArray), or `cuda` (LibTorch, GPU = node-local rank; needs the `tch` build).
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// CPU threads per rank (default: the cores of the node divided by its ranks, at least 1;
-    /// `SLURM_CPUS_PER_TASK` when set).
-    #[arg(long, value_name = "N")]
+    /// CPU threads per rank.
+    #[arg(long, value_name = "N",
+        help = crate::args::with_default("CPU threads per rank", &crate::args::threads_default()))]
     pub threads: Option<usize>,
     /// Log level (error, warn, info, debug, trace); `RUST_LOG` overrides it.
     #[arg(long, default_value = "info")]

@@ -203,6 +203,8 @@ pub fn run(args: &FitCodecsArgs, session: &Session) -> Result<Vec<ExtraModality>
             tokens: 1,
             dataset: s.dataset.clone(),
             class_name: None,
+            units: None,
+            label: None,
         };
         agree(session, spec.validate().map_err(anyhow::Error::msg))?;
         if session.is_root() {

@@ -37,6 +37,9 @@ const LOCK_HEADER: &str = "aion-hpc lock";
 /// The text chunk that marks our PNG plots.
 pub const PNG_SOFTWARE: (&str, &str) = ("Software", "aion-hpc");
 
+/// The element our SVG figures carry right after the `<svg …>` tag, by which they are recognised.
+pub const SVG_MARKER: &str = "<metadata>Software: aion-hpc</metadata>";
+
 /// Where a path leads: its canonical form and, when it exists, its device and inode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Identity {
@@ -213,6 +216,23 @@ impl Existing {
             Self::Ours
         } else {
             Self::Foreign("it is not a plot written by an aion-hpc tool".into())
+        }
+    }
+
+    /// An SVG figure: ours when it carries [`SVG_MARKER`].
+    pub fn svg(path: &Path) -> Self {
+        match Self::text_file(path, |text| text.contains(SVG_MARKER)) {
+            Self::Foreign(_) => Self::Foreign("it is not a figure written by an aion-hpc tool".into()),
+            other => other,
+        }
+    }
+
+    /// A figure (`.png` or `.svg`, by extension): see [`Existing::png`] and [`Existing::svg`].
+    pub fn figure(path: &Path) -> Self {
+        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("svg")) {
+            Self::svg(path)
+        } else {
+            Self::png(path)
         }
     }
 

@@ -261,6 +261,57 @@ pub fn write_masks(
     Ok(())
 }
 
+/// A dataset that is not per row (a grid: posterior bin edges, a wavelength grid), written once
+/// into a new output. `data` is row-major over `shape`.
+pub struct Constant {
+    /// Path in the file.
+    pub name: String,
+    /// Shape (`[rows, …]`).
+    pub shape: Vec<usize>,
+    /// Values.
+    pub data: Vec<f64>,
+    /// `units` attribute (astropy notation).
+    pub units: String,
+    /// `label` attribute.
+    pub label: String,
+}
+
+/// Writes `constants` as float64 datasets with their `units` and `label` (collective; rank 0
+/// supplies the data). Datasets that exist already (a resumed run) are left as they are.
+pub fn write_constants(
+    session: &aion_mpi::Session,
+    run: &crate::pipeline::RunOutput,
+    constants: &[Constant],
+) -> Result<()> {
+    for c in constants {
+        if run.out.hdf5().link_exists(&c.name) {
+            continue;
+        }
+        let ds = run
+            .out
+            .create_dataset::<f64>(&c.name, c.shape[0], &c.shape[1..], None)?;
+        run.out.set_dataset_attr_str(&ds, "units", &c.units)?;
+        run.out.set_dataset_attr_str(&ds, "label", &c.label)?;
+        let data: &[f64] = if session.is_root() { &c.data } else { &[] };
+        run.out.write_rows(&ds, 0, data)?;
+    }
+    if !constants.is_empty() {
+        run.out.flush()?;
+    }
+    Ok(())
+}
+
+/// Rows `rows` of dataset `ds` as flat row-major values (for figures drawn from an output).
+pub fn read_rows<T: hdf5::H5Type + Copy>(ds: &hdf5::Dataset, rows: Range<usize>) -> Result<Vec<T>> {
+    let dims = ds.shape().len();
+    let mut sel: Vec<hdf5::SliceOrIndex> = vec![rows.into()];
+    sel.extend((1..dims).map(|_| hdf5::SliceOrIndex::from(..)));
+    let a: ndarray::ArrayD<T> = ds
+        .read_slice(hdf5::Hyperslab::from(sel))
+        .with_context(|| format!("cannot read {}", ds.name()))?;
+    Ok(a.iter().copied().collect())
+}
+
 /// Writes the root attribute `modality_bits`: the token keys, bit `i` of the masks = entry `i`.
 pub fn write_modality_bits(out: &OutputFile) -> Result<()> {
     let names: Vec<&str> = all().map(|m| m.token_key).collect();
@@ -268,14 +319,36 @@ pub fn write_modality_bits(out: &OutputFile) -> Result<()> {
     Ok(())
 }
 
-/// The `modalities_used` / `modalities_rejected` bit-mask datasets (bit i = entry i of
-/// `aion_model::modality::all()`, built-ins then registered extras).
+/// The `modalities_used` / `modalities_rejected` / `modalities_repaired` bit-mask datasets
+/// (bit i = entry i of `aion_model::modality::all()`, built-ins then registered extras). Each
+/// carries the names of its bits as the array attribute `bit_names`, so a reader decodes a mask
+/// without the docs: `[n for i, n in enumerate(ds.attrs["bit_names"]) if mask >> i & 1]`.
 pub fn flag_specs() -> Vec<DatasetSpec> {
-    vec![
-        DatasetSpec::new("modalities_used", Dtype::U64, &[], Some(0.0)),
-        DatasetSpec::new("modalities_rejected", Dtype::U64, &[], Some(0.0)),
-        DatasetSpec::new("modalities_repaired", Dtype::U64, &[], Some(0.0)),
+    let names: Vec<String> = all().map(|m| m.token_key.to_string()).collect();
+    [
+        (
+            "modalities_used",
+            "modalities whose tokens were used for this row",
+        ),
+        (
+            "modalities_rejected",
+            "modalities present but unusable for this row (left out)",
+        ),
+        (
+            "modalities_repaired",
+            "modalities used after repairing values as the reference does",
+        ),
     ]
+    .into_iter()
+    .map(|(name, meaning)| {
+        DatasetSpec::new(name, Dtype::U64, &[], Some(0.0))
+            .attr(
+                "meaning",
+                format!("bit mask: bit i set = {meaning}; bit i names the modality bit_names[i]"),
+            )
+            .attr_list("bit_names", names.clone())
+    })
+    .collect()
 }
 
 /// Per-row bit masks of used, rejected and repaired modalities.

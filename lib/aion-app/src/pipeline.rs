@@ -56,6 +56,8 @@ pub struct DatasetSpec {
     pub fill: Option<f64>,
     /// String attributes of the dataset.
     pub attrs: Vec<(String, String)>,
+    /// Array-of-strings attributes of the dataset (`bit_names` of the flag masks).
+    pub lists: Vec<(String, Vec<String>)>,
 }
 
 impl DatasetSpec {
@@ -72,6 +74,7 @@ impl DatasetSpec {
             row_shape: row_shape.to_vec(),
             fill,
             attrs: Vec::new(),
+            lists: Vec::new(),
         }
     }
 
@@ -79,6 +82,17 @@ impl DatasetSpec {
     pub fn attr(mut self, k: &str, v: impl Into<String>) -> Self {
         self.attrs.push((k.to_string(), v.into()));
         self
+    }
+
+    /// Adds an array-of-strings attribute.
+    pub fn attr_list(mut self, k: &str, v: Vec<String>) -> Self {
+        self.lists.push((k.to_string(), v));
+        self
+    }
+
+    /// Adds `units` (astropy / FITS notation, `""` = dimensionless) and a human `label`.
+    pub fn units(self, units: &str, label: &str) -> Self {
+        self.attr("units", units).attr("label", label)
     }
 }
 
@@ -107,6 +121,10 @@ impl Outputs {
             };
             for (k, v) in &s.attrs {
                 out.set_dataset_attr_str(&ds, k, v)?;
+            }
+            for (k, v) in &s.lists {
+                let v: Vec<&str> = v.iter().map(String::as_str).collect();
+                out.set_dataset_attr_strs(&ds, k, &v)?;
             }
             sets.insert(s.name.clone(), ds);
         }

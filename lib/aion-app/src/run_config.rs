@@ -77,7 +77,10 @@ impl Common {
         for m in &io.maps {
             explicit.push(parse_map(m)?);
         }
-        let batch = io.batch_size.or(config.batch_size).unwrap_or(256);
+        let batch = io
+            .batch_size
+            .or(config.batch_size)
+            .unwrap_or(crate::args::DEFAULT_BATCH_SIZE);
         let chunk_rows = io.chunk_rows.or(config.chunk_rows);
         anyhow::ensure!(
             batch > 0 && chunk_rows != Some(0),
@@ -193,11 +196,13 @@ pub fn token_key_list() -> String {
 }
 
 impl Common {
-    /// Rows per chunk: the configured value, else about 64 MiB of input per chunk (1 to 4096
-    /// rows, a multiple of the batch size when above it). Deterministic for a given catalogue.
+    /// Rows per chunk: the configured value, else about [`crate::args::CHUNK_INPUT_BYTES`] of
+    /// input per chunk (1 to [`crate::args::MAX_CHUNK_ROWS`] rows, a multiple of the batch size
+    /// when above it). Deterministic for a given catalogue.
     pub fn chunk_rows_for(&self, row_bytes: usize) -> usize {
+        use crate::args::{CHUNK_INPUT_BYTES, MAX_CHUNK_ROWS};
         self.chunk_rows.unwrap_or_else(|| {
-            let rows = ((64 << 20) / row_bytes.max(1)).clamp(1, 4096);
+            let rows = (CHUNK_INPUT_BYTES / row_bytes.max(1)).clamp(1, MAX_CHUNK_ROWS);
             if rows > self.batch {
                 rows / self.batch * self.batch
             } else {

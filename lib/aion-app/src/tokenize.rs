@@ -153,6 +153,9 @@ fn run_plan<B: Backend>(
         &specs,
         "tokenized",
     )?;
+    if let Some(summary) = started.already_complete(session, &args.io.output) {
+        return Ok((Outcome::Finished, summary));
+    }
     let run = &started.run;
     let mut tally = Tally::default();
     let outcome = run_chunks(
@@ -186,7 +189,8 @@ fn run_plan<B: Backend>(
         |rows| started.progress.advance(rows),
     )?;
     let secs = started.close(session, outcome)?;
-    let summary = summarize(session, tally, n, secs, outcome)?;
+    let this_run = started.progress.this_run();
+    let summary = summarize(session, tally, n, this_run, secs, outcome)?;
     started.finish(session, &args.io.output, &summary)?;
     Ok((outcome, summary))
 }
@@ -200,6 +204,7 @@ fn summarize(
     session: &Session,
     tally: Tally,
     n: usize,
+    this_run: u64,
     secs: f64,
     outcome: Outcome,
 ) -> Result<serde_json::Value> {
@@ -207,7 +212,7 @@ fn summarize(
     if session.is_root() {
         match outcome {
             Outcome::Finished => log::info!(
-                "tokenized {n} rows in {secs:.2} s on {} rank(s)",
+                "tokenized {this_run} rows in {secs:.2} s on {} rank(s)",
                 session.size()
             ),
             Outcome::Stopped => log::warn!(
@@ -271,7 +276,11 @@ fn run_decode<B: Backend>(
         &specs,
         "decoded",
     )?;
+    if let Some(summary) = started.already_complete(session, &args.io.output) {
+        return Ok((Outcome::Finished, summary));
+    }
     let run = &started.run;
+    crate::output::write_constants(session, run, &decoders.constants())?;
     let outcome = run_chunks(
         session,
         run,

@@ -22,6 +22,11 @@ pub struct Started {
     pub prov: Provenance,
     /// Whole-job progress (rank 0).
     pub progress: Tracker,
+    /// An earlier run finished this output (every chunk done, end time recorded): there is
+    /// nothing to do and nothing may change ([`Started::already_complete`]).
+    pub complete: bool,
+    /// Rows of the catalogue.
+    rows: usize,
     cpu_at_start: f64,
     /// Held until the run ends.
     _lock: OutputLock,
@@ -44,6 +49,10 @@ pub fn process_cpu_seconds() -> f64 {
 pub struct Tracker {
     display: Progress,
     done: u64,
+    /// Rows an earlier run had done.
+    initial: u64,
+    /// Rounds of the chunk loop done in this run.
+    rounds: usize,
 }
 
 impl Tracker {
@@ -52,9 +61,15 @@ impl Tracker {
         self.done
     }
 
+    /// Rows done by this run (all ranks).
+    pub fn this_run(&self) -> u64 {
+        self.done - self.initial
+    }
+
     /// Adds the rows all ranks finished in a round (the `on_round` callback of `run_chunks`).
     pub fn advance(&mut self, rows: u64) {
         self.done += rows;
+        self.rounds += 1;
         self.display.set(self.done);
     }
 }
@@ -118,7 +133,7 @@ pub fn start(
     let side: Vec<(PathBuf, Recognise)> = id
         .side_outputs
         .iter()
-        .map(|p| (p.clone(), Existing::png as Recognise))
+        .map(|p| (p.clone(), Existing::figure as Recognise))
         .collect();
     let claim = claim_output(
         session,
@@ -161,7 +176,20 @@ pub fn start(
             crate::output::write_modality_bits(out)
         },
     )?;
-    if run.resumed {
+    let finished_at = run
+        .out
+        .attr_str("end_time")
+        .filter(|t| run.resumed && run.todo.is_empty() && !t.is_empty());
+    let complete = finished_at.is_some();
+    if let Some(at) = &finished_at {
+        if session.is_root() {
+            log::info!(
+                "{} is complete: all {n} rows were written by an earlier run (finished {at}); \
+                 nothing to do, nothing changed (--overwrite recomputes it)",
+                output.display()
+            );
+        }
+    } else if run.resumed {
         log::info!(
             "resuming {}: {} of {} chunk(s) left",
             output.display(),
@@ -169,7 +197,7 @@ pub fn start(
             run.log.n_chunks
         );
     }
-    let mut display = Progress::new(session.is_root(), n as u64, what);
+    let mut display = Progress::new(session.is_root() && !complete, n as u64, what);
     let done = (n - run
         .todo
         .iter()
@@ -179,17 +207,43 @@ pub fn start(
     Ok(Started {
         run,
         prov,
-        progress: Tracker { display, done },
+        progress: Tracker {
+            display,
+            done,
+            initial: done,
+            rounds: 0,
+        },
+        complete,
+        rows: n,
         cpu_at_start: process_cpu_seconds(),
         _lock: claim.lock,
     })
 }
 
 impl Started {
+    /// For an output an earlier run finished: the summary it recorded in `<output>.run.json`
+    /// (rank 0; `null` elsewhere or when unreadable), so the tool returns it without touching
+    /// the output, the summary or the figures. `None` when there is work to do.
+    pub fn already_complete(&self, session: &Session, output: &Path) -> Option<serde_json::Value> {
+        if !self.complete {
+            return None;
+        }
+        let mut path = output.as_os_str().to_owned();
+        path.push(".run.json");
+        let recorded = session
+            .is_root()
+            .then(|| std::fs::read_to_string(&path).ok())
+            .flatten()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .map(|v| v["summary"].clone());
+        Some(recorded.unwrap_or(serde_json::Value::Null))
+    }
+
     /// Ends the progress display, records the end time if the run finished, flushes; returns the
     /// elapsed seconds. Collective.
     pub fn close(&self, session: &Session, outcome: Outcome) -> Result<f64> {
         let secs = self.progress.display.finish();
+        self.per_rank_summary(session, secs);
         if outcome == Outcome::Finished {
             self.run.out.set_attr_str(
                 "end_time",
@@ -198,6 +252,47 @@ impl Started {
         }
         self.run.out.flush()?;
         Ok(secs)
+    }
+
+    /// Logs (rank 0) what each rank did in this run: rows, rows per second, CPU seconds; one
+    /// line per rank up to 16 ranks, else the slowest, median and fastest. Collective.
+    fn per_rank_summary(&self, session: &Session, secs: f64) {
+        let (rank, size) = (session.rank(), session.size());
+        let run = &self.run;
+        // Round i wrote chunk i of this rank's contiguous share of the chunks to do.
+        let mine = &run.todo[aion_mpi::block_range(run.todo.len(), rank, size)];
+        let rows: usize = mine
+            .iter()
+            .take(self.progress.rounds)
+            .map(|&c| chunk_len(c, run.log.chunk_rows, self.rows))
+            .sum();
+        let mut buf = vec![0.0; 2 * size];
+        buf[2 * rank] = rows as f64;
+        buf[2 * rank + 1] = process_cpu_seconds() - self.cpu_at_start;
+        let all = session.sum_f64s(&buf);
+        if !session.is_root() || self.complete {
+            return;
+        }
+        let line = |r: usize| {
+            let (rows, cpu) = (all[2 * r], all[2 * r + 1]);
+            format!(
+                "rank {r}: {rows:.0} rows, {:.1} rows/s, {cpu:.1} s CPU",
+                rows / secs.max(1e-9)
+            )
+        };
+        if size <= 16 {
+            (0..size).for_each(|r| log::info!("{}", line(r)));
+        } else {
+            let mut order: Vec<usize> = (0..size).collect();
+            order.sort_by(|&a, &b| all[2 * a + 1].total_cmp(&all[2 * b + 1]));
+            for (what, r) in [
+                ("least CPU", order[0]),
+                ("median CPU", order[size / 2]),
+                ("most CPU", order[size - 1]),
+            ] {
+                log::info!("{what}: {}", line(r));
+            }
+        }
     }
 
     /// CPU seconds all ranks spent since the output was opened (collective).

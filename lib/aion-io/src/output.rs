@@ -692,6 +692,30 @@ impl OutputFile {
         })
     }
 
+    /// Writes a 1-D array-of-strings attribute on a dataset (collective), e.g. the names of
+    /// the bits of a flag mask: h5py reads it as an array (`ds.attrs["bit_names"][i]`).
+    pub fn set_dataset_attr_strs(
+        &self,
+        ds: &hdf5::Dataset,
+        name: &str,
+        values: &[&str],
+    ) -> Result<()> {
+        let v: Vec<VarLenUnicode> = values
+            .iter()
+            .map(|s| s.parse().expect("a Rust string is valid UTF-8 without NUL"))
+            .collect();
+        let bytes = values.iter().map(|s| s.len()).sum();
+        self.step(&format!("{}@{name}", ds.name()), bytes, |_| {
+            if ds.attr(name).is_ok() {
+                ds.delete_attr(name)?;
+            }
+            ds.new_attr::<VarLenUnicode>()
+                .shape([v.len()])
+                .create(name)?
+                .write(&v)
+        })
+    }
+
     /// Reads a string attribute of the root group.
     pub fn attr_str(&self, name: &str) -> Option<String> {
         let a = self.hdf5().attr(name).ok()?;

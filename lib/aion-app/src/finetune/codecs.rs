@@ -76,6 +76,14 @@ pub fn bin_centres(codec: &ScalarCodec, vocab: usize) -> Vec<Option<f64>> {
         .collect()
 }
 
+/// The decoded value of each token that has one (tokens `0..K`; the redshift vocabulary's
+/// token 1024 has none): the upper bin edges of [`crate::posterior::edges`].
+pub fn token_values(codec: &ScalarCodec, vocab: usize) -> Vec<f32> {
+    (0..vocab)
+        .map_while(|k| codec.decode_token(0, k as i64))
+        .collect()
+}
+
 /// Posterior mean and standard deviation of one row's token probabilities over `centres`.
 pub fn posterior_moments(p: &[f32], centres: &[Option<f64>]) -> (f64, f64) {
     let (mut s0, mut s1, mut s2) = (0.0, 0.0, 0.0);

@@ -111,6 +111,13 @@ pub struct NewModalitySection {
     /// Codec folder (default: the dataset name).
     #[serde(default)]
     pub codec_dir: Option<String>,
+    /// Units of the values as astropy reads them (`"mag"`; `""` = dimensionless), written to
+    /// `modalities.json` and to the outputs' `units` attributes (default: `"unknown"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub units: Option<String>,
+    /// Axis label for figures and outputs (default: the token key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 /// Train / validation / test split.

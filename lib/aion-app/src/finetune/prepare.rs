@@ -63,6 +63,8 @@ pub fn new_spec(n: &NewModalitySection) -> ExtraModality {
         tokens: 1,
         dataset: n.dataset.clone(),
         class_name: None,
+        units: n.units.clone(),
+        label: n.label.clone(),
     }
 }
 

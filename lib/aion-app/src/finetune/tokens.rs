@@ -1,7 +1,8 @@
 //! The token-prediction task of modes `masked`, `full` and `lora`: the model (optionally with
 //! LoRA adapters) predicts target tokens from input tokens, and the evaluation reports the loss
-//! and, for every scalar modality that is only a target (e.g. redshift), point-estimate metrics
-//! of its posterior (σ_NMAD, outlier fraction, bias).
+//! and, for every scalar modality that is only a target (e.g. redshift), the metrics of
+//! [`crate::metrics`] for its posterior (σ_NMAD, outlier fraction, bias of the posterior mean;
+//! 68 % / 95 % interval coverage and CRPS of the binned posterior), named `<metric>_<key>`.
 
 use aion_model::Aion;
 use aion_model::lora::LoraSet;
@@ -10,10 +11,11 @@ use aion_mpi::{Session, block_range};
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
-use super::codecs::{bin_centres, posterior_moments};
+use super::codecs::{bin_centres, posterior_moments, token_values};
 use super::data::{EVAL_STEP, Masking, ModalityData, build_batch};
 use super::trainer::{Evaluation, ShardLoss, Task};
-use crate::metrics::point_metrics;
+use crate::metrics::{Binned, Evaluation as Metrics, Posterior, Score};
+use crate::posterior::edges;
 
 /// What is trained: the model, and the adapters in LoRA mode.
 #[derive(Module, Debug)]
@@ -55,12 +57,31 @@ fn weights(batch: &[ModalityBatch]) -> Vec<f64> {
         .collect()
 }
 
-/// Point predictions of one target-only scalar modality.
+/// Predictions of one target-only scalar modality.
 pub struct Predictions {
-    /// Token key.
-    pub key: &'static str,
-    /// Per row of the evaluated set: truth, posterior mean, posterior σ (NaN where absent).
-    pub rows: Vec<[f64; 3]>,
+    /// Token key (probe heads: the target dataset).
+    pub key: String,
+    /// Per row of the evaluated set: truth, posterior mean, posterior σ, PIT and CRPS of the
+    /// truth (NaN where absent).
+    pub rows: Vec<[f64; 5]>,
+}
+
+impl Predictions {
+    /// The metrics of these rows (`None` without a usable pair).
+    pub fn metrics(&self) -> Option<Metrics> {
+        let (pred, truth): (Vec<f32>, Vec<f32>) =
+            self.rows.iter().map(|r| (r[1] as f32, r[0] as f32)).unzip();
+        let scores: Vec<Score> = self
+            .rows
+            .iter()
+            .filter(|r| r[3].is_finite() && r[4].is_finite())
+            .map(|r| Score {
+                pit: r[3],
+                crps: r[4],
+            })
+            .collect();
+        Metrics::new(&pred, &truth, &scores)
+    }
 }
 
 impl<B: AutodiffBackend> TokenTask<'_, B> {
@@ -91,29 +112,43 @@ impl<B: AutodiffBackend> TokenTask<'_, B> {
         let mut out = Vec::new();
         for &t in &targets {
             let d = &self.data[t];
-            let mut buf = vec![0.0f64; rows.len() * 3];
+            let mut buf = vec![0.0f64; rows.len() * 5];
             if !mine.is_empty() {
                 let batch = build_batch(self.data, &rows[mine.clone()], EVAL_STEP, full);
                 let ins = inputs::<B::InnerBackend>(&batch, &self.device_inner());
                 let p = posterior(model, &ins, d.modality);
                 let codec = d.codec.as_ref().expect("point targets have codecs");
                 let centres = bin_centres(codec, d.modality.vocab);
+                let grid = edges(&token_values(codec, d.modality.vocab));
+                let k = grid.len() - 1;
                 let v = d.modality.vocab;
                 for (i, &r) in rows[mine.clone()].iter().enumerate() {
-                    let (m, s) = posterior_moments(&p[i * v..(i + 1) * v], &centres);
+                    let row = &p[i * v..(i + 1) * v];
+                    let (m, s) = posterior_moments(row, &centres);
                     let truth = if d.valid[r] {
                         f64::from(d.raw.values[r])
                     } else {
                         f64::NAN
                     };
-                    buf[(mine.start + i) * 3..(mine.start + i + 1) * 3]
-                        .copy_from_slice(&[truth, m, s]);
+                    let total: f64 = row[..k].iter().map(|&x| f64::from(x)).sum();
+                    let probs: Vec<f64> = row[..k].iter().map(|&x| f64::from(x) / total).collect();
+                    let score = Binned {
+                        probs: &probs,
+                        edges: &grid,
+                    }
+                    .score(truth)
+                    .map_or([f64::NAN; 2], |s| [s.pit, s.crps]);
+                    buf[(mine.start + i) * 5..(mine.start + i + 1) * 5]
+                        .copy_from_slice(&[truth, m, s, score[0], score[1]]);
                 }
             }
             let all = session.sum_f64s(&buf);
             out.push(Predictions {
-                key: d.modality.token_key,
-                rows: all.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect(),
+                key: d.modality.token_key.to_string(),
+                rows: all
+                    .chunks_exact(5)
+                    .map(|c| [c[0], c[1], c[2], c[3], c[4]])
+                    .collect(),
             });
         }
         out
@@ -194,12 +229,12 @@ impl<B: AutodiffBackend> Task<B> for TokenTask<'_, B> {
         let t = session.sum_f64s(&[l, w]);
         let mut metrics = Vec::new();
         for p in self.predict(session, &model, rows) {
-            let (pred, truth): (Vec<f32>, Vec<f32>) =
-                p.rows.iter().map(|r| (r[1] as f32, r[0] as f32)).unzip();
-            if let Some(m) = point_metrics(&pred, &truth) {
-                metrics.push((format!("sigma_nmad_{}", p.key), m.sigma_nmad));
-                metrics.push((format!("outliers_{}", p.key), m.outlier_fraction));
-                metrics.push((format!("bias_{}", p.key), m.bias));
+            if let Some(m) = p.metrics() {
+                metrics.extend(
+                    m.named()
+                        .into_iter()
+                        .map(|(name, v)| (format!("{name}_{}", p.key), v)),
+                );
             }
         }
         Evaluation {

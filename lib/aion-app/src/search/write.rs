@@ -169,6 +169,8 @@ fn hdf5_into(
     out.write_rows(&ds, 0, &t.row)?;
     let ds = out.create_dataset::<f32>("neighbors/score", q, &[k], Some(f32::NAN))?;
     out.set_dataset_attr_str(&ds, "description", score_meaning(meta.metric))?;
+    out.set_dataset_attr_str(&ds, "units", "")?;
+    out.set_dataset_attr_str(&ds, "label", score_meaning(meta.metric))?;
     out.write_rows(&ds, 0, &t.score)?;
     out.set_attr_str("end_time", &crate::provenance::now_utc())?;
     out.flush()?;

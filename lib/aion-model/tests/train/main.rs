@@ -147,6 +147,8 @@ fn sdss_spec(key: &str, vocab: usize) -> ExtraModality {
         tokens: 1,
         dataset: key.trim_start_matches("tok_").into(),
         class_name: None,
+        units: None,
+        label: None,
     }
 }
 
