@@ -2,7 +2,8 @@
 //! function here; everything a tool does lives in this crate.
 //!
 //! - [`args`]: command-line arguments shared by the tools.
-//! - [`run_config`]: the TOML run configuration and the dataset→modality mapping.
+//! - [`run_config`]: the TOML run configuration and the dataset→modality mapping;
+//!   [`config_path`]: paths in config files are relative to the file.
 //! - [`codec_set`]: the codecs a run needs, loaded from a model directory.
 //! - [`pipeline`], [`resume`], [`signals`]: chunked resumable runs, time-limit stops.
 //! - [`tokenize`] runs `aion-tokenize`; [`search`] runs `aion-search`; [`embed`], [`predict`]
@@ -17,6 +18,7 @@ pub mod batching;
 pub mod cli;
 pub mod codec_set;
 pub mod collective;
+pub mod config_path;
 pub mod decode;
 pub mod embed;
 pub mod exit;

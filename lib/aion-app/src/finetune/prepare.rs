@@ -90,6 +90,18 @@ pub struct Setup {
     pub needed: Vec<Needed>,
     /// Hash of everything that determines the result.
     pub hash: String,
+    /// The config file (named in errors about the paths it sets).
+    pub config_file: PathBuf,
+}
+
+/// Where a path setting came from, for error messages: the command-line `flag` when it was
+/// given, else `key` of the config file.
+fn origin(config: &Path, flag_given: bool, flag: &str, key: &str) -> String {
+    if flag_given {
+        flag.to_string()
+    } else {
+        format!("{key} in {}", config.display())
+    }
 }
 
 fn setup(args: &FinetuneArgs) -> Result<Setup> {
@@ -98,8 +110,9 @@ fn setup(args: &FinetuneArgs) -> Result<Setup> {
     if let Some(base) = &cfg.model.base {
         ensure!(
             base.join("config.json").is_file(),
-            "base model {} has no config.json",
-            base.display()
+            "base model {} ({}) has no config.json",
+            base.display(),
+            origin(&args.config, args.base.is_some(), "--base", "[model] base")
         );
         aion_model::modality::register_dir(base)?;
     }
@@ -107,7 +120,14 @@ fn setup(args: &FinetuneArgs) -> Result<Setup> {
         aion_model::modality::register(&new_spec(n))
             .with_context(|| format!("[[new_modality]] {}", n.token_key))?;
     }
-    let mut catalog = Catalog::open(&cfg.catalog)?;
+    let mut catalog = Catalog::open(&cfg.catalog).with_context(|| {
+        origin(
+            &args.config,
+            !args.catalog.is_empty(),
+            "--catalog",
+            "catalog",
+        )
+    })?;
     let explicit: Vec<(String, String)> = cfg
         .map
         .iter()
@@ -177,6 +197,7 @@ fn setup(args: &FinetuneArgs) -> Result<Setup> {
         catalog,
         needed,
         hash,
+        config_file: args.config.clone(),
     })
 }
 
@@ -188,10 +209,15 @@ fn already_finished(out: &Path, hash: &str) -> bool {
         .is_some_and(|v| v["finished"] == true && v["config_hash"] == hash)
 }
 
-fn prepare_output(s: &Setup, overwrite: bool) -> Result<()> {
-    std::fs::create_dir_all(&s.out)
-        .with_context(|| format!("cannot create {}", s.out.display()))?;
-    if overwrite {
+fn prepare_output(s: &Setup, args: &FinetuneArgs) -> Result<()> {
+    std::fs::create_dir_all(&s.out).with_context(|| {
+        format!(
+            "cannot create {} ({})",
+            s.out.display(),
+            origin(&s.config_file, args.output.is_some(), "--output", "output")
+        )
+    })?;
+    if args.overwrite {
         let _ = std::fs::remove_dir_all(s.out.join("checkpoint"));
         for f in ["train_log.jsonl", export::SUMMARY] {
             let _ = std::fs::remove_file(s.out.join(f));
@@ -205,8 +231,13 @@ fn split(s: &Setup) -> Result<Split> {
     let n = s.catalog.n_rows();
     let sp = match &s.cfg.data.split_file {
         Some(f) => {
-            let text = std::fs::read_to_string(f)
-                .with_context(|| format!("cannot read split file {}", f.display()))?;
+            let text = std::fs::read_to_string(f).with_context(|| {
+                format!(
+                    "cannot read split file {} ([data] split_file in {})",
+                    f.display(),
+                    s.config_file.display()
+                )
+            })?;
             serde_json::from_str(&text)
                 .with_context(|| format!("invalid split file {}", f.display()))?
         }
@@ -378,7 +409,7 @@ pub fn run<B: AutodiffBackend>(
         return Ok(Outcome::Finished);
     }
     let root_prepares = if session.is_root() {
-        prepare_output(&s, args.overwrite)
+        prepare_output(&s, args)
     } else {
         Ok(())
     };
