@@ -10,3 +10,4 @@ mod resume;
 mod search;
 mod slurm;
 mod tokenize;
+mod version;

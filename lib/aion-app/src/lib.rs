@@ -8,7 +8,8 @@
 //! - [`pipeline`], [`resume`], [`signals`]: chunked resumable runs, time-limit stops.
 //! - [`tokenize`] runs `aion-tokenize`; [`search`] runs `aion-search`; [`embed`], [`predict`]
 //!   and [`generate`] run the model tools; [`finetune`] runs `aion-finetune`.
-//! - [`logging`], [`provenance`], [`exit`]: per-rank logging, output provenance, exit codes.
+//! - [`logging`], [`provenance`], [`exit`]: per-rank logging, output provenance, exit codes;
+//!   [`version`]: what `--version` prints.
 //!
 //! Exit codes are in [`exit`].
 
@@ -42,3 +43,4 @@ pub mod search;
 pub mod signals;
 pub mod tokenize;
 pub mod tool;
+pub mod version;
