@@ -691,3 +691,48 @@ fn bundled_photoz_model_through_aion_predict() {
     assert!(summary.contains("sigma_nmad"), "{summary}");
     assert!(dir.path().join("photoz.h5.tok_z.png").exists());
 }
+
+/// Paths in a config file are relative to the file: the shipped LoRA config (whose catalogue
+/// and base model are `../../data/…`) runs from another working directory, and a wrong path is
+/// reported with the config file and the key that set it.
+#[test]
+fn config_paths_are_relative_to_the_config_file() {
+    let dir = tempdir();
+    let d = dir.path();
+    let run_in = |cwd: &Path, args: &[&str]| {
+        Command::new(FINETUNE)
+            .args(args)
+            .current_dir(cwd)
+            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+            .env("OMP_NUM_THREADS", "1")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let cfg = repo().join("configs/finetune/sdss-photoz-lora.toml");
+    let out = d.join("lora");
+    let cfg_arg = cfg.to_str().unwrap();
+    let out_arg = out.to_str().unwrap();
+    let args = ["--config", cfg_arg, "--output", out_arg, "--steps", "2"];
+    assert_ok(&run_in(d, &args));
+    assert!(out.join("model.safetensors").is_file());
+    assert_eq!(losses(&out).len(), 2);
+
+    let bad = write(
+        d,
+        "bad.toml",
+        "mode = \"lora\"\ncatalog = [\"cat.h5\"]\noutput = \"o\"\n[model]\nbase = \"no-such-model\"\n\
+         [data]\ninputs = [\"tok_z\"]\ntargets = [\"tok_z\"]\n",
+    );
+    let err = assert_fails(&run_in(
+        Path::new("/"),
+        &["--config", bad.to_str().unwrap()],
+    ));
+    assert!(
+        err.contains(&format!("[model] base in {}", bad.display()))
+            && err.contains(&d.join("no-such-model").display().to_string()),
+        "{err}"
+    );
+    assert!(!d.join("o").exists(), "a failed run created its output");
+}

@@ -13,3 +13,4 @@ mod resume;
 mod search;
 mod slurm;
 mod tokenize;
+mod version;

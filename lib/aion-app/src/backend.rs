@@ -103,9 +103,12 @@ pub fn dispatch<T: BackendTask>(
                     if !tch::Cuda::is_available() {
                         bail!("--device cuda: no CUDA device is visible to LibTorch");
                     }
-                    LibTorchDevice::Cuda(
-                        i.unwrap_or(local_rank % tch::Cuda::device_count().max(1) as usize),
-                    )
+                    let visible = tch::Cuda::device_count().max(1) as usize;
+                    let gpu = i.unwrap_or(local_rank % visible);
+                    log::info!(
+                        "LibTorch device cuda:{gpu} (node-local rank {local_rank}, {visible} GPU(s) visible)"
+                    );
+                    LibTorchDevice::Cuda(gpu)
                 }
                 _ => LibTorchDevice::Cpu,
             };

@@ -2,13 +2,15 @@
 //! function here; everything a tool does lives in this crate.
 //!
 //! - [`args`]: command-line arguments shared by the tools.
-//! - [`run_config`]: the TOML run configuration and the dataset→modality mapping.
+//! - [`run_config`]: the TOML run configuration and the dataset→modality mapping;
+//!   [`config_path`]: paths in config files are relative to the file.
 //! - [`codec_set`]: the codecs a run needs, loaded from a model directory.
 //! - [`pipeline`], [`resume`], [`signals`]: chunked resumable runs, time-limit stops.
 //! - [`tokenize`] runs `aion-tokenize`; [`search`] runs `aion-search`; [`embed`], [`predict`]
 //!   and [`generate`] run the model tools; [`finetune`] runs `aion-finetune`.
 //! - [`model_tool`] runs `aion-model` (random model directories, strict checks).
-//! - [`logging`], [`provenance`], [`exit`]: per-rank logging, output provenance, exit codes.
+//! - [`logging`], [`provenance`], [`exit`]: per-rank logging, output provenance, exit codes;
+//!   [`version`]: what `--version` prints.
 //!
 //! Exit codes are in [`exit`].
 
@@ -18,6 +20,7 @@ pub mod batching;
 pub mod cli;
 pub mod codec_set;
 pub mod collective;
+pub mod config_path;
 pub mod decode;
 pub mod embed;
 pub mod exit;
@@ -43,3 +46,4 @@ pub mod search;
 pub mod signals;
 pub mod tokenize;
 pub mod tool;
+pub mod version;

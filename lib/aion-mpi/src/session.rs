@@ -23,6 +23,8 @@ pub struct Session {
     rank: usize,
     size: usize,
     local_rank: usize,
+    node_size: usize,
+    host: String,
     slurm: SlurmEnv,
 }
 
@@ -44,12 +46,16 @@ impl Session {
         let size = usize::try_from(world.size()).expect("MPI size is positive");
         let node = world.split_shared(world.rank());
         let local_rank = usize::try_from(node.rank()).expect("MPI rank is non-negative");
+        let node_size = usize::try_from(node.size()).expect("MPI size is positive");
+        let host = mpi::environment::processor_name().unwrap_or_else(|_| "?".into());
         Some(Self {
             _universe: universe,
             world,
             rank,
             size,
             local_rank,
+            node_size,
+            host,
             slurm: SlurmEnv::from_env(),
         })
     }
@@ -73,6 +79,16 @@ impl Session {
     /// shared-memory split): the GPU index a rank should use.
     pub fn local_rank(&self) -> usize {
         self.slurm.localid.map_or(self.local_rank, |l| l as usize)
+    }
+
+    /// Number of ranks on this node (the MPI shared-memory split).
+    pub fn node_size(&self) -> usize {
+        self.node_size
+    }
+
+    /// This node's name (`MPI_Get_processor_name`, the host name).
+    pub fn host(&self) -> &str {
+        &self.host
     }
 
     /// The Slurm environment of this task.

@@ -366,16 +366,36 @@ mod defaults {
 }
 
 impl FinetuneConfig {
-    /// Reads and validates a config file. Relative paths inside it are taken relative to the
-    /// current directory (run from the repository root, as the README does).
+    /// Reads and validates a config file. Relative paths inside it (`catalog`, `output`,
+    /// `[model] base`, `[data] split_file`) are taken relative to the directory of the file, so
+    /// the run does not depend on the working directory (command-line overrides stay relative to
+    /// the working directory).
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
-        let cfg: Self =
+        let mut cfg: Self =
             toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
         cfg.validate()
             .with_context(|| format!("invalid config {}", path.display()))?;
+        cfg.resolve_paths(path.parent().unwrap_or(Path::new("")));
         Ok(cfg)
+    }
+
+    /// Makes the relative paths of the file relative to `dir` (the file's directory).
+    fn resolve_paths(&mut self, dir: &Path) {
+        let join = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        };
+        self.catalog = self
+            .catalog
+            .iter()
+            .map(|p| crate::config_path::resolve_pattern(dir, p))
+            .collect();
+        self.output.as_mut().map(join);
+        self.model.base.as_mut().map(join);
+        self.data.split_file.as_mut().map(join);
     }
 
     /// The masking probability of masked mode (0 in the other modes).
@@ -483,6 +503,32 @@ mod tests {
             }
         }
         assert!(n >= 1);
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_config_file() {
+        let dir = std::env::temp_dir().join(format!("aion-config-{}", std::process::id()));
+        let sub = dir.join("configs");
+        std::fs::create_dir_all(&sub).unwrap();
+        let file = sub.join("run.toml");
+        std::fs::write(
+            &file,
+            "mode = \"full\"\ncatalog = [\"../data/a.h5\", \"../more/*.h5\", \"/abs/b.h5\"]\n\
+             output = \"../runs/x\"\n[model]\nbase = \"model\"\n\
+             [data]\ninputs = [\"tok_z\"]\ntargets = [\"tok_z\"]\nsplit_file = \"split.json\"\n",
+        )
+        .unwrap();
+        let cfg = FinetuneConfig::load(&file).unwrap();
+        let data = sub.join("../data/a.h5");
+        let more = format!(
+            "{}/../more/*.h5",
+            glob::Pattern::escape(sub.to_str().unwrap())
+        );
+        assert_eq!(cfg.catalog, [data.to_str().unwrap(), &more, "/abs/b.h5"]);
+        assert_eq!(cfg.output, Some(sub.join("../runs/x")));
+        assert_eq!(cfg.model.base, Some(sub.join("model")));
+        assert_eq!(cfg.data.split_file, Some(sub.join("split.json")));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -95,6 +95,18 @@ pub struct Setup {
     pub needed: Vec<Needed>,
     /// Hash of everything that determines the result.
     pub hash: String,
+    /// The config file (named in errors about the paths it sets).
+    pub config_file: PathBuf,
+}
+
+/// Where a path setting came from, for error messages: the command-line `flag` when it was
+/// given, else `key` of the config file.
+fn origin(config: &Path, flag_given: bool, flag: &str, key: &str) -> String {
+    if flag_given {
+        flag.to_string()
+    } else {
+        format!("{key} in {}", config.display())
+    }
 }
 
 fn setup(args: &FinetuneArgs) -> Result<Setup> {
@@ -103,8 +115,9 @@ fn setup(args: &FinetuneArgs) -> Result<Setup> {
     if let Some(base) = &cfg.model.base {
         ensure!(
             base.join("config.json").is_file(),
-            "base model {} has no config.json",
-            base.display()
+            "base model {} ({}) has no config.json",
+            base.display(),
+            origin(&args.config, args.base.is_some(), "--base", "[model] base")
         );
         aion_model::modality::register_dir(base)?;
     }
@@ -112,7 +125,14 @@ fn setup(args: &FinetuneArgs) -> Result<Setup> {
         aion_model::modality::register(&new_spec(n))
             .with_context(|| format!("[[new_modality]] {}", n.token_key))?;
     }
-    let mut catalog = Catalog::open_as(&cfg.catalog, cfg.format)?;
+    let mut catalog = Catalog::open_as(&cfg.catalog, cfg.format).with_context(|| {
+        origin(
+            &args.config,
+            !args.catalog.is_empty(),
+            "--catalog",
+            "catalog",
+        )
+    })?;
     let explicit: Vec<(String, String)> = cfg
         .map
         .iter()
@@ -201,6 +221,7 @@ fn setup(args: &FinetuneArgs) -> Result<Setup> {
         catalog,
         needed,
         hash,
+        config_file: args.config.clone(),
     })
 }
 
@@ -278,8 +299,13 @@ fn split(s: &Setup) -> Result<Split> {
     let n = s.catalog.n_rows();
     let sp = match &s.cfg.data.split_file {
         Some(f) => {
-            let text = std::fs::read_to_string(f)
-                .with_context(|| format!("cannot read split file {}", f.display()))?;
+            let text = std::fs::read_to_string(f).with_context(|| {
+                format!(
+                    "cannot read split file {} ([data] split_file in {})",
+                    f.display(),
+                    s.config_file.display()
+                )
+            })?;
             serde_json::from_str(&text)
                 .with_context(|| format!("invalid split file {}", f.display()))?
         }
