@@ -222,14 +222,19 @@ impl Existing {
     /// An SVG figure: ours when it carries [`SVG_MARKER`].
     pub fn svg(path: &Path) -> Self {
         match Self::text_file(path, |text| text.contains(SVG_MARKER)) {
-            Self::Foreign(_) => Self::Foreign("it is not a figure written by an aion-hpc tool".into()),
+            Self::Foreign(_) => {
+                Self::Foreign("it is not a figure written by an aion-hpc tool".into())
+            }
             other => other,
         }
     }
 
     /// A figure (`.png` or `.svg`, by extension): see [`Existing::png`] and [`Existing::svg`].
     pub fn figure(path: &Path) -> Self {
-        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("svg")) {
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("svg"))
+        {
             Self::svg(path)
         } else {
             Self::png(path)

@@ -53,7 +53,6 @@ pub fn describe() -> String {
     lines.join("\n")
 }
 
-
 /// The path of the first mapped file of this process whose name starts with `name` (Linux
 /// `/proc/self/maps`), e.g. the LibTorch library the dynamic loader picked.
 fn loaded_library(name: &str) -> Option<String> {
