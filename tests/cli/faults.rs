@@ -838,7 +838,7 @@ fn stop_signals_sent_to_mpirun() {
             "--output",
             &s(out),
             "--chunk-rows",
-            "100",
+            "50",
         ])
     };
     assert_ok(&run_bin_env(EMBED, Launch::Alone, &a(&reference), &[]));
@@ -854,7 +854,9 @@ fn stop_signals_sent_to_mpirun() {
                 EMBED,
             ])
             .args(a(&out))
-            .env("AION_TEST_SLOW_MS", "300")
+            // 20 chunks of at least 500 ms (5 s per rank): the signal lands long before the
+            // end even on a loaded machine.
+            .env("AION_TEST_SLOW_MS", "500")
             .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
             .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
             .stdin(Stdio::null())

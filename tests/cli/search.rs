@@ -984,12 +984,23 @@ mod bad_input {
         let out = dir.path().join("o.csv");
         let err = assert_fails(&run(with(&["--k", "0", "--output", s(&out)]), true));
         assert!(err.contains("--k must be at least 1"), "{err}");
+        // A file the tool did not write is never replaced, with or without --overwrite.
         std::fs::write(&out, "keep me").unwrap();
-        let err = assert_fails(&run(with(&["--k", "2", "--output", s(&out)]), false));
-        assert!(err.contains("exists (pass --overwrite"), "{err}");
-        assert_eq!(std::fs::read_to_string(&out).unwrap(), "keep me");
+        for overwrite in [false, true] {
+            let err = assert_fails(&run(with(&["--k", "2", "--output", s(&out)]), overwrite));
+            assert!(err.contains("not written by an aion-hpc tool"), "{err}");
+            assert_eq!(std::fs::read_to_string(&out).unwrap(), "keep me");
+        }
+        // One it wrote needs --overwrite to be replaced.
+        std::fs::remove_file(&out).unwrap();
         assert_ok(&run(with(&["--k", "2", "--output", s(&out)]), true));
-        assert!(std::fs::read_to_string(&out).unwrap().starts_with("query,"));
+        let first = std::fs::read_to_string(&out).unwrap();
+        assert!(first.starts_with("query,"));
+        let err = assert_fails(&run(with(&["--k", "3", "--output", s(&out)]), false));
+        assert!(err.contains("exists (pass --overwrite"), "{err}");
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), first);
+        assert_ok(&run(with(&["--k", "3", "--output", s(&out)]), true));
+        assert_ne!(std::fs::read_to_string(&out).unwrap(), first);
         // Neither --query-ids nor --query-file: clap's usage error (exit 2).
         let err = assert_fails(&run_tool(
             BIN,

@@ -441,6 +441,13 @@ impl Drop for OutputLock {
 
 fn lock_file(tool: &str, output: &Path) -> Result<Option<(PathBuf, File)>> {
     let path = sidecar(output, ".lock");
+    // The output's folder is created if missing (the run would create it for the output anyway).
+    if let Some(dir) = output
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
     for _ in 0..5 {
         match std::fs::read_to_string(&path) {
             Ok(text) if !text.is_empty() && !text.starts_with(LOCK_HEADER) => {
