@@ -91,6 +91,7 @@ impl BackendTask for Task<'_> {
                     &args.io.model,
                     &common.bindings,
                     &common.catalog,
+                    common.pad,
                     &device,
                 )?;
                 let ids = ObjectIds::detect(&common.catalog)?;
