@@ -358,10 +358,27 @@ impl PresetPart {
                     .iter()
                     .map(|f| f.path().display().to_string())
                     .collect();
+                let similar: Vec<String> = cols
+                    .iter()
+                    .filter(|c| {
+                        let c = c.to_ascii_lowercase();
+                        all.iter().any(|m| {
+                            let m = m.to_ascii_lowercase();
+                            c.contains(&m) || m.contains(&c)
+                        })
+                    })
+                    .cloned()
+                    .collect();
+                let similar = if similar.is_empty() {
+                    String::new()
+                } else {
+                    format!("similar names: {}; ", short_list(&similar))
+                };
                 return Err(fail(
                     &primary,
                     format!(
-                        "column '{name}' ({}) needs {all:?}, which {} not hold; their columns: {}",
+                        "column '{name}' ({}) needs {all:?}, which {} not hold; {similar}their \
+                         columns: {}",
                         op_name(op),
                         if names.len() == 1 {
                             "the file does".to_string()
