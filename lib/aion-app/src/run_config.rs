@@ -153,16 +153,20 @@ pub fn inputs_json(inputs: &[&Binding]) -> serde_json::Value {
         .into()
 }
 
-/// Logs (rank 0) the modalities the run feeds in (`what`: "input", "tokenized"), and the labels
-/// it leaves out, before the run starts.
+/// Logs (rank 0) the survey preset, the modalities the run feeds in (`what`: "input",
+/// "tokenized"), and the labels it leaves out, before the run starts.
 pub fn announce_inputs(
     session: &aion_mpi::Session,
     what: &str,
     inputs: &[&Binding],
-    left_out: &[String],
+    common: &Common,
 ) {
     if !session.is_root() {
         return;
+    }
+    let left_out = &common.labels_left_out;
+    if let Some(s) = &common.survey {
+        log::info!("survey preset: {s}");
     }
     let list: Vec<String> = inputs.iter().map(|b| b.describe()).collect();
     log::info!("{what}: {}", list.join(", "));

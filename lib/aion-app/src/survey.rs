@@ -19,6 +19,9 @@ pub const BUILT_IN: &[(&str, &str)] = &[
         include_str!("../../../configs/surveys/legacysurvey-piczl.toml"),
     ),
     ("desi", include_str!("../../../configs/surveys/desi.toml")),
+    ("hsc", include_str!("../../../configs/surveys/hsc.toml")),
+    ("sdss", include_str!("../../../configs/surveys/sdss.toml")),
+    ("gaia", include_str!("../../../configs/surveys/gaia.toml")),
 ];
 
 /// The built-in names, for messages.
@@ -90,6 +93,40 @@ mod tests {
         let mut built: Vec<String> = BUILT_IN.iter().map(|(n, _)| n.to_string()).collect();
         built.sort();
         assert_eq!(on_disk, built, "configs/surveys/*.toml and BUILT_IN differ");
+    }
+
+    /// The survey's columns feed its own modalities: HSC images never the Legacy Survey image
+    /// codec, SDSS spectra never the DESI one, and the reverse.
+    #[test]
+    fn presets_send_shared_column_names_to_their_survey() {
+        let bound = |name: &str, has: &[&str]| {
+            let p = load(name).unwrap();
+            let ex: Vec<(String, String)> =
+                p.map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let b = crate::run_config::resolve(&ex, |d| has.contains(&d), &[]).unwrap();
+            b.into_iter()
+                .map(|b| (b.token_key, b.source.describe()))
+                .collect::<Vec<_>>()
+        };
+        let hsc = bound("hsc", &[]);
+        assert!(
+            hsc.contains(&("tok_image_hsc", "image_*".into())),
+            "{hsc:?}"
+        );
+        assert!(!hsc.iter().any(|(k, _)| *k == "tok_image"));
+        let sdss = bound("sdss", &[]);
+        assert!(sdss.contains(&("tok_spectrum_sdss", "spectrum_*".into())));
+        assert!(!sdss.iter().any(|(k, _)| *k == "tok_spectrum_desi"));
+        let desi = bound("desi", &[]);
+        assert!(desi.contains(&("tok_spectrum_desi", "spectrum_*".into())));
+        assert!(!desi.iter().any(|(k, _)| *k == "tok_spectrum_sdss"));
+        for ls in ["legacysurvey", "legacysurvey-piczl"] {
+            let b = bound(ls, &[]);
+            assert!(b.contains(&("tok_image", "image_*".into())), "{ls}");
+            assert!(!b.iter().any(|(k, _)| *k == "tok_image_hsc"), "{ls}");
+        }
+        let gaia = bound("gaia", &[]);
+        assert!(gaia.contains(&("tok_xp_bp", "coeff[0:55]".into())));
     }
 
     #[test]
