@@ -237,3 +237,70 @@ pub(super) fn is_npy(path: &Path) -> bool {
         .is_ok()
         && &magic == b"\x93NUMPY"
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A C-order `.npy` of `shape` with values 0, 1, 2, … of dtype `descr` (`<f4` or `<f8`).
+    fn write(path: &Path, descr: &str, shape: &[usize]) {
+        let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+        let dims = if dims.len() == 1 {
+            format!("{},", dims[0])
+        } else {
+            dims.join(", ")
+        };
+        let mut header =
+            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({dims}), }}");
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend((header.len() as u16).to_le_bytes());
+        bytes.extend(header.as_bytes());
+        for i in 0..shape.iter().product::<usize>() {
+            match descr {
+                "<f4" => bytes.extend((i as f32).to_le_bytes()),
+                _ => bytes.extend((i as f64).to_le_bytes()),
+            }
+        }
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn rows_along_any_axis_come_object_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.npy");
+        // (bands 2, objects 3, pixels 2): value = b*6 + n*2 + x.
+        write(&p, "<f8", &[2, 3, 2]);
+        assert!(is_npy(&p));
+        let part = NpyPart::open(&p, "cutouts", 1).unwrap();
+        assert_eq!(part.rows("cutouts").unwrap(), 3);
+        assert_eq!(part.sample_shape("cutouts").unwrap(), Some(vec![2, 2]));
+        let mut out = ColumnValues::F32(Vec::new());
+        let mut present = Vec::new();
+        part.read("cutouts", 1..3, &[2, 2], &mut out, &mut present)
+            .unwrap();
+        // Object 1: bands 0 and 1 → [2, 3, 8, 9]; object 2 → [4, 5, 10, 11].
+        assert_eq!(
+            out,
+            ColumnValues::F32(vec![2., 3., 8., 9., 4., 5., 10., 11.])
+        );
+        assert_eq!(present, [true, true]);
+        let e = part
+            .read("cutouts", 2..4, &[2, 2], &mut out, &mut present)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a.npy") && e.contains("3 objects"), "{e}");
+        let e = NpyPart::open(&p, "c", 3).err().unwrap().to_string();
+        assert!(e.contains("object axis is 3"), "{e}");
+        let q = dir.path().join("b.npy");
+        write(&q, "<f4", &[4]);
+        let part = NpyPart::open(&q, "v", 0).unwrap();
+        let mut out = ColumnValues::F32(Vec::new());
+        part.read("v", 1..3, &[], &mut out, &mut Vec::new())
+            .unwrap();
+        assert_eq!(out, ColumnValues::F32(vec![1., 2.]));
+    }
+}

@@ -949,3 +949,104 @@ impl Part for PresetPart {
         Ok(None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn preset(toml_files: &[(&str, &str)]) -> Preset {
+        Preset {
+            name: "t".into(),
+            files: toml_files
+                .iter()
+                .map(|(r, p)| FileRole {
+                    role: r.to_string(),
+                    pattern: p.to_string(),
+                    object_axis: 0,
+                    same_rows: Vec::new(),
+                })
+                .collect(),
+            ..Preset::default()
+        }
+    }
+
+    #[test]
+    fn files_pair_by_the_text_the_star_matches() {
+        assert_eq!(
+            star_match("coadd-*.fits", "coadd-4-1.fits").as_deref(),
+            Some("4-1")
+        );
+        assert_eq!(star_match("*cat.fits", "cat.fits").as_deref(), Some(""));
+        assert_eq!(star_match("coadd-*.fits", "redrock-4.fits"), None);
+        let p = preset(&[("coadd", "coadd-*.fits"), ("redrock", "redrock-*.fits")]);
+        let paths: Vec<PathBuf> = [
+            "d/redrock-b.fits",
+            "d/coadd-a.fits",
+            "d/coadd-b.fits",
+            "e/redrock-a.fits",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        let g = p.group(&paths).unwrap();
+        assert_eq!(
+            g,
+            [
+                vec![
+                    PathBuf::from("d/coadd-b.fits"),
+                    PathBuf::from("d/redrock-b.fits")
+                ],
+                vec![
+                    PathBuf::from("d/coadd-a.fits"),
+                    PathBuf::from("e/redrock-a.fits")
+                ],
+            ]
+        );
+        let e = p.group(&paths[..3]).unwrap_err().to_string();
+        assert!(
+            e.contains("coadd-a.fits") && e.contains("'redrock-a.fits'"),
+            "{e}"
+        );
+        let e = p
+            .group(&[PathBuf::from("coadd-a.fits"), PathBuf::from("coadd-a.fits")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("given twice"), "{e}");
+        let e = p.group(&[PathBuf::from("x.fits")]).unwrap_err().to_string();
+        assert!(e.contains("x.fits") && e.contains("matches none"), "{e}");
+    }
+
+    #[test]
+    fn malformed_presets_are_refused() {
+        let src = Path::new("p.toml");
+        let mut p = preset(&[("a", "a-*-*.fits")]);
+        assert!(
+            p.validate(src)
+                .unwrap_err()
+                .to_string()
+                .contains("exactly one")
+        );
+        p = preset(&[]);
+        p.columns.insert(
+            "coeff".into(),
+            Op::Concat {
+                from: vec!["x".into()],
+            },
+        );
+        p.columns.insert(
+            "y".into(),
+            Op::Copy {
+                from: "coeff".into(),
+            },
+        );
+        assert!(
+            p.validate(src)
+                .unwrap_err()
+                .to_string()
+                .contains("computes")
+        );
+        p.columns.remove("y");
+        p.optional.push("z".into());
+        assert!(p.validate(src).unwrap_err().to_string().contains("'z'"));
+    }
+}
