@@ -115,7 +115,7 @@ fn run_plan<B: Backend>(
     let n = catalog.n_rows();
     let chunk_rows = common.chunk_rows_for(codecs.row_bytes(catalog));
     let tokenized: Vec<&run_config::Binding> = codecs.bindings().collect();
-    run_config::announce_inputs(session, "tokenized", &tokenized, &common);
+    run_config::announce_inputs(session, "tokenized", &tokenized, common);
     let config = serde_json::json!({
         "tool": TOOL, "model": args.io.model, "catalog": args.io.catalog, "output": args.io.output,
         "batch_size": common.batch, "chunk_rows": chunk_rows,
