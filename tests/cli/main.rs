@@ -12,5 +12,6 @@ mod random_model;
 mod resume;
 mod search;
 mod slurm;
+mod surveys;
 mod tokenize;
 mod version;

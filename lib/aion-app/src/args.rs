@@ -68,6 +68,17 @@ pub struct IoArgs {
     #[arg(long = "map", value_name = "TOKEN_KEY=DATASET")]
     pub maps: Vec<String>,
 
+    /// Survey preset: how a survey's own files become the tools' columns (`legacysurvey`,
+    /// `legacysurvey-piczl`, `desi`, or a preset file `FILE.toml`; docs/surveys.md).
+    #[arg(long, value_name = "NAME|FILE.toml")]
+    pub survey: Option<String>,
+
+    /// Zero-pad images and maps smaller than the codec's 96×96 crop (centred) instead of
+    /// refusing them. The codec then sees mostly zeros: tokens of padded cutouts are not those
+    /// of full-size ones (docs/surveys.md, "Images smaller than 96 px").
+    #[arg(long)]
+    pub pad: bool,
+
     /// TOML run configuration (see `configs/`); command-line flags override it.
     #[arg(long, value_name = "run.toml")]
     pub config: Option<PathBuf>,

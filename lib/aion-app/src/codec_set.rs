@@ -102,6 +102,8 @@ pub struct CodecSet<B: Backend> {
     entries: Vec<(Binding, Vec<String>, Tokenizer<B>)>,
     files: Vec<PathBuf>,
     device: B::Device,
+    /// Zero-pad images and maps smaller than the codec's crop (`--pad`).
+    pad: bool,
 }
 
 /// The datasets a binding reads, in the order its tokenizer expects them.
@@ -130,11 +132,13 @@ fn datasets_of(b: &Binding, catalog: &Catalog) -> Vec<String> {
 impl<B: Backend> CodecSet<B> {
     /// Checks every binding against the catalogue's datasets (shape, type) and loads the codecs
     /// from `model/codecs/<name>/`. Default bindings whose data is absent are dropped; an
-    /// explicit binding to absent data is an error.
+    /// explicit binding to absent data is an error. Images and maps smaller than the codec's
+    /// 96×96 crop are refused with what to do, or zero-padded when `pad` (`--pad`).
     pub fn load(
         model: &Path,
         bindings: &[Binding],
         catalog: &Catalog,
+        pad: bool,
         device: &B::Device,
     ) -> Result<Self> {
         let mut entries = Vec::new();
@@ -165,7 +169,7 @@ impl<B: Backend> CodecSet<B> {
                 let info = catalog
                     .info(d)?
                     .with_context(|| format!("{}: dataset '{d}' cannot be read", b.describe()))?;
-                check_shape(b, d, &info, catalog)?;
+                check_shape(b, d, &info, catalog, pad)?;
                 infos.push(info);
             }
             check_group(b, required, &infos, catalog)?;
@@ -259,6 +263,7 @@ impl<B: Backend> CodecSet<B> {
             entries,
             files,
             device: device.clone(),
+            pad,
         })
     }
 
@@ -324,10 +329,11 @@ impl<B: Backend> CodecSet<B> {
                     m,
                     &need(col(&names[0])?),
                     &need(col(&names[1])?),
+                    self.pad,
                     &self.device,
                 )?,
                 Tokenizer::Field(codec) => {
-                    image::encode_fields(codec, m, &need(col(&names[0])?), &self.device)?
+                    image::encode_fields(codec, m, &need(col(&names[0])?), self.pad, &self.device)?
                 }
                 Tokenizer::Catalog(codec) => {
                     let cols: Vec<Column> = names
@@ -456,7 +462,13 @@ fn check_group(
     Ok(())
 }
 
-fn check_shape(b: &Binding, dataset: &str, info: &ColumnInfo, catalog: &Catalog) -> Result<()> {
+fn check_shape(
+    b: &Binding,
+    dataset: &str,
+    info: &ColumnInfo,
+    catalog: &Catalog,
+    pad: bool,
+) -> Result<()> {
     let m = b.modality();
     let row_len: usize = info.row_shape.iter().product();
     let numeric = info.kind != ColumnKind::Str;
@@ -491,20 +503,14 @@ fn check_shape(b: &Binding, dataset: &str, info: &ColumnInfo, catalog: &Catalog)
             info.kind == ColumnKind::Str && info.row_shape.len() == 1,
             "band names (strings) per row".into(),
         ),
-        (_, CodecKind::Image) => (
-            numeric
-                && info.row_shape.len() == 3
-                && info.row_shape[1] >= 96
-                && info.row_shape[2] >= 96,
-            "(bands, H ≥ 96, W ≥ 96) pixels per row".into(),
-        ),
-        (_, CodecKind::ScalarField) => (
-            numeric
-                && info.row_shape.len() == 2
-                && info.row_shape[0] >= 96
-                && info.row_shape[1] >= 96,
-            "a (H ≥ 96, W ≥ 96) map per row".into(),
-        ),
+        (_, CodecKind::Image) if numeric && info.row_shape.len() == 3 => {
+            return check_size(b, dataset, &info.row_shape[1..], info, catalog, pad);
+        }
+        (_, CodecKind::Image) => (false, "(bands, H, W) pixels per row".into()),
+        (_, CodecKind::ScalarField) if numeric && info.row_shape.len() == 2 => {
+            return check_size(b, dataset, &info.row_shape, info, catalog, pad);
+        }
+        (_, CodecKind::ScalarField) => (false, "an (H, W) map per row".into()),
         _ => (true, String::new()),
     };
     if !ok {
@@ -518,4 +524,49 @@ fn check_shape(b: &Binding, dataset: &str, info: &ColumnInfo, catalog: &Catalog)
         );
     }
     Ok(())
+}
+
+/// The image size policy: the codec sees the central 96×96 crop. Smaller images are refused
+/// with what to do, or zero-padded (centred) with `--pad`; a warning says so either way.
+fn check_size(
+    b: &Binding,
+    dataset: &str,
+    hw: &[usize],
+    info: &ColumnInfo,
+    catalog: &Catalog,
+    pad: bool,
+) -> Result<()> {
+    let (h, w) = (hw[0], hw[1]);
+    if h >= image::CROP && w >= image::CROP {
+        return Ok(());
+    }
+    if h == 0 || w == 0 {
+        bail!(
+            "{}: dataset '{dataset}' has empty images ({h}×{w} px) in {}",
+            b.describe(),
+            first_file(catalog, info)
+        );
+    }
+    if pad {
+        log::warn!(
+            "{}: images of {h}×{w} px zero-padded to {}×{} (--pad): the codec sees {:.0} % \
+             zeros, so these tokens are not those of full-size cutouts",
+            b.describe(),
+            h.max(image::CROP),
+            w.max(image::CROP),
+            100.0 * (1.0 - (h.min(image::CROP) * w.min(image::CROP)) as f64 / 9216.0)
+        );
+        return Ok(());
+    }
+    bail!(
+        "{}: dataset '{dataset}' has images of {h}×{w} px ({}), smaller than the {c}×{c} crop \
+         the {} codec sees. Give cutouts of at least {c}×{c} px; or pass --pad to zero-pad these \
+         (centred; the codec then sees mostly zeros, so the tokens are not those of full-size \
+         cutouts); or leave the modality out with --map {}=none",
+        b.describe(),
+        first_file(catalog, info),
+        b.token_key,
+        b.token_key,
+        c = image::CROP,
+    )
 }

@@ -123,7 +123,7 @@ fn run_plan<B: Backend>(
     let d = plan.aion.config().dim;
     let (offsets, k_all) = layout(plan);
     let inputs = plan.inputs();
-    announce_inputs(session, "inputs", &inputs, &plan.common.labels_left_out);
+    announce_inputs(session, "inputs", &inputs, &plan.common);
     let config = serde_json::json!({
         "tool": TOOL, "model": args.io.model, "catalog": args.io.catalog, "output": args.io.output,
         "batch_size": plan.common.batch, "chunk_rows": plan.chunk_rows, "pool": args.pool,

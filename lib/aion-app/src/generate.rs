@@ -469,7 +469,7 @@ fn run_plan<B: Backend>(
     let key = target.modality.token_key;
     let m = args.samples;
     let inputs = plan.inputs();
-    announce_inputs(session, "inputs", &inputs, &plan.common.labels_left_out);
+    announce_inputs(session, "inputs", &inputs, &plan.common);
     if session.is_root() {
         log::info!(
             "target {key}: {:?} schedule, {} step(s) {:?}, {m} sample(s) per row",

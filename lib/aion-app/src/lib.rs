@@ -3,7 +3,8 @@
 //!
 //! - [`args`]: command-line arguments shared by the tools.
 //! - [`run_config`]: the TOML run configuration and the dataset→modality mapping;
-//!   [`config_path`]: paths in config files are relative to the file.
+//!   [`config_path`]: paths in config files are relative to the file; [`survey`]: survey
+//!   presets (`--survey`).
 //! - [`codec_set`]: the codecs a run needs, loaded from a model directory.
 //! - [`pipeline`], [`resume`], [`signals`]: chunked resumable runs, time-limit stops.
 //! - [`tokenize`] runs `aion-tokenize`; [`search`] runs `aion-search`; [`embed`], [`predict`]
@@ -44,6 +45,7 @@ pub mod resume;
 pub mod run_config;
 pub mod search;
 pub mod signals;
+pub mod survey;
 pub mod tokenize;
 pub mod tool;
 pub mod version;

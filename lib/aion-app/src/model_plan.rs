@@ -75,7 +75,7 @@ impl<B: Backend> ModelPlan<B> {
             })
             .cloned()
             .collect();
-        let codecs = CodecSet::<B>::load(&io.model, &keep, &common.catalog, device)?;
+        let codecs = CodecSet::<B>::load(&io.model, &keep, &common.catalog, common.pad, device)?;
         let is_input: Vec<bool> = codecs
             .bindings()
             .map(|b| !targets.contains(&b.token_key))

@@ -422,7 +422,7 @@ fn run_plan<B: Backend>(
     let catalog = &plan.common.catalog;
     let n = catalog.n_rows();
     let inputs = plan.inputs();
-    announce_inputs(session, "inputs", &inputs, &plan.common.labels_left_out);
+    announce_inputs(session, "inputs", &inputs, &plan.common);
     let config = serde_json::json!({
         "tool": TOOL, "model": args.io.model, "catalog": args.io.catalog, "output": args.io.output,
         "batch_size": plan.common.batch, "chunk_rows": plan.chunk_rows, "targets": args.targets,

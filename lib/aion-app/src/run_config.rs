@@ -1,7 +1,7 @@
 //! The run configuration (TOML) and the dataset → modality mapping.
 //!
-//! Precedence, highest first: `--map` on the command line, `[map]` in the run config, a dataset
-//! named exactly by the token key (pre-tokenized input, e.g. the output of `aion-tokenize`), and
+//! Precedence, highest first: `--map` on the command line, `[map]` in the run config, the survey
+//! preset's `[map]` (`--survey`, [`crate::survey`]), a dataset named exactly by the token key (pre-tokenized input, e.g. the output of `aion-tokenize`), and
 //! the Multimodal Universe default dataset of the modality (`aion_model::modality`).
 //!
 //! **Labels are never inputs by default.** A modality that is a label rather than an observation
@@ -30,6 +30,10 @@ pub struct RunConfig {
     /// `token_key = "DATASET"` (or `"none"`).
     #[serde(default)]
     pub map: BTreeMap<String, String>,
+    /// Survey preset: a built-in name or a preset file (relative to this config file).
+    pub survey: Option<String>,
+    /// Zero-pad images smaller than the codec's crop (as `--pad`).
+    pub pad: Option<bool>,
 }
 
 impl RunConfig {
@@ -56,6 +60,10 @@ pub struct Common {
     /// Labels the catalogue holds that were left out because the run did not name them
     /// (`tok_z <- Z`), for the inputs report.
     pub labels_left_out: Vec<String>,
+    /// The survey preset's name, if one is used.
+    pub survey: Option<String>,
+    /// Whether images smaller than the codec's crop are zero-padded (`--pad`).
+    pub pad: bool,
 }
 
 impl Common {
@@ -69,9 +77,24 @@ impl Common {
             .map(RunConfig::load)
             .transpose()?
             .unwrap_or_default();
-        let mut explicit: Vec<(String, String)> = config
-            .map
+        let survey = match (&io.survey, &config.survey) {
+            (Some(s), _) => Some(s.clone()),
+            (None, Some(s)) => {
+                let dir = io.config.as_deref().and_then(Path::parent);
+                // A preset file named in a config is relative to the config; a name is a name.
+                Some(match dir {
+                    Some(d) if s.ends_with(".toml") => crate::config_path::resolve_pattern(d, s),
+                    _ => s.clone(),
+                })
+            }
+            (None, None) => None,
+        };
+        let preset = survey.as_deref().map(crate::survey::load).transpose()?;
+        // Precedence (later wins): the preset's [map], the run config's [map], --map.
+        let mut explicit: Vec<(String, String)> = preset
             .iter()
+            .flat_map(|p| p.map.iter())
+            .chain(config.map.iter())
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         for m in &io.maps {
@@ -93,7 +116,11 @@ impl Common {
         );
         // Extra (new-survey) modalities of the model must be known before the mapping.
         aion_model::modality::register_dir(&io.model)?;
-        let mut catalog = aion_io::Catalog::open_as(&io.catalog, io.format.or(config.format))?;
+        let mut catalog =
+            aion_io::Catalog::open_with(&io.catalog, io.format.or(config.format), preset.as_ref())?;
+        if let Some(p) = &preset {
+            log::debug!("survey preset '{}': {}", p.name, p.about);
+        }
         let bindings =
             resolve(&explicit, |d| catalog.has(d), named).map_err(|e| with_columns(e, &catalog))?;
         let labels_left_out = labels_left_out(&bindings, |d| catalog.has(d));
@@ -103,8 +130,10 @@ impl Common {
             bindings,
             batch,
             chunk_rows,
+            pad: io.pad || config.pad.unwrap_or(false),
             config,
             labels_left_out,
+            survey: preset.map(|p| p.name),
         })
     }
 }
@@ -124,16 +153,20 @@ pub fn inputs_json(inputs: &[&Binding]) -> serde_json::Value {
         .into()
 }
 
-/// Logs (rank 0) the modalities the run feeds in (`what`: "input", "tokenized"), and the labels
-/// it leaves out, before the run starts.
+/// Logs (rank 0) the survey preset, the modalities the run feeds in (`what`: "input",
+/// "tokenized"), and the labels it leaves out, before the run starts.
 pub fn announce_inputs(
     session: &aion_mpi::Session,
     what: &str,
     inputs: &[&Binding],
-    left_out: &[String],
+    common: &Common,
 ) {
     if !session.is_root() {
         return;
+    }
+    let left_out = &common.labels_left_out;
+    if let Some(s) = &common.survey {
+        log::info!("survey preset: {s}");
     }
     let list: Vec<String> = inputs.iter().map(|b| b.describe()).collect();
     log::info!("{what}: {}", list.join(", "));

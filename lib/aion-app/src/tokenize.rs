@@ -91,6 +91,7 @@ impl BackendTask for Task<'_> {
                     &args.io.model,
                     &common.bindings,
                     &common.catalog,
+                    common.pad,
                     &device,
                 )?;
                 let ids = ObjectIds::detect(&common.catalog)?;
@@ -114,7 +115,7 @@ fn run_plan<B: Backend>(
     let n = catalog.n_rows();
     let chunk_rows = common.chunk_rows_for(codecs.row_bytes(catalog));
     let tokenized: Vec<&run_config::Binding> = codecs.bindings().collect();
-    run_config::announce_inputs(session, "tokenized", &tokenized, &common.labels_left_out);
+    run_config::announce_inputs(session, "tokenized", &tokenized, common);
     let config = serde_json::json!({
         "tool": TOOL, "model": args.io.model, "catalog": args.io.catalog, "output": args.io.output,
         "batch_size": common.batch, "chunk_rows": chunk_rows,

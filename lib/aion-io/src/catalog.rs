@@ -24,7 +24,9 @@ mod fits;
 mod format;
 mod h5;
 mod hats;
+mod npy;
 mod pq;
+pub mod preset;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -32,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 pub use format::Format;
+pub use preset::Preset;
 
 use crate::error::{Error, Result};
 
@@ -141,6 +144,11 @@ trait Part: Send + Sync {
         out: &mut ColumnValues,
         present: &mut Vec<bool>,
     ) -> Result<()>;
+    /// A one-dimensional array the file holds once for all its objects (a FITS 1-D image HDU
+    /// such as DESI's `B_WAVELENGTH`), by name; `None` if the part holds no such array.
+    fn file_array(&self, _name: &str) -> Result<Option<Vec<f64>>> {
+        Ok(None)
+    }
     /// Reads rows `rows` of the float column `column` into `dst` (exactly rows × row length;
     /// NaN for null rows).
     fn read_f32(
@@ -225,9 +233,23 @@ impl Catalog {
     /// Opens the files matched by `patterns` as `format` (`None`: tell it from each file's
     /// content). Files of different formats in one catalogue are refused.
     pub fn open_as(patterns: &[String], format: Option<Format>) -> Result<Self> {
+        Self::open_with(patterns, format, None)
+    }
+
+    /// Opens the files matched by `patterns` as `format`, seen through a survey `preset`
+    /// ([`preset`]: its file roles group the files into parts, its computed columns are added).
+    pub fn open_with(
+        patterns: &[String],
+        format: Option<Format>,
+        preset: Option<&Preset>,
+    ) -> Result<Self> {
         let paths = expand_paths(patterns)?;
+        let groups = match preset {
+            Some(p) => p.group(&paths)?,
+            None => paths.iter().map(|p| vec![p.clone()]).collect(),
+        };
         let mut first: Option<(PathBuf, Format)> = None;
-        for p in &paths {
+        for p in groups.iter().map(|g| &g[0]) {
             let f = match format {
                 Some(f) => f,
                 None => format::detect(p)?,
@@ -249,18 +271,20 @@ impl Catalog {
         let mut parts: Vec<Box<dyn Part>> = Vec::new();
         let mut metadata = Vec::new();
         let mut declared_rows = None;
-        for p in &paths {
+        for group in &groups {
+            let p = &group[0];
             if format != Format::Hats && p.is_dir() {
                 return Err(format::directory_error(p));
             }
+            let mut opened: Vec<Box<dyn Part>> = Vec::new();
             match format {
-                Format::Hdf5 => parts.push(Box::new(h5::H5Part::open(p)?)),
-                Format::Parquet => parts.push(Box::new(pq::ParquetPart::open(p, format)?)),
-                Format::Fits => parts.push(Box::new(fits::FitsPart::open(p)?)),
+                Format::Hdf5 => opened.push(Box::new(h5::H5Part::open(p)?)),
+                Format::Parquet => opened.push(Box::new(pq::ParquetPart::open(p, format)?)),
+                Format::Fits => opened.push(Box::new(fits::FitsPart::open(p)?)),
                 Format::Hats => {
                     let cat = hats::open(p)?;
                     for f in &cat.partitions {
-                        parts.push(Box::new(pq::ParquetPart::open(f, format)?));
+                        opened.push(Box::new(pq::ParquetPart::open(f, format)?));
                     }
                     metadata.extend(cat.metadata);
                     if let Some(n) = cat.declared_rows {
@@ -269,6 +293,31 @@ impl Catalog {
                     }
                 }
             }
+            let Some(preset) = preset else {
+                parts.extend(opened);
+                continue;
+            };
+            if group.len() == 1 {
+                for part in opened {
+                    parts.push(Box::new(preset::PresetPart::new(preset, vec![part])?));
+                }
+                continue;
+            }
+            if format == Format::Hats {
+                return Err(Error::Preset {
+                    preset: preset.name.clone(),
+                    path: p.clone(),
+                    message: "a HATS catalogue cannot be joined with other files by a preset's \
+                              file roles; join them into the catalogue first"
+                        .into(),
+                });
+            }
+            for (side, role) in group.iter().zip(&preset.files).skip(1) {
+                opened.push(open_side(side, &role.role, role.object_axis)?);
+            }
+            let part = preset::PresetPart::new(preset, opened)?;
+            metadata.extend(part.side_files());
+            parts.push(Box::new(part));
         }
         let parts = parts
             .into_iter()
@@ -337,7 +386,7 @@ impl Catalog {
     }
 
     /// Every file read: the data files in row order, then metadata files (a HATS catalogue's
-    /// `properties`, `partition_info.csv`).
+    /// `properties`, `partition_info.csv`) and the files a survey preset joins to the parts.
     pub fn paths(&self) -> Vec<&Path> {
         self.files()
             .into_iter()
@@ -535,6 +584,20 @@ impl Catalog {
         let p = &self.parts[i];
         p.start..p.start + p.rows
     }
+}
+
+/// Opens a file a preset joins to a part: a `.npy` array (column `role`, objects along
+/// `object_axis`), or an HDF5, Parquet or FITS table.
+fn open_side(path: &Path, role: &str, object_axis: usize) -> Result<Box<dyn Part>> {
+    if npy::is_npy(path) {
+        return Ok(Box::new(npy::NpyPart::open(path, role, object_axis)?));
+    }
+    Ok(match format::detect(path)? {
+        Format::Hdf5 => Box::new(h5::H5Part::open(path)?),
+        Format::Parquet => Box::new(pq::ParquetPart::open(path, Format::Parquet)?),
+        Format::Fits => Box::new(fits::FitsPart::open(path)?),
+        Format::Hats => return Err(format::directory_error(path)),
+    })
 }
 
 fn shape_error(path: &Path, column: &str, message: &str) -> Error {

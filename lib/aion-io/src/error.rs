@@ -86,6 +86,17 @@ pub enum Error {
         /// The dataset.
         dataset: String,
     },
+    /// A survey preset does not fit the files (a missing column, a missing or extra file, files
+    /// of one part that disagree on their objects), or is itself malformed.
+    #[error("survey preset '{preset}': {path}: {message}")]
+    Preset {
+        /// The preset's name.
+        preset: String,
+        /// The file concerned (the preset file for a malformed preset).
+        path: PathBuf,
+        /// What is wrong and what to do.
+        message: String,
+    },
     /// Datasets of one file disagree on the number of rows.
     #[error("{path}: dataset '{dataset}' has {found} rows but '{reference}' has {expected}")]
     RowCount {

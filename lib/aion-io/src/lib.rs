@@ -12,7 +12,7 @@ pub mod error;
 pub mod output;
 pub mod provenance;
 
-pub use catalog::{Catalog, Column, ColumnInfo, Format};
+pub use catalog::{Catalog, Column, ColumnInfo, Format, Preset};
 pub use error::{Error, Result};
 pub use output::{OutputDataset, OutputFile};
 pub use provenance::Provenance;

@@ -1,6 +1,7 @@
 //! Images (`<prefix>_array` or `<prefix>_flux` `(n, bands, H, W)` + `<prefix>_band` `(n, bands)`)
 //! and segmentation maps (`(n, H, W)`).
 //!
+//! Images smaller than the crop are refused when the run is planned, or zero-padded with `--pad`.
 //! A row is rejected (flagged, left out) when a pixel of its central 96×96 crop — the part the
 //! codec sees — is NaN or infinite, or when a band name is unknown or repeated. Rows are batched
 //! by their band list (the codec takes one band list per batch).
@@ -18,7 +19,27 @@ use burn::tensor::{Int, Tensor, TensorData};
 
 use super::ModalityTokens;
 
-const CROP: usize = 96;
+/// Side of the central crop the image codecs see.
+pub(super) const CROP: usize = 96;
+
+/// `h × w` planes zero-padded (centred: the extra row or column of an odd difference goes at the
+/// bottom or right) to at least [`CROP`] × [`CROP`]; unchanged when already as large.
+fn pad_planes(px: Vec<f32>, h: usize, w: usize) -> (Vec<f32>, usize, usize) {
+    let (ph, pw) = (h.max(CROP), w.max(CROP));
+    if (ph, pw) == (h, w) {
+        return (px, h, w);
+    }
+    let (y0, x0) = ((ph - h) / 2, (pw - w) / 2);
+    let planes = px.len() / (h * w);
+    let mut out = vec![0f32; planes * ph * pw];
+    for (i, plane) in px.chunks(h * w).enumerate() {
+        for (y, row) in plane.chunks(w).enumerate() {
+            let at = i * ph * pw + (y0 + y) * pw + x0;
+            out[at..at + w].copy_from_slice(row);
+        }
+    }
+    (out, ph, pw)
+}
 
 /// The first non-finite pixel of the central crop of the `h × w` planes: (plane, y, x, value).
 fn crop_nonfinite(planes: &[f32], h: usize, w: usize) -> Option<(usize, usize, usize, f32)> {
@@ -98,10 +119,16 @@ pub fn encode_images<B: Backend>(
     m: &'static ModalityInfo,
     flux: &Column,
     bands: &Column,
+    pad: bool,
     device: &B::Device,
 ) -> Result<ModalityTokens> {
     let [nb, h, w] = [flux.row_shape[0], flux.row_shape[1], flux.row_shape[2]];
     let px = flux.to_f32().expect("checked: numeric");
+    let (px, h, w) = if pad {
+        pad_planes(px, h, w)
+    } else {
+        (px, h, w)
+    };
     let ColumnValues::Str(names) = &bands.values else {
         unreachable!("checked: band names are strings")
     };
@@ -143,10 +170,16 @@ pub fn encode_fields<B: Backend>(
     codec: &ScalarFieldCodec<B>,
     m: &'static ModalityInfo,
     field: &Column,
+    pad: bool,
     device: &B::Device,
 ) -> Result<ModalityTokens> {
     let [h, w] = [field.row_shape[0], field.row_shape[1]];
     let px = field.to_f32().expect("checked: numeric");
+    let (px, h, w) = if pad {
+        pad_planes(px, h, w)
+    } else {
+        (px, h, w)
+    };
     let n = field.present.len();
     let mut t = ModalityTokens::absent(m, n);
     let mut rows = Vec::new();
@@ -183,6 +216,21 @@ mod tests {
         assert!(super::crop_is_finite(&p, h, w));
         p[50 * w + 50] = f32::INFINITY;
         assert!(!super::crop_is_finite(&p, h, w));
+    }
+
+    #[test]
+    fn padding_centres_the_planes_and_keeps_every_pixel() {
+        let (h, w) = (3, 2);
+        let px: Vec<f32> = (1..=12).map(|v| v as f32).collect(); // two planes
+        let (out, ph, pw) = super::pad_planes(px.clone(), h, w);
+        assert_eq!((ph, pw), (96, 96));
+        assert_eq!(out.len(), 2 * 96 * 96);
+        let (y0, x0) = (46, 47);
+        assert_eq!(out[y0 * 96 + x0], 1.0);
+        assert_eq!(out[(y0 + 2) * 96 + x0 + 1], 6.0);
+        assert_eq!(out[96 * 96 + y0 * 96 + x0], 7.0);
+        assert_eq!(out.iter().sum::<f32>(), px.iter().sum::<f32>());
+        assert_eq!(super::pad_planes(vec![0.0; 96 * 97], 96, 97).1, 96);
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //!   `20A` column: four strings of five characters);
 //! - every image HDU of two or more axes whose *last* FITS axis (`NAXISn`) is the object, named
 //!   by its `EXTNAME` (`PRIMARY` for the primary HDU): DESI's `B_FLUX` `(nspec, nwave)` is a
-//!   column of `nwave` values per row.
+//!   column of `nwave` values per row;
+//! - one-axis image HDUs are not columns but arrays of the whole file (DESI's `B_WAVELENGTH`),
+//!   which survey presets read (`Part::file_array`).
 //!
 //! cfitsio converts on read: `TSCALn`/`TZEROn` are applied, any numeric type becomes `f32` or
 //! `i64`, undefined values (`TNULLn`, `BLANK`) of float reads become NaN, and `.fits.gz` files are
@@ -126,6 +128,27 @@ impl Part for FitsPart {
 
     fn rows(&self, column: &str) -> Result<usize> {
         Ok(self.column(column).rows)
+    }
+
+    fn file_array(&self, name: &str) -> Result<Option<Vec<f64>>> {
+        let fail = |message: String| Error::ReadRows {
+            path: self.path.clone(),
+            dataset: name.to_string(),
+            where_: "the whole array".into(),
+            message,
+        };
+        let guard = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let mut f = guard.lock().map_err(|e| fail(e.to_string()))?;
+        let Ok(hdu) = f.hdu(name) else {
+            return Ok(None);
+        };
+        match &hdu.info {
+            fitsio::hdu::HduInfo::ImageInfo { shape, .. } if shape.len() == 1 => hdu
+                .read_image::<Vec<f64>>(&mut f)
+                .map(Some)
+                .map_err(|e| fail(e.to_string())),
+            _ => Ok(None),
+        }
     }
 
     fn read(
