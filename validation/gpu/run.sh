@@ -109,18 +109,20 @@ timeout "$t" "$py" validation/gpu/random_model.py --out "$work/model" ||
 
 step "gpu_check: CPU f32, $dev f32 and bf16"
 : > "$out/gpu_check.jsonl"
-runs=("cpu f32 0" "$dev f32 $bench" "$dev bf16 $bench")
+# output name, device, precision, timed rows: ref_cpu is the CPU float32 run that the others are
+# compared with (named apart, so that a device run with AION_GPU_DEVICE=cpu does not replace it)
+runs=("ref_cpu cpu f32 0" "$dev $dev f32 $bench" "$dev $dev bf16 $bench")
 for r in "${runs[@]}"; do
-  set -- $r
-  limit 180 "gpu_check $1 $2" || continue
-  timeout "$t" "$work/bin/gpu_check" --model "$work/model" --device "$1" --precision "$2" --rows "$rows" \
-    --bench-rows "$3" --batch "$batch" --out "$work/$1_$2.safetensors" | tee -a "$out/gpu_check.jsonl"
+  read -r name d p n <<< "$r"
+  limit 180 "gpu_check $d $p" || continue
+  timeout "$t" "$work/bin/gpu_check" --model "$work/model" --device "$d" --precision "$p" --rows "$rows" \
+    --bench-rows "$n" --batch "$batch" --out "$work/${name}_$p.safetensors" | tee -a "$out/gpu_check.jsonl"
   rc=${PIPESTATUS[0]}
-  [ "$rc" = 0 ] || note "gpu_check $1 $2: FAILED (rc $rc)"
+  [ "$rc" = 0 ] || note "gpu_check $d $p: FAILED (rc $rc)"
 done
 for p in f32 bf16; do
   [ -f "$work/${dev}_$p.safetensors" ] || continue
-  line=$("$py" validation/gpu/compare.py --cpu "$work/cpu_f32.safetensors" --other "$work/${dev}_$p.safetensors" \
+  line=$("$py" validation/gpu/compare.py --cpu "$work/ref_cpu_f32.safetensors" --other "$work/${dev}_$p.safetensors" \
     --precision $p --jsonl "$out/compare.jsonl")
   note "$line"
 done
