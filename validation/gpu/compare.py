@@ -2,7 +2,7 @@
 device and precision against the CPU float32 run. Part of validation/gpu/run.sh.
 
     python3 validation/gpu/compare.py --cpu cpu_f32.safetensors --other cuda_f32.safetensors \\
-        --precision f32 --levels 7,5,5,5,5 [--json FILE]
+        --precision f32 --levels 7,5,5,5,5 [--jsonl FILE]
 
 Tolerances (stated here, quoted in docs/validation.md), relative to the CPU run:
 
@@ -19,7 +19,8 @@ Tolerances (stated here, quoted in docs/validation.md), relative to the CPU run:
                                  level and its CPU latent lies within half_l × the latent tolerance
                                  of a rounding edge (the float noise allowed above can cross it)
 
-Prints one verdict line per quantity and exits non-zero if any is out of tolerance.
+Prints one verdict line (every quantity with its tolerance) and exits non-zero if any is out of
+tolerance.
 """
 
 import argparse
@@ -77,7 +78,7 @@ def main() -> int:
     ap.add_argument("--other", required=True)
     ap.add_argument("--precision", choices=sorted(TOL), required=True)
     ap.add_argument("--levels", default="7,5,5,5,5", help="the image codec's FSQ levels")
-    ap.add_argument("--json")
+    ap.add_argument("--jsonl", help="append the full result to this file as one JSON line")
     a = ap.parse_args()
     r = compare(load_file(a.cpu), load_file(a.other), a.precision, np.array([int(x) for x in a.levels.split(",")]))
     r["files"] = [a.cpu, a.other]
@@ -88,9 +89,9 @@ def main() -> int:
           f"tokens {r['tokens_differing']} of {r['tokens']} differ ({r['tokens_excused_at_edges']} at edges, "
           f"{len(r['tokens_unexplained'])} not), embeddings {r['embedding_max_rel_l2']:.1e} (≤ {tol['embedding']:.0e}), "
           f"logits {r['logits_max_rel_diff']:.1e} (≤ {tol['logits']:.0e}){'' if r['finite'] else ', NON-FINITE values'}")
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(r, f, indent=1)
+    if a.jsonl:
+        with open(a.jsonl, "a") as f:
+            f.write(json.dumps(r) + "\n")
     return 0 if r["pass"] else 1
 
 

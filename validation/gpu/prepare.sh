@@ -36,8 +36,12 @@ if ! "$venv/bin/python" -c 'import torch, numpy, h5py, safetensors' 2>/dev/null;
 fi
 torch_lib=$("$venv/bin/python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
 
+# LIBTORCH (set for the torch 2.9 builds, docs/install.md) would give the binaries a run path to
+# that LibTorch; these take the GPU machine's torch through LD_LIBRARY_PATH (run.sh). Their own
+# target folder: target/gpu holds scripts/build-gpu.sh's binaries, built against torch 2.9.
+unset LIBTORCH LIBTORCH_INCLUDE LIBTORCH_LIB
 export LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=1 PATH="$root/$venv/bin:$PATH"
-export CARGO_TARGET_DIR="$root/target/gpu" CARGO_INCREMENTAL=0
+export CARGO_TARGET_DIR="$root/target/gpu-check" CARGO_INCREMENTAL=0
 export CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=symbols
 cargo build --release --locked -p aion-model --features tch --example gpu_check
 tests=$(cargo test --release --locked -p aion-model --features tch --test parity --test bf16 --no-run \

@@ -21,8 +21,15 @@
 # AION_GPU_DEVICE=cpu runs the same steps with the CPU in the GPU's place (validation/gpu/prepare.sh
 # --check does this on a machine without a GPU, to prove that what travels works).
 # Knobs: AION_GPU_ROWS (compared rows, 16), AION_GPU_BENCH_ROWS (timed rows, 1024),
-# AION_GPU_BATCH (64), AION_GPU_PARITY (0 skips step 2).
+# AION_GPU_BATCH (64), AION_GPU_PARITY (0 skips step 2), AION_GPU_BUDGET_S (420: the seconds the
+# whole script may take; each command's timeout is cut to what is left of it, so that the summary
+# is printed inside the `run` call's timeout_s, 480 in docs/validation.md).
+#
+# Results in $OUT, at most 7 files (the `run` tool brings back 8): summary.txt, env.txt,
+# tests.log (parity and bf16 tests), gpu_check.jsonl, compare.jsonl, aion-embed.jsonl (run
+# summaries) and, only if an aion-embed run failed, aion-embed.log.
 set -u
+shopt -s lastpipe  # `... | while read l; do note "$l"; done` adds to the summary of this shell
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 out=${OUT:-/tmp/aion-gpu-out}
@@ -33,8 +40,16 @@ bench=${AION_GPU_BENCH_ROWS:-1024}
 batch=${AION_GPU_BATCH:-64}
 work=${AION_GPU_WORK:-/tmp/aion-gpu}
 py=${PYTHON:-python3}
+budget=${AION_GPU_BUDGET_S:-420}
 summary=()
 note() { summary+=("$1"); echo "$1"; }
+# limit CAP WHAT: sets t, the timeout for the next command: CAP seconds, or what is left of the
+# budget less 20 s for the summary; notes WHAT as skipped and fails when under 10 s would be left.
+limit() {
+  local left=$((budget - SECONDS - 20))
+  [ "$left" -ge 10 ] || { note "skipped, time budget of $budget s spent: $2"; return 1; }
+  t=$(($1 < left ? $1 : left))
+}
 step() { echo; echo "=== [gpu $(date +%T)] $*"; }
 
 step "unpack"
@@ -68,32 +83,47 @@ resolves() { ! ldd "$work/bin/$1" 2>&1 | grep -q "not found"; }
 if [ "${AION_GPU_PARITY:-1}" != 0 ]; then
   step "parity tests on $dev (LibTorch backend)"
   export AION_FIXTURES_DIR="$root/validation/fixtures"
-  AION_TEST_DEVICE=$dev timeout 300 "$work/bin/parity" ::tch > "$out/parity.log" 2>&1
-  rc=$?
-  res=$(grep "^test result" "$out/parity.log" | tail -1)
-  note "parity tests (tch, $dev): rc $rc; ${res:-no result line}"
-  grep -E "^test .* FAILED|panicked" "$out/parity.log" | head -20
-  AION_TEST_DEVICE=$dev timeout 120 "$work/bin/bf16" > "$out/bf16.log" 2>&1
-  rc=$?
-  note "bf16 test ($dev): rc $rc; $(grep "^test result" "$out/bf16.log" | tail -1)"
+  log="$out/tests.log"
+  if limit 240 "parity tests"; then
+    echo "### parity ::tch on $dev (timeout $t s)" > "$log"
+    AION_TEST_DEVICE=$dev timeout "$t" "$work/bin/parity" ::tch > "$work/parity.log" 2>&1
+    rc=$?
+    cat "$work/parity.log" >> "$log"
+    res=$(grep "^test result" "$work/parity.log" | tail -1)
+    note "parity tests (tch, $dev): rc $rc; ${res:-no result line}"
+    grep -E "^test .* FAILED|panicked" "$work/parity.log" | head -20
+  fi
+  if limit 90 "bf16 test"; then
+    echo "### bf16 on $dev (timeout $t s)" >> "$log"
+    AION_TEST_DEVICE=$dev timeout "$t" "$work/bin/bf16" > "$work/bf16.log" 2>&1
+    rc=$?
+    cat "$work/bf16.log" >> "$log"
+    note "bf16 test ($dev): rc $rc; $(grep "^test result" "$work/bf16.log" | tail -1)"
+  fi
 fi
 
 step "base-size random model"
-"$py" validation/gpu/random_model.py --out "$work/model" || { note "random model: FAILED"; exit 1; }
+limit 150 "random model and everything after it" || { printf '%s\n' "${summary[@]}" > "$out/summary.txt"; exit 1; }
+timeout "$t" "$py" validation/gpu/random_model.py --out "$work/model" ||
+  { note "random model: FAILED"; printf '%s\n' "${summary[@]}" > "$out/summary.txt"; exit 1; }
 
 step "gpu_check: CPU f32, $dev f32 and bf16"
 : > "$out/gpu_check.jsonl"
-runs=("cpu f32 0" "$dev f32 $bench" "$dev bf16 $bench")
+# output name, device, precision, timed rows: ref_cpu is the CPU float32 run that the others are
+# compared with (named apart, so that a device run with AION_GPU_DEVICE=cpu does not replace it)
+runs=("ref_cpu cpu f32 0" "$dev $dev f32 $bench" "$dev $dev bf16 $bench")
 for r in "${runs[@]}"; do
-  set -- $r
-  timeout 240 "$work/bin/gpu_check" --model "$work/model" --device "$1" --precision "$2" --rows "$rows" \
-    --bench-rows "$3" --batch "$batch" --out "$work/$1_$2.safetensors" | tee -a "$out/gpu_check.jsonl"
-  [ "${PIPESTATUS[0]}" = 0 ] || note "gpu_check $1 $2: FAILED (rc ${PIPESTATUS[0]})"
+  read -r name d p n <<< "$r"
+  limit 180 "gpu_check $d $p" || continue
+  timeout "$t" "$work/bin/gpu_check" --model "$work/model" --device "$d" --precision "$p" --rows "$rows" \
+    --bench-rows "$n" --batch "$batch" --out "$work/${name}_$p.safetensors" | tee -a "$out/gpu_check.jsonl"
+  rc=${PIPESTATUS[0]}
+  [ "$rc" = 0 ] || note "gpu_check $d $p: FAILED (rc $rc)"
 done
 for p in f32 bf16; do
   [ -f "$work/${dev}_$p.safetensors" ] || continue
-  line=$("$py" validation/gpu/compare.py --cpu "$work/cpu_f32.safetensors" --other "$work/${dev}_$p.safetensors" \
-    --precision $p --json "$out/compare_${dev}_$p.json")
+  line=$("$py" validation/gpu/compare.py --cpu "$work/ref_cpu_f32.safetensors" --other "$work/${dev}_$p.safetensors" \
+    --precision $p --jsonl "$out/compare.jsonl")
   note "$line"
 done
 "$py" - "$out/gpu_check.jsonl" <<'EOF' | while IFS= read -r l; do note "$l"; done
@@ -124,15 +154,18 @@ write_catalog(f"{work}/catalog.h5", n, n)
 write_catalog(f"{work}/catalog_small.h5", small, small)
 EOF
   embed() { # device precision catalog output
-    timeout 240 "$work/bin/aion-embed" --model "$work/model" --catalog "$3" --output "$4" --batch-size "$batch" \
+    local t
+    limit 120 "aion-embed --device $1 --precision $2 on $(basename "$3")" || return 1
+    timeout "$t" "$work/bin/aion-embed" --model "$work/model" --catalog "$3" --output "$4" --batch-size "$batch" \
       --chunk-rows "$batch" --device "$1" --precision "$2" --overwrite --log-level warn > "$4.log" 2>&1 ||
-      { note "aion-embed --device $1 --precision $2: FAILED ($(tail -1 "$4.log"))"; cp "$4.log" "$out/"; return 1; }
+      { note "aion-embed --device $1 --precision $2: FAILED ($(tail -1 "$4.log"))"
+        { echo "### $(basename "$4").log"; cat "$4.log"; } >> "$out/aion-embed.log"; return 1; }
   }
   for p in f32 bf16; do
     if embed "$tool_dev" $p "$work/catalog.h5" "$work/emb_$p.h5"; then
       "$py" -c "import json,sys; s=json.load(open(sys.argv[1]))['summary']; print(f'aion-embed --device $tool_dev --precision $p: {$bench / s[\"seconds\"]:.0f} objects/s end to end ({$bench} rows, {s[\"seconds\"]:.2f} s after loading)')" \
         "$work/emb_$p.h5.run.json" | while IFS= read -r l; do note "$l"; done
-      cp "$work/emb_$p.h5.run.json" "$out/aion-embed_$p.run.json"
+      "$py" -c 'import json, sys; print(json.dumps(json.load(open(sys.argv[1]))))' "$work/emb_$p.h5.run.json" >> "$out/aion-embed.jsonl"
     fi
   done
   if embed tch-cpu f32 "$work/catalog_small.h5" "$work/small_cpu.h5" &&
