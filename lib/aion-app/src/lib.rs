@@ -5,7 +5,8 @@
 //! - [`run_config`]: the TOML run configuration and the dataset→modality mapping;
 //!   [`config_path`]: paths in config files are relative to the file.
 //! - [`codec_set`]: the codecs a run needs, loaded from a model directory.
-//! - [`pipeline`], [`resume`], [`signals`]: chunked resumable runs, time-limit stops.
+//! - [`pipeline`], [`resume`], [`signals`]: chunked resumable runs, time-limit stops;
+//!   [`stages`]: where each rank's time goes.
 //! - [`tokenize`] runs `aion-tokenize`; [`search`] runs `aion-search`; [`embed`], [`predict`]
 //!   and [`generate`] run the model tools; [`finetune`] runs `aion-finetune`.
 //! - [`model_tool`] runs `aion-model` (random model directories, strict checks).
@@ -44,6 +45,7 @@ pub mod resume;
 pub mod run_config;
 pub mod search;
 pub mod signals;
+pub mod stages;
 pub mod tokenize;
 pub mod tool;
 pub mod version;
