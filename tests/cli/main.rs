@@ -9,6 +9,7 @@ mod formats;
 mod generate;
 mod model;
 mod random_model;
+mod ranks;
 mod resume;
 mod search;
 mod slurm;

@@ -20,8 +20,8 @@ pub fn batch_size_default() -> String {
 /// What `--chunk-rows` defaults to.
 pub fn chunk_rows_default() -> String {
     format!(
-        "chunk_rows of the run config, else adaptive: about {} MiB of input per chunk, \
-         1 to {MAX_CHUNK_ROWS} rows, a multiple of the batch size",
+        "chunk_rows of the run config, else adaptive: at most about {} MiB of input per chunk \
+         (1 to {MAX_CHUNK_ROWS} rows), the rows spread evenly over the ranks",
         CHUNK_INPUT_BYTES >> 20
     )
 }

@@ -1,8 +1,9 @@
 //! From a chunk's tokens to model batches: rows are grouped by the set of modalities they
 //! have (so a row with only photometry costs a few tokens, not the 576 of an absent image),
 //! each group is cut into batches of at most `batch` rows, and only the group's modalities are
-//! given to the model. Grouping depends only on the chunk's rows, never on the rank count, so
-//! outputs are identical for any number of ranks.
+//! given to the model. Grouping depends only on the chunk's rows. The adaptive chunk size
+//! depends on the rank count, so a row's batch neighbours may too; its results do not on the
+//! CPU backends, and outputs are identical for any number of ranks (`tests/cli/ranks.rs`).
 
 use std::collections::BTreeMap;
 

@@ -14,6 +14,7 @@ mod spectrum;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use aion_io::catalog::{ColumnInfo, ColumnKind};
 use aion_io::{Catalog, Column};
@@ -27,6 +28,7 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::backend::Backend;
 
 use crate::run_config::{Binding, Source};
+use crate::stages::{Stage, Stages};
 
 /// Token value written where a modality is absent or rejected.
 pub const NO_TOKEN: i64 = -1;
@@ -290,60 +292,79 @@ impl<B: Backend> CodecSet<B> {
         total.max(1)
     }
 
-    /// Reads rows `rows` and tokenizes every bound modality.
-    pub fn encode(&self, catalog: &Catalog, rows: Range<usize>) -> Result<Vec<ModalityTokens>> {
+    /// Reads rows `rows` and tokenizes every bound modality, counting the reads and each
+    /// codec's time in `stages`.
+    pub fn encode(
+        &self,
+        catalog: &Catalog,
+        rows: Range<usize>,
+        stages: &Stages,
+    ) -> Result<Vec<ModalityTokens>> {
         let mut cache: BTreeMap<String, Column> = BTreeMap::new();
-        let mut col = |name: &String| -> Result<Option<Column>> {
-            if !catalog.has(name) {
-                return Ok(None);
-            }
-            if !cache.contains_key(name) {
-                cache.insert(name.clone(), catalog.read(name, rows.clone())?);
-            }
-            Ok(cache.get(name).cloned())
-        };
         let mut out = Vec::with_capacity(self.entries.len());
         for (b, names, tok) in &self.entries {
+            // The binding's columns (shared ones are read once), then its codec.
+            let mut cols: Vec<Option<Column>> = Vec::with_capacity(names.len());
+            let reading = Instant::now();
+            for name in names {
+                if !catalog.has(name) {
+                    cols.push(None);
+                    continue;
+                }
+                if !cache.contains_key(name) {
+                    cache.insert(name.clone(), catalog.read(name, rows.clone())?);
+                }
+                cols.push(cache.get(name).cloned());
+            }
+            stages.add(Stage::Read, reading);
             let m = b.modality();
-            let need = |c: Option<Column>| c.expect("checked at load: required datasets exist");
-            out.push(match tok {
-                Tokenizer::Tokens => scalar::pass_tokens(m, &need(col(&names[0])?)),
-                Tokenizer::Scalar(codec) => {
+            let need = |c: &mut Option<Column>| -> Column {
+                c.take().expect("checked at load: required datasets exist")
+            };
+            let coding = Instant::now();
+            let (stage, tokens) = match (tok, &mut cols[..]) {
+                (Tokenizer::Tokens, [c]) => (Stage::Tokens, scalar::pass_tokens(m, &need(c))),
+                (Tokenizer::Scalar(codec), [c]) => {
                     let columns = match &b.source {
                         Source::Scalar { columns, .. } => *columns,
                         _ => None,
                     };
-                    scalar::encode(codec, &need(col(&names[0])?), columns)
+                    (Stage::ScalarCodec, scalar::encode(codec, &need(c), columns))
                 }
-                Tokenizer::Spectrum(codec) => {
+                (Tokenizer::Spectrum(codec), [flux, ivar, lambda, mask]) => {
                     let cols = spectrum::SpectrumColumns {
-                        flux: need(col(&names[0])?),
-                        ivar: need(col(&names[1])?),
-                        lambda: need(col(&names[2])?),
-                        mask: col(&names[3])?,
+                        flux: need(flux),
+                        ivar: need(ivar),
+                        lambda: need(lambda),
+                        mask: mask.take(),
                     };
-                    spectrum::encode(codec, m, &cols, rows.start)?
+                    let t = spectrum::encode(codec, m, &cols, rows.start)?;
+                    (Stage::SpectrumCodec, t)
                 }
-                Tokenizer::Image(codec) => image::encode_images(
-                    codec,
-                    m,
-                    &need(col(&names[0])?),
-                    &need(col(&names[1])?),
-                    self.pad,
-                    &self.device,
-                )?,
-                Tokenizer::Field(codec) => {
-                    image::encode_fields(codec, m, &need(col(&names[0])?), self.pad, &self.device)?
+                (Tokenizer::Image(codec), [flux, band]) => {
+                    let t = image::encode_images(
+                        codec,
+                        m,
+                        &need(flux),
+                        &need(band),
+                        self.pad,
+                        &self.device,
+                    )?;
+                    (Stage::ImageCodec, t)
                 }
-                Tokenizer::Catalog(codec) => {
-                    let cols: Vec<Column> = names
-                        .iter()
-                        .map(|n| col(n).map(need))
-                        .collect::<Result<_>>()?;
+                (Tokenizer::Field(codec), [c]) => (
+                    Stage::FieldCodec,
+                    image::encode_fields(codec, m, &need(c), self.pad, &self.device)?,
+                ),
+                (Tokenizer::Catalog(codec), cols) => {
+                    let cols: Vec<Column> = cols.iter_mut().map(need).collect();
                     let cols: [Column; 5] = cols.try_into().expect("five catalog fields");
-                    catalog::encode(codec, m, &cols)
+                    (Stage::CatalogCodec, catalog::encode(codec, m, &cols))
                 }
-            });
+                _ => unreachable!("datasets_of gives each tokenizer its columns"),
+            };
+            stages.add(stage, coding);
+            out.push(tokens);
         }
         Ok(out)
     }

@@ -8,6 +8,7 @@
 //! tokens in order) with a validity mask.
 
 use std::ops::Range;
+use std::time::Instant;
 
 use aion_mpi::Session;
 use anyhow::Result;
@@ -24,6 +25,7 @@ use crate::output::{Tally, flag_specs, write_masks};
 use crate::pipeline::{DatasetSpec, Dtype, Outcome, run_chunks};
 use crate::run_config::{announce_inputs, inputs_json};
 use crate::signals::StopFlag;
+use crate::stages::{Stage, Stages};
 use crate::tool::{RunIdentity, start};
 
 /// Tool name.
@@ -92,7 +94,7 @@ impl BackendTask for Task<'_> {
     fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output> {
         let plan = agree(
             self.session,
-            ModelPlan::<B>::load(&self.args.io, &device, &[]),
+            ModelPlan::<B>::load(&self.args.io, &device, &[], self.session.size()),
         )?;
         run_plan(self.args, self.session, self.stop, &plan, &device)
     }
@@ -126,7 +128,7 @@ fn run_plan<B: Backend>(
     announce_inputs(session, "inputs", &inputs, &plan.common);
     let config = serde_json::json!({
         "tool": TOOL, "model": args.io.model, "catalog": args.io.catalog, "output": args.io.output,
-        "batch_size": plan.common.batch, "chunk_rows": plan.chunk_rows, "pool": args.pool,
+        "batch_size": plan.common.batch, "chunk_rows": plan.chunk.rows, "pool": args.pool,
         "device": format!("{:?}", args.compute.device), "precision": args.compute.precision,
         "bindings": plan.codecs.bindings().collect::<Vec<_>>(), "object_id": plan.ids.source(),
     });
@@ -173,7 +175,7 @@ fn run_plan<B: Backend>(
         &id,
         &args.io.output,
         args.io.overwrite,
-        plan.chunk_rows,
+        plan.chunk,
         &specs,
         "embedded",
     )?;
@@ -181,6 +183,7 @@ fn run_plan<B: Backend>(
         return Ok((Outcome::Finished, summary));
     }
     let run = &started.run;
+    let stages = &run.stages;
     let (mut embedded, mut processed) = (0u64, 0u64);
     let mut tally = Tally::default();
     let outcome = run_chunks(
@@ -190,11 +193,14 @@ fn run_plan<B: Backend>(
         stop,
         |rows: Range<usize>| -> Result<(Vec<i64>, Vec<ModalityTokens>)> {
             Ok((
-                plan.ids.read(catalog, &rows)?,
-                plan.codecs.encode(catalog, rows)?,
+                stages.time(Stage::Read, || plan.ids.read(catalog, &rows))?,
+                plan.codecs.encode(catalog, rows, stages)?,
             ))
         },
-        |(ids, tokens)| compute(plan, args.pool, device, ids, tokens, &offsets, k_all),
+        |(ids, tokens)| {
+            let layout = (&offsets[..], k_all);
+            compute(plan, args.pool, device, ids, tokens, layout, stages)
+        },
         |rows, out| {
             let empty = Out {
                 ids: Vec::new(),
@@ -256,20 +262,21 @@ fn run_plan<B: Backend>(
         }
     }
     let summary = serde_json::json!({ "rows": n, "processed": processed, "embedded": embedded, "seconds": secs, "cpu_seconds": cpu, "ranks": session.size(), "finished": outcome == Outcome::Finished, "modalities": modalities });
-    started.finish(session, &args.io.output, &summary)?;
+    let summary = started.finish(session, &args.io.output, summary)?;
     Ok((outcome, summary))
 }
 
 /// Runs the model on a chunk: embeddings (NaN for rows without input) and, for `--pool none`,
-/// the per-token context in the fixed layout.
+/// the per-token context in the fixed `layout` (token offset of each input modality, tokens in
+/// all).
 fn compute<B: Backend>(
     plan: &ModelPlan<B>,
     pool: Pool,
     device: &B::Device,
     ids: Vec<i64>,
     tokens: Vec<ModalityTokens>,
-    offsets: &[usize],
-    k_all: usize,
+    (offsets, k_all): (&[usize], usize),
+    stages: &Stages,
 ) -> Result<Out> {
     let n = ids.len();
     let d = plan.aion.config().dim;
@@ -285,6 +292,7 @@ fn compute<B: Backend>(
         Vec::new()
     };
     for b in batches(&tokens, &plan.is_input, n, plan.common.batch) {
+        let encoding = Instant::now();
         let inp = inputs::<B>(&tokens, &b, device);
         let enc = plan.aion.encode(&inp, None);
         let mask: Vec<bool> = enc
@@ -299,6 +307,8 @@ fn compute<B: Backend>(
             .convert::<f32>()
             .to_vec()
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        stages.add(Stage::Encoder, encoding);
+        let pooling = Instant::now();
         let k = mask.len() / b.rows.len();
         for (j, &r) in b.rows.iter().enumerate() {
             let row_ctx = &ctx[j * k * d..(j + 1) * k * d];
@@ -319,6 +329,7 @@ fn compute<B: Backend>(
                 );
             }
         }
+        stages.add(Stage::Pooling, pooling);
     }
     Ok(Out {
         ids,

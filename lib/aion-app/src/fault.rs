@@ -4,7 +4,10 @@
 //! `prepare` (reading the chunk), `before_write`, `mid_write` (after the first dataset of the
 //! chunk is written), `after_write` (all datasets written, not yet flushed), `after_flush`
 //! (flushed, not yet marked done), `after_mark`, and `usr1` (raises SIGUSR1 at `before_write`).
-//! `AION_TEST_SLOW_MS=<ms>` makes the reader sleep that long per chunk (to catch a run mid-way).
+//! `AION_TEST_SLOW_MS=<ms>` makes the reader sleep that long per chunk (to catch a run mid-way);
+//! `AION_TEST_BUSY_MS=<ms>` makes rank 0's reader compute until the process has used that much
+//! more CPU time, per chunk (a rank that works while the others wait, however loaded the
+//! machine).
 //! Both are read once; without them nothing happens.
 
 use std::cell::Cell;
@@ -91,6 +94,27 @@ pub fn slow() {
     });
     if ms > 0 {
         std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
+/// Computes on rank 0 until the process has used `AION_TEST_BUSY_MS` more CPU time, if set.
+pub fn busy() {
+    static MS: OnceLock<u64> = OnceLock::new();
+    let ms = *MS.get_or_init(|| {
+        std::env::var("AION_TEST_BUSY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    });
+    if ms == 0 || RANK.load(Ordering::Relaxed) != 0 {
+        return;
+    }
+    let until = crate::tool::process_cpu_seconds() + ms as f64 / 1e3;
+    let mut x = 1.0f64;
+    while crate::tool::process_cpu_seconds() < until {
+        for _ in 0..1000 {
+            x = std::hint::black_box(x * 1.000_001 + 1e-9);
+        }
     }
 }
 

@@ -40,6 +40,7 @@ use crate::output::{Tally, flag_specs, write_constants, write_masks};
 use crate::pipeline::{DatasetSpec, Dtype, Outcome, RunOutput, run_chunks};
 use crate::run_config::{announce_inputs, inputs_json};
 use crate::signals::StopFlag;
+use crate::stages::{Stage, Stages};
 use crate::tool::{RunIdentity, start};
 
 /// Tool name.
@@ -285,7 +286,13 @@ impl BackendTask for Task<'_> {
             self.session,
             (|| {
                 let m = check_target(args)?;
-                let plan = ModelPlan::<B>::load_excluding(&args.io, &device, &[], &[m.token_key])?;
+                let plan = ModelPlan::<B>::load_excluding(
+                    &args.io,
+                    &device,
+                    &[],
+                    &[m.token_key],
+                    self.session.size(),
+                )?;
                 let target = load_target(args, m, &plan, &device)?;
                 Ok((plan, target))
             })(),
@@ -489,10 +496,10 @@ fn run_plan<B: Backend>(
         m * (8 * target.modality.num_tokens() + 4 * target.widths().iter().sum::<usize>());
     let chunk_rows = plan
         .common
-        .chunk_rows_for(plan.codecs.row_bytes(catalog) + out_bytes);
+        .chunk_rows_for(plan.codecs.row_bytes(catalog) + out_bytes, session.size());
     let config = serde_json::json!({
         "tool": TOOL, "model": args.io.model, "catalog": args.io.catalog, "output": args.io.output,
-        "batch_size": plan.common.batch, "chunk_rows": chunk_rows, "target": key,
+        "batch_size": plan.common.batch, "chunk_rows": chunk_rows.rows, "target": key,
         "schedule": args.schedule, "steps": target.schedule.steps, "scheme": target.schedule.scheme,
         "temperature": args.temperature, "temperature_schedule": args.temperature_schedule,
         "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed, "samples": m,
@@ -531,6 +538,7 @@ fn run_plan<B: Backend>(
     }
     let resumed_rows = started.progress.done();
     let run = &started.run;
+    let stages = &run.stages;
     let mut tally = Tally::default();
     if let TargetCodec::Spectrum(c) = &target.codec {
         write_constants(
@@ -546,6 +554,7 @@ fn run_plan<B: Backend>(
         n,
         stop,
         |rows: Range<usize>| -> Result<ChunkInput> {
+            let reading = std::time::Instant::now();
             let grids = match &grid_ds {
                 Some(ds) if !rows.is_empty() => Some(
                     catalog
@@ -555,13 +564,11 @@ fn run_plan<B: Backend>(
                 ),
                 _ => None,
             };
-            Ok((
-                plan.ids.read(catalog, &rows)?,
-                plan.codecs.encode(catalog, rows)?,
-                grids,
-            ))
+            let ids = plan.ids.read(catalog, &rows)?;
+            stages.add(Stage::Read, reading);
+            Ok((ids, plan.codecs.encode(catalog, rows, stages)?, grids))
         },
-        |(ids, tokens, grids)| compute(args, plan, target, device, ids, tokens, grids),
+        |(ids, tokens, grids)| compute(args, plan, target, device, ids, tokens, grids, stages),
         |rows, out| {
             if let Some(o) = &out {
                 tally.add(rows.start, &o.ids, &o.tokens);
@@ -602,7 +609,7 @@ fn run_plan<B: Backend>(
             session.size()
         );
     }
-    started.finish(session, &args.io.output, &summary)?;
+    let summary = started.finish(session, &args.io.output, summary)?;
     Ok((outcome, summary))
 }
 
@@ -613,6 +620,7 @@ fn codec_files(model: &std::path::Path, m: &ModalityInfo) -> Vec<std::path::Path
 }
 
 /// Generates and decodes one chunk.
+#[allow(clippy::too_many_arguments)]
 fn compute<B: Backend>(
     args: &GenerateArgs,
     plan: &ModelPlan<B>,
@@ -621,6 +629,7 @@ fn compute<B: Backend>(
     ids: Vec<i64>,
     tokens: Vec<ModalityTokens>,
     grids: Option<Vec<f32>>,
+    stages: &Stages,
 ) -> Result<Out> {
     let n = ids.len();
     let m = args.samples;
@@ -648,15 +657,16 @@ fn compute<B: Backend>(
                 .collect(),
         );
         let inp = inputs::<B>(&tokens, &expanded, device);
-        let g = plan
-            .aion
-            .generate(
-                &inp,
-                target.modality,
-                &target.schedule,
-                target.filter,
-                &draws,
-            )
+        let g = stages
+            .time(Stage::Sampler, || {
+                plan.aion.generate(
+                    &inp,
+                    target.modality,
+                    &target.schedule,
+                    target.filter,
+                    &draws,
+                )
+            })
             .map_err(|e| anyhow::anyhow!("generating {}: {e}", target.modality.token_key))?;
         for (j, &r) in b.rows.iter().enumerate() {
             gen_tokens[r * m * t..(r + 1) * m * t]
@@ -675,7 +685,9 @@ fn compute<B: Backend>(
             })
             .collect()
     });
-    let decoded = decode(plan, target, device, &gen_tokens, &generated, m, grids)?;
+    let decoded = stages.time(Stage::Decode, || {
+        decode(plan, target, device, &gen_tokens, &generated, m, grids)
+    })?;
     Ok(Out {
         ids,
         tokens,

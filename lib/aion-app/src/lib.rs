@@ -6,7 +6,8 @@
 //!   [`config_path`]: paths in config files are relative to the file; [`survey`]: survey
 //!   presets (`--survey`).
 //! - [`codec_set`]: the codecs a run needs, loaded from a model directory.
-//! - [`pipeline`], [`resume`], [`signals`]: chunked resumable runs, time-limit stops.
+//! - [`pipeline`], [`resume`], [`signals`]: chunked resumable runs, time-limit stops;
+//!   [`stages`]: where each rank's time goes.
 //! - [`tokenize`] runs `aion-tokenize`; [`search`] runs `aion-search`; [`embed`], [`predict`]
 //!   and [`generate`] run the model tools; [`finetune`] runs `aion-finetune`.
 //! - [`model_tool`] runs `aion-model` (random model directories, strict checks).
@@ -46,6 +47,7 @@ pub mod run_config;
 pub mod search;
 pub mod signals;
 pub mod survey;
+pub mod stages;
 pub mod tokenize;
 pub mod tool;
 pub mod version;

@@ -10,7 +10,7 @@ use burn::tensor::backend::Backend;
 use crate::args::IoArgs;
 use crate::codec_set::CodecSet;
 use crate::output::ObjectIds;
-use crate::run_config::{Binding, Common};
+use crate::run_config::{Binding, ChunkRows, Common};
 
 /// Everything a model tool resolves before touching the output.
 pub struct ModelPlan<B: Backend> {
@@ -25,14 +25,15 @@ pub struct ModelPlan<B: Backend> {
     /// Where object ids come from.
     pub ids: ObjectIds,
     /// Rows per chunk.
-    pub chunk_rows: usize,
+    pub chunk: ChunkRows,
 }
 
 impl<B: Backend> ModelPlan<B> {
-    /// Loads the plan. Modalities the model cannot take as input are left out (logged); the
-    /// `targets` are never inputs but are kept when the catalogue holds their true value.
-    pub fn load(io: &IoArgs, device: &B::Device, targets: &[&str]) -> Result<Self> {
-        Self::load_excluding(io, device, targets, &[])
+    /// Loads the plan for a run on `ranks` ranks. Modalities the model cannot take as input are
+    /// left out (logged); the `targets` are never inputs but are kept when the catalogue holds
+    /// their true value.
+    pub fn load(io: &IoArgs, device: &B::Device, targets: &[&str], ranks: usize) -> Result<Self> {
+        Self::load_excluding(io, device, targets, &[], ranks)
     }
 
     /// [`load`](Self::load), leaving the `excluded` modalities out entirely (not read, not
@@ -42,6 +43,7 @@ impl<B: Backend> ModelPlan<B> {
         device: &B::Device,
         targets: &[&str],
         excluded: &[&str],
+        ranks: usize,
     ) -> Result<Self> {
         let common = Common::resolve(io, targets)?;
         let aion = Aion::<B>::load(&io.model, device)
@@ -87,14 +89,14 @@ impl<B: Backend> ModelPlan<B> {
             );
         }
         let ids = ObjectIds::detect(&common.catalog)?;
-        let chunk_rows = common.chunk_rows_for(codecs.row_bytes(&common.catalog));
+        let chunk = common.chunk_rows_for(codecs.row_bytes(&common.catalog), ranks);
         Ok(Self {
             common,
             codecs,
             is_input,
             aion,
             ids,
-            chunk_rows,
+            chunk,
         })
     }
 

@@ -1,8 +1,8 @@
 //! The chunked, resumable, overlapped pipeline every tool runs.
 //!
-//! Global rows are cut into chunks of `chunk_rows` (fixed by the run, not by the rank count).
-//! The chunks still to do are split over the ranks in contiguous runs; every rank then goes
-//! through the same number of rounds. In each round a rank writes the chunk it computed (or
+//! Global rows are cut into chunks of `chunk_rows` (recorded in the output: a resumed run keeps
+//! them, whatever its rank count). The chunks still to do are split over the ranks in contiguous
+//! runs; every rank then goes through the same number of rounds. In each round a rank writes the chunk it computed (or
 //! joins the collective writes with nothing), the file is flushed, and the chunk is marked done.
 //!
 //! Three stages overlap through bounded channels (depth 2): a reader thread (catalogue reads and
@@ -22,6 +22,7 @@ use hdf5::H5Type;
 
 use crate::collective::agree;
 use crate::fault;
+use crate::stages::{Stage, Stages, Thread};
 
 thread_local! {
     /// The chunk the main thread is writing (for fault injection).
@@ -180,6 +181,8 @@ pub struct RunOutput {
     pub todo: Vec<usize>,
     /// Whether an earlier run's output is being continued.
     pub resumed: bool,
+    /// Where this rank's time goes in this run (filled by [`run_chunks`] and the tools' stages).
+    pub stages: Stages,
 }
 
 impl RunOutput {
@@ -222,6 +225,7 @@ pub fn open_output(
             log,
             todo,
             resumed: true,
+            stages: Stages::default(),
         });
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -267,6 +271,7 @@ pub fn open_output(
         log,
         todo,
         resumed: false,
+        stages: Stages::default(),
     })
 }
 
@@ -282,7 +287,9 @@ pub enum Outcome {
 /// Runs the chunks of `run.todo` that belong to this rank through `prepare` (reader thread) →
 /// `compute` (compute thread) → `write` (main thread, collective), marking each written chunk
 /// done. `write(rows, None)` must join every collective write with nothing. `on_round` is called
-/// on every rank after each round with the number of rows all ranks wrote in it.
+/// on every rank after each round with the number of rows all ranks wrote in it. The time of
+/// the writes and of the waits is counted in `run.stages` ([`crate::stages`]); `prepare` runs on
+/// the reader thread and `compute` on the compute thread, so the stages they count are theirs.
 #[allow(clippy::too_many_arguments)]
 pub fn run_chunks<A: Send, B: Send>(
     session: &Session,
@@ -295,6 +302,7 @@ pub fn run_chunks<A: Send, B: Send>(
     mut on_round: impl FnMut(u64),
 ) -> Result<Outcome> {
     let chunk_rows = run.log.chunk_rows;
+    let stages = &run.stages;
     let rows_of = |c: usize| c * chunk_rows..((c + 1) * chunk_rows).min(n_rows);
     let mine: Vec<usize> =
         run.todo[block_range(run.todo.len(), session.rank(), session.size())].to_vec();
@@ -316,8 +324,10 @@ pub fn run_chunks<A: Send, B: Send>(
         let reader_chunks = mine.clone();
         let mut prepare = prepare;
         scope.spawn(move || {
+            Thread::Reader.enter();
             for c in reader_chunks {
                 fault::slow();
+                fault::busy();
                 fault::hit("prepare", Some(c));
                 if tx_a.send(prepare(rows_of(c))).is_err() {
                     break;
@@ -326,6 +336,7 @@ pub fn run_chunks<A: Send, B: Send>(
         });
         let mut compute = compute;
         scope.spawn(move || {
+            Thread::Compute.enter();
             for a in rx_a {
                 if tx_b.send(a.and_then(&mut compute)).is_err() {
                     break;
@@ -338,13 +349,15 @@ pub fn run_chunks<A: Send, B: Send>(
         for _ in 0..rounds {
             let chunk = mine_iter.next().copied();
             let item: Result<Option<B>> = match chunk {
-                Some(_) => rx_b
-                    .recv()
-                    .map_err(|_| anyhow::anyhow!("pipeline worker stopped"))
-                    .and_then(|r| r.map(Some)),
+                Some(_) => stages.time(Stage::WaitPipeline, || {
+                    rx_b.recv()
+                        .map_err(|_| anyhow::anyhow!("pipeline worker stopped"))
+                        .and_then(|r| r.map(Some))
+                }),
                 None => Ok(None),
             };
-            let item = agree(session, item)?;
+            let item = stages.time(Stage::WaitRanks, || agree(session, item))?;
+            let writing = std::time::Instant::now();
             let rows = chunk.map_or(0..0, rows_of);
             fault::hit("before_write", chunk);
             CURRENT_CHUNK.with(|c| c.set(chunk));
@@ -358,8 +371,13 @@ pub fn run_chunks<A: Send, B: Send>(
             run.log.mark(&run.out, chunk)?;
             run.out.flush()?;
             fault::hit("after_mark", chunk);
-            on_round(session.sum_u64(rows.len() as u64));
-            if session.max_u64(u64::from(stop.requested())) == 1 {
+            stages.add(Stage::Write, writing);
+            let waiting = std::time::Instant::now();
+            let written = session.sum_u64(rows.len() as u64);
+            let stopping = session.max_u64(u64::from(stop.requested())) == 1;
+            stages.add(Stage::WaitRanks, waiting);
+            on_round(written);
+            if stopping {
                 return Ok(Outcome::Stopped);
             }
         }

@@ -16,6 +16,7 @@
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use aion_model::codecs::scalar::ScalarCodec;
 use aion_model::fourm::DecoderMode;
@@ -41,6 +42,7 @@ use crate::posterior::{centres, edges, probabilities, summarize};
 use crate::run_config::Source;
 use crate::run_config::{announce_inputs, inputs_json};
 use crate::signals::StopFlag;
+use crate::stages::{Stage, Stages};
 use crate::tool::{RunIdentity, start};
 
 /// Tool name.
@@ -210,7 +212,8 @@ impl BackendTask for Task<'_> {
         let loaded = agree(
             self.session,
             (|| {
-                let plan = ModelPlan::<B>::load(&self.args.io, &device, &keys)?;
+                let plan =
+                    ModelPlan::<B>::load(&self.args.io, &device, &keys, self.session.size())?;
                 let targets = load_targets(&self.args.io.model, &plan, &keys)?;
                 let probe = self
                     .args
@@ -425,7 +428,7 @@ fn run_plan<B: Backend>(
     announce_inputs(session, "inputs", &inputs, &plan.common);
     let config = serde_json::json!({
         "tool": TOOL, "model": args.io.model, "catalog": args.io.catalog, "output": args.io.output,
-        "batch_size": plan.common.batch, "chunk_rows": plan.chunk_rows, "targets": args.targets,
+        "batch_size": plan.common.batch, "chunk_rows": plan.chunk.rows, "targets": args.targets,
         "decoder": args.decoder, "save_pdf": args.save_pdf, "save_logits": args.save_logits,
         "device": format!("{:?}", args.compute.device), "precision": args.compute.precision,
         "bindings": plan.codecs.bindings().collect::<Vec<_>>(), "object_id": plan.ids.source(),
@@ -452,7 +455,7 @@ fn run_plan<B: Backend>(
         &id,
         &args.io.output,
         args.io.overwrite,
-        plan.chunk_rows,
+        plan.chunk,
         &all_specs,
         "predicted",
     )?;
@@ -461,6 +464,7 @@ fn run_plan<B: Backend>(
     }
     let mut tally = Tally::default();
     let run = &started.run;
+    let stages = &run.stages;
     if args.save_pdf {
         write_constants(session, run, &grids(targets))?;
     }
@@ -474,6 +478,7 @@ fn run_plan<B: Backend>(
         n,
         stop,
         |rows: Range<usize>| -> Result<ChunkInput> {
+            let reading = Instant::now();
             let truths = targets
                 .iter()
                 .map(|t| match t.truth_dataset() {
@@ -490,13 +495,11 @@ fn run_plan<B: Backend>(
                     _ => Ok(None),
                 })
                 .collect::<Result<_>>()?;
-            Ok((
-                plan.ids.read(catalog, &rows)?,
-                plan.codecs.encode(catalog, rows)?,
-                truths,
-            ))
+            let ids = plan.ids.read(catalog, &rows)?;
+            stages.add(Stage::Read, reading);
+            Ok((ids, plan.codecs.encode(catalog, rows, stages)?, truths))
         },
-        |input| compute(args, plan, targets, probe, mode, device, input),
+        |input| compute(args, plan, targets, probe, mode, device, input, stages),
         |rows, out| {
             if let Some(o) = &out {
                 tally.add(rows.start, &o.ids, &o.tokens);
@@ -524,7 +527,7 @@ fn run_plan<B: Backend>(
             this_run as f64 / secs.max(1e-9)
         );
     }
-    started.finish(session, &args.io.output, &summary)?;
+    let summary = started.finish(session, &args.io.output, summary)?;
     Ok((outcome, summary))
 }
 
@@ -570,6 +573,7 @@ fn compute<B: Backend>(
     mode: DecoderMode,
     device: &B::Device,
     (ids, tokens, truths): ChunkInput,
+    stages: &Stages,
 ) -> Result<Out> {
     let n = ids.len();
     let mods: Vec<&'static ModalityInfo> = targets.iter().map(|t| t.modality).collect();
@@ -610,6 +614,7 @@ fn compute<B: Backend>(
     });
     for b in batches(&tokens, &plan.is_input, n, plan.common.batch) {
         let inp = inputs::<B>(&tokens, &b, device);
+        let probing = Instant::now();
         if let (Some(p), Some((first, second))) = (probe, probe_out.as_mut()) {
             let fed: Vec<_> = inp
                 .iter()
@@ -636,16 +641,27 @@ fn compute<B: Backend>(
                 }
             }
         }
+        if probe.is_some() {
+            stages.add(Stage::Probe, probing);
+        }
         if mods.is_empty() {
             continue;
         }
-        let logits = plan.aion.predict(&inp, &mods, mode);
+        let predicting = Instant::now();
+        let logits = plan
+            .aion
+            .predict(&inp, &mods, mode)
+            .into_iter()
+            .map(|l| {
+                l.into_data()
+                    .convert::<f32>()
+                    .to_vec()
+                    .map_err(|e| anyhow::anyhow!("{e:?}"))
+            })
+            .collect::<Result<Vec<Vec<f32>>>>()?;
+        stages.add(Stage::Predict, predicting);
+        let summarizing = Instant::now();
         for (ti, (t, l)) in targets.iter().zip(logits).enumerate() {
-            let l: Vec<f32> = l
-                .into_data()
-                .convert::<f32>()
-                .to_vec()
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
             let (nt, v) = (t.modality.num_tokens(), t.modality.vocab);
             for (j, &r) in b.rows.iter().enumerate() {
                 for p in 0..nt {
@@ -690,6 +706,7 @@ fn compute<B: Backend>(
                 }
             }
         }
+        stages.add(Stage::Posteriors, summarizing);
     }
     Ok(Out {
         ids,

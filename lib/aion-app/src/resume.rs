@@ -1,7 +1,7 @@
 //! Resumable runs: the output file records which chunks of rows are complete.
 //!
-//! Rows are processed in fixed chunks of `chunk_rows` global rows (independent of the rank
-//! count). After the rows of a round are written and flushed, each rank sets its chunk's byte in
+//! Rows are processed in fixed chunks of `chunk_rows` global rows, recorded in the output (a
+//! resumed run uses them on any rank count). After the rows of a round are written and flushed, each rank sets its chunk's byte in
 //! `resume/chunk_done` and the file is flushed again, so a byte is 1 only for rows that are on
 //! disk. A run killed at any point (even mid-write) leaves the other bytes 0; re-running the same
 //! command recomputes exactly those chunks. A run refuses to resume into an output made with

@@ -229,19 +229,57 @@ pub fn token_key_list() -> String {
 }
 
 impl Common {
-    /// Rows per chunk: the configured value, else about [`crate::args::CHUNK_INPUT_BYTES`] of
-    /// input per chunk (1 to [`crate::args::MAX_CHUNK_ROWS`] rows, a multiple of the batch size
-    /// when above it). Deterministic for a given catalogue.
-    pub fn chunk_rows_for(&self, row_bytes: usize) -> usize {
-        use crate::args::{CHUNK_INPUT_BYTES, MAX_CHUNK_ROWS};
-        self.chunk_rows.unwrap_or_else(|| {
-            let rows = (CHUNK_INPUT_BYTES / row_bytes.max(1)).clamp(1, MAX_CHUNK_ROWS);
-            if rows > self.batch {
-                rows / self.batch * self.batch
-            } else {
-                rows
-            }
-        })
+    /// Rows per chunk: the configured value, else [`adaptive_chunk_rows`] for this catalogue,
+    /// `row_bytes` of input per row and `ranks` ranks.
+    pub fn chunk_rows_for(&self, row_bytes: usize, ranks: usize) -> ChunkRows {
+        match self.chunk_rows {
+            Some(rows) => ChunkRows {
+                rows,
+                adaptive: false,
+            },
+            None => ChunkRows {
+                rows: adaptive_chunk_rows(self.catalog.n_rows(), row_bytes, self.batch, ranks),
+                adaptive: true,
+            },
+        }
+    }
+}
+
+/// Rows per chunk of a run, and who chose them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkRows {
+    /// Rows per chunk.
+    pub rows: usize,
+    /// Chosen by the run ([`adaptive_chunk_rows`]), not by `--chunk-rows` or the run config.
+    /// It then depends on the rank count, so it is left out of the resume key and a resumed
+    /// run keeps the chunks the output records, whatever its rank count.
+    pub adaptive: bool,
+}
+
+/// The chunk size a run picks for `n` rows of `row_bytes` input each on `ranks` ranks: chunks
+/// hold at most about [`crate::args::CHUNK_INPUT_BYTES`] of input (1 to
+/// [`crate::args::MAX_CHUNK_ROWS`] rows, a multiple of `batch` when above it), and the work is
+/// spread over every rank: with `rounds` the fewest rounds of such chunks, the chunk is the rows
+/// per rank per round, so each rank does `rounds` chunks of nearly equal size, and every rank has
+/// rows whenever `n ≥ ranks` (a 64-row catalogue on 2 ranks: 2 chunks of 32).
+pub fn adaptive_chunk_rows(n: usize, row_bytes: usize, batch: usize, ranks: usize) -> usize {
+    use crate::args::{CHUNK_INPUT_BYTES, MAX_CHUNK_ROWS};
+    let ranks = ranks.max(1);
+    let mut budget = (CHUNK_INPUT_BYTES / row_bytes.max(1)).clamp(1, MAX_CHUNK_ROWS);
+    if budget > batch {
+        budget = budget / batch.max(1) * batch.max(1);
+    }
+    if n == 0 {
+        return budget;
+    }
+    let rounds = n.div_ceil(ranks * budget);
+    let rows = n.div_ceil(ranks * rounds);
+    if n.div_ceil(rows) < ranks {
+        // Few rows per rank (n < 2·ranks or so): equal chunks rounded up leave a rank without
+        // one; rounded down they cover every rank (1 row per chunk when n < ranks).
+        (n / ranks).max(1)
+    } else {
+        rows
     }
 }
 
@@ -531,5 +569,33 @@ mod tests {
         assert!(toml::from_str::<RunConfig>("batchsize = 8\n").is_err());
         let c: RunConfig = toml::from_str("format = \"hats\"\n").unwrap();
         assert_eq!(c.format, Some(aion_io::Format::Hats));
+    }
+
+    #[test]
+    fn adaptive_chunks_give_every_rank_rows_and_stay_in_the_budget() {
+        use crate::args::{CHUNK_INPUT_BYTES, MAX_CHUNK_ROWS};
+        // The case of issue 14: 64 image rows (400 KB each) on 2 ranks, 1 rank as before.
+        let image = 4 * 160 * 160 * 4;
+        assert_eq!(adaptive_chunk_rows(64, image, 256, 2), 32);
+        assert_eq!(adaptive_chunk_rows(64, image, 256, 1), 64);
+        for batch in [1, 7, 256] {
+            for row_bytes in [8, 4096, image, CHUNK_INPUT_BYTES * 2] {
+                let budget = (CHUNK_INPUT_BYTES / row_bytes).clamp(1, MAX_CHUNK_ROWS);
+                for ranks in 1..=9 {
+                    for n in (1..=200).chain([4095, 4097, 100_000, 1_000_003]) {
+                        let c = adaptive_chunk_rows(n, row_bytes, batch, ranks);
+                        assert!(c >= 1 && c <= budget, "n {n} ranks {ranks}: chunk {c}");
+                        let chunks = n.div_ceil(c);
+                        let busy = (0..ranks)
+                            .filter(|&r| !aion_mpi::block_range(chunks, r, ranks).is_empty())
+                            .count();
+                        assert_eq!(busy, ranks.min(n), "n {n} ranks {ranks} chunk {c}");
+                        // No rank does more than one round beyond the fewest possible.
+                        let rounds = n.div_ceil(ranks * budget);
+                        assert!(chunks.div_ceil(ranks) <= rounds + 1, "n {n} ranks {ranks}");
+                    }
+                }
+            }
+        }
     }
 }

@@ -19,6 +19,7 @@ use crate::output::{ObjectIds, Tally, flag_specs, write_masks};
 use crate::pipeline::{DatasetSpec, Dtype, Outcome, run_chunks};
 use crate::run_config;
 use crate::signals::StopFlag;
+use crate::stages::Stage;
 use crate::tool::{RunIdentity, start};
 
 /// Tool name.
@@ -113,12 +114,12 @@ fn run_plan<B: Backend>(
 ) -> Result<(Outcome, serde_json::Value)> {
     let catalog = &common.catalog;
     let n = catalog.n_rows();
-    let chunk_rows = common.chunk_rows_for(codecs.row_bytes(catalog));
+    let chunk_rows = common.chunk_rows_for(codecs.row_bytes(catalog), session.size());
     let tokenized: Vec<&run_config::Binding> = codecs.bindings().collect();
     run_config::announce_inputs(session, "tokenized", &tokenized, common);
     let config = serde_json::json!({
         "tool": TOOL, "model": args.io.model, "catalog": args.io.catalog, "output": args.io.output,
-        "batch_size": common.batch, "chunk_rows": chunk_rows,
+        "batch_size": common.batch, "chunk_rows": chunk_rows.rows,
         "bindings": codecs.bindings().collect::<Vec<_>>(), "object_id": ids.source(),
     });
     let mut specs = vec![ids.spec()];
@@ -158,6 +159,7 @@ fn run_plan<B: Backend>(
         return Ok((Outcome::Finished, summary));
     }
     let run = &started.run;
+    let stages = &run.stages;
     let mut tally = Tally::default();
     let outcome = run_chunks(
         session,
@@ -165,10 +167,10 @@ fn run_plan<B: Backend>(
         n,
         stop,
         |rows: Range<usize>| -> Result<Chunk> {
-            let ids = ids.read(catalog, &rows)?;
+            let ids = stages.time(Stage::Read, || ids.read(catalog, &rows))?;
             Ok(Chunk {
                 ids,
-                tokens: codecs.encode(catalog, rows)?,
+                tokens: codecs.encode(catalog, rows, stages)?,
             })
         },
         Ok,
@@ -192,7 +194,7 @@ fn run_plan<B: Backend>(
     let secs = started.close(session, outcome)?;
     let this_run = started.progress.this_run();
     let summary = summarize(session, tally, n, this_run, secs, outcome)?;
-    started.finish(session, &args.io.output, &summary)?;
+    let summary = started.finish(session, &args.io.output, summary)?;
     Ok((outcome, summary))
 }
 
@@ -244,10 +246,10 @@ fn run_decode<B: Backend>(
     )?;
     let catalog = &common.catalog;
     let n = catalog.n_rows();
-    let chunk_rows = common.chunk_rows_for(64 * 1024);
+    let chunk_rows = common.chunk_rows_for(64 * 1024, session.size());
     let config = serde_json::json!({
         "tool": TOOL, "mode": "decode", "model": args.io.model, "catalog": args.io.catalog,
-        "output": args.io.output, "chunk_rows": chunk_rows, "decoded": decoders.datasets(),
+        "output": args.io.output, "chunk_rows": chunk_rows.rows, "decoded": decoders.datasets(),
     });
     let mut specs = vec![ids.spec()];
     specs.extend(flag_specs());
@@ -281,6 +283,7 @@ fn run_decode<B: Backend>(
         return Ok((Outcome::Finished, summary));
     }
     let run = &started.run;
+    let stages = &run.stages;
     crate::output::write_constants(session, run, &decoders.constants())?;
     let outcome = run_chunks(
         session,
@@ -288,7 +291,10 @@ fn run_decode<B: Backend>(
         n,
         stop,
         |rows: Range<usize>| -> Result<(Vec<i64>, crate::decode::Decoded)> {
-            Ok((ids.read(catalog, &rows)?, decoders.decode(catalog, rows)?))
+            Ok((
+                stages.time(Stage::Read, || ids.read(catalog, &rows))?,
+                stages.time(Stage::Decode, || decoders.decode(catalog, rows))?,
+            ))
         },
         Ok,
         |rows, chunk| {
@@ -322,7 +328,7 @@ fn run_decode<B: Backend>(
     )?;
     let secs = started.close(session, outcome)?;
     let summary = serde_json::json!({ "rows": n, "seconds": secs, "ranks": session.size(), "finished": outcome == Outcome::Finished, "decoded": decoders.datasets() });
-    started.finish(session, &args.io.output, &summary)?;
+    let summary = started.finish(session, &args.io.output, summary)?;
     Ok((outcome, summary))
 }
 

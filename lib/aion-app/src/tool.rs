@@ -11,6 +11,8 @@ use crate::collective::agree;
 use crate::guard::{Existing, Inputs, OutputLock, Recognise, claim_output};
 use crate::pipeline::{DatasetSpec, Outcome, RunOutput, open_output};
 use crate::progress::Progress;
+use crate::run_config::ChunkRows;
+use crate::stages::{self, Stages};
 use crate::tokenize::chunk_len;
 use crate::{provenance, resume};
 
@@ -28,6 +30,8 @@ pub struct Started {
     /// Rows of the catalogue.
     rows: usize,
     cpu_at_start: f64,
+    /// What each rank did, gathered by [`Started::close`] (the summary's `stages`).
+    per_rank: serde_json::Value,
     /// Held until the run ends.
     _lock: OutputLock,
 }
@@ -112,14 +116,17 @@ impl RunIdentity<'_> {
 }
 
 /// Claims `output` (guard and lock, see [`crate::guard`]), computes checksums and catalogue
-/// identities (rank 0) and provenance, opens or resumes `output` with `specs`, and sets up the
-/// progress display (`what` = "embedded", …). Collective.
+/// identities (rank 0) and provenance, opens or resumes `output` with `specs` in chunks of
+/// `chunk` rows, and sets up the progress display (`what` = "embedded", …). A resumed output
+/// keeps the chunks it records: an adaptive chunk size ([`ChunkRows::adaptive`], which depends on
+/// the rank count) is not part of the resume key, so a run may resume on another rank count.
+/// Collective.
 pub fn start(
     session: &Session,
     id: &RunIdentity<'_>,
     output: &Path,
     overwrite: bool,
-    chunk_rows: usize,
+    chunk: ChunkRows,
     specs: &[DatasetSpec],
     what: &'static str,
 ) -> Result<Started> {
@@ -151,9 +158,13 @@ pub fn start(
     };
     let identity: Vec<resume::FileIdentity> =
         serde_json::from_str(&session.broadcast_string(&agree(session, identity)?))?;
-    let key = resume::key_json(id.tool, &id.config, &checksums, &identity);
+    let mut key_config = id.config.clone();
+    if chunk.adaptive {
+        key_config["chunk_rows"] = "adaptive".into();
+    }
+    let key = resume::key_json(id.tool, &key_config, &checksums, &identity);
     crate::output::warn_duplicate_ids(session, id.catalog)?;
-    let prov = provenance::build(
+    let mut prov = provenance::build(
         session,
         id.tool,
         id.config.to_string(),
@@ -167,7 +178,7 @@ pub fn start(
         claim.exists,
         overwrite,
         n,
-        chunk_rows,
+        chunk.rows,
         &key,
         specs,
         |out| {
@@ -176,6 +187,13 @@ pub fn start(
             crate::output::write_modality_bits(out)
         },
     )?;
+    let chunk_rows = run.log.chunk_rows;
+    if chunk_rows != chunk.rows {
+        // Resumed with the chunks of the run that made the output: the summary says so.
+        let mut config = id.config.clone();
+        config["chunk_rows"] = chunk_rows.into();
+        prov.config_json = config.to_string();
+    }
     let finished_at = run
         .out
         .attr_str("end_time")
@@ -216,6 +234,7 @@ pub fn start(
         complete,
         rows: n,
         cpu_at_start: process_cpu_seconds(),
+        per_rank: serde_json::Value::Null,
         _lock: claim.lock,
     })
 }
@@ -240,10 +259,11 @@ impl Started {
     }
 
     /// Ends the progress display, records the end time if the run finished, flushes; returns the
-    /// elapsed seconds. Collective.
-    pub fn close(&self, session: &Session, outcome: Outcome) -> Result<f64> {
+    /// elapsed seconds. Gathers what each rank did (rows, CPU seconds, [`crate::stages`]) for
+    /// the log and the run summary. Collective.
+    pub fn close(&mut self, session: &Session, outcome: Outcome) -> Result<f64> {
         let secs = self.progress.display.finish();
-        self.per_rank_summary(session, secs);
+        self.per_rank = self.per_rank_summary(session, secs);
         if outcome == Outcome::Finished {
             self.run.out.set_attr_str(
                 "end_time",
@@ -254,9 +274,12 @@ impl Started {
         Ok(secs)
     }
 
-    /// Logs (rank 0) what each rank did in this run: rows, rows per second, CPU seconds; one
-    /// line per rank up to 16 ranks, else the slowest, median and fastest. Collective.
-    fn per_rank_summary(&self, session: &Session, secs: f64) {
+    /// What each rank did in this run: rows, CPU seconds and its [`crate::stages`]. Logged by
+    /// rank 0 (rows and CPU at info level, stages at debug level): one line per rank up to 16
+    /// ranks, else the ranks with the least, median and most CPU. Returns the `stages` entry of
+    /// the run summary: `{"seconds": wall, "per_rank": [{"rows", "cpu_seconds", "reader": {…},
+    /// "compute": {…}, "main": {…}}, …]}`. Collective.
+    fn per_rank_summary(&self, session: &Session, secs: f64) -> serde_json::Value {
         let (rank, size) = (session.rank(), session.size());
         let run = &self.run;
         // Round i wrote chunk i of this rank's contiguous share of the chunks to do.
@@ -266,33 +289,57 @@ impl Started {
             .take(self.progress.rounds)
             .map(|&c| chunk_len(c, run.log.chunk_rows, self.rows))
             .sum();
-        let mut buf = vec![0.0; 2 * size];
-        buf[2 * rank] = rows as f64;
-        buf[2 * rank + 1] = process_cpu_seconds() - self.cpu_at_start;
+        // Per rank: rows, CPU seconds, then the stage seconds.
+        let width = 2 + Stages::LEN;
+        let mut buf = vec![0.0; width * size];
+        buf[width * rank] = rows as f64;
+        buf[width * rank + 1] = process_cpu_seconds() - self.cpu_at_start;
+        buf[width * rank + 2..width * (rank + 1)].copy_from_slice(&run.stages.seconds());
         let all = session.sum_f64s(&buf);
-        if !session.is_root() || self.complete {
-            return;
-        }
-        let line = |r: usize| {
-            let (rows, cpu) = (all[2 * r], all[2 * r + 1]);
-            format!(
-                "rank {r}: {rows:.0} rows, {:.1} rows/s, {cpu:.1} s CPU",
-                rows / secs.max(1e-9)
-            )
-        };
-        if size <= 16 {
-            (0..size).for_each(|r| log::info!("{}", line(r)));
-        } else {
-            let mut order: Vec<usize> = (0..size).collect();
-            order.sort_by(|&a, &b| all[2 * a + 1].total_cmp(&all[2 * b + 1]));
-            for (what, r) in [
-                ("least CPU", order[0]),
-                ("median CPU", order[size / 2]),
-                ("most CPU", order[size - 1]),
-            ] {
-                log::info!("{what}: {}", line(r));
+        let of = |r: usize| &all[width * r..width * (r + 1)];
+        let used: Vec<bool> = (0..Stages::LEN)
+            .map(|i| (0..size).any(|r| of(r)[2 + i] > 0.0))
+            .collect();
+        let per_rank: Vec<serde_json::Value> = (0..size)
+            .map(|r| {
+                let mut v = stages::rank_json(&of(r)[2..], &used);
+                v["rows"] = (of(r)[0] as u64).into();
+                v["cpu_seconds"] = ((of(r)[1] * 100.0).round() / 100.0).into();
+                v
+            })
+            .collect();
+        if session.is_root() && !self.complete {
+            let line = |r: usize| {
+                let (rows, cpu) = (of(r)[0], of(r)[1]);
+                format!(
+                    "rank {r}: {rows:.0} rows, {:.1} rows/s, {cpu:.1} s CPU",
+                    rows / secs.max(1e-9)
+                )
+            };
+            let shown: Vec<(String, usize)> = if size <= 16 {
+                (0..size).map(|r| (String::new(), r)).collect()
+            } else {
+                let mut order: Vec<usize> = (0..size).collect();
+                order.sort_by(|&a, &b| of(a)[1].total_cmp(&of(b)[1]));
+                [
+                    ("least CPU: ", order[0]),
+                    ("median CPU: ", order[size / 2]),
+                    ("most CPU: ", order[size - 1]),
+                ]
+                .map(|(w, r)| (w.to_string(), r))
+                .to_vec()
+            };
+            for (what, r) in &shown {
+                log::info!("{what}{}", line(*r));
+            }
+            log::debug!(
+                "stages over {secs:.2} s of wall time (each thread's add up to at most that):"
+            );
+            for (what, r) in &shown {
+                log::debug!("{what}rank {r}: {}", stages::rank_line(&of(*r)[2..], &used));
             }
         }
+        serde_json::json!({ "seconds": secs, "per_rank": per_rank })
     }
 
     /// CPU seconds all ranks spent since the output was opened (collective).
@@ -301,17 +348,20 @@ impl Started {
     }
 
     /// Closes the output file, writes `<output>.run.json` (rank 0) and releases the lock.
-    /// Collective.
+    /// The summary gets the `stages` entry [`Started::close`] gathered; it is returned as
+    /// written. Collective.
     pub fn finish(
         self,
         session: &Session,
         output: &Path,
-        summary: &serde_json::Value,
-    ) -> Result<()> {
+        mut summary: serde_json::Value,
+    ) -> Result<serde_json::Value> {
+        summary["stages"] = self.per_rank.clone();
         self.run.close()?;
         agree(
             session,
-            provenance::write_sidecar(session, output, &self.prov, summary),
-        )
+            provenance::write_sidecar(session, output, &self.prov, &summary),
+        )?;
+        Ok(summary)
     }
 }

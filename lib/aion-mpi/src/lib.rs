@@ -13,7 +13,7 @@ pub mod session;
 pub mod slurm;
 
 pub use partition::{block_range, blocks};
-pub use session::{Session, all_gather_bytes, all_true};
+pub use session::{MAX_NAP, Session, all_gather_bytes, all_true, quiet_barrier};
 pub use slurm::SlurmEnv;
 
 /// The MPI library's own description (`MPI_Get_library_version`, e.g. `Open MPI v4.1.4, …`),

@@ -6,6 +6,19 @@
 //! Error discipline: a rank that fails must not leave the others waiting in a collective. Code
 //! that can fail on some ranks only calls [`Session::agree`] before the next collective step;
 //! every rank then learns whether all succeeded and returns the error together.
+//!
+//! **Waiting without burning a core.** A blocking MPI collective busy-polls: OpenMPI keeps a
+//! rank that waits for the others at 100 % of a core (with `mpi_yield_when_idle` it calls
+//! `sched_yield` in the same loop, which still runs whenever the core is free). A rank without
+//! rows, or one that finished its chunk first, would then take the core its neighbour computes
+//! on. Every collective here first meets the other ranks in a non-blocking barrier that this
+//! rank polls briefly and then between growing sleeps ([`quiet_barrier`]); the collective itself
+//! starts once all ranks are there, so it is short. The cost is one barrier per collective and
+//! at most [`MAX_NAP`] of extra latency for a rank that waited. `AION_MPI_WAIT=spin` in the
+//! environment goes back to MPI's own busy-polling (dedicated cores, latency first).
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use mpi::Threading;
 use mpi::collective::SystemOperation;
@@ -101,9 +114,9 @@ impl Session {
         &self.world
     }
 
-    /// Blocks until every rank arrives.
+    /// Blocks until every rank arrives (sleeping while it waits, see [`quiet_barrier`]).
     pub fn barrier(&self) {
-        self.world.barrier();
+        quiet_barrier(&self.world);
     }
 
     /// Logical AND of `ok` over all ranks (collective).
@@ -113,6 +126,7 @@ impl Session {
 
     /// Sum over ranks (collective).
     pub fn sum_u64(&self, v: u64) -> u64 {
+        quiet_barrier(&self.world);
         let mut out = 0u64;
         self.world
             .all_reduce_into(&v, &mut out, SystemOperation::sum());
@@ -121,6 +135,7 @@ impl Session {
 
     /// Maximum over ranks (collective).
     pub fn max_u64(&self, v: u64) -> u64 {
+        quiet_barrier(&self.world);
         let mut out = 0u64;
         self.world
             .all_reduce_into(&v, &mut out, SystemOperation::max());
@@ -129,6 +144,7 @@ impl Session {
 
     /// Minimum over ranks (collective).
     pub fn min_u64(&self, v: u64) -> u64 {
+        quiet_barrier(&self.world);
         let mut out = 0u64;
         self.world
             .all_reduce_into(&v, &mut out, SystemOperation::min());
@@ -137,6 +153,7 @@ impl Session {
 
     /// Elementwise sum of a vector over ranks (collective; every rank passes the same length).
     pub fn sum_f64s(&self, v: &[f64]) -> Vec<f64> {
+        quiet_barrier(&self.world);
         let mut out = vec![0.0; v.len()];
         self.world
             .all_reduce_into(v, &mut out[..], SystemOperation::sum());
@@ -145,6 +162,7 @@ impl Session {
 
     /// Rank 0's bytes on every rank (collective).
     pub fn broadcast_bytes(&self, bytes: &[u8]) -> Vec<u8> {
+        quiet_barrier(&self.world);
         let root = self.world.process_at_rank(0);
         let mut len = bytes.len() as u64;
         root.broadcast_into(&mut len);
@@ -203,8 +221,44 @@ impl Session {
     }
 }
 
+/// Busy-polling before the first sleep: ranks that arrive together meet without a nap.
+const SPIN: Duration = Duration::from_micros(50);
+/// First sleep between two polls; each later one is twice as long, up to [`MAX_NAP`].
+const FIRST_NAP: Duration = Duration::from_micros(20);
+/// Longest sleep between two polls: the most a waiting rank can be late once the last arrives.
+pub const MAX_NAP: Duration = Duration::from_millis(1);
+
+/// Returns once every rank of `comm` has called it, like `MPI_Barrier`, but waits asleep: it
+/// posts `MPI_Ibarrier` and polls it (`MPI_Test`, which also drives MPI's progress) for
+/// `SPIN` (50 µs), then between sleeps growing from `FIRST_NAP` (20 µs) to [`MAX_NAP`]. A rank that waits
+/// seconds for the others uses a few hundredths of a core instead of a whole one. With
+/// `AION_MPI_WAIT=spin` it returns at once, and the collective after it busy-polls as MPI does.
+pub fn quiet_barrier(comm: &SimpleCommunicator) {
+    static SPIN_WAIT: OnceLock<bool> = OnceLock::new();
+    if *SPIN_WAIT.get_or_init(|| std::env::var("AION_MPI_WAIT").is_ok_and(|v| v == "spin")) {
+        // The collective that follows waits the MPI library's way.
+        return;
+    }
+    let mut request = comm.immediate_barrier();
+    let start = Instant::now();
+    let mut nap = FIRST_NAP;
+    loop {
+        request = match request.test() {
+            Ok(_) => return,
+            Err(pending) => pending,
+        };
+        if start.elapsed() < SPIN {
+            std::hint::spin_loop();
+        } else {
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(MAX_NAP);
+        }
+    }
+}
+
 /// Logical AND of `ok` over the ranks of `comm` (collective on `comm`).
 pub fn all_true(comm: &SimpleCommunicator, ok: bool) -> bool {
+    quiet_barrier(comm);
     let mut out = 0u64;
     comm.all_reduce_into(&u64::from(ok), &mut out, SystemOperation::min());
     out == 1
@@ -213,6 +267,7 @@ pub fn all_true(comm: &SimpleCommunicator, ok: bool) -> bool {
 /// Every rank's bytes, on every rank of `comm`, in rank order (collective on `comm`). Empty
 /// contributions are fine, also when every rank's is empty.
 pub fn all_gather_bytes(comm: &SimpleCommunicator, bytes: &[u8]) -> Vec<Vec<u8>> {
+    quiet_barrier(comm);
     let size = usize::try_from(comm.size()).expect("MPI size is positive");
     let n = bytes.len() as u64;
     let mut lens = vec![0u64; size];

@@ -1,0 +1,152 @@
+//! How the ranks share a run (issue 14): with the default chunk size every rank gets rows
+//! whenever there are at least as many rows as ranks, the outputs stay bit-identical for any
+//! rank count, the run summary says where each rank's time went, and a rank that waits for the
+//! others sleeps instead of taking a core.
+
+use std::path::Path;
+
+use crate::model::assemble_model;
+use crate::resume::run_bin_env;
+use crate::util::*;
+
+const EMBED: &str = env!("CARGO_BIN_EXE_aion-embed");
+
+/// The `summary` of `<output>.run.json`.
+fn summary(out: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(format!("{}.run.json", out.display())).unwrap();
+    serde_json::from_str::<serde_json::Value>(&text).unwrap()["summary"].clone()
+}
+
+/// Every dataset but the resume record (one byte per chunk: chunks differ with the rank count).
+fn per_row_datasets(path: &Path) -> std::collections::BTreeMap<String, (Vec<usize>, Vec<f64>)> {
+    let mut all = read_all(path);
+    all.retain(|name, _| !name.starts_with("/resume/"));
+    all
+}
+
+fn embed(launch: Launch, model: &Path, out: &Path, extra: &[&str], env: &[(&str, &str)]) -> String {
+    let mut a: Vec<String> = [
+        "--model",
+        model.to_str().unwrap(),
+        "--catalog",
+        fixture("pipeline/catalog.h5").to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    a.extend(extra.iter().map(|s| s.to_string()));
+    assert_ok(&run_bin_env(EMBED, launch, &a, env))
+}
+
+#[test]
+fn every_rank_gets_rows_outputs_stay_identical_and_stages_are_reported() {
+    let dir = tempdir();
+    let model = assemble_model(dir.path());
+    // The 8 rows of the pipeline fixture (every modality, rows lacking some of them), default
+    // chunk and batch sizes: one chunk of 8 alone, 4 + 4 on 2 ranks, 3 + 3 + 2 on 3.
+    let one = dir.path().join("n1.h5");
+    let mut seen_debug = false;
+    for launch in [Launch::Alone, Launch::Mpirun(2), Launch::Mpirun(3)] {
+        let ranks = match launch {
+            Launch::Alone => 1,
+            Launch::Mpirun(n) => n,
+        };
+        let out = dir.path().join(format!("n{ranks}.h5"));
+        let err = embed(launch, &model, &out, &["--log-level", "debug"], &[]);
+        let s = summary(&out);
+        let wall = s["seconds"].as_f64().unwrap();
+        let stages = &s["stages"];
+        assert_eq!(stages["seconds"].as_f64().unwrap(), wall);
+        let per_rank = stages["per_rank"].as_array().unwrap();
+        assert_eq!(per_rank.len(), ranks, "{stages}");
+        let rows: Vec<u64> = per_rank
+            .iter()
+            .map(|r| r["rows"].as_u64().unwrap())
+            .collect();
+        assert_eq!(rows.iter().sum::<u64>(), 8, "{stages}");
+        assert!(rows.iter().all(|&r| r > 0), "a rank had no rows: {rows:?}");
+        for (r, p) in per_rank.iter().enumerate() {
+            for (thread, want) in [
+                (
+                    "reader",
+                    &["read", "image_codec", "spectrum_codec", "scalar_codec"][..],
+                ),
+                ("compute", &["encoder", "pooling"][..]),
+                ("main", &["write", "wait_pipeline", "wait_ranks"][..]),
+            ] {
+                let t = p[thread].as_object().unwrap_or_else(|| panic!("{p}"));
+                for w in want {
+                    assert!(t.contains_key(*w), "rank {r} {thread} lacks {w}: {p}");
+                }
+                // The stages of one thread do not overlap (rounded to the ms each).
+                let sum: f64 = t.values().map(|v| v.as_f64().unwrap()).sum();
+                assert!(
+                    sum <= wall + 0.001 * t.len() as f64,
+                    "rank {r} {thread}: {sum} > {wall}"
+                );
+            }
+        }
+        seen_debug |= err.contains("stages over") && err.contains("rank 0: reader: read ");
+        if ranks > 1 {
+            let (a, b) = (per_row_datasets(&one), per_row_datasets(&out));
+            assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+            for (name, (shape, values)) in &a {
+                let (shape_b, values_b) = &b[name];
+                assert_eq!(shape, shape_b, "{name}");
+                let same = values
+                    .iter()
+                    .zip(values_b)
+                    .all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()));
+                assert!(same, "{name}: 1 and {ranks} ranks differ");
+            }
+        }
+    }
+    assert!(seen_debug, "no stage lines at --log-level debug");
+    // The chunk size the run chose is not part of its identity: the finished output is
+    // recognised on another rank count (and left as it is).
+    let before = std::fs::read(&one).unwrap();
+    let err = embed(Launch::Mpirun(2), &model, &one, &[], &[]);
+    assert!(err.contains("is complete"), "{err}");
+    assert_eq!(std::fs::read(&one).unwrap(), before);
+}
+
+#[test]
+fn a_rank_that_waits_for_the_others_sleeps() {
+    let dir = tempdir();
+    let model = assemble_model(dir.path());
+    // One chunk of 8 rows: rank 1 has nothing to do and waits while rank 0 works (its reader
+    // also computes for 2 CPU seconds, AION_TEST_BUSY_MS). On a loaded machine both ranks get
+    // less than a core, so rank 1's CPU time is compared with rank 0's, not with the clock.
+    let cpu = |env: &[(&str, &str)], name: &str| -> (f64, f64) {
+        let out = dir.path().join(name);
+        let mut env = env.to_vec();
+        env.push(("AION_TEST_BUSY_MS", "2000"));
+        embed(
+            Launch::Mpirun(2),
+            &model,
+            &out,
+            &["--chunk-rows", "8"],
+            &env,
+        );
+        let s = summary(&out);
+        let per_rank = s["stages"]["per_rank"].as_array().unwrap().clone();
+        assert_eq!(per_rank[1]["rows"].as_u64(), Some(0), "{s}");
+        let c = |r: usize| per_rank[r]["cpu_seconds"].as_f64().unwrap();
+        eprintln!("{name}: rank 0 {:.2} s CPU, rank 1 {:.2} s CPU", c(0), c(1));
+        assert!(c(0) >= 2.0, "rank 0 did not do the work: {s}");
+        (c(0), c(1))
+    };
+    let (busy, idle) = cpu(&[], "quiet.h5");
+    assert!(
+        idle < 0.25 * busy,
+        "the waiting rank used {idle} s of CPU, the working one {busy} s"
+    );
+    // The check can fail: MPI's own busy-polling wait keeps rank 1 about as busy as rank 0.
+    let (busy, idle) = cpu(&[("AION_MPI_WAIT", "spin")], "spin.h5");
+    assert!(
+        idle > 0.5 * busy,
+        "spinning rank used only {idle} s of CPU against {busy} s"
+    );
+}
