@@ -284,6 +284,13 @@ fn masked_from_scratch_then_full_lora_probe_and_new_modalities_on_it() {
     assert_eq!(losses(&base).len(), 10);
     let split = json(&base.join("split.json"));
     assert_eq!(split["test"].as_array().unwrap().len(), 250);
+    // The redshift posterior is calibrated on the validation rows (temperature scaling) and the
+    // temperature recorded in calibration.json and the summary.
+    let cal = json(&base.join("calibration.json"));
+    let t = cal["targets"]["tok_z"]["temperature"].as_f64().unwrap();
+    assert!(t > 0.0 && t.is_finite(), "{cal}");
+    assert_eq!(cal["targets"]["tok_z"]["rows"], 250, "{cal}");
+    assert_eq!(summary["calibration"], cal);
     // Re-running a finished run does nothing.
     let again = finetune(Launch::Alone, &cfg, &base, &[]);
     assert!(assert_ok(&again).contains("nothing to do"));
@@ -314,7 +321,8 @@ fn masked_from_scratch_then_full_lora_probe_and_new_modalities_on_it() {
     );
     // lora: adapters saved, fused model exported; only the adapters changed.
     let lora = d.join("lora");
-    let lcfg = common("lora") + "[lora]\nrank = 2\nalpha = 4\ntargets = \"all\"\n";
+    let lcfg = common("lora")
+        + "[lora]\nrank = 2\nalpha = 4\ntargets = \"all\"\n[calibration]\nmethod = \"none\"\n";
     assert_ok(&finetune(
         Launch::Alone,
         &write(d, "lora.toml", &lcfg),
@@ -338,6 +346,10 @@ fn masked_from_scratch_then_full_lora_probe_and_new_modalities_on_it() {
         }
     }
     assert_ne!(b, l, "LoRA changed nothing");
+    assert!(
+        !lora.join("calibration.json").exists(),
+        "[calibration] method = \"none\" writes no calibration"
+    );
     // probe: the base is copied and a regression head on pooled embeddings written.
     let probe = d.join("probe");
     let pcfg = common("probe").replace("targets = [\"tok_z\"]\n", "")
@@ -422,6 +434,103 @@ fn masked_from_scratch_then_full_lora_probe_and_new_modalities_on_it() {
     assert!(ext.join("codecs/magerr_r/model.safetensors").is_file());
     let m = json(&ext.join("modalities.json"));
     assert_eq!(m["modalities"].as_array().unwrap().len(), 6);
+}
+
+/// `[ensemble] members = 2`: two members with consecutive seeds on one split, then the ensemble's
+/// calibration and test evaluation. aion-predict on the ensemble directory gives the mean of the
+/// members' posterior probabilities and, calibrated, the test means aion-finetune recorded.
+#[test]
+fn an_ensemble_of_seeds_predicts_the_mean_of_its_members() {
+    let dir = tempdir();
+    let d = dir.path();
+    let cfg = write(
+        d,
+        "e.toml",
+        &(masked_config(6, "") + "[ensemble]\nmembers = 2\n"),
+    );
+    let ens = d.join("ens");
+    assert_ok(&finetune(Launch::Alone, &cfg, &ens, &[]));
+    assert_eq!(
+        json(&ens.join("ensemble.json"))["members"],
+        serde_json::json!(["member-0", "member-1"])
+    );
+    let (m0, m1) = (ens.join("member-0"), ens.join("member-1"));
+    assert_eq!(json(&m0.join("finetune.json"))["config"]["seed"], 11);
+    assert_eq!(json(&m1.join("finetune.json"))["config"]["seed"], 12);
+    let split = std::fs::read(ens.join("split.json")).unwrap();
+    for m in [&m0, &m1] {
+        assert_eq!(std::fs::read(m.join("split.json")).unwrap(), split);
+    }
+    assert_ne!(
+        tensors(&m0.join("model.safetensors")),
+        tensors(&m1.join("model.safetensors"))
+    );
+    let summary = json(&ens.join("finetune.json"));
+    assert_eq!(summary["finished"], true);
+    assert_eq!(summary["calibration"], json(&ens.join("calibration.json")));
+    assert!(summary["test"]["tok_z"]["sigma_nmad"].as_f64().unwrap() > 0.0);
+    assert!(assert_ok(&finetune(Launch::Alone, &cfg, &ens, &[])).contains("nothing to do"));
+
+    let predict = |model: &Path, cat: &Path, out: &str, launch: Launch, extra: &[&str]| {
+        let out = d.join(out);
+        let mut a = vec![
+            "--model",
+            model.to_str().unwrap(),
+            "--catalog",
+            cat.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--target",
+            "tok_z",
+        ];
+        a.extend(extra);
+        assert_ok(&run_tool(env!("CARGO_BIN_EXE_aion-predict"), launch, &a));
+        out
+    };
+    // The mixture: exp(the ensemble's logits) is the mean of the members' softmax.
+    let small = repo().join("data/sdss_mgs/sdss_mgs_test_split.h5");
+    let raw = ["--no-calibration", "--save-logits"];
+    let logits = |p: PathBuf| read_all(&p)["/logits/tok_z"].1.clone();
+    let l0 = logits(predict(&m0, &small, "m0.h5", Launch::Alone, &raw));
+    let l1 = logits(predict(&m1, &small, "m1.h5", Launch::Alone, &raw));
+    let le = logits(predict(&ens, &small, "e.h5", Launch::Alone, &raw));
+    let v = 1025;
+    let softmax = |l: &[f64]| -> Vec<f64> {
+        let max = l.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let total: f64 = l.iter().map(|x| (x - max).exp()).sum();
+        l.iter().map(|x| (x - max).exp() / total).collect()
+    };
+    for r in 0..le.len() / v {
+        let (a, b) = (
+            softmax(&l0[r * v..(r + 1) * v]),
+            softmax(&l1[r * v..(r + 1) * v]),
+        );
+        for k in 0..v {
+            let want = 0.5 * (a[k] + b[k]);
+            let got = le[r * v + k].exp();
+            assert!(
+                (got - want).abs() < 1e-6 * want.max(1e-3),
+                "row {r} token {k}: ensemble {got}, mean of members {want}"
+            );
+        }
+    }
+    // Calibrated, on 2 ranks, the test rows' posterior means are the ones the ensemble recorded.
+    let full = predict(&ens, &sdss(), "full.h5", Launch::Mpirun(2), &[]);
+    let mean = &read_all(&full)["/pred/tok_z/mean"].1;
+    let csv = std::fs::read_to_string(ens.join("eval/test_tok_z.csv")).unwrap();
+    let mut n = 0;
+    for line in csv.lines().skip(1) {
+        let v: Vec<f64> = line.split(',').map(|x| x.parse().unwrap()).collect();
+        let got = mean[v[0] as usize];
+        assert!(
+            (got - v[2]).abs() < 1e-5,
+            "row {}: aion-predict {got}, aion-finetune {}",
+            v[0],
+            v[2]
+        );
+        n += 1;
+    }
+    assert_eq!(n, 250);
 }
 
 #[test]

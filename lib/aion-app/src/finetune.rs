@@ -10,13 +10,18 @@
 //! 4. trains with data-parallel AdamW, checkpointing every N steps and on the stop signal
 //!    ([`trainer`], [`checkpoint`]);
 //! 5. writes the result as a Hub-layout model directory that every tool loads, the training log
-//!    and its learning curves, and a test-split evaluation ([`export`]).
+//!    and its learning curves, a test-split evaluation, and the calibration of the posteriors
+//!    fitted on the validation split ([`export`], [`crate::calibration`]).
+//!
+//! With `[ensemble] members = N` it trains N such models with consecutive seeds on the same
+//! split and writes an ensemble directory that `aion-predict` reads ([`ensemble`]).
 
 pub mod checkpoint;
 pub mod codecs;
 pub mod config;
 pub mod curves;
 pub mod data;
+pub mod ensemble;
 pub mod export;
 pub mod log;
 pub mod modes;
@@ -99,13 +104,13 @@ fn run_device(args: &FinetuneArgs, session: &Session, stop: &StopFlag) -> Result
     match args.device.as_str() {
         "cpu" => {
             type B = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
-            prepare::run::<B>(args, session, stop, Default::default())
+            ensemble::run::<B>(args, session, stop, Default::default())
         }
         #[cfg(feature = "tch")]
         "cuda" => {
             type B = burn::backend::Autodiff<burn::backend::LibTorch<f32>>;
             let device = burn::backend::libtorch::LibTorchDevice::Cuda(session.local_rank());
-            prepare::run::<B>(args, session, stop, device)
+            ensemble::run::<B>(args, session, stop, device)
         }
         other => anyhow::bail!(
             "--device {other}: use cpu{}",

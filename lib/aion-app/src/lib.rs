@@ -14,11 +14,13 @@
 pub mod args;
 pub mod backend;
 pub mod batching;
+pub mod calibration;
 pub mod cli;
 pub mod codec_set;
 pub mod collective;
 pub mod decode;
 pub mod embed;
+pub mod ensemble;
 pub mod exit;
 pub mod fault;
 pub mod finetune;

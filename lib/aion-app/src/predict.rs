@@ -7,6 +7,12 @@
 //! of predicted (median) vs true values with σ_NMAD, outlier fraction and bias is written
 //! beside the output; otherwise a histogram of the predictions.
 //!
+//! When the model directory holds a `calibration.json` (fitted by `aion-finetune` on its
+//! validation split, [`crate::calibration`]), a target's logits are divided by its temperature
+//! before anything is computed from them (summaries and `--save-pdf`; `--save-logits` keeps the
+//! raw logits); every `pred/<key>/…` and `pdf/<key>` dataset records it in its `calibration`
+//! attribute. `--no-calibration` ignores the file.
+//!
 //! With `--probe`, the probe head that `aion-finetune` (mode `probe`) left in the model directory
 //! (`probe/`) is applied to each row's pooled embedding, computed from the modalities the probe
 //! was trained on: a Gaussian mean and σ (regression) or class probabilities (classification).
@@ -26,8 +32,10 @@ use clap::{Parser, ValueEnum};
 use crate::args::IoArgs;
 use crate::backend::{BackendTask, ComputeArgs, dispatch};
 use crate::batching::{batches, inputs};
+use crate::calibration::{CalibrationFile, scaled};
 use crate::codec_set::ModalityTokens;
 use crate::collective::agree;
+use crate::ensemble;
 use crate::model_plan::ModelPlan;
 use crate::output::{flag_specs, write_masks};
 use crate::pipeline::{DatasetSpec, Dtype, Outcome, RunOutput, run_chunks};
@@ -93,6 +101,10 @@ pub struct PredictArgs {
     /// Also write the raw logits (`logits/<token_key>`, shape `(N, tokens, vocab)`).
     #[arg(long)]
     pub save_logits: bool,
+    /// Ignore the model directory's `calibration.json` (written by aion-finetune): summarise the
+    /// raw posteriors.
+    #[arg(long)]
+    pub no_calibration: bool,
 }
 
 /// A target and the decoded value of each of its tokens (per channel).
@@ -100,6 +112,21 @@ struct Target {
     modality: &'static ModalityInfo,
     values: Vec<Vec<f32>>,
     truth: Option<(String, Option<(usize, usize)>)>,
+    /// Temperature of the model's `calibration.json` the logits are divided by.
+    temperature: Option<f64>,
+}
+
+impl Target {
+    /// What the output records about the calibration of this target (attribute `calibration`).
+    fn calibration(&self) -> String {
+        match self.temperature {
+            Some(t) => serde_json::json!({
+                "method": "temperature", "temperature": t, "source": crate::calibration::FILE,
+            })
+            .to_string(),
+            None => "none".into(),
+        }
+    }
 }
 
 /// A probe head and its configuration (`--probe`).
@@ -175,14 +202,25 @@ impl BackendTask for Task<'_> {
         let loaded = agree(
             self.session,
             (|| {
-                let plan = ModelPlan::<B>::load(&self.args.io, &device, &keys)?;
-                let targets = load_targets(&self.args.io.model, &plan, &keys)?;
+                let (dirs, plans) = ensemble::load_plans::<B>(&self.args.io, &device, &keys)?;
+                let calibration = if self.args.no_calibration {
+                    None
+                } else {
+                    CalibrationFile::read_dir(&self.args.io.model)?
+                };
+                let targets = load_targets(&dirs[0], &plans[0], &keys, calibration.as_ref())?;
+                if self.args.probe && plans.len() > 1 {
+                    bail!(
+                        "--probe: {} is an ensemble; probe heads belong to one model",
+                        self.args.io.model.display()
+                    );
+                }
                 let probe = self
                     .args
                     .probe
-                    .then(|| load_probe(&self.args.io.model, &plan, &device))
+                    .then(|| load_probe(&self.args.io.model, &plans[0], &device))
                     .transpose()?;
-                Ok((plan, targets, probe))
+                Ok((dirs, plans, targets, probe))
             })(),
         )?;
         run_plan(
@@ -191,7 +229,8 @@ impl BackendTask for Task<'_> {
             self.stop,
             &loaded.0,
             &loaded.1,
-            loaded.2.as_ref(),
+            &loaded.2,
+            loaded.3.as_ref(),
             &device,
         )
     }
@@ -242,6 +281,7 @@ fn load_targets<B: Backend>(
     model: &Path,
     plan: &ModelPlan<B>,
     keys: &[&str],
+    calibration: Option<&CalibrationFile>,
 ) -> Result<Vec<Target>> {
     let mut out = Vec::new();
     for &key in keys {
@@ -277,10 +317,18 @@ fn load_targets<B: Backend>(
                 Source::Scalar { dataset, columns } => Some((dataset.clone(), *columns)),
                 _ => None,
             });
+        let temperature = calibration.and_then(|c| c.temperature(key));
+        if let Some(t) = temperature {
+            log::info!(
+                "{key}: calibrated posteriors (temperature {t:.3}, {})",
+                crate::calibration::FILE
+            );
+        }
         out.push(Target {
             modality: m,
             values,
             truth,
+            temperature,
         });
     }
     Ok(out)
@@ -301,20 +349,26 @@ fn specs<B: Backend>(
             vec![m.num_tokens()]
         };
         for s in STATS {
-            specs.push(DatasetSpec::new(
-                format!("pred/{}/{s}", m.token_key),
-                Dtype::F32,
-                &shape,
-                None,
-            ));
+            specs.push(
+                DatasetSpec::new(
+                    format!("pred/{}/{s}", m.token_key),
+                    Dtype::F32,
+                    &shape,
+                    None,
+                )
+                .attr("calibration", t.calibration()),
+            );
         }
         if args.save_pdf {
-            specs.push(DatasetSpec::new(
-                format!("pdf/{}", m.token_key),
-                Dtype::F32,
-                &[m.num_tokens(), t.values[0].len()],
-                None,
-            ));
+            specs.push(
+                DatasetSpec::new(
+                    format!("pdf/{}", m.token_key),
+                    Dtype::F32,
+                    &[m.num_tokens(), t.values[0].len()],
+                    None,
+                )
+                .attr("calibration", t.calibration()),
+            );
         }
         if args.save_logits {
             specs.push(DatasetSpec::new(
@@ -328,15 +382,19 @@ fn specs<B: Backend>(
     specs
 }
 
+/// Runs the model (or the ensemble of models `plans`, from `dirs`) over the catalogue.
+#[allow(clippy::too_many_arguments)]
 fn run_plan<B: Backend>(
     args: &PredictArgs,
     session: &Session,
     stop: &StopFlag,
-    plan: &ModelPlan<B>,
+    dirs: &[PathBuf],
+    plans: &[ModelPlan<B>],
     targets: &[Target],
     probe: Option<&Probe<B>>,
     device: &B::Device,
 ) -> Result<(Outcome, serde_json::Value)> {
+    let plan = &plans[0];
     let catalog = &plan.common.catalog;
     let n = catalog.n_rows();
     if session.is_root() {
@@ -351,6 +409,8 @@ fn run_plan<B: Backend>(
         "device": format!("{:?}", args.compute.device), "precision": args.compute.precision,
         "bindings": plan.codecs.bindings().collect::<Vec<_>>(), "object_id": plan.ids.source(),
         "probe": probe.map(|p| &p.cfg),
+        "calibration": targets.iter().map(|t| (t.modality.token_key, t.temperature)).collect::<std::collections::BTreeMap<_, _>>(),
+        "ensemble": (plans.len() > 1).then_some(dirs),
     });
     let mut all_specs = vec![plan.ids.spec()];
     all_specs.extend(specs(args, targets, probe));
@@ -358,7 +418,7 @@ fn run_plan<B: Backend>(
         tool: TOOL,
         config,
         model: &args.io.model,
-        files: plan.files(&args.io),
+        files: ensemble::plan_files(&args.io, dirs, plans),
         catalog,
     };
     let mut started = start(
@@ -380,13 +440,14 @@ fn run_plan<B: Backend>(
         run,
         n,
         stop,
-        |rows: Range<usize>| -> Result<(Vec<i64>, Vec<ModalityTokens>)> {
-            Ok((
-                plan.ids.read(catalog, &rows)?,
-                plan.codecs.encode(catalog, rows)?,
-            ))
+        |rows: Range<usize>| -> Result<(Vec<i64>, Vec<Vec<ModalityTokens>>)> {
+            let tokens = plans
+                .iter()
+                .map(|p| p.codecs.encode(catalog, rows.clone()))
+                .collect::<Result<Vec<_>>>()?;
+            Ok((plan.ids.read(catalog, &rows)?, tokens))
         },
-        |(ids, tokens)| compute(args, plan, targets, probe, mode, device, ids, tokens),
+        |(ids, tokens)| compute(args, plans, targets, probe, mode, device, ids, tokens),
         |rows, out| write(args, run, targets, probe, rows, out.as_ref()),
         |r| started.progress.advance(r),
     )?;
@@ -411,17 +472,19 @@ fn run_plan<B: Backend>(
     Ok((outcome, summary))
 }
 
+/// One chunk: `tokens` per member of `plans` (one for a single model).
 #[allow(clippy::too_many_arguments)]
 fn compute<B: Backend>(
     args: &PredictArgs,
-    plan: &ModelPlan<B>,
+    plans: &[ModelPlan<B>],
     targets: &[Target],
     probe: Option<&Probe<B>>,
     mode: DecoderMode,
     device: &B::Device,
     ids: Vec<i64>,
-    tokens: Vec<ModalityTokens>,
+    mut tokens: Vec<Vec<ModalityTokens>>,
 ) -> Result<Out> {
+    let plan = &plans[0];
     let n = ids.len();
     let mods: Vec<&'static ModalityInfo> = targets.iter().map(|t| t.modality).collect();
     let mut stats: Vec<Vec<Vec<f32>>> = targets
@@ -452,8 +515,8 @@ fn compute<B: Backend>(
         let [a, c] = p.widths();
         (vec![f32::NAN; n * a], vec![f32::NAN; n * c])
     });
-    for b in batches(&tokens, &plan.is_input, n, plan.common.batch) {
-        let inp = inputs::<B>(&tokens, &b, device);
+    for b in batches(&tokens[0], &plan.is_input, n, plan.common.batch) {
+        let inp = inputs::<B>(&tokens[0], &b, device);
         if let (Some(p), Some((first, second))) = (probe, probe_out.as_mut()) {
             let fed: Vec<_> = inp
                 .iter()
@@ -483,17 +546,14 @@ fn compute<B: Backend>(
         if mods.is_empty() {
             continue;
         }
-        let logits = plan.aion.predict(&inp, &mods, mode);
+        let logits = ensemble::logits(plans, &tokens, &b, &inp, &mods, mode, device)?;
         for (ti, (t, l)) in targets.iter().zip(logits).enumerate() {
-            let l: Vec<f32> = l
-                .into_data()
-                .convert::<f32>()
-                .to_vec()
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
             let (nt, v) = (t.modality.num_tokens(), t.modality.vocab);
             for (j, &r) in b.rows.iter().enumerate() {
                 for p in 0..nt {
-                    let row = &l[(j * nt + p) * v..(j * nt + p + 1) * v];
+                    let raw = &l[(j * nt + p) * v..(j * nt + p + 1) * v];
+                    let calibrated = t.temperature.map(|temp| scaled(raw, temp));
+                    let row = calibrated.as_deref().unwrap_or(raw);
                     let values = &t.values[p.min(t.values.len() - 1)];
                     let s = summarize(row, values);
                     for (si, x) in [
@@ -518,7 +578,7 @@ fn compute<B: Backend>(
                         }
                     }
                     if args.save_logits {
-                        logits_out[ti][(r * nt + p) * v..(r * nt + p + 1) * v].copy_from_slice(row);
+                        logits_out[ti][(r * nt + p) * v..(r * nt + p + 1) * v].copy_from_slice(raw);
                     }
                 }
             }
@@ -526,7 +586,7 @@ fn compute<B: Backend>(
     }
     Ok(Out {
         ids,
-        tokens,
+        tokens: tokens.swap_remove(0),
         stats,
         pdf,
         logits: logits_out,
@@ -659,7 +719,10 @@ fn diagnostics<B: Backend>(
                     m.bias,
                     m.n
                 );
-                out.insert(key.into(), serde_json::json!({ "metrics": m, "plot": png }));
+                out.insert(
+                    key.into(),
+                    serde_json::json!({ "metrics": m, "plot": png, "calibration": t.temperature }),
+                );
             }
             None => {
                 plot::histogram_png(
@@ -669,7 +732,10 @@ fn diagnostics<B: Backend>(
                     &format!("{upper}: PREDICTED MEDIANS (NO TRUE VALUES IN THE CATALOGUE)"),
                     &format!("{upper} PREDICTED"),
                 )?;
-                out.insert(key.into(), serde_json::json!({ "plot": png }));
+                out.insert(
+                    key.into(),
+                    serde_json::json!({ "plot": png, "calibration": t.temperature }),
+                );
             }
         }
         log::info!("{key}: diagnostic plot {}", png.display());

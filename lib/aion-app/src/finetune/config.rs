@@ -56,6 +56,12 @@ pub struct FinetuneConfig {
     /// Probe head (mode `probe`).
     #[serde(default)]
     pub probe: Option<ProbeSection>,
+    /// Calibration of the exported posteriors.
+    #[serde(default)]
+    pub calibration: CalibrationSection,
+    /// An ensemble of models trained with consecutive seeds.
+    #[serde(default)]
+    pub ensemble: EnsembleSection,
 }
 
 /// `[model]`: start from a model directory or from scratch.
@@ -286,6 +292,43 @@ pub struct ProbeSection {
     pub hidden: usize,
 }
 
+/// `[calibration]`: how the posteriors of point targets (scalar targets that are never inputs,
+/// e.g. redshift) are calibrated at export, on the validation split (`crate::calibration`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalibrationSection {
+    /// `"temperature"` (default: one temperature per target, written to `calibration.json`) or
+    /// `"none"`.
+    #[serde(default = "defaults::temperature")]
+    pub method: String,
+}
+
+impl Default for CalibrationSection {
+    fn default() -> Self {
+        Self {
+            method: defaults::temperature(),
+        }
+    }
+}
+
+/// `[ensemble]`: train `members` models with seeds `seed`, `seed + 1`, … on the same split
+/// (into `<output>/member-<i>/`) and export them as one ensemble (`crate::ensemble`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnsembleSection {
+    /// Number of models (1: a single model, no ensemble).
+    #[serde(default = "defaults::members")]
+    pub members: usize,
+}
+
+impl Default for EnsembleSection {
+    fn default() -> Self {
+        Self {
+            members: defaults::members(),
+        }
+    }
+}
+
 mod defaults {
     pub fn seed() -> u64 {
         0
@@ -352,6 +395,12 @@ mod defaults {
     }
     pub fn regression() -> String {
         "regression".into()
+    }
+    pub fn temperature() -> String {
+        "temperature".into()
+    }
+    pub fn members() -> usize {
+        1
     }
 }
 
@@ -443,6 +492,18 @@ impl FinetuneConfig {
                 "[probe] task must be regression or classification"
             );
         }
+        ensure!(
+            ["temperature", "none"].contains(&self.calibration.method.as_str()),
+            "[calibration] method must be temperature or none"
+        );
+        ensure!(
+            self.ensemble.members >= 1,
+            "[ensemble] members must be at least 1"
+        );
+        ensure!(
+            self.ensemble.members == 1 || !matches!(self.mode, Mode::Probe),
+            "[ensemble]: probe heads cannot be ensembled (modes masked, full, lora can)"
+        );
         Ok(())
     }
 

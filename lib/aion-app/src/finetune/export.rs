@@ -28,6 +28,7 @@ use super::log::{TrainLog, plot_curves};
 use super::prepare::{Setup, new_spec};
 use super::probe::{ProbeTrain, predictions};
 use super::tokens::{TokenTask, Trainee};
+use crate::calibration::CalibrationFile;
 use crate::collective::agree;
 use crate::metrics::point_metrics;
 
@@ -108,7 +109,7 @@ fn write_codecs<B: Backend>(ctx: &Context<'_>, model: &Aion<B>) -> Result<()> {
 }
 
 /// Test metrics, predictions (CSV) and scatter plots of point predictions (rank 0).
-fn write_eval(
+pub fn write_eval(
     out: &Path,
     split: &Split,
     preds: &[(String, Vec<[f64; 3]>)],
@@ -151,11 +152,37 @@ fn write_eval(
     Ok(v)
 }
 
+/// `calibration.json` of the output model (rank 0); a stale one from an earlier run into the same
+/// directory is removed when this run has none, so `aion-predict` never applies it.
+pub fn write_calibration(out: &Path, calibration: Option<&CalibrationFile>) -> Result<()> {
+    match calibration {
+        Some(c) => {
+            for (key, t) in &c.targets {
+                log::info!(
+                    "{key}: temperature {:.3} fitted on the {}: 68 % coverage {:.1} % -> {:.1} %",
+                    t.temperature,
+                    t.fitted_on,
+                    100.0 * t.coverage_68[0],
+                    100.0 * t.coverage_68[1]
+                );
+            }
+            c.write_dir(out)
+        }
+        None => match std::fs::remove_file(out.join(crate::calibration::FILE)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| {
+                format!("cannot remove the stale calibration of {}", out.display())
+            }),
+            _ => Ok(()),
+        },
+    }
+}
+
 fn summary(
     ctx: &Context<'_>,
     progress: &Progress,
     test: serde_json::Value,
     log: &TrainLog,
+    calibration: Option<&CalibrationFile>,
 ) -> Result<()> {
     let s = ctx.setup;
     let curves = s.out.join("learning_curves.png");
@@ -178,7 +205,7 @@ fn summary(
         "best_step": progress.best_step, "best_val_loss": progress.best_loss,
         "seconds": ctx.seconds_before.elapsed().as_secs_f64(),
         "rows": { "train": ctx.split.train.len(), "val": ctx.split.val.len(), "test": ctx.split.test.len() },
-        "test": test,
+        "test": test, "calibration": calibration,
     });
     aion_model::export::write_atomic(
         &s.out.join(SUMMARY),
@@ -196,10 +223,17 @@ pub fn tokens<B: AutodiffBackend>(
     log: &TrainLog,
 ) -> Result<()> {
     let model = module.effective();
+    let calibrate = ctx.setup.cfg.calibration.method == "temperature" && !ctx.split.val.is_empty();
+    let calibration = calibrate
+        .then(|| {
+            let val = task.block_logits(ctx.session, &model, &ctx.split.val);
+            task.calibrate(ctx.session, &ctx.split.val, &val)
+        })
+        .flatten();
     let preds: Vec<(String, Vec<[f64; 3]>)> = if ctx.split.test.is_empty() {
         Vec::new()
     } else {
-        task.predict(ctx.session, &model, &ctx.split.test)
+        task.predict(ctx.session, &model, &ctx.split.test, calibration.as_ref())
             .into_iter()
             .map(|p| (p.key.to_string(), p.rows))
             .collect()
@@ -219,8 +253,9 @@ pub fn tokens<B: AutodiffBackend>(
                 l.save(&out.join("adapter.safetensors"))?;
             }
             write_codecs(ctx, &model)?;
+            write_calibration(out, calibration.as_ref())?;
             let test = write_eval(out, ctx.split, &preds)?;
-            summary(ctx, progress, test, log)
+            summary(ctx, progress, test, log, calibration.as_ref())
         })()
     } else {
         Ok(())
@@ -272,8 +307,9 @@ pub fn probe<B: AutodiffBackend>(
                 }
             }
             head.save(&task.targets.cfg, out)?;
+            write_calibration(out, None)?;
             let test = write_eval(out, ctx.split, &preds)?;
-            summary(ctx, progress, test, log)
+            summary(ctx, progress, test, log, None)
         })()
     } else {
         Ok(())

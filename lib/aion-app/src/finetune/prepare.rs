@@ -92,8 +92,9 @@ pub struct Setup {
     pub hash: String,
 }
 
-fn setup(args: &FinetuneArgs) -> Result<Setup> {
-    let cfg = effective_config(args)?;
+/// Resolves everything `cfg` names (registers its new modalities, opens the catalogue, binds
+/// the modalities to datasets) and hashes what determines the result.
+pub fn setup(cfg: FinetuneConfig) -> Result<Setup> {
     let out = cfg.output.clone().expect("checked");
     if let Some(base) = &cfg.model.base {
         ensure!(
@@ -181,14 +182,16 @@ fn setup(args: &FinetuneArgs) -> Result<Setup> {
 }
 
 /// Whether `out/finetune.json` records a finished run of this configuration.
-fn already_finished(out: &Path, hash: &str) -> bool {
+pub fn already_finished(out: &Path, hash: &str) -> bool {
     std::fs::read_to_string(out.join(export::SUMMARY))
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .is_some_and(|v| v["finished"] == true && v["config_hash"] == hash)
 }
 
-fn prepare_output(s: &Setup, overwrite: bool) -> Result<()> {
+/// Creates the output directory; `overwrite` discards an earlier run's checkpoint, log and
+/// summary.
+pub fn prepare_output(s: &Setup, overwrite: bool) -> Result<()> {
     std::fs::create_dir_all(&s.out)
         .with_context(|| format!("cannot create {}", s.out.display()))?;
     if overwrite {
@@ -201,7 +204,7 @@ fn prepare_output(s: &Setup, overwrite: bool) -> Result<()> {
 }
 
 /// The split of the catalogue's rows.
-fn split(s: &Setup) -> Result<Split> {
+pub fn split(s: &Setup) -> Result<Split> {
     let n = s.catalog.n_rows();
     let sp = match &s.cfg.data.split_file {
         Some(f) => {
@@ -360,14 +363,16 @@ fn build_model<B: AutodiffBackend>(s: &Setup, device: &B::Device) -> Result<Aion
     Ok(model)
 }
 
-/// Runs the whole tool on backend `B`.
+/// Trains and exports one model of configuration `cfg` (the effective configuration of `args`,
+/// or an ensemble member's) on backend `B`.
 pub fn run<B: AutodiffBackend>(
     args: &FinetuneArgs,
+    cfg: FinetuneConfig,
     session: &Session,
     stop: &StopFlag,
     device: B::Device,
 ) -> Result<Outcome> {
-    let s = agree(session, setup(args))?;
+    let s = agree(session, setup(cfg))?;
     if !args.overwrite && agree(session, Ok(already_finished(&s.out, &s.hash)))? {
         if session.is_root() {
             log::info!(
@@ -450,7 +455,7 @@ impl Run<'_> {
 }
 
 /// Every dataset the run reads (modalities, noise, probe target), all rows, on every rank.
-fn read_columns(session: &Session, s: &Setup) -> Result<BTreeMap<String, FullColumn>> {
+pub fn read_columns(session: &Session, s: &Setup) -> Result<BTreeMap<String, FullColumn>> {
     let mut wanted: Vec<(String, Option<(usize, usize)>)> = s
         .needed
         .iter()
@@ -471,7 +476,7 @@ fn read_columns(session: &Session, s: &Setup) -> Result<BTreeMap<String, FullCol
 }
 
 /// Per-modality data with roles, weights and noise.
-fn modality_data(
+pub fn modality_data(
     s: &Setup,
     cols: &BTreeMap<String, FullColumn>,
     mut codecs: BTreeMap<&'static str, ScalarCodec>,

@@ -3,9 +3,13 @@
 //! and, for every scalar modality that is only a target (e.g. redshift), point-estimate metrics
 //! of its posterior (σ_NMAD, outlier fraction, bias).
 
+use std::collections::BTreeMap;
+use std::ops::Range;
+
 use aion_model::Aion;
+use aion_model::fourm::DecoderMode;
 use aion_model::lora::LoraSet;
-use aion_model::train::objective::{ModalityBatch, inputs, posterior, token_loss};
+use aion_model::train::objective::{ModalityBatch, inputs, token_loss};
 use aion_mpi::{Session, block_range};
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -13,7 +17,9 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use super::codecs::{bin_centres, posterior_moments};
 use super::data::{EVAL_STEP, Masking, ModalityData, build_batch};
 use super::trainer::{Evaluation, ShardLoss, Task};
+use crate::calibration::{CalibrationFile, Heldout, fit_distributed, scaled};
 use crate::metrics::point_metrics;
+use crate::posterior::probabilities;
 
 /// What is trained: the model, and the adapters in LoRA mode.
 #[derive(Module, Debug)]
@@ -55,6 +61,15 @@ fn weights(batch: &[ModalityBatch]) -> Vec<f64> {
         .collect()
 }
 
+/// Logits of the point targets for this rank's block of a set of rows.
+pub struct BlockLogits {
+    /// Positions (in the set of rows) of this rank's block.
+    pub mine: Range<usize>,
+    /// Per point target: its index in the task's data and the block's logits
+    /// (`block × vocab`, row-major).
+    pub logits: Vec<(usize, Vec<f32>)>,
+}
+
 /// Point predictions of one target-only scalar modality.
 pub struct Predictions {
     /// Token key.
@@ -74,41 +89,79 @@ impl<B: AutodiffBackend> TokenTask<'_, B> {
             .collect()
     }
 
-    /// Posterior point estimates of the point targets for `rows` (this rank's block; summed
-    /// over the ranks so every rank gets every row).
-    pub fn predict(
+    /// This rank's block of `rows` and, per point target (index in `data`), the block's logits
+    /// (`block × vocab`, row-major).
+    pub fn block_logits(
         &self,
         session: &Session,
         model: &Aion<B::InnerBackend>,
         rows: &[usize],
-    ) -> Vec<Predictions> {
-        let targets = self.point_targets();
+    ) -> BlockLogits {
         let mine = block_range(rows.len(), session.rank(), session.size());
         let full = Masking {
             mask_ratio: 0.0,
             ..self.masking
         };
-        let mut out = Vec::new();
-        for &t in &targets {
-            let d = &self.data[t];
-            let mut buf = vec![0.0f64; rows.len() * 3];
+        let mut logits = Vec::new();
+        for t in self.point_targets() {
+            let mut l = Vec::new();
             if !mine.is_empty() {
                 let batch = build_batch(self.data, &rows[mine.clone()], EVAL_STEP, full);
                 let ins = inputs::<B::InnerBackend>(&batch, &self.device_inner());
-                let p = posterior(model, &ins, d.modality);
-                let codec = d.codec.as_ref().expect("point targets have codecs");
-                let centres = bin_centres(codec, d.modality.vocab);
-                let v = d.modality.vocab;
-                for (i, &r) in rows[mine.clone()].iter().enumerate() {
-                    let (m, s) = posterior_moments(&p[i * v..(i + 1) * v], &centres);
-                    let truth = if d.valid[r] {
-                        f64::from(d.raw.values[r])
-                    } else {
-                        f64::NAN
-                    };
-                    buf[(mine.start + i) * 3..(mine.start + i + 1) * 3]
-                        .copy_from_slice(&[truth, m, s]);
-                }
+                l = model
+                    .predict(&ins, &[self.data[t].modality], DecoderMode::Joint)
+                    .pop()
+                    .expect("one target")
+                    .into_data()
+                    .convert::<f32>()
+                    .to_vec()
+                    .expect("f32 logits");
+            }
+            logits.push((t, l));
+        }
+        BlockLogits { mine, logits }
+    }
+
+    /// Posterior point estimates of the point targets for `rows` (this rank's block; summed
+    /// over the ranks so every rank gets every row), with the temperatures of `calibration`.
+    pub fn predict(
+        &self,
+        session: &Session,
+        model: &Aion<B::InnerBackend>,
+        rows: &[usize],
+        calibration: Option<&CalibrationFile>,
+    ) -> Vec<Predictions> {
+        let block = self.block_logits(session, model, rows);
+        self.predictions(session, rows, &block, calibration)
+    }
+
+    /// [`predict`](Self::predict) from logits already computed (e.g. an ensemble's mixture).
+    pub fn predictions(
+        &self,
+        session: &Session,
+        rows: &[usize],
+        block: &BlockLogits,
+        calibration: Option<&CalibrationFile>,
+    ) -> Vec<Predictions> {
+        let mine = block.mine.clone();
+        let mut out = Vec::new();
+        for (t, l) in &block.logits {
+            let d = &self.data[*t];
+            let v = d.modality.vocab;
+            let temperature = calibration.and_then(|c| c.temperature(d.modality.token_key));
+            let codec = d.codec.as_ref().expect("point targets have codecs");
+            let centres = bin_centres(codec, v);
+            let mut buf = vec![0.0f64; rows.len() * 3];
+            for (i, &r) in rows[mine.clone()].iter().enumerate() {
+                let row = &l[i * v..(i + 1) * v];
+                let row = temperature.map_or_else(|| row.to_vec(), |t| scaled(row, t));
+                let (m, s) = posterior_moments(&softmax(&row), &centres);
+                let truth = if d.valid[r] {
+                    f64::from(d.raw.values[r])
+                } else {
+                    f64::NAN
+                };
+                buf[(mine.start + i) * 3..(mine.start + i + 1) * 3].copy_from_slice(&[truth, m, s]);
             }
             let all = session.sum_f64s(&buf);
             out.push(Predictions {
@@ -117,6 +170,44 @@ impl<B: AutodiffBackend> TokenTask<'_, B> {
             });
         }
         out
+    }
+
+    /// Fits the temperature of every point target on `rows` (the validation split) from their
+    /// logits, across the ranks; `None` without point targets.
+    pub fn calibrate(
+        &self,
+        session: &Session,
+        rows: &[usize],
+        block: &BlockLogits,
+    ) -> Option<CalibrationFile> {
+        let mut targets = BTreeMap::new();
+        for (t, l) in &block.logits {
+            let d = &self.data[*t];
+            let v = d.modality.vocab;
+            let codec = d.codec.as_ref().expect("point targets have codecs");
+            let values: Vec<f32> = (0..v)
+                .map_while(|k| codec.decode_token(0, k as i64))
+                .collect();
+            let (mut kept, mut truth, mut truth_values) = (Vec::new(), Vec::new(), Vec::new());
+            for (i, &r) in rows[block.mine.clone()].iter().enumerate() {
+                if d.valid[r] {
+                    kept.extend_from_slice(&l[i * v..(i + 1) * v]);
+                    truth.push((d.ids[r] as usize).min(values.len() - 1));
+                    truth_values.push(d.raw.values[r]);
+                }
+            }
+            let heldout = Heldout {
+                logits: &kept,
+                vocab: v,
+                truth: &truth,
+                truth_values: &truth_values,
+                values: &values,
+            };
+            if let Some(c) = fit_distributed(session, &heldout, "validation split") {
+                targets.insert(d.modality.token_key.to_string(), c);
+            }
+        }
+        (!targets.is_empty()).then(|| CalibrationFile::new(targets))
     }
 
     fn device_inner(&self) -> burn::tensor::ops::Device<B::InnerBackend> {
@@ -193,7 +284,7 @@ impl<B: AutodiffBackend> Task<B> for TokenTask<'_, B> {
         }
         let t = session.sum_f64s(&[l, w]);
         let mut metrics = Vec::new();
-        for p in self.predict(session, &model, rows) {
+        for p in self.predict(session, &model, rows, None) {
             let (pred, truth): (Vec<f32>, Vec<f32>) =
                 p.rows.iter().map(|r| (r[1] as f32, r[0] as f32)).unzip();
             if let Some(m) = point_metrics(&pred, &truth) {
@@ -207,6 +298,12 @@ impl<B: AutodiffBackend> Task<B> for TokenTask<'_, B> {
             metrics,
         }
     }
+}
+
+/// Softmax of one row of logits over the whole vocabulary.
+fn softmax(logits: &[f32]) -> Vec<f32> {
+    let (p, _) = probabilities(logits, logits.len());
+    p.into_iter().map(|x| x as f32).collect()
 }
 
 fn scalar<B: AutodiffBackend>(t: burn::tensor::Tensor<B, 1>) -> f64 {
