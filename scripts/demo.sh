@@ -6,7 +6,7 @@
 #   1. aion-embed   embeds the 5000 SDSS Main Galaxy Sample galaxies of data/sdss_mgs/;
 #   2. aion-predict predicts the redshift posterior of the 1000 galaxies the model never saw in
 #      training (its test split) and draws predicted vs spectroscopic redshift.
-# Prints where the outputs and the plot are. Outputs go to out/demo/ (re-runs replace them).
+# Prints where the outputs and the figure are. Outputs go to out/demo/ (re-runs replace them).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -31,7 +31,7 @@ mpirun -n "$ranks" "$bin/aion-predict" --model "$model" \
   --target tok_z --overwrite --log-level warn
 
 summary() { # metrics of the run summary written by aion-predict
-  sed -n 's/.*"sigma_nmad": *\([0-9.eE+-]*\).*/  sigma_NMAD \1/p; s/.*"outlier_fraction": *\([0-9.eE+-]*\).*/  outlier fraction \1/p; s/.*"bias": *\([0-9.eE+-]*\).*/  bias \1/p' "$1"
+  sed -n 's/.*"sigma_nmad": *\([0-9.eE+-]*\).*/  sigma_NMAD \1/p; s/.*"outlier_fraction": *\([0-9.eE+-]*\).*/  outlier fraction \1/p; s/.*"bias": *\([0-9.eE+-]*\).*/  bias \1/p; s/.*"coverage_68": *\([0-9.eE+-]*\).*/  68 % interval coverage \1/p; s/.*"coverage_95": *\([0-9.eE+-]*\).*/  95 % interval coverage \1/p; s/.*"crps": *\([0-9.eE+-]*\).*/  CRPS \1/p' "$1"
 }
 echo
 echo "redshift of the held-out galaxies (posterior median vs spectroscopic z):"
@@ -40,5 +40,5 @@ echo
 echo "outputs:"
 echo "  $out/embeddings.h5          embedding (5000, 64), object_id, flags (h5ls -r to list)"
 echo "  $out/photoz.h5              tok_z posterior: mean, median, mode, std, q16, q84 (docs/hdf5-schema.md)"
-echo "  $out/photoz.h5.tok_z.png    diagnostic plot: predicted vs spectroscopic redshift"
+echo "  $out/photoz.h5.tok_z.png    figure (also .svg): predicted vs spectroscopic redshift, PIT, interval coverage"
 echo "  $out/*.run.json             provenance and run summaries"

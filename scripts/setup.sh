@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # Installs what aion-hpc needs on Debian 12 (idempotent: only missing packages are installed).
 #
-#   scripts/setup.sh            build + run dependencies (MPI, parallel HDF5, clang for bindgen)
+#   scripts/setup.sh            build + run dependencies (MPI, parallel HDF5, cfitsio, clang for bindgen)
 #   scripts/setup.sh --tests    + local Slurm (munge, slurmctld, slurmd) and the Python venv of
 #                                 the reference package (validation/.venv, ~7 GB, torch 2.9.0)
+#   scripts/setup.sh --no-root  installs nothing: checks the MPI, parallel HDF5, Rust, libclang
+#                                 this shell provides (modules, Spack) = scripts/check-env.sh
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 tests=0
 [ "${1:-}" = "--tests" ] && tests=1
+[ "${1:-}" = "--no-root" ] && exec "$here/scripts/check-env.sh"
 
 sudo=""
 [ "$(id -u)" = 0 ] || sudo="sudo"
 
-pkgs=(pkg-config libclang-dev gcc g++ make openmpi-bin libopenmpi-dev libhdf5-openmpi-dev hdf5-tools python3-venv git)
+pkgs=(pkg-config libclang-dev gcc g++ make openmpi-bin libopenmpi-dev libhdf5-openmpi-dev hdf5-tools libcfitsio-dev python3-venv git)
 [ $tests = 1 ] && pkgs+=(slurmctld slurmd slurm-client munge)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Runs every test of aion-hpc on a fresh Debian 12 machine (idempotent; what .ci/run calls):
 #   1. installs the system packages and the reference's Python venv (scripts/setup.sh --tests);
-#   2. regenerates the parity fixtures with the reference package and checks they are unchanged;
-#   3. starts a local single-node Slurm;
+#   2. regenerates the parity fixtures with the reference package and checks they are unchanged
+#      up to float noise (validation/check_fixtures.py; any x86-64 processor);
+#   3. starts a local single-node Slurm, and a second, two-node one (network namespaces);
 #   4. builds a base-size random model in the Hub layout (its strict-loading test runs in step 5);
 #   5. cargo fmt check, then `cargo test` of the whole workspace on the CPU (NdArray) backend,
-#      including the MPI (1, 2, 3 ranks) and Slurm end-to-end tests;
-#   6. builds the LibTorch (`tch`) feature and runs the model parity tests on LibTorch too.
+#      including the MPI (1, 2, 3 ranks) and Slurm (one and two nodes) end-to-end tests;
+#   6. builds aion-embed as a user without root against an MPI and a parallel HDF5 in a private
+#      prefix and runs it with `mpirun -n 2` (tests/private-prefix-build.sh);
+#   7. builds the LibTorch (`tch`) feature and runs the model parity tests on LibTorch too; builds
+#      the binaries with scripts/build-gpu.sh and checks what `--version` records.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -19,9 +23,15 @@ venv="$root/validation/.venv"
 
 step "fixtures: regenerate with polymathic-aion 0.0.2 and compare"
 "$venv/bin/python" validation/check_fixtures.py
+"$venv/bin/python" validation/test_check_fixtures.py
 
-step "local Slurm"
+step "GPU check scripts parse (validation/gpu, run on a GPU machine only)"
+bash -n validation/gpu/run.sh validation/gpu/prepare.sh
+"$venv/bin/python" -m py_compile validation/gpu/random_model.py validation/gpu/compare.py validation/fixture_spread.py
+
+step "local Slurm (one node, and two nodes)"
 if [ "$(id -u)" = 0 ]; then slurm/start-local-slurm.sh; else sudo slurm/start-local-slurm.sh; fi
+if [ "$(id -u)" = 0 ]; then slurm/start-two-node-slurm.sh; else sudo slurm/start-two-node-slurm.sh; fi
 
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 export AION_REQUIRE_SLURM=1 AION_PYTHON="$venv/bin/python" OMP_NUM_THREADS=1
@@ -40,10 +50,18 @@ cargo fmt --all -- --check
 step "cargo test (CPU backend)"
 cargo test --workspace --locked
 
+step "build without root against a private MPI + parallel HDF5 prefix, run with mpirun -n 2"
+tests/private-prefix-build.sh
+
 step "cargo test -p aion-model --features tch (LibTorch backend)"
 export LIBTORCH="$("$venv/bin/python" -c 'import torch, os; print(os.path.dirname(torch.__file__))')"
 export LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 env -u AION_BASE_MODEL_DIR CARGO_TARGET_DIR="$root/target/tch" cargo test -p aion-model --features tch --locked --test parity --test bf16
-CARGO_TARGET_DIR="$root/target/tch" cargo build --features tch --locked --bins
+scripts/build-gpu.sh --python "$venv/bin/python" --debug --target-dir "$root/target/tch" |
+  tee "$root/target/tch/version.txt"
+# The LibTorch and CUDA versions it was built against, and LibTorch found without LD_LIBRARY_PATH.
+grep -q "LibTorch $("$venv/bin/python" -c 'import torch; print(torch.__version__)')" "$root/target/tch/version.txt"
+env -u LD_LIBRARY_PATH "$root/target/tch/debug/aion-embed" --version |
+  grep -q "loaded: $(readlink -f "$LIBTORCH/lib/libtorch_cpu.so")"
 
 step "all tests passed"

@@ -4,19 +4,16 @@
 use std::process::ExitCode;
 
 use aion_app::fit_codecs::{FitCodecsArgs, TOOL, run};
-use aion_app::{exit, logging};
-use aion_mpi::Session;
-use clap::Parser;
+use aion_app::{cli, exit};
 
 fn main() -> ExitCode {
-    let args = FitCodecsArgs::parse();
-    let Some(session) = Session::init() else {
-        eprintln!("{TOOL}: MPI could not be initialised");
+    let args: FitCodecsArgs = cli::parse_args();
+    let Some(session) = cli::start_session(TOOL, &args.log_level) else {
         return ExitCode::from(exit::FAILURE);
     };
-    logging::init(TOOL, session.rank(), session.size(), &args.log_level);
-    match run(&args, &session) {
+    let code = match run(&args, &session) {
         Ok(_) => ExitCode::from(exit::OK),
         Err(e) => exit::report(TOOL, session.rank(), session.size(), &e),
-    }
+    };
+    aion_app::cli::finish(session, code)
 }

@@ -195,6 +195,21 @@ fn decoded_data_is_the_codecs_decode_of_the_generated_tokens() {
         let mut a = args(&model, &cat, &out, &["--target", target]);
         a.extend(extra.iter().copied());
         assert_ok(&run_tool(BIN, Launch::Alone, &a));
+        assert_self_describing(&out);
+        let words: &[&str] = if target == "tok_image" {
+            &[
+                "Legacy Survey image flux",
+                "sample 1",
+                "DES-R, DES-R, DES-Z",
+            ]
+        } else {
+            &[
+                "wavelength λ [Angstrom]",
+                "flux [1e-17 erg / (s cm2 Angstrom)]",
+                "DESI spectral flux density",
+            ]
+        };
+        assert_figure(&format!("{}.{target}", out.display()), words);
         let (shape, tokens) = read_i64(&out, &format!("gen/{target}/tokens"));
         let n = shape[0];
         let toks = dir.path().join(format!("{target}-tokens.h5"));
@@ -237,6 +252,12 @@ fn decoded_data_is_the_codecs_decode_of_the_generated_tokens() {
             let (rshape, res) = read_f32(&out, &format!("gen/{target}/flux_resampled"));
             assert_eq!(rshape, [n, 1, 2000]);
             let lam = read_f32(&cat, "spectrum_lambda").1;
+            // The wavelengths of the resampled flux are in the output (padding as NaN).
+            let (wshape, wave) = read_f32(&out, &format!("gen/{target}/wavelength_resampled"));
+            assert_eq!(wshape, [n, 2000]);
+            for (w, l) in wave.iter().zip(&lam) {
+                assert!(if *l > 0.0 { w == l } else { w.is_nan() }, "{w} vs {l}");
+            }
             let (_, generated) = read_i64(&out, &format!("gen/{target}/generated"));
             for r in 0..n {
                 for i in 0..2000 {
@@ -285,6 +306,11 @@ fn single_pass_argmax_of_a_scalar_is_the_argmax_of_aion_predict_logits() {
         ],
     );
     assert_ok(&run_tool(BIN, Launch::Mpirun(2), &a));
+    assert_self_describing(&generated_z);
+    assert_figure(
+        &format!("{}.tok_z", generated_z.display()),
+        &["generated redshift z"],
+    );
     let p = sized(
         &model,
         &cat,
@@ -413,6 +439,11 @@ fn segmentation_maps_and_hsc_images_from_extra_heads() {
         ],
     );
     assert_ok(&run_tool(BIN, Launch::Mpirun(2), &a));
+    assert_self_describing(&seg);
+    assert_figure(
+        &format!("{}.tok_segmap", seg.display()),
+        &["segmentation map", "sample 2", "object"],
+    );
     let (shape, map) = read_f32(&seg, "gen/tok_segmap/map");
     assert_eq!(shape, [8, 2, 96, 96]);
     let (_, generated) = read_i64(&seg, "gen/tok_segmap/generated");
@@ -464,13 +495,18 @@ fn segmentation_maps_and_hsc_images_from_extra_heads() {
         ],
     );
     assert_ok(&run_tool(BIN, Launch::Alone, &a));
+    assert_self_describing(&hsc);
+    assert_figure(
+        &format!("{}.tok_image_hsc", hsc.display()),
+        &["HSC image flux"],
+    );
     let f = hdf5::File::open(&hsc).unwrap();
     let ds = f.dataset("gen/tok_image_hsc/flux").unwrap();
     assert_eq!(ds.shape(), [8, 1, 5, 96, 96]);
     let bands: hdf5::types::VarLenUnicode = ds.attr("bands").unwrap().read_scalar().unwrap();
     assert_eq!(bands.as_str(), "HSC-G,HSC-R,HSC-I,HSC-Z,HSC-Y");
     let units: hdf5::types::VarLenUnicode = ds.attr("units").unwrap().read_scalar().unwrap();
-    assert!(units.as_str().starts_with("HSC"), "{}", units.as_str());
+    assert_eq!(units.as_str(), "10**(-1.8) nmgy");
     let flux = ds.read_raw::<f32>().unwrap();
     let (_, generated) = read_i64(&hsc, "gen/tok_image_hsc/generated");
     for r in 0..8 {

@@ -3,10 +3,14 @@
 
 mod util;
 
+mod faults;
 mod finetune;
+mod formats;
 mod generate;
 mod model;
+mod random_model;
 mod resume;
 mod search;
 mod slurm;
 mod tokenize;
+mod version;

@@ -87,24 +87,24 @@ fn embeddings_match_the_reference_from_raw_and_from_tokens() {
     let dir = tempdir();
     let model = assemble_model(dir.path());
     let (_, want) = expected("embedding");
-    for (input, launch) in [
-        ("catalog.h5", Launch::Alone),
-        ("catalog.h5", Launch::Mpirun(3)),
-        ("tokens.h5", Launch::Mpirun(2)),
+    // The reference embeds every modality, the redshift included: mapped explicitly here.
+    for (input, launch, z) in [
+        ("catalog.h5", Launch::Alone, "tok_z=Z"),
+        ("catalog.h5", Launch::Mpirun(3), "tok_z=Z"),
+        ("tokens.h5", Launch::Mpirun(2), "tok_z=tokens:tok_z"),
     ] {
         let out = dir.path().join(format!("emb-{input}-{launch:?}.h5"));
         let cat = fixture("pipeline").join(input);
-        assert_ok(&run_tool(
-            EMBED,
-            launch,
-            &common(
-                model.to_str().unwrap(),
-                cat.to_str().unwrap(),
-                out.to_str().unwrap(),
-            ),
-        ));
+        let mut a = common(
+            model.to_str().unwrap(),
+            cat.to_str().unwrap(),
+            out.to_str().unwrap(),
+        );
+        a.extend(["--map", z]);
+        assert_ok(&run_tool(EMBED, launch, &a));
         let got = read_f32(&out, "embedding");
         assert!(max_abs(&format!("embedding from {input} ({launch:?})"), &got, &want) <= 1e-5);
+        assert_self_describing(&out);
     }
 }
 
@@ -129,12 +129,36 @@ fn logits_and_posteriors_match_the_reference() {
         assert_ok(&run_tool(PREDICT, launch, &a));
         let got = read_f32(&out, "logits/tok_z");
         assert!(max_abs(&format!("logits tok_z ({launch:?})"), &got, &want) <= 1e-5);
-        let png = PathBuf::from(format!("{}.tok_z.png", out.display()));
-        assert!(
-            std::fs::read(&png).unwrap().starts_with(b"\x89PNG"),
-            "no plot at {}",
-            png.display()
+        assert_self_describing(&out);
+        // The figure names its axes physically (z_spec, z_phot as z with a subscript) and its
+        // metrics as they are written (σ_NMAD), with the PIT and coverage panels.
+        assert_figure(
+            &format!("{}.tok_z", out.display()),
+            &[
+                "spectroscopic redshift z\nspec",
+                "photometric redshift z\nphot",
+                "σ\nNMAD",
+                "PIT = F(z_spec)",
+                "68 % interval:",
+                "±0.05 (1 + z_spec)",
+            ],
         );
+        let summary: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(format!("{}.run.json", out.display())).unwrap(),
+        )
+        .unwrap();
+        let m = &summary["summary"]["targets"]["tok_z"]["metrics"];
+        for k in [
+            "sigma_nmad",
+            "outlier_fraction",
+            "bias",
+            "coverage_68",
+            "coverage_95",
+            "crps",
+        ] {
+            assert!(m[k].is_number(), "run.json: no {k} in {m}");
+        }
+        assert_eq!(m["pit_histogram"].as_array().unwrap().len(), 10);
         match &first {
             None => first = Some(out),
             Some(f) => assert_same_datasets(f, &out),
@@ -328,6 +352,8 @@ fn every_modality_tokenizes_and_decodes_through_the_tool() {
         cat.to_str().unwrap(),
         "--output",
         tok.to_str().unwrap(),
+        "--map",
+        "tok_z=Z",
     ];
     assert_ok(&run_tool(tok_bin, Launch::Mpirun(2), &a));
     // Tokens equal the reference's for every modality (image, spectrum, catalog, scalars, XP).
@@ -379,10 +405,59 @@ fn every_modality_tokenizes_and_decodes_through_the_tool() {
             "image row {r}"
         );
     }
+    assert_self_describing(&tok);
+    assert_self_describing(&dec);
+    let grid: Vec<f64> = f
+        .dataset("decoded/tok_spectrum_desi_wavelength")
+        .unwrap()
+        .read_raw()
+        .unwrap();
+    assert_eq!(grid.len(), 8704);
+    assert!((grid[0] - 3500.0).abs() < 1e-3 && (grid[1] - 3500.8).abs() < 1e-3);
     let x: Vec<f32> = f.dataset("decoded/catalog/X").unwrap().read_raw().unwrap();
     assert!(
         x.iter()
             .filter(|v| v.is_finite())
             .all(|&v| (0.0..96.0).contains(&v))
     );
+}
+
+/// A re-run of a finished job says so and changes nothing: not a byte of the output, of its
+/// `run.json` or of its figure; no warning, no rows/s of a run that did nothing.
+#[test]
+fn a_finished_run_run_again_changes_nothing() {
+    let dir = tempdir();
+    let model = assemble_model(dir.path());
+    let cat = fixture("pipeline/catalog.h5");
+    for (bin, extra) in [(EMBED, vec![]), (PREDICT, vec!["--target", "tok_z"])] {
+        let out = dir
+            .path()
+            .join(format!("{}.h5", bin.rsplit('/').next().unwrap()));
+        let mut a = common(
+            model.to_str().unwrap(),
+            cat.to_str().unwrap(),
+            out.to_str().unwrap(),
+        );
+        a.extend(extra);
+        assert_ok(&run_tool(bin, Launch::Mpirun(2), &a));
+        let mut files = vec![
+            out.clone(),
+            PathBuf::from(format!("{}.run.json", out.display())),
+        ];
+        if bin == PREDICT {
+            files.push(PathBuf::from(format!("{}.tok_z.png", out.display())));
+        }
+        let before = snapshot(&files);
+        let err = assert_ok(&run_tool(bin, Launch::Mpirun(2), &a));
+        assert_eq!(
+            before,
+            snapshot(&files),
+            "{bin}: a finished run was changed"
+        );
+        assert!(err.contains("is complete"), "{bin}: {err}");
+        assert!(
+            !err.contains("WARN") && !err.contains("rows/s"),
+            "{bin}: {err}"
+        );
+    }
 }

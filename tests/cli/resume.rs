@@ -125,7 +125,7 @@ fn refuses_to_resume_into_another_runs_output() {
         .pipe_ok_or_killed(),
     );
     let mut a = args(&model, &cat, &out);
-    a.extend(["--map", "tok_z=none"]);
+    a.extend(["--map", "tok_ebv=none"]);
     let err = assert_fails(&run_env(Launch::Mpirun(2), &a, &[]));
     assert!(
         err.contains("made by another run") && err.contains("configuration"),

@@ -1074,4 +1074,43 @@ fn search_over_real_aion_embed_output_equals_brute_force() {
         &a,
     ));
     check_against_brute_force(&[&emb], 3);
+    // The catalogue behind the embeddings has images: the result comes with the cutouts of
+    // the queries and their neighbours.
+    let out = dir.path().join("cutouts.h5");
+    let ids: Vec<i64> = hdf5::File::open(&emb)
+        .unwrap()
+        .dataset("object_id")
+        .unwrap()
+        .read_raw()
+        .unwrap();
+    let (q0, q1) = (ids[0].to_string(), ids[3].to_string());
+    let args = [
+        "--embeddings",
+        s(&emb),
+        "--query-ids",
+        &q0,
+        &q1,
+        "--k",
+        "3",
+        "--output",
+        s(&out),
+    ];
+    assert_ok(&search(Launch::Alone, &args));
+    assert_self_describing(&out);
+    assert_figure(
+        &format!("{}.cutouts", out.display()),
+        &[
+            "query 1",
+            "query 2",
+            "neighbour 3",
+            "cosine similarity",
+            &format!("id {q0}"),
+        ],
+    );
+    let svg = std::fs::read_to_string(format!("{}.cutouts.svg", out.display())).unwrap();
+    assert_eq!(
+        svg.matches("data:image/png;base64,").count(),
+        2 * 4,
+        "2 queries × (1 + 3) cutouts"
+    );
 }

@@ -65,7 +65,9 @@ fn expected(key: &str) -> Vec<i64> {
 fn tokens_equal_the_reference_for_every_scalar_codec_kind() {
     let dir = tempdir();
     let out = dir.path().join("tok.h5");
-    assert_ok(&tokenize(Launch::Alone, &out, &["--batch-size", "10"]));
+    // The redshift is a label: tokenized only when mapped.
+    let z = ["--batch-size", "10", "--map", "tok_z=Z"];
+    assert_ok(&tokenize(Launch::Alone, &out, &z));
     for key in ["tok_ebv", "tok_flux_g", "tok_xp_bp", "tok_xp_rp", "tok_z"] {
         let (shape, got) = read_i64(&out, key);
         assert_eq!(shape[0], 64, "{key}");
@@ -83,7 +85,7 @@ fn tokens_equal_the_reference_for_every_scalar_codec_kind() {
 fn unusable_values_are_flagged_per_row() {
     let dir = tempdir();
     let out = dir.path().join("tok.h5");
-    assert_ok(&tokenize(Launch::Alone, &out, &[]));
+    assert_ok(&tokenize(Launch::Alone, &out, &["--map", "tok_z=Z"]));
     let f = hdf5::File::open(&out).unwrap();
     let bits: Vec<String> = serde_json::from_str(
         &f.attr("modality_bits")
@@ -166,7 +168,7 @@ fn h5py_reads_the_output() {
     };
     let dir = tempdir();
     let out = dir.path().join("tok.h5");
-    assert_ok(&tokenize(Launch::Mpirun(2), &out, &[]));
+    assert_ok(&tokenize(Launch::Mpirun(2), &out, &["--map", "tok_z=Z"]));
     let script = "import h5py,sys,json\nf=h5py.File(sys.argv[1],'r')\n\
         assert f['tok_xp_bp'].shape==(64,55) and f['tok_xp_bp'].dtype=='int64'\n\
         assert int(f['tok_z'][1,0])==1023 and int(f['object_id'][0])==1000\n\
@@ -263,6 +265,8 @@ mod bad_input {
             rows.to_str().unwrap(),
             "--output",
             out.to_str().unwrap(),
+            "--map",
+            "tok_z=Z",
         ];
         let err = assert_fails(&run_tool(BIN, Launch::Mpirun(2), &args));
         assert!(
@@ -316,7 +320,7 @@ mod bad_input {
 fn decode_turns_tokens_back_into_the_reference_values() {
     let dir = tempdir();
     let tok = dir.path().join("tok.h5");
-    assert_ok(&tokenize(Launch::Alone, &tok, &[]));
+    assert_ok(&tokenize(Launch::Alone, &tok, &["--map", "tok_z=Z"]));
     let dec = dir.path().join("dec.h5");
     let model = fixture("scalar_codecs/hub");
     let a = [

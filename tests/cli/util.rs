@@ -137,3 +137,176 @@ pub fn venv_python() -> Option<PathBuf> {
         .unwrap_or_else(|| repo().join("validation/.venv/bin/python"));
     p.exists().then_some(p)
 }
+
+/// Every dataset path of an HDF5 file (without the leading `/`).
+pub fn dataset_paths(path: &Path) -> Vec<String> {
+    fn walk(g: &hdf5::Group, prefix: &str, out: &mut Vec<String>) {
+        for name in g.member_names().unwrap() {
+            let full = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}/{name}")
+            };
+            if g.dataset(&name).is_ok() {
+                out.push(full);
+            } else if let Ok(sub) = g.group(&name) {
+                walk(&sub, &full, out);
+            }
+        }
+    }
+    let f = hdf5::File::open(path).unwrap();
+    let mut out = Vec::new();
+    walk(&f, "", &mut out);
+    out
+}
+
+fn str_attr(ds: &hdf5::Dataset, name: &str) -> Option<String> {
+    let a = ds.attr(name).ok()?;
+    let v: hdf5::types::VarLenUnicode = a.read_scalar().ok()?;
+    Some(v.as_str().to_string())
+}
+
+/// The dataset names `docs/hdf5-schema.md` documents: every `code span`, with `{a,b}`
+/// alternatives expanded.
+fn documented_names() -> std::collections::BTreeSet<String> {
+    let doc = std::fs::read_to_string(repo().join("docs/hdf5-schema.md")).unwrap();
+    let mut out = std::collections::BTreeSet::new();
+    for (i, span) in doc.split('`').enumerate() {
+        if i % 2 == 0 {
+            continue;
+        }
+        match (span.find('{'), span.find('}')) {
+            (Some(a), Some(b)) if a < b => {
+                for alt in span[a + 1..b].split(',') {
+                    out.insert(format!("{}{}{}", &span[..a], alt.trim(), &span[b + 1..]));
+                }
+            }
+            _ => {
+                out.insert(span.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// A dataset path with its variable parts as `docs/hdf5-schema.md` writes them: token keys
+/// `<key>` (also inside `<key>_bin_edges`, …), the probe's dataset `<dataset>`, a decoded
+/// catalog field `<FIELD>`.
+fn schema_name(path: &str) -> String {
+    let mut parts: Vec<String> = path.split('/').map(str::to_string).collect();
+    let decoded_catalog = parts.len() == 3 && parts[0] == "decoded" && parts[1] == "catalog";
+    for p in parts.iter_mut() {
+        if p.starts_with("tok_") || p == "catalog" {
+            let suffix = ["_bin_edges", "_bin_centres", "_wavelength"]
+                .into_iter()
+                .find(|s| p.ends_with(s))
+                .unwrap_or("");
+            *p = format!("<key>{suffix}");
+        }
+    }
+    if parts[0] == "probe" && parts.len() == 3 {
+        parts[1] = "<dataset>".into();
+    }
+    if decoded_catalog {
+        parts[2] = "<FIELD>".into();
+    }
+    parts.join("/")
+}
+
+/// What a user of h5py or astropy relies on, checked on a tool's output: every floating-point
+/// dataset has `units` (astropy notation, "" = dimensionless) and a `label`; every
+/// `pdf/<key>` names its bin edges and centres, which exist with the right shapes; the flag
+/// masks carry `bit_names`, one per bit of the root attribute `modality_bits`; and every
+/// dataset is documented in `docs/hdf5-schema.md`.
+pub fn assert_self_describing(path: &Path) {
+    let f = hdf5::File::open(path).unwrap();
+    let documented = documented_names();
+    let bits: Option<Vec<String>> = f
+        .attr("modality_bits")
+        .ok()
+        .map(|a| a.read_scalar::<hdf5::types::VarLenUnicode>().unwrap())
+        .map(|s| serde_json::from_str(s.as_str()).unwrap());
+    for name in dataset_paths(path) {
+        let ds = f.dataset(&name).unwrap();
+        let what = format!("{}: {name}", path.display());
+        let generic = schema_name(&name);
+        assert!(
+            documented.contains(&generic),
+            "{what}: `{generic}` is not in docs/hdf5-schema.md"
+        );
+        let float = matches!(
+            ds.dtype().unwrap().to_descriptor().unwrap(),
+            hdf5::types::TypeDescriptor::Float(_)
+        );
+        if float {
+            assert!(
+                str_attr(&ds, "units").is_some(),
+                "{what}: float data without units"
+            );
+            assert!(
+                str_attr(&ds, "label").is_some(),
+                "{what}: float data without label"
+            );
+        }
+        if generic == "pdf/<key>" {
+            let shape = ds.shape();
+            for (attr, extra) in [("bin_edges", 1), ("bin_centres", 0)] {
+                let grid = str_attr(&ds, attr)
+                    .unwrap_or_else(|| panic!("{what}: a posterior without its {attr}"));
+                let g = f
+                    .dataset(&grid)
+                    .unwrap_or_else(|e| panic!("{what}: {grid}: {e}"));
+                assert_eq!(g.shape(), [shape[1], shape[2] + extra], "{what}: {grid}");
+            }
+        }
+        if name.starts_with("modalities_") {
+            let names: Vec<String> = ds
+                .attr("bit_names")
+                .unwrap_or_else(|e| panic!("{what}: no bit_names: {e}"))
+                .read_raw::<hdf5::types::VarLenUnicode>()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().to_string())
+                .collect();
+            assert_eq!(
+                Some(&names),
+                bits.as_ref(),
+                "{what}: bit_names vs modality_bits"
+            );
+        }
+    }
+}
+
+/// The text of every `<text>` element of an SVG file, one line each.
+pub fn svg_texts(path: &Path) -> String {
+    let svg = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    svg.split("<text")
+        .skip(1)
+        .filter_map(|t| {
+            let body = &t[t.find('>')? + 1..];
+            Some(body[..body.find("</text>")?].trim().to_string())
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Asserts that `<stem>.png` is a PNG and that the text of `<stem>.svg` holds each of `words`.
+pub fn assert_figure(stem: &str, words: &[&str]) {
+    let png = std::fs::read(format!("{stem}.png")).unwrap_or_else(|e| panic!("{stem}.png: {e}"));
+    assert!(png.starts_with(b"\x89PNG"), "{stem}.png is not a PNG");
+    let text = svg_texts(Path::new(&format!("{stem}.svg")));
+    for w in words {
+        assert!(
+            text.contains(w),
+            "{stem}.svg: no {w:?} in its text:\n{text}"
+        );
+    }
+}
+
+/// The bytes of each file, for "nothing changed" checks.
+pub fn snapshot(paths: &[PathBuf]) -> Vec<Vec<u8>> {
+    paths
+        .iter()
+        .map(|p| std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .collect()
+}

@@ -61,9 +61,9 @@ pub struct ComputeArgs {
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: Precision,
 
-    /// CPU threads per rank (default: the cores of the node divided by its ranks, at least 1;
-    /// `SLURM_CPUS_PER_TASK` when set).
-    #[arg(long, value_name = "N")]
+    /// CPU threads per rank.
+    #[arg(long, value_name = "N",
+        help = crate::args::with_default("CPU threads per rank", &crate::args::threads_default()))]
     pub threads: Option<usize>,
 }
 
@@ -103,9 +103,12 @@ pub fn dispatch<T: BackendTask>(
                     if !tch::Cuda::is_available() {
                         bail!("--device cuda: no CUDA device is visible to LibTorch");
                     }
-                    LibTorchDevice::Cuda(
-                        i.unwrap_or(local_rank % tch::Cuda::device_count().max(1) as usize),
-                    )
+                    let visible = tch::Cuda::device_count().max(1) as usize;
+                    let gpu = i.unwrap_or(local_rank % visible);
+                    log::info!(
+                        "LibTorch device cuda:{gpu} (node-local rank {local_rank}, {visible} GPU(s) visible)"
+                    );
+                    LibTorchDevice::Cuda(gpu)
                 }
                 _ => LibTorchDevice::Cpu,
             };

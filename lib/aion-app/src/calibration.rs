@@ -29,6 +29,8 @@ use crate::posterior::summarize;
 pub const FILE: &str = "calibration.json";
 /// Value of the file's `format` field.
 pub const FORMAT: &str = "aion-hpc/calibration";
+/// The method name (`[calibration] method` in a fine-tuning configuration, `method` in the file).
+pub const METHOD: &str = "temperature";
 /// Search range of the temperature.
 pub const T_RANGE: (f64, f64) = (0.05, 50.0);
 

@@ -9,7 +9,7 @@ use clap::Parser;
 use crate::backend;
 use crate::pipeline::Outcome;
 use crate::signals::StopFlag;
-use crate::{exit, fault, logging};
+use crate::{exit, fault, logging, version};
 
 /// A tool's command line: what `main` needs to know about it.
 pub trait ToolArgs: Parser {
@@ -19,26 +19,197 @@ pub trait ToolArgs: Parser {
     fn log_level(&self) -> &str;
 }
 
+/// Parses the command line; `-V` / `--version` print [`version::describe`] (the libraries are
+/// only queried when asked for).
+pub fn parse_args<A: Parser>() -> A {
+    let mut cmd = A::command();
+    if std::env::args_os()
+        .skip(1)
+        .any(|a| a == "--version" || a == "-V")
+    {
+        // clap keeps `&'static str`s; this runs once, just before printing and exiting.
+        let text: &'static str = Box::leak(version::describe().into_boxed_str());
+        cmd = cmd.version(text).long_version(text);
+    }
+    A::from_arg_matches_mut(&mut cmd.get_matches()).unwrap_or_else(|e| e.exit())
+}
+
+/// Initialises MPI and logging, and logs where this rank runs (host, node-local rank: the GPU
+/// index `--device cuda` uses). `None` (after printing why) if MPI cannot start.
+pub fn start_session(tool: &'static str, log_level: &str) -> Option<Session> {
+    let Some(session) = Session::init() else {
+        eprintln!("{tool}: MPI could not be initialised");
+        return None;
+    };
+    logging::init(tool, session.rank(), session.size(), log_level);
+    log::info!(
+        "{} on host {}: node-local rank {} of {} ({}), {} rank(s) in all",
+        version::short(),
+        session.host(),
+        session.local_rank(),
+        session.node_size(),
+        if session.slurm().localid.is_some() {
+            "SLURM_LOCALID"
+        } else {
+            "MPI shared-memory split"
+        },
+        session.size()
+    );
+    Some(session)
+}
+
 /// Runs a tool: `run` does the work on an initialised session.
 pub fn tool_main<A: ToolArgs>(
     tool: &'static str,
     run: impl FnOnce(&A, &Session, &StopFlag) -> anyhow::Result<(Outcome, serde_json::Value)>,
 ) -> ExitCode {
-    let args = A::parse();
+    let args: A = parse_args();
     backend::set_threads(backend::thread_budget_from_env(args.threads()));
-    let Some(session) = Session::init() else {
-        eprintln!("{tool}: MPI could not be initialised");
+    let Some(session) = start_session(tool, args.log_level()) else {
         return ExitCode::from(exit::FAILURE);
     };
-    logging::init(tool, session.rank(), session.size(), args.log_level());
     fault::set_rank(session.rank());
     let stop = match StopFlag::install() {
         Ok(s) => s,
         Err(e) => return exit::report(tool, session.rank(), session.size(), &e.into()),
     };
-    match run(&args, &session, &stop) {
+    let code = match run(&args, &session, &stop) {
         Ok((Outcome::Finished, _)) => ExitCode::from(exit::OK),
         Ok((Outcome::Stopped, _)) => ExitCode::from(exit::CHECKPOINTED),
         Err(e) => exit::report(tool, session.rank(), session.size(), &e),
+    };
+    finish(session, code)
+}
+
+/// Ends a tool's process: returns `code`, after finalising MPI, except after a failed write of
+/// an output (then HDF5 would try to close the half-written file inside `MPI_Finalize`, and
+/// HDF5 1.10 crashes doing so; see `aion_io::output`), when MPI is left as it is and the
+/// process simply exits. Every rank gets there, since output failures are agreed.
+pub fn finish(session: Session, code: ExitCode) -> ExitCode {
+    if aion_io::output::io_failed() {
+        std::mem::forget(session);
+    }
+    code
+}
+
+/// Every tool's command line, in the order of `docs/cli.md`.
+pub fn commands() -> Vec<clap::Command> {
+    use clap::CommandFactory;
+    vec![
+        crate::tokenize::TokenizeArgs::command(),
+        crate::embed::EmbedArgs::command(),
+        crate::predict::PredictArgs::command(),
+        crate::generate::GenerateArgs::command(),
+        crate::search::SearchArgs::command(),
+        crate::finetune::FinetuneArgs::command(),
+        crate::fit_codecs::FitCodecsArgs::command(),
+    ]
+}
+
+/// The default an argument's `--help` states: clap's own default value(s), or the
+/// `[default: …]` that our help texts end with when the default is computed at run time.
+pub fn stated_default(arg: &clap::Arg) -> Option<String> {
+    if !arg.get_action().takes_values() {
+        return None; // switches: off unless given
+    }
+    let clap_default: Vec<String> = arg
+        .get_default_values()
+        .iter()
+        .map(|v| v.to_string_lossy().into_owned())
+        .collect();
+    if !clap_default.is_empty() {
+        return Some(clap_default.join(","));
+    }
+    let help = arg.get_help()?.to_string();
+    let start = help.rfind("[default: ")? + "[default: ".len();
+    help[start..].strip_suffix(']').map(str::to_string)
+}
+
+/// Marker lines around the generated table of defaults in `docs/cli.md`.
+pub const DEFAULTS_BEGIN: &str = "<!-- defaults: generated from the code (aion_app::cli::defaults_markdown), checked by a test -->";
+/// End marker.
+pub const DEFAULTS_END: &str = "<!-- end of defaults -->";
+
+/// The table of every tool's defaults in `docs/cli.md` (`| tool | flag | default |`).
+pub fn defaults_markdown() -> String {
+    let mut out = String::from("| tool | flag | default |\n|---|---|---|\n");
+    for cmd in commands() {
+        for arg in cmd.get_arguments() {
+            let (Some(long), Some(d)) = (arg.get_long(), stated_default(arg)) else {
+                continue;
+            };
+            out.push_str(&format!("| `{}` | `--{long}` | {d} |\n", cmd.get_name()));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::args::{
+        DEFAULT_BATCH_SIZE, batch_size_default, chunk_rows_default, threads_default,
+    };
+
+    /// The defaults the code uses, and where `--help` must state them.
+    fn code_defaults(tool: &str, id: &str) -> Option<String> {
+        Some(match (tool, id) {
+            (_, "batch_size") => batch_size_default(),
+            ("aion-search", "chunk_rows") => crate::search::DEFAULT_CHUNK_ROWS.to_string(),
+            (_, "chunk_rows") => chunk_rows_default(),
+            ("aion-search", "threads") => crate::search::THREADS_DEFAULT.into(),
+            (_, "threads") => threads_default(),
+            _ => return None,
+        })
+    }
+
+    #[test]
+    fn help_states_the_defaults_the_code_uses() {
+        assert!(batch_size_default().ends_with(&DEFAULT_BATCH_SIZE.to_string()));
+        for mut cmd in commands() {
+            let tool = cmd.get_name().to_string();
+            let help = cmd.render_help().to_string();
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if let Some(want) = code_defaults(&tool, id) {
+                    assert_eq!(
+                        stated_default(arg).as_deref(),
+                        Some(want.as_str()),
+                        "{tool} --{id}"
+                    );
+                }
+                if let Some(d) = stated_default(arg) {
+                    // Every stated default appears in the rendered help once per flag.
+                    assert!(
+                        help.contains(&format!("[default: {d}]")),
+                        "{tool} --{id}: {help}"
+                    );
+                }
+                // No default stated in prose (where it could drift from the code).
+                let text = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                let prose = text.split("[default:").next().unwrap_or("");
+                assert!(
+                    !prose.contains("default ") && !prose.contains("(default"),
+                    "{tool} --{id}: a default in the prose of {text:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn docs_cli_lists_these_defaults() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/cli.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        let want = defaults_markdown();
+        let start = doc
+            .find(DEFAULTS_BEGIN)
+            .map(|i| i + DEFAULTS_BEGIN.len() + 1);
+        let end = doc.find(DEFAULTS_END);
+        let got = start.zip(end).map(|(a, b)| &doc[a..b]);
+        assert_eq!(
+            got,
+            Some(want.as_str()),
+            "docs/cli.md: between\n{DEFAULTS_BEGIN}\nand\n{DEFAULTS_END}\nput:\n{want}"
+        );
     }
 }

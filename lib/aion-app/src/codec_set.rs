@@ -2,8 +2,9 @@
 //! rows through them.
 //!
 //! Unusable values (NaN/inf, malformed spectra or catalogs, unknown bands) never stop a run: the
-//! row's tokens for that modality are written as −1 and its `modalities_rejected` bit is set.
-//! Rows whose file lacks the data are simply not `used` for that modality.
+//! row's tokens for that modality are written as −1, its `modalities_rejected` bit is set, and the
+//! reason is recorded ([`Rejection`]) for the run's per-reason counts. Rows whose file lacks the
+//! data (or whose value is null) are simply not `used` for that modality.
 
 mod catalog;
 mod image;
@@ -46,6 +47,19 @@ pub struct ModalityTokens {
     pub repaired: Vec<bool>,
     /// Per token (row-major), for sequence modalities: `true` = padding, leave out.
     pub token_mask: Option<Vec<bool>>,
+    /// Why each rejected row was rejected.
+    pub rejections: Vec<Rejection>,
+}
+
+/// Why a row's modality was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Row in the block.
+    pub row: usize,
+    /// What is wrong, as a fixed phrase (`"unknown band name"`): runs count rejected rows by it.
+    pub reason: &'static str,
+    /// The row's particulars (`bands g,r,i,z; expected one of DES-G, …`).
+    pub detail: String,
 }
 
 impl ModalityTokens {
@@ -58,7 +72,19 @@ impl ModalityTokens {
             rejected: vec![false; n],
             repaired: vec![false; n],
             token_mask: None,
+            rejections: Vec::new(),
         }
+    }
+
+    /// Marks row `row` rejected for `reason` (`detail`: the row's particulars).
+    pub fn reject(&mut self, row: usize, reason: &'static str, detail: String) {
+        log::debug!("{} row {row}: {reason}: {detail}", self.modality.token_key);
+        self.rejected[row] = true;
+        self.rejections.push(Rejection {
+            row,
+            reason,
+            detail,
+        });
     }
 }
 
@@ -125,15 +151,36 @@ impl<B: Backend> CodecSet<B> {
             if !missing.is_empty() {
                 if b.explicit {
                     bail!(
-                        "{}: dataset(s) {missing:?} are in none of the catalogue files",
-                        b.describe()
+                        "{}: dataset(s) {missing:?} are in none of the catalogue files ({}); the \
+                         catalogue's columns: {}",
+                        b.describe(),
+                        files_list(catalog),
+                        crate::run_config::column_list(catalog)
                     );
                 }
                 continue;
             }
+            let mut infos = Vec::with_capacity(required.len());
             for d in required {
-                let info = catalog.info(d)?.expect("present");
-                check_shape(b, d, &info)?;
+                let info = catalog
+                    .info(d)?
+                    .with_context(|| format!("{}: dataset '{d}' cannot be read", b.describe()))?;
+                check_shape(b, d, &info, catalog)?;
+                infos.push(info);
+            }
+            check_group(b, required, &infos, catalog)?;
+            if let [flux, .., mask] = &names[..]
+                && optional == 1
+                && let Some(mi) = catalog.info(mask)?
+                && mi.row_shape != infos[0].row_shape
+            {
+                bail!(
+                    "{}: '{mask}' has rows of shape {:?} but '{flux}' has {:?} (first file {})",
+                    b.describe(),
+                    mi.row_shape,
+                    infos[0].row_shape,
+                    first_file(catalog, &mi)
+                );
             }
             let dir = model.join("codecs").join(m.codec_dir);
             let needs_codec = !matches!(b.source, Source::Tokens { .. });
@@ -143,7 +190,12 @@ impl<B: Backend> CodecSet<B> {
                     b.describe(),
                     dir.display()
                 );
-                skipped.push(format!("{} (no {})", b.token_key, dir.display()));
+                skipped.push(format!(
+                    "{} (its data {:?} is in the catalogue, but there is no {})",
+                    b.token_key,
+                    required,
+                    dir.join("config.json").display()
+                ));
                 continue;
             }
             let with = |what: &str| {
@@ -187,12 +239,18 @@ impl<B: Backend> CodecSet<B> {
             } else {
                 format!("; without a codec: {}", skipped.join(", "))
             };
-            bail!("no modality found in the catalogue (check the dataset names or use --map){why}");
+            bail!(
+                "no modality found in the catalogue (check the dataset names or use --map){why}; \
+                 the catalogue's columns: {}; the default names: {}",
+                crate::run_config::column_list(catalog),
+                default_names()
+            );
         }
         if !skipped.is_empty() {
             log::warn!(
-                "left out for lack of a codec in the model: {}",
-                skipped.join(", ")
+                "left out for lack of a codec in the model, so the results are computed without \
+                 them: {}; map a modality explicitly (--map) to make its missing codec an error",
+                skipped.join("; ")
             );
         }
         files.sort();
@@ -285,7 +343,120 @@ impl<B: Backend> CodecSet<B> {
     }
 }
 
-fn check_shape(b: &Binding, dataset: &str, info: &ColumnInfo) -> Result<()> {
+/// The catalogue's data files, for messages (at most 3, then a count).
+fn files_list(catalog: &Catalog) -> String {
+    let files = catalog.files();
+    let mut s: Vec<String> = files
+        .iter()
+        .take(3)
+        .map(|p| p.display().to_string())
+        .collect();
+    if files.len() > 3 {
+        s.push(format!("… {} files in all", files.len()));
+    }
+    s.join(", ")
+}
+
+/// The first file holding a column (for messages).
+fn first_file(catalog: &Catalog, info: &ColumnInfo) -> String {
+    info.present_in
+        .iter()
+        .position(|&p| p)
+        .and_then(|i| catalog.files().get(i).map(|p| p.display().to_string()))
+        .unwrap_or_default()
+}
+
+/// `FLUX_G, image_array|image_flux + image_band, …`: what the defaults read.
+fn default_names() -> String {
+    aion_model::modality::all()
+        .filter(|m| m.token_key != "tok_z")
+        .map(|m| match m.codec {
+            CodecKind::Image => format!("{0}_array|{0}_flux + {0}_band", m.dataset),
+            CodecKind::Spectrum => format!("{0}_flux/_ivar/_lambda[/_mask]", m.dataset),
+            CodecKind::Catalog => format!("{0}_X/_Y/_SHAPE_E1/_SHAPE_E2/_SHAPE_R", m.dataset),
+            _ => m.dataset.to_string(),
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The datasets of one group binding must fit together: in every file all or none of them, one
+/// spectrum length, one band name per image band, one length for the catalog's five fields.
+fn check_group(
+    b: &Binding,
+    names: &[String],
+    infos: &[ColumnInfo],
+    catalog: &Catalog,
+) -> Result<()> {
+    let Some(first) = infos.first() else {
+        return Ok(());
+    };
+    for (i, file) in catalog.files().iter().enumerate() {
+        let has: Vec<&String> = names
+            .iter()
+            .zip(infos)
+            .filter(|(_, c)| c.present_in[i])
+            .map(|(n, _)| n)
+            .collect();
+        if !has.is_empty() && has.len() != names.len() {
+            let lacks: Vec<&String> = names.iter().filter(|n| !has.contains(n)).collect();
+            let rows = catalog.part_rows(i);
+            bail!(
+                "{}: {} has {has:?} but not {lacks:?} (catalogue rows {}..{}); every file must hold \
+                 all of them or none",
+                b.describe(),
+                file.display(),
+                rows.start,
+                rows.end
+            );
+        }
+    }
+    let differ = |what: &str, a: &str, sa: &[usize], c: &str, sc: &[usize], info: &ColumnInfo| {
+        anyhow::anyhow!(
+            "{}: '{c}' has rows of shape {sc:?} but '{a}' has {sa:?} ({what}; first file {})",
+            b.describe(),
+            first_file(catalog, info)
+        )
+    };
+    match (&b.source, b.modality().codec) {
+        (Source::Tokens { .. }, _) => {}
+        (_, CodecKind::Spectrum | CodecKind::Catalog) => {
+            for (n, c) in names.iter().zip(infos).skip(1) {
+                if c.row_shape != first.row_shape {
+                    let what = "they must be the same length";
+                    return Err(differ(
+                        what,
+                        &names[0],
+                        &first.row_shape,
+                        n,
+                        &c.row_shape,
+                        c,
+                    ));
+                }
+            }
+        }
+        (_, CodecKind::Image) if infos.len() == 2 => {
+            let bands = infos[1].row_shape.first().copied().unwrap_or(0);
+            if first.row_shape.first() != Some(&bands) {
+                let what = "one band name per image band";
+                return Err(differ(
+                    what,
+                    &names[0],
+                    &first.row_shape,
+                    &names[1],
+                    &infos[1].row_shape,
+                    &infos[1],
+                ));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn check_shape(b: &Binding, dataset: &str, info: &ColumnInfo, catalog: &Catalog) -> Result<()> {
     let m = b.modality();
     let row_len: usize = info.row_shape.iter().product();
     let numeric = info.kind != ColumnKind::Str;
@@ -338,10 +509,11 @@ fn check_shape(b: &Binding, dataset: &str, info: &ColumnInfo) -> Result<()> {
     };
     if !ok {
         bail!(
-            "{}: dataset '{dataset}' has rows of shape {:?} ({:?}); {} needs {need}",
+            "{}: dataset '{dataset}' has rows of shape {:?} ({:?}) in {}; {} needs {need}",
             b.describe(),
             info.row_shape,
             info.kind,
+            first_file(catalog, info),
             m.token_key
         );
     }

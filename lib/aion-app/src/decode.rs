@@ -29,6 +29,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::codec_set::{ModalityTokens, NO_TOKEN};
+use crate::output::Constant;
 use crate::pipeline::{DatasetSpec, Dtype};
 
 enum Decoder<B: Backend> {
@@ -52,6 +53,33 @@ pub struct Decoded {
     pub values: Vec<Vec<Vec<f32>>>,
     /// Per modality, per row: tokens usable and decoded.
     pub tokens: Vec<ModalityTokens>,
+}
+
+/// Units and label of a decoded catalog field: positions in pixels of the 96 × 96 crop,
+/// the half-light radius in arcsec, ellipticities dimensionless.
+pub fn catalog_field_units(field: &str) -> (&'static str, &'static str) {
+    match field {
+        "X" => ("pix", "object x position in the 96 × 96 cutout"),
+        "Y" => ("pix", "object y position in the 96 × 96 cutout"),
+        "SHAPE_R" => ("arcsec", "object half-light radius"),
+        "SHAPE_E1" => ("", "object ellipticity e1"),
+        _ => ("", "object ellipticity e2"),
+    }
+}
+
+/// The latent wavelength grid of a spectrum codec as a constant dataset `name` (Å).
+pub fn wavelength_grid<B: Backend>(name: &str, c: &SpectrumCodec<B>) -> Constant {
+    let grid = c.latent_wavelength();
+    Constant {
+        name: name.to_string(),
+        shape: vec![grid.len()],
+        data: grid.iter().map(|&w| f64::from(w)).collect(),
+        units: "Angstrom".into(),
+        label: format!(
+            "vacuum wavelength of each pixel of the codec's latent grid ({})",
+            c.config().grid_description()
+        ),
+    }
 }
 
 /// The bands an image modality is decoded to by default: DES g,r,i,z for `tok_image`, HSC
@@ -154,37 +182,64 @@ impl<B: Backend> DecoderSet<B> {
                     } else {
                         vec![c.channels()]
                     };
-                    out.push(DatasetSpec::new(name, Dtype::F32, &shape, None));
+                    out.push(DatasetSpec::new(name, Dtype::F32, &shape, None).units(
+                        m.units,
+                        &format!("{} (upper edge of the token's bin)", m.label),
+                    ));
                 }
                 Decoder::Image(_, bands) => {
                     let names: Vec<&str> = bands.iter().map(|b| b.name()).collect();
+                    let survey = bands[0].survey();
                     out.push(
                         DatasetSpec::new(name, Dtype::F32, &[bands.len(), 96, 96], None)
+                            .units(survey.units(), m.label)
                             .attr("bands", names.join(","))
-                            .attr("units", bands[0].survey().units()),
+                            .attr("photometry", survey.photometry()),
                     );
                 }
                 Decoder::Spectrum(c) => {
                     let p = c.latent_wavelength().len();
                     out.push(
-                        DatasetSpec::new(name, Dtype::F32, &[p], None)
-                            .attr("wavelength", c.config().grid_description()),
+                        DatasetSpec::new(name.clone(), Dtype::F32, &[p], None)
+                            .units(m.units, m.label)
+                            .attr("wavelength", format!("{name}_wavelength")),
                     );
                 }
-                Decoder::Field(_) => out.push(DatasetSpec::new(name, Dtype::F32, &[96, 96], None)),
+                Decoder::Field(_) => out.push(
+                    DatasetSpec::new(name, Dtype::F32, &[96, 96], None)
+                        .units("", &format!("{} (object membership in [0, 1])", m.label)),
+                ),
                 Decoder::Catalog(_) => {
                     for f in FIELDS {
-                        out.push(DatasetSpec::new(
-                            format!("{name}/{f}"),
-                            Dtype::F32,
-                            &[m.num_tokens() / 5],
-                            None,
-                        ));
+                        let (units, what) = catalog_field_units(f);
+                        out.push(
+                            DatasetSpec::new(
+                                format!("{name}/{f}"),
+                                Dtype::F32,
+                                &[m.num_tokens() / 5],
+                                None,
+                            )
+                            .units(units, what),
+                        );
                     }
                 }
             }
         }
         out
+    }
+
+    /// The wavelength grids of decoded spectra (`decoded/<key>_wavelength`, Å), written once.
+    pub fn constants(&self) -> Vec<Constant> {
+        self.entries
+            .iter()
+            .filter_map(|(m, d)| match d {
+                Decoder::Spectrum(c) => Some(wavelength_grid(
+                    &format!("decoded/{}_wavelength", m.token_key),
+                    c,
+                )),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Reads and decodes rows `rows`.

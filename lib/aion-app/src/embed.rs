@@ -20,8 +20,9 @@ use crate::batching::{batches, inputs};
 use crate::codec_set::ModalityTokens;
 use crate::collective::agree;
 use crate::model_plan::ModelPlan;
-use crate::output::{flag_specs, write_masks};
+use crate::output::{Tally, flag_specs, write_masks};
 use crate::pipeline::{DatasetSpec, Dtype, Outcome, run_chunks};
+use crate::run_config::{announce_inputs, inputs_json};
 use crate::signals::StopFlag;
 use crate::tool::{RunIdentity, start};
 
@@ -121,10 +122,8 @@ fn run_plan<B: Backend>(
     let n = catalog.n_rows();
     let d = plan.aion.config().dim;
     let (offsets, k_all) = layout(plan);
-    let inputs_desc: Vec<String> = plan.inputs().iter().map(|b| b.describe()).collect();
-    if session.is_root() {
-        inputs_desc.iter().for_each(|s| log::info!("input {s}"));
-    }
+    let inputs = plan.inputs();
+    announce_inputs(session, "inputs", &inputs, &plan.common.labels_left_out);
     let config = serde_json::json!({
         "tool": TOOL, "model": args.io.model, "catalog": args.io.catalog, "output": args.io.output,
         "batch_size": plan.common.batch, "chunk_rows": plan.chunk_rows, "pool": args.pool,
@@ -135,6 +134,10 @@ fn run_plan<B: Backend>(
     specs.extend(flag_specs());
     specs.push(
         DatasetSpec::new("embedding", Dtype::F32, &[d], None)
+            .units(
+                "",
+                "AION embedding: mean context vector over the row's valid tokens",
+            )
             .attr("pooling", "mean over the row's valid tokens"),
     );
     if args.pool == Pool::None {
@@ -145,6 +148,7 @@ fn run_plan<B: Backend>(
             .collect();
         specs.push(
             DatasetSpec::new("tokens/context", Dtype::F32, &[k_all, d], None)
+                .units("", "AION context vector of each token")
                 .attr("layout", layout_desc.join(",")),
         );
         specs.push(DatasetSpec::new(
@@ -160,6 +164,9 @@ fn run_plan<B: Backend>(
         model: &args.io.model,
         files: plan.files(&args.io),
         catalog,
+        config_file: args.io.config.as_deref(),
+        side_outputs: Vec::new(),
+        inputs: inputs_json(&inputs),
     };
     let mut started = start(
         session,
@@ -170,8 +177,12 @@ fn run_plan<B: Backend>(
         &specs,
         "embedded",
     )?;
+    if let Some(summary) = started.already_complete(session, &args.io.output) {
+        return Ok((Outcome::Finished, summary));
+    }
     let run = &started.run;
-    let mut embedded = 0u64;
+    let (mut embedded, mut processed) = (0u64, 0u64);
+    let mut tally = Tally::default();
     let outcome = run_chunks(
         session,
         run,
@@ -199,6 +210,8 @@ fn run_plan<B: Backend>(
             embedded += (0..rows.len())
                 .filter(|&r| o.tokens.iter().any(|t| t.used[r]))
                 .count() as u64;
+            processed += rows.len() as u64;
+            tally.add(rows.start, &o.ids, &o.tokens);
             write_masks(run, rows.start, &o.tokens, rows.len())?;
             run.sets
                 .write(&run.out, "embedding", rows.start, &o.embedding)?;
@@ -214,22 +227,36 @@ fn run_plan<B: Backend>(
     )?;
     let secs = started.close(session, outcome)?;
     let cpu = started.cpu_seconds(session);
-    let embedded = session.sum_u64(embedded);
+    let this_run = started.progress.this_run();
+    let embedded_now = session.sum_u64(embedded);
+    let processed = session.sum_u64(processed);
+    let modalities = tally.finish(session)?;
+    // Over the whole file (a resumed run wrote only some rows): each rank counts its block.
+    let embedded = if outcome == Outcome::Finished {
+        let block = aion_mpi::block_range(n, session.rank(), session.size());
+        let used: Vec<u64> = agree(
+            session,
+            crate::output::read_rows(&*started.run.out.dataset("modalities_used")?, block),
+        )?;
+        session.sum_u64(used.iter().filter(|&&u| u != 0).count() as u64)
+    } else {
+        embedded_now
+    };
     if session.is_root() {
         log::info!(
-            "embedded {embedded} of {n} rows in {secs:.2} s on {} rank(s) ({:.1} rows/s)",
+            "embedded {embedded_now} of {this_run} rows in {secs:.2} s on {} rank(s) ({:.1} rows/s)",
             session.size(),
-            n as f64 / secs.max(1e-9)
+            this_run as f64 / secs.max(1e-9)
         );
-        if embedded < n as u64 {
+        if outcome == Outcome::Finished && embedded < n as u64 {
             log::warn!(
                 "{} row(s) have no usable modality: their embedding is NaN (modalities_used = 0)",
                 n as u64 - embedded
             );
         }
     }
-    let summary = serde_json::json!({ "rows": n, "embedded": embedded, "seconds": secs, "cpu_seconds": cpu, "ranks": session.size(), "finished": outcome == Outcome::Finished });
-    started.sidecar(session, &args.io.output, &summary)?;
+    let summary = serde_json::json!({ "rows": n, "processed": processed, "embedded": embedded, "seconds": secs, "cpu_seconds": cpu, "ranks": session.size(), "finished": outcome == Outcome::Finished, "modalities": modalities });
+    started.finish(session, &args.io.output, &summary)?;
     Ok((outcome, summary))
 }
 

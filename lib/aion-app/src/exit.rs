@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use crate::collective::AgreedError;
+use crate::collective::{AgreedError, is_output_failure};
 
 /// The run finished; every row was written (rows with unusable values carry flags).
 pub const OK: u8 = 0;
@@ -20,9 +20,11 @@ pub const EXIT_CODES_HELP: &str = "Exit codes: 0 = finished, every row written (
 
 /// Prints `err` with its cause chain on one line, prefixed by the tool (and the rank when the
 /// error is this rank's own), and returns [`FAILURE`]. An error all ranks agreed on is printed
-/// by rank 0 only.
+/// by rank 0 only, except failures of the file system (a failed write of the output, a full
+/// disk), which every rank prints (a Slurm job may keep one log per rank, and each must say why
+/// the job stopped).
 pub fn report(tool: &str, rank: usize, size: usize, err: &anyhow::Error) -> ExitCode {
-    let agreed = err.downcast_ref::<AgreedError>().is_some();
+    let agreed = err.downcast_ref::<AgreedError>().is_some() && !is_output_failure(err);
     let line = if agreed || size == 1 {
         (rank == 0).then(|| format!("{tool}: error: {err:#}\n"))
     } else {

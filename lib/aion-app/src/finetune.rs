@@ -10,18 +10,12 @@
 //! 4. trains with data-parallel AdamW, checkpointing every N steps and on the stop signal
 //!    ([`trainer`], [`checkpoint`]);
 //! 5. writes the result as a Hub-layout model directory that every tool loads, the training log
-//!    and its learning curves, a test-split evaluation, and the calibration of the posteriors
-//!    fitted on the validation split ([`export`], [`crate::calibration`]).
-//!
-//! With `[ensemble] members = N` it trains N such models with consecutive seeds on the same
-//! split and writes an ensemble directory that `aion-predict` reads ([`ensemble`]).
+//!    and its learning curves, and a test-split evaluation ([`export`]).
 
 pub mod checkpoint;
 pub mod codecs;
 pub mod config;
-pub mod curves;
 pub mod data;
-pub mod ensemble;
 pub mod export;
 pub mod log;
 pub mod modes;
@@ -62,8 +56,9 @@ pub struct FinetuneArgs {
     /// Base model directory (overrides `[model] base`).
     #[arg(long, value_name = "DIR")]
     pub base: Option<PathBuf>,
-    /// Number of optimiser steps (overrides `[train] steps`).
-    #[arg(long, value_name = "N")]
+    /// Number of optimiser steps.
+    #[arg(long, value_name = "N",
+        help = crate::args::with_default("Number of optimiser steps", "[train] steps of the config"))]
     pub steps: Option<u64>,
     /// Start afresh: discard an existing checkpoint and log in the output directory.
     #[arg(long)]
@@ -71,9 +66,9 @@ pub struct FinetuneArgs {
     /// `cpu` (NdArray), or `cuda` (LibTorch, GPU = node-local rank; needs the `tch` build).
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// CPU threads per rank (default: the cores of the node divided by its ranks, at least 1;
-    /// `SLURM_CPUS_PER_TASK` when set).
-    #[arg(long, value_name = "N")]
+    /// CPU threads per rank.
+    #[arg(long, value_name = "N",
+        help = crate::args::with_default("CPU threads per rank", &crate::args::threads_default()))]
     pub threads: Option<usize>,
     /// Log level (error, warn, info, debug, trace); `RUST_LOG` overrides it.
     #[arg(long, default_value = "info")]
@@ -104,13 +99,13 @@ fn run_device(args: &FinetuneArgs, session: &Session, stop: &StopFlag) -> Result
     match args.device.as_str() {
         "cpu" => {
             type B = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
-            ensemble::run::<B>(args, session, stop, Default::default())
+            prepare::run::<B>(args, session, stop, Default::default())
         }
         #[cfg(feature = "tch")]
         "cuda" => {
             type B = burn::backend::Autodiff<burn::backend::LibTorch<f32>>;
             let device = burn::backend::libtorch::LibTorchDevice::Cuda(session.local_rank());
-            ensemble::run::<B>(args, session, stop, device)
+            prepare::run::<B>(args, session, stop, device)
         }
         other => anyhow::bail!(
             "--device {other}: use cpu{}",

@@ -5,8 +5,13 @@
 //! Each rank reads its block of rows and keeps a bottom-`R` sample by `hash(seed, row)`; the
 //! samples are merged, so the codec is the same for any rank count (see
 //! `aion_model::codecs::scalar_fit`). The table is built as the reference builds it.
+//!
+//! The output directory is new, empty, or one an aion-hpc tool wrote (it holds
+//! [`crate::guard::MODEL_MARKER`]); codecs or modalities it already holds are replaced only with
+//! `--overwrite`. The result is assembled in a temporary sibling directory (the existing files
+//! hard-linked in, the new ones written) and swapped in when complete.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use aion_io::Catalog;
 use aion_model::codecs::scalar_fit::FitKind;
@@ -18,6 +23,7 @@ use clap::Parser;
 
 use crate::collective::agree;
 use crate::finetune::codecs::fit_distributed;
+use crate::guard::{Existing, Inputs, claim_output};
 
 /// Tool name.
 pub const TOOL: &str = "aion-fit-codecs";
@@ -28,9 +34,12 @@ pub const TOOL: &str = "aion-fit-codecs";
     about = "Fit AION scalar quantile codecs on catalogue columns (MPI-parallel) and register them as new modalities of a model directory.",
     after_help = "Exit codes: 0 = done; 2 = error.")]
 pub struct FitCodecsArgs {
-    /// Catalogue HDF5 file(s) or glob(s).
-    #[arg(long, value_name = "IN.h5", num_args = 1.., required = true)]
+    /// Catalogue file(s) or glob(s): HDF5, Parquet, FITS, or a HATS catalogue directory.
+    #[arg(long, value_name = "IN", num_args = 1.., required = true)]
     pub catalog: Vec<String>,
+    /// Catalogue format (`hdf5`, `parquet`, `hats`, `fits`); default: told from the files.
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<aion_io::Format>,
     /// Model directory to write `codecs/<name>/` and `modalities.json` into (created if absent).
     #[arg(long, value_name = "DIR")]
     pub output: PathBuf,
@@ -53,6 +62,10 @@ pub struct FitCodecsArgs {
     /// Seed of the sample.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Replace codecs and modalities that the output directory already holds (only in a
+    /// directory written by an aion-hpc tool; any other existing directory is refused).
+    #[arg(long)]
+    pub overwrite: bool,
     /// Log level.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -97,19 +110,49 @@ pub fn run(args: &FitCodecsArgs, session: &Session) -> Result<Vec<ExtraModality>
     let catalog = agree(
         session,
         (|| {
-            let mut c = Catalog::open(&args.catalog)?;
+            let mut c = Catalog::open_as(&args.catalog, args.format)?;
             let ds: Vec<String> = specs.iter().map(|s| s.dataset.clone()).collect();
             for d in &ds {
                 if !c.has(d) {
-                    bail!("dataset {d} is in none of the catalogue files");
+                    bail!(
+                        "dataset {d} is in none of the catalogue files; the catalogue's columns: {}",
+                        crate::run_config::column_list(&c)
+                    );
                 }
             }
             c.size_by(&ds)?;
+            if c.n_rows() == 0 {
+                bail!(
+                    "the catalogue ({}) has no rows: there is nothing to fit a codec on",
+                    c.paths()
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
             Ok(c)
         })(),
     )?;
+    let mut inputs = Inputs::new();
+    inputs.files("catalogue file", catalog.paths());
+    let claim = claim_output(
+        session,
+        TOOL,
+        &inputs,
+        &args.output,
+        Existing::model_dir,
+        &[],
+    )?;
+    let clash = if session.is_root() && claim.exists && !args.overwrite {
+        refuse_replacing(&args.output, &specs)
+    } else {
+        Ok(())
+    };
+    agree(session, clash)?;
     let rows = block_range(catalog.n_rows(), session.rank(), session.size());
     let mut out = Vec::new();
+    let mut fitted_codecs = Vec::new();
     for s in &specs {
         let col = agree(
             session,
@@ -160,16 +203,10 @@ pub fn run(args: &FitCodecsArgs, session: &Session) -> Result<Vec<ExtraModality>
             tokens: 1,
             dataset: s.dataset.clone(),
             class_name: None,
+            units: None,
+            label: None,
         };
-        spec.validate().map_err(anyhow::Error::msg)?;
-        let r = if session.is_root() {
-            fitted
-                .write_hub(&args.output.join("codecs").join(&s.dataset))
-                .map_err(Into::into)
-        } else {
-            Ok(())
-        };
-        agree(session, r)?;
+        agree(session, spec.validate().map_err(anyhow::Error::msg))?;
         if session.is_root() {
             log::info!(
                 "{} <- {}: {:?} codec, K = {}, R = {}",
@@ -180,25 +217,92 @@ pub fn run(args: &FitCodecsArgs, session: &Session) -> Result<Vec<ExtraModality>
                 fitted.reservoir.len()
             );
         }
+        fitted_codecs.push(fitted);
         out.push(spec);
     }
-    let r = if session.is_root() {
-        (|| -> Result<()> {
-            let mut list = ExtraModalitiesFile::read_dir(&args.output)?
-                .map(|f| f.modalities)
-                .unwrap_or_default();
-            for s in &out {
-                list.retain(|e| e.token_key != s.token_key);
-                list.push(s.clone());
-            }
-            ExtraModalitiesFile::new(list).write_dir(&args.output)?;
-            Ok(())
-        })()
+    let written = if session.is_root() {
+        write_model_dir(&args.output, claim.exists, &fitted_codecs, &out)
     } else {
         Ok(())
     };
-    agree(session, r)?;
+    agree(session, written)?;
+    drop(claim);
     Ok(out)
+}
+
+/// Refuses (without `--overwrite`) to replace a codec or a registered modality that the output
+/// directory already holds.
+fn refuse_replacing(dir: &Path, specs: &[ColumnSpec]) -> Result<()> {
+    let registered = ExtraModalitiesFile::read_dir(dir)?
+        .map(|f| f.modalities)
+        .unwrap_or_default();
+    let clashes: Vec<String> = specs
+        .iter()
+        .flat_map(|s| {
+            let codec = dir.join("codecs").join(&s.dataset);
+            let mut c = Vec::new();
+            if codec.exists() {
+                c.push(format!("codec {}", codec.display()));
+            }
+            if registered.iter().any(|e| e.token_key == s.token_key) {
+                c.push(format!("modality {}", s.token_key));
+            }
+            c
+        })
+        .collect();
+    if !clashes.is_empty() {
+        bail!(
+            "{} already holds {}; use --overwrite to replace them",
+            dir.display(),
+            clashes.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Writes the codecs and `modalities.json` (rank 0): into a temporary sibling of `out` (holding
+/// `out`'s files when it exists), swapped in when complete.
+fn write_model_dir(
+    out: &Path,
+    exists: bool,
+    fitted: &[aion_model::codecs::scalar_fit::FittedCodec],
+    specs: &[ExtraModality],
+) -> Result<()> {
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let stage = crate::guard::temp_sibling(out);
+    let built = (|| -> Result<()> {
+        if exists {
+            crate::guard::link_tree(out, &stage)?;
+        } else {
+            std::fs::create_dir(&stage)
+                .with_context(|| format!("cannot create {}", stage.display()))?;
+        }
+        for f in fitted {
+            let dir = stage.join("codecs").join(&f.name);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("cannot replace {}", dir.display()))?;
+            }
+            f.write_hub(&dir)?;
+        }
+        let mut list = ExtraModalitiesFile::read_dir(&stage)?
+            .map(|f| f.modalities)
+            .unwrap_or_default();
+        for s in specs {
+            list.retain(|e| e.token_key != s.token_key);
+            list.push(s.clone());
+        }
+        ExtraModalitiesFile::new(list).write_dir(&stage)?;
+        crate::guard::mark_model_dir(&stage, TOOL)?;
+        crate::guard::replace_dir(&stage, out)
+    })();
+    if built.is_err() {
+        let _ = std::fs::remove_dir_all(&stage);
+    }
+    built
 }
 
 #[cfg(test)]

@@ -6,7 +6,10 @@
 //! are batched by modality set, as in `aion-embed`), and `--samples M` samples of the target's
 //! tokens are drawn with the sampler of `aion_model::fourm::generate` (MaskGIT, ROAR or a single
 //! pass). Random draws are keyed by (seed, object id, sample, step, position), so outputs are the
-//! same for any rank count and after a resume.
+//! same for any rank count and after a resume. A finished run also draws the first objects'
+//! generated data ([`figure`]).
+
+mod figure;
 
 use std::ops::Range;
 
@@ -31,10 +34,11 @@ use crate::backend::{BackendTask, ComputeArgs, dispatch};
 use crate::batching::{Batch, batches, inputs};
 use crate::codec_set::{ModalityTokens, NO_TOKEN};
 use crate::collective::agree;
-use crate::decode::default_bands;
+use crate::decode::{default_bands, wavelength_grid};
 use crate::model_plan::ModelPlan;
-use crate::output::{flag_specs, write_masks};
+use crate::output::{Tally, flag_specs, write_constants, write_masks};
 use crate::pipeline::{DatasetSpec, Dtype, Outcome, RunOutput, run_chunks};
+use crate::run_config::{announce_inputs, inputs_json};
 use crate::signals::StopFlag;
 use crate::tool::{RunIdentity, start};
 
@@ -113,10 +117,23 @@ pub struct GenerateArgs {
     /// catalogue dataset (`(N, L)`, Å; entries ≤ 0 or NaN are padding → NaN).
     #[arg(long, value_name = "DATASET")]
     pub wavelength_from: Option<String>,
-    /// Images: bands to decode (default DES-G,DES-R,DES-I,DES-Z for tok_image,
-    /// HSC-G,…,HSC-Y for tok_image_hsc).
-    #[arg(long, value_name = "BAND,…", value_delimiter = ',')]
+    /// Images: bands to decode.
+    #[arg(long, value_name = "BAND,…", value_delimiter = ',',
+        help = crate::args::with_default("Images: bands to decode", &bands_default()))]
     pub bands: Vec<String>,
+}
+
+/// What `--bands` defaults to: the bands of [`default_bands`] per image modality.
+pub fn bands_default() -> String {
+    ["tok_image", "tok_image_hsc"]
+        .iter()
+        .filter_map(|k| by_token_key(k))
+        .map(|m| {
+            let names: Vec<&str> = default_bands(m).iter().map(|b| b.name()).collect();
+            format!("{} for {}", names.join(","), m.token_key)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The target's codec, for decoding.
@@ -152,34 +169,63 @@ impl<B: Backend> Target<B> {
             shape: shape.to_vec(),
             attrs: Vec::new(),
         };
+        let m = self.modality;
+        let key = m.token_key;
+        let described = |name, shape: &[usize], units: &str, label: String| Decoded {
+            attrs: vec![("units".into(), units.into()), ("label".into(), label)],
+            ..one(name, shape)
+        };
         match &self.codec {
-            TargetCodec::Scalar(c) if c.channels() == 1 => vec![one("value", &[])],
-            TargetCodec::Scalar(c) => vec![one("value", &[c.channels()])],
+            TargetCodec::Scalar(c) => {
+                let shape: &[usize] = if c.channels() == 1 {
+                    &[]
+                } else {
+                    &[c.channels()]
+                };
+                let label = format!("{} (upper edge of the generated token's bin)", m.label);
+                vec![described("value", shape, m.units, label)]
+            }
             TargetCodec::Image(_, bands) => {
                 let names: Vec<&str> = bands.iter().map(|b| b.name()).collect();
-                vec![Decoded {
-                    attrs: vec![
-                        ("bands".into(), names.join(",")),
-                        ("units".into(), bands[0].survey().units().into()),
-                    ],
-                    ..one("flux", &[bands.len(), 96, 96])
-                }]
+                let survey = bands[0].survey();
+                let mut d = described(
+                    "flux",
+                    &[bands.len(), 96, 96],
+                    survey.units(),
+                    m.label.into(),
+                );
+                d.attrs.push(("bands".into(), names.join(",")));
+                d.attrs
+                    .push(("photometry".into(), survey.photometry().into()));
+                vec![d]
             }
             TargetCodec::Spectrum(c) => {
                 let p = c.latent_wavelength().len();
-                let mut v = vec![Decoded {
-                    attrs: vec![("wavelength".into(), c.config().grid_description())],
-                    ..one("flux", &[p])
-                }];
+                let mut flux = described("flux", &[p], m.units, m.label.into());
+                flux.attrs
+                    .push(("wavelength".into(), format!("gen/{key}/wavelength")));
+                let mut v = vec![flux];
                 if let Some((ds, l)) = &self.grid {
-                    v.push(Decoded {
-                        attrs: vec![("wavelength".into(), format!("catalogue dataset {ds}"))],
-                        ..one("flux_resampled", &[*l])
-                    });
+                    let mut r = described(
+                        "flux_resampled",
+                        &[*l],
+                        m.units,
+                        format!("{} on the wavelengths of catalogue dataset {ds}", m.label),
+                    );
+                    r.attrs.push((
+                        "wavelength".into(),
+                        format!("gen/{key}/wavelength_resampled"),
+                    ));
+                    v.push(r);
                 }
                 v
             }
-            TargetCodec::Field(_) => vec![one("map", &[96, 96])],
+            TargetCodec::Field(_) => vec![described(
+                "map",
+                &[96, 96],
+                "",
+                format!("{} (object membership in [0, 1])", m.label),
+            )],
         }
     }
 
@@ -192,13 +238,15 @@ impl<B: Backend> Target<B> {
     }
 }
 
-/// Per chunk: ids, input flags, generated tokens `(n, M, T)`, generated flag, decoded buffers.
+/// Per chunk: ids, input flags, generated tokens `(n, M, T)`, generated flag, decoded buffers,
+/// and the rows' `--wavelength-from` grids (padding as NaN).
 struct Out {
     ids: Vec<i64>,
     tokens: Vec<ModalityTokens>,
     generated_tokens: Vec<i64>,
     generated: Vec<u8>,
     decoded: Vec<Vec<f32>>,
+    wavelengths: Option<Vec<f32>>,
 }
 
 /// What the reader stage hands on per chunk: object ids, tokens per modality, and the rows'
@@ -391,6 +439,20 @@ fn specs<B: Backend>(target: &Target<B>, samples: usize) -> Vec<DatasetSpec> {
         }
         specs.push(s);
     }
+    if let Some((ds, l)) = &target.grid {
+        specs.push(
+            DatasetSpec::new(
+                format!("gen/{key}/wavelength_resampled"),
+                Dtype::F32,
+                &[*l],
+                None,
+            )
+            .units(
+                "Angstrom",
+                &format!("wavelengths of catalogue dataset {ds} (padding λ ≤ 0 as NaN)"),
+            ),
+        );
+    }
     specs
 }
 
@@ -406,10 +468,9 @@ fn run_plan<B: Backend>(
     let n = catalog.n_rows();
     let key = target.modality.token_key;
     let m = args.samples;
+    let inputs = plan.inputs();
+    announce_inputs(session, "inputs", &inputs, &plan.common.labels_left_out);
     if session.is_root() {
-        plan.inputs()
-            .iter()
-            .for_each(|b| log::info!("input {}", b.describe()));
         log::info!(
             "target {key}: {:?} schedule, {} step(s) {:?}, {m} sample(s) per row",
             target.schedule.scheme,
@@ -452,6 +513,9 @@ fn run_plan<B: Backend>(
         model: &args.io.model,
         files,
         catalog,
+        config_file: args.io.config.as_deref(),
+        side_outputs: crate::plot::paths(&figure::stem(&args.io.output, key)).to_vec(),
+        inputs: inputs_json(&inputs),
     };
     let mut started = start(
         session,
@@ -462,8 +526,19 @@ fn run_plan<B: Backend>(
         &all_specs,
         "generated",
     )?;
+    if let Some(summary) = started.already_complete(session, &args.io.output) {
+        return Ok((Outcome::Finished, summary));
+    }
     let resumed_rows = started.progress.done();
     let run = &started.run;
+    let mut tally = Tally::default();
+    if let TargetCodec::Spectrum(c) = &target.codec {
+        write_constants(
+            session,
+            run,
+            &[wavelength_grid(&format!("gen/{key}/wavelength"), c)],
+        )?;
+    }
     let grid_ds = target.grid.as_ref().map(|(d, _)| d.clone());
     let outcome = run_chunks(
         session,
@@ -487,18 +562,38 @@ fn run_plan<B: Backend>(
             ))
         },
         |(ids, tokens, grids)| compute(args, plan, target, device, ids, tokens, grids),
-        |rows, out| write(run, target, rows, out.as_ref()),
+        |rows, out| {
+            if let Some(o) = &out {
+                tally.add(rows.start, &o.ids, &o.tokens);
+            }
+            write(run, target, rows, out.as_ref())
+        },
         |r| started.progress.advance(r),
     )?;
     let secs = started.close(session, outcome)?;
     let rows_done = started.progress.done() - resumed_rows;
     let rate = rows_done as f64 / secs.max(1e-9);
     let cpu = started.cpu_seconds(session);
+    let modalities = tally.finish(session)?;
+    let figure = if outcome == Outcome::Finished {
+        let drawn = if session.is_root() {
+            figure::write(&args.io.output, started.run.out.hdf5(), target, m).map(Some)
+        } else {
+            Ok(None)
+        };
+        agree(session, drawn)?
+    } else {
+        None
+    };
+    if let Some(f) = &figure {
+        log::info!("figure {} (and .svg)", f[0].display());
+    }
     let summary = serde_json::json!({
+        "figure": figure,
         "rows": n, "rows_this_run": rows_done, "samples_per_row": m, "seconds": secs,
         "cpu_seconds": cpu,
         "rows_per_second": rate, "samples_per_second": rate * m as f64, "ranks": session.size(),
-        "finished": outcome == Outcome::Finished,
+        "finished": outcome == Outcome::Finished, "modalities": modalities,
     });
     if session.is_root() {
         log::info!(
@@ -507,7 +602,7 @@ fn run_plan<B: Backend>(
             session.size()
         );
     }
-    started.sidecar(session, &args.io.output, &summary)?;
+    started.finish(session, &args.io.output, &summary)?;
     Ok((outcome, summary))
 }
 
@@ -569,6 +664,17 @@ fn compute<B: Backend>(
             generated[r] = 1;
         }
     }
+    let wavelengths = grids.as_ref().map(|g| {
+        g.iter()
+            .map(|&w| {
+                if w.is_finite() && w > 0.0 {
+                    w
+                } else {
+                    f32::NAN
+                }
+            })
+            .collect()
+    });
     let decoded = decode(plan, target, device, &gen_tokens, &generated, m, grids)?;
     Ok(Out {
         ids,
@@ -576,6 +682,7 @@ fn compute<B: Backend>(
         generated_tokens: gen_tokens,
         generated,
         decoded,
+        wavelengths,
     })
 }
 
@@ -687,6 +794,14 @@ fn write<B: Backend>(
             &format!("gen/{key}/{}", d.name),
             rows.start,
             out.map_or(&[][..], |o| &o.decoded[i][..]),
+        )?;
+    }
+    if target.grid.is_some() {
+        run.sets.write(
+            &run.out,
+            &format!("gen/{key}/wavelength_resampled"),
+            rows.start,
+            out.and_then(|o| o.wavelengths.as_deref()).unwrap_or(&[]),
         )?;
     }
     Ok(())

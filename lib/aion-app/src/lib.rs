@@ -2,12 +2,15 @@
 //! function here; everything a tool does lives in this crate.
 //!
 //! - [`args`]: command-line arguments shared by the tools.
-//! - [`run_config`]: the TOML run configuration and the dataset→modality mapping.
+//! - [`run_config`]: the TOML run configuration and the dataset→modality mapping;
+//!   [`config_path`]: paths in config files are relative to the file.
 //! - [`codec_set`]: the codecs a run needs, loaded from a model directory.
 //! - [`pipeline`], [`resume`], [`signals`]: chunked resumable runs, time-limit stops.
 //! - [`tokenize`] runs `aion-tokenize`; [`search`] runs `aion-search`; [`embed`], [`predict`]
 //!   and [`generate`] run the model tools; [`finetune`] runs `aion-finetune`.
-//! - [`logging`], [`provenance`], [`exit`]: per-rank logging, output provenance, exit codes.
+//! - [`model_tool`] runs `aion-model` (random model directories, strict checks).
+//! - [`logging`], [`provenance`], [`exit`]: per-rank logging, output provenance, exit codes;
+//!   [`version`]: what `--version` prints.
 //!
 //! Exit codes are in [`exit`].
 
@@ -18,17 +21,19 @@ pub mod calibration;
 pub mod cli;
 pub mod codec_set;
 pub mod collective;
+pub mod config_path;
 pub mod decode;
 pub mod embed;
-pub mod ensemble;
 pub mod exit;
 pub mod fault;
 pub mod finetune;
 pub mod fit_codecs;
 pub mod generate;
+pub mod guard;
 pub mod logging;
 pub mod metrics;
 pub mod model_plan;
+pub mod model_tool;
 pub mod output;
 pub mod pipeline;
 pub mod plot;
@@ -42,3 +47,4 @@ pub mod search;
 pub mod signals;
 pub mod tokenize;
 pub mod tool;
+pub mod version;

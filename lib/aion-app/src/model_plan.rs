@@ -43,17 +43,7 @@ impl<B: Backend> ModelPlan<B> {
         targets: &[&str],
         excluded: &[&str],
     ) -> Result<Self> {
-        let common = Common::resolve(io)?;
-        if io.model.join(crate::ensemble::FILE).is_file() && !io.model.join("config.json").is_file()
-        {
-            bail!(
-                "{} is an ensemble of models ({}): aion-predict averages its members; give this \
-                 tool one member, e.g. {}",
-                io.model.display(),
-                crate::ensemble::FILE,
-                io.model.join("member-0").display()
-            );
-        }
+        let common = Common::resolve(io, targets)?;
         let aion = Aion::<B>::load(&io.model, device)
             .with_context(|| format!("cannot load the transformer from {}", io.model.display()))?;
         let domains_in = &aion.config().domains_in;

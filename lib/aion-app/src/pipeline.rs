@@ -56,6 +56,8 @@ pub struct DatasetSpec {
     pub fill: Option<f64>,
     /// String attributes of the dataset.
     pub attrs: Vec<(String, String)>,
+    /// Array-of-strings attributes of the dataset (`bit_names` of the flag masks).
+    pub lists: Vec<(String, Vec<String>)>,
 }
 
 impl DatasetSpec {
@@ -72,6 +74,7 @@ impl DatasetSpec {
             row_shape: row_shape.to_vec(),
             fill,
             attrs: Vec::new(),
+            lists: Vec::new(),
         }
     }
 
@@ -80,11 +83,22 @@ impl DatasetSpec {
         self.attrs.push((k.to_string(), v.into()));
         self
     }
+
+    /// Adds an array-of-strings attribute.
+    pub fn attr_list(mut self, k: &str, v: Vec<String>) -> Self {
+        self.lists.push((k.to_string(), v));
+        self
+    }
+
+    /// Adds `units` (astropy / FITS notation, `""` = dimensionless) and a human `label`.
+    pub fn units(self, units: &str, label: &str) -> Self {
+        self.attr("units", units).attr("label", label)
+    }
 }
 
 /// The datasets of an output, by name.
 pub struct Outputs {
-    sets: BTreeMap<String, hdf5::Dataset>,
+    sets: BTreeMap<String, aion_io::OutputDataset>,
 }
 
 impl Outputs {
@@ -107,6 +121,10 @@ impl Outputs {
             };
             for (k, v) in &s.attrs {
                 out.set_dataset_attr_str(&ds, k, v)?;
+            }
+            for (k, v) in &s.lists {
+                let v: Vec<&str> = v.iter().map(String::as_str).collect();
+                out.set_dataset_attr_strs(&ds, k, &v)?;
             }
             sets.insert(s.name.clone(), ds);
         }
@@ -164,13 +182,26 @@ pub struct RunOutput {
     pub resumed: bool,
 }
 
-/// Opens `path` for a run (collective): resumes it when it holds a matching, unfinished run,
-/// else creates it (`overwrite` replaces an existing file). `init` writes the root attributes of
-/// a fresh file.
+impl RunOutput {
+    /// Closes the file (collective; agreed like every step of the write path).
+    pub fn close(self) -> Result<()> {
+        let Self { out, sets, log, .. } = self;
+        drop((sets, log));
+        out.close()?;
+        Ok(())
+    }
+}
+
+/// Opens `path` for a run (collective): resumes it when it `exists` (an output of ours, see
+/// [`crate::guard::claim_output`]) and holds a matching, unfinished run, else creates it
+/// (`overwrite` replaces an existing output). `init` writes the root attributes of a fresh file.
+/// If creating the file fails (a full disk, say), the incomplete file is removed: nothing of the
+/// run is in it yet, and a later run then starts afresh instead of refusing a damaged file.
 #[allow(clippy::too_many_arguments)]
 pub fn open_output(
     session: &Session,
     path: &Path,
+    exists: bool,
     overwrite: bool,
     n_rows: usize,
     chunk_rows: usize,
@@ -178,17 +209,10 @@ pub fn open_output(
     specs: &[DatasetSpec],
     init: impl FnOnce(&OutputFile) -> Result<()>,
 ) -> Result<RunOutput> {
-    let exists = session.broadcast_string(if path.exists() { "1" } else { "0" }) == "1";
     if exists && !overwrite {
-        let out = agree(
-            session,
-            OutputFile::open_rw(path, session.world()).with_context(|| {
-                format!(
-                    "{} exists but cannot be opened (damaged?); use --overwrite to start again",
-                    path.display()
-                )
-            }),
-        )?;
+        let out = OutputFile::open_rw(path, session.world()).with_context(|| {
+            format!("{} exists but cannot be opened for writing", path.display())
+        })?;
         let (log, done) = agree(session, ResumeLog::open(&out, key))?;
         let sets = agree(session, Outputs::open(&out, n_rows, specs))?;
         let todo: Vec<usize> = (0..log.n_chunks).filter(|&c| !done[c]).collect();
@@ -207,15 +231,35 @@ pub fn open_output(
                 .with_context(|| format!("cannot create {}", dir.display())),
         )?;
     }
-    let out = agree(
-        session,
-        OutputFile::create(path, session.world())
-            .with_context(|| format!("cannot create {}", path.display())),
-    )?;
-    init(&out)?;
-    let log = ResumeLog::create(&out, n_rows, chunk_rows, key)?;
-    let sets = Outputs::create(&out, n_rows, specs)?;
-    out.flush()?;
+    let remove_incomplete = |e: anyhow::Error| {
+        // Every rank has given up the file (the error is agreed); rank 0 removes what is left,
+        // unless the creation failed before touching an earlier output (still intact).
+        if session.is_root()
+            && (!exists || crate::guard::Existing::hdf5(path) != crate::guard::Existing::Ours)
+        {
+            let _ = std::fs::remove_file(path);
+        }
+        e.context(format!(
+            "{} could not be created; nothing of this run was written",
+            path.display()
+        ))
+    };
+    let out = OutputFile::create(path, session.world()).map_err(|e| remove_incomplete(e.into()))?;
+    let created = (|| -> Result<(ResumeLog, Outputs)> {
+        init(&out)?;
+        let log = ResumeLog::create(&out, n_rows, chunk_rows, key)?;
+        let sets = Outputs::create(&out, n_rows, specs)?;
+        out.flush()?;
+        out.created();
+        Ok((log, sets))
+    })();
+    let (log, sets) = match created {
+        Ok(c) => c,
+        Err(e) => {
+            drop(out);
+            return Err(remove_incomplete(e));
+        }
+    };
     let todo = (0..log.n_chunks).collect();
     Ok(RunOutput {
         out,
@@ -305,7 +349,9 @@ pub fn run_chunks<A: Send, B: Send>(
             fault::hit("before_write", chunk);
             CURRENT_CHUNK.with(|c| c.set(chunk));
             fault::begin_chunk();
-            write(rows.clone(), item)?;
+            // Each collective write inside is agreed by the output file itself; this keeps the
+            // ranks together when `write` fails after its collective writes.
+            agree(session, write(rows.clone(), item))?;
             fault::hit("after_write", chunk);
             run.out.flush()?;
             fault::hit("after_flush", chunk);

@@ -29,6 +29,23 @@ pub struct Summary {
     pub mass_outside: f32,
 }
 
+/// The bins of a codec's decoded values `values` (ascending) as `values.len() + 1` edges:
+/// token `k` covers `[edges[k], edges[k + 1]]` = `[v_{k−1}, v_k]`, token 0 the point `v_0`
+/// (`edges[0] = edges[1] = v_0`). These are the grid of `pdf/<key>` and of the metrics.
+pub fn edges(values: &[f32]) -> Vec<f64> {
+    values
+        .first()
+        .into_iter()
+        .chain(values)
+        .map(|&v| f64::from(v))
+        .collect()
+}
+
+/// The centre of each bin of [`edges`] (`v_0` for token 0): where the mode is reported.
+pub fn centres(edges: &[f64]) -> Vec<f64> {
+    edges.windows(2).map(|e| 0.5 * (e[0] + e[1])).collect()
+}
+
 /// Probabilities of the first `values.len()` ids, renormalised, and the mass left outside.
 pub fn probabilities(logits: &[f32], k: usize) -> (Vec<f64>, f64) {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -94,6 +111,13 @@ mod tests {
         assert!((s.q16 - 0.16).abs() < 1e-6 && (s.q84 - 0.84).abs() < 1e-6);
         assert!((s.std - (1.0f32 / 12.0).sqrt()).abs() < 1e-6);
         assert!(s.mass_outside < 1e-9);
+    }
+
+    #[test]
+    fn edges_and_centres_of_a_grid() {
+        let e = edges(&[0.0, 0.25, 0.5]);
+        assert_eq!(e, vec![0.0, 0.0, 0.25, 0.5]);
+        assert_eq!(centres(&e), vec![0.0, 0.125, 0.375]);
     }
 
     #[test]

@@ -3,15 +3,19 @@
 //! For each `--target` the decoder's logits are mapped through the target's codec into a
 //! posterior (see [`crate::posterior`]): mean, standard deviation, median, mode, 16/84 %
 //! quantiles, optionally the full probability vector (`--save-pdf`) and the raw logits
-//! (`--save-logits`). Targets are never inputs. When the catalogue holds the true value, a PNG
-//! of predicted (median) vs true values with σ_NMAD, outlier fraction and bias is written
-//! beside the output; otherwise a histogram of the predictions.
+//! (`--save-logits`). Targets are never inputs. When the catalogue holds the true value of a
+//! single-token target, every row's PIT and CRPS are written too (`pred/<key>/{pit,crps}`), the
+//! run summary holds the metrics of [`crate::metrics`] (σ_NMAD, outlier fraction, bias, 68 % and
+//! 95 % interval coverage, mean CRPS, PIT histogram), and a figure (PNG and SVG) beside the
+//! output shows predicted vs true values, the PIT histogram and the interval coverage; without
+//! true values, a histogram of the predictions.
 //!
 //! When the model directory holds a `calibration.json` (fitted by `aion-finetune` on its
 //! validation split, [`crate::calibration`]), a target's logits are divided by its temperature
-//! before anything is computed from them (summaries and `--save-pdf`; `--save-logits` keeps the
-//! raw logits); every `pred/<key>/…` and `pdf/<key>` dataset records it in its `calibration`
-//! attribute. `--no-calibration` ignores the file.
+//! before anything is computed from them (summaries, PIT, CRPS, metrics and `--save-pdf`;
+//! `--save-logits` keeps the raw logits); every `pred/<key>/…` and `pdf/<key>` dataset records
+//! it in its `calibration` attribute, and the run summary in `config.calibration`.
+//! `--no-calibration` ignores the file.
 //!
 //! With `--probe`, the probe head that `aion-finetune` (mode `probe`) left in the model directory
 //! (`probe/`) is applied to each row's pooled embedding, computed from the modalities the probe
@@ -22,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use aion_model::codecs::scalar::ScalarCodec;
 use aion_model::fourm::DecoderMode;
-use aion_model::modality::{ModalityInfo, by_token_key};
+use aion_model::modality::{ModalityInfo, UNKNOWN_UNITS, all, by_token_key};
 use aion_model::probe::{ProbeConfig, ProbeHead, ProbePrediction, ProbeTask};
 use aion_mpi::Session;
 use anyhow::{Context, Result, bail};
@@ -35,15 +39,17 @@ use crate::batching::{batches, inputs};
 use crate::calibration::{CalibrationFile, scaled};
 use crate::codec_set::ModalityTokens;
 use crate::collective::agree;
-use crate::ensemble;
+use crate::metrics::{Binned, Evaluation, Posterior};
 use crate::model_plan::ModelPlan;
-use crate::output::{flag_specs, write_masks};
+use crate::output::{Constant, Tally, flag_specs, write_constants, write_masks};
 use crate::pipeline::{DatasetSpec, Dtype, Outcome, RunOutput, run_chunks};
-use crate::posterior::summarize;
+use crate::plot;
+use crate::plot::charts::{EvaluationFigure, HistogramFigure};
+use crate::posterior::{centres, edges, probabilities, summarize};
 use crate::run_config::Source;
+use crate::run_config::{announce_inputs, inputs_json};
 use crate::signals::StopFlag;
 use crate::tool::{RunIdentity, start};
-use crate::{metrics, plot};
 
 /// Tool name.
 pub const TOOL: &str = "aion-predict";
@@ -107,16 +113,29 @@ pub struct PredictArgs {
     pub no_calibration: bool,
 }
 
-/// A target and the decoded value of each of its tokens (per channel).
+/// Per-row calibration scores written when the catalogue has the true value.
+pub const SCORES: [&str; 2] = ["pit", "crps"];
+
+/// A target, the decoded value of each of its tokens and its bins (per channel).
 struct Target {
     modality: &'static ModalityInfo,
     values: Vec<Vec<f32>>,
+    /// Bin edges per channel ([`edges`] of `values`).
+    edges: Vec<Vec<f64>>,
     truth: Option<(String, Option<(usize, usize)>)>,
     /// Temperature of the model's `calibration.json` the logits are divided by.
     temperature: Option<f64>,
 }
 
 impl Target {
+    /// The catalogue dataset with the true value of a single-token target.
+    fn truth_dataset(&self) -> Option<&str> {
+        match &self.truth {
+            Some((d, None)) if self.modality.num_tokens() == 1 => Some(d),
+            _ => None,
+        }
+    }
+
     /// What the output records about the calibration of this target (attribute `calibration`).
     fn calibration(&self) -> String {
         match self.temperature {
@@ -138,14 +157,22 @@ struct Probe<B: Backend> {
 impl<B: Backend> Probe<B> {
     /// The datasets it writes, under `probe/<dataset>/`.
     fn specs(&self) -> Vec<DatasetSpec> {
-        let name = |s: &str| format!("probe/{}/{s}", self.cfg.target);
+        let target = &self.cfg.target;
+        let name = |s: &str| format!("probe/{target}/{s}");
+        // The target's units: those of the modality read from that dataset by default.
+        let units = all()
+            .find(|m| m.dataset == target.as_str())
+            .map_or(UNKNOWN_UNITS, |m| m.units);
         match self.cfg.task {
             ProbeTask::Regression => vec![
-                DatasetSpec::new(name("mean"), Dtype::F32, &[], None),
-                DatasetSpec::new(name("std"), Dtype::F32, &[], None),
+                DatasetSpec::new(name("mean"), Dtype::F32, &[], None)
+                    .units(units, &format!("{target}: Gaussian mean of the probe")),
+                DatasetSpec::new(name("std"), Dtype::F32, &[], None)
+                    .units(units, &format!("{target}: Gaussian σ of the probe")),
             ],
             ProbeTask::Classification => vec![
-                DatasetSpec::new(name("probs"), Dtype::F32, &[self.cfg.outputs], None),
+                DatasetSpec::new(name("probs"), Dtype::F32, &[self.cfg.outputs], None)
+                    .units("", &format!("{target}: class probabilities")),
                 DatasetSpec::new(name("class"), Dtype::I64, &[], Some(-1.0)),
             ],
         }
@@ -160,16 +187,22 @@ impl<B: Backend> Probe<B> {
     }
 }
 
-/// Per chunk: ids, tokens, and per target the row-major `(n, tokens, 7)` stats, pdf, logits;
-/// with `--probe` its two outputs (mean and σ, or probabilities and class label).
+/// Per chunk: ids, tokens, and per target the row-major `(n, tokens, 7)` stats, pdf, logits,
+/// PIT and CRPS (targets with a true value); with `--probe` its two outputs (mean and σ, or
+/// probabilities and class label).
 struct Out {
     ids: Vec<i64>,
     tokens: Vec<ModalityTokens>,
     stats: Vec<Vec<Vec<f32>>>,
     pdf: Vec<Vec<f32>>,
     logits: Vec<Vec<f32>>,
+    scores: Vec<[Vec<f32>; 2]>,
     probe: Option<(Vec<f32>, Vec<f32>)>,
 }
+
+/// What the reader stage hands on per chunk: ids, tokens, and per target its true values
+/// (`None` without a truth dataset).
+type ChunkInput = (Vec<i64>, Vec<ModalityTokens>, Vec<Option<Vec<f32>>>);
 
 /// Runs `aion-predict`; returns how it ended and the summary (also in `<output>.run.json`).
 pub fn run(
@@ -202,25 +235,20 @@ impl BackendTask for Task<'_> {
         let loaded = agree(
             self.session,
             (|| {
-                let (dirs, plans) = ensemble::load_plans::<B>(&self.args.io, &device, &keys)?;
+                let plan = ModelPlan::<B>::load(&self.args.io, &device, &keys)?;
                 let calibration = if self.args.no_calibration {
                     None
                 } else {
                     CalibrationFile::read_dir(&self.args.io.model)?
                 };
-                let targets = load_targets(&dirs[0], &plans[0], &keys, calibration.as_ref())?;
-                if self.args.probe && plans.len() > 1 {
-                    bail!(
-                        "--probe: {} is an ensemble; probe heads belong to one model",
-                        self.args.io.model.display()
-                    );
-                }
+                let targets =
+                    load_targets(&self.args.io.model, &plan, &keys, calibration.as_ref())?;
                 let probe = self
                     .args
                     .probe
-                    .then(|| load_probe(&self.args.io.model, &plans[0], &device))
+                    .then(|| load_probe(&self.args.io.model, &plan, &device))
                     .transpose()?;
-                Ok((dirs, plans, targets, probe))
+                Ok((plan, targets, probe))
             })(),
         )?;
         run_plan(
@@ -229,8 +257,7 @@ impl BackendTask for Task<'_> {
             self.stop,
             &loaded.0,
             &loaded.1,
-            &loaded.2,
-            loaded.3.as_ref(),
+            loaded.2.as_ref(),
             &device,
         )
     }
@@ -302,13 +329,14 @@ fn load_targets<B: Backend>(
         let codec = ScalarCodec::load(m, &dir)
             .with_context(|| format!("cannot load the {key} codec from {}", dir.display()))?;
         let k = codec.codebook_size().min(m.vocab);
-        let values = (0..codec.channels())
+        let values: Vec<Vec<f32>> = (0..codec.channels())
             .map(|c| {
                 (0..k)
                     .map(|t| codec.decode_token(c, t as i64).unwrap_or(f32::NAN))
                     .collect()
             })
             .collect();
+        let edges = values.iter().map(|v| edges(v)).collect();
         let truth = plan
             .codecs
             .bindings()
@@ -327,6 +355,7 @@ fn load_targets<B: Backend>(
         out.push(Target {
             modality: m,
             values,
+            edges,
             truth,
             temperature,
         });
@@ -349,6 +378,15 @@ fn specs<B: Backend>(
             vec![m.num_tokens()]
         };
         for s in STATS {
+            let (units, what) = match s {
+                "mass_outside" => ("", "posterior probability on tokens without a codec value"),
+                "std" => (m.units, "posterior standard deviation"),
+                "q16" => (m.units, "posterior 16 % quantile"),
+                "q84" => (m.units, "posterior 84 % quantile"),
+                "mode" => (m.units, "posterior mode (centre of the most probable bin)"),
+                "median" => (m.units, "posterior median"),
+                _ => (m.units, "posterior mean"),
+            };
             specs.push(
                 DatasetSpec::new(
                     format!("pred/{}/{s}", m.token_key),
@@ -356,52 +394,80 @@ fn specs<B: Backend>(
                     &shape,
                     None,
                 )
+                .units(units, &format!("{}: {what}", m.label))
                 .attr("calibration", t.calibration()),
             );
         }
+        if let Some(ds) = t.truth_dataset() {
+            specs.push(
+                DatasetSpec::new(format!("pred/{}/pit", m.token_key), Dtype::F32, &[], None)
+                    .units(
+                        "",
+                        &format!(
+                            "{}: PIT = posterior CDF at the catalogue value ({ds})",
+                            m.label
+                        ),
+                    )
+                    .attr("calibration", t.calibration()),
+            );
+            specs.push(
+                DatasetSpec::new(format!("pred/{}/crps", m.token_key), Dtype::F32, &[], None)
+                    .units(
+                        m.units,
+                        &format!(
+                            "{}: CRPS of the posterior against the catalogue value ({ds})",
+                            m.label
+                        ),
+                    )
+                    .attr("calibration", t.calibration()),
+            );
+        }
         if args.save_pdf {
+            let key = m.token_key;
             specs.push(
                 DatasetSpec::new(
-                    format!("pdf/{}", m.token_key),
+                    format!("pdf/{key}"),
                     Dtype::F32,
                     &[m.num_tokens(), t.values[0].len()],
                     None,
                 )
+                .units("", &format!("{}: probability of each bin", m.label))
+                .attr("bin_edges", format!("pdf/{key}_bin_edges"))
+                .attr("bin_centres", format!("pdf/{key}_bin_centres"))
                 .attr("calibration", t.calibration()),
             );
         }
         if args.save_logits {
-            specs.push(DatasetSpec::new(
-                format!("logits/{}", m.token_key),
-                Dtype::F32,
-                &[m.num_tokens(), m.vocab],
-                None,
-            ));
+            specs.push(
+                DatasetSpec::new(
+                    format!("logits/{}", m.token_key),
+                    Dtype::F32,
+                    &[m.num_tokens(), m.vocab],
+                    None,
+                )
+                .units(
+                    "",
+                    "raw decoder logits over the vocabulary (natural log-odds)",
+                ),
+            );
         }
     }
     specs
 }
 
-/// Runs the model (or the ensemble of models `plans`, from `dirs`) over the catalogue.
-#[allow(clippy::too_many_arguments)]
 fn run_plan<B: Backend>(
     args: &PredictArgs,
     session: &Session,
     stop: &StopFlag,
-    dirs: &[PathBuf],
-    plans: &[ModelPlan<B>],
+    plan: &ModelPlan<B>,
     targets: &[Target],
     probe: Option<&Probe<B>>,
     device: &B::Device,
 ) -> Result<(Outcome, serde_json::Value)> {
-    let plan = &plans[0];
     let catalog = &plan.common.catalog;
     let n = catalog.n_rows();
-    if session.is_root() {
-        plan.inputs()
-            .iter()
-            .for_each(|b| log::info!("input {}", b.describe()));
-    }
+    let inputs = plan.inputs();
+    announce_inputs(session, "inputs", &inputs, &plan.common.labels_left_out);
     let config = serde_json::json!({
         "tool": TOOL, "model": args.io.model, "catalog": args.io.catalog, "output": args.io.output,
         "batch_size": plan.common.batch, "chunk_rows": plan.chunk_rows, "targets": args.targets,
@@ -409,8 +475,10 @@ fn run_plan<B: Backend>(
         "device": format!("{:?}", args.compute.device), "precision": args.compute.precision,
         "bindings": plan.codecs.bindings().collect::<Vec<_>>(), "object_id": plan.ids.source(),
         "probe": probe.map(|p| &p.cfg),
-        "calibration": targets.iter().map(|t| (t.modality.token_key, t.temperature)).collect::<std::collections::BTreeMap<_, _>>(),
-        "ensemble": (plans.len() > 1).then_some(dirs),
+        "calibration": targets
+            .iter()
+            .map(|t| (t.modality.token_key, t.temperature))
+            .collect::<std::collections::BTreeMap<_, _>>(),
     });
     let mut all_specs = vec![plan.ids.spec()];
     all_specs.extend(specs(args, targets, probe));
@@ -418,8 +486,15 @@ fn run_plan<B: Backend>(
         tool: TOOL,
         config,
         model: &args.io.model,
-        files: ensemble::plan_files(&args.io, dirs, plans),
+        files: plan.files(&args.io),
         catalog,
+        config_file: args.io.config.as_deref(),
+        side_outputs: targets
+            .iter()
+            .filter(|t| t.modality.num_tokens() == 1)
+            .flat_map(|t| plot::paths(&figure_stem(&args.io.output, t.modality.token_key)))
+            .collect(),
+        inputs: inputs_json(&inputs),
     };
     let mut started = start(
         session,
@@ -430,7 +505,14 @@ fn run_plan<B: Backend>(
         &all_specs,
         "predicted",
     )?;
+    if let Some(summary) = started.already_complete(session, &args.io.output) {
+        return Ok((Outcome::Finished, summary));
+    }
+    let mut tally = Tally::default();
     let run = &started.run;
+    if args.save_pdf {
+        write_constants(session, run, &grids(targets))?;
+    }
     let mode = match args.decoder {
         Decoder::Joint => DecoderMode::Joint,
         Decoder::Independent => DecoderMode::Independent,
@@ -440,20 +522,42 @@ fn run_plan<B: Backend>(
         run,
         n,
         stop,
-        |rows: Range<usize>| -> Result<(Vec<i64>, Vec<Vec<ModalityTokens>>)> {
-            let tokens = plans
+        |rows: Range<usize>| -> Result<ChunkInput> {
+            let truths = targets
                 .iter()
-                .map(|p| p.codecs.encode(catalog, rows.clone()))
-                .collect::<Result<Vec<_>>>()?;
-            Ok((plan.ids.read(catalog, &rows)?, tokens))
+                .map(|t| match t.truth_dataset() {
+                    Some(ds) if !rows.is_empty() => catalog
+                        .read(ds, rows.clone())?
+                        .to_f32()
+                        .map(Some)
+                        .with_context(|| {
+                            format!(
+                                "the true values of {} ({ds}) are not numeric",
+                                t.modality.token_key
+                            )
+                        }),
+                    _ => Ok(None),
+                })
+                .collect::<Result<_>>()?;
+            Ok((
+                plan.ids.read(catalog, &rows)?,
+                plan.codecs.encode(catalog, rows)?,
+                truths,
+            ))
         },
-        |(ids, tokens)| compute(args, plans, targets, probe, mode, device, ids, tokens),
-        |rows, out| write(args, run, targets, probe, rows, out.as_ref()),
+        |input| compute(args, plan, targets, probe, mode, device, input),
+        |rows, out| {
+            if let Some(o) = &out {
+                tally.add(rows.start, &o.ids, &o.tokens);
+            }
+            write(args, run, targets, probe, rows, out.as_ref())
+        },
         |r| started.progress.advance(r),
     )?;
     let secs = started.close(session, outcome)?;
     let cpu = started.cpu_seconds(session);
-    let mut summary = serde_json::json!({ "rows": n, "seconds": secs, "cpu_seconds": cpu, "ranks": session.size(), "finished": outcome == Outcome::Finished });
+    let modalities = tally.finish(session)?;
+    let mut summary = serde_json::json!({ "rows": n, "seconds": secs, "cpu_seconds": cpu, "ranks": session.size(), "finished": outcome == Outcome::Finished, "modalities": modalities });
     if outcome == Outcome::Finished {
         let diag = agree(
             session,
@@ -462,29 +566,60 @@ fn run_plan<B: Backend>(
         summary["targets"] = diag;
     }
     if session.is_root() {
+        let this_run = started.progress.this_run();
         log::info!(
-            "predicted {n} rows in {secs:.2} s on {} rank(s) ({:.1} rows/s)",
+            "predicted {this_run} rows in {secs:.2} s on {} rank(s) ({:.1} rows/s)",
             session.size(),
-            n as f64 / secs.max(1e-9)
+            this_run as f64 / secs.max(1e-9)
         );
     }
-    started.sidecar(session, &args.io.output, &summary)?;
+    started.finish(session, &args.io.output, &summary)?;
     Ok((outcome, summary))
 }
 
-/// One chunk: `tokens` per member of `plans` (one for a single model).
+/// `pdf/<key>_bin_edges` `(tokens, K + 1)` and `pdf/<key>_bin_centres` `(tokens, K)`: the grid
+/// of `pdf/<key>` (written once, beside it).
+fn grids(targets: &[Target]) -> Vec<Constant> {
+    let mut out = Vec::new();
+    for t in targets {
+        let m = t.modality;
+        let rows: Vec<&Vec<f64>> = (0..m.num_tokens())
+            .map(|p| &t.edges[p.min(t.edges.len() - 1)])
+            .collect();
+        let k = rows[0].len() - 1;
+        let key = m.token_key;
+        out.push(Constant {
+            name: format!("pdf/{key}_bin_edges"),
+            shape: vec![m.num_tokens(), k + 1],
+            data: rows.iter().flat_map(|e| e.iter().copied()).collect(),
+            units: m.units.into(),
+            label: format!(
+                "{}: edges of the bins of pdf/{key}: bin k spans [edges[k], edges[k+1]] \
+                 (bin 0 is the point edges[0])",
+                m.label
+            ),
+        });
+        out.push(Constant {
+            name: format!("pdf/{key}_bin_centres"),
+            shape: vec![m.num_tokens(), k],
+            data: rows.iter().flat_map(|e| centres(e)).collect(),
+            units: m.units.into(),
+            label: format!("{}: centres of the bins of pdf/{key}", m.label),
+        });
+    }
+    out
+}
+
 #[allow(clippy::too_many_arguments)]
 fn compute<B: Backend>(
     args: &PredictArgs,
-    plans: &[ModelPlan<B>],
+    plan: &ModelPlan<B>,
     targets: &[Target],
     probe: Option<&Probe<B>>,
     mode: DecoderMode,
     device: &B::Device,
-    ids: Vec<i64>,
-    mut tokens: Vec<Vec<ModalityTokens>>,
+    (ids, tokens, truths): ChunkInput,
 ) -> Result<Out> {
-    let plan = &plans[0];
     let n = ids.len();
     let mods: Vec<&'static ModalityInfo> = targets.iter().map(|t| t.modality).collect();
     let mut stats: Vec<Vec<Vec<f32>>> = targets
@@ -511,12 +646,19 @@ fn compute<B: Backend>(
             }
         })
         .collect();
+    let mut scores: Vec<[Vec<f32>; 2]> = truths
+        .iter()
+        .map(|t| match t {
+            Some(_) => [vec![f32::NAN; n], vec![f32::NAN; n]],
+            None => [Vec::new(), Vec::new()],
+        })
+        .collect();
     let mut probe_out = probe.map(|p| {
         let [a, c] = p.widths();
         (vec![f32::NAN; n * a], vec![f32::NAN; n * c])
     });
-    for b in batches(&tokens[0], &plan.is_input, n, plan.common.batch) {
-        let inp = inputs::<B>(&tokens[0], &b, device);
+    for b in batches(&tokens, &plan.is_input, n, plan.common.batch) {
+        let inp = inputs::<B>(&tokens, &b, device);
         if let (Some(p), Some((first, second))) = (probe, probe_out.as_mut()) {
             let fed: Vec<_> = inp
                 .iter()
@@ -546,8 +688,13 @@ fn compute<B: Backend>(
         if mods.is_empty() {
             continue;
         }
-        let logits = ensemble::logits(plans, &tokens, &b, &inp, &mods, mode, device)?;
+        let logits = plan.aion.predict(&inp, &mods, mode);
         for (ti, (t, l)) in targets.iter().zip(logits).enumerate() {
+            let l: Vec<f32> = l
+                .into_data()
+                .convert::<f32>()
+                .to_vec()
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
             let (nt, v) = (t.modality.num_tokens(), t.modality.vocab);
             for (j, &r) in b.rows.iter().enumerate() {
                 for p in 0..nt {
@@ -556,6 +703,17 @@ fn compute<B: Backend>(
                     let row = calibrated.as_deref().unwrap_or(raw);
                     let values = &t.values[p.min(t.values.len() - 1)];
                     let s = summarize(row, values);
+                    if let Some(truth) = &truths[ti] {
+                        let (probs, _) = probabilities(row, values.len());
+                        let post = Binned {
+                            probs: &probs,
+                            edges: &t.edges[p.min(t.edges.len() - 1)],
+                        };
+                        if let Some(sc) = post.score(f64::from(truth[r])) {
+                            scores[ti][0][r] = sc.pit as f32;
+                            scores[ti][1][r] = sc.crps as f32;
+                        }
+                    }
                     for (si, x) in [
                         s.mean,
                         s.std,
@@ -572,7 +730,7 @@ fn compute<B: Backend>(
                     }
                     if args.save_pdf {
                         let k = values.len();
-                        let (prob, _) = crate::posterior::probabilities(row, k);
+                        let (prob, _) = probabilities(row, k);
                         for (q, x) in prob.into_iter().enumerate() {
                             pdf[ti][(r * nt + p) * k + q] = x as f32;
                         }
@@ -586,10 +744,11 @@ fn compute<B: Backend>(
     }
     Ok(Out {
         ids,
-        tokens: tokens.swap_remove(0),
+        tokens,
         stats,
         pdf,
         logits: logits_out,
+        scores,
         probe: probe_out,
     })
 }
@@ -642,6 +801,14 @@ fn write<B: Backend>(
                 out.map_or(&[][..], |o| &o.stats[ti][si][..]),
             )?;
         }
+        if t.truth_dataset().is_some() {
+            for (si, s) in SCORES.iter().enumerate() {
+                w(
+                    &format!("pred/{key}/{s}"),
+                    out.map_or(&[][..], |o| &o.scores[ti][si][..]),
+                )?;
+            }
+        }
         if args.save_pdf {
             w(
                 &format!("pdf/{key}"),
@@ -658,15 +825,34 @@ fn write<B: Backend>(
     Ok(())
 }
 
-/// The PNG beside the output for a target.
-pub fn plot_path(output: &Path, key: &str) -> PathBuf {
+/// The figure beside the output for a target, without extension: `<OUT>.<key>` (the figure is
+/// written as `<OUT>.<key>.png` and `<OUT>.<key>.svg`).
+pub fn figure_stem(output: &Path, key: &str) -> PathBuf {
     let mut p = output.as_os_str().to_owned();
-    p.push(format!(".{key}.png"));
+    p.push(format!(".{key}"));
     PathBuf::from(p)
 }
 
-/// Rank 0: metrics against the truth (when the catalogue has it) and the diagnostic plot of
-/// each single-token target.
+/// Axis titles of a target's figure (rich text): the true value, the prediction, and the true
+/// value's symbol in plain text.
+fn axis_titles(m: &ModalityInfo) -> (String, String, String) {
+    if m.token_key == "tok_z" {
+        (
+            "spectroscopic redshift z_{spec}".into(),
+            "photometric redshift z_{phot} (posterior median)".into(),
+            "z_spec".into(),
+        )
+    } else {
+        (
+            format!("catalogue {}", m.axis_title()),
+            format!("predicted {} (posterior median)", m.axis_title()),
+            "true value".into(),
+        )
+    }
+}
+
+/// Rank 0: metrics against the truth (when the catalogue has it) and the figure of each
+/// single-token target.
 fn diagnostics<B: Backend>(
     session: &Session,
     args: &PredictArgs,
@@ -679,66 +865,107 @@ fn diagnostics<B: Backend>(
         return Ok(out.into());
     }
     let n = plan.common.catalog.n_rows();
+    let read =
+        |name: String| -> Result<Vec<f32>> { Ok(run.out.hdf5().dataset(&name)?.read_raw()?) };
     for t in targets.iter().filter(|t| t.modality.num_tokens() == 1) {
-        let key = t.modality.token_key;
-        let pred: Vec<f32> = run
-            .out
-            .hdf5()
-            .dataset(&format!("pred/{key}/median"))?
-            .read_raw()?;
-        let png = plot_path(&args.io.output, key);
-        let upper = key.to_uppercase();
-        let truth = match &t.truth {
-            Some((dataset, None)) if n > 0 => plan.common.catalog.read(dataset, 0..n)?.to_f32(),
+        let m = t.modality;
+        let key = m.token_key;
+        let pred = read(format!("pred/{key}/median"))?;
+        let stem = figure_stem(&args.io.output, key);
+        let (truth_title, pred_title, symbol) = axis_titles(m);
+        let truth = match t.truth_dataset() {
+            Some(dataset) if n > 0 => plan.common.catalog.read(dataset, 0..n)?.to_f32(),
             _ => None,
         };
-        match truth
-            .as_ref()
-            .and_then(|tr| metrics::point_metrics(&pred, tr).map(|m| (tr, m)))
-        {
-            Some((tr, m)) => {
+        let scored = match &truth {
+            Some(tr) => {
+                let [pit, crps] = SCORES.map(|s| read(format!("pred/{key}/{s}")));
+                let (pit, crps) = (pit?, crps?);
+                let scores: Vec<crate::metrics::Score> = pit
+                    .iter()
+                    .zip(&crps)
+                    .filter(|(p, c)| p.is_finite() && c.is_finite())
+                    .map(|(&p, &c)| crate::metrics::Score {
+                        pit: f64::from(p),
+                        crps: f64::from(c),
+                    })
+                    .collect();
+                Evaluation::new(&pred, tr, &scores).map(|e| (tr, e, scores))
+            }
+            None => None,
+        };
+        let files = match &scored {
+            Some((tr, e, scores)) => {
+                let p = &e.point;
+                let pits: Vec<f64> = scores.iter().map(|s| s.pit).collect();
+                let calibrated = match t.temperature {
+                    Some(temp) => format!(", calibrated (T = {temp:.2})"),
+                    None => String::new(),
+                };
                 let title = format!(
-                    "{upper}: N={}  SIGMA_NMAD={:.4}  OUTLIERS={:.1}%  BIAS={:+.4}",
-                    m.n,
-                    m.sigma_nmad,
-                    100.0 * m.outlier_fraction,
-                    m.bias
+                    "{}: {} objects with a catalogue value{calibrated}",
+                    m.label, p.n
                 );
-                plot::scatter_png(
-                    &png,
-                    tr,
-                    &pred,
-                    &title,
-                    &format!("{upper} TRUE"),
-                    &format!("{upper} PREDICTED (MEDIAN)"),
+                let files = plot::save(
+                    &EvaluationFigure {
+                        truth: tr,
+                        pred: &pred,
+                        pits: &pits,
+                        eval: e,
+                        truth_title: &truth_title,
+                        pred_title: &pred_title,
+                        truth_symbol: &symbol,
+                        title: &title,
+                    },
+                    &stem,
                 )?;
+                let cal = e
+                    .calibration
+                    .as_ref()
+                    .map(|c| {
+                        format!(
+                            ", 68 % / 95 % interval coverage {:.1} / {:.1} %, CRPS {:.4}",
+                            100.0 * c.coverage_68,
+                            100.0 * c.coverage_95,
+                            c.crps
+                        )
+                    })
+                    .unwrap_or_default();
                 log::info!(
-                    "{key}: σ_NMAD {:.4}, outliers {:.2} %, bias {:+.4} over {} rows with a true value",
-                    m.sigma_nmad,
-                    100.0 * m.outlier_fraction,
-                    m.bias,
-                    m.n
+                    "{key}: σ_NMAD {:.4}, outliers {:.2} %, bias {:+.4}{cal} over {} rows with a true value",
+                    p.sigma_nmad,
+                    100.0 * p.outlier_fraction,
+                    p.bias,
+                    p.n
                 );
                 out.insert(
                     key.into(),
-                    serde_json::json!({ "metrics": m, "plot": png, "calibration": t.temperature }),
+                    serde_json::json!({ "metrics": e, "figure": files, "calibration": t.temperature }),
                 );
+                files
             }
             None => {
-                plot::histogram_png(
-                    &png,
-                    &pred,
-                    50,
-                    &format!("{upper}: PREDICTED MEDIANS (NO TRUE VALUES IN THE CATALOGUE)"),
-                    &format!("{upper} PREDICTED"),
+                let values: Vec<f64> = pred.iter().map(|&v| f64::from(v)).collect();
+                let files = plot::save(
+                    &HistogramFigure {
+                        values: &values,
+                        xtitle: &pred_title,
+                        title: &format!(
+                            "{}: predictions ({} objects; the catalogue has no true values)",
+                            m.label,
+                            values.iter().filter(|v| v.is_finite()).count()
+                        ),
+                    },
+                    &stem,
                 )?;
                 out.insert(
                     key.into(),
-                    serde_json::json!({ "plot": png, "calibration": t.temperature }),
+                    serde_json::json!({ "figure": files, "calibration": t.temperature }),
                 );
+                files
             }
-        }
-        log::info!("{key}: diagnostic plot {}", png.display());
+        };
+        log::info!("{key}: figure {} (and .svg)", files[0].display());
     }
     Ok(out.into())
 }

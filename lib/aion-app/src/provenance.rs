@@ -1,6 +1,7 @@
 //! Building the provenance record of a run (root attributes + `<output>.run.json`).
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use aion_io::{Catalog, Provenance};
@@ -86,7 +87,8 @@ pub fn build(
     }
 }
 
-/// Writes `<output>.run.json` beside the output (rank 0 only).
+/// Writes `<output>.run.json` beside the output (rank 0 only), all at once (temporary file +
+/// rename). The tools check it before the run ([`crate::guard::claim_output`]).
 pub fn write_sidecar(
     session: &Session,
     output: &Path,
@@ -94,10 +96,12 @@ pub fn write_sidecar(
     summary: &serde_json::Value,
 ) -> Result<()> {
     if session.is_root() {
-        let mut path = output.as_os_str().to_owned();
-        path.push(".run.json");
+        let path = crate::guard::sidecar(output, ".run.json");
         let doc = serde_json::json!({ "provenance": prov, "summary": summary });
-        std::fs::write(&path, serde_json::to_string_pretty(&doc)? + "\n")?;
+        crate::guard::write_file(&path, |w| {
+            w.write_all((serde_json::to_string_pretty(&doc)? + "\n").as_bytes())?;
+            Ok(())
+        })?;
     }
     Ok(())
 }

@@ -3,6 +3,12 @@
 //! Precedence, highest first: `--map` on the command line, `[map]` in the run config, a dataset
 //! named exactly by the token key (pre-tokenized input, e.g. the output of `aion-tokenize`), and
 //! the Multimodal Universe default dataset of the modality (`aion_model::modality`).
+//!
+//! **Labels are never inputs by default.** A modality that is a label rather than an observation
+//! ([`LABELS`]: the redshift `tok_z`) is bound only when the run names it: `--map` / `[map]`
+//! (then it is an input), a `--target` of `aion-predict` (its true value, never an input), a
+//! fine-tuning config's `[data]`. A catalogue's `Z` column is otherwise left out, so embeddings do
+//! not carry the label a probe is later trained on.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,6 +25,8 @@ pub struct RunConfig {
     pub batch_size: Option<usize>,
     /// Rows per chunk (unit of work, writes and resume).
     pub chunk_rows: Option<usize>,
+    /// Catalogue format (`hdf5`, `parquet`, `hats`, `fits`); default: told from the files.
+    pub format: Option<aion_io::Format>,
     /// `token_key = "DATASET"` (or `"none"`).
     #[serde(default)]
     pub map: BTreeMap<String, String>,
@@ -45,11 +53,16 @@ pub struct Common {
     pub chunk_rows: Option<usize>,
     /// The run config file's content (or defaults).
     pub config: RunConfig,
+    /// Labels the catalogue holds that were left out because the run did not name them
+    /// (`tok_z <- Z`), for the inputs report.
+    pub labels_left_out: Vec<String>,
 }
 
 impl Common {
-    /// Reads the run config, merges `--map` entries, opens and sizes the catalogue.
-    pub fn resolve(io: &crate::args::IoArgs) -> Result<Self> {
+    /// Reads the run config, merges `--map` entries, opens and sizes the catalogue. `named`
+    /// are the token keys the tool itself asks for (`aion-predict`'s targets): labels among them
+    /// are bound to their default datasets too.
+    pub fn resolve(io: &crate::args::IoArgs, named: &[&str]) -> Result<Self> {
         let config = io
             .config
             .as_deref()
@@ -64,7 +77,10 @@ impl Common {
         for m in &io.maps {
             explicit.push(parse_map(m)?);
         }
-        let batch = io.batch_size.or(config.batch_size).unwrap_or(256);
+        let batch = io
+            .batch_size
+            .or(config.batch_size)
+            .unwrap_or(crate::args::DEFAULT_BATCH_SIZE);
         let chunk_rows = io.chunk_rows.or(config.chunk_rows);
         anyhow::ensure!(
             batch > 0 && chunk_rows != Some(0),
@@ -77,8 +93,10 @@ impl Common {
         );
         // Extra (new-survey) modalities of the model must be known before the mapping.
         aion_model::modality::register_dir(&io.model)?;
-        let mut catalog = aion_io::Catalog::open(&io.catalog)?;
-        let bindings = resolve(&explicit, |d| catalog.has(d))?;
+        let mut catalog = aion_io::Catalog::open_as(&io.catalog, io.format.or(config.format))?;
+        let bindings =
+            resolve(&explicit, |d| catalog.has(d), named).map_err(|e| with_columns(e, &catalog))?;
+        let labels_left_out = labels_left_out(&bindings, |d| catalog.has(d));
         catalog.size_by(&crate::output::candidate_datasets(&bindings))?;
         Ok(Self {
             catalog,
@@ -86,16 +104,105 @@ impl Common {
             batch,
             chunk_rows,
             config,
+            labels_left_out,
         })
     }
 }
 
+/// The `inputs` root attribute: `{token_key: source}` of each input, e.g.
+/// `{"tok_flux_g": "FLUX_G", "tok_image": "image_*", "tok_xp_bp": "coeff[0:55]"}`.
+pub fn inputs_json(inputs: &[&Binding]) -> serde_json::Value {
+    inputs
+        .iter()
+        .map(|b| {
+            (
+                b.token_key.to_string(),
+                serde_json::Value::from(b.source.describe()),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// Logs (rank 0) the modalities the run feeds in (`what`: "input", "tokenized"), and the labels
+/// it leaves out, before the run starts.
+pub fn announce_inputs(
+    session: &aion_mpi::Session,
+    what: &str,
+    inputs: &[&Binding],
+    left_out: &[String],
+) {
+    if !session.is_root() {
+        return;
+    }
+    let list: Vec<String> = inputs.iter().map(|b| b.describe()).collect();
+    log::info!("{what}: {}", list.join(", "));
+    if !left_out.is_empty() {
+        log::info!(
+            "not used (a label, never an input unless mapped explicitly, e.g. --map tok_z=Z): {}",
+            left_out.join(", ")
+        );
+    }
+}
+
+/// Modalities that are labels (prediction targets), never inputs unless the run maps them.
+pub const LABELS: &[&str] = &["tok_z"];
+
+/// Whether `token_key` is a label ([`LABELS`]).
+pub fn is_label(token_key: &str) -> bool {
+    LABELS.contains(&token_key)
+}
+
+/// `tok_z <- Z` for each label whose data the catalogue holds but no binding reads.
+fn labels_left_out(bindings: &[Binding], has_dataset: impl Fn(&str) -> bool) -> Vec<String> {
+    LABELS
+        .iter()
+        .filter(|k| !bindings.iter().any(|b| b.token_key == **k))
+        .filter_map(|k| by_token_key(k))
+        .filter_map(|m| {
+            [m.token_key, m.dataset]
+                .into_iter()
+                .find(|d| has_dataset(d))
+                .map(|d| format!("{} <- {d}", m.token_key))
+        })
+        .collect()
+}
+
+/// Adds the catalogue's column names to a mapping error.
+fn with_columns(e: anyhow::Error, catalog: &aion_io::Catalog) -> anyhow::Error {
+    anyhow::anyhow!("{e:#}; the catalogue's columns: {}", column_list(catalog))
+}
+
+/// The catalogue's column names, for messages (at most 60, then a count).
+pub fn column_list(catalog: &aion_io::Catalog) -> String {
+    let names = catalog.columns();
+    let shown: Vec<&str> = names.iter().take(60).map(String::as_str).collect();
+    let more = names.len().saturating_sub(shown.len());
+    if more > 0 {
+        format!("{} … and {more} more", shown.join(", "))
+    } else if shown.is_empty() {
+        "(none)".into()
+    } else {
+        shown.join(", ")
+    }
+}
+
+/// Every token key the tools know (built-in and registered), for messages.
+pub fn token_key_list() -> String {
+    aion_model::modality::all()
+        .map(|m| m.token_key)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl Common {
-    /// Rows per chunk: the configured value, else about 64 MiB of input per chunk (1 to 4096
-    /// rows, a multiple of the batch size when above it). Deterministic for a given catalogue.
+    /// Rows per chunk: the configured value, else about [`crate::args::CHUNK_INPUT_BYTES`] of
+    /// input per chunk (1 to [`crate::args::MAX_CHUNK_ROWS`] rows, a multiple of the batch size
+    /// when above it). Deterministic for a given catalogue.
     pub fn chunk_rows_for(&self, row_bytes: usize) -> usize {
+        use crate::args::{CHUNK_INPUT_BYTES, MAX_CHUNK_ROWS};
         self.chunk_rows.unwrap_or_else(|| {
-            let rows = ((64 << 20) / row_bytes.max(1)).clamp(1, 4096);
+            let rows = (CHUNK_INPUT_BYTES / row_bytes.max(1)).clamp(1, MAX_CHUNK_ROWS);
             if rows > self.batch {
                 rows / self.batch * self.batch
             } else {
@@ -130,7 +237,8 @@ pub enum Source {
 }
 
 impl Source {
-    fn describe(&self) -> String {
+    /// `DATASET`, `DATASET[a:b]`, `PREFIX_*` or `DATASET (tokens)`.
+    pub fn describe(&self) -> String {
         match self {
             Self::Tokens { dataset } => format!("{dataset} (tokens)"),
             Self::Scalar {
@@ -217,15 +325,21 @@ fn parse_source(m: &ModalityInfo, value: &str) -> Result<Source> {
 
 /// Builds the bindings from explicit entries (config then CLI, later wins) and the defaults.
 /// `has_dataset` tells whether the catalogue holds a dataset (used for pre-tokenized input).
-/// Returns every candidate binding; callers drop the non-explicit ones whose data is absent.
+/// Labels ([`LABELS`]) get a default binding only when in `named`. Returns every candidate
+/// binding; callers drop the non-explicit ones whose data is absent.
 pub fn resolve(
     explicit: &[(String, String)],
     has_dataset: impl Fn(&str) -> bool,
+    named: &[&str],
 ) -> Result<Vec<Binding>> {
     let mut chosen: BTreeMap<&'static str, Option<Binding>> = BTreeMap::new();
     for (key, value) in explicit {
-        let m = by_token_key(key)
-            .with_context(|| format!("unknown token key '{key}' in mapping {key}={value}"))?;
+        let m = by_token_key(key).with_context(|| {
+            format!(
+                "unknown token key '{key}' in mapping {key}={value}; the token keys are: {}",
+                token_key_list()
+            )
+        })?;
         let b = if value.eq_ignore_ascii_case("none") {
             None
         } else {
@@ -247,6 +361,7 @@ pub fn resolve(
         match chosen.get(m.token_key) {
             Some(Some(b)) => out.push(b.clone()),
             Some(None) => {}
+            None if is_label(m.token_key) && !named.contains(&m.token_key) => {}
             None if has_dataset(m.token_key) => out.push(Binding {
                 token_key: m.token_key,
                 source: Source::Tokens {
@@ -281,7 +396,7 @@ mod tests {
 
     #[test]
     fn defaults_give_each_source_one_key() {
-        let b = resolve(&[], |_| false).unwrap();
+        let b = resolve(&[], |_| false, &[]).unwrap();
         let k = keys(&b);
         assert!(k.contains(&"tok_image") && !k.contains(&"tok_image_hsc"));
         assert!(k.contains(&"tok_spectrum_desi") && !k.contains(&"tok_spectrum_sdss"));
@@ -302,7 +417,7 @@ mod tests {
             ("tok_flux_g".to_string(), "MAG_G_FLUX".to_string()),
             ("tok_z".to_string(), "none".to_string()),
         ];
-        let b = resolve(&ex, |_| false).unwrap();
+        let b = resolve(&ex, |_| false, &[]).unwrap();
         let k = keys(&b);
         assert!(k.contains(&"tok_spectrum_sdss") && !k.contains(&"tok_spectrum_desi"));
         assert!(!k.contains(&"tok_z"));
@@ -319,7 +434,7 @@ mod tests {
 
     #[test]
     fn pre_tokenized_datasets_are_preferred_to_raw_defaults() {
-        let b = resolve(&[], |d| d == "tok_flux_r").unwrap();
+        let b = resolve(&[], |d| d == "tok_flux_r", &[]).unwrap();
         let r = b.iter().find(|b| b.token_key == "tok_flux_r").unwrap();
         assert_eq!(
             r.source,
@@ -332,11 +447,20 @@ mod tests {
     #[test]
     fn bad_entries_are_clear_errors() {
         assert!(parse_map("tok_flux_g").is_err());
-        let e = resolve(&[("tok_nope".into(), "X".into())], |_| false).unwrap_err();
-        assert!(e.to_string().contains("unknown token key 'tok_nope'"));
-        let e = resolve(&[("tok_xp_bp".into(), "coeff[5:2]".into())], |_| false).unwrap_err();
+        let e = resolve(&[("tok_nope".into(), "X".into())], |_| false, &[]).unwrap_err();
+        let e = e.to_string();
+        assert!(
+            e.contains("unknown token key 'tok_nope'") && e.contains("tok_flux_g"),
+            "{e}"
+        );
+        let e = resolve(&[("tok_xp_bp".into(), "coeff[5:2]".into())], |_| false, &[]).unwrap_err();
         assert!(e.to_string().contains("start < end"), "{e}");
-        let ok = resolve(&[("tok_xp_bp".into(), "coeff[0:55]".into())], |_| false).unwrap();
+        let ok = resolve(
+            &[("tok_xp_bp".into(), "coeff[0:55]".into())],
+            |_| false,
+            &[],
+        )
+        .unwrap();
         assert!(ok.iter().any(|b| b.source
             == Source::Scalar {
                 dataset: "coeff".into(),
@@ -345,10 +469,34 @@ mod tests {
     }
 
     #[test]
+    fn labels_are_bound_only_when_named_or_mapped() {
+        let has = |d: &str| d == "Z" || d == "FLUX_G";
+        let b = resolve(&[], has, &[]).unwrap();
+        assert!(!keys(&b).contains(&"tok_z"), "tok_z bound by default");
+        assert_eq!(labels_left_out(&b, has), ["tok_z <- Z"]);
+        let b = resolve(&[], has, &["tok_z"]).unwrap();
+        let z = b.iter().find(|b| b.token_key == "tok_z").unwrap();
+        assert!(!z.explicit);
+        let b = resolve(&[("tok_z".into(), "Z".into())], has, &[]).unwrap();
+        let z = b.iter().find(|b| b.token_key == "tok_z").unwrap();
+        assert!(z.explicit);
+        assert!(labels_left_out(&b, has).is_empty());
+        // A pre-tokenized tok_z dataset is a label too.
+        let tok = |d: &str| d == "tok_z";
+        assert!(!keys(&resolve(&[], tok, &[]).unwrap()).contains(&"tok_z"));
+        assert_eq!(
+            labels_left_out(&resolve(&[], tok, &[]).unwrap(), tok),
+            ["tok_z <- tok_z"]
+        );
+    }
+
+    #[test]
     fn config_parses_and_rejects_typos() {
         let c: RunConfig = toml::from_str("batch_size = 8\n[map]\ntok_z = \"Z_SPEC\"\n").unwrap();
         assert_eq!(c.batch_size, Some(8));
         assert_eq!(c.map["tok_z"], "Z_SPEC");
         assert!(toml::from_str::<RunConfig>("batchsize = 8\n").is_err());
+        let c: RunConfig = toml::from_str("format = \"hats\"\n").unwrap();
+        assert_eq!(c.format, Some(aion_io::Format::Hats));
     }
 }

@@ -11,10 +11,12 @@
 //!    ([`aion_mpi::Session::reduce_bytes`]); the order `(score, row)` is total, so the result is
 //!    the exact global top-k, identical for any rank or thread count.
 //! 4. The result (per query: neighbour object ids, rows, scores, sorted best first) goes to an
-//!    HDF5 or CSV file, plus `<output>.run.json`.
+//!    HDF5 or CSV file, plus `<output>.run.json`, and, when the embedded catalogue has images,
+//!    a figure of the queries' and neighbours' cutouts ([`figure`]).
 //!
 //! Every step that can fail on some ranks only goes through [`crate::collective::agree`].
 
+pub mod figure;
 pub mod kernel;
 pub mod queries;
 pub mod scan;
@@ -29,6 +31,7 @@ use anyhow::{Result, bail, ensure};
 use clap::{ArgGroup, Parser};
 
 use crate::collective::agree;
+use crate::guard::{Existing, Inputs, Recognise, claim_output};
 use crate::progress::Progress;
 use crate::provenance;
 pub use kernel::Metric;
@@ -40,6 +43,9 @@ pub const TOOL: &str = "aion-search";
 
 /// Default rows per chunk (24 MiB of f32 at D = 768).
 pub const DEFAULT_CHUNK_ROWS: usize = 8192;
+
+/// What `--threads` defaults to.
+pub const THREADS_DEFAULT: &str = "$OMP_NUM_THREADS, else 1";
 
 /// Largest `queries × k` a run accepts (the merged lists travel between ranks as one message).
 const MAX_RESULTS: usize = 50_000_000;
@@ -94,8 +100,9 @@ pub struct SearchArgs {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_CHUNK_ROWS)]
     pub chunk_rows: usize,
 
-    /// Scoring threads per rank (default: $OMP_NUM_THREADS, else 1).
-    #[arg(long, value_name = "N")]
+    /// Scoring threads per rank.
+    #[arg(long, value_name = "N",
+        help = crate::args::with_default("Scoring threads per rank", THREADS_DEFAULT))]
     pub threads: Option<usize>,
 
     /// Replace an existing output file.
@@ -123,38 +130,47 @@ impl SearchArgs {
     fn check(&self) -> Result<Format> {
         ensure!(self.k > 0, "--k must be at least 1");
         ensure!(self.chunk_rows > 0, "--chunk-rows must be at least 1");
-        let format = Format::of(&self.output)?;
-        if self.output.exists() && !self.overwrite {
-            bail!(
-                "{} exists (pass --overwrite to replace it)",
-                self.output.display()
-            );
-        }
-        Ok(format)
+        Format::of(&self.output)
     }
+}
+
+/// Whether a CSV file is a search result of ours (for the output guard).
+fn our_csv(path: &std::path::Path) -> Existing {
+    Existing::csv(path, write::CSV_HEADER)
 }
 
 /// Runs `aion-search`; returns the run summary (also in `<output>.run.json`).
 pub fn run(args: &SearchArgs, session: &Session) -> Result<serde_json::Value> {
     let start = Instant::now();
     let root = session.is_root();
-    // The output check looks at the file system: rank 0's view decides.
-    let format = agree(
-        session,
-        if root {
-            args.check().map(Some)
-        } else {
-            Ok(None)
-        },
-    )?;
-    let format = match session.broadcast_bytes(&[format.map_or(0, |f| f as u8)])[0] {
-        0 => Format::Hdf5,
-        _ => Format::Csv,
-    };
+    let format = agree(session, args.check())?;
     let table = agree(
         session,
         Table::open(&args.embeddings, &args.embedding_dataset),
     )?;
+    // The output check looks at the file system: rank 0's view decides.
+    let mut inputs = Inputs::new();
+    inputs.files("embedding file", table.catalog.paths());
+    if let Some(q) = &args.query_file {
+        inputs.file("query file", q);
+    }
+    let recognise: Recognise = match format {
+        Format::Hdf5 => Existing::hdf5,
+        Format::Csv => our_csv,
+    };
+    let figures: Vec<(PathBuf, Recognise)> = crate::plot::paths(&figure::stem(&args.output))
+        .into_iter()
+        .map(|p| (p, Existing::figure as Recognise))
+        .collect();
+    let claim = claim_output(session, TOOL, &inputs, &args.output, recognise, &figures)?;
+    if claim.exists && !args.overwrite {
+        // Every rank knows `exists`: the error is the same everywhere.
+        return Err(crate::collective::AgreedError(format!(
+            "{} exists (pass --overwrite to replace it)",
+            args.output.display()
+        ))
+        .into());
+    }
     phase("open", &start);
     let n = table.catalog.n_rows();
     let queries = match &args.query_file {
@@ -183,6 +199,7 @@ pub fn run(args: &SearchArgs, session: &Session) -> Result<serde_json::Value> {
 
     let block = block_range(n, session.rank(), session.size());
     let mut progress = Progress::new(root, block.len() as u64, "scanned (rank 0's block)");
+    progress.set(0);
     let scanned = scan::scan_block(
         &table,
         block,
@@ -312,6 +329,17 @@ pub fn run(args: &SearchArgs, session: &Session) -> Result<serde_json::Value> {
     agree(session, written)?;
     phase("write", &start);
     let mut summary = summary;
+    if let Some(t) = &tables {
+        // The figure is a convenience: a catalogue moved since the embedding only costs it.
+        match figure::write(&args.output, &table, &queries, &status, t, args.metric) {
+            Ok(Some(files)) => {
+                log::info!("figure {} (and .svg)", files[0].display());
+                summary["figure"] = serde_json::json!(files);
+            }
+            Ok(None) => log::info!("no image in the embedded catalogue: no cutout figure"),
+            Err(e) => log::warn!("no cutout figure: {e:#}"),
+        }
+    }
     summary["seconds"] =
         serde_json::json!(session.max_u64(micros(start.elapsed().as_secs_f64())) as f64 / 1e6);
     agree(

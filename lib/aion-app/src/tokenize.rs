@@ -15,7 +15,7 @@ use crate::args::IoArgs;
 use crate::backend::{BackendTask, ComputeArgs, dispatch};
 use crate::codec_set::{CodecSet, ModalityTokens, NO_TOKEN};
 use crate::collective::agree;
-use crate::output::{ObjectIds, flag_specs, write_masks};
+use crate::output::{ObjectIds, Tally, flag_specs, write_masks};
 use crate::pipeline::{DatasetSpec, Dtype, Outcome, run_chunks};
 use crate::run_config;
 use crate::signals::StopFlag;
@@ -86,7 +86,7 @@ impl BackendTask for Task<'_> {
         let plan = agree(
             session,
             (|| {
-                let common = run_config::Common::resolve(&args.io)?;
+                let common = run_config::Common::resolve(&args.io, &[])?;
                 let codecs = CodecSet::<B>::load(
                     &args.io.model,
                     &common.bindings,
@@ -113,11 +113,8 @@ fn run_plan<B: Backend>(
     let catalog = &common.catalog;
     let n = catalog.n_rows();
     let chunk_rows = common.chunk_rows_for(codecs.row_bytes(catalog));
-    if session.is_root() {
-        codecs
-            .bindings()
-            .for_each(|b| log::info!("{}", b.describe()));
-    }
+    let tokenized: Vec<&run_config::Binding> = codecs.bindings().collect();
+    run_config::announce_inputs(session, "tokenized", &tokenized, &common.labels_left_out);
     let config = serde_json::json!({
         "tool": TOOL, "model": args.io.model, "catalog": args.io.catalog, "output": args.io.output,
         "batch_size": common.batch, "chunk_rows": chunk_rows,
@@ -143,6 +140,9 @@ fn run_plan<B: Backend>(
         model: &args.io.model,
         files: codecs.files().to_vec(),
         catalog,
+        config_file: args.io.config.as_deref(),
+        side_outputs: Vec::new(),
+        inputs: run_config::inputs_json(&tokenized),
     };
     let mut started = start(
         session,
@@ -153,8 +153,11 @@ fn run_plan<B: Backend>(
         &specs,
         "tokenized",
     )?;
+    if let Some(summary) = started.already_complete(session, &args.io.output) {
+        return Ok((Outcome::Finished, summary));
+    }
     let run = &started.run;
-    let mut counts = vec![[0u64; 2]; codecs.bindings().count()];
+    let mut tally = Tally::default();
     let outcome = run_chunks(
         session,
         run,
@@ -179,18 +182,16 @@ fn run_plan<B: Backend>(
             for (i, b) in codecs.bindings().enumerate() {
                 let tokens = c.tokens.get(i).map_or(&[][..], |t| &t.tokens[..]);
                 run.sets.write(&run.out, b.token_key, rows.start, tokens)?;
-                if let Some(t) = c.tokens.get(i) {
-                    counts[i][0] += t.used.iter().filter(|&&u| u).count() as u64;
-                    counts[i][1] += t.rejected.iter().filter(|&&r| r).count() as u64;
-                }
             }
+            tally.add(rows.start, &c.ids, &c.tokens);
             Ok(())
         },
         |rows| started.progress.advance(rows),
     )?;
     let secs = started.close(session, outcome)?;
-    let summary = summarize(session, codecs, &counts, n, secs, outcome);
-    started.sidecar(session, &args.io.output, &summary)?;
+    let this_run = started.progress.this_run();
+    let summary = summarize(session, tally, n, this_run, secs, outcome)?;
+    started.finish(session, &args.io.output, &summary)?;
     Ok((outcome, summary))
 }
 
@@ -199,32 +200,19 @@ pub fn chunk_len(c: usize, chunk_rows: usize, n: usize) -> usize {
     ((c + 1) * chunk_rows).min(n) - c * chunk_rows
 }
 
-fn summarize<B: Backend>(
+fn summarize(
     session: &Session,
-    codecs: &CodecSet<B>,
-    counts: &[[u64; 2]],
+    tally: Tally,
     n: usize,
+    this_run: u64,
     secs: f64,
     outcome: Outcome,
-) -> serde_json::Value {
-    let mut per = serde_json::Map::new();
-    for (b, c) in codecs.bindings().zip(counts) {
-        let (used, rejected) = (session.sum_u64(c[0]), session.sum_u64(c[1]));
-        per.insert(
-            b.token_key.to_string(),
-            serde_json::json!({ "used": used, "rejected": rejected }),
-        );
-        if session.is_root() && rejected > 0 {
-            log::warn!(
-                "{}: {rejected} row(s) with unusable values (flagged in modalities_rejected)",
-                b.token_key
-            );
-        }
-    }
+) -> Result<serde_json::Value> {
+    let per = tally.finish(session)?;
     if session.is_root() {
         match outcome {
             Outcome::Finished => log::info!(
-                "tokenized {n} rows in {secs:.2} s on {} rank(s)",
+                "tokenized {this_run} rows in {secs:.2} s on {} rank(s)",
                 session.size()
             ),
             Outcome::Stopped => log::warn!(
@@ -232,7 +220,9 @@ fn summarize<B: Backend>(
             ),
         }
     }
-    serde_json::json!({ "rows": n, "seconds": secs, "ranks": session.size(), "finished": outcome == Outcome::Finished, "modalities": per })
+    Ok(
+        serde_json::json!({ "rows": n, "seconds": secs, "ranks": session.size(), "finished": outcome == Outcome::Finished, "modalities": per }),
+    )
 }
 
 fn run_decode<B: Backend>(
@@ -244,7 +234,7 @@ fn run_decode<B: Backend>(
     let (common, decoders, ids) = agree(
         session,
         (|| {
-            let common = run_config::Common::resolve(&args.io)?;
+            let common = run_config::Common::resolve(&args.io, &[])?;
             let decoders =
                 crate::decode::DecoderSet::<B>::load(&args.io.model, &common.catalog, device)?;
             let ids = ObjectIds::detect(&common.catalog)?;
@@ -268,6 +258,14 @@ fn run_decode<B: Backend>(
         model: &args.io.model,
         files: decoders.files().to_vec(),
         catalog,
+        config_file: args.io.config.as_deref(),
+        side_outputs: Vec::new(),
+        inputs: decoders
+            .datasets()
+            .into_iter()
+            .map(|d| (d.clone(), serde_json::Value::from(format!("{d} (tokens)"))))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
     };
     let mut started = start(
         session,
@@ -278,7 +276,11 @@ fn run_decode<B: Backend>(
         &specs,
         "decoded",
     )?;
+    if let Some(summary) = started.already_complete(session, &args.io.output) {
+        return Ok((Outcome::Finished, summary));
+    }
     let run = &started.run;
+    crate::output::write_constants(session, run, &decoders.constants())?;
     let outcome = run_chunks(
         session,
         run,
@@ -319,7 +321,7 @@ fn run_decode<B: Backend>(
     )?;
     let secs = started.close(session, outcome)?;
     let summary = serde_json::json!({ "rows": n, "seconds": secs, "ranks": session.size(), "finished": outcome == Outcome::Finished, "decoded": decoders.datasets() });
-    started.sidecar(session, &args.io.output, &summary)?;
+    started.finish(session, &args.io.output, &summary)?;
     Ok((outcome, summary))
 }
 

@@ -1,5 +1,5 @@
-//! What every tool does around its chunk loop: checksums and provenance, opening (or resuming)
-//! the output, progress, and closing the run.
+//! What every tool does around its chunk loop: the output guard and lock, checksums and
+//! provenance, opening (or resuming) the output, progress, and closing the run.
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +8,7 @@ use aion_mpi::Session;
 use anyhow::Result;
 
 use crate::collective::agree;
+use crate::guard::{Existing, Inputs, OutputLock, Recognise, claim_output};
 use crate::pipeline::{DatasetSpec, Outcome, RunOutput, open_output};
 use crate::progress::Progress;
 use crate::tokenize::chunk_len;
@@ -21,7 +22,14 @@ pub struct Started {
     pub prov: Provenance,
     /// Whole-job progress (rank 0).
     pub progress: Tracker,
+    /// An earlier run finished this output (every chunk done, end time recorded): there is
+    /// nothing to do and nothing may change ([`Started::already_complete`]).
+    pub complete: bool,
+    /// Rows of the catalogue.
+    rows: usize,
     cpu_at_start: f64,
+    /// Held until the run ends.
+    _lock: OutputLock,
 }
 
 /// CPU time (user + system, all threads) this process has used, in seconds (Linux
@@ -41,6 +49,10 @@ pub fn process_cpu_seconds() -> f64 {
 pub struct Tracker {
     display: Progress,
     done: u64,
+    /// Rows an earlier run had done.
+    initial: u64,
+    /// Rounds of the chunk loop done in this run.
+    rounds: usize,
 }
 
 impl Tracker {
@@ -49,9 +61,15 @@ impl Tracker {
         self.done
     }
 
+    /// Rows done by this run (all ranks).
+    pub fn this_run(&self) -> u64 {
+        self.done - self.initial
+    }
+
     /// Adds the rows all ranks finished in a round (the `on_round` callback of `run_chunks`).
     pub fn advance(&mut self, rows: u64) {
         self.done += rows;
+        self.rounds += 1;
         self.display.set(self.done);
     }
 }
@@ -68,10 +86,34 @@ pub struct RunIdentity<'a> {
     pub files: Vec<PathBuf>,
     /// The catalogue.
     pub catalog: &'a Catalog,
+    /// The TOML run configuration, if any (an input: never overwritten).
+    pub config_file: Option<&'a Path>,
+    /// Files written beside the output (plots), checked like the output before the run.
+    pub side_outputs: Vec<PathBuf>,
+    /// The modalities fed to the model (tokenized, for `aion-tokenize`), as
+    /// [`crate::run_config::inputs_json`] gives them: the `inputs` root attribute.
+    pub inputs: serde_json::Value,
 }
 
-/// Computes checksums (rank 0) and provenance, opens or resumes `output` with `specs`, and sets
-/// up the progress display (`what` = "embedded", …). Collective.
+impl RunIdentity<'_> {
+    /// Every input of the run: catalogue files, the model directory and its files, the
+    /// configuration.
+    pub fn inputs(&self) -> Inputs {
+        let mut inputs = Inputs::new();
+        inputs
+            .files("catalogue file", self.catalog.paths())
+            .model_dir(self.model)
+            .files("model file", self.files.iter().map(PathBuf::as_path));
+        if let Some(c) = self.config_file {
+            inputs.file("run configuration", c);
+        }
+        inputs
+    }
+}
+
+/// Claims `output` (guard and lock, see [`crate::guard`]), computes checksums and catalogue
+/// identities (rank 0) and provenance, opens or resumes `output` with `specs`, and sets up the
+/// progress display (`what` = "embedded", …). Collective.
 pub fn start(
     session: &Session,
     id: &RunIdentity<'_>,
@@ -82,13 +124,35 @@ pub fn start(
     what: &'static str,
 ) -> Result<Started> {
     let n = id.catalog.n_rows();
-    let checksums = agree(session, provenance::checksums(session, id.model, &id.files))?;
-    let key = resume::key_json(
+    if n == 0 && session.is_root() {
+        log::warn!(
+            "the catalogue has no rows: {} will hold 0 rows",
+            output.display()
+        );
+    }
+    let side: Vec<(PathBuf, Recognise)> = id
+        .side_outputs
+        .iter()
+        .map(|p| (p.clone(), Existing::figure as Recognise))
+        .collect();
+    let claim = claim_output(
+        session,
         id.tool,
-        &id.config,
-        &checksums,
-        &resume::catalog_identity(&id.catalog.paths()),
-    );
+        &id.inputs(),
+        output,
+        Existing::hdf5,
+        &side,
+    )?;
+    let checksums = agree(session, provenance::checksums(session, id.model, &id.files))?;
+    let identity = if session.is_root() {
+        resume::catalog_identity(&id.catalog.paths()).and_then(|c| Ok(serde_json::to_string(&c)?))
+    } else {
+        Ok(String::new())
+    };
+    let identity: Vec<resume::FileIdentity> =
+        serde_json::from_str(&session.broadcast_string(&agree(session, identity)?))?;
+    let key = resume::key_json(id.tool, &id.config, &checksums, &identity);
+    crate::output::warn_duplicate_ids(session, id.catalog)?;
     let prov = provenance::build(
         session,
         id.tool,
@@ -100,6 +164,7 @@ pub fn start(
     let run = open_output(
         session,
         output,
+        claim.exists,
         overwrite,
         n,
         chunk_rows,
@@ -107,10 +172,24 @@ pub fn start(
         specs,
         |out| {
             prov.write(out)?;
+            out.set_attr_str("inputs", &id.inputs.to_string())?;
             crate::output::write_modality_bits(out)
         },
     )?;
-    if run.resumed {
+    let finished_at = run
+        .out
+        .attr_str("end_time")
+        .filter(|t| run.resumed && run.todo.is_empty() && !t.is_empty());
+    let complete = finished_at.is_some();
+    if let Some(at) = &finished_at {
+        if session.is_root() {
+            log::info!(
+                "{} is complete: all {n} rows were written by an earlier run (finished {at}); \
+                 nothing to do, nothing changed (--overwrite recomputes it)",
+                output.display()
+            );
+        }
+    } else if run.resumed {
         log::info!(
             "resuming {}: {} of {} chunk(s) left",
             output.display(),
@@ -118,7 +197,7 @@ pub fn start(
             run.log.n_chunks
         );
     }
-    let mut display = Progress::new(session.is_root(), n as u64, what);
+    let mut display = Progress::new(session.is_root() && !complete, n as u64, what);
     let done = (n - run
         .todo
         .iter()
@@ -128,16 +207,43 @@ pub fn start(
     Ok(Started {
         run,
         prov,
-        progress: Tracker { display, done },
+        progress: Tracker {
+            display,
+            done,
+            initial: done,
+            rounds: 0,
+        },
+        complete,
+        rows: n,
         cpu_at_start: process_cpu_seconds(),
+        _lock: claim.lock,
     })
 }
 
 impl Started {
+    /// For an output an earlier run finished: the summary it recorded in `<output>.run.json`
+    /// (rank 0; `null` elsewhere or when unreadable), so the tool returns it without touching
+    /// the output, the summary or the figures. `None` when there is work to do.
+    pub fn already_complete(&self, session: &Session, output: &Path) -> Option<serde_json::Value> {
+        if !self.complete {
+            return None;
+        }
+        let mut path = output.as_os_str().to_owned();
+        path.push(".run.json");
+        let recorded = session
+            .is_root()
+            .then(|| std::fs::read_to_string(&path).ok())
+            .flatten()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .map(|v| v["summary"].clone());
+        Some(recorded.unwrap_or(serde_json::Value::Null))
+    }
+
     /// Ends the progress display, records the end time if the run finished, flushes; returns the
     /// elapsed seconds. Collective.
     pub fn close(&self, session: &Session, outcome: Outcome) -> Result<f64> {
         let secs = self.progress.display.finish();
+        self.per_rank_summary(session, secs);
         if outcome == Outcome::Finished {
             self.run.out.set_attr_str(
                 "end_time",
@@ -148,18 +254,64 @@ impl Started {
         Ok(secs)
     }
 
+    /// Logs (rank 0) what each rank did in this run: rows, rows per second, CPU seconds; one
+    /// line per rank up to 16 ranks, else the slowest, median and fastest. Collective.
+    fn per_rank_summary(&self, session: &Session, secs: f64) {
+        let (rank, size) = (session.rank(), session.size());
+        let run = &self.run;
+        // Round i wrote chunk i of this rank's contiguous share of the chunks to do.
+        let mine = &run.todo[aion_mpi::block_range(run.todo.len(), rank, size)];
+        let rows: usize = mine
+            .iter()
+            .take(self.progress.rounds)
+            .map(|&c| chunk_len(c, run.log.chunk_rows, self.rows))
+            .sum();
+        let mut buf = vec![0.0; 2 * size];
+        buf[2 * rank] = rows as f64;
+        buf[2 * rank + 1] = process_cpu_seconds() - self.cpu_at_start;
+        let all = session.sum_f64s(&buf);
+        if !session.is_root() || self.complete {
+            return;
+        }
+        let line = |r: usize| {
+            let (rows, cpu) = (all[2 * r], all[2 * r + 1]);
+            format!(
+                "rank {r}: {rows:.0} rows, {:.1} rows/s, {cpu:.1} s CPU",
+                rows / secs.max(1e-9)
+            )
+        };
+        if size <= 16 {
+            (0..size).for_each(|r| log::info!("{}", line(r)));
+        } else {
+            let mut order: Vec<usize> = (0..size).collect();
+            order.sort_by(|&a, &b| all[2 * a + 1].total_cmp(&all[2 * b + 1]));
+            for (what, r) in [
+                ("least CPU", order[0]),
+                ("median CPU", order[size / 2]),
+                ("most CPU", order[size - 1]),
+            ] {
+                log::info!("{what}: {}", line(r));
+            }
+        }
+    }
+
     /// CPU seconds all ranks spent since the output was opened (collective).
     pub fn cpu_seconds(&self, session: &Session) -> f64 {
         session.sum_f64s(&[process_cpu_seconds() - self.cpu_at_start])[0]
     }
 
-    /// Writes `<output>.run.json` (rank 0).
-    pub fn sidecar(
-        &self,
+    /// Closes the output file, writes `<output>.run.json` (rank 0) and releases the lock.
+    /// Collective.
+    pub fn finish(
+        self,
         session: &Session,
         output: &Path,
         summary: &serde_json::Value,
     ) -> Result<()> {
-        provenance::write_sidecar(session, output, &self.prov, summary)
+        self.run.close()?;
+        agree(
+            session,
+            provenance::write_sidecar(session, output, &self.prov, summary),
+        )
     }
 }

@@ -1,41 +1,61 @@
-//! Reading Multimodal-Universe-style HDF5 catalogues.
+//! Reading catalogues: one table of objects, whatever the file format.
 //!
-//! A catalogue is one or more HDF5 files whose datasets have the object as first axis
-//! (`FLUX_G` `(N,)`, `image_array` `(N,4,160,160)`, `coeff` `(N,110)`, …). Several files are
-//! read as one catalogue, concatenated in the order given (each glob sorted). A dataset missing
-//! from some files is not an error: the rows of those files are marked absent for it, and the
-//! tools leave that modality out for those rows.
+//! A catalogue is one or more *parts* read as a single table, one row per object. A part is a
+//! table whose columns have the object as first axis (`FLUX_G` `(N,)`, `image_array`
+//! `(N,4,160,160)`, `coeff` `(N,110)`, …):
+//!
+//! | format | a part is | columns | reader |
+//! |---|---|---|---|
+//! | HDF5 (Multimodal Universe) | a file | its datasets (`group/name` inside groups) | [`h5`] |
+//! | Parquet | a file | its columns; struct fields as `<struct>_<field>` | [`pq`] |
+//! | HATS | a partition file `dataset/Norder=K/Dir=D/Npix=P.parquet` | as Parquet | [`hats`], [`pq`] |
+//! | FITS | a file | binary-table columns, and image HDUs whose first axis is the object (named by `EXTNAME`) | [`fits`] |
+//!
+//! **Global row order** (the row index every tool reports and the ranks split): parts in the
+//! order the paths were given, each glob pattern's matches sorted by name; a HATS catalogue's
+//! partitions by (`Norder`, `Npix`); then rows in file order. [`Catalog::paths`] lists every file
+//! read, so a resumed run can tell whether its inputs changed.
+//!
+//! A column missing from some parts is not an error: the rows of those parts are marked absent
+//! for it, and the tools leave that modality out for those rows. A null value (Parquet, HATS)
+//! marks that row absent the same way. The rest of the pipeline sees only [`Column`]s.
 
+mod fits;
+mod format;
+mod h5;
+mod hats;
+mod pq;
+
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
-use hdf5::types::{FixedAscii, FixedUnicode, TypeDescriptor, VarLenUnicode};
-use hdf5::{Hyperslab, Selection, SliceOrIndex};
-use ndarray::IxDyn;
+pub use format::Format;
 
 use crate::error::{Error, Result};
 
-/// Kind of values a dataset holds.
+/// Kind of values a column holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ColumnKind {
     /// Any float type (read as `f32`).
     Float,
     /// Any integer type (read as `i64`).
     Int,
-    /// Booleans (h5py's `bool` enum).
+    /// Booleans.
     Bool,
     /// Strings (fixed or variable length).
     Str,
 }
 
-/// What the catalogue knows about one dataset.
+/// What the catalogue knows about one column.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ColumnInfo {
-    /// Shape of one row (the dataset shape without its first axis).
+    /// Shape of one row (the column's shape without its first axis).
     pub row_shape: Vec<usize>,
     /// Value kind.
     pub kind: ColumnKind,
-    /// For each file: whether it holds the dataset.
+    /// For each part ([`Catalog::files`]): whether it holds the column.
     pub present_in: Vec<bool>,
 }
 
@@ -52,14 +72,14 @@ pub enum ColumnValues {
     Str(Vec<String>),
 }
 
-/// A block of rows of one dataset.
+/// A block of rows of one column.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Column {
     /// Shape of one row.
     pub row_shape: Vec<usize>,
-    /// Values (row-major; rows whose file lacks the dataset hold defaults).
+    /// Values (row-major; absent rows hold defaults: NaN, 0, false, "").
     pub values: ColumnValues,
-    /// Per row: whether its file holds the dataset.
+    /// Per row: whether it has a value (its part holds the column and the value is not null).
     pub present: Vec<bool>,
 }
 
@@ -80,30 +100,95 @@ impl Column {
     }
 }
 
-struct CatFile {
-    path: PathBuf,
-    file: hdf5::File,
+/// Row shape of a column in one part, as far as its schema tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Shape {
+    /// Fixed by the schema (HDF5 dataspace, FITS `TFORM`/`TDIM`, Parquet fixed-size lists).
+    Fixed(Vec<usize>),
+    /// Variable-length lists (Parquet): taken from the data, every row must agree.
+    FromData,
+}
+
+/// A column of one part: kind and shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Described {
+    kind: ColumnKind,
+    shape: Shape,
+}
+
+/// One table of a catalogue (a file, or a HATS partition file). Each format implements it;
+/// [`Catalog`] concatenates parts and never looks at the format.
+trait Part: Send + Sync {
+    /// The file.
+    fn path(&self) -> &Path;
+    /// Names of the columns it holds, in its own order.
+    fn columns(&self) -> Vec<String>;
+    /// Whether it holds `column`.
+    fn has(&self, column: &str) -> bool;
+    /// Kind and shape of `column`, or `None` if the part does not hold it.
+    fn describe(&self, column: &str) -> Result<Option<Described>>;
+    /// For a [`Shape::FromData`] column: the shape of its first non-null row (`None`: all null).
+    fn sample_shape(&self, column: &str) -> Result<Option<Vec<usize>>>;
+    /// Number of rows of `column` (the part's rows for one-table formats).
+    fn rows(&self, column: &str) -> Result<usize>;
+    /// Appends rows `rows` (part-local) of `column`, each of `row_shape`, to `out`, and per row
+    /// whether it has a value to `present` (a null row: `false`, its values padded).
+    fn read(
+        &self,
+        column: &str,
+        rows: Range<usize>,
+        row_shape: &[usize],
+        out: &mut ColumnValues,
+        present: &mut Vec<bool>,
+    ) -> Result<()>;
+    /// Reads rows `rows` of the float column `column` into `dst` (exactly rows × row length;
+    /// NaN for null rows).
+    fn read_f32(
+        &self,
+        column: &str,
+        rows: Range<usize>,
+        row_shape: &[usize],
+        dst: &mut [f32],
+    ) -> Result<()> {
+        let mut out = ColumnValues::F32(Vec::with_capacity(dst.len()));
+        let mut present = Vec::with_capacity(rows.len());
+        self.read(column, rows, row_shape, &mut out, &mut present)?;
+        if let ColumnValues::F32(v) = out {
+            dst.copy_from_slice(&v);
+        }
+        Ok(())
+    }
+}
+
+struct CatPart {
+    part: Box<dyn Part>,
     rows: usize,
     start: usize,
 }
 
-/// One or more catalogue files read as a single, concatenated table.
+/// One or more catalogue parts read as a single, concatenated table.
 pub struct Catalog {
-    files: Vec<CatFile>,
+    format: Format,
+    parts: Vec<CatPart>,
+    metadata: Vec<PathBuf>,
+    declared_rows: Option<(PathBuf, u64)>,
     n_rows: usize,
+    infos: Mutex<BTreeMap<String, Option<ColumnInfo>>>,
 }
 
 impl std::fmt::Debug for Catalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let paths: Vec<_> = self.files.iter().map(|c| (&c.path, c.rows)).collect();
+        let parts: Vec<_> = self.parts.iter().map(|c| (c.part.path(), c.rows)).collect();
         f.debug_struct("Catalog")
-            .field("files", &paths)
+            .field("format", &self.format)
+            .field("parts", &parts)
             .field("rows", &self.n_rows)
             .finish()
     }
 }
 
-/// Expands paths and glob patterns (each pattern's matches sorted) into a file list.
+/// Expands paths and glob patterns (each pattern's matches sorted) into a path list. Paths may
+/// be files or (HATS) directories.
 pub fn expand_paths(patterns: &[String]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in patterns {
@@ -131,40 +216,118 @@ pub fn expand_paths(patterns: &[String]) -> Result<Vec<PathBuf>> {
 }
 
 impl Catalog {
-    /// Opens the files matched by `patterns` (row counts are set by [`Catalog::size_by`]).
+    /// Opens the files matched by `patterns`, telling their format from their content (row counts
+    /// are set by [`Catalog::size_by`]).
     pub fn open(patterns: &[String]) -> Result<Self> {
+        Self::open_as(patterns, None)
+    }
+
+    /// Opens the files matched by `patterns` as `format` (`None`: tell it from each file's
+    /// content). Files of different formats in one catalogue are refused.
+    pub fn open_as(patterns: &[String], format: Option<Format>) -> Result<Self> {
         let paths = expand_paths(patterns)?;
-        let mut files = Vec::with_capacity(paths.len());
-        for path in paths {
-            let file = hdf5::File::open(&path).map_err(|source| Error::Open {
-                path: path.clone(),
-                source,
-            })?;
-            files.push(CatFile {
-                path,
-                file,
+        let mut first: Option<(PathBuf, Format)> = None;
+        for p in &paths {
+            let f = match format {
+                Some(f) => f,
+                None => format::detect(p)?,
+            };
+            match &first {
+                None => first = Some((p.clone(), f)),
+                Some((q, g)) if *g != f => {
+                    return Err(Error::MixedFormats {
+                        first: q.clone(),
+                        first_format: *g,
+                        path: p.clone(),
+                        format: f,
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        let format = first.map_or(Format::Hdf5, |(_, f)| f);
+        let mut parts: Vec<Box<dyn Part>> = Vec::new();
+        let mut metadata = Vec::new();
+        let mut declared_rows = None;
+        for p in &paths {
+            if format != Format::Hats && p.is_dir() {
+                return Err(format::directory_error(p));
+            }
+            match format {
+                Format::Hdf5 => parts.push(Box::new(h5::H5Part::open(p)?)),
+                Format::Parquet => parts.push(Box::new(pq::ParquetPart::open(p, format)?)),
+                Format::Fits => parts.push(Box::new(fits::FitsPart::open(p)?)),
+                Format::Hats => {
+                    let cat = hats::open(p)?;
+                    for f in &cat.partitions {
+                        parts.push(Box::new(pq::ParquetPart::open(f, format)?));
+                    }
+                    metadata.extend(cat.metadata);
+                    if let Some(n) = cat.declared_rows {
+                        let prev = declared_rows.map_or(0, |(_, m)| m);
+                        declared_rows = Some((p.clone(), prev + n));
+                    }
+                }
+            }
+        }
+        let parts = parts
+            .into_iter()
+            .map(|part| CatPart {
+                part,
                 rows: 0,
                 start: 0,
-            });
-        }
-        Ok(Self { files, n_rows: 0 })
+            })
+            .collect();
+        Ok(Self {
+            format,
+            parts,
+            metadata,
+            declared_rows,
+            n_rows: 0,
+            infos: Mutex::new(BTreeMap::new()),
+        })
     }
 
-    /// Whether any catalogue file holds `dataset`.
-    pub fn has(&self, dataset: &str) -> bool {
-        self.files.iter().any(|f| f.file.link_exists(dataset))
+    /// The catalogue's format.
+    pub fn format(&self) -> Format {
+        self.format
     }
 
-    /// Sizes each file by the `datasets` the run reads: within a file they must agree on the
-    /// number of rows, and a file must hold at least one of them.
-    pub fn size_by(&mut self, datasets: &[String]) -> Result<()> {
+    /// Whether any part holds `column`.
+    pub fn has(&self, column: &str) -> bool {
+        self.parts.iter().any(|p| p.part.has(column))
+    }
+
+    /// Every column name of the catalogue (union over parts, sorted), for messages.
+    pub fn columns(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.parts.iter().flat_map(|p| p.part.columns()).collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// Sizes each part by the `columns` the run reads: within a part they must agree on the
+    /// number of rows, and a part must hold at least one of them.
+    pub fn size_by(&mut self, columns: &[String]) -> Result<()> {
         let mut start = 0;
-        for f in &mut self.files {
-            f.rows = file_rows(&f.path, &f.file, datasets)?;
-            f.start = start;
-            start += f.rows;
+        for p in &mut self.parts {
+            p.rows = part_rows(p.part.as_ref(), columns)?;
+            p.start = start;
+            start += p.rows;
         }
         self.n_rows = start;
+        if let Some((dir, declared)) = &self.declared_rows
+            && *declared != start as u64
+        {
+            return Err(Error::OpenAs {
+                path: dir.clone(),
+                format: Format::Hats,
+                message: format!(
+                    "its properties declare {declared} rows (hats_nrows) but its partition files \
+                     hold {start}: a partition is missing or was changed"
+                ),
+            });
+        }
         Ok(())
     }
 
@@ -173,63 +336,118 @@ impl Catalog {
         self.n_rows
     }
 
-    /// The catalogue files in order.
+    /// Every file read: the data files in row order, then metadata files (a HATS catalogue's
+    /// `properties`, `partition_info.csv`).
     pub fn paths(&self) -> Vec<&Path> {
-        self.files.iter().map(|f| f.path.as_path()).collect()
+        self.files()
+            .into_iter()
+            .chain(self.metadata.iter().map(PathBuf::as_path))
+            .collect()
     }
 
-    /// Describes a dataset, or `None` if no file holds it. Files that hold it must agree on
-    /// its row shape and kind.
-    pub fn info(&self, dataset: &str) -> Result<Option<ColumnInfo>> {
-        let mut info: Option<ColumnInfo> = None;
-        let mut present_in = Vec::with_capacity(self.files.len());
-        for f in &self.files {
-            let Ok(ds) = f.file.dataset(dataset) else {
+    /// The data files, one per part, in row order (entry `i` is `ColumnInfo::present_in[i]`).
+    pub fn files(&self) -> Vec<&Path> {
+        self.parts.iter().map(|p| p.part.path()).collect()
+    }
+
+    /// Describes a column, or `None` if no part holds it. Parts that hold it must agree on its
+    /// row shape and kind.
+    pub fn info(&self, column: &str) -> Result<Option<ColumnInfo>> {
+        if let Some(i) = self.lock_infos().get(column) {
+            return Ok(i.clone());
+        }
+        let info = self.describe(column)?;
+        self.lock_infos().insert(column.to_string(), info.clone());
+        Ok(info)
+    }
+
+    fn lock_infos(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Option<ColumnInfo>>> {
+        self.infos.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn describe(&self, column: &str) -> Result<Option<ColumnInfo>> {
+        let mut present_in = Vec::with_capacity(self.parts.len());
+        let mut kind: Option<(ColumnKind, &Path)> = None;
+        let mut fixed: Option<(Vec<usize>, &Path)> = None;
+        let mut from_data = Vec::new();
+        for (i, p) in self.parts.iter().enumerate() {
+            let Some(d) = p.part.describe(column)? else {
                 present_in.push(false);
                 continue;
             };
             present_in.push(true);
-            let shape = ds.shape();
-            let kind = kind_of(&f.path, dataset, &ds)?;
-            let row_shape = shape.get(1..).unwrap_or(&[]).to_vec();
-            if shape.is_empty() {
-                return Err(shape_error(
-                    &f.path,
-                    dataset,
-                    "is a scalar, expected one row per object",
-                ));
-            }
-            match &info {
-                None => {
-                    info = Some(ColumnInfo {
-                        row_shape,
-                        kind,
-                        present_in: Vec::new(),
-                    })
-                }
-                Some(i) if i.row_shape != row_shape || i.kind != kind => {
+            let path = p.part.path();
+            match &kind {
+                None => kind = Some((d.kind, path)),
+                Some((k, first)) if *k != d.kind => {
                     let msg = format!(
-                        "rows of shape {row_shape:?} ({kind:?}) here but {:?} ({:?}) in an earlier file",
-                        i.row_shape, i.kind
+                        "holds {:?} values here but {k:?} in {}",
+                        d.kind,
+                        first.display()
                     );
-                    return Err(shape_error(&f.path, dataset, &msg));
+                    return Err(shape_error(path, column, &msg));
                 }
                 Some(_) => {}
             }
+            match d.shape {
+                Shape::Fixed(s) => match &fixed {
+                    None => fixed = Some((s, path)),
+                    Some((f, first)) if *f != s => {
+                        let msg =
+                            format!("rows of shape {s:?} here but {f:?} in {}", first.display());
+                        return Err(shape_error(path, column, &msg));
+                    }
+                    Some(_) => {}
+                },
+                Shape::FromData => from_data.push(i),
+            }
         }
-        Ok(info.map(|i| ColumnInfo { present_in, ..i }))
+        let Some((kind, _)) = kind else {
+            return Ok(None);
+        };
+        // Variable-length lists take the shape of the first non-null row in row order; the
+        // reads check every other row against it.
+        let mut row_shape = fixed.as_ref().map(|(s, _)| s.clone());
+        if row_shape.is_none() {
+            for &i in &from_data {
+                if let Some(s) = self.parts[i].part.sample_shape(column)? {
+                    row_shape = Some(s);
+                    break;
+                }
+            }
+        }
+        let row_shape = match row_shape {
+            Some(s) => s,
+            None => {
+                let first = self.parts[from_data[0]].part.path();
+                return Err(shape_error(
+                    first,
+                    column,
+                    "has no value in any row (every row is null), so its shape is unknown",
+                ));
+            }
+        };
+        Ok(Some(ColumnInfo {
+            row_shape,
+            kind,
+            present_in,
+        }))
     }
 
-    /// Reads rows `rows` (global indices) of `dataset`.
-    pub fn read(&self, dataset: &str, rows: Range<usize>) -> Result<Column> {
-        let info = self.info(dataset)?.ok_or_else(|| Error::MissingDataset {
+    fn missing(&self, column: &str) -> Error {
+        Error::MissingDataset {
             path: self
-                .files
+                .parts
                 .first()
-                .map(|f| f.path.clone())
+                .map(|p| p.part.path().to_path_buf())
                 .unwrap_or_default(),
-            dataset: dataset.to_string(),
-        })?;
+            dataset: column.to_string(),
+        }
+    }
+
+    /// Reads rows `rows` (global indices) of `column`.
+    pub fn read(&self, column: &str, rows: Range<usize>) -> Result<Column> {
+        let info = self.info(column)?.ok_or_else(|| self.missing(column))?;
         let row_len: usize = info.row_shape.iter().product();
         let n = rows.len();
         let mut present = Vec::with_capacity(n);
@@ -239,17 +457,18 @@ impl Catalog {
             ColumnKind::Bool => ColumnValues::Bool(Vec::with_capacity(n * row_len)),
             ColumnKind::Str => ColumnValues::Str(Vec::with_capacity(n * row_len)),
         };
-        for (fi, f) in self.files.iter().enumerate() {
-            let lo = rows.start.max(f.start);
-            let hi = rows.end.min(f.start + f.rows);
+        for (i, p) in self.parts.iter().enumerate() {
+            let lo = rows.start.max(p.start);
+            let hi = rows.end.min(p.start + p.rows);
             if lo >= hi {
                 continue;
             }
-            let local = (lo - f.start)..(hi - f.start);
-            present.extend(std::iter::repeat_n(info.present_in[fi], local.len()));
-            if info.present_in[fi] {
-                read_into(f, dataset, local, info.row_shape.len(), &mut values)?;
+            let local = (lo - p.start)..(hi - p.start);
+            if info.present_in[i] {
+                p.part
+                    .read(column, local, &info.row_shape, &mut values, &mut present)?;
             } else {
+                present.extend(std::iter::repeat_n(false, local.len()));
                 pad(&mut values, local.len() * row_len);
             }
         }
@@ -260,29 +479,25 @@ impl Catalog {
         })
     }
 
-    /// Reads rows `rows` of the float dataset `dataset` into `out` (row-major, resized to the
+    /// Reads rows `rows` of the float column `column` into `out` (row-major, resized to the
     /// rows × row length), reusing `out`'s memory: once `out` is large enough, nothing is
     /// allocated and HDF5 writes straight into it. For scans that read many large chunks
     /// (`aion-search`), where allocating fresh buffers per chunk costs more in page faults than
-    /// the read itself. Rows of files without the dataset read as NaN.
+    /// the read itself. Rows without a value read as NaN.
     pub fn read_f32_into(
         &self,
-        dataset: &str,
+        column: &str,
         rows: Range<usize>,
         out: &mut Vec<f32>,
     ) -> Result<()> {
-        let first = || {
-            self.files
-                .first()
-                .map(|f| f.path.clone())
-                .unwrap_or_default()
-        };
-        let info = self.info(dataset)?.ok_or_else(|| Error::MissingDataset {
-            path: first(),
-            dataset: dataset.to_string(),
-        })?;
+        let info = self.info(column)?.ok_or_else(|| self.missing(column))?;
         if info.kind != ColumnKind::Float {
-            return Err(shape_error(&first(), dataset, "is not a float dataset"));
+            let first = self
+                .parts
+                .first()
+                .map(|p| p.part.path().to_path_buf())
+                .unwrap_or_default();
+            return Err(shape_error(&first, column, "is not a float column"));
         }
         let row_len: usize = info.row_shape.iter().product();
         let need = rows.len() * row_len;
@@ -290,63 +505,58 @@ impl Catalog {
             out.clear();
             out.resize(need, 0.0);
         }
-        for (fi, f) in self.files.iter().enumerate() {
-            let lo = rows.start.max(f.start);
-            let hi = rows.end.min(f.start + f.rows);
+        for (i, p) in self.parts.iter().enumerate() {
+            let lo = rows.start.max(p.start);
+            let hi = rows.end.min(p.start + p.rows);
             if lo >= hi {
                 continue;
             }
             let dst = &mut out[(lo - rows.start) * row_len..(hi - rows.start) * row_len];
-            if !info.present_in[fi] {
+            if !info.present_in[i] {
                 dst.fill(f32::NAN);
                 continue;
             }
-            let local = (lo - f.start)..(hi - f.start);
-            let err = |source| Error::Read {
-                path: f.path.clone(),
-                dataset: dataset.to_string(),
-                rows: local.clone(),
-                source,
-            };
-            let ds = f.file.dataset(dataset).map_err(err)?;
-            raw::read_rows_f32(&ds, local.clone(), dst).map_err(err)?;
+            let local = (lo - p.start)..(hi - p.start);
+            p.part.read_f32(column, local, &info.row_shape, dst)?;
         }
         Ok(())
     }
 
     /// Which file holds global row `row`, and the row's index in that file.
     pub fn locate(&self, row: usize) -> Option<(&Path, usize)> {
-        self.files
+        self.parts
             .iter()
-            .find(|f| row >= f.start && row < f.start + f.rows)
-            .map(|f| (f.path.as_path(), row - f.start))
+            .find(|p| row >= p.start && row < p.start + p.rows)
+            .map(|p| (p.part.path(), row - p.start))
+    }
+
+    /// The global rows of part `i` ([`Catalog::files`] order).
+    pub fn part_rows(&self, i: usize) -> Range<usize> {
+        let p = &self.parts[i];
+        p.start..p.start + p.rows
     }
 }
 
-fn shape_error(path: &Path, dataset: &str, message: &str) -> Error {
+fn shape_error(path: &Path, column: &str, message: &str) -> Error {
     Error::Shape {
         path: path.to_path_buf(),
-        dataset: dataset.to_string(),
+        dataset: column.to_string(),
         message: message.to_string(),
     }
 }
 
-fn file_rows(path: &Path, file: &hdf5::File, datasets: &[String]) -> Result<usize> {
+fn part_rows(part: &dyn Part, columns: &[String]) -> Result<usize> {
     let mut rows: Option<(String, usize)> = None;
-    for name in datasets {
-        let Ok(ds) = file.dataset(name) else { continue };
-        let Some(&n) = ds.shape().first() else {
-            return Err(shape_error(
-                path,
-                name,
-                "is a scalar, expected one row per object",
-            ));
-        };
+    for name in columns {
+        if !part.has(name) {
+            continue;
+        }
+        let n = part.rows(name)?;
         match &rows {
             None => rows = Some((name.clone(), n)),
             Some((reference, expected)) if *expected != n => {
                 return Err(Error::RowCount {
-                    path: path.to_path_buf(),
+                    path: part.path().to_path_buf(),
                     dataset: name.clone(),
                     reference: reference.clone(),
                     expected: *expected,
@@ -357,197 +567,18 @@ fn file_rows(path: &Path, file: &hdf5::File, datasets: &[String]) -> Result<usiz
         }
     }
     rows.map(|(_, n)| n).ok_or_else(|| Error::MissingDataset {
-        path: path.to_path_buf(),
-        dataset: format!("any of [{}]", datasets.join(", ")),
+        path: part.path().to_path_buf(),
+        dataset: format!("any of [{}]", columns.join(", ")),
     })
 }
 
-fn kind_of(path: &Path, dataset: &str, ds: &hdf5::Dataset) -> Result<ColumnKind> {
-    let td = ds
-        .dtype()
-        .and_then(|t| t.to_descriptor())
-        .map_err(|e| shape_error(path, dataset, &format!("unsupported data type ({e})")))?;
-    Ok(match td {
-        TypeDescriptor::Float(_) => ColumnKind::Float,
-        TypeDescriptor::Integer(_) | TypeDescriptor::Unsigned(_) => ColumnKind::Int,
-        TypeDescriptor::Boolean => ColumnKind::Bool,
-        TypeDescriptor::Enum(e) if e.members.len() == 2 => ColumnKind::Bool,
-        TypeDescriptor::FixedAscii(_)
-        | TypeDescriptor::FixedUnicode(_)
-        | TypeDescriptor::VarLenAscii
-        | TypeDescriptor::VarLenUnicode => ColumnKind::Str,
-        other => {
-            return Err(shape_error(
-                path,
-                dataset,
-                &format!("unsupported data type {other:?}"),
-            ));
-        }
-    })
-}
-
-fn selection(rows: Range<usize>, ndim_rest: usize) -> Selection {
-    let mut h: Vec<SliceOrIndex> = vec![rows.into()];
-    h.extend((0..ndim_rest).map(|_| SliceOrIndex::from(..)));
-    Hyperslab::from(h).into()
-}
-
-fn read_into(
-    f: &CatFile,
-    dataset: &str,
-    rows: Range<usize>,
-    ndim_rest: usize,
-    out: &mut ColumnValues,
-) -> Result<()> {
-    let err = |source| Error::Read {
-        path: f.path.clone(),
-        dataset: dataset.to_string(),
-        rows: rows.clone(),
-        source,
-    };
-    let ds = f.file.dataset(dataset).map_err(err)?;
-    let sel = || selection(rows.clone(), ndim_rest);
-    match out {
-        ColumnValues::F32(v) => append(v, ds.read_slice::<f32, _, IxDyn>(sel()).map_err(err)?),
-        ColumnValues::I64(v) => append(v, ds.read_slice::<i64, _, IxDyn>(sel()).map_err(err)?),
-        ColumnValues::Bool(v) => match ds.read_slice::<bool, _, IxDyn>(sel()) {
-            Ok(a) => v.extend(a.iter()),
-            Err(_) => v.extend(
-                ds.read_slice::<u8, _, IxDyn>(sel())
-                    .map_err(err)?
-                    .iter()
-                    .map(|&b| b != 0),
-            ),
-        },
-        ColumnValues::Str(v) => {
-            let td = ds.dtype().and_then(|t| t.to_descriptor()).map_err(err)?;
-            let trim = |s: &str| s.trim_end_matches(['\0', ' ']).to_string();
-            match td {
-                TypeDescriptor::VarLenAscii | TypeDescriptor::VarLenUnicode => {
-                    let a = ds
-                        .read_slice::<VarLenUnicode, _, IxDyn>(sel())
-                        .map_err(err)?;
-                    v.extend(a.iter().map(|s| trim(s.as_str())));
-                }
-                TypeDescriptor::FixedAscii(_) => {
-                    let a = ds
-                        .read_slice::<FixedAscii<64>, _, IxDyn>(sel())
-                        .map_err(err)?;
-                    v.extend(a.iter().map(|s| trim(s.as_str())));
-                }
-                _ => {
-                    let a = ds
-                        .read_slice::<FixedUnicode<64>, _, IxDyn>(sel())
-                        .map_err(err)?;
-                    v.extend(a.iter().map(|s| trim(s.as_str())));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Appends the elements of `a` (row-major) to `v`: a move or a `memcpy` for the freshly read,
-/// contiguous arrays HDF5 returns (an element-wise copy through `IxDyn` indexing is several times
-/// slower than the read itself for wide rows such as embeddings or spectra).
-fn append<T: Clone>(v: &mut Vec<T>, a: ndarray::ArrayD<T>) {
-    if !a.is_standard_layout() {
-        v.extend(a.iter().cloned());
-        return;
-    }
-    let len = a.len();
-    let (raw, offset) = a.into_raw_vec_and_offset();
-    let offset = offset.unwrap_or(0);
-    if v.is_empty() && offset == 0 && raw.len() == len {
-        *v = raw;
-    } else {
-        v.extend_from_slice(&raw[offset..offset + len]);
-    }
-}
-
+/// Appends `n` default values (NaN, 0, false, "") for absent rows.
 fn pad(values: &mut ColumnValues, n: usize) {
     match values {
         ColumnValues::F32(v) => v.extend(std::iter::repeat_n(f32::NAN, n)),
         ColumnValues::I64(v) => v.extend(std::iter::repeat_n(0, n)),
         ColumnValues::Bool(v) => v.extend(std::iter::repeat_n(false, n)),
         ColumnValues::Str(v) => v.extend(std::iter::repeat_n(String::new(), n)),
-    }
-}
-
-/// Raw `H5Dread` of whole rows into a caller's buffer (hdf5-metno reads selections only into
-/// arrays it allocates).
-#[allow(unsafe_code)]
-mod raw {
-    use std::ops::Range;
-
-    use hdf5_sys::h5d::{H5Dget_space, H5Dread};
-    use hdf5_sys::h5p::H5P_DEFAULT;
-    use hdf5_sys::h5s::{H5S_seloper_t, H5Sclose, H5Screate_simple, H5Sselect_hyperslab};
-
-    /// Reads rows `rows` of `ds` (any float type, converted by HDF5) into `out`, which must hold
-    /// exactly `rows.len()` whole rows.
-    pub(super) fn read_rows_f32(
-        ds: &hdf5::Dataset,
-        rows: Range<usize>,
-        out: &mut [f32],
-    ) -> hdf5::Result<()> {
-        let shape = ds.shape();
-        let row_len: usize = shape.get(1..).unwrap_or(&[]).iter().product();
-        if shape.is_empty() || rows.end > shape[0] || out.len() != rows.len() * row_len {
-            return Err(format!(
-                "read of rows {rows:?} of a dataset of shape {shape:?} into {} values",
-                out.len()
-            )
-            .into());
-        }
-        if out.is_empty() {
-            return Ok(());
-        }
-        let mem_type = hdf5::Datatype::from_type::<f32>()?;
-        let mut start = vec![0u64; shape.len()];
-        start[0] = rows.start as u64;
-        let mut count: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
-        count[0] = rows.len() as u64;
-        hdf5::sync::sync(|| {
-            // SAFETY: every handle is checked before use and closed once; the memory space has
-            // exactly `out.len()` elements of `mem_type` (f32), checked above, and `out` is
-            // borrowed mutably; the library lock is held.
-            unsafe {
-                let fspace = H5Dget_space(ds.id());
-                if fspace < 0 {
-                    return Err("H5Dget_space failed".into());
-                }
-                let mspace = H5Screate_simple(count.len() as i32, count.as_ptr(), std::ptr::null());
-                if mspace < 0 {
-                    H5Sclose(fspace);
-                    return Err("H5Screate_simple failed".into());
-                }
-                let mut status = H5Sselect_hyperslab(
-                    fspace,
-                    H5S_seloper_t::H5S_SELECT_SET,
-                    start.as_ptr(),
-                    std::ptr::null(),
-                    count.as_ptr(),
-                    std::ptr::null(),
-                );
-                if status >= 0 {
-                    status = H5Dread(
-                        ds.id(),
-                        mem_type.id(),
-                        mspace,
-                        fspace,
-                        H5P_DEFAULT,
-                        out.as_mut_ptr().cast(),
-                    );
-                }
-                H5Sclose(mspace);
-                H5Sclose(fspace);
-                if status < 0 {
-                    return Err("H5Dread failed".into());
-                }
-            }
-            Ok(())
-        })
     }
 }
 
@@ -578,6 +609,7 @@ mod tests {
         drop((a, b, c));
         let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         let mut cat = Catalog::open(&names).unwrap();
+        assert_eq!(cat.format(), Format::Hdf5);
         cat.size_by(&["x".to_string(), "object_id".to_string()])
             .unwrap();
         assert_eq!(cat.n_rows(), 6);
@@ -586,7 +618,9 @@ mod tests {
         let want = [3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.5];
         assert_eq!(&buf[..8], &want);
         assert!(buf[8].is_nan() && buf[9].is_nan());
-        let via_read = cat.read("x", 1..6).unwrap().to_f32().unwrap();
+        let col = cat.read("x", 1..6).unwrap();
+        assert_eq!(col.present, [true, true, true, true, false]);
+        let via_read = col.to_f32().unwrap();
         assert_eq!(&via_read[..8], &buf[..8]);
         // Same size again: the buffer is reused, not reallocated.
         let ptr = buf.as_ptr();
@@ -596,6 +630,46 @@ mod tests {
         cat.read_f32_into("x", 2..2, &mut buf).unwrap();
         assert!(buf.is_empty());
         assert!(cat.read_f32_into("object_id", 0..1, &mut buf).is_err());
+        assert_eq!(cat.columns(), ["object_id", "x"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn groups_directories_and_mixed_formats_are_clear_errors() {
+        let dir = std::env::temp_dir().join(format!("aion-io-groups-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let h5 = dir.join("g.h5");
+        let f = hdf5::File::create(&h5).unwrap();
+        let g = f.create_group("grp").unwrap();
+        g.new_dataset_builder()
+            .with_data(&ndarray::arr1(&[1f32, 2.0]))
+            .create("x")
+            .unwrap();
+        drop((g, f));
+        let mut cat = Catalog::open(&[h5.display().to_string()]).unwrap();
+        assert!(cat.has("grp") && cat.has("grp/x"));
+        let e = cat.info("grp").unwrap_err().to_string();
+        assert!(e.contains("grp") && e.contains("group"), "{e}");
+        cat.size_by(&["grp/x".into()]).unwrap();
+        assert_eq!(
+            cat.read("grp/x", 0..2).unwrap().to_f32().unwrap(),
+            [1.0, 2.0]
+        );
+
+        let e = Catalog::open(&[dir.display().to_string()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is a directory"), "{e}");
+
+        let pq = dir.join("t.parquet");
+        std::fs::write(&pq, b"PAR1 not really").unwrap();
+        let e = Catalog::open(&[h5.display().to_string(), pq.display().to_string()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("mixes formats") && e.contains("t.parquet"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -33,6 +33,51 @@ pub enum Error {
         #[source]
         source: hdf5::Error,
     },
+    /// A catalogue path that cannot be read as a catalogue (unknown format, a plain directory).
+    #[error("{path}: {message}")]
+    Format {
+        /// The path as found.
+        path: PathBuf,
+        /// What is wrong with it and what to do.
+        message: String,
+    },
+    /// The catalogue's files are of different formats.
+    #[error(
+        "the catalogue mixes formats: {first} is {first_format} but {path} is {format}; \
+         one run reads one format (convert the files, or run them separately)"
+    )]
+    MixedFormats {
+        /// The first file.
+        first: PathBuf,
+        /// Its format.
+        first_format: crate::catalog::Format,
+        /// The first file of another format.
+        path: PathBuf,
+        /// That file's format.
+        format: crate::catalog::Format,
+    },
+    /// A Parquet, FITS or HATS file could not be opened or understood.
+    #[error("cannot open {path} as {format}: {message}")]
+    OpenAs {
+        /// The file or directory.
+        path: PathBuf,
+        /// The format it was opened as.
+        format: crate::catalog::Format,
+        /// The library's message.
+        message: String,
+    },
+    /// Reading rows of a Parquet or FITS column failed, or a row does not fit the column.
+    #[error("{path}: column '{dataset}', {where_}: {message}")]
+    ReadRows {
+        /// The file.
+        path: PathBuf,
+        /// The column.
+        dataset: String,
+        /// `rows a..b` or `row r` (file-local).
+        where_: String,
+        /// What went wrong.
+        message: String,
+    },
     /// A dataset the run needs is in none of the catalogue files.
     #[error("dataset '{dataset}' is missing from {path}")]
     MissingDataset {
@@ -78,25 +123,15 @@ pub enum Error {
         #[source]
         source: hdf5::Error,
     },
-    /// Creating or writing an output object failed.
-    #[error("{path}: cannot write '{object}'")]
-    Write {
+    /// Creating, writing, flushing or closing the output failed on one or more ranks (every rank
+    /// returns the same error).
+    #[error("{path}: cannot write '{object}': {detail}")]
+    Output {
         /// The output file.
         path: PathBuf,
-        /// The dataset, group or attribute.
+        /// The dataset, group or attribute (or `(flush)`, `(close)`).
         object: String,
-        /// HDF5's error.
-        #[source]
-        source: hdf5::Error,
-    },
-    /// A raw HDF5 call of the collective writer failed.
-    #[error("{path}: collective write of '{dataset}' failed in {call}")]
-    Collective {
-        /// The output file.
-        path: PathBuf,
-        /// The dataset.
-        dataset: String,
-        /// The HDF5 C function that failed.
-        call: &'static str,
+        /// Which rank(s) failed, HDF5's account and the file system's error.
+        detail: String,
     },
 }

@@ -4,6 +4,7 @@
 
 pub mod catalog;
 pub mod image;
+pub mod plausible;
 pub mod scalar;
 pub mod scalar_field;
 pub mod scalar_fit;

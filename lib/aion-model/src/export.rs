@@ -3,22 +3,20 @@
 //! [`state_dict`] is the inverse of [`Aion::from_weights`]: it produces every tensor the strict
 //! loader takes, under the reference's names and in PyTorch layout (linear weights
 //! `[out, in]`), so a model trained or fine-tuned here is saved as a normal Hub-layout model
-//! directory that [`Aion::load`] and every tool load directly.
+//! directory that [`Aion::load`] and every tool load directly. The names are not spelled here:
+//! they are the ones `from_weights` took, recorded in the model's
+//! [`ParamNames`](crate::weights::ParamNames).
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use burn::module::Param;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use safetensors::tensor::{Dtype, TensorView};
 
 use crate::error::{Error, Result};
 use crate::fourm::Aion;
-use crate::fourm::attention::{CrossAttention, QkNorm, SelfAttention};
-use crate::fourm::block::Mlp;
-use crate::nn::{LayerNorm, Linear};
 
 /// A float32 tensor with its state-dict name, row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,11 +71,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp: PathBuf = path.with_file_name(format!(".{name}.tmp.{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
-    f.write_all(bytes).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(err)?;
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)
+    });
+    if let Err(e) = written {
+        // A full disk, say: leave nothing behind.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err(e));
+    }
     if let Some(dir) = path.parent()
         && let Ok(d) = std::fs::File::open(if dir.as_os_str().is_empty() {
             Path::new(".")
@@ -162,134 +166,16 @@ pub fn read_safetensors(path: &Path) -> Result<(Vec<NamedTensor>, HashMap<String
     Ok((out, meta.metadata().clone().unwrap_or_default()))
 }
 
-/// Collects named tensors in PyTorch layout.
-struct Dict(Vec<NamedTensor>);
-
-impl Dict {
-    fn push<B: Backend, const D: usize>(&mut self, name: String, t: Tensor<B, D>) {
-        self.0.push(NamedTensor::from_tensor(name, t));
-    }
-
-    fn param<B: Backend, const D: usize>(&mut self, name: String, p: &Param<Tensor<B, D>>) {
-        self.push(name, p.val());
-    }
-
-    fn linear<B: Backend>(&mut self, prefix: &str, l: &Linear<B>) {
-        // burn keeps [in, out]; PyTorch stores [out, in].
-        self.push(format!("{prefix}.weight"), l.weight.val().transpose());
-        if let Some(b) = &l.bias {
-            self.param(format!("{prefix}.bias"), b);
-        }
-    }
-
-    fn norm<B: Backend>(&mut self, prefix: &str, n: &LayerNorm<B>) {
-        self.param(format!("{prefix}.weight"), &n.weight);
-        if let Some(b) = &n.bias {
-            self.param(format!("{prefix}.bias"), b);
-        }
-    }
-
-    fn qk_norm<B: Backend>(&mut self, prefix: &str, n: &Option<QkNorm<B>>) {
-        if let Some(n) = n {
-            self.norm(&format!("{prefix}.q_norm"), &n.q);
-            self.norm(&format!("{prefix}.k_norm"), &n.k);
-        }
-    }
-
-    fn self_attn<B: Backend>(&mut self, prefix: &str, a: &SelfAttention<B>) {
-        self.linear(&format!("{prefix}.qkv"), &a.qkv);
-        self.linear(&format!("{prefix}.proj"), &a.proj);
-        self.qk_norm(prefix, &a.qk_norm);
-    }
-
-    fn cross_attn<B: Backend>(&mut self, prefix: &str, a: &CrossAttention<B>) {
-        self.linear(&format!("{prefix}.q"), &a.q);
-        self.linear(&format!("{prefix}.kv"), &a.kv);
-        self.linear(&format!("{prefix}.proj"), &a.proj);
-        self.qk_norm(prefix, &a.qk_norm);
-    }
-
-    fn mlp<B: Backend>(&mut self, prefix: &str, m: &Mlp<B>) {
-        self.linear(&format!("{prefix}.fc1"), &m.fc1);
-        self.linear(&format!("{prefix}.fc2"), &m.fc2);
-        if let Some(fc3) = &m.fc3 {
-            self.linear(&format!("{prefix}.fc3"), fc3);
-        }
-    }
-}
-
 /// Names of tensors the model takes from a weight file without keeping them (the decoder
 /// `token_emb` tables, unused by `AION.forward`): [`state_dict`] writes zeros there unless
 /// [`save`] is given the original file to copy them from.
 pub fn unkept_tensor_names<B: Backend>(model: &Aion<B>) -> Vec<String> {
-    model
-        .embeddings
-        .iter()
-        .filter(|e| e.to_logits.is_some())
-        .map(|e| {
-            format!(
-                "decoder_embeddings.{}.token_emb.weight",
-                e.modality.token_key
-            )
-        })
-        .collect()
+    model.param_names().unkept_names()
 }
 
 /// The model's state dict under the reference's names, in PyTorch layout (see the module docs).
 pub fn state_dict<B: Backend>(model: &Aion<B>) -> Vec<NamedTensor> {
-    let cfg = model.config();
-    let mut d = Dict(Vec::new());
-    for e in &model.embeddings {
-        let key = e.modality.token_key;
-        let (enc, dec) = (e.token_emb.is_some(), e.to_logits.is_some());
-        let (ep, dp) = (
-            format!("encoder_embeddings.{key}"),
-            format!("decoder_embeddings.{key}"),
-        );
-        let shared = enc && dec && cfg.share_modality_embeddings;
-        // The Hub files keep a shared mod_emb under the decoder's name only.
-        let mod_name = if shared || !enc { &dp } else { &ep };
-        d.param(format!("{mod_name}.mod_emb"), &e.mod_emb);
-        if let Some(m) = &e.dec_mod_emb {
-            d.param(format!("{dp}.mod_emb"), m);
-        }
-        if let (Some(t), Some(pos)) = (&e.token_emb, &e.enc_pos) {
-            d.param(format!("{ep}.token_emb.weight"), &t.weight);
-            d.push(format!("{ep}.pos_emb"), pos.clone().unsqueeze_dim::<3>(0));
-        }
-        if let (Some(head), Some(pos)) = (&e.to_logits, &e.dec_pos) {
-            d.push(format!("{dp}.pos_emb"), pos.clone().unsqueeze_dim::<3>(0));
-            let [dim, vocab] = head.weight.dims();
-            d.0.push(NamedTensor::new(
-                format!("{dp}.token_emb.weight"),
-                vec![vocab, dim],
-                vec![0.0; vocab * dim],
-            ));
-            d.linear(&format!("{dp}.to_logits"), head);
-        }
-    }
-    for (i, b) in model.encoder.iter().enumerate() {
-        let p = format!("encoder.{i}");
-        d.norm(&format!("{p}.norm1"), &b.norm1);
-        d.self_attn(&format!("{p}.attn"), &b.attn);
-        d.norm(&format!("{p}.norm2"), &b.norm2);
-        d.mlp(&format!("{p}.mlp"), &b.mlp);
-    }
-    d.norm("encoder_norm", &model.encoder_norm);
-    d.linear("decoder_proj_context", &model.decoder_proj_context);
-    for (i, b) in model.decoder.iter().enumerate() {
-        let p = format!("decoder.{i}");
-        d.norm(&format!("{p}.norm1"), &b.norm1);
-        d.self_attn(&format!("{p}.self_attn"), &b.self_attn);
-        d.norm(&format!("{p}.query_norm"), &b.query_norm);
-        d.norm(&format!("{p}.context_norm"), &b.context_norm);
-        d.cross_attn(&format!("{p}.cross_attn"), &b.cross_attn);
-        d.norm(&format!("{p}.norm2"), &b.norm2);
-        d.mlp(&format!("{p}.mlp"), &b.mlp);
-    }
-    d.norm("decoder_norm", &model.decoder_norm);
-    d.param("mask_token".into(), &model.mask_token);
-    d.0
+    model.param_names().state_dict(model)
 }
 
 /// Writes `dir/config.json` and `dir/model.safetensors` for `model` (atomically each). The

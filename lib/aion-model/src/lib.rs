@@ -13,7 +13,9 @@
 //!
 //! Module map:
 //! - [`modality`]: the table of the 40 modalities (token keys, codecs, vocabularies, ids).
-//! - [`weights`]: strict safetensors loading ([`weights::WeightFile`]).
+//! - [`weights`]: the one description of the weights ([`weights::Source`]): strict loading
+//!   ([`weights::WeightFile`]), initialisation ([`weights::Initialiser`]), the names saving
+//!   uses ([`weights::ParamNames`]).
 //! - [`codecs`]: the codecs.
 //! - [`config`]: the transformer's `config.json` ([`AionConfig`]).
 //! - [`fourm`]: the 4M transformer ([`Aion`]).
@@ -22,12 +24,14 @@
 //!   random numbers; [`lora`]: LoRA adapters; [`probe`]: probe heads on pooled embeddings;
 //!   [`train`] (feature `train`): from-scratch initialisation, new modalities, the training
 //!   objectives and optimiser of `aion-finetune`.
+//! - [`hub`]: model directories as a whole: a random full model, strict checks.
 
 pub mod codecs;
 pub mod config;
 pub mod error;
 pub mod export;
 pub mod fourm;
+pub mod hub;
 pub mod lora;
 pub mod modality;
 pub mod nn;

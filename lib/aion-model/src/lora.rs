@@ -23,14 +23,13 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use burn::module::{Module, Param};
+use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use crate::error::{Error, Result};
 use crate::export::{NamedTensor, read_safetensors, write_safetensors};
 use crate::fourm::Aion;
-use crate::nn::Linear;
 use crate::rng::{Rng, tags};
 
 /// Which layers get adapters (the reference's `selfattn | crossattn | attn | mlp | all`).
@@ -123,96 +122,58 @@ enum SiteKind {
     Mlp,
 }
 
-/// One adaptable linear layer: its state-dict path, kind and packing factor.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One adaptable linear layer: its state-dict path, kind, packing factor, weight parameter and
+/// stored shape `[out, in]`.
+#[derive(Debug, Clone, PartialEq)]
 struct Site {
     path: String,
     kind: SiteKind,
     packed: usize,
+    id: ParamId,
+    shape: [usize; 2],
 }
 
+/// The linear layers of the encoder and decoder blocks (`<stack>.<i>.<module>.<layer>`), in
+/// the order the model's description took them, with the packing of their initialisation
+/// rule (3 for `qkv`, 2 for `kv`).
 fn sites<B: Backend>(model: &Aion<B>) -> Vec<Site> {
-    let mut out = Vec::new();
-    let mut add = |path: String, kind, packed| out.push(Site { path, kind, packed });
-    for (i, b) in model.encoder.iter().enumerate() {
-        add(format!("encoder.{i}.attn.qkv"), SiteKind::SelfAttn, 3);
-        add(format!("encoder.{i}.attn.proj"), SiteKind::SelfAttn, 1);
-        for fc in mlp_layers(b.mlp.fc3.is_some()) {
-            add(format!("encoder.{i}.mlp.{fc}"), SiteKind::Mlp, 1);
-        }
-    }
-    for (i, b) in model.decoder.iter().enumerate() {
-        add(format!("decoder.{i}.self_attn.qkv"), SiteKind::SelfAttn, 3);
-        add(format!("decoder.{i}.self_attn.proj"), SiteKind::SelfAttn, 1);
-        add(format!("decoder.{i}.cross_attn.q"), SiteKind::CrossAttn, 1);
-        add(format!("decoder.{i}.cross_attn.kv"), SiteKind::CrossAttn, 2);
-        add(
-            format!("decoder.{i}.cross_attn.proj"),
-            SiteKind::CrossAttn,
-            1,
-        );
-        for fc in mlp_layers(b.mlp.fc3.is_some()) {
-            add(format!("decoder.{i}.mlp.{fc}"), SiteKind::Mlp, 1);
-        }
-    }
-    out
-}
-
-fn mlp_layers(gated: bool) -> &'static [&'static str] {
-    if gated {
-        &["fc1", "fc2", "fc3"]
-    } else {
-        &["fc1", "fc2"]
-    }
-}
-
-/// The linear layer at a state-dict path (`encoder.3.attn.qkv`, …).
-fn linear_mut<'a, B: Backend>(model: &'a mut Aion<B>, path: &str) -> Option<&'a mut Linear<B>> {
-    let parts: Vec<&str> = path.split('.').collect();
-    let [stack, idx, module, layer] = parts.as_slice() else {
-        return None;
-    };
-    let i: usize = idx.parse().ok()?;
-    match (*stack, *module) {
-        ("encoder", "attn") => {
-            let a = &mut model.encoder.get_mut(i)?.attn;
-            match *layer {
-                "qkv" => Some(&mut a.qkv),
-                "proj" => Some(&mut a.proj),
-                _ => None,
-            }
-        }
-        ("decoder", "self_attn") => {
-            let a = &mut model.decoder.get_mut(i)?.self_attn;
-            match *layer {
-                "qkv" => Some(&mut a.qkv),
-                "proj" => Some(&mut a.proj),
-                _ => None,
-            }
-        }
-        ("decoder", "cross_attn") => {
-            let a = &mut model.decoder.get_mut(i)?.cross_attn;
-            match *layer {
-                "q" => Some(&mut a.q),
-                "kv" => Some(&mut a.kv),
-                "proj" => Some(&mut a.proj),
-                _ => None,
-            }
-        }
-        (s, "mlp") => {
-            let m = if s == "encoder" {
-                &mut model.encoder.get_mut(i)?.mlp
-            } else {
-                &mut model.decoder.get_mut(i)?.mlp
+    model
+        .param_names()
+        .linear_weights()
+        .into_iter()
+        .filter_map(|l| {
+            let kind = match l.prefix.split('.').collect::<Vec<_>>()[..] {
+                ["encoder", _, "attn", _] | ["decoder", _, "self_attn", _] => SiteKind::SelfAttn,
+                ["decoder", _, "cross_attn", _] => SiteKind::CrossAttn,
+                ["encoder" | "decoder", _, "mlp", _] => SiteKind::Mlp,
+                _ => return None,
             };
-            match *layer {
-                "fc1" => Some(&mut m.fc1),
-                "fc2" => Some(&mut m.fc2),
-                "fc3" => m.fc3.as_mut(),
-                _ => None,
+            Some(Site {
+                path: l.prefix,
+                kind,
+                packed: l.packed,
+                id: l.id,
+                shape: l.shape,
+            })
+        })
+        .collect()
+}
+
+/// Adds `delta` (burn layout `[in, out]`) to the weight parameter of each adapted layer.
+struct AddDeltas<B: Backend> {
+    deltas: HashMap<ParamId, Tensor<B, 2>>,
+}
+
+impl<B: Backend> ModuleMapper<B> for AddDeltas<B> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        match self.deltas.remove(&param.id) {
+            Some(delta) => {
+                let w = param.val();
+                let delta: Tensor<B, D> = delta.reshape(w.dims());
+                Param::initialized(param.id, w + delta)
             }
+            None => param,
         }
-        _ => None,
     }
 }
 
@@ -259,7 +220,6 @@ impl<B: Backend> LoraSet<B> {
         let mut rng = Rng::new(seed, tags::INIT, 0x10_4a);
         let mut adapters = Vec::new();
         let mut paths = Vec::new();
-        let mut probe = model.clone();
         for s in sites(model) {
             let mut it = s.path.split('.');
             let (stack, i) = (
@@ -269,8 +229,7 @@ impl<B: Backend> LoraSet<B> {
             if !cfg.targets.wants(s.kind) || !i.is_some_and(|i| chosen(stack, i)) {
                 continue;
             }
-            let lin = linear_mut(&mut probe, &s.path).expect("site exists");
-            let [d_in, d_out] = lin.weight.dims();
+            let [d_out, d_in] = s.shape;
             let r = cfg.rank * s.packed;
             if r > d_in.min(d_out) {
                 return Err(Error::Input(format!(
@@ -308,15 +267,25 @@ impl<B: Backend> LoraSet<B> {
     }
 
     /// The model with every adapted weight replaced by `W + s·D·U` (see the module docs).
+    ///
+    /// # Panics
+    /// If an adapter's path is not a linear layer of `model`.
     pub fn apply(&self, model: &Aion<B>) -> Aion<B> {
-        let mut out = model.clone();
-        for (a, path) in self.adapters.iter().zip(&self.paths) {
-            let lin = linear_mut(&mut out, path).expect("adapter path exists in the model");
-            let delta = a.down.val().matmul(a.up.val()).mul_scalar(self.scale);
-            let w = lin.weight.val() + delta;
-            lin.weight = Param::initialized(lin.weight.id, w);
-        }
-        out
+        let sites = sites(model);
+        let deltas = self
+            .adapters
+            .iter()
+            .zip(&self.paths)
+            .map(|(a, path)| {
+                let site = sites
+                    .iter()
+                    .find(|s| s.path == *path)
+                    .expect("adapter path exists in the model");
+                let delta = a.down.val().matmul(a.up.val()).mul_scalar(self.scale);
+                (site.id, delta)
+            })
+            .collect();
+        model.clone().map(&mut AddDeltas { deltas })
     }
 
     /// The adapters under the reference's names (PyTorch layout) with their metadata.
@@ -362,13 +331,13 @@ impl<B: Backend> LoraSet<B> {
         let targets = get("targets")?;
         let by_name: HashMap<&str, &NamedTensor> =
             tensors.iter().map(|t| (t.name.as_str(), t)).collect();
-        let mut probe = model.clone();
+        let sites = sites(model);
         let (mut adapters, mut paths) = (Vec::new(), Vec::new());
         let mut names: Vec<&str> = by_name
             .keys()
             .filter_map(|n| n.strip_suffix(".lora_down.weight"))
             .collect();
-        names.sort_by_key(|p| sites(model).iter().position(|s| s.path == *p));
+        names.sort_by_key(|p| sites.iter().position(|s| s.path == *p));
         for p in names {
             let (down, up) = (
                 by_name[format!("{p}.lora_down.weight").as_str()],
@@ -376,8 +345,11 @@ impl<B: Backend> LoraSet<B> {
                     .get(format!("{p}.lora_up.weight").as_str())
                     .ok_or_else(|| bad(format!("{p}.lora_up.weight missing")))?,
             );
-            let lin = linear_mut(&mut probe, p).ok_or_else(|| bad(format!("no layer {p}")))?;
-            let [d_in, d_out] = lin.weight.dims();
+            let site = sites
+                .iter()
+                .find(|s| s.path == p)
+                .ok_or_else(|| bad(format!("no layer {p}")))?;
+            let [d_out, d_in] = site.shape;
             let r = down.shape[0];
             if down.shape != [r, d_in] || up.shape != [d_out, r] {
                 return Err(bad(format!(

@@ -78,7 +78,18 @@ pub struct ModalityInfo {
     pub dataset: &'static str,
     /// For multi-channel scalars stored in one dataset: the column range used.
     pub columns: Option<(usize, usize)>,
+    /// Units of the modality's values (and of decoded tokens, posteriors, generated values),
+    /// as a string astropy's `Unit()` and FITS `TUNIT` read: `""` = dimensionless (redshift,
+    /// ellipticities), `"mag"`, `"nmgy"` (nanomaggies), `"deg"`, …; [`UNKNOWN_UNITS`] for an
+    /// extra modality whose `modalities.json` does not say.
+    pub units: &'static str,
+    /// Axis label for figures and the `label` attribute of output datasets ("redshift z",
+    /// "g-band flux (Legacy Survey)", …).
+    pub label: &'static str,
 }
+
+/// The `units` of an extra modality whose description gives none.
+pub const UNKNOWN_UNITS: &str = "unknown";
 
 impl ModalityInfo {
     /// Tokens per object (for the catalog: the maximum length).
@@ -92,6 +103,25 @@ impl ModalityInfo {
     /// The 15-bit modality id: `sha256(token_key) mod 2^15` (4M's `id`).
     pub fn id(&self) -> u16 {
         modality_id(self.token_key)
+    }
+
+    /// The axis title of a figure: the label with its units in brackets when it has units
+    /// (`"g-band flux (Legacy Survey) [nmgy]"`, `"redshift z"`).
+    pub fn axis_title(&self) -> String {
+        if self.units.is_empty() || self.units == UNKNOWN_UNITS {
+            self.label.to_string()
+        } else {
+            format!("{} [{}]", self.label, self.units)
+        }
+    }
+
+    /// The same facts with `units` and `label` set.
+    const fn described(self, units: &'static str, label: &'static str) -> Self {
+        ModalityInfo {
+            units,
+            label,
+            ..self
+        }
     }
 }
 
@@ -118,6 +148,8 @@ const fn scalar(
         layout: TokenLayout::Grid { h: 1, w: 1 },
         dataset,
         columns: None,
+        units: "",
+        label: token_key,
     }
 }
 
@@ -134,6 +166,8 @@ pub const MODALITIES: &[ModalityInfo] = &[
         layout: TokenLayout::Grid { h: 24, w: 24 },
         dataset: "image",
         columns: None,
+        units: "nmgy",
+        label: "Legacy Survey image flux",
     },
     ModalityInfo {
         token_key: "tok_image_hsc",
@@ -144,6 +178,8 @@ pub const MODALITIES: &[ModalityInfo] = &[
         layout: TokenLayout::Grid { h: 24, w: 24 },
         dataset: "image",
         columns: None,
+        units: "10**(-1.8) nmgy",
+        label: "HSC image flux",
     },
     ModalityInfo {
         token_key: "tok_spectrum_desi",
@@ -154,6 +190,8 @@ pub const MODALITIES: &[ModalityInfo] = &[
         layout: TokenLayout::Grid { h: 273, w: 1 },
         dataset: "spectrum",
         columns: None,
+        units: "1e-17 erg / (s cm2 Angstrom)",
+        label: "DESI spectral flux density",
     },
     ModalityInfo {
         token_key: "tok_spectrum_sdss",
@@ -164,6 +202,8 @@ pub const MODALITIES: &[ModalityInfo] = &[
         layout: TokenLayout::Grid { h: 273, w: 1 },
         dataset: "spectrum",
         columns: None,
+        units: "1e-17 erg / (s cm2 Angstrom)",
+        label: "SDSS spectral flux density",
     },
     ModalityInfo {
         token_key: "tok_segmap",
@@ -174,6 +214,8 @@ pub const MODALITIES: &[ModalityInfo] = &[
         layout: TokenLayout::Grid { h: 12, w: 12 },
         dataset: "segmap",
         columns: None,
+        units: "",
+        label: "segmentation map",
     },
     ModalityInfo {
         token_key: "catalog",
@@ -184,6 +226,8 @@ pub const MODALITIES: &[ModalityInfo] = &[
         layout: TokenLayout::Sequence { max_length: 50 },
         dataset: "catalog",
         columns: None,
+        units: "",
+        label: "object catalogue of the cutout",
     },
     scalar(
         "tok_flux_g",
@@ -191,173 +235,196 @@ pub const MODALITIES: &[ModalityInfo] = &[
         "FLUX_G",
         LogScalar,
         "FLUX_G",
-    ),
+    )
+    .described("nmgy", "g-band flux (Legacy Survey)"),
     scalar(
         "tok_flux_r",
         "LegacySurveyFluxR",
         "FLUX_R",
         LogScalar,
         "FLUX_R",
-    ),
+    )
+    .described("nmgy", "r-band flux (Legacy Survey)"),
     scalar(
         "tok_flux_i",
         "LegacySurveyFluxI",
         "FLUX_I",
         LogScalar,
         "FLUX_I",
-    ),
+    )
+    .described("nmgy", "i-band flux (Legacy Survey)"),
     scalar(
         "tok_flux_z",
         "LegacySurveyFluxZ",
         "FLUX_Z",
         LogScalar,
         "FLUX_Z",
-    ),
+    )
+    .described("nmgy", "z-band flux (Legacy Survey)"),
     scalar(
         "tok_flux_w1",
         "LegacySurveyFluxW1",
         "FLUX_W1",
         LogScalar,
         "FLUX_W1",
-    ),
+    )
+    .described("nmgy", "W1 flux (WISE, Legacy Survey)"),
     scalar(
         "tok_flux_w2",
         "LegacySurveyFluxW2",
         "FLUX_W2",
         LogScalar,
         "FLUX_W2",
-    ),
+    )
+    .described("nmgy", "W2 flux (WISE, Legacy Survey)"),
     scalar(
         "tok_flux_w3",
         "LegacySurveyFluxW3",
         "FLUX_W3",
         LogScalar,
         "FLUX_W3",
-    ),
+    )
+    .described("nmgy", "W3 flux (WISE, Legacy Survey)"),
     scalar(
         "tok_flux_w4",
         "LegacySurveyFluxW4",
         "FLUX_W4",
         LogScalar,
         "FLUX_W4",
-    ),
+    )
+    .described("nmgy", "W4 flux (WISE, Legacy Survey)"),
     scalar(
         "tok_shape_r",
         "LegacySurveyShapeR",
         "SHAPE_R",
         LogScalar,
         "SHAPE_R",
-    ),
+    )
+    .described("arcsec", "half-light radius (Legacy Survey)"),
     scalar(
         "tok_shape_e1",
         "LegacySurveyShapeE1",
         "SHAPE_E1",
         Scalar,
         "SHAPE_E1",
-    ),
+    )
+    .described("", "ellipticity e1 (Legacy Survey)"),
     scalar(
         "tok_shape_e2",
         "LegacySurveyShapeE2",
         "SHAPE_E2",
         Scalar,
         "SHAPE_E2",
-    ),
-    scalar("tok_ebv", "LegacySurveyEBV", "EBV", Scalar, "EBV"),
+    )
+    .described("", "ellipticity e2 (Legacy Survey)"),
+    scalar("tok_ebv", "LegacySurveyEBV", "EBV", Scalar, "EBV").described("mag", "reddening E(B−V)"),
     ModalityInfo {
         vocab: 1025,
-        ..scalar("tok_z", "Z", "Z", GridScalar, "Z")
+        ..scalar("tok_z", "Z", "Z", GridScalar, "Z").described("", "redshift z")
     },
-    scalar("tok_a_g", "HSCAG", "a_g", Scalar, "a_g"),
-    scalar("tok_a_r", "HSCAR", "a_r", Scalar, "a_r"),
-    scalar("tok_a_i", "HSCAI", "a_i", Scalar, "a_i"),
-    scalar("tok_a_z", "HSCAZ", "a_z", Scalar, "a_z"),
-    scalar("tok_a_y", "HSCAY", "a_y", Scalar, "a_y"),
+    scalar("tok_a_g", "HSCAG", "a_g", Scalar, "a_g").described("mag", "g-band extinction (HSC)"),
+    scalar("tok_a_r", "HSCAR", "a_r", Scalar, "a_r").described("mag", "r-band extinction (HSC)"),
+    scalar("tok_a_i", "HSCAI", "a_i", Scalar, "a_i").described("mag", "i-band extinction (HSC)"),
+    scalar("tok_a_z", "HSCAZ", "a_z", Scalar, "a_z").described("mag", "z-band extinction (HSC)"),
+    scalar("tok_a_y", "HSCAY", "a_y", Scalar, "a_y").described("mag", "y-band extinction (HSC)"),
     scalar(
         "tok_mag_g",
         "HSCMagG",
         "g_cmodel_mag",
         Scalar,
         "g_cmodel_mag",
-    ),
+    )
+    .described("mag", "g-band cmodel magnitude (HSC)"),
     scalar(
         "tok_mag_r",
         "HSCMagR",
         "r_cmodel_mag",
         Scalar,
         "r_cmodel_mag",
-    ),
+    )
+    .described("mag", "r-band cmodel magnitude (HSC)"),
     scalar(
         "tok_mag_i",
         "HSCMagI",
         "i_cmodel_mag",
         Scalar,
         "i_cmodel_mag",
-    ),
+    )
+    .described("mag", "i-band cmodel magnitude (HSC)"),
     scalar(
         "tok_mag_z",
         "HSCMagZ",
         "z_cmodel_mag",
         Scalar,
         "z_cmodel_mag",
-    ),
+    )
+    .described("mag", "z-band cmodel magnitude (HSC)"),
     scalar(
         "tok_mag_y",
         "HSCMagY",
         "y_cmodel_mag",
         Scalar,
         "y_cmodel_mag",
-    ),
+    )
+    .described("mag", "y-band cmodel magnitude (HSC)"),
     scalar(
         "tok_shape11",
         "HSCShape11",
         "i_sdssshape_shape11",
         Scalar,
         "i_sdssshape_shape11",
-    ),
+    )
+    .described("arcsec2", "i-band second moment I11 (HSC)"),
     scalar(
         "tok_shape22",
         "HSCShape22",
         "i_sdssshape_shape22",
         Scalar,
         "i_sdssshape_shape22",
-    ),
+    )
+    .described("arcsec2", "i-band second moment I22 (HSC)"),
     scalar(
         "tok_shape12",
         "HSCShape12",
         "i_sdssshape_shape12",
         Scalar,
         "i_sdssshape_shape12",
-    ),
+    )
+    .described("arcsec2", "i-band second moment I12 (HSC)"),
     scalar(
         "tok_flux_g_gaia",
         "GaiaFluxG",
         "phot_g_mean_flux",
         LogScalar,
         "phot_g_mean_flux",
-    ),
+    )
+    .described("electron / s", "G mean flux (Gaia)"),
     scalar(
         "tok_flux_bp_gaia",
         "GaiaFluxBp",
         "phot_bp_mean_flux",
         LogScalar,
         "phot_bp_mean_flux",
-    ),
+    )
+    .described("electron / s", "BP mean flux (Gaia)"),
     scalar(
         "tok_flux_rp_gaia",
         "GaiaFluxRp",
         "phot_rp_mean_flux",
         LogScalar,
         "phot_rp_mean_flux",
-    ),
+    )
+    .described("electron / s", "RP mean flux (Gaia)"),
     scalar(
         "tok_parallax",
         "GaiaParallax",
         "parallax",
         LogScalar,
         "parallax",
-    ),
-    scalar("tok_ra", "Ra", "ra", Scalar, "ra"),
-    scalar("tok_dec", "Dec", "dec", Scalar, "dec"),
+    )
+    .described("mas", "parallax (Gaia)"),
+    scalar("tok_ra", "Ra", "ra", Scalar, "ra").described("deg", "right ascension"),
+    scalar("tok_dec", "Dec", "dec", Scalar, "dec").described("deg", "declination"),
     ModalityInfo {
         layout: TokenLayout::Grid { h: 55, w: 1 },
         columns: Some((0, 55)),
@@ -368,6 +435,7 @@ pub const MODALITIES: &[ModalityInfo] = &[
             CodecKind::MultiScalar,
             "coeff",
         )
+        .described("electron / s", "BP spectrum coefficients (Gaia XP)")
     },
     ModalityInfo {
         layout: TokenLayout::Grid { h: 55, w: 1 },
@@ -379,6 +447,7 @@ pub const MODALITIES: &[ModalityInfo] = &[
             CodecKind::MultiScalar,
             "coeff",
         )
+        .described("electron / s", "RP spectrum coefficients (Gaia XP)")
     },
 ];
 

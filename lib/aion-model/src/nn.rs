@@ -2,15 +2,18 @@
 //!
 //! Each layer is a burn [`Module`] with [`Param`] fields (so the autodiff backend can train it)
 //! and a `load(w, prefix, …)` constructor that takes `<prefix>.weight` / `<prefix>.bias` from a
-//! [`WeightFile`] in PyTorch layout. Linear weights are transposed once at load time to `[in, out]`.
+//! [`Source`] in PyTorch layout: the one description of the layer's weights, used for loading
+//! and initialising alike. Linear weights are transposed once at load time to `[in, out]`.
+//! Biases start at zero, norm scales at one, convolution weights LeCun-uniform; linear weights
+//! take the rule their caller gives.
 
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::module::{conv_transpose1d, conv_transpose2d, conv1d, conv2d};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor};
 
-use crate::weights::WeightFile;
+use crate::weights::{Init, Source};
 
 mod batch_norm;
 mod conv_gemm;
@@ -38,35 +41,21 @@ pub struct Linear<B: Backend> {
 }
 
 impl<B: Backend> Linear<B> {
-    /// Loads `<prefix>.weight` `[d_out, d_in]` (+ `<prefix>.bias` when `bias`).
+    /// Loads `<prefix>.weight` `[d_out, d_in]` (+ `<prefix>.bias` when `bias`); `init` is the
+    /// weight's rule from scratch.
     pub fn load(
-        w: &mut WeightFile,
+        w: &mut impl Source,
         prefix: &str,
-        d_in: usize,
-        d_out: usize,
+        (d_in, d_out): (usize, usize),
         bias: bool,
+        init: Init,
         device: &B::Device,
     ) -> Self {
-        // Transposed on the host so that the stored `[in, out]` tensor is contiguous (a strided
+        // Transposed on the host so that the kept `[in, out]` tensor is contiguous (a strided
         // view would be copied by the matmul of some backends at every call).
-        let stored = w.f32s(&key(prefix, "weight"), &[d_out, d_in]);
-        // In 64×64 tiles: a plain loop misses the cache on every write (4 % of a base-size
-        // aion-embed run was this loop).
-        const TILE: usize = 64;
-        let mut transposed = vec![0f32; stored.len()];
-        for o0 in (0..d_out).step_by(TILE) {
-            for i0 in (0..d_in).step_by(TILE) {
-                for o in o0..(o0 + TILE).min(d_out) {
-                    for i in i0..(i0 + TILE).min(d_in) {
-                        transposed[i * d_out + o] = stored[o * d_in + i];
-                    }
-                }
-            }
-        }
-        let weight = Tensor::from_data(TensorData::new(transposed, [d_in, d_out]), device);
         Self {
-            weight: Param::from_tensor(weight),
-            bias: bias.then(|| w.param(&key(prefix, "bias"), [d_out], device)),
+            weight: w.param_transposed(&key(prefix, "weight"), [d_out, d_in], &init, device),
+            bias: bias.then(|| w.param(&key(prefix, "bias"), [d_out], &Init::Zeros, device)),
         }
     }
 
@@ -92,7 +81,7 @@ pub struct LayerNorm<B: Backend> {
 impl<B: Backend> LayerNorm<B> {
     /// Loads `<prefix>.weight` (+ `<prefix>.bias` when `bias`).
     pub fn load(
-        w: &mut WeightFile,
+        w: &mut impl Source,
         prefix: &str,
         d: usize,
         eps: f64,
@@ -100,8 +89,8 @@ impl<B: Backend> LayerNorm<B> {
         device: &B::Device,
     ) -> Self {
         Self {
-            weight: w.param(&key(prefix, "weight"), [d], device),
-            bias: bias.then(|| w.param(&key(prefix, "bias"), [d], device)),
+            weight: w.param(&key(prefix, "weight"), [d], &Init::Ones, device),
+            bias: bias.then(|| w.param(&key(prefix, "bias"), [d], &Init::Zeros, device)),
             eps,
         }
     }
@@ -142,7 +131,7 @@ impl<B: Backend> Conv2d<B> {
     /// Loads a square-kernel conv `<prefix>.weight` `[c_out, c_in/groups, k, k]` (+ bias).
     #[allow(clippy::too_many_arguments)]
     pub fn load(
-        w: &mut WeightFile,
+        w: &mut impl Source,
         prefix: &str,
         c_in: usize,
         c_out: usize,
@@ -156,9 +145,10 @@ impl<B: Backend> Conv2d<B> {
             weight: w.param(
                 &key(prefix, "weight"),
                 [c_out, c_in, kernel, kernel],
+                &Init::LeCunUniform,
                 device,
             ),
-            bias: bias.then(|| w.param(&key(prefix, "bias"), [c_out], device)),
+            bias: bias.then(|| w.param(&key(prefix, "bias"), [c_out], &Init::Zeros, device)),
             stride,
             padding,
             groups: 1,
@@ -215,7 +205,7 @@ impl<B: Backend> Conv1d<B> {
     /// Loads `<prefix>.weight` `[c_out, c_in/groups, k]` (+ bias).
     #[allow(clippy::too_many_arguments)]
     pub fn load(
-        w: &mut WeightFile,
+        w: &mut impl Source,
         prefix: &str,
         c_in: usize,
         c_out: usize,
@@ -230,9 +220,10 @@ impl<B: Backend> Conv1d<B> {
             weight: w.param(
                 &key(prefix, "weight"),
                 [c_out, c_in / groups, kernel],
+                &Init::LeCunUniform,
                 device,
             ),
-            bias: bias.then(|| w.param(&key(prefix, "bias"), [c_out], device)),
+            bias: bias.then(|| w.param(&key(prefix, "bias"), [c_out], &Init::Zeros, device)),
             stride,
             padding,
             groups,
@@ -267,7 +258,7 @@ impl<B: Backend> ConvTranspose1d<B> {
     /// Loads `<prefix>.weight` `[c_in, c_out, k]` (+ bias).
     #[allow(clippy::too_many_arguments)]
     pub fn load(
-        w: &mut WeightFile,
+        w: &mut impl Source,
         prefix: &str,
         c_in: usize,
         c_out: usize,
@@ -277,8 +268,13 @@ impl<B: Backend> ConvTranspose1d<B> {
         device: &B::Device,
     ) -> Self {
         Self {
-            weight: w.param(&key(prefix, "weight"), [c_in, c_out, kernel], device),
-            bias: bias.then(|| w.param(&key(prefix, "bias"), [c_out], device)),
+            weight: w.param(
+                &key(prefix, "weight"),
+                [c_in, c_out, kernel],
+                &Init::LeCunUniform,
+                device,
+            ),
+            bias: bias.then(|| w.param(&key(prefix, "bias"), [c_out], &Init::Zeros, device)),
             stride,
         }
     }
@@ -313,7 +309,7 @@ impl<B: Backend> ConvTranspose2d<B> {
     /// Loads `<prefix>.weight` `[c_in, c_out, k, k]` (+ bias).
     #[allow(clippy::too_many_arguments)]
     pub fn load(
-        w: &mut WeightFile,
+        w: &mut impl Source,
         prefix: &str,
         c_in: usize,
         c_out: usize,
@@ -327,9 +323,10 @@ impl<B: Backend> ConvTranspose2d<B> {
             weight: w.param(
                 &key(prefix, "weight"),
                 [c_in, c_out, kernel, kernel],
+                &Init::LeCunUniform,
                 device,
             ),
-            bias: bias.then(|| w.param(&key(prefix, "bias"), [c_out], device)),
+            bias: bias.then(|| w.param(&key(prefix, "bias"), [c_out], &Init::Zeros, device)),
             stride,
             padding,
         }
@@ -357,16 +354,16 @@ pub struct Embedding<B: Backend> {
 }
 
 impl<B: Backend> Embedding<B> {
-    /// Loads `<prefix>.weight` `[vocab, d]`.
+    /// Loads `<prefix>.weight` `[vocab, d]` (`init`: its rule from scratch).
     pub fn load(
-        w: &mut WeightFile,
+        w: &mut impl Source,
         prefix: &str,
-        vocab: usize,
-        d: usize,
+        (vocab, d): (usize, usize),
+        init: Init,
         device: &B::Device,
     ) -> Self {
         Self {
-            weight: w.param(&key(prefix, "weight"), [vocab, d], device),
+            weight: w.param(&key(prefix, "weight"), [vocab, d], &init, device),
         }
     }
 

@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::export::{NamedTensor, write_atomic, write_safetensors};
 use crate::nn::Linear;
-use crate::weights::WeightFile;
+use crate::weights::{Init, Initialiser, Source, WeightFile};
 
 /// Folder of a model directory that holds its probe head.
 pub const PROBE_DIR: &str = "probe";
@@ -173,15 +173,17 @@ impl<B: Backend> ProbeHead<B> {
         Ok((head, cfg))
     }
 
-    /// Builds the head from weights named as in the file format.
-    pub fn from_weights(cfg: &ProbeConfig, w: &mut WeightFile, device: &B::Device) -> Self {
+    /// Builds the head from weights named as in the file format: the one description of a
+    /// probe head's weights (Xavier-uniform weights and zero biases from scratch).
+    pub fn from_weights(cfg: &ProbeConfig, w: &mut impl Source, device: &B::Device) -> Self {
+        let xavier = || Init::XavierUniform { packed: 1 };
         let hidden = cfg
             .hidden
-            .map(|h| Linear::load(w, "hidden", cfg.input_dim, h, true, device));
+            .map(|h| Linear::load(w, "hidden", (cfg.input_dim, h), true, xavier(), device));
         let d = cfg.hidden.unwrap_or(cfg.input_dim);
         Self {
             hidden,
-            out: Linear::load(w, "out", d, cfg.outputs, true, device),
+            out: Linear::load(w, "out", (d, cfg.outputs), true, xavier(), device),
         }
     }
 
@@ -230,23 +232,19 @@ impl<B: Backend> ProbeHead<B> {
         }
     }
 
-    /// The weights under the file format's names.
+    /// The weights under the file format's names. The names are those [`Self::from_weights`]
+    /// takes: a head of the same shape is described, and its parameters are paired with this
+    /// head's (which may have been assembled by hand).
     pub fn tensors(&self) -> Vec<NamedTensor> {
-        let mut out = Vec::new();
-        let mut lin = |name: &str, l: &Linear<B>| {
-            out.push(NamedTensor::from_tensor(
-                format!("{name}.weight"),
-                l.weight.val().transpose(),
-            ));
-            if let Some(b) = &l.bias {
-                out.push(NamedTensor::from_tensor(format!("{name}.bias"), b.val()));
-            }
-        };
-        if let Some(h) = &self.hidden {
-            lin("hidden", h);
-        }
-        lin("out", &self.out);
-        out
+        let [input_dim, first] = self.hidden.as_ref().unwrap_or(&self.out).weight.dims();
+        let hidden = self.hidden.as_ref().map(|_| first);
+        let outputs = self.out.weight.dims()[1];
+        let cfg = ProbeConfig::new(ProbeTask::Regression, input_dim, hidden, outputs);
+        let mut described = Initialiser::new(0);
+        let device = self.out.weight.device();
+        let skeleton = Self::from_weights(&cfg, &mut described, &device);
+        let names = std::mem::take(described.names_mut());
+        names.rebind(&skeleton, self).state_dict(self)
     }
 
     /// Writes `<model_dir>/probe/{config.json, model.safetensors}`.

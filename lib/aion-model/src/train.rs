@@ -1,7 +1,8 @@
 //! Training support for `aion-finetune` (feature `train`, which turns on burn's autodiff).
 //!
 //! - [`init`]: a model from scratch (random weights, sin-cos position tables, ordinal tables
-//!   for scalar tokens), built through the strict loader so its names are the Hub names.
+//!   for scalar tokens), drawn by the same description of the weights that loads a released
+//!   model ([`crate::weights::Initialiser`]), so its names are the Hub names.
 //! - [`extend`]: new modalities added to an existing model directory, every stored tensor
 //!   copied unchanged.
 //! - [`objective`]: the 4M token-prediction loss (cross-entropy over target tokens, optionally

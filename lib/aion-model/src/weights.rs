@@ -7,16 +7,24 @@
 //! [`WeightFile::finish`], so a user sees the whole list of offending names at once.
 //!
 //! Only the safetensors format is read: nothing in a weight file is ever executed.
+//!
+//! [`WeightFile`] is one [`Source`] of the one description of the weights (see [`source`]);
+//! [`Initialiser`] is the other.
+
+mod init;
+mod names;
+mod source;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use burn::module::Param;
-use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
 use safetensors::tensor::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result, WeightProblem};
+
+pub use init::{EMBED_STD, Initialiser, StoredTensor, stored_bytes, write_stored};
+pub use names::{Layout, LinearWeight, ParamNames};
+pub use source::{Init, IntType, Reservoir, Source, ValueSpace, transpose};
 
 /// Index entry of one tensor in the file.
 #[derive(Debug, Clone)]
@@ -36,6 +44,7 @@ pub struct WeightFile {
     taken: BTreeSet<String>,
     aliases: BTreeMap<String, String>,
     problems: Vec<WeightProblem>,
+    names: ParamNames,
 }
 
 impl std::fmt::Debug for WeightFile {
@@ -87,6 +96,7 @@ impl WeightFile {
             taken: BTreeSet::new(),
             aliases: BTreeMap::new(),
             problems: Vec::new(),
+            names: ParamNames::default(),
         })
     }
 
@@ -242,38 +252,6 @@ impl WeightFile {
         })
     }
 
-    /// Reads a float tensor onto a burn device.
-    pub fn tensor<B: Backend, const D: usize>(
-        &mut self,
-        name: &str,
-        shape: [usize; D],
-        device: &B::Device,
-    ) -> Tensor<B, D> {
-        let values = self.f32s(name, &shape);
-        Tensor::from_data(TensorData::new(values, shape), device)
-    }
-
-    /// Reads a float tensor as a (trainable) module parameter.
-    pub fn param<B: Backend, const D: usize>(
-        &mut self,
-        name: &str,
-        shape: [usize; D],
-        device: &B::Device,
-    ) -> Param<Tensor<B, D>> {
-        Param::from_tensor(self.tensor(name, shape, device))
-    }
-
-    /// Reads an integer tensor onto a burn device.
-    pub fn int_tensor<B: Backend, const D: usize>(
-        &mut self,
-        name: &str,
-        shape: [usize; D],
-        device: &B::Device,
-    ) -> Tensor<B, D, Int> {
-        let values = self.i64s(name, &shape);
-        Tensor::from_data(TensorData::new(values, shape), device)
-    }
-
     /// Whether any problem has been recorded so far.
     pub fn has_problems(&self) -> bool {
         !self.problems.is_empty()
@@ -301,6 +279,66 @@ impl WeightFile {
     }
 }
 
+impl Source for WeightFile {
+    fn floats(&mut self, name: &str, shape: &[usize], _init: &Init) -> Vec<f32> {
+        self.f32s(name, shape)
+    }
+
+    fn ints(&mut self, name: &str, shape: &[usize], _stored: IntType, _init: &Init) -> Vec<i64> {
+        self.i64s(name, shape)
+    }
+
+    fn unused(&mut self, name: &str, shape: &[usize], _init: &Init) {
+        self.take_unused(name, shape);
+    }
+
+    fn optional(&mut self, name: &str, _shape: &[usize], _stored: IntType, _init: &Init) {
+        self.skip(name);
+    }
+
+    fn stored_prefix(&mut self, prefix: &str, hub_prefix: &str, _write_hub: bool) {
+        let stored: Vec<String> = self
+            .names()
+            .filter(|n| n.starts_with(hub_prefix))
+            .map(String::from)
+            .collect();
+        for s in stored {
+            let wanted = format!("{prefix}{}", &s[hub_prefix.len()..]);
+            self.alias(wanted, s);
+        }
+    }
+
+    fn alias(&mut self, wanted: &str, stored: &str, shape: &[usize]) {
+        WeightFile::alias(self, wanted, stored);
+        if self.contains(wanted) && self.contains(stored) {
+            self.take_unused(stored, shape);
+        }
+    }
+
+    fn ignore_prefix(&mut self, prefix: &str) {
+        let ignored: Vec<String> = self
+            .names()
+            .filter(|n| n.starts_with(prefix))
+            .map(String::from)
+            .collect();
+        ignored.iter().for_each(|n| self.skip(n));
+    }
+
+    fn stream(&mut self, _stream: u64) {}
+
+    fn has_problems(&self) -> bool {
+        WeightFile::has_problems(self)
+    }
+
+    fn label(&self) -> &Path {
+        self.path()
+    }
+
+    fn names_mut(&mut self) -> &mut ParamNames {
+        &mut self.names
+    }
+}
+
 /// SHA-256 of a file, hex encoded (recorded in output provenance).
 pub fn sha256_file(path: impl AsRef<Path>) -> Result<String> {
     use sha2::{Digest, Sha256};
@@ -324,3 +362,6 @@ pub fn sha256_file(path: impl AsRef<Path>) -> Result<String> {
     }
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
+
+#[cfg(test)]
+mod tests;

@@ -13,5 +13,13 @@ pub mod session;
 pub mod slurm;
 
 pub use partition::{block_range, blocks};
-pub use session::Session;
+pub use session::{Session, all_gather_bytes, all_true};
 pub use slurm::SlurmEnv;
+
+/// The MPI library's own description (`MPI_Get_library_version`, e.g. `Open MPI v4.1.4, …`),
+/// first line only. Needs no initialised MPI.
+pub fn library_version() -> String {
+    mpi::environment::library_version()
+        .map(|v| v.lines().next().unwrap_or("").trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}

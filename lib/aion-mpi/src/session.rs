@@ -23,6 +23,8 @@ pub struct Session {
     rank: usize,
     size: usize,
     local_rank: usize,
+    node_size: usize,
+    host: String,
     slurm: SlurmEnv,
 }
 
@@ -44,12 +46,16 @@ impl Session {
         let size = usize::try_from(world.size()).expect("MPI size is positive");
         let node = world.split_shared(world.rank());
         let local_rank = usize::try_from(node.rank()).expect("MPI rank is non-negative");
+        let node_size = usize::try_from(node.size()).expect("MPI size is positive");
+        let host = mpi::environment::processor_name().unwrap_or_else(|_| "?".into());
         Some(Self {
             _universe: universe,
             world,
             rank,
             size,
             local_rank,
+            node_size,
+            host,
             slurm: SlurmEnv::from_env(),
         })
     }
@@ -75,6 +81,16 @@ impl Session {
         self.slurm.localid.map_or(self.local_rank, |l| l as usize)
     }
 
+    /// Number of ranks on this node (the MPI shared-memory split).
+    pub fn node_size(&self) -> usize {
+        self.node_size
+    }
+
+    /// This node's name (`MPI_Get_processor_name`, the host name).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
     /// The Slurm environment of this task.
     pub fn slurm(&self) -> &SlurmEnv {
         &self.slurm
@@ -92,7 +108,7 @@ impl Session {
 
     /// Logical AND of `ok` over all ranks (collective).
     pub fn agree(&self, ok: bool) -> bool {
-        self.min_u64(u64::from(ok)) == 1
+        all_true(&self.world, ok)
     }
 
     /// Sum over ranks (collective).
@@ -148,34 +164,7 @@ impl Session {
 
     /// Every rank's bytes, on every rank, in rank order (collective).
     pub fn all_gather_bytes(&self, bytes: &[u8]) -> Vec<Vec<u8>> {
-        let n = bytes.len() as u64;
-        let mut lens = vec![0u64; self.size];
-        self.world.all_gather_into(&n, &mut lens[..]);
-        let counts: Vec<i32> = lens
-            .iter()
-            .map(|&l| i32::try_from(l).expect("message under 2 GiB"))
-            .collect();
-        let displs: Vec<i32> = counts
-            .iter()
-            .scan(0i32, |acc, &c| {
-                let d = *acc;
-                *acc += c;
-                Some(d)
-            })
-            .collect();
-        let total: usize = lens.iter().map(|&l| l as usize).sum();
-        let mut buf = vec![0u8; total];
-        {
-            let mut part = mpi::datatype::PartitionMut::new(&mut buf[..], &counts[..], &displs[..]);
-            self.world.all_gather_varcount_into(bytes, &mut part);
-        }
-        let mut out = Vec::with_capacity(self.size);
-        let mut at = 0;
-        for l in lens {
-            out.push(buf[at..at + l as usize].to_vec());
-            at += l as usize;
-        }
-        out
+        all_gather_bytes(&self.world, bytes)
     }
 
     /// Combines every rank's bytes on rank 0 along a binomial tree (collective). In round
@@ -212,4 +201,50 @@ impl Session {
     pub fn abort(&self, code: i32) -> ! {
         self.world.abort(code)
     }
+}
+
+/// Logical AND of `ok` over the ranks of `comm` (collective on `comm`).
+pub fn all_true(comm: &SimpleCommunicator, ok: bool) -> bool {
+    let mut out = 0u64;
+    comm.all_reduce_into(&u64::from(ok), &mut out, SystemOperation::min());
+    out == 1
+}
+
+/// Every rank's bytes, on every rank of `comm`, in rank order (collective on `comm`). Empty
+/// contributions are fine, also when every rank's is empty.
+pub fn all_gather_bytes(comm: &SimpleCommunicator, bytes: &[u8]) -> Vec<Vec<u8>> {
+    let size = usize::try_from(comm.size()).expect("MPI size is positive");
+    let n = bytes.len() as u64;
+    let mut lens = vec![0u64; size];
+    comm.all_gather_into(&n, &mut lens[..]);
+    let total: usize = lens.iter().map(|&l| l as usize).sum();
+    if total == 0 {
+        // Every rank sees the same lengths, so every rank skips the exchange together (a
+        // zero-length MPI_Allgatherv hands MPI a null buffer, which some MPIs reject).
+        return vec![Vec::new(); size];
+    }
+    let counts: Vec<i32> = lens
+        .iter()
+        .map(|&l| i32::try_from(l).expect("message under 2 GiB"))
+        .collect();
+    let displs: Vec<i32> = counts
+        .iter()
+        .scan(0i32, |acc, &c| {
+            let d = *acc;
+            *acc += c;
+            Some(d)
+        })
+        .collect();
+    let mut buf = vec![0u8; total];
+    {
+        let mut part = mpi::datatype::PartitionMut::new(&mut buf[..], &counts[..], &displs[..]);
+        comm.all_gather_varcount_into(bytes, &mut part);
+    }
+    let mut out = Vec::with_capacity(size);
+    let mut at = 0;
+    for l in lens {
+        out.push(buf[at..at + l as usize].to_vec());
+        at += l as usize;
+    }
+    out
 }

@@ -30,7 +30,7 @@ pub fn encode(
     let mut t = ModalityTokens::absent(m, n);
     let mut mask = vec![true; n * m.num_tokens()];
     for r in 0..n {
-        if !cols[0].present[r] {
+        if !cols.iter().all(|c| c.present[r]) {
             continue;
         }
         let s = r * per_row..(r + 1) * per_row;
@@ -55,10 +55,7 @@ pub fn encode(
                 mask[r * k..(r + 1) * k].copy_from_slice(&pad);
                 t.used[r] = true;
             }
-            Err(e) => {
-                log::debug!("catalog row {r}: {e}");
-                t.rejected[r] = true;
-            }
+            Err(e) => t.reject(r, "unusable catalog entries", e.to_string()),
         }
     }
     t.token_mask = Some(mask);

@@ -20,27 +20,63 @@ use super::ModalityTokens;
 
 const CROP: usize = 96;
 
-/// Whether every pixel of the central crop of each `h × w` plane is finite.
-fn crop_is_finite(planes: &[f32], h: usize, w: usize) -> bool {
+/// The first non-finite pixel of the central crop of the `h × w` planes: (plane, y, x, value).
+fn crop_nonfinite(planes: &[f32], h: usize, w: usize) -> Option<(usize, usize, usize, f32)> {
     let (y0, x0) = ((h - CROP) / 2, (w - CROP) / 2);
-    planes.chunks(h * w).all(|p| {
-        (y0..y0 + CROP).all(|y| {
-            p[y * w + x0..y * w + x0 + CROP]
-                .iter()
-                .all(|v| v.is_finite())
+    planes.chunks(h * w).enumerate().find_map(|(i, p)| {
+        (y0..y0 + CROP).find_map(|y| {
+            let row = &p[y * w + x0..y * w + x0 + CROP];
+            row.iter()
+                .position(|v| !v.is_finite())
+                .map(|x| (i, y, x0 + x, row[x]))
         })
     })
 }
 
-fn parse_bands(names: &[String]) -> Option<Vec<Band>> {
-    let bands: Vec<Band> = names
-        .iter()
-        .map(|s| s.parse().ok())
-        .collect::<Option<_>>()?;
+/// Whether every pixel of the central crop of each `h × w` plane is finite.
+#[cfg(test)]
+fn crop_is_finite(planes: &[f32], h: usize, w: usize) -> bool {
+    crop_nonfinite(planes, h, w).is_none()
+}
+
+/// The central-crop rejection: reason and detail.
+fn crop_problem((plane, y, x, v): (usize, usize, usize, f32)) -> (&'static str, String) {
+    (
+        "NaN or infinite pixel in the central 96x96 crop",
+        format!("{v} at band {plane}, pixel (y {y}, x {x})"),
+    )
+}
+
+/// The bands of a row, or why they cannot be used (reason, detail).
+fn parse_bands(names: &[String]) -> Result<Vec<Band>, (&'static str, String)> {
+    let list = || names.join(",");
+    let mut bands = Vec::with_capacity(names.len());
+    for s in names {
+        if s.trim().is_empty() {
+            return Err(("empty band name", format!("bands [{}]", list())));
+        }
+        match s.parse::<Band>() {
+            Ok(b) => bands.push(b),
+            Err(_) => {
+                let valid: Vec<&str> = Band::ALL.iter().map(|b| b.name()).collect();
+                return Err((
+                    "unknown band name",
+                    format!(
+                        "bands [{}]: '{s}' is not one of {}",
+                        list(),
+                        valid.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
     let mut seen = bands.clone();
     seen.sort_by_key(|b| b.slot());
     seen.dedup();
-    (!bands.is_empty() && seen.len() == bands.len()).then_some(bands)
+    if bands.is_empty() || seen.len() != bands.len() {
+        return Err(("repeated band name", format!("bands [{}]", list())));
+    }
+    Ok(bands)
 }
 
 fn scatter<B: Backend>(t: &mut ModalityTokens, rows: &[usize], tokens: Tensor<B, 2, Int>) {
@@ -77,8 +113,10 @@ pub fn encode_images<B: Backend>(
             continue;
         }
         let row = &px[r * nb * h * w..(r + 1) * nb * h * w];
-        match parse_bands(&names[r * nb..(r + 1) * nb]) {
-            Some(b) if crop_is_finite(row, h, w) => {
+        let checked = parse_bands(&names[r * nb..(r + 1) * nb])
+            .and_then(|b| crop_nonfinite(row, h, w).map_or(Ok(b), |p| Err(crop_problem(p))));
+        match checked {
+            Ok(b) => {
                 let key = b.iter().map(|b| b.slot()).collect();
                 groups
                     .entry(key)
@@ -86,7 +124,7 @@ pub fn encode_images<B: Backend>(
                     .1
                     .push(r);
             }
-            _ => t.rejected[r] = true,
+            Err((reason, detail)) => t.reject(r, reason, detail),
         }
     }
     for (bands, rows) in groups.into_values() {
@@ -116,10 +154,12 @@ pub fn encode_fields<B: Backend>(
         if !field.present[r] {
             continue;
         }
-        if crop_is_finite(&px[r * h * w..(r + 1) * h * w], h, w) {
-            rows.push(r);
-        } else {
-            t.rejected[r] = true;
+        match crop_nonfinite(&px[r * h * w..(r + 1) * h * w], h, w) {
+            None => rows.push(r),
+            Some(p) => {
+                let (reason, detail) = crop_problem(p);
+                t.reject(r, reason, detail);
+            }
         }
     }
     if !rows.is_empty() {
@@ -148,8 +188,15 @@ mod tests {
     #[test]
     fn bands_parse_case_insensitively_and_reject_duplicates() {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        assert!(super::parse_bands(&s(&["des-g", "DES-R"])).is_some());
-        assert!(super::parse_bands(&s(&["des-g", "des-g"])).is_none());
-        assert!(super::parse_bands(&s(&["des-g", ""])).is_none());
+        assert!(super::parse_bands(&s(&["des-g", "DES-R"])).is_ok());
+        let e = |v: &[&str]| super::parse_bands(&s(v)).unwrap_err();
+        assert_eq!(e(&["des-g", "des-g"]).0, "repeated band name");
+        assert_eq!(e(&["des-g", ""]).0, "empty band name");
+        let (reason, detail) = e(&["g", "r", "i", "z"]);
+        assert_eq!(reason, "unknown band name");
+        assert!(
+            detail.contains("[g,r,i,z]") && detail.contains("DES-G"),
+            "{detail}"
+        );
     }
 }

@@ -23,8 +23,13 @@ pub fn encode(
             continue;
         }
         let row = &values[r * width + a..r * width + b];
-        if row.iter().any(|v| !v.is_finite()) {
-            t.rejected[r] = true;
+        if let Some(j) = row.iter().position(|v| !v.is_finite()) {
+            let at = if c > 1 {
+                format!(" (value {})", a + j)
+            } else {
+                String::new()
+            };
+            t.reject(r, "NaN or infinite value", format!("{}{at}", row[j]));
             continue;
         }
         for (j, &v) in row.iter().enumerate() {
@@ -52,8 +57,9 @@ pub fn pass_tokens(m: &'static ModalityInfo, col: &Column) -> ModalityTokens {
         if !col.present[r] || row.iter().all(|&x| x == NO_TOKEN) {
             continue;
         }
-        if row.iter().any(|&x| x < 0 || x as usize >= m.vocab) {
-            t.rejected[r] = true;
+        if let Some(&x) = row.iter().find(|&&x| x < 0 || x as usize >= m.vocab) {
+            let detail = format!("token {x}, the vocabulary is 0..{}", m.vocab);
+            t.reject(r, "token outside the vocabulary", detail);
             continue;
         }
         if seq && row.iter().all(|&x| x == 0) {

@@ -34,7 +34,8 @@ pub fn encode<B: Backend>(
     let l = cols.flux.row_len();
     let f32s = |c: &Column| c.to_f32().expect("checked: numeric");
     let (flux, ivar, lambda) = (f32s(&cols.flux), f32s(&cols.ivar), f32s(&cols.lambda));
-    let mask: Vec<bool> = match cols.mask.as_ref().map(|c| &c.values) {
+    // A row without a mask value (its file lacks the dataset, or a null) has no pixel masked.
+    let mut mask: Vec<bool> = match cols.mask.as_ref().map(|c| &c.values) {
         Some(ColumnValues::Bool(v)) => v.clone(),
         Some(_) => cols
             .mask
@@ -46,11 +47,16 @@ pub fn encode<B: Backend>(
             .collect(),
         None => vec![false; n * l],
     };
+    if let Some(c) = &cols.mask {
+        for (r, _) in c.present.iter().enumerate().filter(|(_, p)| !**p) {
+            mask[r * l..(r + 1) * l].fill(false);
+        }
+    }
     let mut t = ModalityTokens::absent(m, n);
     let mut good = Vec::new();
     let mut rows = Vec::new();
     for r in 0..n {
-        if !cols.flux.present[r] {
+        if !(cols.flux.present[r] && cols.ivar.present[r] && cols.lambda.present[r]) {
             continue;
         }
         let s = r * l..(r + 1) * l;
@@ -67,10 +73,7 @@ pub fn encode<B: Backend>(
                 good.push(r);
                 rows.push(row);
             }
-            Err(e) => {
-                log::debug!("{}: {e}", m.token_key);
-                t.rejected[r] = true;
-            }
+            Err(e) => t.reject(r, e.reason, e.detail),
         }
     }
     if rows.is_empty() {

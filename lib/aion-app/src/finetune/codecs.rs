@@ -4,8 +4,7 @@
 use std::path::Path;
 
 use aion_model::codecs::scalar::ScalarCodec;
-use aion_model::codecs::scalar_fit::{BottomK, FitKind, FittedCodec, linspace_f32};
-use aion_model::export::{NamedTensor, write_atomic, write_safetensors};
+use aion_model::codecs::scalar_fit::{self, BottomK, FitKind, FittedCodec};
 use aion_model::modality::ModalityInfo;
 use aion_mpi::Session;
 use anyhow::{Context, Result};
@@ -44,15 +43,8 @@ pub fn fit_distributed(
 /// Writes the `GridScalarCodec` of redshift (`codecs/Z/`: `quantizer.buckets` =
 /// `linspace(0, 1, K)` in float32, as `GridScalarCodec("Z", K)` builds it).
 pub fn write_grid_codec(dir: &Path, name: &str, k: usize) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let cfg = serde_json::json!({ "modality": name, "codebook_size": k });
-    write_atomic(
-        &dir.join("config.json"),
-        format!("{}\n", serde_json::to_string_pretty(&cfg)?).as_bytes(),
-    )?;
-    let buckets = NamedTensor::new("quantizer.buckets", vec![k], linspace_f32(k));
-    write_safetensors(&dir.join("model.safetensors"), &[buckets], None)?;
-    Ok(())
+    scalar_fit::write_grid_codec(dir, name, k)
+        .with_context(|| format!("cannot write the {name} codec to {}", dir.display()))
 }
 
 /// Loads the codec of `m` from `model/codecs/<codec_dir>/`.
@@ -81,6 +73,14 @@ pub fn bin_centres(codec: &ScalarCodec, vocab: usize) -> Vec<Option<f64>> {
                 None => hi,
             })
         })
+        .collect()
+}
+
+/// The decoded value of each token that has one (tokens `0..K`; the redshift vocabulary's
+/// token 1024 has none): the upper bin edges of [`crate::posterior::edges`].
+pub fn token_values(codec: &ScalarCodec, vocab: usize) -> Vec<f32> {
+    (0..vocab)
+        .map_while(|k| codec.decode_token(0, k as i64))
         .collect()
 }
 

@@ -34,6 +34,9 @@ pub struct FinetuneConfig {
     /// Catalogue file(s) or glob(s) (`--catalog` overrides).
     #[serde(default)]
     pub catalog: Vec<String>,
+    /// Catalogue format (`hdf5`, `parquet`, `hats`, `fits`); default: told from the files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<aion_io::Format>,
     /// Output model directory (`--output` overrides).
     #[serde(default)]
     pub output: Option<PathBuf>,
@@ -59,9 +62,6 @@ pub struct FinetuneConfig {
     /// Calibration of the exported posteriors.
     #[serde(default)]
     pub calibration: CalibrationSection,
-    /// An ensemble of models trained with consecutive seeds.
-    #[serde(default)]
-    pub ensemble: EnsembleSection,
 }
 
 /// `[model]`: start from a model directory or from scratch.
@@ -114,6 +114,13 @@ pub struct NewModalitySection {
     /// Codec folder (default: the dataset name).
     #[serde(default)]
     pub codec_dir: Option<String>,
+    /// Units of the values as astropy reads them (`"mag"`; `""` = dimensionless), written to
+    /// `modalities.json` and to the outputs' `units` attributes (default: `"unknown"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub units: Option<String>,
+    /// Axis label for figures and outputs (default: the token key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 /// Train / validation / test split.
@@ -311,24 +318,6 @@ impl Default for CalibrationSection {
     }
 }
 
-/// `[ensemble]`: train `members` models with seeds `seed`, `seed + 1`, … on the same split
-/// (into `<output>/member-<i>/`) and export them as one ensemble (`crate::ensemble`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EnsembleSection {
-    /// Number of models (1: a single model, no ensemble).
-    #[serde(default = "defaults::members")]
-    pub members: usize,
-}
-
-impl Default for EnsembleSection {
-    fn default() -> Self {
-        Self {
-            members: defaults::members(),
-        }
-    }
-}
-
 mod defaults {
     pub fn seed() -> u64 {
         0
@@ -399,22 +388,39 @@ mod defaults {
     pub fn temperature() -> String {
         "temperature".into()
     }
-    pub fn members() -> usize {
-        1
-    }
 }
 
 impl FinetuneConfig {
-    /// Reads and validates a config file. Relative paths inside it are taken relative to the
-    /// current directory (run from the repository root, as the README does).
+    /// Reads and validates a config file. Relative paths inside it (`catalog`, `output`,
+    /// `[model] base`, `[data] split_file`) are taken relative to the directory of the file, so
+    /// the run does not depend on the working directory (command-line overrides stay relative to
+    /// the working directory).
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
-        let cfg: Self =
+        let mut cfg: Self =
             toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
         cfg.validate()
             .with_context(|| format!("invalid config {}", path.display()))?;
+        cfg.resolve_paths(path.parent().unwrap_or(Path::new("")));
         Ok(cfg)
+    }
+
+    /// Makes the relative paths of the file relative to `dir` (the file's directory).
+    fn resolve_paths(&mut self, dir: &Path) {
+        let join = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        };
+        self.catalog = self
+            .catalog
+            .iter()
+            .map(|p| crate::config_path::resolve_pattern(dir, p))
+            .collect();
+        self.output.as_mut().map(join);
+        self.model.base.as_mut().map(join);
+        self.data.split_file.as_mut().map(join);
     }
 
     /// The masking probability of masked mode (0 in the other modes).
@@ -496,14 +502,6 @@ impl FinetuneConfig {
             ["temperature", "none"].contains(&self.calibration.method.as_str()),
             "[calibration] method must be temperature or none"
         );
-        ensure!(
-            self.ensemble.members >= 1,
-            "[ensemble] members must be at least 1"
-        );
-        ensure!(
-            self.ensemble.members == 1 || !matches!(self.mode, Mode::Probe),
-            "[ensemble]: probe heads cannot be ensembled (modes masked, full, lora can)"
-        );
         Ok(())
     }
 
@@ -534,6 +532,32 @@ mod tests {
             }
         }
         assert!(n >= 1);
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_config_file() {
+        let dir = std::env::temp_dir().join(format!("aion-config-{}", std::process::id()));
+        let sub = dir.join("configs");
+        std::fs::create_dir_all(&sub).unwrap();
+        let file = sub.join("run.toml");
+        std::fs::write(
+            &file,
+            "mode = \"full\"\ncatalog = [\"../data/a.h5\", \"../more/*.h5\", \"/abs/b.h5\"]\n\
+             output = \"../runs/x\"\n[model]\nbase = \"model\"\n\
+             [data]\ninputs = [\"tok_z\"]\ntargets = [\"tok_z\"]\nsplit_file = \"split.json\"\n",
+        )
+        .unwrap();
+        let cfg = FinetuneConfig::load(&file).unwrap();
+        let data = sub.join("../data/a.h5");
+        let more = format!(
+            "{}/../more/*.h5",
+            glob::Pattern::escape(sub.to_str().unwrap())
+        );
+        assert_eq!(cfg.catalog, [data.to_str().unwrap(), &more, "/abs/b.h5"]);
+        assert_eq!(cfg.output, Some(sub.join("../runs/x")));
+        assert_eq!(cfg.model.base, Some(sub.join("model")));
+        assert_eq!(cfg.data.split_file, Some(sub.join("split.json")));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //!   `model.safetensors` (LoRA: the adapters fused in), `modalities.json` (extra modalities),
 //!   `codecs/<name>/` (fitted, copied from the base, or the redshift grid); LoRA runs also keep
 //!   the adapters alone (`adapter.safetensors`), probe runs the head (`probe/`).
-//! * `train_log.jsonl` and `learning_curves.png`; `split.json` (the rows of each part, for the
-//!   baselines); `eval/` (test-split metrics, predictions and scatter plots of point targets);
+//! * `train_log.jsonl` and `learning_curves.{png,svg}`; `split.json` (the rows of each part, for
+//!   the baselines); `eval/` (test-split metrics of [`crate::metrics`], per-row predictions with
+//!   PIT and CRPS, and a figure per point target: `test_<key>.{csv,png,svg}`);
 //!   `finetune.json` (summary: configuration, its hash, steps, timing, metrics).
 
 use std::path::Path;
@@ -27,10 +28,10 @@ use super::data::Split;
 use super::log::{TrainLog, plot_curves};
 use super::prepare::{Setup, new_spec};
 use super::probe::{ProbeTrain, predictions};
-use super::tokens::{TokenTask, Trainee};
-use crate::calibration::CalibrationFile;
+use super::tokens::{Predictions, TokenTask, Trainee};
+use crate::calibration::{self, CalibrationFile};
 use crate::collective::agree;
-use crate::metrics::point_metrics;
+use crate::plot::charts::EvaluationFigure;
 
 /// The run summary file.
 pub const SUMMARY: &str = "finetune.json";
@@ -108,38 +109,67 @@ fn write_codecs<B: Backend>(ctx: &Context<'_>, model: &Aion<B>) -> Result<()> {
     Ok(())
 }
 
-/// Test metrics, predictions (CSV) and scatter plots of point predictions (rank 0).
-pub fn write_eval(
-    out: &Path,
-    split: &Split,
-    preds: &[(String, Vec<[f64; 3]>)],
-) -> Result<serde_json::Value> {
+/// Axis titles of a target's evaluation figure: the modality of the token key, or the one
+/// read from that dataset by default (probe targets are datasets), else the name itself.
+fn titles(key: &str) -> (String, String, String) {
+    let m = aion_model::modality::by_token_key(key)
+        .or_else(|| aion_model::modality::all().find(|m| m.dataset == key));
+    match m {
+        Some(m) if m.token_key == "tok_z" => (
+            "spectroscopic redshift z_{spec}".into(),
+            "predicted redshift (posterior mean)".into(),
+            "z_spec".into(),
+        ),
+        Some(m) => (
+            format!("catalogue {}", m.axis_title()),
+            format!("predicted {} (posterior mean)", m.axis_title()),
+            "true value".into(),
+        ),
+        None => (
+            format!("catalogue {key}"),
+            format!("predicted {key} (posterior mean)"),
+            "true value".into(),
+        ),
+    }
+}
+
+/// Test metrics, predictions (CSV) and figures of point predictions (rank 0).
+fn write_eval(out: &Path, split: &Split, preds: &[Predictions]) -> Result<serde_json::Value> {
     let dir = out.join("eval");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut all = serde_json::Map::new();
-    for (key, rows) in preds {
-        let pred: Vec<f32> = rows.iter().map(|r| r[1] as f32).collect();
-        let truth: Vec<f32> = rows.iter().map(|r| r[0] as f32).collect();
-        let mut csv = String::from("row,truth,mean,sigma\n");
-        for (&r, v) in split.test.iter().zip(rows) {
-            csv.push_str(&format!("{r},{},{},{}\n", v[0], v[1], v[2]));
+    for p in preds {
+        let key = &p.key;
+        let mut csv = String::from("row,truth,mean,sigma,pit,crps\n");
+        for (&r, v) in split.test.iter().zip(&p.rows) {
+            csv.push_str(&format!(
+                "{r},{},{},{},{},{}\n",
+                v[0], v[1], v[2], v[3], v[4]
+            ));
         }
         std::fs::write(dir.join(format!("test_{key}.csv")), csv)?;
-        if let Some(m) = point_metrics(&pred, &truth) {
-            let title = format!(
-                "{}: N={} NMAD={:.4} OUT={:.3}",
-                key.to_uppercase(),
-                m.n,
-                m.sigma_nmad,
-                m.outlier_fraction
-            );
-            crate::plot::scatter_png(
-                &dir.join(format!("test_{key}.png")),
-                &truth,
-                &pred,
-                &title,
-                "TRUE",
-                "PREDICTED (POSTERIOR MEAN)",
+        if let Some(m) = p.metrics() {
+            let pred: Vec<f32> = p.rows.iter().map(|r| r[1] as f32).collect();
+            let truth: Vec<f32> = p.rows.iter().map(|r| r[0] as f32).collect();
+            let pits: Vec<f64> = p
+                .rows
+                .iter()
+                .filter(|r| r[3].is_finite() && r[4].is_finite())
+                .map(|r| r[3])
+                .collect();
+            let (truth_title, pred_title, symbol) = titles(key);
+            crate::plot::save(
+                &EvaluationFigure {
+                    truth: &truth,
+                    pred: &pred,
+                    pits: &pits,
+                    eval: &m,
+                    truth_title: &truth_title,
+                    pred_title: &pred_title,
+                    truth_symbol: &symbol,
+                    title: &format!("{key}: test split, {} objects", m.point.n),
+                },
+                &dir.join(format!("test_{key}")),
             )?;
             all.insert(key.clone(), serde_json::to_value(m)?);
         }
@@ -152,9 +182,10 @@ pub fn write_eval(
     Ok(v)
 }
 
-/// `calibration.json` of the output model (rank 0); a stale one from an earlier run into the same
-/// directory is removed when this run has none, so `aion-predict` never applies it.
-pub fn write_calibration(out: &Path, calibration: Option<&CalibrationFile>) -> Result<()> {
+/// `calibration.json` of the output model (rank 0). The work directory may hold one from an
+/// earlier export of this run (resumed with another `[calibration]`): it is removed when this
+/// export has none, so `aion-predict` never applies a stale one.
+fn write_calibration(out: &Path, calibration: Option<&CalibrationFile>) -> Result<()> {
     match calibration {
         Some(c) => {
             for (key, t) in &c.targets {
@@ -168,10 +199,9 @@ pub fn write_calibration(out: &Path, calibration: Option<&CalibrationFile>) -> R
             }
             c.write_dir(out)
         }
-        None => match std::fs::remove_file(out.join(crate::calibration::FILE)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| {
-                format!("cannot remove the stale calibration of {}", out.display())
-            }),
+        None => match std::fs::remove_file(out.join(calibration::FILE)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e)
+                .with_context(|| format!("cannot remove the stale calibration of {}", out.display())),
             _ => Ok(()),
         },
     }
@@ -185,18 +215,16 @@ fn summary(
     calibration: Option<&CalibrationFile>,
 ) -> Result<()> {
     let s = ctx.setup;
-    let curves = s.out.join("learning_curves.png");
     plot_curves(
         log.path(),
-        &curves,
+        &s.out.join("learning_curves"),
         &format!(
-            "{}: {:?}",
-            s.out
+            "{} (mode {})",
+            s.final_out
                 .file_name()
-                .map_or(String::new(), |n| n.to_string_lossy().to_uppercase()),
-            s.cfg.mode
-        )
-        .to_uppercase(),
+                .map_or(String::new(), |n| n.to_string_lossy().to_string()),
+            format!("{:?}", s.cfg.mode).to_lowercase()
+        ),
     )?;
     let v = json!({
         "tool": super::TOOL, "version": env!("CARGO_PKG_VERSION"), "git_commit": crate::provenance::GIT_COMMIT,
@@ -223,20 +251,13 @@ pub fn tokens<B: AutodiffBackend>(
     log: &TrainLog,
 ) -> Result<()> {
     let model = module.effective();
-    let calibrate = ctx.setup.cfg.calibration.method == "temperature" && !ctx.split.val.is_empty();
-    let calibration = calibrate
-        .then(|| {
-            let val = task.block_logits(ctx.session, &model, &ctx.split.val);
-            task.calibrate(ctx.session, &ctx.split.val, &val)
-        })
+    let calibration = (ctx.setup.cfg.calibration.method == calibration::METHOD)
+        .then(|| task.calibrate(ctx.session, &model, &ctx.split.val))
         .flatten();
-    let preds: Vec<(String, Vec<[f64; 3]>)> = if ctx.split.test.is_empty() {
+    let preds = if ctx.split.test.is_empty() {
         Vec::new()
     } else {
         task.predict(ctx.session, &model, &ctx.split.test, calibration.as_ref())
-            .into_iter()
-            .map(|p| (p.key.to_string(), p.rows))
-            .collect()
     };
     let r = if ctx.session.is_root() {
         (|| -> Result<()> {
@@ -279,13 +300,13 @@ pub fn probe<B: AutodiffBackend>(
     {
         Vec::new()
     } else {
-        let (pred, truth) = predictions(ctx.session, task, head, &ctx.split.test, &device);
-        let rows = pred
-            .iter()
-            .zip(&truth)
-            .map(|(&p, &t)| [f64::from(t), f64::from(p), f64::NAN])
-            .collect();
-        vec![(task.targets.cfg.target.clone(), rows)]
+        vec![predictions(
+            ctx.session,
+            task,
+            head,
+            &ctx.split.test,
+            &device,
+        )]
     };
     let r = if ctx.session.is_root() {
         (|| -> Result<()> {
@@ -294,7 +315,14 @@ pub fn probe<B: AutodiffBackend>(
                 ctx.setup.cfg.model.base.as_ref().expect("probe has a base"),
             );
             if base != out {
-                for f in ["config.json", "model.safetensors", "modalities.json"] {
+                // The base's calibration.json (if any) is carried: the probe leaves the base's
+                // token posteriors as they were.
+                for f in [
+                    "config.json",
+                    "model.safetensors",
+                    "modalities.json",
+                    calibration::FILE,
+                ] {
                     if base.join(f).is_file() {
                         let _ = std::fs::remove_file(out.join(f));
                         std::fs::hard_link(base.join(f), out.join(f))
@@ -307,7 +335,6 @@ pub fn probe<B: AutodiffBackend>(
                 }
             }
             head.save(&task.targets.cfg, out)?;
-            write_calibration(out, None)?;
             let test = write_eval(out, ctx.split, &preds)?;
             summary(ctx, progress, test, log, None)
         })()

@@ -123,31 +123,72 @@ fn finite(v: f64) -> serde_json::Value {
 /// `(x, y)` points of a curve.
 pub type Curve = Vec<(f64, f64)>;
 
-/// Reads a training log: `(step, loss)` of the steps and `(step, loss)` of the evaluations.
-pub fn read_curves(path: &Path) -> Result<(Curve, Curve)> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let (mut train, mut val) = (Vec::new(), Vec::new());
-    for line in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(line)?;
-        let (Some(step), Some(loss)) = (v["step"].as_f64(), v["loss"].as_f64()) else {
-            continue;
-        };
-        if v.get("eval").is_some() {
-            val.push((step, loss));
-        } else {
-            train.push((step, loss));
-        }
-    }
-    Ok((train, val))
+/// What a training log holds: `(step, loss)` of the steps, `(step, loss)` of the evaluations,
+/// and each evaluation metric's `(step, value)` by name (`sigma_nmad_tok_z`, …).
+#[derive(Debug, Default)]
+pub struct Curves {
+    /// Training loss per step.
+    pub train: Curve,
+    /// Validation loss.
+    pub val: Curve,
+    /// Validation metrics.
+    pub metrics: std::collections::BTreeMap<String, Curve>,
 }
 
-/// Draws the learning curves (training loss per step, its running mean, validation loss) as a
-/// PNG.
-pub fn plot_curves(log: &Path, png: &Path, title: &str) -> Result<()> {
-    let (train, val) = read_curves(log)?;
+/// Reads a training log.
+pub fn read_curves(path: &Path) -> Result<Curves> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut c = Curves::default();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        let Some(step) = v["step"].as_f64() else {
+            continue;
+        };
+        let loss = v["loss"].as_f64().unwrap_or(f64::NAN);
+        if v.get("eval").is_some() {
+            c.val.push((step, loss));
+            for (k, m) in v["metrics"].as_object().into_iter().flatten() {
+                let y = m.as_f64().unwrap_or(f64::NAN);
+                c.metrics.entry(k.clone()).or_default().push((step, y));
+            }
+        } else {
+            c.train.push((step, loss));
+        }
+    }
+    Ok(c)
+}
+
+/// The validation metrics of `curves` whose name is `metric` or `<metric>_<key>`, with the
+/// legend entry of each (the key, or nothing).
+fn metric_series(curves: &Curves, metric: &str) -> Vec<(String, Curve)> {
+    curves
+        .metrics
+        .iter()
+        .filter_map(|(name, pts)| {
+            if name == metric {
+                Some((String::new(), pts.clone()))
+            } else {
+                name.strip_prefix(&format!("{metric}_"))
+                    .map(|key| (key.to_string(), pts.clone()))
+            }
+        })
+        .collect()
+}
+
+/// Draws the learning curves as `<stem>.png` and `<stem>.svg`: the training loss per step, its
+/// running mean and the validation loss; then, when the evaluations report them, the
+/// validation σ_NMAD, outlier fraction and 68 % / 95 % interval coverage (names and meanings as
+/// in `aion-predict`'s summary, [`crate::metrics`]).
+pub fn plot_curves(log: &Path, stem: &Path, title: &str) -> Result<()> {
+    use crate::metrics::display_name;
+    use crate::plot::charts::{CurvesFigure, Panel, Series};
+    use crate::plot::{C_BLUE, C_GREEN, C_GREY, C_LIGHT_BLUE, C_ORANGE, C_RED};
+    use plotters::chart::SeriesLabelPosition;
+    let curves = read_curves(log)?;
+    let train = &curves.train;
     let window = (train.len() / 50).max(1);
-    let smooth: Vec<(f64, f64)> = train
+    let smooth: Curve = train
         .iter()
         .enumerate()
         .map(|(i, &(s, _))| {
@@ -156,15 +197,131 @@ pub fn plot_curves(log: &Path, png: &Path, title: &str) -> Result<()> {
             (s, m)
         })
         .collect();
-    super::curves::line_png(
-        png,
-        &[
-            ("TRAIN (STEP)", &train, super::curves::LIGHT_BLUE),
-            ("TRAIN (MEAN)", &smooth, super::curves::BLUE),
-            ("VALIDATION", &val, super::curves::RED),
+    let last_step = train.last().map_or(1.0, |p| p.0);
+    let x_range = Some((0.0, last_step.max(1.0)));
+    let step = "training step";
+    let mut panels = vec![Panel {
+        title: "loss".into(),
+        xtitle: step.into(),
+        ytitle: "loss (mean per target token)".into(),
+        series: vec![
+            Series {
+                width: 1,
+                ..Series::line("training (each step)", C_LIGHT_BLUE, train.clone())
+            },
+            // The running mean, when it averages something.
+            if window > 1 {
+                Series::line(format!("training (mean of {window} steps)"), C_BLUE, smooth)
+            } else {
+                Series::line("", C_BLUE, Vec::new())
+            },
+            Series::line("validation", C_RED, curves.val.clone()),
         ],
-        title,
-        "STEP",
-        "LOSS",
-    )
+        y_range: None,
+        x_range,
+        legend: SeriesLabelPosition::UpperRight,
+    }];
+    let colours = [C_RED, C_GREEN, C_ORANGE, C_BLUE];
+    for metric in ["sigma_nmad", "outlier_fraction"] {
+        let mut found = metric_series(&curves, metric);
+        if found.is_empty() && metric == "outlier_fraction" {
+            found = metric_series(&curves, "outliers"); // logs written before the rename
+        }
+        if found.is_empty() {
+            continue;
+        }
+        panels.push(Panel {
+            title: format!("validation {}", display_name(metric)),
+            xtitle: step.into(),
+            ytitle: display_name(metric).replace("σ_NMAD", "σ_{NMAD}"),
+            series: found
+                .into_iter()
+                .zip(colours.iter().cycle())
+                .map(|((key, pts), &c)| Series::line(key, c, pts))
+                .collect(),
+            y_range: None,
+            x_range,
+            legend: SeriesLabelPosition::UpperRight,
+        });
+    }
+    let mut coverage = Vec::new();
+    for (level, colour) in [("68", C_BLUE), ("95", C_ORANGE)] {
+        for (key, pts) in metric_series(&curves, &format!("coverage_{level}")) {
+            let name = format!("{level} % interval {key}").trim().to_string();
+            coverage.push(Series::line(name, colour, pts));
+            let nominal: f64 = level.parse::<f64>().expect("a number") / 100.0;
+            coverage.push(Series {
+                dashed: true,
+                width: 1,
+                ..Series::line(
+                    "",
+                    C_GREY,
+                    vec![(0.0, nominal), (last_step.max(1.0), nominal)],
+                )
+            });
+        }
+    }
+    if !coverage.is_empty() {
+        panels.push(Panel {
+            title: "validation interval coverage (dashed: nominal)".into(),
+            xtitle: step.into(),
+            ytitle: "share of true values inside".into(),
+            series: coverage,
+            y_range: Some((0.0, 1.05)),
+            x_range,
+            legend: SeriesLabelPosition::LowerLeft,
+        });
+    }
+    crate::plot::save(
+        &CurvesFigure {
+            title: title.to_string(),
+            columns: 2,
+            panel_size: (680, 460),
+            panels,
+        },
+        stem,
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn learning_curves_show_the_loss_and_the_validation_metrics() {
+        let dir = std::env::temp_dir().join(format!("aion-curves-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut log = TrainLog::new(&dir, true);
+        log.truncate(0).unwrap();
+        for step in 1..=200u64 {
+            let loss = 3.0 / (1.0 + step as f64 / 10.0) + 0.1 * ((step * 7 % 5) as f64 - 2.0);
+            log.step(step, 1e-3, loss, 1.0, &[], step as f64).unwrap();
+            if step % 40 == 0 {
+                let t = step as f64 / 200.0;
+                let e = Evaluation {
+                    loss: loss + 0.2,
+                    metrics: vec![
+                        ("sigma_nmad_tok_z".into(), 0.05 - 0.03 * t),
+                        ("outlier_fraction_tok_z".into(), 0.2 - 0.15 * t),
+                        ("coverage_68_tok_z".into(), 0.4 + 0.25 * t),
+                        ("coverage_95_tok_z".into(), 0.7 + 0.22 * t),
+                    ],
+                };
+                log.eval(step, "val", &e).unwrap();
+            }
+        }
+        plot_curves(log.path(), &dir.join("curves"), "test (mode masked)").unwrap();
+        let svg = std::fs::read_to_string(dir.join("curves.svg")).unwrap();
+        for s in [
+            "training step",
+            "validation σ_NMAD",
+            "validation outlier fraction",
+            "68 % interval tok_z",
+            "training (mean of",
+        ] {
+            assert!(svg.contains(s), "{s}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

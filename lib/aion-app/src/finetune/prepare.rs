@@ -63,6 +63,8 @@ pub fn new_spec(n: &NewModalitySection) -> ExtraModality {
         tokens: 1,
         dataset: n.dataset.clone(),
         class_name: None,
+        units: n.units.clone(),
+        label: n.label.clone(),
     }
 }
 
@@ -82,25 +84,40 @@ pub struct Needed {
 pub struct Setup {
     /// Effective configuration.
     pub cfg: FinetuneConfig,
-    /// Output directory.
+    /// The directory the run writes into: the work directory `<output>.partial`, renamed to
+    /// the output directory when the run has finished ([`work_dir`]).
     pub out: PathBuf,
+    /// The output directory (`output` of the configuration, `--output`).
+    pub final_out: PathBuf,
     /// The catalogue.
     pub catalog: Catalog,
     /// Modalities read (inputs ∪ targets), in config order.
     pub needed: Vec<Needed>,
     /// Hash of everything that determines the result.
     pub hash: String,
+    /// The config file (named in errors about the paths it sets).
+    pub config_file: PathBuf,
 }
 
-/// Resolves everything `cfg` names (registers its new modalities, opens the catalogue, binds
-/// the modalities to datasets) and hashes what determines the result.
-pub fn setup(cfg: FinetuneConfig) -> Result<Setup> {
+/// Where a path setting came from, for error messages: the command-line `flag` when it was
+/// given, else `key` of the config file.
+fn origin(config: &Path, flag_given: bool, flag: &str, key: &str) -> String {
+    if flag_given {
+        flag.to_string()
+    } else {
+        format!("{key} in {}", config.display())
+    }
+}
+
+fn setup(args: &FinetuneArgs) -> Result<Setup> {
+    let cfg = effective_config(args)?;
     let out = cfg.output.clone().expect("checked");
     if let Some(base) = &cfg.model.base {
         ensure!(
             base.join("config.json").is_file(),
-            "base model {} has no config.json",
-            base.display()
+            "base model {} ({}) has no config.json",
+            base.display(),
+            origin(&args.config, args.base.is_some(), "--base", "[model] base")
         );
         aion_model::modality::register_dir(base)?;
     }
@@ -108,13 +125,29 @@ pub fn setup(cfg: FinetuneConfig) -> Result<Setup> {
         aion_model::modality::register(&new_spec(n))
             .with_context(|| format!("[[new_modality]] {}", n.token_key))?;
     }
-    let mut catalog = Catalog::open(&cfg.catalog)?;
+    let mut catalog = Catalog::open_as(&cfg.catalog, cfg.format).with_context(|| {
+        origin(
+            &args.config,
+            !args.catalog.is_empty(),
+            "--catalog",
+            "catalog",
+        )
+    })?;
     let explicit: Vec<(String, String)> = cfg
         .map
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let bindings = resolve(&explicit, |d| catalog.has(d))?;
+    // The run names its inputs and targets in [data]: a label there (tok_z) is bound to its
+    // default dataset like any other modality.
+    let named: Vec<&str> = cfg
+        .data
+        .inputs
+        .iter()
+        .chain(&cfg.data.targets)
+        .map(String::as_str)
+        .collect();
+    let bindings = resolve(&explicit, |d| catalog.has(d), &named)?;
     let mut keys: Vec<&String> = cfg.data.inputs.iter().collect();
     keys.extend(
         cfg.data
@@ -159,14 +192,23 @@ pub fn setup(cfg: FinetuneConfig) -> Result<Setup> {
         );
     }
     catalog.size_by(&datasets)?;
-    let identity = crate::resume::catalog_identity(&catalog.paths());
-    let base_id = cfg.model.base.as_ref().map(|b| {
-        let f = b.join("model.safetensors");
-        (
-            f.display().to_string(),
-            std::fs::metadata(&f).map_or(0, |m| m.len()),
-        )
-    });
+    ensure!(
+        catalog.n_rows() > 0,
+        "the catalogue ({}) has no rows: there is nothing to train on",
+        catalog
+            .paths()
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let identity = crate::resume::catalog_identity(&catalog.paths())?;
+    let base_id = cfg
+        .model
+        .base
+        .as_ref()
+        .map(|b| crate::resume::FileIdentity::of(&b.join("model.safetensors")))
+        .transpose()?;
     let key = serde_json::json!({ "config": cfg, "catalog": identity, "base": base_id });
     let hash = Sha256::digest(key.to_string().as_bytes())
         .iter()
@@ -174,42 +216,96 @@ pub fn setup(cfg: FinetuneConfig) -> Result<Setup> {
         .collect();
     Ok(Setup {
         cfg,
-        out,
+        final_out: out.clone(),
+        out: work_dir(&out),
         catalog,
         needed,
         hash,
+        config_file: args.config.clone(),
     })
 }
 
 /// Whether `out/finetune.json` records a finished run of this configuration.
-pub fn already_finished(out: &Path, hash: &str) -> bool {
+fn already_finished(out: &Path, hash: &str) -> bool {
     std::fs::read_to_string(out.join(export::SUMMARY))
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .is_some_and(|v| v["finished"] == true && v["config_hash"] == hash)
 }
 
-/// Creates the output directory; `overwrite` discards an earlier run's checkpoint, log and
-/// summary.
-pub fn prepare_output(s: &Setup, overwrite: bool) -> Result<()> {
+/// Where a run builds its output directory `out`: `<out>.partial`, which holds the checkpoint,
+/// the training log and the split while training, then the model; renamed to `out` when the run
+/// has finished, so `out` only ever holds a complete model (and an earlier model stays usable
+/// until the new one replaces it).
+pub fn work_dir(out: &Path) -> PathBuf {
+    crate::guard::sidecar(out, ".partial")
+}
+
+/// Checks the output and work directories before any work (collective): neither may be an
+/// input; both must be absent, empty or ours; an existing model in the output directory is
+/// replaced only with `--overwrite`. Returns the lock of the output, held until the run ends.
+fn claim(session: &Session, args: &FinetuneArgs, s: &Setup) -> Result<crate::guard::OutputLock> {
+    use crate::guard::{Existing, Inputs, claim_output};
+    let mut inputs = Inputs::new();
+    inputs
+        .file("run configuration", &args.config)
+        .files("catalogue file", s.catalog.paths());
+    if let Some(b) = &s.cfg.model.base {
+        inputs.model_dir(b);
+    }
+    if let Some(f) = &s.cfg.data.split_file {
+        inputs.file("split file", f);
+    }
+    let c = claim_output(
+        session,
+        super::TOOL,
+        &inputs,
+        &s.final_out,
+        Existing::model_dir,
+        &[(s.out.clone(), Existing::model_dir)],
+    )?;
+    Ok(c.lock)
+}
+
+/// Readies the work directory (rank 0): created and marked; emptied first with `overwrite`.
+fn prepare_output(s: &Setup, overwrite: bool) -> Result<()> {
+    if overwrite && s.out.exists() {
+        std::fs::remove_dir_all(&s.out)
+            .with_context(|| format!("cannot empty {}", s.out.display()))?;
+    }
     std::fs::create_dir_all(&s.out)
         .with_context(|| format!("cannot create {}", s.out.display()))?;
-    if overwrite {
-        let _ = std::fs::remove_dir_all(s.out.join("checkpoint"));
-        for f in ["train_log.jsonl", export::SUMMARY] {
-            let _ = std::fs::remove_file(s.out.join(f));
-        }
+    crate::guard::mark_model_dir(&s.out, super::TOOL)
+}
+
+/// Refuses (without `overwrite`) to replace the finished model of another run in the output
+/// directory (rank 0).
+fn refuse_replacing(s: &Setup, overwrite: bool) -> Result<()> {
+    let has_model = std::fs::read_dir(&s.final_out)
+        .map(|mut e| e.next().is_some())
+        .unwrap_or(false);
+    if has_model && !overwrite {
+        bail!(
+            "{} holds the model of another run (another configuration, catalogue or base); \
+             use --overwrite to replace it (it is replaced only when this run has finished)",
+            s.final_out.display()
+        );
     }
     Ok(())
 }
 
 /// The split of the catalogue's rows.
-pub fn split(s: &Setup) -> Result<Split> {
+fn split(s: &Setup) -> Result<Split> {
     let n = s.catalog.n_rows();
     let sp = match &s.cfg.data.split_file {
         Some(f) => {
-            let text = std::fs::read_to_string(f)
-                .with_context(|| format!("cannot read split file {}", f.display()))?;
+            let text = std::fs::read_to_string(f).with_context(|| {
+                format!(
+                    "cannot read split file {} ([data] split_file in {})",
+                    f.display(),
+                    s.config_file.display()
+                )
+            })?;
             serde_json::from_str(&text)
                 .with_context(|| format!("invalid split file {}", f.display()))?
         }
@@ -363,27 +459,36 @@ fn build_model<B: AutodiffBackend>(s: &Setup, device: &B::Device) -> Result<Aion
     Ok(model)
 }
 
-/// Trains and exports one model of configuration `cfg` (the effective configuration of `args`,
-/// or an ensemble member's) on backend `B`.
+/// Runs the whole tool on backend `B`.
 pub fn run<B: AutodiffBackend>(
     args: &FinetuneArgs,
-    cfg: FinetuneConfig,
     session: &Session,
     stop: &StopFlag,
     device: B::Device,
 ) -> Result<Outcome> {
-    let s = agree(session, setup(cfg))?;
-    if !args.overwrite && agree(session, Ok(already_finished(&s.out, &s.hash)))? {
+    let s = agree(session, setup(args))?;
+    let _lock = claim(session, args, &s)?;
+    if !args.overwrite && agree(session, Ok(already_finished(&s.final_out, &s.hash)))? {
         if session.is_root() {
             log::info!(
                 "{} already holds the finished run of this configuration; nothing to do",
-                s.out.display()
+                s.final_out.display()
             );
         }
         return Ok(Outcome::Finished);
     }
+    if !args.overwrite && agree(session, Ok(already_finished(&s.out, &s.hash)))? {
+        // Finished, but stopped before its work directory was renamed into place.
+        let moved = if session.is_root() {
+            crate::guard::replace_dir(&s.out, &s.final_out)
+        } else {
+            Ok(())
+        };
+        agree(session, moved)?;
+        return Ok(Outcome::Finished);
+    }
     let root_prepares = if session.is_root() {
-        prepare_output(&s, args.overwrite)
+        refuse_replacing(&s, args.overwrite).and_then(|()| prepare_output(&s, args.overwrite))
     } else {
         Ok(())
     };
@@ -416,8 +521,19 @@ pub fn run<B: AutodiffBackend>(
     } else {
         super::modes::tokens(&run, model, device)?
     };
-    if outcome == Outcome::Finished && !s.cfg.train.keep_checkpoint {
-        run.ckpt.remove(session);
+    if outcome == Outcome::Finished {
+        if !s.cfg.train.keep_checkpoint {
+            run.ckpt.remove(session);
+        }
+        let moved = if session.is_root() {
+            crate::guard::replace_dir(&s.out, &s.final_out)
+        } else {
+            Ok(())
+        };
+        agree(session, moved)?;
+        if session.is_root() {
+            log::info!("wrote {}", s.final_out.display());
+        }
     }
     Ok(outcome)
 }
@@ -455,7 +571,7 @@ impl Run<'_> {
 }
 
 /// Every dataset the run reads (modalities, noise, probe target), all rows, on every rank.
-pub fn read_columns(session: &Session, s: &Setup) -> Result<BTreeMap<String, FullColumn>> {
+fn read_columns(session: &Session, s: &Setup) -> Result<BTreeMap<String, FullColumn>> {
     let mut wanted: Vec<(String, Option<(usize, usize)>)> = s
         .needed
         .iter()
@@ -476,7 +592,7 @@ pub fn read_columns(session: &Session, s: &Setup) -> Result<BTreeMap<String, Ful
 }
 
 /// Per-modality data with roles, weights and noise.
-pub fn modality_data(
+fn modality_data(
     s: &Setup,
     cols: &BTreeMap<String, FullColumn>,
     mut codecs: BTreeMap<&'static str, ScalarCodec>,

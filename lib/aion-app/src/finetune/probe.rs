@@ -21,8 +21,9 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 
 use super::data::{EVAL_STEP, Masking, ModalityData, build_batch};
+use super::tokens::Predictions;
 use super::trainer::{Evaluation, ShardLoss, Task};
-use crate::metrics::point_metrics;
+use crate::metrics::{Gaussian, Posterior};
 
 /// Pooled embeddings `[rows, D]` of every catalogue row (NaN rows where no input is usable).
 pub fn pooled_embeddings<B: Backend>(
@@ -254,13 +255,10 @@ impl<B: AutodiffBackend> Task<B> for ProbeTrain<'_, B> {
         }
         let t = session.sum_f64s(&[l, n]);
         let mut metrics = Vec::new();
-        if self.targets.cfg.task == ProbeTask::Regression {
-            let (pred, truth) = predictions(session, self, head, rows, &device);
-            if let Some(m) = point_metrics(&pred, &truth) {
-                metrics.push(("sigma_nmad".into(), m.sigma_nmad));
-                metrics.push(("outliers".into(), m.outlier_fraction));
-                metrics.push(("bias".into(), m.bias));
-            }
+        if self.targets.cfg.task == ProbeTask::Regression
+            && let Some(m) = predictions(session, self, head, rows, &device).metrics()
+        {
+            metrics.extend(m.named().into_iter().map(|(k, v)| (k.to_string(), v)));
         }
         Evaluation {
             loss: if t[1] > 0.0 { t[0] / t[1] } else { f64::NAN },
@@ -269,50 +267,58 @@ impl<B: AutodiffBackend> Task<B> for ProbeTrain<'_, B> {
     }
 }
 
-/// Regression predictions (means, in target units) and truths of `rows`, on every rank.
+/// Regression predictions of `rows` on every rank: per row the truth, the Gaussian mean and σ
+/// (target units) and the truth's PIT and CRPS under that Gaussian; NaN for rows without a
+/// usable embedding or truth.
 pub fn predictions<B: AutodiffBackend>(
     session: &Session,
     task: &ProbeTrain<'_, B>,
     head: &ProbeHead<B::InnerBackend>,
     rows: &[usize],
     device: &burn::tensor::ops::Device<B::InnerBackend>,
-) -> (Vec<f32>, Vec<f32>) {
+) -> Predictions {
+    const W: usize = 5;
     let cfg = &task.targets.cfg;
     let d = cfg.input_dim;
     let mine = block_range(rows.len(), session.rank(), session.size());
-    let mut buf = vec![0.0f64; rows.len() * 2];
+    // Each row is filled by one rank (the others leave 0), so the sum is every rank's result.
+    let mut buf = vec![0.0f64; rows.len() * W];
     let ok = task.usable(&rows[mine.clone()]);
+    let usable: std::collections::HashSet<usize> = task.usable(rows).into_iter().collect();
     if !ok.is_empty() {
         let x: Vec<f32> = ok
             .iter()
             .flat_map(|&r| task.emb[r * d..(r + 1) * d].iter().copied())
             .collect();
         let x = Tensor::from_data(TensorData::new(x, [ok.len(), d]), device);
-        if let aion_model::probe::ProbePrediction::Gaussian { mean, .. } = head.predict(cfg, x) {
+        if let aion_model::probe::ProbePrediction::Gaussian { mean, sigma } = head.predict(cfg, x) {
             let pos: std::collections::HashMap<usize, usize> =
                 rows.iter().enumerate().map(|(i, &r)| (r, i)).collect();
-            for (&r, m) in ok.iter().zip(mean) {
+            for ((&r, m), s) in ok.iter().zip(mean).zip(sigma) {
                 let i = pos[&r];
-                buf[2 * i] = f64::from(m);
-                buf[2 * i + 1] = cfg.target_mean + cfg.target_std * f64::from(task.targets.y[r]);
+                let truth = cfg.target_mean + cfg.target_std * f64::from(task.targets.y[r]);
+                let (m, s) = (f64::from(m), f64::from(s));
+                let score = Gaussian { mean: m, sigma: s }
+                    .score(truth)
+                    .map_or([f64::NAN; 2], |sc| [sc.pit, sc.crps]);
+                buf[i * W..(i + 1) * W].copy_from_slice(&[truth, m, s, score[0], score[1]]);
             }
         }
     }
     let all = session.sum_f64s(&buf);
-    let mut pred = Vec::new();
-    let mut truth = Vec::new();
-    for c in all.chunks_exact(2) {
-        pred.push(c[0] as f32);
-        truth.push(c[1] as f32);
+    let rows = all
+        .chunks_exact(W)
+        .zip(rows)
+        .map(|(c, r)| {
+            if usable.contains(r) {
+                [c[0], c[1], c[2], c[3], c[4]]
+            } else {
+                [f64::NAN; W]
+            }
+        })
+        .collect();
+    Predictions {
+        key: cfg.target.clone(),
+        rows,
     }
-    // Rows without a usable prediction stay (0, 0) on every rank; mark them NaN.
-    let usable = task.usable(rows);
-    let set: std::collections::HashSet<usize> = usable.into_iter().collect();
-    for (i, &r) in rows.iter().enumerate() {
-        if !set.contains(&r) {
-            pred[i] = f32::NAN;
-            truth[i] = f32::NAN;
-        }
-    }
-    (pred, truth)
 }

@@ -1,10 +1,12 @@
 //! The token-prediction task of modes `masked`, `full` and `lora`: the model (optionally with
 //! LoRA adapters) predicts target tokens from input tokens, and the evaluation reports the loss
-//! and, for every scalar modality that is only a target (e.g. redshift), point-estimate metrics
-//! of its posterior (σ_NMAD, outlier fraction, bias).
+//! and, for every scalar modality that is only a target (e.g. redshift), the metrics of
+//! [`crate::metrics`] for its posterior (σ_NMAD, outlier fraction, bias of the posterior mean;
+//! 68 % / 95 % interval coverage and CRPS of the binned posterior), named `<metric>_<key>`.
+//! At export the temperature of each point target is fitted on the validation split
+//! ([`TokenTask::calibrate`], [`crate::calibration`]) and the test-split predictions use it.
 
 use std::collections::BTreeMap;
-use std::ops::Range;
 
 use aion_model::Aion;
 use aion_model::fourm::DecoderMode;
@@ -14,12 +16,12 @@ use aion_mpi::{Session, block_range};
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
-use super::codecs::{bin_centres, posterior_moments};
+use super::codecs::{bin_centres, posterior_moments, token_values};
 use super::data::{EVAL_STEP, Masking, ModalityData, build_batch};
 use super::trainer::{Evaluation, ShardLoss, Task};
 use crate::calibration::{CalibrationFile, Heldout, fit_distributed, scaled};
-use crate::metrics::point_metrics;
-use crate::posterior::probabilities;
+use crate::metrics::{Binned, Evaluation as Metrics, Posterior, Score};
+use crate::posterior::{edges, probabilities};
 
 /// What is trained: the model, and the adapters in LoRA mode.
 #[derive(Module, Debug)]
@@ -61,21 +63,31 @@ fn weights(batch: &[ModalityBatch]) -> Vec<f64> {
         .collect()
 }
 
-/// Logits of the point targets for this rank's block of a set of rows.
-pub struct BlockLogits {
-    /// Positions (in the set of rows) of this rank's block.
-    pub mine: Range<usize>,
-    /// Per point target: its index in the task's data and the block's logits
-    /// (`block × vocab`, row-major).
-    pub logits: Vec<(usize, Vec<f32>)>,
+/// Predictions of one target-only scalar modality.
+pub struct Predictions {
+    /// Token key (probe heads: the target dataset).
+    pub key: String,
+    /// Per row of the evaluated set: truth, posterior mean, posterior σ, PIT and CRPS of the
+    /// truth (NaN where absent).
+    pub rows: Vec<[f64; 5]>,
 }
 
-/// Point predictions of one target-only scalar modality.
-pub struct Predictions {
-    /// Token key.
-    pub key: &'static str,
-    /// Per row of the evaluated set: truth, posterior mean, posterior σ (NaN where absent).
-    pub rows: Vec<[f64; 3]>,
+impl Predictions {
+    /// The metrics of these rows (`None` without a usable pair).
+    pub fn metrics(&self) -> Option<Metrics> {
+        let (pred, truth): (Vec<f32>, Vec<f32>) =
+            self.rows.iter().map(|r| (r[1] as f32, r[0] as f32)).unzip();
+        let scores: Vec<Score> = self
+            .rows
+            .iter()
+            .filter(|r| r[3].is_finite() && r[4].is_finite())
+            .map(|r| Score {
+                pit: r[3],
+                crps: r[4],
+            })
+            .collect();
+        Metrics::new(&pred, &truth, &scores)
+    }
 }
 
 impl<B: AutodiffBackend> TokenTask<'_, B> {
@@ -89,41 +101,37 @@ impl<B: AutodiffBackend> TokenTask<'_, B> {
             .collect()
     }
 
-    /// This rank's block of `rows` and, per point target (index in `data`), the block's logits
-    /// (`block × vocab`, row-major).
-    pub fn block_logits(
+    /// The logits of point target `t` (index in `data`) for this rank's block `mine` of `rows`
+    /// (`block × vocab`, row-major; empty for an empty block).
+    fn block_logits(
         &self,
-        session: &Session,
         model: &Aion<B::InnerBackend>,
         rows: &[usize],
-    ) -> BlockLogits {
-        let mine = block_range(rows.len(), session.rank(), session.size());
+        mine: &std::ops::Range<usize>,
+        t: usize,
+    ) -> Vec<f32> {
+        if mine.is_empty() {
+            return Vec::new();
+        }
         let full = Masking {
             mask_ratio: 0.0,
             ..self.masking
         };
-        let mut logits = Vec::new();
-        for t in self.point_targets() {
-            let mut l = Vec::new();
-            if !mine.is_empty() {
-                let batch = build_batch(self.data, &rows[mine.clone()], EVAL_STEP, full);
-                let ins = inputs::<B::InnerBackend>(&batch, &self.device_inner());
-                l = model
-                    .predict(&ins, &[self.data[t].modality], DecoderMode::Joint)
-                    .pop()
-                    .expect("one target")
-                    .into_data()
-                    .convert::<f32>()
-                    .to_vec()
-                    .expect("f32 logits");
-            }
-            logits.push((t, l));
-        }
-        BlockLogits { mine, logits }
+        let batch = build_batch(self.data, &rows[mine.clone()], EVAL_STEP, full);
+        let ins = inputs::<B::InnerBackend>(&batch, &self.device_inner());
+        model
+            .predict(&ins, &[self.data[t].modality], DecoderMode::Joint)
+            .pop()
+            .expect("one target")
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .expect("f32 logits")
     }
 
     /// Posterior point estimates of the point targets for `rows` (this rank's block; summed
-    /// over the ranks so every rank gets every row), with the temperatures of `calibration`.
+    /// over the ranks so every rank gets every row), from the logits divided by the
+    /// temperatures of `calibration`.
     pub fn predict(
         &self,
         session: &Session,
@@ -131,68 +139,70 @@ impl<B: AutodiffBackend> TokenTask<'_, B> {
         rows: &[usize],
         calibration: Option<&CalibrationFile>,
     ) -> Vec<Predictions> {
-        let block = self.block_logits(session, model, rows);
-        self.predictions(session, rows, &block, calibration)
-    }
-
-    /// [`predict`](Self::predict) from logits already computed (e.g. an ensemble's mixture).
-    pub fn predictions(
-        &self,
-        session: &Session,
-        rows: &[usize],
-        block: &BlockLogits,
-        calibration: Option<&CalibrationFile>,
-    ) -> Vec<Predictions> {
-        let mine = block.mine.clone();
+        let mine = block_range(rows.len(), session.rank(), session.size());
         let mut out = Vec::new();
-        for (t, l) in &block.logits {
-            let d = &self.data[*t];
-            let v = d.modality.vocab;
+        for t in self.point_targets() {
+            let d = &self.data[t];
+            let logits = self.block_logits(model, rows, &mine, t);
             let temperature = calibration.and_then(|c| c.temperature(d.modality.token_key));
             let codec = d.codec.as_ref().expect("point targets have codecs");
+            let v = d.modality.vocab;
             let centres = bin_centres(codec, v);
-            let mut buf = vec![0.0f64; rows.len() * 3];
+            let grid = edges(&token_values(codec, v));
+            let k = grid.len() - 1;
+            let mut buf = vec![0.0f64; rows.len() * 5];
             for (i, &r) in rows[mine.clone()].iter().enumerate() {
-                let row = &l[i * v..(i + 1) * v];
-                let row = temperature.map_or_else(|| row.to_vec(), |t| scaled(row, t));
-                let (m, s) = posterior_moments(&softmax(&row), &centres);
+                let raw = &logits[i * v..(i + 1) * v];
+                let row = temperature.map_or_else(|| raw.to_vec(), |temp| scaled(raw, temp));
+                let (probs, _) = probabilities(&row, k);
+                let p32: Vec<f32> = probs.iter().map(|&x| x as f32).collect();
+                let (m, s) = posterior_moments(&p32, &centres);
                 let truth = if d.valid[r] {
                     f64::from(d.raw.values[r])
                 } else {
                     f64::NAN
                 };
-                buf[(mine.start + i) * 3..(mine.start + i + 1) * 3].copy_from_slice(&[truth, m, s]);
+                let score = Binned {
+                    probs: &probs,
+                    edges: &grid,
+                }
+                .score(truth)
+                .map_or([f64::NAN; 2], |s| [s.pit, s.crps]);
+                buf[(mine.start + i) * 5..(mine.start + i + 1) * 5]
+                    .copy_from_slice(&[truth, m, s, score[0], score[1]]);
             }
             let all = session.sum_f64s(&buf);
             out.push(Predictions {
-                key: d.modality.token_key,
-                rows: all.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect(),
+                key: d.modality.token_key.to_string(),
+                rows: all
+                    .chunks_exact(5)
+                    .map(|c| [c[0], c[1], c[2], c[3], c[4]])
+                    .collect(),
             });
         }
         out
     }
 
-    /// Fits the temperature of every point target on `rows` (the validation split) from their
-    /// logits, across the ranks; `None` without point targets.
+    /// Fits the temperature of every point target on `rows` (the validation split), across the
+    /// ranks (every rank gets the same file); `None` without point targets or rows with a truth.
     pub fn calibrate(
         &self,
         session: &Session,
+        model: &Aion<B::InnerBackend>,
         rows: &[usize],
-        block: &BlockLogits,
     ) -> Option<CalibrationFile> {
+        let mine = block_range(rows.len(), session.rank(), session.size());
         let mut targets = BTreeMap::new();
-        for (t, l) in &block.logits {
-            let d = &self.data[*t];
+        for t in self.point_targets() {
+            let d = &self.data[t];
+            let logits = self.block_logits(model, rows, &mine, t);
             let v = d.modality.vocab;
-            let codec = d.codec.as_ref().expect("point targets have codecs");
-            let values: Vec<f32> = (0..v)
-                .map_while(|k| codec.decode_token(0, k as i64))
-                .collect();
+            let values = token_values(d.codec.as_ref().expect("point targets have codecs"), v);
             let (mut kept, mut truth, mut truth_values) = (Vec::new(), Vec::new(), Vec::new());
-            for (i, &r) in rows[block.mine.clone()].iter().enumerate() {
+            for (i, &r) in rows[mine.clone()].iter().enumerate() {
                 if d.valid[r] {
-                    kept.extend_from_slice(&l[i * v..(i + 1) * v]);
-                    truth.push((d.ids[r] as usize).min(values.len() - 1));
+                    kept.extend_from_slice(&logits[i * v..(i + 1) * v]);
+                    truth.push((d.ids[r].max(0) as usize).min(values.len() - 1));
                     truth_values.push(d.raw.values[r]);
                 }
             }
@@ -285,12 +295,12 @@ impl<B: AutodiffBackend> Task<B> for TokenTask<'_, B> {
         let t = session.sum_f64s(&[l, w]);
         let mut metrics = Vec::new();
         for p in self.predict(session, &model, rows, None) {
-            let (pred, truth): (Vec<f32>, Vec<f32>) =
-                p.rows.iter().map(|r| (r[1] as f32, r[0] as f32)).unzip();
-            if let Some(m) = point_metrics(&pred, &truth) {
-                metrics.push((format!("sigma_nmad_{}", p.key), m.sigma_nmad));
-                metrics.push((format!("outliers_{}", p.key), m.outlier_fraction));
-                metrics.push((format!("bias_{}", p.key), m.bias));
+            if let Some(m) = p.metrics() {
+                metrics.extend(
+                    m.named()
+                        .into_iter()
+                        .map(|(name, v)| (format!("{name}_{}", p.key), v)),
+                );
             }
         }
         Evaluation {
@@ -298,12 +308,6 @@ impl<B: AutodiffBackend> Task<B> for TokenTask<'_, B> {
             metrics,
         }
     }
-}
-
-/// Softmax of one row of logits over the whole vocabulary.
-fn softmax(logits: &[f32]) -> Vec<f32> {
-    let (p, _) = probabilities(logits, logits.len());
-    p.into_iter().map(|x| x as f32).collect()
 }
 
 fn scalar<B: AutodiffBackend>(t: burn::tensor::Tensor<B, 1>) -> f64 {

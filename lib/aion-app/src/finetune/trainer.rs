@@ -152,6 +152,7 @@ pub fn train<B: AutodiffBackend, T: Task<B>>(
     }
     let names = task.part_names();
     let t0 = std::time::Instant::now();
+    let mut report = StepReport::new(progress.step, cfg.steps);
     while progress.step < cfg.steps && !progress.early_stopped {
         let step = progress.step;
         crate::fault::hit("train_step", Some(step as usize));
@@ -202,6 +203,9 @@ pub fn train<B: AutodiffBackend, T: Task<B>>(
             &part_losses,
             t0.elapsed().as_secs_f64(),
         )?;
+        if session.is_root() {
+            report.step(progress.step, total[n] * scale, lr);
+        }
 
         let last = progress.step == cfg.steps;
         if !plan.val.is_empty() && (progress.step % cfg.eval_every == 0 || last) {
@@ -266,6 +270,57 @@ pub fn train<B: AutodiffBackend, T: Task<B>>(
     })
 }
 
+/// Training progress in the log (rank 0): every [`StepReport::every`] steps (about 20 lines per
+/// run) or at least once a minute, the step, the mean loss since the last line, the learning
+/// rate, steps per second and the time left.
+struct StepReport {
+    first: u64,
+    total: u64,
+    every: u64,
+    start: std::time::Instant,
+    last: std::time::Instant,
+    losses: (f64, u64),
+}
+
+impl StepReport {
+    fn new(first: u64, total: u64) -> Self {
+        let now = std::time::Instant::now();
+        Self {
+            first,
+            total,
+            every: Self::every(total),
+            start: now,
+            last: now,
+            losses: (0.0, 0),
+        }
+    }
+
+    /// Steps between two lines for a run of `total` steps (about 20 lines).
+    fn every(total: u64) -> u64 {
+        total.div_ceil(20).max(1)
+    }
+
+    fn step(&mut self, done: u64, loss: f64, lr: f64) {
+        self.losses = (self.losses.0 + loss, self.losses.1 + 1);
+        let due = done.is_multiple_of(self.every) || done == self.total;
+        if !due && self.last.elapsed() < crate::progress::LOG_EVERY {
+            return;
+        }
+        self.last = std::time::Instant::now();
+        let rate = (done - self.first) as f64 / self.start.elapsed().as_secs_f64().max(1e-9);
+        let left = (self.total - done) as f64 / rate.max(1e-12);
+        log::info!(
+            "step {done}/{} ({:.0}%): loss {:.4} (mean of the last {}), lr {lr:.3e}, {rate:.2} steps/s, ETA {}",
+            self.total,
+            100.0 * done as f64 / self.total.max(1) as f64,
+            self.losses.0 / self.losses.1 as f64,
+            self.losses.1,
+            crate::progress::format_duration(left)
+        );
+        self.losses = (0.0, 0);
+    }
+}
+
 /// `ema ← d·ema + (1 − d)·values` with the usual warm-up `d = min(decay, (1 + t) / (10 + t))`.
 fn update_ema(ema: &mut [f32], values: &[f32], decay: f64, t: u64) {
     let d = decay.min((1.0 + t as f64) / (10.0 + t as f64));
@@ -300,4 +355,14 @@ fn scalar<B: AutodiffBackend>(t: Tensor<B, 1>) -> f64 {
         .to_vec()
         .expect("f32");
     f64::from(v[0])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_short_run_reports_often_and_a_long_one_about_twenty_times() {
+        assert_eq!(super::StepReport::every(30), 2);
+        assert_eq!(super::StepReport::every(1500), 75);
+        assert_eq!(super::StepReport::every(5), 1);
+    }
 }

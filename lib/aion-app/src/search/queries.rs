@@ -224,7 +224,7 @@ impl Table {
         if let Some(i) = info.present_in.iter().position(|&p| !p) {
             bail!(
                 "{}: no dataset '{dataset}' (every embedding file must hold one)",
-                catalog.paths()[i].display()
+                catalog.files()[i].display()
             );
         }
         ensure!(
@@ -359,7 +359,7 @@ pub fn lookup(session: &Session, table: &Table, wanted: &[i64]) -> Result<Vec<(u
             "unknown query id(s) {}{more}: not in the {} of {}",
             shown.join(", "),
             match table.ids {
-                ObjectIds::Dataset => "object_id dataset",
+                ObjectIds::Dataset | ObjectIds::Strings => "object_id dataset",
                 ObjectIds::RowIndex =>
                     "row range (these files have no integer object_id, so ids are row indices)",
             },
@@ -420,7 +420,8 @@ pub fn from_file(session: &Session, path: &Path, dataset: &str, d: usize) -> Res
 
 fn read_file(path: &Path, dataset: &str, d: usize) -> Result<QuerySet> {
     let where_ = || format!("query file {}", path.display());
-    let mut cat = Catalog::open(&[path.display().to_string()]).with_context(where_)?;
+    let mut cat = Catalog::open_as(&[path.display().to_string()], Some(aion_io::Format::Hdf5))
+        .with_context(where_)?;
     ensure!(
         cat.has(dataset),
         "{}: no dataset '{dataset}' (name it with --query-dataset)",
@@ -464,7 +465,7 @@ fn read_file(path: &Path, dataset: &str, d: usize) -> Result<QuerySet> {
         let Some(i) = cat.info(name)? else {
             return Ok(None);
         };
-        let file = cat.paths()[0].to_path_buf();
+        let file = cat.files()[0].to_path_buf();
         let ds = hdf5::File::open(&file)?.dataset(name)?;
         ensure!(
             i.kind == ColumnKind::Int && i.row_shape.is_empty() && ds.shape() == [n],

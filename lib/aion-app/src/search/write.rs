@@ -88,9 +88,33 @@ pub struct Meta<'a> {
     pub summary: &'a serde_json::Value,
 }
 
+/// First line of the CSV result.
+pub const CSV_HEADER: &str =
+    "query,query_object_id,query_row,query_status,neighbor,object_id,row,score";
+
 /// Writes the HDF5 result (rank 0 only, plain HDF5: the result is small, and a collective
-/// MPI-IO file would cost more in metadata round trips than the data).
+/// MPI-IO file would cost more in metadata round trips than the data), all at once: into a
+/// temporary sibling, renamed to `path` when complete (removed on failure).
 pub fn hdf5(
+    path: &Path,
+    prov: &Provenance,
+    meta: &Meta<'_>,
+    queries: &QuerySet,
+    status: &[Status],
+    t: &Tables,
+) -> Result<()> {
+    let tmp = crate::guard::temp_sibling(path);
+    let written = hdf5_into(&tmp, prov, meta, queries, status, t).and_then(|()| {
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+fn hdf5_into(
     path: &Path,
     prov: &Provenance,
     meta: &Meta<'_>,
@@ -145,9 +169,12 @@ pub fn hdf5(
     out.write_rows(&ds, 0, &t.row)?;
     let ds = out.create_dataset::<f32>("neighbors/score", q, &[k], Some(f32::NAN))?;
     out.set_dataset_attr_str(&ds, "description", score_meaning(meta.metric))?;
+    out.set_dataset_attr_str(&ds, "units", "")?;
+    out.set_dataset_attr_str(&ds, "label", score_meaning(meta.metric))?;
     out.write_rows(&ds, 0, &t.score)?;
     out.set_attr_str("end_time", &crate::provenance::now_utc())?;
     out.flush()?;
+    out.close()?;
     Ok(())
 }
 
@@ -167,15 +194,15 @@ pub fn score_meaning(metric: Metric) -> &'static str {
 }
 
 /// Writes the CSV result (rank 0 only): one line per query and neighbour slot, `k` per query
-/// (the HDF5 tables flattened; −1 / `nan` past the last neighbour found).
+/// (the HDF5 tables flattened; −1 / `nan` past the last neighbour found). All at once: a failed
+/// write (a full disk) leaves no partial file.
 pub fn csv(path: &Path, queries: &QuerySet, status: &[Status], t: &Tables) -> Result<()> {
-    let f =
-        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    let mut w = std::io::BufWriter::new(f);
-    writeln!(
-        w,
-        "query,query_object_id,query_row,query_status,neighbor,object_id,row,score"
-    )?;
+    crate::guard::write_file(path, |w| csv_into(w, queries, status, t))
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn csv_into(w: &mut impl Write, queries: &QuerySet, status: &[Status], t: &Tables) -> Result<()> {
+    writeln!(w, "{CSV_HEADER}")?;
     let k = t.k;
     for (j, st) in status.iter().enumerate() {
         for i in 0..k {
@@ -197,7 +224,5 @@ pub fn csv(path: &Path, queries: &QuerySet, status: &[Status], t: &Tables) -> Re
             )?;
         }
     }
-    w.flush()
-        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }

@@ -22,11 +22,11 @@ pub mod mmu;
 
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::codecs::scalar::ScalarQuantizer;
 use crate::error::{Error, Result};
-use crate::weights::WeightFile;
+use crate::weights::{Init, IntType, Reservoir, Source, ValueSpace, WeightFile};
 
 /// Field names in token order.
 pub const FIELDS: [&str; 5] = ["X", "Y", "SHAPE_E1", "SHAPE_E2", "SHAPE_R"];
@@ -98,11 +98,20 @@ impl Catalog {
 }
 
 /// `config.json` of the catalog codec (its constructor arguments).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CatalogConfig {
+pub struct CatalogConfig {
+    /// Value marking an empty slot (9999).
     #[serde(default = "default_mask_value")]
-    mask_value: i64,
+    pub mask_value: i64,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        Self {
+            mask_value: default_mask_value(),
+        }
+    }
 }
 
 fn default_mask_value() -> i64 {
@@ -131,29 +140,44 @@ impl CatalogCodec {
         let cfg: CatalogConfig =
             serde_json::from_str(&text).map_err(|e| Error::config(&config_path, e.to_string()))?;
         let mut w = WeightFile::open(dir.join("model.safetensors"))?;
-        let stored: Vec<String> = w
-            .names()
-            .filter(|n| n.starts_with("quantizer."))
-            .map(String::from)
-            .collect();
-        for s in stored {
-            w.alias(format!("_{s}"), s);
-        }
+        let codec = Self::from_weights(&cfg, &mut w);
+        w.finish()?;
+        codec
+    }
+
+    /// Builds the codec from a weight source: the one description of its weights (two identity
+    /// quantizers with their code counts, three quantile tables with their reservoirs). Fails
+    /// when the code counts are not 96 (checked only if the source recorded no problem).
+    pub fn from_weights(cfg: &CatalogConfig, w: &mut impl Source) -> Result<Self> {
+        w.stored_prefix("_quantizer.", "quantizer.", false);
         let q = |f: &str| format!("_quantizer.quantizers.{f}");
-        let sizes = [
-            w.i64s(&format!("{}._codebook_size", q("X")), &[])[0],
-            w.i64s(&format!("{}._codebook_size", q("Y")), &[])[0],
-        ];
+        let codes = Init::Ints(vec![POSITION_CODES as i64]);
+        let mut size = |f: &str| {
+            let name = format!("{}._codebook_size", q(f));
+            w.ints(&name, &[], IntType::I64, &codes)[0]
+        };
+        let sizes = [size("X"), size("Y")];
         let shapes = ["SHAPE_E1", "SHAPE_E2", "SHAPE_R"].map(|f| {
-            w.f32s(&format!("{}._reservoir", q(f)), &[RESERVOIR_SIZE]);
-            let table = w.f32s(&format!("{}._index_to_val", q(f)), &[SHAPE_CODES]);
+            let reservoir = Init::Reservoir(Reservoir {
+                quantity: f.to_string(),
+                channel: 0,
+                space: ValueSpace::Linear,
+            });
+            w.floats(
+                &format!("{}._reservoir", q(f)),
+                &[RESERVOIR_SIZE],
+                &reservoir,
+            );
+            let table = w.floats(
+                &format!("{}._index_to_val", q(f)),
+                &[SHAPE_CODES],
+                &Init::QuantileTable,
+            );
             ScalarQuantizer::Reservoir { table }
         });
-        let path = w.path().to_path_buf();
-        w.finish()?;
-        if sizes != [POSITION_CODES as i64; 2] {
+        if !w.has_problems() && sizes != [POSITION_CODES as i64; 2] {
             return Err(Error::config(
-                path,
+                w.label(),
                 format!("X/Y codebook sizes {sizes:?}, expected {POSITION_CODES}"),
             ));
         }

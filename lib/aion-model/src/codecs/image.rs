@@ -26,7 +26,7 @@ use std::path::Path;
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use band::{Band, Survey};
 use magvit::{MagVitDecoder, MagVitEncoder, MagVitShape};
@@ -35,11 +35,11 @@ use preprocess::{CROP, SubsampledLinear};
 use crate::error::{Error, Result};
 use crate::nn::{Conv2d, Conv2dAlgo};
 use crate::quantizers::Fsq;
-use crate::weights::WeightFile;
+use crate::weights::{Source, WeightFile};
 
 /// `config.json` of the image codec: the `ImageCodec` constructor arguments (defaults as in
 /// 0.0.2). Unknown keys are an error.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImageCodecConfig {
     /// FSQ levels per latent channel (released: `[7, 5, 5, 5, 5]`).
@@ -92,6 +92,31 @@ mod defaults {
 }
 
 impl ImageCodecConfig {
+    /// The released codec's configuration (aion-spec §2.1: FSQ `[7, 5, 5, 5, 5]`, 512 hidden
+    /// channels, 4 residual units per stage; 70 M parameters).
+    pub fn released() -> Self {
+        Self {
+            quantizer_levels: vec![7, 5, 5, 5, 5],
+            hidden_dims: defaults::hidden_dims(),
+            multisurvey_projection_dims: defaults::projection(),
+            n_compressions: defaults::n_compressions(),
+            num_consecutive: defaults::num_consecutive(),
+            embedding_dim: defaults::embedding_dim(),
+            range_compression_factor: defaults::range_compression_factor(),
+            mult_factor: defaults::mult_factor(),
+        }
+    }
+
+    /// The released architecture at test size: 32 hidden channels, 2 residual units per
+    /// stage (the parity fixture's; same inputs and tokens as the released codec).
+    pub fn tiny() -> Self {
+        Self {
+            hidden_dims: 32,
+            num_consecutive: 2,
+            ..Self::released()
+        }
+    }
+
     /// Parses and checks a `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
@@ -202,10 +227,11 @@ impl<B: Backend> ImageCodec<B> {
         Ok(codec)
     }
 
-    /// Builds the codec from an open weight file (the caller calls [`WeightFile::finish`]).
+    /// Builds the codec from an open weight file (the caller calls [`WeightFile::finish`]), or
+    /// from any [`Source`]: the one description of the codec's weights.
     pub fn from_weights(
         config: ImageCodecConfig,
-        w: &mut WeightFile,
+        w: &mut impl Source,
         device: &B::Device,
     ) -> Result<Self> {
         let fsq = Fsq::load(w, "_quantizer", &config.quantizer_levels)?;

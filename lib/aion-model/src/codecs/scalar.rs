@@ -10,11 +10,12 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
+use crate::codecs::scalar_fit::linspace_f32;
 use crate::error::{Error, Result};
 use crate::modality::{CodecKind, ModalityInfo};
-use crate::weights::WeightFile;
+use crate::weights::{Init, Reservoir, Source, ValueSpace, WeightFile};
 
 /// An elementwise function named in a `MultiScalarCodec` config (`torch.<name>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +45,8 @@ pub enum ElementFn {
 }
 
 impl ElementFn {
-    fn parse(name: &str) -> Option<Self> {
+    /// Parses a `torch` function name (`arcsinh`, `sinh`, …).
+    pub fn parse(name: &str) -> Option<Self> {
         Some(match name {
             "arcsinh" | "asinh" => Self::Asinh,
             "sinh" => Self::Sinh,
@@ -177,23 +179,158 @@ pub struct ScalarCodec {
     pub quantizer: ScalarQuantizer,
 }
 
-/// Union of the scalar codecs' `config.json` keys (the reference's constructor arguments).
-#[derive(Debug, Deserialize)]
+/// `config.json` of a scalar codec: the union of the four classes' constructor arguments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ScalarConfig {
-    #[allow(dead_code)]
-    modality: String,
-    codebook_size: usize,
-    reservoir_size: Option<usize>,
-    #[serde(default = "default_min_log")]
-    min_log_value: Option<f64>,
-    compression_fns: Option<Vec<String>>,
-    decompression_fns: Option<Vec<String>>,
-    num_quantizers: Option<usize>,
+pub struct ScalarConfig {
+    /// The quantity's name (`FLUX_G`, `bp_coefficients`, …; the codec folder).
+    pub modality: String,
+    /// Number of tokens `K`.
+    pub codebook_size: usize,
+    /// Reservoir length `R` (all but the grid codec).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservoir_size: Option<usize>,
+    /// `min_log_value` of `LogScalarCodec` (default −3).
+    #[serde(default = "default_min_log", skip_serializing_if = "Option::is_none")]
+    pub min_log_value: Option<f64>,
+    /// `MultiScalarCodec`: `torch` functions applied before bucketizing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression_fns: Option<Vec<String>>,
+    /// `MultiScalarCodec`: applied in reverse order after the look-up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decompression_fns: Option<Vec<String>>,
+    /// `MultiScalarCodec`: number of channels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_quantizers: Option<usize>,
 }
 
 fn default_min_log() -> Option<f64> {
     Some(-3.0)
+}
+
+impl ScalarConfig {
+    /// The configuration of a released scalar codec for `m` (aion-spec §2.3: 1024 codes,
+    /// reservoirs of 1000, `min_log_value` −3, Gaia XP compressed with `arcsinh`).
+    pub fn released(m: &ModalityInfo) -> Self {
+        let mut cfg = Self {
+            modality: m.codec_dir.to_string(),
+            codebook_size: 1024,
+            reservoir_size: Some(1000),
+            min_log_value: None,
+            compression_fns: None,
+            decompression_fns: None,
+            num_quantizers: None,
+        };
+        match m.codec {
+            CodecKind::LogScalar => cfg.min_log_value = Some(-3.0),
+            CodecKind::MultiScalar => {
+                cfg.compression_fns = Some(vec!["arcsinh".into()]);
+                cfg.decompression_fns = Some(vec!["sinh".into()]);
+                cfg.num_quantizers = Some(m.num_tokens());
+            }
+            CodecKind::GridScalar => cfg.reservoir_size = None,
+            _ => {}
+        }
+        cfg
+    }
+
+    /// Reads a `config.json`.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|e| Error::config(path, e.to_string()))
+    }
+
+    fn functions(names: &Option<Vec<String>>) -> std::result::Result<Vec<ElementFn>, String> {
+        names
+            .iter()
+            .flatten()
+            .map(|s| ElementFn::parse(s).ok_or_else(|| format!("unsupported function torch.{s}")))
+            .collect()
+    }
+
+    /// The reservoir length, required by all but the grid codec.
+    fn reservoir(&self) -> std::result::Result<usize, String> {
+        self.reservoir_size
+            .ok_or_else(|| "reservoir_size is required".to_string())
+    }
+}
+
+impl ScalarQuantizer {
+    /// Builds the quantizer of a codec of `kind` for `quantity` (its codec folder name) from a
+    /// weight source: the one description of the scalar codecs' weights. Module names are
+    /// `_quantizer.…`; the Hub files store them as `quantizer.…` (both are read; an initialiser
+    /// writes the Hub's). The error is for an invalid configuration (messages without a path).
+    pub fn from_weights(
+        kind: CodecKind,
+        quantity: &str,
+        cfg: &ScalarConfig,
+        w: &mut impl Source,
+    ) -> std::result::Result<Self, String> {
+        w.stored_prefix("_quantizer.", "quantizer.", true);
+        let k = cfg.codebook_size;
+        let reservoir = |channel, space| {
+            Init::Reservoir(Reservoir {
+                quantity: quantity.to_string(),
+                channel,
+                space,
+            })
+        };
+        Ok(match kind {
+            CodecKind::Scalar | CodecKind::LogScalar => {
+                let r = cfg.reservoir()?;
+                let min_log = cfg.min_log_value.unwrap_or(-3.0);
+                let space = if kind == CodecKind::Scalar {
+                    ValueSpace::Linear
+                } else {
+                    ValueSpace::Log {
+                        min_log_value: min_log,
+                    }
+                };
+                w.floats("_quantizer._reservoir", &[r], &reservoir(0, space));
+                let table = w.floats("_quantizer._index_to_val", &[k], &Init::QuantileTable);
+                if kind == CodecKind::Scalar {
+                    ScalarQuantizer::Reservoir { table }
+                } else {
+                    ScalarQuantizer::LogReservoir {
+                        table,
+                        min_value: min_log.exp() as f32,
+                    }
+                }
+            }
+            CodecKind::MultiScalar => {
+                let r = cfg.reservoir()?;
+                let n = cfg.num_quantizers.unwrap_or(1);
+                let compress = ScalarConfig::functions(&cfg.compression_fns)?;
+                let decompress = ScalarConfig::functions(&cfg.decompression_fns)?;
+                if compress.len() != decompress.len() {
+                    return Err("compression_fns and decompression_fns differ in length".into());
+                }
+                let tables = (0..n)
+                    .map(|i| {
+                        let p = format!("_quantizer.quantizers.{i}");
+                        let space = ValueSpace::Compressed(compress.clone());
+                        w.floats(&format!("{p}._reservoir"), &[r], &reservoir(i, space));
+                        w.floats(&format!("{p}._index_to_val"), &[k], &Init::QuantileTable)
+                    })
+                    .collect();
+                ScalarQuantizer::Multi {
+                    tables,
+                    compress,
+                    decompress,
+                }
+            }
+            CodecKind::GridScalar => {
+                let buckets = Init::Floats(linspace_f32(k));
+                ScalarQuantizer::Grid {
+                    buckets: w.floats("_quantizer.buckets", &[k], &buckets),
+                }
+            }
+            other => return Err(format!("{other:?} is not a scalar codec")),
+        })
+    }
 }
 
 impl ScalarCodec {
@@ -203,93 +340,11 @@ impl ScalarCodec {
     /// Loading is strict: every tensor must be present with the configured shape and used.
     pub fn load(modality: &'static ModalityInfo, dir: &Path) -> Result<Self> {
         let config_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&config_path).map_err(|source| Error::Io {
-            path: config_path.clone(),
-            source,
-        })?;
-        let cfg: ScalarConfig =
-            serde_json::from_str(&text).map_err(|e| Error::config(&config_path, e.to_string()))?;
+        let cfg = ScalarConfig::read(&config_path)?;
         let mut w = WeightFile::open(dir.join("model.safetensors"))?;
-        let aliases: Vec<String> = w
-            .names()
-            .filter(|n| n.starts_with("quantizer."))
-            .map(String::from)
-            .collect();
-        for stored in aliases {
-            w.alias(format!("_{stored}"), stored);
-        }
-        let k = cfg.codebook_size;
-        let need_reservoir = || {
-            cfg.reservoir_size
-                .ok_or_else(|| Error::config(&config_path, "reservoir_size is required"))
-        };
-        let quantizer = match modality.codec {
-            CodecKind::Scalar | CodecKind::LogScalar => {
-                let r = need_reservoir()?;
-                w.f32s("_quantizer._reservoir", &[r]);
-                let table = w.f32s("_quantizer._index_to_val", &[k]);
-                if modality.codec == CodecKind::Scalar {
-                    ScalarQuantizer::Reservoir { table }
-                } else {
-                    let min_log = cfg.min_log_value.unwrap_or(-3.0);
-                    ScalarQuantizer::LogReservoir {
-                        table,
-                        min_value: min_log.exp() as f32,
-                    }
-                }
-            }
-            CodecKind::MultiScalar => {
-                let r = need_reservoir()?;
-                let n = cfg.num_quantizers.unwrap_or(1);
-                let fns = |names: &Option<Vec<String>>| -> Result<Vec<ElementFn>> {
-                    names
-                        .iter()
-                        .flatten()
-                        .map(|s| {
-                            ElementFn::parse(s).ok_or_else(|| {
-                                Error::config(
-                                    &config_path,
-                                    format!("unsupported function torch.{s}"),
-                                )
-                            })
-                        })
-                        .collect()
-                };
-                let compress = fns(&cfg.compression_fns)?;
-                let decompress = fns(&cfg.decompression_fns)?;
-                if compress.len() != decompress.len() {
-                    return Err(Error::config(
-                        &config_path,
-                        "compression_fns and decompression_fns differ in length",
-                    ));
-                }
-                let tables = (0..n)
-                    .map(|i| {
-                        w.f32s(&format!("_quantizer.quantizers.{i}._reservoir"), &[r]);
-                        w.f32s(&format!("_quantizer.quantizers.{i}._index_to_val"), &[k])
-                    })
-                    .collect();
-                ScalarQuantizer::Multi {
-                    tables,
-                    compress,
-                    decompress,
-                }
-            }
-            CodecKind::GridScalar => ScalarQuantizer::Grid {
-                buckets: w.f32s("_quantizer.buckets", &[k]),
-            },
-            other => {
-                return Err(Error::config(
-                    &config_path,
-                    format!("{other:?} is not a scalar codec"),
-                ));
-            }
-        };
+        let codec = Self::from_weights(modality, &cfg, &mut w)
+            .map_err(|m| Error::config(&config_path, m))?;
         w.finish()?;
-        let codec = Self {
-            modality,
-            quantizer,
-        };
         if codec.channels() != modality.num_tokens() {
             return Err(Error::config(
                 &config_path,
@@ -302,6 +357,19 @@ impl ScalarCodec {
             ));
         }
         Ok(codec)
+    }
+
+    /// The codec of `modality` from a weight source (see [`ScalarQuantizer::from_weights`]).
+    pub fn from_weights(
+        modality: &'static ModalityInfo,
+        cfg: &ScalarConfig,
+        w: &mut impl Source,
+    ) -> std::result::Result<Self, String> {
+        let quantizer = ScalarQuantizer::from_weights(modality.codec, modality.codec_dir, cfg, w)?;
+        Ok(Self {
+            modality,
+            quantizer,
+        })
     }
 
     /// Values per object (55 for Gaia XP, else 1).

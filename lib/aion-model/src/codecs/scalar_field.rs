@@ -26,7 +26,7 @@ use crate::codecs::image::preprocess::{CROP, center_crop, check_no_nan};
 use crate::error::{Error, Result};
 use crate::nn::{BatchNorm2d, Conv2d, Conv2dAlgo, ConvTranspose2d};
 use crate::quantizers::Fsq;
-use crate::weights::WeightFile;
+use crate::weights::{Source, WeightFile};
 
 /// `x + Conv1×1(ReLU(BN(Conv3×3(ReLU(x)))))` (`ResLayer`; leaves `net.1`, `net.2`, `net.4`).
 #[derive(Module, Debug)]
@@ -37,7 +37,7 @@ pub struct ResLayer<B: Backend> {
 }
 
 impl<B: Backend> ResLayer<B> {
-    fn load(w: &mut WeightFile, prefix: &str, c: usize, hidden: usize, dev: &B::Device) -> Self {
+    fn load(w: &mut impl Source, prefix: &str, c: usize, hidden: usize, dev: &B::Device) -> Self {
         Self {
             conv: Conv2d::load(w, &format!("{prefix}.net.1"), c, hidden, 3, 1, 1, true, dev),
             norm: BatchNorm2d::load(w, &format!("{prefix}.net.2"), hidden, 1e-5, dev),
@@ -55,7 +55,7 @@ impl<B: Backend> ResLayer<B> {
 }
 
 fn load_res<B: Backend>(
-    w: &mut WeightFile,
+    w: &mut impl Source,
     prefix: &str,
     cfg: &ScalarFieldConfig,
     c: usize,
@@ -83,7 +83,7 @@ pub struct Encoder2d<B: Backend> {
 }
 
 impl<B: Backend> Encoder2d<B> {
-    fn load(w: &mut WeightFile, cfg: &ScalarFieldConfig, dev: &B::Device) -> Self {
+    fn load(w: &mut impl Source, cfg: &ScalarFieldConfig, dev: &B::Device) -> Self {
         let (e, n) = (cfg.encoder_output_dim, cfg.num_downsamples);
         let dims = plan(1, e, e, n);
         let net = |i: usize| format!("encoder.net.{i}");
@@ -117,7 +117,7 @@ pub struct Decoder2d<B: Backend> {
 }
 
 impl<B: Backend> Decoder2d<B> {
-    fn load(w: &mut WeightFile, cfg: &ScalarFieldConfig, dev: &B::Device) -> Self {
+    fn load(w: &mut impl Source, cfg: &ScalarFieldConfig, dev: &B::Device) -> Self {
         let (d, n) = (cfg.decoder_dim(), cfg.num_downsamples);
         let dims = plan(d, d, 1, n);
         let net = |i: usize| format!("decoder.net.{i}");
@@ -176,22 +176,17 @@ impl<B: Backend> ScalarFieldCodec<B> {
         Ok(codec)
     }
 
-    /// Builds the codec from an open weight file (the caller calls [`WeightFile::finish`]).
-    /// With `ema_model_weights`, the `ema.*` copy is skipped (the reference encodes and decodes
-    /// with the live weights).
+    /// Builds the codec from an open weight file (the caller calls [`WeightFile::finish`]), or
+    /// any [`Source`]: the one description of its weights. With `ema_model_weights`, the `ema.*`
+    /// copy is skipped (the reference encodes and decodes with the live weights).
     pub fn from_weights(
         config: ScalarFieldConfig,
-        w: &mut WeightFile,
+        w: &mut impl Source,
         dev: &B::Device,
     ) -> Result<Self> {
         let fsq = Fsq::load(w, "_quantizer", &config.levels)?;
         if config.ema_model_weights {
-            let ema: Vec<String> = w
-                .names()
-                .filter(|n| n.starts_with("ema."))
-                .map(String::from)
-                .collect();
-            ema.iter().for_each(|n| w.skip(n));
+            w.ignore_prefix("ema.");
         }
         let (e, d, emb) = (
             config.encoder_output_dim,

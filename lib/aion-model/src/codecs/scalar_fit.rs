@@ -19,11 +19,12 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde_json::json;
-
+use crate::codecs::scalar::{ScalarConfig, ScalarQuantizer};
 use crate::error::{Error, Result};
-use crate::export::{NamedTensor, write_atomic, write_safetensors};
+use crate::export::write_atomic;
+use crate::modality::CodecKind;
 use crate::rng::{hash, tags};
+use crate::weights::{Initialiser, write_stored};
 
 /// The scalar codec kinds that can be fitted.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -245,43 +246,88 @@ impl FittedCodec {
         })
     }
 
-    /// Writes `dir/config.json` and `dir/model.safetensors` (tensors `quantizer._reservoir`,
-    /// `quantizer._index_to_val`, as on the Hub), loadable by
-    /// [`ScalarCodec::load`](super::scalar::ScalarCodec::load).
+    /// Writes `dir/config.json` and `dir/model.safetensors` in the Hub layout (tensors
+    /// `quantizer._reservoir`, `quantizer._index_to_val`), loadable by
+    /// [`ScalarCodec::load`](super::scalar::ScalarCodec::load). The tensors are those the scalar
+    /// codec's description takes, filled with this reservoir (the table is built from it exactly
+    /// as [`from_sample`](Self::from_sample) built this one).
     pub fn write_hub(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|source| Error::Write {
             path: dir.to_path_buf(),
             source,
         })?;
-        let mut cfg = json!({
-            "modality": self.name,
-            "codebook_size": self.table.len(),
-            "reservoir_size": self.reservoir.len(),
-        });
-        if let FitKind::LogScalar { min_log_value } = self.kind {
-            cfg["min_log_value"] = json!(min_log_value);
-        }
-        let text = serde_json::to_string_pretty(&cfg).expect("json");
+        let (kind, min_log_value) = match self.kind {
+            FitKind::Scalar => (CodecKind::Scalar, None),
+            FitKind::LogScalar { min_log_value } => (CodecKind::LogScalar, Some(min_log_value)),
+        };
+        let cfg = ScalarConfig {
+            modality: self.name.clone(),
+            codebook_size: self.table.len(),
+            reservoir_size: Some(self.reservoir.len()),
+            min_log_value,
+            compression_fns: None,
+            decompression_fns: None,
+            num_quantizers: None,
+        };
+        // Keys in alphabetical order, as before (a `serde_json::Value` object is sorted).
+        let json = serde_json::to_value(&cfg).expect("json");
+        let text = serde_json::to_string_pretty(&json).expect("json");
         write_atomic(&dir.join("config.json"), format!("{text}\n").as_bytes())?;
-        let tensors = vec![
-            NamedTensor::new(
-                "quantizer._reservoir",
-                vec![self.reservoir.len()],
-                self.reservoir.clone(),
-            ),
-            NamedTensor::new(
-                "quantizer._index_to_val",
-                vec![self.table.len()],
-                self.table.clone(),
-            ),
-        ];
-        write_safetensors(&dir.join("model.safetensors"), &tensors, None)
+        let mut w = Initialiser::new(0).with_reservoirs(vec![self.reservoir.clone()]);
+        let q = ScalarQuantizer::from_weights(kind, &self.name, &cfg, &mut w)
+            .map_err(|m| Error::config(dir, m))?;
+        debug_assert!(matches!(
+            &q,
+            ScalarQuantizer::Reservoir { table } | ScalarQuantizer::LogReservoir { table, .. }
+                if *table == self.table
+        ));
+        write_stored(&dir.join("model.safetensors"), w.tensors())
     }
+}
+
+/// Writes the `GridScalarCodec` of a quantity in `[0, 1]` (redshift: `codecs/Z/`) with `k`
+/// buckets `linspace(0, 1, K)` in float32, as `GridScalarCodec(name, K)` builds it: the tensors
+/// its description takes, under the Hub's names.
+pub fn write_grid_codec(dir: &Path, name: &str, k: usize) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let cfg = ScalarConfig {
+        modality: name.to_string(),
+        codebook_size: k,
+        reservoir_size: None,
+        min_log_value: None,
+        compression_fns: None,
+        decompression_fns: None,
+        num_quantizers: None,
+    };
+    let json = serde_json::to_value(&cfg).expect("json");
+    let text = serde_json::to_string_pretty(&json).expect("json");
+    write_atomic(&dir.join("config.json"), format!("{text}\n").as_bytes())?;
+    let mut w = Initialiser::new(0);
+    ScalarQuantizer::from_weights(CodecKind::GridScalar, name, &cfg, &mut w)
+        .map_err(|m| Error::config(dir, m))?;
+    write_stored(&dir.join("model.safetensors"), w.tensors())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_grid_codec_is_written_as_before() {
+        // The bundled model's redshift codec was written by the code this replaces.
+        let bundled = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../data/models/sdss-photoz-tiny/codecs/Z");
+        let dir = std::env::temp_dir().join(format!("aion-grid-codec-{}", std::process::id()));
+        write_grid_codec(&dir, "Z", 1024).unwrap();
+        for f in ["config.json", "model.safetensors"] {
+            let read = |d: &Path| std::fs::read(d.join(f)).unwrap();
+            assert_eq!(read(&dir), read(&bundled), "{f}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
 
     #[test]
     fn table_of_a_known_reservoir() {

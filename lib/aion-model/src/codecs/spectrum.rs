@@ -31,7 +31,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::error::{Error, Result};
-use crate::weights::WeightFile;
+use crate::weights::{Init, IntType, Source, WeightFile};
 
 pub use config::SpectrumConfig;
 use lfq::Lfq;
@@ -97,17 +97,43 @@ impl<B: Backend> SpectrumCodec<B> {
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self> {
         let config = SpectrumConfig::read(&dir.join("config.json"))?;
         let mut w = WeightFile::open(dir.join("model.safetensors"))?;
-        w.alias("_quantizer._quantizer.mask", "quantizer._quantizer.mask");
-        let network = SpectrumNetwork::load(&mut w, &config, device);
-        let mask = w.i64s("_quantizer._quantizer.mask", &[config.dim]);
-        let buckets = w.f32s("normalization_quantizer.buckets", &[config.codebook_size]);
-        let grid = load_grid(&mut w, &config);
-        let weights_path = w.path().to_path_buf();
+        let codec = Self::from_weights(config, &mut w, device);
         w.finish()?;
-        let grid = grid.map_err(|m| Error::config(&weights_path, m))?;
-        check_buckets(&buckets, &config).map_err(|m| Error::config(&weights_path, m))?;
-        let lfq =
-            Lfq::new(mask, config.codebook_size).map_err(|m| Error::config(&weights_path, m))?;
+        codec
+    }
+
+    /// Builds the codec from a weight source: the one description of its weights (the network,
+    /// the LFQ bit weights, the normalisation buckets and the latent grid buffers). The buffers
+    /// are checked against the configuration when the source recorded no problem; with
+    /// problems, the caller's [`WeightFile::finish`] lists them.
+    pub fn from_weights(
+        config: SpectrumConfig,
+        w: &mut impl Source,
+        device: &B::Device,
+    ) -> Result<Self> {
+        w.stored_prefix("_quantizer.", "quantizer.", false);
+        let network = SpectrumNetwork::load(w, &config, device);
+        // LFQ: bit weights 2^(d−1) … 1, channel 0 the most significant.
+        let bits = Init::Ints((0..config.dim).rev().map(|i| 1i64 << i).collect());
+        let mask = w.ints(
+            "_quantizer._quantizer.mask",
+            &[config.dim],
+            IntType::I64,
+            &bits,
+        );
+        let k = config.codebook_size;
+        let [lo, hi] = config.normalization_range.map(|v| v as f32);
+        let linspace = crate::codecs::scalar_fit::linspace_f32(k);
+        let edges = Init::Floats(linspace.iter().map(|t| lo + (hi - lo) * t).collect());
+        let buckets = w.floats("normalization_quantizer.buckets", &[k], &edges);
+        let grid = load_grid(w, &config);
+        let label = w.label().to_path_buf();
+        if w.has_problems() {
+            return Err(Error::config(label, "the weights do not match the codec"));
+        }
+        let grid = grid.map_err(|m| Error::config(&label, m))?;
+        check_buckets(&buckets, &config).map_err(|m| Error::config(&label, m))?;
+        let lfq = Lfq::new(mask, config.codebook_size).map_err(|m| Error::config(&label, m))?;
         let pre = Preprocessor {
             grid,
             norm: NormQuantizer { buckets },
@@ -324,12 +350,19 @@ fn host<B: Backend>(t: Tensor<B, 2>) -> Result<Vec<f32>> {
 }
 
 /// Reads the `latent_grid.*` buffers and checks them against the config.
-fn load_grid(w: &mut WeightFile, cfg: &SpectrumConfig) -> std::result::Result<Vec<f32>, String> {
+fn load_grid(w: &mut impl Source, cfg: &SpectrumConfig) -> std::result::Result<Vec<f32>, String> {
     let p = cfg.num_pixels;
-    let lambda_min = w.f32s("latent_grid.lambda_min", &[])[0];
-    let resolution = w.f32s("latent_grid.resolution", &[])[0];
-    let length = w.i64s("latent_grid.length", &[])[0];
-    let grid = w.f32s("latent_grid._wavelength", &[1, p]);
+    let value = |v: f64| Init::Floats(vec![v as f32]);
+    let lambda_min = w.floats("latent_grid.lambda_min", &[], &value(cfg.lambda_min))[0];
+    let resolution = w.floats("latent_grid.resolution", &[], &value(cfg.resolution))[0];
+    let length = Init::Ints(vec![p as i64]);
+    let length = w.ints("latent_grid.length", &[], IntType::I64, &length)[0];
+    let steps = (0..p).map(|i| (cfg.lambda_min + cfg.resolution * i as f64) as f32);
+    let grid = w.floats(
+        "latent_grid._wavelength",
+        &[1, p],
+        &Init::Floats(steps.collect()),
+    );
     if w.has_problems() {
         return Ok(grid); // reported by `finish`
     }

@@ -11,11 +11,11 @@ use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, DType, Tensor};
 
-use super::block::norm;
+use super::block::{norm, xavier};
 use crate::config::AionConfig;
 use crate::nn::native::{bmm, softmax_last};
 use crate::nn::{LayerNorm, Linear};
-use crate::weights::WeightFile;
+use crate::weights::Source;
 
 /// Additive attention bias from a key mask: 0 for keys to attend to, and for padding the most
 /// negative finite value of the model's float type (`-finfo(dtype).max`, as the reference).
@@ -104,7 +104,7 @@ pub struct QkNorm<B: Backend> {
 }
 
 impl<B: Backend> QkNorm<B> {
-    fn load(w: &mut WeightFile, prefix: &str, cfg: &AionConfig, device: &B::Device) -> Self {
+    fn load(w: &mut impl Source, prefix: &str, cfg: &AionConfig, device: &B::Device) -> Self {
         let hd = cfg.head_dim();
         Self {
             q: norm(w, &format!("{prefix}.q_norm"), hd, cfg, device),
@@ -139,11 +139,12 @@ pub struct SelfAttention<B: Backend> {
 
 impl<B: Backend> SelfAttention<B> {
     /// Loads `<prefix>.{qkv,proj,q_norm,k_norm}`.
-    pub fn load(w: &mut WeightFile, prefix: &str, cfg: &AionConfig, device: &B::Device) -> Self {
+    pub fn load(w: &mut impl Source, prefix: &str, cfg: &AionConfig, device: &B::Device) -> Self {
         let d = cfg.dim;
+        let p = |name: &str| format!("{prefix}.{name}");
         Self {
-            qkv: Linear::load(w, &format!("{prefix}.qkv"), d, 3 * d, cfg.qkv_bias, device),
-            proj: Linear::load(w, &format!("{prefix}.proj"), d, d, cfg.proj_bias, device),
+            qkv: Linear::load(w, &p("qkv"), (d, 3 * d), cfg.qkv_bias, xavier(3), device),
+            proj: Linear::load(w, &p("proj"), (d, d), cfg.proj_bias, xavier(1), device),
             qk_norm: cfg.qk_norm.then(|| QkNorm::load(w, prefix, cfg, device)),
             heads: cfg.num_heads,
         }
@@ -207,12 +208,13 @@ pub struct CrossAttention<B: Backend> {
 
 impl<B: Backend> CrossAttention<B> {
     /// Loads `<prefix>.{q,kv,proj,q_norm,k_norm}`.
-    pub fn load(w: &mut WeightFile, prefix: &str, cfg: &AionConfig, device: &B::Device) -> Self {
+    pub fn load(w: &mut impl Source, prefix: &str, cfg: &AionConfig, device: &B::Device) -> Self {
         let d = cfg.dim;
+        let p = |name: &str| format!("{prefix}.{name}");
         Self {
-            q: Linear::load(w, &format!("{prefix}.q"), d, d, cfg.qkv_bias, device),
-            kv: Linear::load(w, &format!("{prefix}.kv"), d, 2 * d, cfg.qkv_bias, device),
-            proj: Linear::load(w, &format!("{prefix}.proj"), d, d, cfg.proj_bias, device),
+            q: Linear::load(w, &p("q"), (d, d), cfg.qkv_bias, xavier(1), device),
+            kv: Linear::load(w, &p("kv"), (d, 2 * d), cfg.qkv_bias, xavier(2), device),
+            proj: Linear::load(w, &p("proj"), (d, d), cfg.proj_bias, xavier(1), device),
             qk_norm: cfg.qk_norm.then(|| QkNorm::load(w, prefix, cfg, device)),
             heads: cfg.num_heads,
         }

@@ -11,13 +11,19 @@ use burn::tensor::backend::Backend;
 use super::attention::{CrossAttention, SelfAttention};
 use crate::config::{Activation, AionConfig};
 use crate::nn::{LayerNorm, Linear};
-use crate::weights::WeightFile;
+use crate::weights::{Init, Source};
+
+/// 4M's initialisation of linear weights: Xavier-uniform, packed projections (`qkv`, `kv`) as
+/// separate `D×D` blocks.
+pub(crate) fn xavier(packed: usize) -> Init {
+    Init::XavierUniform { packed }
+}
 
 /// 4M's LayerNorm (eps 1e-6). Its `bias` is always in the file: a parameter when `norm_bias`,
 /// otherwise a persistent buffer (zeros when trained) that the reference still adds; it is
 /// loaded either way and, as a buffer, excluded from gradients.
 pub(crate) fn norm<B: Backend>(
-    w: &mut WeightFile,
+    w: &mut impl Source,
     prefix: &str,
     d: usize,
     cfg: &AionConfig,
@@ -47,14 +53,16 @@ pub struct Mlp<B: Backend> {
 
 impl<B: Backend> Mlp<B> {
     /// Loads `<prefix>.{fc1,fc2,fc3}`.
-    pub fn load(w: &mut WeightFile, prefix: &str, cfg: &AionConfig, device: &B::Device) -> Self {
+    pub fn load(w: &mut impl Source, prefix: &str, cfg: &AionConfig, device: &B::Device) -> Self {
         let (d, f, bias) = (cfg.dim, cfg.mlp_hidden(), cfg.mlp_bias);
+        let mut linear = |name: &str, dims| {
+            let p = format!("{prefix}.{name}");
+            Linear::load(w, &p, dims, bias, xavier(1), device)
+        };
         Self {
-            fc1: Linear::load(w, &format!("{prefix}.fc1"), d, f, bias, device),
-            fc2: Linear::load(w, &format!("{prefix}.fc2"), f, d, bias, device),
-            fc3: cfg
-                .gated_mlp
-                .then(|| Linear::load(w, &format!("{prefix}.fc3"), d, f, bias, device)),
+            fc1: linear("fc1", (d, f)),
+            fc2: linear("fc2", (f, d)),
+            fc3: cfg.gated_mlp.then(|| linear("fc3", (d, f))),
             act: cfg.act_layer,
         }
     }
@@ -90,7 +98,7 @@ pub struct EncoderBlock<B: Backend> {
 
 impl<B: Backend> EncoderBlock<B> {
     /// Loads `<prefix>.{norm1,attn,norm2,mlp}` (prefix `encoder.<i>`).
-    pub fn load(w: &mut WeightFile, prefix: &str, cfg: &AionConfig, device: &B::Device) -> Self {
+    pub fn load(w: &mut impl Source, prefix: &str, cfg: &AionConfig, device: &B::Device) -> Self {
         let d = cfg.dim;
         Self {
             norm1: norm(w, &format!("{prefix}.norm1"), d, cfg, device),
@@ -129,7 +137,7 @@ pub struct DecoderBlock<B: Backend> {
 
 impl<B: Backend> DecoderBlock<B> {
     /// Loads `<prefix>.{norm1,self_attn,query_norm,context_norm,cross_attn,norm2,mlp}`.
-    pub fn load(w: &mut WeightFile, prefix: &str, cfg: &AionConfig, device: &B::Device) -> Self {
+    pub fn load(w: &mut impl Source, prefix: &str, cfg: &AionConfig, device: &B::Device) -> Self {
         let d = cfg.dim;
         Self {
             norm1: norm(w, &format!("{prefix}.norm1"), d, cfg, device),

@@ -11,10 +11,11 @@ use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
+use super::block::xavier;
 use crate::config::AionConfig;
-use crate::modality::{ModalityInfo, TokenLayout};
+use crate::modality::{CodecKind, ModalityInfo, TokenLayout};
 use crate::nn::{Embedding, Linear};
-use crate::weights::WeightFile;
+use crate::weights::{EMBED_STD, Init, Source};
 
 /// Rows of a sequence modality's position table (4M's `max_sincos_pos_emb`).
 pub const SEQUENCE_POSITIONS: usize = 512;
@@ -52,8 +53,12 @@ impl<B: Backend> ModalityEmbedding<B> {
     /// (when `decoder`). A shared `mod_emb` may be stored under either name (the Hub files keep
     /// only the decoder's); if both are stored the decoder's wins, as in the reference's
     /// `load_state_dict`, where the second copy overwrites the first.
+    ///
+    /// From scratch, the modality's tensors come from its own random stream (keyed by its id),
+    /// so adding a modality changes no other tensor; the position tables are the fixed sin-cos
+    /// tables of aion-spec §3.2.
     pub fn load(
-        w: &mut WeightFile,
+        w: &mut impl Source,
         m: &'static ModalityInfo,
         cfg: &AionConfig,
         (encoder, decoder): (bool, bool),
@@ -62,20 +67,37 @@ impl<B: Backend> ModalityEmbedding<B> {
         let (d, v, p, key) = (cfg.dim, m.vocab, positions(m), m.token_key);
         let enc = format!("encoder_embeddings.{key}");
         let dec = format!("decoder_embeddings.{key}");
+        w.stream(crate::rng::mix64(u64::from(m.id())));
         let (mod_emb, dec_mod_emb) = load_mod_emb(w, key, cfg, (encoder, decoder), device);
-        let table = |w: &mut WeightFile, name: String| -> Tensor<B, 2> {
-            w.tensor::<B, 3>(&name, [1, p, d], device).reshape([p, d])
+        let pos_init = match m.layout {
+            TokenLayout::Grid { h, w } => Init::SinCos2d { h, w },
+            TokenLayout::Sequence { .. } => Init::SinCos1d { n: p },
         };
-        let token_emb =
-            encoder.then(|| Embedding::load(w, &format!("{enc}.token_emb"), v, d, device));
+        let table = |w: &mut _, name: String| -> Tensor<B, 2> {
+            Source::buffer(w, &name, &[1, p, d], [p, d], &pos_init, device)
+        };
+        // Quantile and grid scalars have ordered tokens (not Gaia XP, whose 55 channels share
+        // one vocabulary).
+        let ordinal = matches!(
+            m.codec,
+            CodecKind::Scalar | CodecKind::LogScalar | CodecKind::GridScalar
+        );
+        let token_emb = encoder.then(|| {
+            let init = Init::TokenTable { ordinal };
+            Embedding::load(w, &format!("{enc}.token_emb"), (v, d), init, device)
+        });
         let enc_pos = encoder.then(|| table(w, format!("{enc}.pos_emb")));
         let dec_pos = decoder.then(|| table(w, format!("{dec}.pos_emb")));
         // The decoder's token table only feeds sequence targets, which AION cannot request.
         if decoder {
-            w.take_unused(&format!("{dec}.token_emb.weight"), &[v, d]);
+            let init = Init::Normal { std: EMBED_STD };
+            w.unkept(&format!("{dec}.token_emb.weight"), &[v, d], &init);
         }
-        let to_logits =
-            decoder.then(|| Linear::load(w, &format!("{dec}.to_logits"), d, v, false, device));
+        let to_logits = decoder.then(|| {
+            let name = format!("{dec}.to_logits");
+            Linear::load(w, &name, (d, v), false, xavier(1), device)
+        });
+        w.stream(0);
         Self {
             modality: *m,
             mod_emb,
@@ -147,7 +169,7 @@ impl<B: Backend> ModalityEmbedding<B> {
 /// domain lists and `share_modality_embeddings` (stored under either name; the decoder's wins
 /// when both are stored), otherwise the encoder's and/or the decoder's own.
 fn load_mod_emb<B: Backend>(
-    w: &mut WeightFile,
+    w: &mut impl Source,
     key: &str,
     cfg: &AionConfig,
     (encoder, decoder): (bool, bool),
@@ -156,18 +178,77 @@ fn load_mod_emb<B: Backend>(
     let d = cfg.dim;
     let enc = format!("encoder_embeddings.{key}.mod_emb");
     let dec = format!("decoder_embeddings.{key}.mod_emb");
+    let init = Init::Normal { std: EMBED_STD };
+    let take = |w: &mut _, name: &str| Source::param(w, name, [1, 1, d], &init, device);
     if encoder && decoder && cfg.share_modality_embeddings {
-        w.alias(dec.clone(), enc.clone());
-        if w.contains(&dec) && w.contains(&enc) {
-            w.take_unused(&enc, &[1, 1, d]);
-        }
-        (w.param(&dec, [1, 1, d], device), None)
+        w.alias(&dec, &enc, &[1, 1, d]);
+        (take(w, &dec), None)
     } else if encoder {
-        let own = decoder.then(|| w.param(&dec, [1, 1, d], device));
-        (w.param(&enc, [1, 1, d], device), own)
+        let own = take(w, &enc);
+        (own, decoder.then(|| take(w, &dec)))
     } else {
-        (w.param(&dec, [1, 1, d], device), None)
+        (take(w, &dec), None)
     }
+}
+
+/// 2-D sin-cos table of an `h × w` token grid (4M's `build_2d_sincos_posemb`): for flat index
+/// `n`, `a = n div h`, `b = n mod h`, `P = D/4`, `ω_k = 10000^(−k/P)`:
+/// `[sin(aω), cos(aω), sin(bω), cos(bω)]`. Row-major `[h·w, D]`.
+pub fn sincos_2d(h: usize, w: usize, d: usize) -> Vec<f32> {
+    let p = d / 4;
+    let omega: Vec<f32> = (0..p)
+        .map(|k| 1.0 / 10000f32.powf(k as f32 / p as f32))
+        .collect();
+    let mut out = Vec::with_capacity(h * w * d);
+    for n in 0..h * w {
+        let (a, b) = ((n / h) as f32, (n % h) as f32);
+        out.extend(omega.iter().map(|o| (a * o).sin()));
+        out.extend(omega.iter().map(|o| (a * o).cos()));
+        out.extend(omega.iter().map(|o| (b * o).sin()));
+        out.extend(omega.iter().map(|o| (b * o).cos()));
+    }
+    out
+}
+
+/// 1-D sin-cos table of `n` positions (`P = D/2`): `[sin(iω), cos(iω)]`. Row-major `[n, D]`.
+pub fn sincos_1d(n: usize, d: usize) -> Vec<f32> {
+    let p = d / 2;
+    let omega: Vec<f32> = (0..p)
+        .map(|k| 1.0 / 10000f32.powf(k as f32 / p as f32))
+        .collect();
+    let mut out = Vec::with_capacity(n * d);
+    for i in 0..n {
+        let x = i as f32;
+        out.extend(omega.iter().map(|o| (x * o).sin()));
+        out.extend(omega.iter().map(|o| (x * o).cos()));
+    }
+    out
+}
+
+/// The ordinal token table of a `vocab`-token scalar modality: the sin-cos code of the bin rank
+/// `[sin(π·u·f_j), cos(π·u·f_j)] / 2`, `u = k / V`, frequencies `f_j` spaced geometrically from
+/// 1 to `V/4`, so that neighbouring bins start close together (see `train::init`).
+pub fn ordinal_table(vocab: usize, d: usize) -> Vec<f32> {
+    let half = d / 2;
+    let top = (vocab as f64 / 4.0).max(1.0).ln();
+    let freqs: Vec<f64> = (0..half)
+        .map(|j| {
+            let t = if half > 1 {
+                j as f64 / (half - 1) as f64
+            } else {
+                0.0
+            };
+            std::f64::consts::PI * (t * top).exp()
+        })
+        .collect();
+    let mut out = Vec::with_capacity(vocab * d);
+    for k in 0..vocab {
+        let u = k as f64 / vocab as f64;
+        out.extend(freqs.iter().map(|f| (0.5 * (u * f).sin()) as f32));
+        out.extend(freqs.iter().map(|f| (0.5 * (u * f).cos()) as f32));
+        out.extend(std::iter::repeat_n(0.0, d - 2 * half));
+    }
+    out
 }
 
 /// Compacted positions of a sequence modality's tokens: the `i`-th non-masked token of a row

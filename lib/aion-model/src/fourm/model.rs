@@ -5,6 +5,7 @@
 //! (polymathic-aion 0.0.2).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;
@@ -12,14 +13,14 @@ use burn::tensor::backend::Backend;
 
 use super::assemble::{Assembled, assemble};
 use super::attention::key_bias;
-use super::block::{DecoderBlock, EncoderBlock, norm};
+use super::block::{DecoderBlock, EncoderBlock, norm, xavier};
 use super::embeddings::{ModalityEmbedding, SEQUENCE_POSITIONS};
 use super::{DecoderMode, Encoded, TokenInput};
 use crate::config::AionConfig;
 use crate::error::{Error, Result};
 use crate::modality::{ModalityInfo, TokenLayout};
 use crate::nn::{LayerNorm, Linear};
-use crate::weights::WeightFile;
+use crate::weights::{EMBED_STD, Init, ParamNames, Source, WeightFile};
 
 /// The AION-1 transformer (4M encoder–decoder).
 #[derive(Module, Debug)]
@@ -39,6 +40,9 @@ pub struct Aion<B: Backend> {
     /// `mask_token` `[1, 1, D]`: the decoder input at every target position.
     pub mask_token: Param<Tensor<B, 3>>,
     config: AionConfig,
+    /// The stored name of every parameter (recorded while the model was built; read by
+    /// [`crate::export::state_dict`]).
+    names: Arc<ParamNames>,
 }
 
 impl<B: Backend> Aion<B> {
@@ -59,7 +63,11 @@ impl<B: Backend> Aion<B> {
     /// Builds the model from an open weight file, taking every tensor it needs. Problems are
     /// recorded in `w` (see [`WeightFile::finish`], which the caller must still call); the error
     /// here is only for an invalid configuration.
-    pub fn from_weights(cfg: AionConfig, w: &mut WeightFile, device: &B::Device) -> Result<Self> {
+    ///
+    /// `w` may be any [`Source`]: this function is the one description of the transformer's
+    /// weights (names, shapes, and 4M's initialisation: Xavier-uniform linear weights, unit
+    /// norms, `N(0, 0.02²)` embeddings and mask token, sin-cos position tables).
+    pub fn from_weights(cfg: AionConfig, w: &mut impl Source, device: &B::Device) -> Result<Self> {
         cfg.validate()?;
         let d = cfg.dim;
         let (ins, outs) = (cfg.inputs(), cfg.outputs());
@@ -75,19 +83,31 @@ impl<B: Backend> Aion<B> {
         let encoder = (0..cfg.encoder_depth)
             .map(|i| EncoderBlock::load(w, &format!("encoder.{i}"), &cfg, device))
             .collect();
+        let encoder_norm = norm(w, "encoder_norm", d, &cfg, device);
+        let context = "decoder_proj_context";
+        let decoder_proj_context = Linear::load(w, context, (d, d), true, xavier(1), device);
         let decoder = (0..cfg.decoder_depth)
             .map(|i| DecoderBlock::load(w, &format!("decoder.{i}"), &cfg, device))
             .collect();
+        let decoder_norm = norm(w, "decoder_norm", d, &cfg, device);
+        let mask = Init::Normal { std: EMBED_STD };
+        let mask_token = w.param("mask_token", [1, 1, d], &mask, device);
         Ok(Self {
             embeddings,
             encoder,
-            encoder_norm: norm(w, "encoder_norm", d, &cfg, device),
-            decoder_proj_context: Linear::load(w, "decoder_proj_context", d, d, true, device),
+            encoder_norm,
+            decoder_proj_context,
             decoder,
-            decoder_norm: norm(w, "decoder_norm", d, &cfg, device),
-            mask_token: w.param("mask_token", [1, 1, d], device),
+            decoder_norm,
+            mask_token,
             config: cfg,
+            names: Arc::new(std::mem::take(w.names_mut())),
         })
+    }
+
+    /// Where each parameter is stored (names, shapes, layouts), as recorded while building.
+    pub fn param_names(&self) -> &ParamNames {
+        &self.names
     }
 
     /// The configuration the model was built from.

@@ -6,7 +6,8 @@
 //! ```json
 //! {"format": "aion-hpc/extra-modalities", "version": 1, "modalities": [
 //!   {"token_key": "tok_mag_u_sdss", "codec": "Scalar", "codec_dir": "mag_u",
-//!    "vocab": 1024, "tokens": 1, "dataset": "mag_u", "class_name": "SDSSMagU"}]}
+//!    "vocab": 1024, "tokens": 1, "dataset": "mag_u", "class_name": "SDSSMagU",
+//!    "units": "mag", "label": "u-band magnitude (SDSS)"}]}
 //! ```
 //!
 //! Registering leaks one [`ModalityInfo`] per new token key into `'static` memory (once per
@@ -57,6 +58,13 @@ pub struct ExtraModality {
     /// A class-like name for messages (default: the token key).
     #[serde(default)]
     pub class_name: Option<String>,
+    /// Units of the values, as astropy's `Unit()` reads them (`"mag"`, `""` = dimensionless);
+    /// absent: [`super::UNKNOWN_UNITS`] in the outputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub units: Option<String>,
+    /// Axis label for figures and outputs (default: the token key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 fn one() -> usize {
@@ -176,6 +184,8 @@ impl ExtraModality {
             },
             dataset: leak(&self.dataset),
             columns: None,
+            units: leak(self.units.as_deref().unwrap_or(super::UNKNOWN_UNITS)),
+            label: leak(self.label.as_deref().unwrap_or(&self.token_key)),
         }
     }
 }
@@ -259,6 +269,8 @@ mod tests {
             tokens: 1,
             dataset: "mag_x".into(),
             class_name: None,
+            units: None,
+            label: None,
         }
     }
 

@@ -5,7 +5,7 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
 use super::key;
-use crate::weights::WeightFile;
+use crate::weights::{Init, IntType, Source};
 
 /// `torch.nn.BatchNorm2d` in evaluation mode: normalises with the stored running statistics.
 ///
@@ -27,14 +27,16 @@ pub struct BatchNorm2d<B: Backend> {
 
 impl<B: Backend> BatchNorm2d<B> {
     /// Loads `<prefix>.{weight,bias,running_mean,running_var}` `[c]`; `<prefix>.num_batches_tracked`
-    /// (a training counter) is accepted and ignored when present.
-    pub fn load(w: &mut WeightFile, prefix: &str, c: usize, eps: f64, device: &B::Device) -> Self {
-        w.skip(&key(prefix, "num_batches_tracked"));
+    /// (a training counter) is accepted and ignored when present. From scratch: the identity
+    /// (scale 1, shift 0, mean 0, variance 1).
+    pub fn load(w: &mut impl Source, prefix: &str, c: usize, eps: f64, device: &B::Device) -> Self {
+        let counter = key(prefix, "num_batches_tracked");
+        w.optional(&counter, &[], IntType::I64, &Init::Zeros);
         Self {
-            weight: w.param(&key(prefix, "weight"), [c], device),
-            bias: w.param(&key(prefix, "bias"), [c], device),
-            running_mean: w.param(&key(prefix, "running_mean"), [c], device),
-            running_var: w.param(&key(prefix, "running_var"), [c], device),
+            weight: w.param(&key(prefix, "weight"), [c], &Init::Ones, device),
+            bias: w.param(&key(prefix, "bias"), [c], &Init::Zeros, device),
+            running_mean: w.param(&key(prefix, "running_mean"), [c], &Init::Zeros, device),
+            running_var: w.param(&key(prefix, "running_var"), [c], &Init::Ones, device),
             eps,
         }
     }

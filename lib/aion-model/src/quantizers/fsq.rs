@@ -15,7 +15,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 
 use crate::error::{Error, Result};
-use crate::weights::WeightFile;
+use crate::weights::{Init, IntType, Source};
 
 /// An FSQ quantizer with fixed levels (`eps = 1e-3` as in the reference).
 #[derive(Debug, Clone, PartialEq)]
@@ -84,22 +84,20 @@ impl Fsq {
         b
     }
 
-    /// An FSQ over `levels`, checked against the `<prefix>.levels` buffer of a weight file. A
-    /// prefix starting with `_` may also be stored without it (the Hub's scalar codecs write
-    /// `quantizer.` for the module's `_quantizer.`).
-    pub fn load(w: &mut WeightFile, prefix: &str, levels: &[u32]) -> Result<Self> {
+    /// An FSQ over `levels`, checked against the `<prefix>.levels` buffer (int32) of a weight
+    /// source. A prefix starting with `_` may also be stored without it (the Hub's scalar codecs
+    /// write `quantizer.` for the module's `_quantizer.`).
+    pub fn load(w: &mut impl Source, prefix: &str, levels: &[u32]) -> Result<Self> {
         let fsq = Self::new(levels)?;
-        let name = format!("{prefix}.levels");
-        if let Some(bare) = name.strip_prefix('_')
-            && !w.contains(&name)
-            && w.contains(bare)
-        {
-            w.alias(name.clone(), bare.to_string());
+        if let Some(bare) = prefix.strip_prefix('_') {
+            w.stored_prefix(&format!("{prefix}."), &format!("{bare}."), false);
         }
-        let stored = w.i64s(&name, &[fsq.dim()]);
+        let own: Vec<i64> = levels.iter().map(|&l| i64::from(l)).collect();
+        let name = format!("{prefix}.levels");
+        let stored = w.ints(&name, &[fsq.dim()], IntType::I32, &Init::Ints(own));
         if !w.has_problems() {
             fsq.check_levels_buffer(&stored)
-                .map_err(|e| Error::config(w.path(), e.to_string()))?;
+                .map_err(|e| Error::config(w.label(), e.to_string()))?;
         }
         Ok(fsq)
     }

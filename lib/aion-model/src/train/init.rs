@@ -1,11 +1,12 @@
 //! A model from scratch: random weights for an [`AionConfig`], under the Hub names.
 //!
-//! The initial state dict is generated here and loaded through [`Aion::from_weights`], so a
-//! from-scratch model goes through the same strict loader as a released one (and its names are
-//! the reference's by construction). Initialisation follows 4M's choices where they matter:
+//! The model is built by [`Aion::from_weights`] from an [`Initialiser`]: the same description of
+//! the weights that loads a released model draws the initial values (so its names are the
+//! reference's by construction). Initialisation follows 4M's choices where they matter:
 //! Xavier-uniform linear weights (packed `qkv` / `kv` as separate `D×D` blocks), zero biases,
 //! unit LayerNorm scales, `N(0, 0.02²)` token tables, modality embeddings and mask token, and the
-//! fixed sin-cos position tables of aion-spec §3.2.
+//! fixed sin-cos position tables of aion-spec §3.2. Each modality's tensors come from its own
+//! random stream, the blocks from a common one.
 //!
 //! **Ordinal tables.** A scalar codec's tokens are ordered (token `k` stands for the `k`-th
 //! quantile bin), but a freshly initialised embedding table knows nothing of that: each of the
@@ -16,18 +17,18 @@
 //! then adjusts them. This matters when a new survey has few labelled objects.
 
 use burn::tensor::backend::Backend;
+use burn_ndarray::NdArray;
 
 use crate::config::AionConfig;
 use crate::error::Result;
-use crate::export::{NamedTensor, safetensors_bytes};
+use crate::export::NamedTensor;
 use crate::fourm::Aion;
-use crate::fourm::embeddings::SEQUENCE_POSITIONS;
-use crate::modality::{CodecKind, ModalityInfo, TokenLayout};
-use crate::rng::{Rng, tags};
-use crate::weights::WeightFile;
+use crate::fourm::embeddings::ModalityEmbedding;
+use crate::modality::ModalityInfo;
+use crate::weights::{Initialiser, Source};
 
-/// Standard deviation of token tables, modality embeddings and the mask token.
-pub const EMBED_STD: f64 = 0.02;
+pub use crate::fourm::embeddings::{ordinal_table, sincos_1d, sincos_2d};
+pub use crate::weights::EMBED_STD;
 
 /// How to initialise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,243 +39,42 @@ pub struct InitOptions {
     pub ordinal_scalars: bool,
 }
 
-/// 2-D sin-cos table of an `h × w` token grid (4M's `build_2d_sincos_posemb`): for flat index
-/// `n`, `a = n div h`, `b = n mod h`, `P = D/4`, `ω_k = 10000^(−k/P)`:
-/// `[sin(aω), cos(aω), sin(bω), cos(bω)]`. Row-major `[h·w, D]`.
-pub fn sincos_2d(h: usize, w: usize, d: usize) -> Vec<f32> {
-    let p = d / 4;
-    let omega: Vec<f32> = (0..p)
-        .map(|k| 1.0 / 10000f32.powf(k as f32 / p as f32))
-        .collect();
-    let mut out = Vec::with_capacity(h * w * d);
-    for n in 0..h * w {
-        let (a, b) = ((n / h) as f32, (n % h) as f32);
-        out.extend(omega.iter().map(|o| (a * o).sin()));
-        out.extend(omega.iter().map(|o| (a * o).cos()));
-        out.extend(omega.iter().map(|o| (b * o).sin()));
-        out.extend(omega.iter().map(|o| (b * o).cos()));
-    }
-    out
-}
-
-/// 1-D sin-cos table of `n` positions (`P = D/2`): `[sin(iω), cos(iω)]`. Row-major `[n, D]`.
-pub fn sincos_1d(n: usize, d: usize) -> Vec<f32> {
-    let p = d / 2;
-    let omega: Vec<f32> = (0..p)
-        .map(|k| 1.0 / 10000f32.powf(k as f32 / p as f32))
-        .collect();
-    let mut out = Vec::with_capacity(n * d);
-    for i in 0..n {
-        let x = i as f32;
-        out.extend(omega.iter().map(|o| (x * o).sin()));
-        out.extend(omega.iter().map(|o| (x * o).cos()));
-    }
-    out
-}
-
-/// The ordinal token table of a `vocab`-token scalar modality (see the module docs).
-pub fn ordinal_table(vocab: usize, d: usize) -> Vec<f32> {
-    let half = d / 2;
-    let top = (vocab as f64 / 4.0).max(1.0).ln();
-    let freqs: Vec<f64> = (0..half)
-        .map(|j| {
-            let t = if half > 1 {
-                j as f64 / (half - 1) as f64
-            } else {
-                0.0
-            };
-            std::f64::consts::PI * (t * top).exp()
-        })
-        .collect();
-    let mut out = Vec::with_capacity(vocab * d);
-    for k in 0..vocab {
-        let u = k as f64 / vocab as f64;
-        out.extend(freqs.iter().map(|f| (0.5 * (u * f).sin()) as f32));
-        out.extend(freqs.iter().map(|f| (0.5 * (u * f).cos()) as f32));
-        out.extend(std::iter::repeat_n(0.0, d - 2 * half));
-    }
-    out
-}
-
-fn normal(rng: &mut Rng, n: usize, std: f64) -> Vec<f32> {
-    (0..n).map(|_| (rng.normal() * std) as f32).collect()
-}
-
-/// Xavier-uniform `[out, in]` weight, drawn as `packed` stacked `[out/packed, in]` blocks.
-fn xavier(rng: &mut Rng, d_out: usize, d_in: usize, packed: usize) -> Vec<f32> {
-    let bound = (6.0 / (d_in + d_out / packed) as f64).sqrt();
-    (0..d_out * d_in)
-        .map(|_| ((2.0 * rng.uniform() - 1.0) * bound) as f32)
-        .collect()
-}
-
-struct Builder<'a> {
-    cfg: &'a AionConfig,
-    rng: Rng,
-    out: Vec<NamedTensor>,
-}
-
-impl Builder<'_> {
-    fn push(&mut self, name: String, shape: Vec<usize>, data: Vec<f32>) {
-        self.out.push(NamedTensor::new(name, shape, data));
-    }
-
-    fn linear(&mut self, prefix: &str, d_in: usize, d_out: usize, bias: bool, packed: usize) {
-        let w = xavier(&mut self.rng, d_out, d_in, packed);
-        self.push(format!("{prefix}.weight"), vec![d_out, d_in], w);
-        if bias {
-            self.push(format!("{prefix}.bias"), vec![d_out], vec![0.0; d_out]);
-        }
-    }
-
-    fn norm(&mut self, prefix: &str, d: usize) {
-        self.push(format!("{prefix}.weight"), vec![d], vec![1.0; d]);
-        self.push(format!("{prefix}.bias"), vec![d], vec![0.0; d]);
-    }
-
-    fn attn(&mut self, prefix: &str, cross: bool) {
-        let (d, c) = (self.cfg.dim, self.cfg);
-        if cross {
-            self.linear(&format!("{prefix}.q"), d, d, c.qkv_bias, 1);
-            self.linear(&format!("{prefix}.kv"), d, 2 * d, c.qkv_bias, 2);
-        } else {
-            self.linear(&format!("{prefix}.qkv"), d, 3 * d, c.qkv_bias, 3);
-        }
-        self.linear(&format!("{prefix}.proj"), d, d, c.proj_bias, 1);
-        if c.qk_norm {
-            self.norm(&format!("{prefix}.q_norm"), c.head_dim());
-            self.norm(&format!("{prefix}.k_norm"), c.head_dim());
-        }
-    }
-
-    fn mlp(&mut self, prefix: &str) {
-        let (d, f, b) = (self.cfg.dim, self.cfg.mlp_hidden(), self.cfg.mlp_bias);
-        self.linear(&format!("{prefix}.fc1"), d, f, b, 1);
-        self.linear(&format!("{prefix}.fc2"), f, d, b, 1);
-        if self.cfg.gated_mlp {
-            self.linear(&format!("{prefix}.fc3"), d, f, b, 1);
-        }
+impl InitOptions {
+    /// The initialiser these options describe.
+    pub fn initialiser(self) -> Initialiser {
+        Initialiser::new(self.seed).ordinal_scalars(self.ordinal_scalars)
     }
 }
 
 /// The tensors of one modality's embeddings (encoder when `input`, decoder when `output`),
-/// named as [`crate::fourm::embeddings::ModalityEmbedding::load`] takes them.
+/// named as [`ModalityEmbedding::load`] takes them, with the values it draws.
 pub fn modality_tensors(
-    m: &ModalityInfo,
+    m: &'static ModalityInfo,
     cfg: &AionConfig,
-    (input, output): (bool, bool),
+    roles: (bool, bool),
     opts: InitOptions,
 ) -> Vec<NamedTensor> {
-    let (d, v, key) = (cfg.dim, m.vocab, m.token_key);
-    // One stream per modality: adding a modality never changes the others' values.
-    let mut rng = Rng::new(opts.seed, tags::INIT, crate::rng::mix64(u64::from(m.id())));
-    let (rows, pos) = match m.layout {
-        TokenLayout::Grid { h, w } => (h * w, sincos_2d(h, w, d)),
-        TokenLayout::Sequence { .. } => (SEQUENCE_POSITIONS, sincos_1d(SEQUENCE_POSITIONS, d)),
-    };
-    let ordinal = opts.ordinal_scalars
-        && matches!(
-            m.codec,
-            CodecKind::Scalar | CodecKind::LogScalar | CodecKind::GridScalar
-        );
-    let (ep, dp) = (
-        format!("encoder_embeddings.{key}"),
-        format!("decoder_embeddings.{key}"),
-    );
-    let mut out = Vec::new();
-    let mut push =
-        |name: String, shape: Vec<usize>, data| out.push(NamedTensor::new(name, shape, data));
-    let shared = input && output && cfg.share_modality_embeddings;
-    if input && !shared {
-        push(
-            format!("{ep}.mod_emb"),
-            vec![1, 1, d],
-            normal(&mut rng, d, EMBED_STD),
-        );
-    }
-    if output {
-        push(
-            format!("{dp}.mod_emb"),
-            vec![1, 1, d],
-            normal(&mut rng, d, EMBED_STD),
-        );
-    }
-    if input {
-        let table = if ordinal {
-            ordinal_table(v, d)
-        } else {
-            normal(&mut rng, v * d, EMBED_STD)
-        };
-        push(format!("{ep}.token_emb.weight"), vec![v, d], table);
-        push(format!("{ep}.pos_emb"), vec![1, rows, d], pos.clone());
-    }
-    if output {
-        push(format!("{dp}.pos_emb"), vec![1, rows, d], pos);
-        push(
-            format!("{dp}.token_emb.weight"),
-            vec![v, d],
-            normal(&mut rng, v * d, EMBED_STD),
-        );
-        push(
-            format!("{dp}.to_logits.weight"),
-            vec![v, d],
-            xavier(&mut rng, v, d, 1),
-        );
-    }
-    out
+    let mut init = opts.initialiser();
+    ModalityEmbedding::<NdArray<f32>>::load(&mut init, m, cfg, roles, &Default::default());
+    init.into_float_tensors()
 }
 
 /// The complete initial state dict of a model.
 pub fn init_state_dict(cfg: &AionConfig, opts: InitOptions) -> Result<Vec<NamedTensor>> {
-    cfg.validate()?;
-    let (ins, outs) = (cfg.inputs(), cfg.outputs());
-    let mut all = ins.clone();
-    all.extend(outs.iter().filter(|m| !ins.contains(m)));
-    let mut b = Builder {
-        cfg,
-        rng: Rng::new(opts.seed, tags::INIT, 0),
-        out: Vec::new(),
-    };
-    for m in all {
-        let roles = (ins.contains(&m), outs.contains(&m));
-        b.out.extend(modality_tensors(m, cfg, roles, opts));
-    }
-    let d = cfg.dim;
-    for i in 0..cfg.encoder_depth {
-        let p = format!("encoder.{i}");
-        b.norm(&format!("{p}.norm1"), d);
-        b.attn(&format!("{p}.attn"), false);
-        b.norm(&format!("{p}.norm2"), d);
-        b.mlp(&format!("{p}.mlp"));
-    }
-    b.norm("encoder_norm", d);
-    b.linear("decoder_proj_context", d, d, true, 1);
-    for i in 0..cfg.decoder_depth {
-        let p = format!("decoder.{i}");
-        b.norm(&format!("{p}.norm1"), d);
-        b.attn(&format!("{p}.self_attn"), false);
-        b.norm(&format!("{p}.query_norm"), d);
-        b.norm(&format!("{p}.context_norm"), d);
-        b.attn(&format!("{p}.cross_attn"), true);
-        b.norm(&format!("{p}.norm2"), d);
-        b.mlp(&format!("{p}.mlp"));
-    }
-    b.norm("decoder_norm", d);
-    let mask = normal(&mut b.rng, d, EMBED_STD);
-    b.push("mask_token".into(), vec![1, 1, d], mask);
-    Ok(b.out)
+    let mut init = opts.initialiser();
+    Aion::<NdArray<f32>>::from_weights(cfg.clone(), &mut init, &Default::default())?;
+    Ok(init.into_float_tensors())
 }
 
-/// A randomly initialised model (through the strict loader).
+/// A randomly initialised model.
 pub fn init_model<B: Backend>(
     cfg: &AionConfig,
     opts: InitOptions,
     device: &B::Device,
 ) -> Result<Aion<B>> {
-    let tensors = init_state_dict(cfg, opts)?;
-    let mut w = WeightFile::from_bytes("<initial weights>", safetensors_bytes(&tensors, None))?;
-    let model = Aion::from_weights(cfg.clone(), &mut w, device)?;
-    w.finish()?;
+    let mut init = opts.initialiser();
+    let model = Aion::from_weights(cfg.clone(), &mut init, device)?;
+    debug_assert!(!Source::has_problems(&init));
     Ok(model)
 }
 

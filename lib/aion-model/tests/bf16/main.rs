@@ -11,7 +11,7 @@ mod common;
 #[path = "../parity/fourm_io.rs"]
 mod fourm_io;
 
-use burn::backend::libtorch::{LibTorch, LibTorchDevice};
+use burn::backend::libtorch::LibTorch;
 use fourm_io::{ENCODE_KEYS, ROWS, inputs, io, load};
 
 type Bf = LibTorch<half::bf16>;
@@ -20,7 +20,7 @@ type Bf = LibTorch<half::bf16>;
 /// row below 2 % (about 0.5 % is typical), all finite.
 #[test]
 fn bf16_embeddings_are_close_to_the_f32_reference() {
-    let device = LibTorchDevice::Cpu;
+    let device = common::tch_device();
     for variant in ["swiglu_qknorm_nobias", "gelu_bias"] {
         let (model, mut io) = (load::<Bf>(variant, &device), io(variant));
         // With the fixture's masks, so padded keys are exercised.

@@ -269,8 +269,9 @@ fn odd_size_and_batch_independence<B: Backend>(dev: &B::Device) {
         0,
     );
     let pair = codec.encode_with_intermediates(pair, &des()).unwrap();
-    let (a, b) = max_errors(&row(alone.pre_quant, 0), &row(full.pre_quant.clone(), 1));
-    let (c, _) = max_errors(&row(pair.pre_quant, 1), &row(full.pre_quant, 1));
+    let full_row = row(full.pre_quant, 1);
+    let (a, b) = max_errors(&row(alone.pre_quant, 0), &full_row);
+    let (c, _) = max_errors(&row(pair.pre_quant, 1), &full_row);
     eprintln!("[parity] batch composition: pre_quant max abs diff {a:.1e} (rel {b:.1e}), {c:.1e}");
     assert!(a <= 1e-5 && c <= 1e-5);
     let full_tokens = i64s(full.tokens);
@@ -279,8 +280,17 @@ fn odd_size_and_batch_independence<B: Backend>(dev: &B::Device) {
         i64s(codec.encode(flux.clone(), &des()).unwrap()),
         full_tokens
     );
-    assert_eq!(i64s(alone.tokens), full_tokens[576..1152]);
-    assert_eq!(i64s(pair.tokens)[576..], full_tokens[576..1152]);
+    // Our matrix products may block another batch size differently: tokens agree up to float
+    // noise at an FSQ edge of our own latents.
+    let row1 = &full_tokens[576..1152];
+    check_tokens("row 1 alone", &i64s(alone.tokens), row1, &full_row, &levels);
+    check_tokens(
+        "row 1 in a pair",
+        &i64s(pair.tokens)[576..],
+        row1,
+        &full_row,
+        &levels,
+    );
     // The caller's tensor is untouched (the reference clamps it in place).
     assert_eq!(f32s(flux), before);
 }

@@ -3,7 +3,11 @@
 use aion_model::codecs::scalar::ScalarCodec;
 use aion_model::modality::by_token_key;
 
-use crate::common::{Fixture, assert_close, assert_tokens_eq, fixtures_dir};
+use crate::common::{Fixture, assert_close, assert_table_tokens_eq, fixtures_dir};
+
+/// Relative distance from a table entry within which the last bit of a logarithm (ours vs
+/// torch's, or torch's on another processor) may put a value on the other side: 8 ulp.
+const TABLE_TOL: f32 = 1e-6;
 
 fn check(token_key: &str, codec_dir: &str) {
     let m = by_token_key(token_key).unwrap();
@@ -15,9 +19,25 @@ fn check(token_key: &str, codec_dir: &str) {
     let (_, values) = io.f32(&format!("{token_key}_values"));
     let (_, want_tokens) = io.i64(&format!("{token_key}_tokens"));
     let (_, want_decoded) = io.f32(&format!("{token_key}_decoded"));
+    let (_, compressed) = io.f32(&format!("{token_key}_compressed"));
+    let (table_shape, tables) = io.f32(&format!("{token_key}_table"));
+    let channels = if table_shape.len() == 2 {
+        table_shape[0]
+    } else {
+        1
+    };
     let tokens = codec.encode(&values);
-    assert_tokens_eq(&format!("{token_key} tokens"), &tokens, &want_tokens);
-    let decoded = codec.decode(&tokens);
+    assert_table_tokens_eq(
+        &format!("{token_key} tokens"),
+        &tokens,
+        &want_tokens,
+        &compressed,
+        &tables,
+        channels,
+        TABLE_TOL,
+    );
+    // Decoding starts from the reference's tokens.
+    let decoded = codec.decode(&want_tokens);
     // Decoding is a table look-up (+ exp / sinh): equal up to the last bit of the transcendental.
     assert_close(
         &format!("{token_key} decoded"),

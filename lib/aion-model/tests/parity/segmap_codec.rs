@@ -90,9 +90,20 @@ fn segmap_parity<B: Backend>(dev: &B::Device) {
         144,
         1e-4,
     );
-    // Row 2 alone gives the batch's row-2 tokens.
-    let alone = i64s(codec.encode(x.narrow(0, 2, 1)).unwrap());
-    assert_eq!(alone, tokens[288..]);
+    // Row 2 alone gives the batch's row-2 tokens, up to float noise at an FSQ edge of our own
+    // latents (our matrix products may block another batch size differently).
+    let alone = i64s(codec.encode(x.clone().narrow(0, 2, 1)).unwrap());
+    let ours = f32s(codec.pre_quant(x).unwrap());
+    let per_row = ours.len() / 3;
+    assert_fsq_tokens_eq(
+        "row 2 alone",
+        &alone,
+        &tokens[288..],
+        &ours[2 * per_row..],
+        &levels,
+        144,
+        1e-4,
+    );
 }
 backend_test!(segmap_encode_decode, segmap_parity);
 

@@ -13,9 +13,14 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
 use crate::backend_test;
-use crate::common::{Fixture, assert_close, assert_tokens_eq, fixtures_dir};
+use crate::common::{Fixture, assert_close, assert_spectrum_tokens_eq, fixtures_dir};
 
 const ROWS: usize = 4;
+
+/// Float noise at a quantizer edge (see [`assert_spectrum_tokens_eq`]): the pre-quantisation
+/// latents are compared to 2e-5, the log-normalisation to 1e-6 relative (≤ 5e-6 here).
+const LATENT_TOL: f32 = 2e-5;
+const NORM_TOL: f32 = 1e-5;
 
 fn codec_dir() -> PathBuf {
     fixtures_dir().join("spectrum_codec/hub/codecs/spectrum")
@@ -60,6 +65,13 @@ fn inputs(io: &mut Fixture) -> Vec<Input> {
         .collect()
 }
 
+/// The normalisation quantizer's bucket values (its edges).
+fn buckets() -> Vec<f32> {
+    Fixture::open("spectrum_codec", "hub/codecs/spectrum/model.safetensors")
+        .f32("normalization_quantizer.buckets")
+        .1
+}
+
 fn ints<B: Backend>(t: Tensor<B, 2, Int>) -> Vec<i64> {
     t.into_data().convert::<i64>().to_vec().unwrap()
 }
@@ -87,7 +99,23 @@ fn encoder_intermediates<B: Backend>(device: &B::Device) {
             0.0,
             1e-6,
         );
-        assert_eq!(n.quantized, q[0], "row{i} normalization_quantized");
+        if n.quantized != q[0] {
+            // Another bucket: allowed only where the reference's value sits on the edge crossed
+            // (the lower of the two bucket values); the rest of the row then differs by design.
+            let edge = n.quantized.min(q[0]);
+            eprintln!(
+                "[parity] row{i} normalization_quantized {} vs {}: reference raw {} is {:.1e} from the edge",
+                n.quantized,
+                q[0],
+                raw[0],
+                (edge - raw[0]).abs()
+            );
+            assert!(
+                (edge - raw[0]).abs() <= NORM_TOL,
+                "row{i} normalization_quantized"
+            );
+            continue;
+        }
         let span = i * p..(i + 1) * p;
         let (_, lf) = io.f32(&format!("row{i}_latent_flux"));
         let (_, li) = io.f32(&format!("row{i}_latent_istd"));
@@ -110,6 +138,9 @@ fn encoder_intermediates<B: Backend>(device: &B::Device) {
     let pq = floats(codec.pre_quant(&pre));
     let n = pq.len() / ROWS;
     for i in 0..ROWS {
+        if pre.norms[i].quantized != io.f32(&format!("row{i}_normalization_quantized")).1[0] {
+            continue;
+        }
         let (_, want) = io.f32(&format!("row{i}_pre_quant"));
         assert_close(
             &format!("row{i} pre_quant"),
@@ -122,33 +153,6 @@ fn encoder_intermediates<B: Backend>(device: &B::Device) {
 }
 backend_test!(spectrum_encoder_intermediates, encoder_intermediates);
 
-/// On a token mismatch, prints the reference pre-quantisation values of the differing LFQ
-/// positions: a flip is benign when a channel whose bit differs sits within float noise of the
-/// LFQ sign threshold 0.
-fn explain_token_diffs(io: &mut Fixture, row: usize, got: &[i64], want: &[i64]) {
-    let (shape, pq) = io.f32(&format!("row{row}_pre_quant"));
-    let (d, n) = (shape[0], shape[1]);
-    if got[0] != want[0] {
-        let (_, raw) = io.f32(&format!("row{row}_normalization_raw"));
-        eprintln!(
-            "[parity] row{row} normalisation token: got {}, want {}; reference log10(m+1) = {} \
-             (buckets are 6/1023 apart: a flip means it sits on a bucket edge)",
-            got[0], want[0], raw[0]
-        );
-    }
-    for (p, (&g, &w)) in got.iter().zip(want).enumerate().skip(1) {
-        if g != w {
-            let channels: Vec<(usize, f32)> = (0..d)
-                .filter(|&c| ((g ^ w) >> (d - 1 - c)) & 1 == 1)
-                .map(|c| (c, pq[c * n + p - 1]))
-                .collect();
-            eprintln!(
-                "[parity] row{row} token {p}: got {g}, want {w}; reference pre_quant of the flipped channels {channels:?}"
-            );
-        }
-    }
-}
-
 fn tokens_and_decodes<B: Backend>(device: &B::Device) {
     let codec = load::<B>(device);
     let mut io = Fixture::open("spectrum_codec", "io.safetensors");
@@ -156,16 +160,26 @@ fn tokens_and_decodes<B: Backend>(device: &B::Device) {
     let rows: Vec<_> = ins.iter().map(Input::row).collect();
     let tokens = codec.encode(&rows).unwrap();
     assert_eq!(tokens.dims(), [ROWS, 273]);
-    let got = ints(tokens.clone());
+    let got = ints(tokens);
+    let buckets = buckets();
+    let mut want = Vec::new();
     for i in 0..ROWS {
-        let (_, want) = io.i64(&format!("row{i}_tokens"));
-        explain_token_diffs(&mut io, i, &got[i * 273..(i + 1) * 273], &want);
-        assert_tokens_eq(
+        let (_, w) = io.i64(&format!("row{i}_tokens"));
+        assert_spectrum_tokens_eq(
             &format!("row{i} tokens"),
             &got[i * 273..(i + 1) * 273],
-            &want,
+            &w,
+            &io.f32(&format!("row{i}_pre_quant")).1,
+            &io.f32(&format!("row{i}_normalization_raw")).1,
+            &buckets,
+            (LATENT_TOL, NORM_TOL),
         );
+        want.extend(w);
     }
+    // Decoding starts from the reference's tokens.
+    let tokens =
+        Tensor::<B, 1, Int>::from_data(burn::tensor::TensorData::new(want, [ROWS * 273]), device)
+            .reshape([ROWS, 273]);
     let (out, _) = codec.decode_latent(tokens.clone()).unwrap();
     let out = floats(out);
     let dec = codec.decode(tokens.clone(), None).unwrap();
@@ -243,15 +257,25 @@ fn batch_independence<B: Backend>(device: &B::Device) {
     let ins = inputs(&mut io);
     let rows: Vec<_> = ins.iter().map(Input::row).collect();
     let all = ints(codec.encode(&rows).unwrap());
-    let all_pq = floats(codec.pre_quant(&codec.preprocess(&rows).unwrap()));
+    let all_pre = codec.preprocess(&rows).unwrap();
+    let all_pq = floats(codec.pre_quant(&all_pre));
     let n = all_pq.len() / ROWS;
+    let buckets = buckets();
+    // Tokens of a row alone equal its tokens in a batch up to float noise at an LFQ edge (ours).
+    let same_row = |what: &str, got: &[i64], i: usize| {
+        assert_spectrum_tokens_eq(
+            what,
+            got,
+            &all[i * 273..(i + 1) * 273],
+            &all_pq[i * n..(i + 1) * n],
+            &[all_pre.norms[i].raw],
+            &buckets,
+            (1e-5, 1e-6),
+        )
+    };
     for (i, r) in rows.iter().enumerate() {
         let one = ints(codec.encode(&[*r]).unwrap());
-        assert_eq!(
-            one,
-            all[i * 273..(i + 1) * 273],
-            "row {i} alone vs in the batch"
-        );
+        same_row(&format!("row {i} alone vs in the batch"), &one, i);
         // Not always bit-identical (~1e-6): the CPU backend may order a reduction differently
         // for another batch size (memory layout of the batch). Tokens must not change.
         let pq = floats(codec.pre_quant(&codec.preprocess(&[*r]).unwrap()));
@@ -264,8 +288,8 @@ fn batch_independence<B: Backend>(device: &B::Device) {
         );
     }
     let reordered = ints(codec.encode(&[rows[2], rows[0]]).unwrap());
-    assert_eq!(reordered[..273], all[2 * 273..3 * 273]);
-    assert_eq!(reordered[273..], all[..273]);
+    same_row("row 2 first in a pair", &reordered[..273], 2);
+    same_row("row 0 second in a pair", &reordered[273..], 0);
 }
 backend_test!(spectrum_batch_independence, batch_independence);
 

@@ -15,6 +15,8 @@ use aion_model::{Aion, AionConfig};
 use burn::tensor::{Int, Tensor, TensorData};
 use burn_ndarray::NdArray;
 
+mod stable;
+
 type B = NdArray<f32>;
 
 fn fixture_model() -> PathBuf {
@@ -145,6 +147,8 @@ fn sdss_spec(key: &str, vocab: usize) -> ExtraModality {
         tokens: 1,
         dataset: key.trim_start_matches("tok_").into(),
         class_name: None,
+        units: None,
+        label: None,
     }
 }
 

@@ -20,12 +20,21 @@ pub enum Survey {
 }
 
 impl Survey {
-    /// Flux units of this survey's images, as written in the `units` attribute of decoded
-    /// images.
+    /// Flux units of this survey's images as astropy's `Unit()` reads them, written in the
+    /// `units` attribute of decoded images: nanomaggies (`nmgy`, AB zero point 22.5) for DES,
+    /// `10**(-1.8) nmgy` (AB zero point 27) for HSC.
     pub fn units(self) -> &'static str {
         match self {
-            Self::Hsc => "HSC coadd flux (zero point 27 AB)",
-            Self::Des => "nanomaggies (zero point 22.5 AB)",
+            Self::Hsc => "10**(-1.8) nmgy",
+            Self::Des => "nmgy",
+        }
+    }
+
+    /// The same in words (the `photometry` attribute of decoded images).
+    pub fn photometry(self) -> &'static str {
+        match self {
+            Self::Hsc => "HSC coadd flux, AB zero point 27 (1 unit = 10^-1.8 nanomaggies)",
+            Self::Des => "nanomaggies, AB zero point 22.5",
         }
     }
 

@@ -14,7 +14,7 @@ use burn::tensor::backend::Backend;
 
 use crate::nn::native::{elu, silu};
 use crate::nn::{Conv2d, Conv2dAlgo, LayerNorm};
-use crate::weights::WeightFile;
+use crate::weights::Source;
 
 /// Shape of a MagViT autoencoder (the `MagVitAE` constructor arguments).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +38,7 @@ impl MagVitShape {
 
 /// A stride-1 "same" conv with bias (`SameConv2d`, state-dict leaf `.conv`).
 fn same_conv<B: Backend>(
-    w: &mut WeightFile,
+    w: &mut impl Source,
     prefix: &str,
     c_in: usize,
     c_out: usize,
@@ -60,7 +60,7 @@ fn same_conv<B: Backend>(
 
 /// A 1×1 conv with bias.
 fn pointwise<B: Backend>(
-    w: &mut WeightFile,
+    w: &mut impl Source,
     prefix: &str,
     c_in: usize,
     c_out: usize,
@@ -78,7 +78,7 @@ pub struct SqueezeExcite<B: Backend> {
 }
 
 impl<B: Backend> SqueezeExcite<B> {
-    fn load(w: &mut WeightFile, prefix: &str, c: usize, dev: &B::Device) -> Self {
+    fn load(w: &mut impl Source, prefix: &str, c: usize, dev: &B::Device) -> Self {
         let h = (c / 2).max(16);
         Self {
             to_k: pointwise(w, &format!("{prefix}.to_k"), c, 1, dev),
@@ -119,7 +119,7 @@ pub struct ResidualUnit<B: Backend> {
 }
 
 impl<B: Backend> ResidualUnit<B> {
-    fn load(w: &mut WeightFile, prefix: &str, c: usize, dev: &B::Device) -> Self {
+    fn load(w: &mut impl Source, prefix: &str, c: usize, dev: &B::Device) -> Self {
         Self {
             conv: same_conv(w, &format!("{prefix}.net.0"), c, c, 3, dev),
             mix: pointwise(w, &format!("{prefix}.net.2"), c, c, dev),
@@ -138,7 +138,7 @@ impl<B: Backend> ResidualUnit<B> {
 
 /// A `nn.Sequential` of residual units (`<prefix>.<j>`).
 fn load_units<B: Backend>(
-    w: &mut WeightFile,
+    w: &mut impl Source,
     prefix: &str,
     n: usize,
     c: usize,
@@ -198,7 +198,7 @@ pub struct MagVitEncoder<B: Backend> {
 
 impl<B: Backend> MagVitEncoder<B> {
     /// Loads `<prefix>.conv_in.*` and `<prefix>.encoder_layers.*`.
-    pub fn load(w: &mut WeightFile, prefix: &str, shape: &MagVitShape, dev: &B::Device) -> Self {
+    pub fn load(w: &mut impl Source, prefix: &str, shape: &MagVitShape, dev: &B::Device) -> Self {
         let layer = |i: usize| format!("{prefix}.encoder_layers.{i}");
         let mut dim = shape.init_dim();
         let conv_in = same_conv(w, &format!("{prefix}.conv_in"), shape.n_bands, dim, 7, dev);
@@ -256,7 +256,7 @@ pub struct MagVitDecoder<B: Backend> {
 
 impl<B: Backend> MagVitDecoder<B> {
     /// Loads `<prefix>.decoder_layers.*` and `<prefix>.conv_out.*`.
-    pub fn load(w: &mut WeightFile, prefix: &str, shape: &MagVitShape, dev: &B::Device) -> Self {
+    pub fn load(w: &mut impl Source, prefix: &str, shape: &MagVitShape, dev: &B::Device) -> Self {
         let layer = |i: usize| format!("{prefix}.decoder_layers.{i}");
         let mut dim = shape.hidden_dims;
         let mid = load_units(w, &layer(0), shape.num_consecutive, dim, dev);

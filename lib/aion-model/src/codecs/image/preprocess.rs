@@ -14,7 +14,7 @@ use burn::tensor::{Bool, Tensor, s};
 
 use super::band::{Band, Survey};
 use crate::error::{Error, Result};
-use crate::weights::WeightFile;
+use crate::weights::{Init, Source};
 
 /// Side of the square the codecs work on.
 pub const CROP: usize = 96;
@@ -160,15 +160,16 @@ pub struct SubsampledLinear<B: Backend> {
 impl<B: Backend> SubsampledLinear<B> {
     /// Loads `<prefix>.weight` `[d_out, d_in]` and `<prefix>.bias` `[d_out]`.
     pub fn load(
-        w: &mut WeightFile,
+        w: &mut impl Source,
         prefix: &str,
         d_in: usize,
         d_out: usize,
         device: &B::Device,
     ) -> Self {
+        let weight = format!("{prefix}.weight");
         Self {
-            weight: w.param(&format!("{prefix}.weight"), [d_out, d_in], device),
-            bias: w.param(&format!("{prefix}.bias"), [d_out], device),
+            weight: w.param(&weight, [d_out, d_in], &Init::LeCunUniform, device),
+            bias: w.param(&format!("{prefix}.bias"), [d_out], &Init::Zeros, device),
         }
     }
 

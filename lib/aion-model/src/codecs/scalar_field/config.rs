@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::codecs::image::preprocess::CROP;
 use crate::error::{Error, Result};
@@ -11,16 +11,16 @@ use crate::quantizers::Fsq;
 
 /// `config.json` of the codec: the `ScalarFieldCodec` constructor arguments. Training-only
 /// arguments are accepted and ignored; unknown keys are an error.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScalarFieldConfig {
     /// Encoder output channels `E` (the released value is only known from `config.json`).
     pub encoder_output_dim: usize,
     /// Decoder channels (`None` or 0: `E`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decoder_input_dim: Option<usize>,
     /// Latent channels fed to FSQ (`None` or 0: `E`; must equal the number of levels).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedding_dim: Option<usize>,
     /// Hidden channels of the residual layers.
     #[serde(default = "defaults::res_hidden_dims")]
@@ -39,7 +39,7 @@ pub struct ScalarFieldConfig {
     #[serde(default = "defaults::output_activation")]
     pub output_activation: serde_json::Value,
     /// `d` in `(1 + 2d)·act(x) − d` (none: `act(x)`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_activation_extension: Option<f64>,
     /// FSQ levels.
     #[serde(default = "defaults::levels")]
@@ -47,21 +47,21 @@ pub struct ScalarFieldConfig {
     /// Whether the weights hold an EMA copy (`ema.*`, unused at inference and skipped).
     #[serde(default)]
     pub ema_model_weights: bool,
-    #[serde(default, rename = "lr")]
+    #[serde(default, rename = "lr", skip_serializing)]
     _lr: Option<serde_json::Value>,
-    #[serde(default, rename = "lr_warmup")]
+    #[serde(default, rename = "lr_warmup", skip_serializing)]
     _lr_warmup: Option<serde_json::Value>,
-    #[serde(default, rename = "begin_cosine_annealing")]
+    #[serde(default, rename = "begin_cosine_annealing", skip_serializing)]
     _begin_cosine_annealing: Option<serde_json::Value>,
-    #[serde(default, rename = "lr_cosine_period")]
+    #[serde(default, rename = "lr_cosine_period", skip_serializing)]
     _lr_cosine_period: Option<serde_json::Value>,
-    #[serde(default, rename = "ema_decay")]
+    #[serde(default, rename = "ema_decay", skip_serializing)]
     _ema_decay: Option<serde_json::Value>,
-    #[serde(default, rename = "ema_update_freq")]
+    #[serde(default, rename = "ema_update_freq", skip_serializing)]
     _ema_update_freq: Option<serde_json::Value>,
-    #[serde(default, rename = "quantisation_loss_weight")]
+    #[serde(default, rename = "quantisation_loss_weight", skip_serializing)]
     _quantisation_loss_weight: Option<serde_json::Value>,
-    #[serde(default, rename = "reconstruction_loss")]
+    #[serde(default, rename = "reconstruction_loss", skip_serializing)]
     _reconstruction_loss: Option<serde_json::Value>,
 }
 
@@ -84,6 +84,30 @@ mod defaults {
 }
 
 impl ScalarFieldConfig {
+    /// A codec with `encoder_output_dim` channels, 4 latent channels (FSQ `[8, 5, 5, 5]`, 1000
+    /// codes) and `res_hidden_dims` in the residual layers, the other arguments at their
+    /// defaults.
+    fn with_dims(encoder_output_dim: usize, res_hidden_dims: usize) -> Self {
+        let json = serde_json::json!({
+            "encoder_output_dim": encoder_output_dim,
+            "embedding_dim": 4,
+            "res_hidden_dims": res_hidden_dims,
+        });
+        Self::parse(&json.to_string(), Path::new("config.json")).expect("a valid configuration")
+    }
+
+    /// The presumed released configuration (aion-spec §2.5 leaves `encoder_output_dim`
+    /// unknown; 64 as in `aion-state-dict-keys.txt`, 306 k parameters).
+    pub fn released() -> Self {
+        Self::with_dims(64, defaults::res_hidden_dims())
+    }
+
+    /// The released architecture at test size (the parity fixture's: 32 channels, 16 in the
+    /// residual layers).
+    pub fn tiny() -> Self {
+        Self::with_dims(32, 16)
+    }
+
     /// Parses and checks a `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Io {

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 /// The reference defaults are inconsistent on purpose-free points (`latent_channels = 512` vs
 /// `encoder_dims[-1] = 768`, `embedding_dim = 4` vs `dim = 10`; spec §6.15), so the released
 /// `config.json` must override them; [`validate`](Self::validate) rejects inconsistent sets.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SpectrumConfig {
     /// Blocks per encoder stage.
@@ -89,6 +89,20 @@ impl SpectrumConfig {
     pub fn released() -> Self {
         Self {
             latent_channels: 768,
+            embedding_dim: 10,
+            ..Self::default()
+        }
+    }
+
+    /// The released architecture at test size (the parity fixture's: one block per stage,
+    /// channels 8…64; same grid, codebook and 273 tokens as the released codec).
+    pub fn tiny() -> Self {
+        Self {
+            encoder_depths: vec![1; 4],
+            encoder_dims: vec![8, 16, 32, 64],
+            decoder_depths: vec![1; 4],
+            decoder_dims: vec![32, 16, 8, 1],
+            latent_channels: 64,
             embedding_dim: 10,
             ..Self::default()
         }

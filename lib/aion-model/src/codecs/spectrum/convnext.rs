@@ -11,7 +11,7 @@ use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
 
 use crate::nn::{Conv1d, LayerNorm, Linear};
-use crate::weights::WeightFile;
+use crate::weights::{Init, Source};
 
 use super::patch::{PatchConv1d, PatchConvTranspose1d};
 
@@ -30,11 +30,12 @@ pub struct Grn<B: Backend> {
 }
 
 impl<B: Backend> Grn<B> {
-    /// Loads `<prefix>.gamma` and `<prefix>.beta`.
-    pub fn load(w: &mut WeightFile, prefix: &str, k: usize, device: &B::Device) -> Self {
+    /// Loads `<prefix>.gamma` and `<prefix>.beta` (zeros from scratch, as ConvNeXt-V2: the
+    /// block starts as the identity plus its input).
+    pub fn load(w: &mut impl Source, prefix: &str, k: usize, device: &B::Device) -> Self {
         Self {
-            gamma: w.param(&format!("{prefix}.gamma"), [1, 1, k], device),
-            beta: w.param(&format!("{prefix}.beta"), [1, 1, k], device),
+            gamma: w.param(&format!("{prefix}.gamma"), [1, 1, k], &Init::Zeros, device),
+            beta: w.param(&format!("{prefix}.beta"), [1, 1, k], &Init::Zeros, device),
         }
     }
 
@@ -62,14 +63,28 @@ pub struct Block<B: Backend> {
 
 impl<B: Backend> Block<B> {
     /// Loads the block at `<prefix>` with `c` channels.
-    pub fn load(w: &mut WeightFile, prefix: &str, c: usize, device: &B::Device) -> Self {
+    pub fn load(w: &mut impl Source, prefix: &str, c: usize, device: &B::Device) -> Self {
         let p = |leaf: &str| format!("{prefix}.{leaf}");
         Self {
             dwconv: Conv1d::load(w, &p("dwconv"), c, c, 7, 1, 3, c, true, device),
             norm: LayerNorm::load(w, &p("norm"), c, LN_EPS, true, device),
-            pwconv1: Linear::load(w, &p("pwconv1"), c, 4 * c, true, device),
+            pwconv1: Linear::load(
+                w,
+                &p("pwconv1"),
+                (c, 4 * c),
+                true,
+                Init::LeCunUniform,
+                device,
+            ),
             grn: Grn::load(w, &p("grn"), 4 * c, device),
-            pwconv2: Linear::load(w, &p("pwconv2"), 4 * c, c, true, device),
+            pwconv2: Linear::load(
+                w,
+                &p("pwconv2"),
+                (4 * c, c),
+                true,
+                Init::LeCunUniform,
+                device,
+            ),
         }
     }
 
@@ -90,7 +105,7 @@ pub struct Stage<B: Backend> {
 }
 
 impl<B: Backend> Stage<B> {
-    fn load(w: &mut WeightFile, prefix: &str, c: usize, depth: usize, dev: &B::Device) -> Self {
+    fn load(w: &mut impl Source, prefix: &str, c: usize, depth: usize, dev: &B::Device) -> Self {
         let blocks = (0..depth)
             .map(|b| Block::load(w, &format!("{prefix}.{b}"), c, dev))
             .collect();
@@ -142,7 +157,7 @@ pub struct Encoder<B: Backend> {
 impl<B: Backend> Encoder<B> {
     /// Loads `<prefix>.{downsample_layers,stages,norm}` for `in_chans` inputs.
     pub fn load(
-        w: &mut WeightFile,
+        w: &mut impl Source,
         prefix: &str,
         in_chans: usize,
         depths: &[usize],
@@ -207,7 +222,7 @@ pub struct Decoder<B: Backend> {
 impl<B: Backend> Decoder<B> {
     /// Loads `<prefix>.{upsample_layers,stages}` for `in_chans` inputs.
     pub fn load(
-        w: &mut WeightFile,
+        w: &mut impl Source,
         prefix: &str,
         in_chans: usize,
         depths: &[usize],

@@ -9,7 +9,7 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
 use crate::nn::{Conv1d, LayerNorm};
-use crate::weights::WeightFile;
+use crate::weights::Source;
 
 use super::config::SpectrumConfig;
 use super::convnext::{Decoder, Encoder};
@@ -29,7 +29,7 @@ pub struct SpectrumNetwork<B: Backend> {
 
 impl<B: Backend> SpectrumNetwork<B> {
     /// Loads every learned tensor of the codec (names as in the reference `state_dict`).
-    pub fn load(w: &mut WeightFile, cfg: &SpectrumConfig, device: &B::Device) -> Self {
+    pub fn load(w: &mut impl Source, cfg: &SpectrumConfig, device: &B::Device) -> Self {
         let (lat, emb) = (cfg.latent_channels, cfg.embedding_dim);
         Self {
             encoder: Encoder::load(

@@ -10,7 +10,7 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::linear;
 
-use crate::weights::WeightFile;
+use crate::weights::{Init, Layout, Source};
 
 /// `torch.nn.Conv1d(c_in, c_out, k, stride=k)`.
 #[derive(Module, Debug)]
@@ -26,17 +26,21 @@ pub struct PatchConv1d<B: Backend> {
 impl<B: Backend> PatchConv1d<B> {
     /// Loads `<prefix>.weight` `[c_out, c_in, k]` and `<prefix>.bias` `[c_out]`.
     pub fn load(
-        w: &mut WeightFile,
+        w: &mut impl Source,
         prefix: &str,
         c_in: usize,
         c_out: usize,
         k: usize,
         device: &B::Device,
     ) -> Self {
-        let weight: Tensor<B, 3> = w.tensor(&format!("{prefix}.weight"), [c_out, c_in, k], device);
+        let name = format!("{prefix}.weight");
+        let (init, layout) = (Init::LeCunUniform, Layout::Transposed);
+        let weight = w.param_with(&name, [c_out, c_in, k], &init, layout, device, |t| {
+            t.reshape([c_out, c_in * k]).transpose()
+        });
         Self {
-            weight: Param::from_tensor(weight.reshape([c_out, c_in * k]).transpose()),
-            bias: w.param(&format!("{prefix}.bias"), [c_out], device),
+            weight,
+            bias: w.param(&format!("{prefix}.bias"), [c_out], &Init::Zeros, device),
             kernel: k,
         }
     }
@@ -69,17 +73,21 @@ pub struct PatchConvTranspose1d<B: Backend> {
 impl<B: Backend> PatchConvTranspose1d<B> {
     /// Loads `<prefix>.weight` `[c_in, c_out, k]` and `<prefix>.bias` `[c_out]`.
     pub fn load(
-        w: &mut WeightFile,
+        w: &mut impl Source,
         prefix: &str,
         c_in: usize,
         c_out: usize,
         k: usize,
         device: &B::Device,
     ) -> Self {
-        let weight: Tensor<B, 3> = w.tensor(&format!("{prefix}.weight"), [c_in, c_out, k], device);
+        let name = format!("{prefix}.weight");
+        let (init, layout) = (Init::LeCunUniform, Layout::Reshaped);
+        let weight = w.param_with(&name, [c_in, c_out, k], &init, layout, device, |t| {
+            t.reshape([c_in, c_out * k])
+        });
         Self {
-            weight: Param::from_tensor(weight.reshape([c_in, c_out * k])),
-            bias: w.param(&format!("{prefix}.bias"), [c_out], device),
+            weight,
+            bias: w.param(&format!("{prefix}.bias"), [c_out], &Init::Zeros, device),
             kernel: k,
         }
     }

@@ -11,7 +11,7 @@
 //! possible: see [`clean_row`].
 
 use crate::codecs::scalar::bucketize_left;
-use crate::error::{Error, Result};
+use crate::error::Error;
 
 use super::SpectrumRow;
 
@@ -54,16 +54,28 @@ pub struct CleanRow<'a> {
 /// length, rows with fewer than 2 pixels left after stripping (interpolation needs a segment),
 /// `λ ≤ 0` followed by a positive `λ`, wavelengths that are not strictly increasing or not finite,
 /// and rows whose every remaining pixel is masked.
-pub fn clean_row<'a>(index: usize, row: &SpectrumRow<'a>) -> Result<CleanRow<'a>> {
-    let err = |msg: String| Err(Error::Input(format!("spectrum row {index}: {msg}")));
+pub fn clean_row<'a>(
+    index: usize,
+    row: &SpectrumRow<'a>,
+) -> std::result::Result<CleanRow<'a>, RowError> {
+    let err = |reason: &'static str, detail: String| {
+        Err(RowError {
+            index,
+            reason,
+            detail,
+        })
+    };
     let n = row.wavelength.len();
     if row.flux.len() != n || row.ivar.len() != n || row.mask.len() != n {
-        return err(format!(
-            "flux, ivar, mask and wavelength have {}, {}, {} and {n} values",
-            row.flux.len(),
-            row.ivar.len(),
-            row.mask.len()
-        ));
+        return err(
+            "arrays of different lengths",
+            format!(
+                "flux, ivar, mask and wavelength have {}, {}, {} and {n} values",
+                row.flux.len(),
+                row.ivar.len(),
+                row.mask.len()
+            ),
+        );
     }
     let len = row.wavelength.iter().position(|&w| w <= 0.0).unwrap_or(n);
     if let Some(k) = row.wavelength[len..]
@@ -71,26 +83,33 @@ pub fn clean_row<'a>(index: usize, row: &SpectrumRow<'a>) -> Result<CleanRow<'a>
         .position(|&w| w > 0.0 || w.is_nan())
     {
         let k = len + k;
-        return err(format!(
-            "wavelength {} at index {k} follows the non-positive (padding) wavelength at index {len}",
-            row.wavelength[k]
-        ));
+        return err(
+            "data after the wavelength padding",
+            format!(
+                "wavelength {} at index {k} follows the non-positive (padding) wavelength at index {len}",
+                row.wavelength[k]
+            ),
+        );
     }
     if len < 2 {
-        return err(format!(
-            "{len} pixel(s) with a positive wavelength; at least 2 are needed"
-        ));
+        return err(
+            "fewer than 2 pixels",
+            format!("{len} pixel(s) with a positive wavelength; at least 2 are needed"),
+        );
     }
     let wl = &row.wavelength[..len];
     if let Some(k) = (0..len).find(|&k| !wl[k].is_finite() || (k > 0 && wl[k] <= wl[k - 1])) {
-        return err(format!(
-            "wavelength is not finite and strictly increasing at index {k} ({} after {})",
-            wl[k],
-            if k > 0 { wl[k - 1] } else { f32::NAN }
-        ));
+        return err(
+            "wavelength not finite and increasing",
+            format!(
+                "wavelength is not finite and strictly increasing at index {k} ({} after {})",
+                wl[k],
+                if k > 0 { wl[k - 1] } else { f32::NAN }
+            ),
+        );
     }
     if row.mask[..len].iter().all(|&m| m) {
-        return err("every pixel is masked".into());
+        return err("every pixel masked", "every pixel is masked".into());
     }
     Ok(CleanRow {
         flux: &row.flux[..len],
@@ -98,6 +117,29 @@ pub fn clean_row<'a>(index: usize, row: &SpectrumRow<'a>) -> Result<CleanRow<'a>
         mask: &row.mask[..len],
         wavelength: wl,
     })
+}
+
+/// Why a spectrum row cannot be used ([`clean_row`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowError {
+    /// The row.
+    pub index: usize,
+    /// What is wrong, as a fixed phrase (the tools count rejected rows by it).
+    pub reason: &'static str,
+    /// The row's particulars.
+    pub detail: String,
+}
+
+impl std::fmt::Display for RowError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "spectrum row {}: {}", self.index, self.detail)
+    }
+}
+
+impl From<RowError> for Error {
+    fn from(e: RowError) -> Self {
+        Error::Input(e.to_string())
+    }
 }
 
 /// `ScalarLinearQuantizer`: fixed buckets (`linspace(-1, 5, 1024)` in the released codec).

@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# The GPU check: run ON a lent GPU machine, from the repository root of the working copy there,
+# after validation/gpu/prepare.sh made validation/gpu/carry/aion-gpu.tar.xz here. One command:
+#
+#   validation/gpu/run.sh            (results in $OUT, default /tmp/aion-gpu-out)
+#
+# What it does (docs/validation.md, "GPU check"), each step logged, a failed step does not stop
+# the others; the last lines printed are a summary table:
+#   1. environment: GPU, driver, torch, glibc, CPU; which carried binaries resolve their libraries;
+#   2. the model crate's LibTorch parity tests against the reference fixtures, on the GPU
+#      (AION_TEST_DEVICE=cuda), and the bf16 test binary;
+#   3. a base-size random model (random_model.py: torch alone);
+#   4. gpu_check (lib/aion-model/examples/gpu_check.rs) on the CPU in f32 and on the GPU in f32
+#      and bf16, the same inputs: compare.py checks tokens, latents, embeddings and logits
+#      against the CPU run within stated tolerances; the GPU runs also time the image codec, the
+#      encoder (TFLOP/s) and both end to end, and an 8192^3 bf16 / f32 matrix product;
+#   5. the full tool: aion-embed --device cuda (f32, bf16) on an HDF5 catalogue, objects/s end to
+#      end from its run summary, and its embeddings against aion-embed --device tch-cpu. Needs the
+#      carried MPI and HDF5 libraries; skipped (with the reason) if they do not resolve.
+#
+# AION_GPU_DEVICE=cpu runs the same steps with the CPU in the GPU's place (validation/gpu/prepare.sh
+# --check does this on a machine without a GPU, to prove that what travels works).
+# Knobs: AION_GPU_ROWS (compared rows, 16), AION_GPU_BENCH_ROWS (timed rows, 1024),
+# AION_GPU_BATCH (64), AION_GPU_PARITY (0 skips step 2).
+set -u
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+out=${OUT:-/tmp/aion-gpu-out}
+mkdir -p "$out"
+dev=${AION_GPU_DEVICE:-cuda}
+rows=${AION_GPU_ROWS:-16}
+bench=${AION_GPU_BENCH_ROWS:-1024}
+batch=${AION_GPU_BATCH:-64}
+work=${AION_GPU_WORK:-/tmp/aion-gpu}
+py=${PYTHON:-python3}
+summary=()
+note() { summary+=("$1"); echo "$1"; }
+step() { echo; echo "=== [gpu $(date +%T)] $*"; }
+
+step "unpack"
+rm -rf "$work" && mkdir -p "$work"
+tar -xJf validation/gpu/carry/aion-gpu.tar.xz -C "$work" || { echo "cannot unpack the carried archive"; exit 1; }
+cat "$work/MANIFEST"
+torch_lib=$("$py" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))') ||
+  { echo "no torch in $py"; exit 1; }
+export LD_LIBRARY_PATH="$torch_lib:$work/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# Open MPI and PMIx from the carried copy (Debian 12 packages, see MANIFEST), singleton runs
+# without a daemon.
+export OPAL_PREFIX="$work/usr" PMIX_PREFIX="$work/usr"
+export OMPI_MCA_mca_base_component_path="$work/usr/lib/x86_64-linux-gnu/openmpi/lib/openmpi3"
+export PMIX_MCA_mca_base_component_path="$work/usr/lib/x86_64-linux-gnu/pmix2/lib/pmix"
+export OMPI_MCA_ess_singleton_isolated=1 OMPI_MCA_mca_base_component_show_load_errors=0
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+
+step "environment"
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv 2>&1 || true
+  "$py" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())'
+  ldd --version | head -1
+  lscpu | grep -E "Model name|^CPU\(s\)"
+  for b in "$work"/bin/*; do
+    missing=$(ldd "$b" 2>&1 | grep "not found" | tr -s ' \t' ' ')
+    echo "$(basename "$b"): ${missing:-all libraries resolve}"
+  done
+} 2>&1 | tee "$out/env.txt"
+resolves() { ! ldd "$work/bin/$1" 2>&1 | grep -q "not found"; }
+
+if [ "${AION_GPU_PARITY:-1}" != 0 ]; then
+  step "parity tests on $dev (LibTorch backend)"
+  export AION_FIXTURES_DIR="$root/validation/fixtures"
+  AION_TEST_DEVICE=$dev timeout 300 "$work/bin/parity" ::tch > "$out/parity.log" 2>&1
+  rc=$?
+  res=$(grep "^test result" "$out/parity.log" | tail -1)
+  note "parity tests (tch, $dev): rc $rc; ${res:-no result line}"
+  grep -E "^test .* FAILED|panicked" "$out/parity.log" | head -20
+  AION_TEST_DEVICE=$dev timeout 120 "$work/bin/bf16" > "$out/bf16.log" 2>&1
+  rc=$?
+  note "bf16 test ($dev): rc $rc; $(grep "^test result" "$out/bf16.log" | tail -1)"
+fi
+
+step "base-size random model"
+"$py" validation/gpu/random_model.py --out "$work/model" || { note "random model: FAILED"; exit 1; }
+
+step "gpu_check: CPU f32, $dev f32 and bf16"
+: > "$out/gpu_check.jsonl"
+runs=("cpu f32 0" "$dev f32 $bench" "$dev bf16 $bench")
+for r in "${runs[@]}"; do
+  set -- $r
+  timeout 240 "$work/bin/gpu_check" --model "$work/model" --device "$1" --precision "$2" --rows "$rows" \
+    --bench-rows "$3" --batch "$batch" --out "$work/$1_$2.safetensors" | tee -a "$out/gpu_check.jsonl"
+  [ "${PIPESTATUS[0]}" = 0 ] || note "gpu_check $1 $2: FAILED (rc ${PIPESTATUS[0]})"
+done
+for p in f32 bf16; do
+  [ -f "$work/${dev}_$p.safetensors" ] || continue
+  line=$("$py" validation/gpu/compare.py --cpu "$work/cpu_f32.safetensors" --other "$work/${dev}_$p.safetensors" \
+    --precision $p --json "$out/compare_${dev}_$p.json")
+  note "$line"
+done
+"$py" - "$out/gpu_check.jsonl" <<'EOF' | while IFS= read -r l; do note "$l"; done
+import json, sys
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if "bench_rows" not in r:
+        continue
+    peak = r.get("matmul_8192_bf16_tflops")
+    print(f"gpu_check {r['device']} {r['precision']}: image codec {r['image_codec_objects_per_s']:.0f} obj/s, "
+          f"encoder {r['encoder_objects_per_s']:.0f} obj/s = {r['encoder_tflops']:.1f} TFLOP/s"
+          + (f" ({100 * r['encoder_tflops'] / peak:.0f}% of the {peak:.0f} TFLOP/s bf16 matmul, "
+             f"f32 matmul {r['matmul_8192_f32_tflops']:.0f})" if peak else "")
+          + f", end to end {r['end_to_end_objects_per_s']:.0f} obj/s ({r['bench_rows']} rows, batch {r['batch']})")
+EOF
+
+step "full tool: aion-embed on an HDF5 catalogue"
+if ! resolves aion-embed; then
+  note "aion-embed: skipped, libraries missing: $(ldd "$work/bin/aion-embed" | grep 'not found' | awk '{print $1}' | tr '\n' ' ')"
+else
+  tool_dev=$([ "$dev" = cpu ] && echo tch-cpu || echo "$dev")
+  "$py" - "$work" "$bench" "$rows" <<'EOF'
+import sys
+sys.path.insert(0, "validation")
+from bench_embed import write_catalog
+work, n, small = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+write_catalog(f"{work}/catalog.h5", n, n)
+write_catalog(f"{work}/catalog_small.h5", small, small)
+EOF
+  embed() { # device precision catalog output
+    timeout 240 "$work/bin/aion-embed" --model "$work/model" --catalog "$3" --output "$4" --batch-size "$batch" \
+      --chunk-rows "$batch" --device "$1" --precision "$2" --overwrite --log-level warn > "$4.log" 2>&1 ||
+      { note "aion-embed --device $1 --precision $2: FAILED ($(tail -1 "$4.log"))"; cp "$4.log" "$out/"; return 1; }
+  }
+  for p in f32 bf16; do
+    if embed "$tool_dev" $p "$work/catalog.h5" "$work/emb_$p.h5"; then
+      "$py" -c "import json,sys; s=json.load(open(sys.argv[1]))['summary']; print(f'aion-embed --device $tool_dev --precision $p: {$bench / s[\"seconds\"]:.0f} objects/s end to end ({$bench} rows, {s[\"seconds\"]:.2f} s after loading)')" \
+        "$work/emb_$p.h5.run.json" | while IFS= read -r l; do note "$l"; done
+      cp "$work/emb_$p.h5.run.json" "$out/aion-embed_$p.run.json"
+    fi
+  done
+  if embed tch-cpu f32 "$work/catalog_small.h5" "$work/small_cpu.h5" &&
+     embed "$tool_dev" f32 "$work/catalog_small.h5" "$work/small_dev.h5" &&
+     embed "$tool_dev" bf16 "$work/catalog_small.h5" "$work/small_dev_bf16.h5"; then
+    "$py" - "$work" <<'EOF' | while IFS= read -r l; do note "$l"; done
+import sys, h5py, numpy as np
+w = sys.argv[1]
+ref = h5py.File(f"{w}/small_cpu.h5")["embedding"][()].astype(np.float64)
+for name, tol in (("small_dev", 1e-2), ("small_dev_bf16", 5e-2)):
+    e = h5py.File(f"{w}/{name}.h5")["embedding"][()].astype(np.float64)
+    err = float((np.linalg.norm(e - ref, axis=1) / np.linalg.norm(ref, axis=1)).max())
+    print(f"{'ok  ' if err <= tol else 'FAIL'} aion-embed {name.replace('small_dev', 'device').replace('_', ' ')} vs tch-cpu f32: "
+          f"embeddings max relative L2 {err:.1e} (≤ {tol:.0e}; image tokens from each device's own codec)")
+EOF
+  fi
+fi
+
+step "summary"
+printf '%s\n' "${summary[@]}" | tee "$out/summary.txt"
