@@ -151,7 +151,7 @@ def ours(path, rows, ids, key, point):
         oid = f["object_id"][:]
         pdf = f[f"pdf/{key}"][:, 0, :].astype(np.float64)
         pt = f[f"pred/{key}/{point}"][:].astype(np.float64)
-        calib = f[f"pred/{key}"].attrs.get("calibration")
+        calib = f[f"pred/{key}/{point}"].attrs.get("calibration")
     model = json.load(open(f"{path}.run.json"))["provenance"]["model_dir"]
     pos = {int(o): i for i, o in enumerate(oid)}
     try:
@@ -203,7 +203,7 @@ def main():
     for which, x in feats.items():
         mu, sd = x[fit[1]].mean(0), x[fit[1]].std(0)
         x = (x - mu) / sd
-        for m in args.methods.split(","):
+        for m in filter(None, args.methods.split(",")):
             label, fn = methods[m]
             t, c = time.time(), time.process_time()
             extra = () if m == "knn" else (args.seed,)
