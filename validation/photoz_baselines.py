@@ -31,8 +31,8 @@ Methods, each with a predictive distribution for coverage, PIT and CRPS (validat
 Ours: aion-predict outputs over the part's catalogue (validation/split_catalog.py) written with
 `--save-pdf`, `--ours NAME=FILE.h5` (repeatable); rows are matched by `object_id` (= the row of
 the bundled catalogue); point estimate `--point median` (as aion-predict's summary) or `mean`;
-the distribution is the piecewise-uniform posterior over the codec values (from the model
-directory named in `FILE.h5.run.json`).
+the distribution is the piecewise-uniform posterior over the codec values (the bin edges
+aion-predict writes beside the PDF, `pdf/<key>_bin_edges`).
 """
 
 import argparse
@@ -152,13 +152,13 @@ def ours(path, rows, ids, key, point):
         pdf = f[f"pdf/{key}"][:, 0, :].astype(np.float64)
         pt = f[f"pred/{key}/{point}"][:].astype(np.float64)
         calib = f[f"pred/{key}/{point}"].attrs.get("calibration")
-    model = json.load(open(f"{path}.run.json"))["provenance"]["model_dir"]
+        # The bin edges aion-predict writes with --save-pdf: v[0], then the codec values.
+        values = f[f"pdf/{key}_bin_edges"][0, 1:].astype(np.float64)
     pos = {int(o): i for i, o in enumerate(oid)}
     try:
         take = np.array([pos[int(ids[r])] for r in rows])
     except KeyError as e:
         raise SystemExit(f"{path}: object {e} of the evaluated part is missing")
-    values = codec_values(model)
     info = {"source": path, "point": point}
     if calib is not None:
         info["calibration"] = calib.decode() if isinstance(calib, bytes) else str(calib)

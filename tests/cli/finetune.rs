@@ -360,7 +360,10 @@ fn masked_from_scratch_then_full_lora_probe_and_new_modalities_on_it() {
         );
         moved += usize::from((raw[r] - f[2]).abs() > 1e-4);
     }
-    assert!(moved > 0, "T = {t}: no test mean changed by the calibration");
+    assert!(
+        moved > 0,
+        "T = {t}: no test mean changed by the calibration"
+    );
     // Re-running a finished run does nothing.
     let again = finetune(Launch::Alone, &cfg, &base, &[]);
     assert!(assert_ok(&again).contains("nothing to do"));

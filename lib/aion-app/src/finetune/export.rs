@@ -200,8 +200,9 @@ fn write_calibration(out: &Path, calibration: Option<&CalibrationFile>) -> Resul
             c.write_dir(out)
         }
         None => match std::fs::remove_file(out.join(calibration::FILE)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e)
-                .with_context(|| format!("cannot remove the stale calibration of {}", out.display())),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| {
+                format!("cannot remove the stale calibration of {}", out.display())
+            }),
             _ => Ok(()),
         },
     }
