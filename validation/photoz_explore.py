@@ -8,7 +8,7 @@ temperature calibration). docs/finetune.md summarises the table.
         --base configs/finetune/sdss-photoz-tiny.toml --set model.dim=128 --set train.steps=600
 
 `--set KEY=VALUE` (dotted key, VALUE in TOML syntax) overrides the base config, `--unset KEY`
-removes a key. The run goes to out/photoz/runs/NAME; the validation catalogue (`--val-catalog`,
+removes a key. The run goes to out/photoz/runs/NAME (its config: out/photoz/runs/NAME.toml); the validation catalogue (`--val-catalog`,
 made by validation/split_catalog.py) is predicted with aion-predict --save-logits
 --no-calibration, and the metrics are computed from the logits with temperature 1 and with the
 temperature of the run's calibration.json (fitted on these same rows: optimistic, for reference).
@@ -136,12 +136,18 @@ def main():
         set_key(cfg, k, tomllib.loads(f"x = {v}")["x"])
     for k in a.unset:
         unset_key(cfg, k)
+    # Paths in a config are relative to its file (docs/finetune.md); the variant is written elsewhere.
+    here = os.path.dirname(os.path.abspath(a.base))
+    cfg["catalog"] = [os.path.normpath(os.path.join(here, c)) for c in cfg["catalog"]]
+    if "base" in cfg.get("model", {}):
+        cfg["model"]["base"] = os.path.normpath(os.path.join(here, cfg["model"]["base"]))
     cfg["data"].pop("split", None)
     cfg["data"]["split_file"] = os.path.abspath(a.split)
     out = os.path.join(a.runs, a.name)
     cfg["output"] = out
-    os.makedirs(out, exist_ok=True)
-    cfg_path = os.path.join(out, "explore.toml")
+    # The config goes beside the output: aion-finetune refuses an output directory it did not create.
+    os.makedirs(a.runs, exist_ok=True)
+    cfg_path = os.path.join(a.runs, f"{a.name}.toml")
     with open(cfg_path, "w") as f:
         f.write(dump_toml(cfg))
 
