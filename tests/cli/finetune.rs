@@ -314,6 +314,57 @@ fn masked_from_scratch_then_full_lora_probe_and_new_modalities_on_it() {
     assert_eq!(losses(&base).len(), 10);
     let split = json(&base.join("split.json"));
     assert_eq!(split["test"].as_array().unwrap().len(), 250);
+    // The redshift posterior is calibrated on the validation rows (temperature scaling) and the
+    // temperature recorded in calibration.json and the summary.
+    let cal = json(&base.join("calibration.json"));
+    let t = cal["targets"]["tok_z"]["temperature"].as_f64().unwrap();
+    assert!(t > 0.0 && t.is_finite(), "{cal}");
+    assert_eq!(cal["targets"]["tok_z"]["rows"], 250, "{cal}");
+    assert_eq!(summary["calibration"], cal);
+    // aion-predict applies it: on the test rows, its posterior means are the calibrated ones
+    // aion-finetune recorded; without the calibration they differ (T != 1).
+    let catalog = sdss();
+    let predicted = |name: &str, extra: &[&str]| {
+        let out = d.join(name);
+        let mut a = vec![
+            "--model",
+            base.to_str().unwrap(),
+            "--catalog",
+            catalog.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--target",
+            "tok_z",
+        ];
+        a.extend(extra);
+        assert_ok(&run_tool(
+            env!("CARGO_BIN_EXE_aion-predict"),
+            Launch::Alone,
+            &a,
+        ));
+        read_all(&out)["/pred/tok_z/mean"].1.clone()
+    };
+    let (calibrated, raw) = (
+        predicted("cal.h5", &[]),
+        predicted("raw.h5", &["--no-calibration"]),
+    );
+    let csv = std::fs::read_to_string(base.join("eval/test_tok_z.csv")).unwrap();
+    let mut moved = 0;
+    for line in csv.lines().skip(1) {
+        let f: Vec<f64> = line.split(',').map(|x| x.parse().unwrap()).collect();
+        let r = f[0] as usize;
+        assert!(
+            (calibrated[r] - f[2]).abs() < 1e-5,
+            "row {r}: aion-predict mean {} vs aion-finetune's calibrated {}",
+            calibrated[r],
+            f[2]
+        );
+        moved += usize::from((raw[r] - f[2]).abs() > 1e-4);
+    }
+    assert!(
+        moved > 0,
+        "T = {t}: no test mean changed by the calibration"
+    );
     // Re-running a finished run does nothing.
     let again = finetune(Launch::Alone, &cfg, &base, &[]);
     assert!(assert_ok(&again).contains("nothing to do"));
@@ -344,7 +395,8 @@ fn masked_from_scratch_then_full_lora_probe_and_new_modalities_on_it() {
     );
     // lora: adapters saved, fused model exported; only the adapters changed.
     let lora = d.join("lora");
-    let lcfg = common("lora") + "[lora]\nrank = 2\nalpha = 4\ntargets = \"all\"\n";
+    let lcfg = common("lora")
+        + "[lora]\nrank = 2\nalpha = 4\ntargets = \"all\"\n[calibration]\nmethod = \"none\"\n";
     assert_ok(&finetune(
         Launch::Alone,
         &write(d, "lora.toml", &lcfg),
@@ -368,6 +420,10 @@ fn masked_from_scratch_then_full_lora_probe_and_new_modalities_on_it() {
         }
     }
     assert_ne!(b, l, "LoRA changed nothing");
+    assert!(
+        !lora.join("calibration.json").exists(),
+        "[calibration] method = \"none\" writes no calibration"
+    );
     // probe: the base is copied and a regression head on pooled embeddings written.
     let probe = d.join("probe");
     let pcfg = common("probe").replace("targets = [\"tok_z\"]\n", "")
@@ -391,6 +447,8 @@ fn masked_from_scratch_then_full_lora_probe_and_new_modalities_on_it() {
         probe.join("probe/model.safetensors").is_file()
             && probe.join("model.safetensors").is_file()
     );
+    // The base's token posteriors are unchanged by a probe: its calibration comes along.
+    assert_eq!(json(&probe.join("calibration.json")), cal);
     assert!(
         json(&probe.join("eval/test_metrics.json"))["Z"]["n"]
             .as_u64()

@@ -166,6 +166,99 @@ fn logits_and_posteriors_match_the_reference() {
     }
 }
 
+/// A model directory with a `calibration.json` (temperature 3 for `tok_z`): aion-predict divides
+/// the logits by it before summarising, so every 16–84 % interval is wider than without the file
+/// (`--no-calibration`), the saved PDF is exactly `softmax(logits / 3)` over the codec's values,
+/// the raw logits are unchanged, and the output and run summary record the temperature.
+#[test]
+fn predict_applies_the_models_calibration() {
+    let dir = tempdir();
+    let model = assemble_model(dir.path());
+    std::fs::write(
+        model.join("calibration.json"),
+        r#"{"format": "aion-hpc/calibration", "version": 1, "targets": {"tok_z": {
+            "method": "temperature", "temperature": 3.0, "fitted_on": "test", "rows": 1,
+            "nll": [1.0, 1.0], "coverage_68": [0.5, 0.68]}}}"#,
+    )
+    .unwrap();
+    let cat = fixture("pipeline/catalog.h5");
+    let run = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let mut a = common(
+            model.to_str().unwrap(),
+            cat.to_str().unwrap(),
+            out.to_str().unwrap(),
+        );
+        a.extend(["--target", "tok_z", "--save-logits", "--save-pdf"]);
+        a.extend(extra);
+        assert_ok(&run_tool(PREDICT, Launch::Alone, &a));
+        out
+    };
+    let (cal, raw) = (run("cal.h5", &[]), run("raw.h5", &["--no-calibration"]));
+    let width = |p: &Path| -> Vec<f32> {
+        let (lo, hi) = (read_f32(p, "pred/tok_z/q16"), read_f32(p, "pred/tok_z/q84"));
+        hi.iter().zip(&lo).map(|(h, l)| h - l).collect()
+    };
+    let (wc, wr) = (width(&cal), width(&raw));
+    let rows: Vec<usize> = (0..wr.len()).filter(|&i| wr[i].is_finite()).collect();
+    assert!(!rows.is_empty());
+    for &i in &rows {
+        assert!(
+            wc[i] > wr[i],
+            "row {i}: calibrated width {} vs raw {}",
+            wc[i],
+            wr[i]
+        );
+    }
+    let logits = read_f32(&raw, "logits/tok_z");
+    assert_eq!(
+        logits,
+        read_f32(&cal, "logits/tok_z"),
+        "raw logits are saved as they are"
+    );
+    let pdf = read_f32(&cal, "pdf/tok_z");
+    let k = pdf.len() / wr.len();
+    let v = logits.len() / wr.len();
+    for &i in &rows {
+        let l: Vec<f64> = logits[i * v..i * v + k]
+            .iter()
+            .map(|&x| f64::from(x) / 3.0)
+            .collect();
+        let max = l.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let total: f64 = l.iter().map(|x| (x - max).exp()).sum();
+        for (j, x) in l.iter().enumerate() {
+            let want = (x - max).exp() / total;
+            let got = f64::from(pdf[i * k + j]);
+            assert!(
+                (got - want).abs() < 1e-6,
+                "row {i} token {j}: pdf {got}, want {want}"
+            );
+        }
+    }
+    let attr = |p: &Path| -> String {
+        let f = hdf5::File::open(p).unwrap();
+        let a: hdf5::types::VarLenUnicode = f
+            .dataset("pred/tok_z/median")
+            .unwrap()
+            .attr("calibration")
+            .unwrap()
+            .read_scalar()
+            .unwrap();
+        a.to_string()
+    };
+    let recorded: serde_json::Value = serde_json::from_str(&attr(&cal)).unwrap();
+    assert_eq!(recorded["temperature"], 3.0, "{recorded}");
+    assert_eq!(attr(&raw), "none");
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{}.run.json", cal.display())).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        summary["summary"]["targets"]["tok_z"]["calibration"], 3.0,
+        "{summary}"
+    );
+}
+
 #[test]
 fn damaged_rows_are_flagged_and_never_stop_the_run() {
     let dir = tempdir();

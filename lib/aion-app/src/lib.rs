@@ -19,6 +19,7 @@
 pub mod args;
 pub mod backend;
 pub mod batching;
+pub mod calibration;
 pub mod cli;
 pub mod codec_set;
 pub mod collective;

@@ -10,6 +10,13 @@
 //! output shows predicted vs true values, the PIT histogram and the interval coverage; without
 //! true values, a histogram of the predictions.
 //!
+//! When the model directory holds a `calibration.json` (fitted by `aion-finetune` on its
+//! validation split, [`crate::calibration`]), a target's logits are divided by its temperature
+//! before anything is computed from them (summaries, PIT, CRPS, metrics and `--save-pdf`;
+//! `--save-logits` keeps the raw logits); every `pred/<key>/…` and `pdf/<key>` dataset records
+//! it in its `calibration` attribute, and the run summary in `config.calibration`.
+//! `--no-calibration` ignores the file.
+//!
 //! With `--probe`, the probe head that `aion-finetune` (mode `probe`) left in the model directory
 //! (`probe/`) is applied to each row's pooled embedding, computed from the modalities the probe
 //! was trained on: a Gaussian mean and σ (regression) or class probabilities (classification).
@@ -30,6 +37,7 @@ use clap::{Parser, ValueEnum};
 use crate::args::IoArgs;
 use crate::backend::{BackendTask, ComputeArgs, dispatch};
 use crate::batching::{batches, inputs};
+use crate::calibration::{CalibrationFile, scaled};
 use crate::codec_set::ModalityTokens;
 use crate::collective::agree;
 use crate::metrics::{Binned, Evaluation, Posterior};
@@ -101,6 +109,10 @@ pub struct PredictArgs {
     /// Also write the raw logits (`logits/<token_key>`, shape `(N, tokens, vocab)`).
     #[arg(long)]
     pub save_logits: bool,
+    /// Ignore the model directory's `calibration.json` (written by aion-finetune): summarise the
+    /// raw posteriors.
+    #[arg(long)]
+    pub no_calibration: bool,
 }
 
 /// Per-row calibration scores written when the catalogue has the true value.
@@ -113,6 +125,8 @@ struct Target {
     /// Bin edges per channel ([`edges`] of `values`).
     edges: Vec<Vec<f64>>,
     truth: Option<(String, Option<(usize, usize)>)>,
+    /// Temperature of the model's `calibration.json` the logits are divided by.
+    temperature: Option<f64>,
 }
 
 impl Target {
@@ -121,6 +135,17 @@ impl Target {
         match &self.truth {
             Some((d, None)) if self.modality.num_tokens() == 1 => Some(d),
             _ => None,
+        }
+    }
+
+    /// What the output records about the calibration of this target (attribute `calibration`).
+    fn calibration(&self) -> String {
+        match self.temperature {
+            Some(t) => serde_json::json!({
+                "method": "temperature", "temperature": t, "source": crate::calibration::FILE,
+            })
+            .to_string(),
+            None => "none".into(),
         }
     }
 }
@@ -214,7 +239,13 @@ impl BackendTask for Task<'_> {
             (|| {
                 let plan =
                     ModelPlan::<B>::load(&self.args.io, &device, &keys, self.session.size())?;
-                let targets = load_targets(&self.args.io.model, &plan, &keys)?;
+                let calibration = if self.args.no_calibration {
+                    None
+                } else {
+                    CalibrationFile::read_dir(&self.args.io.model)?
+                };
+                let targets =
+                    load_targets(&self.args.io.model, &plan, &keys, calibration.as_ref())?;
                 let probe = self
                     .args
                     .probe
@@ -280,6 +311,7 @@ fn load_targets<B: Backend>(
     model: &Path,
     plan: &ModelPlan<B>,
     keys: &[&str],
+    calibration: Option<&CalibrationFile>,
 ) -> Result<Vec<Target>> {
     let mut out = Vec::new();
     for &key in keys {
@@ -316,11 +348,19 @@ fn load_targets<B: Backend>(
                 Source::Scalar { dataset, columns } => Some((dataset.clone(), *columns)),
                 _ => None,
             });
+        let temperature = calibration.and_then(|c| c.temperature(key));
+        if let Some(t) = temperature {
+            log::info!(
+                "{key}: calibrated posteriors (temperature {t:.3}, {})",
+                crate::calibration::FILE
+            );
+        }
         out.push(Target {
             modality: m,
             values,
             edges,
             truth,
+            temperature,
         });
     }
     Ok(out)
@@ -357,18 +397,21 @@ fn specs<B: Backend>(
                     &shape,
                     None,
                 )
-                .units(units, &format!("{}: {what}", m.label)),
+                .units(units, &format!("{}: {what}", m.label))
+                .attr("calibration", t.calibration()),
             );
         }
         if let Some(ds) = t.truth_dataset() {
             specs.push(
-                DatasetSpec::new(format!("pred/{}/pit", m.token_key), Dtype::F32, &[], None).units(
-                    "",
-                    &format!(
-                        "{}: PIT = posterior CDF at the catalogue value ({ds})",
-                        m.label
-                    ),
-                ),
+                DatasetSpec::new(format!("pred/{}/pit", m.token_key), Dtype::F32, &[], None)
+                    .units(
+                        "",
+                        &format!(
+                            "{}: PIT = posterior CDF at the catalogue value ({ds})",
+                            m.label
+                        ),
+                    )
+                    .attr("calibration", t.calibration()),
             );
             specs.push(
                 DatasetSpec::new(format!("pred/{}/crps", m.token_key), Dtype::F32, &[], None)
@@ -378,7 +421,8 @@ fn specs<B: Backend>(
                             "{}: CRPS of the posterior against the catalogue value ({ds})",
                             m.label
                         ),
-                    ),
+                    )
+                    .attr("calibration", t.calibration()),
             );
         }
         if args.save_pdf {
@@ -392,7 +436,8 @@ fn specs<B: Backend>(
                 )
                 .units("", &format!("{}: probability of each bin", m.label))
                 .attr("bin_edges", format!("pdf/{key}_bin_edges"))
-                .attr("bin_centres", format!("pdf/{key}_bin_centres")),
+                .attr("bin_centres", format!("pdf/{key}_bin_centres"))
+                .attr("calibration", t.calibration()),
             );
         }
         if args.save_logits {
@@ -433,6 +478,10 @@ fn run_plan<B: Backend>(
         "device": format!("{:?}", args.compute.device), "precision": args.compute.precision,
         "bindings": plan.codecs.bindings().collect::<Vec<_>>(), "object_id": plan.ids.source(),
         "probe": probe.map(|p| &p.cfg),
+        "calibration": targets
+            .iter()
+            .map(|t| (t.modality.token_key, t.temperature))
+            .collect::<std::collections::BTreeMap<_, _>>(),
     });
     let mut all_specs = vec![plan.ids.spec()];
     all_specs.extend(specs(args, targets, probe));
@@ -665,7 +714,9 @@ fn compute<B: Backend>(
             let (nt, v) = (t.modality.num_tokens(), t.modality.vocab);
             for (j, &r) in b.rows.iter().enumerate() {
                 for p in 0..nt {
-                    let row = &l[(j * nt + p) * v..(j * nt + p + 1) * v];
+                    let raw = &l[(j * nt + p) * v..(j * nt + p + 1) * v];
+                    let calibrated = t.temperature.map(|temp| scaled(raw, temp));
+                    let row = calibrated.as_deref().unwrap_or(raw);
                     let values = &t.values[p.min(t.values.len() - 1)];
                     let s = summarize(row, values);
                     if let Some(truth) = &truths[ti] {
@@ -701,7 +752,7 @@ fn compute<B: Backend>(
                         }
                     }
                     if args.save_logits {
-                        logits_out[ti][(r * nt + p) * v..(r * nt + p + 1) * v].copy_from_slice(row);
+                        logits_out[ti][(r * nt + p) * v..(r * nt + p + 1) * v].copy_from_slice(raw);
                     }
                 }
             }
@@ -864,7 +915,14 @@ fn diagnostics<B: Backend>(
             Some((tr, e, scores)) => {
                 let p = &e.point;
                 let pits: Vec<f64> = scores.iter().map(|s| s.pit).collect();
-                let title = format!("{}: {} objects with a catalogue value", m.label, p.n);
+                let calibrated = match t.temperature {
+                    Some(temp) => format!(", calibrated (T = {temp:.2})"),
+                    None => String::new(),
+                };
+                let title = format!(
+                    "{}: {} objects with a catalogue value{calibrated}",
+                    m.label, p.n
+                );
                 let files = plot::save(
                     &EvaluationFigure {
                         truth: tr,
@@ -899,7 +957,7 @@ fn diagnostics<B: Backend>(
                 );
                 out.insert(
                     key.into(),
-                    serde_json::json!({ "metrics": e, "figure": files }),
+                    serde_json::json!({ "metrics": e, "figure": files, "calibration": t.temperature }),
                 );
                 files
             }
@@ -917,7 +975,10 @@ fn diagnostics<B: Backend>(
                     },
                     &stem,
                 )?;
-                out.insert(key.into(), serde_json::json!({ "figure": files }));
+                out.insert(
+                    key.into(),
+                    serde_json::json!({ "figure": files, "calibration": t.temperature }),
+                );
                 files
             }
         };

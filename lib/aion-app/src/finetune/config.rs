@@ -59,6 +59,9 @@ pub struct FinetuneConfig {
     /// Probe head (mode `probe`).
     #[serde(default)]
     pub probe: Option<ProbeSection>,
+    /// Calibration of the exported posteriors.
+    #[serde(default)]
+    pub calibration: CalibrationSection,
 }
 
 /// `[model]`: start from a model directory or from scratch.
@@ -296,6 +299,25 @@ pub struct ProbeSection {
     pub hidden: usize,
 }
 
+/// `[calibration]`: how the posteriors of point targets (scalar targets that are never inputs,
+/// e.g. redshift) are calibrated at export, on the validation split (`crate::calibration`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalibrationSection {
+    /// `"temperature"` (default: one temperature per target, written to `calibration.json`) or
+    /// `"none"`.
+    #[serde(default = "defaults::temperature")]
+    pub method: String,
+}
+
+impl Default for CalibrationSection {
+    fn default() -> Self {
+        Self {
+            method: defaults::temperature(),
+        }
+    }
+}
+
 mod defaults {
     pub fn seed() -> u64 {
         0
@@ -362,6 +384,9 @@ mod defaults {
     }
     pub fn regression() -> String {
         "regression".into()
+    }
+    pub fn temperature() -> String {
+        "temperature".into()
     }
 }
 
@@ -473,6 +498,10 @@ impl FinetuneConfig {
                 "[probe] task must be regression or classification"
             );
         }
+        ensure!(
+            ["temperature", "none"].contains(&self.calibration.method.as_str()),
+            "[calibration] method must be temperature or none"
+        );
         Ok(())
     }
 

@@ -29,6 +29,7 @@ use super::log::{TrainLog, plot_curves};
 use super::prepare::{Setup, new_spec};
 use super::probe::{ProbeTrain, predictions};
 use super::tokens::{Predictions, TokenTask, Trainee};
+use crate::calibration::{self, CalibrationFile};
 use crate::collective::agree;
 use crate::plot::charts::EvaluationFigure;
 
@@ -181,11 +182,38 @@ fn write_eval(out: &Path, split: &Split, preds: &[Predictions]) -> Result<serde_
     Ok(v)
 }
 
+/// `calibration.json` of the output model (rank 0). The work directory may hold one from an
+/// earlier export of this run (resumed with another `[calibration]`): it is removed when this
+/// export has none, so `aion-predict` never applies a stale one.
+fn write_calibration(out: &Path, calibration: Option<&CalibrationFile>) -> Result<()> {
+    match calibration {
+        Some(c) => {
+            for (key, t) in &c.targets {
+                log::info!(
+                    "{key}: temperature {:.3} fitted on the {}: 68 % coverage {:.1} % -> {:.1} %",
+                    t.temperature,
+                    t.fitted_on,
+                    100.0 * t.coverage_68[0],
+                    100.0 * t.coverage_68[1]
+                );
+            }
+            c.write_dir(out)
+        }
+        None => match std::fs::remove_file(out.join(calibration::FILE)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| {
+                format!("cannot remove the stale calibration of {}", out.display())
+            }),
+            _ => Ok(()),
+        },
+    }
+}
+
 fn summary(
     ctx: &Context<'_>,
     progress: &Progress,
     test: serde_json::Value,
     log: &TrainLog,
+    calibration: Option<&CalibrationFile>,
 ) -> Result<()> {
     let s = ctx.setup;
     plot_curves(
@@ -206,7 +234,7 @@ fn summary(
         "best_step": progress.best_step, "best_val_loss": progress.best_loss,
         "seconds": ctx.seconds_before.elapsed().as_secs_f64(),
         "rows": { "train": ctx.split.train.len(), "val": ctx.split.val.len(), "test": ctx.split.test.len() },
-        "test": test,
+        "test": test, "calibration": calibration,
     });
     aion_model::export::write_atomic(
         &s.out.join(SUMMARY),
@@ -224,10 +252,13 @@ pub fn tokens<B: AutodiffBackend>(
     log: &TrainLog,
 ) -> Result<()> {
     let model = module.effective();
+    let calibration = (ctx.setup.cfg.calibration.method == calibration::METHOD)
+        .then(|| task.calibrate(ctx.session, &model, &ctx.split.val))
+        .flatten();
     let preds = if ctx.split.test.is_empty() {
         Vec::new()
     } else {
-        task.predict(ctx.session, &model, &ctx.split.test)
+        task.predict(ctx.session, &model, &ctx.split.test, calibration.as_ref())
     };
     let r = if ctx.session.is_root() {
         (|| -> Result<()> {
@@ -244,8 +275,9 @@ pub fn tokens<B: AutodiffBackend>(
                 l.save(&out.join("adapter.safetensors"))?;
             }
             write_codecs(ctx, &model)?;
+            write_calibration(out, calibration.as_ref())?;
             let test = write_eval(out, ctx.split, &preds)?;
-            summary(ctx, progress, test, log)
+            summary(ctx, progress, test, log, calibration.as_ref())
         })()
     } else {
         Ok(())
@@ -284,7 +316,14 @@ pub fn probe<B: AutodiffBackend>(
                 ctx.setup.cfg.model.base.as_ref().expect("probe has a base"),
             );
             if base != out {
-                for f in ["config.json", "model.safetensors", "modalities.json"] {
+                // The base's calibration.json (if any) is carried: the probe leaves the base's
+                // token posteriors as they were.
+                for f in [
+                    "config.json",
+                    "model.safetensors",
+                    "modalities.json",
+                    calibration::FILE,
+                ] {
                     if base.join(f).is_file() {
                         let _ = std::fs::remove_file(out.join(f));
                         std::fs::hard_link(base.join(f), out.join(f))
@@ -298,7 +337,7 @@ pub fn probe<B: AutodiffBackend>(
             }
             head.save(&task.targets.cfg, out)?;
             let test = write_eval(out, ctx.split, &preds)?;
-            summary(ctx, progress, test, log)
+            summary(ctx, progress, test, log, None)
         })()
     } else {
         Ok(())

@@ -3,10 +3,15 @@
 //! and, for every scalar modality that is only a target (e.g. redshift), the metrics of
 //! [`crate::metrics`] for its posterior (σ_NMAD, outlier fraction, bias of the posterior mean;
 //! 68 % / 95 % interval coverage and CRPS of the binned posterior), named `<metric>_<key>`.
+//! At export the temperature of each point target is fitted on the validation split
+//! ([`TokenTask::calibrate`], [`crate::calibration`]) and the test-split predictions use it.
+
+use std::collections::BTreeMap;
 
 use aion_model::Aion;
+use aion_model::fourm::DecoderMode;
 use aion_model::lora::LoraSet;
-use aion_model::train::objective::{ModalityBatch, inputs, posterior, token_loss};
+use aion_model::train::objective::{ModalityBatch, inputs, token_loss};
 use aion_mpi::{Session, block_range};
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -14,8 +19,9 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use super::codecs::{bin_centres, posterior_moments, token_values};
 use super::data::{EVAL_STEP, Masking, ModalityData, build_batch};
 use super::trainer::{Evaluation, ShardLoss, Task};
+use crate::calibration::{CalibrationFile, Heldout, fit_distributed, scaled};
 use crate::metrics::{Binned, Evaluation as Metrics, Posterior, Score};
-use crate::posterior::edges;
+use crate::posterior::{edges, probabilities};
 
 /// What is trained: the model, and the adapters in LoRA mode.
 #[derive(Module, Debug)]
@@ -95,52 +101,75 @@ impl<B: AutodiffBackend> TokenTask<'_, B> {
             .collect()
     }
 
+    /// The logits of point target `t` (index in `data`) for this rank's block `mine` of `rows`
+    /// (`block × vocab`, row-major; empty for an empty block).
+    fn block_logits(
+        &self,
+        model: &Aion<B::InnerBackend>,
+        rows: &[usize],
+        mine: &std::ops::Range<usize>,
+        t: usize,
+    ) -> Vec<f32> {
+        if mine.is_empty() {
+            return Vec::new();
+        }
+        let full = Masking {
+            mask_ratio: 0.0,
+            ..self.masking
+        };
+        let batch = build_batch(self.data, &rows[mine.clone()], EVAL_STEP, full);
+        let ins = inputs::<B::InnerBackend>(&batch, &self.device_inner());
+        model
+            .predict(&ins, &[self.data[t].modality], DecoderMode::Joint)
+            .pop()
+            .expect("one target")
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .expect("f32 logits")
+    }
+
     /// Posterior point estimates of the point targets for `rows` (this rank's block; summed
-    /// over the ranks so every rank gets every row).
+    /// over the ranks so every rank gets every row), from the logits divided by the
+    /// temperatures of `calibration`.
     pub fn predict(
         &self,
         session: &Session,
         model: &Aion<B::InnerBackend>,
         rows: &[usize],
+        calibration: Option<&CalibrationFile>,
     ) -> Vec<Predictions> {
-        let targets = self.point_targets();
         let mine = block_range(rows.len(), session.rank(), session.size());
-        let full = Masking {
-            mask_ratio: 0.0,
-            ..self.masking
-        };
         let mut out = Vec::new();
-        for &t in &targets {
+        for t in self.point_targets() {
             let d = &self.data[t];
+            let logits = self.block_logits(model, rows, &mine, t);
+            let temperature = calibration.and_then(|c| c.temperature(d.modality.token_key));
+            let codec = d.codec.as_ref().expect("point targets have codecs");
+            let v = d.modality.vocab;
+            let centres = bin_centres(codec, v);
+            let grid = edges(&token_values(codec, v));
+            let k = grid.len() - 1;
             let mut buf = vec![0.0f64; rows.len() * 5];
-            if !mine.is_empty() {
-                let batch = build_batch(self.data, &rows[mine.clone()], EVAL_STEP, full);
-                let ins = inputs::<B::InnerBackend>(&batch, &self.device_inner());
-                let p = posterior(model, &ins, d.modality);
-                let codec = d.codec.as_ref().expect("point targets have codecs");
-                let centres = bin_centres(codec, d.modality.vocab);
-                let grid = edges(&token_values(codec, d.modality.vocab));
-                let k = grid.len() - 1;
-                let v = d.modality.vocab;
-                for (i, &r) in rows[mine.clone()].iter().enumerate() {
-                    let row = &p[i * v..(i + 1) * v];
-                    let (m, s) = posterior_moments(row, &centres);
-                    let truth = if d.valid[r] {
-                        f64::from(d.raw.values[r])
-                    } else {
-                        f64::NAN
-                    };
-                    let total: f64 = row[..k].iter().map(|&x| f64::from(x)).sum();
-                    let probs: Vec<f64> = row[..k].iter().map(|&x| f64::from(x) / total).collect();
-                    let score = Binned {
-                        probs: &probs,
-                        edges: &grid,
-                    }
-                    .score(truth)
-                    .map_or([f64::NAN; 2], |s| [s.pit, s.crps]);
-                    buf[(mine.start + i) * 5..(mine.start + i + 1) * 5]
-                        .copy_from_slice(&[truth, m, s, score[0], score[1]]);
+            for (i, &r) in rows[mine.clone()].iter().enumerate() {
+                let raw = &logits[i * v..(i + 1) * v];
+                let row = temperature.map_or_else(|| raw.to_vec(), |temp| scaled(raw, temp));
+                let (probs, _) = probabilities(&row, k);
+                let p32: Vec<f32> = probs.iter().map(|&x| x as f32).collect();
+                let (m, s) = posterior_moments(&p32, &centres);
+                let truth = if d.valid[r] {
+                    f64::from(d.raw.values[r])
+                } else {
+                    f64::NAN
+                };
+                let score = Binned {
+                    probs: &probs,
+                    edges: &grid,
                 }
+                .score(truth)
+                .map_or([f64::NAN; 2], |s| [s.pit, s.crps]);
+                buf[(mine.start + i) * 5..(mine.start + i + 1) * 5]
+                    .copy_from_slice(&[truth, m, s, score[0], score[1]]);
             }
             let all = session.sum_f64s(&buf);
             out.push(Predictions {
@@ -152,6 +181,43 @@ impl<B: AutodiffBackend> TokenTask<'_, B> {
             });
         }
         out
+    }
+
+    /// Fits the temperature of every point target on `rows` (the validation split), across the
+    /// ranks (every rank gets the same file); `None` without point targets or rows with a truth.
+    pub fn calibrate(
+        &self,
+        session: &Session,
+        model: &Aion<B::InnerBackend>,
+        rows: &[usize],
+    ) -> Option<CalibrationFile> {
+        let mine = block_range(rows.len(), session.rank(), session.size());
+        let mut targets = BTreeMap::new();
+        for t in self.point_targets() {
+            let d = &self.data[t];
+            let logits = self.block_logits(model, rows, &mine, t);
+            let v = d.modality.vocab;
+            let values = token_values(d.codec.as_ref().expect("point targets have codecs"), v);
+            let (mut kept, mut truth, mut truth_values) = (Vec::new(), Vec::new(), Vec::new());
+            for (i, &r) in rows[mine.clone()].iter().enumerate() {
+                if d.valid[r] {
+                    kept.extend_from_slice(&logits[i * v..(i + 1) * v]);
+                    truth.push((d.ids[r].max(0) as usize).min(values.len() - 1));
+                    truth_values.push(d.raw.values[r]);
+                }
+            }
+            let heldout = Heldout {
+                logits: &kept,
+                vocab: v,
+                truth: &truth,
+                truth_values: &truth_values,
+                values: &values,
+            };
+            if let Some(c) = fit_distributed(session, &heldout, "validation split") {
+                targets.insert(d.modality.token_key.to_string(), c);
+            }
+        }
+        (!targets.is_empty()).then(|| CalibrationFile::new(targets))
     }
 
     fn device_inner(&self) -> burn::tensor::ops::Device<B::InnerBackend> {
@@ -228,7 +294,7 @@ impl<B: AutodiffBackend> Task<B> for TokenTask<'_, B> {
         }
         let t = session.sum_f64s(&[l, w]);
         let mut metrics = Vec::new();
-        for p in self.predict(session, &model, rows) {
+        for p in self.predict(session, &model, rows, None) {
             if let Some(m) = p.metrics() {
                 metrics.extend(
                     m.named()
