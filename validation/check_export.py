@@ -146,7 +146,8 @@ def check_fits(path, f, datasets, cat, columns):
 
     def get(name):
         c = t[name]
-        return np.ma.filled(c, np.nan) if c.dtype.kind == "f" else np.asarray(c)
+        a = np.ma.filled(c, np.nan) if c.dtype.kind == "f" else np.asarray(c)
+        return a.astype(a.dtype.newbyteorder("="))  # FITS is big-endian
 
     def units(name):
         return (tunit[name], None)
@@ -156,8 +157,14 @@ def check_fits(path, f, datasets, cat, columns):
 
 
 def partitions(root):
+    """Partition files in (Norder, Npix) order: the catalogue's row order."""
     files = glob.glob(os.path.join(root, "dataset", "Norder=*", "Dir=*", "*"))
-    return sorted(os.path.relpath(p, root) for p in files)
+
+    def key(rel):
+        parts = dict(p.split("=", 1) for p in rel.split(os.sep) if "=" in p)
+        return int(parts["Norder"]), int(parts["Npix"].split(".")[0]), rel
+
+    return sorted((os.path.relpath(p, root) for p in files), key=key)
 
 
 def check_hats(path, source, f, datasets, cat, columns, use_lsdb):

@@ -91,7 +91,10 @@ fn assert_matches_results(export: &[String], results: &Path) {
         compared += 1;
     }
     // object_id, three masks, pred/tok_z/* (8), pdf/tok_z at least.
-    assert!(compared >= 12, "{export:?}: only {compared} columns compared");
+    assert!(
+        compared >= 12,
+        "{export:?}: only {compared} columns compared"
+    );
     for c in ["ra", "dec", "z_spec"] {
         assert!(cat.has(c), "{export:?}: no column {c}");
     }
@@ -150,7 +153,16 @@ fn exports_round_trip_through_pyarrow_astropy_and_lsdb() {
     let catalogue = formats("sdss.parquet");
     let mut check = vec!["--results", r, "--catalog", &catalogue, "--columns"];
     check.extend(COLUMNS);
-    check.extend(["--parquet", p, "--fits", f, "--hats", h, "--hats-input", &hats_in]);
+    check.extend([
+        "--parquet",
+        p,
+        "--fits",
+        f,
+        "--hats",
+        h,
+        "--hats-input",
+        &hats_in,
+    ]);
     let main = venv_python().and_then(|py| with_modules(py, "pyarrow, astropy, h5py"));
     match main {
         Some(py) => run_checker(&py, &check),

@@ -285,7 +285,11 @@ fn plan(args: &ExportArgs) -> Result<Plan> {
     let datasets: Vec<ResultDataset> = if args.datasets.is_empty() {
         results.default_datasets().into_iter().cloned().collect()
     } else {
-        results.select(&args.datasets)?.into_iter().cloned().collect()
+        results
+            .select(&args.datasets)?
+            .into_iter()
+            .cloned()
+            .collect()
     };
     let mut specs: Vec<(String, String)> = args
         .columns
@@ -354,7 +358,9 @@ fn plan(args: &ExportArgs) -> Result<Plan> {
         let mut field = Field::new(name, dtype, info.row_shape);
         field.nullable = true;
         field.description = Some(format!("catalogue column {source}"));
-        field.metadata.insert("catalogue_column".into(), source.clone());
+        field
+            .metadata
+            .insert("catalogue_column".into(), source.clone());
         columns.push(CatalogColumn { source, field });
     }
     let ids = if id_check {

@@ -252,9 +252,8 @@ impl Existing {
     /// A FITS export: ours when its primary header's `CREATOR` starts with `aion-hpc`.
     pub fn fits(path: &Path) -> Self {
         Self::exported(path, |p| {
-            aion_io::export::fits::marker(p).map(|m| {
-                m.is_some_and(|v| v.starts_with(aion_io::export::fits::MARKER_PREFIX))
-            })
+            aion_io::export::fits::marker(p)
+                .map(|m| m.is_some_and(|v| v.starts_with(aion_io::export::fits::MARKER_PREFIX)))
         })
     }
 

@@ -200,3 +200,156 @@ fn check_blocks(fields: &[Field], blocks: &[Block], rows: usize) -> Result<(), S
         .zip(blocks)
         .try_for_each(|(f, b)| b.check(f, rows))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Catalog;
+    use crate::catalog::ColumnValues;
+
+    /// Three rows of every type, with nulls, in two blocks: the fields and blocks.
+    fn table() -> (Vec<Field>, Vec<Vec<Block>>) {
+        let mut fields = vec![
+            Field::new("id", Dtype::I64, vec![]),
+            Field::new("vec", Dtype::F32, vec![2, 3]),
+            Field::new("mask", Dtype::U64, vec![]),
+            Field::new("x", Dtype::F64, vec![]),
+            Field::new("n", Dtype::I64, vec![]),
+            Field::new("flag", Dtype::Bool, vec![]),
+            Field::new("name", Dtype::Str, vec![]),
+        ];
+        for f in &mut fields[3..] {
+            f.nullable = true;
+        }
+        fields[6].width = 6;
+        fields[1].units = Some("mag".into());
+        let block = |rows: std::ops::Range<usize>, present: Vec<bool>| {
+            let r: Vec<usize> = rows.collect();
+            let p = Some(present);
+            vec![
+                Block::full(Values::I64(r.iter().map(|&i| i as i64 + 10).collect())),
+                Block::full(Values::F32(
+                    r.iter()
+                        .flat_map(|&i| (0..6).map(move |k| (i * 6 + k) as f32))
+                        .collect(),
+                )),
+                Block::full(Values::U64(
+                    r.iter().map(|&i| (1u64 << 48) + i as u64).collect(),
+                )),
+                Block {
+                    values: Values::F64(r.iter().map(|&i| 0.1 + i as f64).collect()),
+                    present: p.clone(),
+                },
+                Block {
+                    values: Values::I64(r.iter().map(|&i| -(i as i64)).collect()),
+                    present: p.clone(),
+                },
+                Block {
+                    values: Values::Bool(r.iter().map(|&i| i % 2 == 0).collect()),
+                    present: p.clone(),
+                },
+                Block {
+                    values: Values::Str(r.iter().map(|&i| "ab".repeat(i + 1)).collect()),
+                    present: p,
+                },
+            ]
+        };
+        (
+            fields,
+            vec![block(0..2, vec![true, false]), block(2..3, vec![true])],
+        )
+    }
+
+    fn read(path: &std::path::Path, column: &str) -> crate::Column {
+        let mut cat = Catalog::open(&[path.display().to_string()]).unwrap();
+        cat.size_by(&["id".to_string()]).unwrap();
+        assert_eq!(cat.n_rows(), 3);
+        cat.read_f64(column, 0..3).unwrap()
+    }
+
+    /// What every format must give back.
+    fn check_common(path: &std::path::Path) {
+        assert_eq!(read(path, "id").values, ColumnValues::I64(vec![10, 11, 12]));
+        let v = read(path, "vec");
+        assert_eq!(v.row_shape, [2, 3]);
+        assert_eq!(
+            v.values,
+            ColumnValues::F64((0..18).map(|k| k as f64).collect())
+        );
+        let m = read(path, "mask");
+        let want: Vec<i64> = (0..3).map(|i| (1i64 << 48) + i).collect();
+        assert_eq!(m.values, ColumnValues::I64(want));
+    }
+
+    #[test]
+    fn parquet_round_trips_shapes_types_and_nulls() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.parquet");
+        let (fields, blocks) = table();
+        let file = std::fs::File::create(&path).unwrap();
+        let mut t =
+            parquet::ParquetTable::new(file, fields, vec![("aion-hpc".into(), "{}".into())])
+                .unwrap();
+        for (b, rows) in blocks.iter().zip([2, 1]) {
+            t.write(rows, b).unwrap();
+        }
+        t.finish().unwrap();
+        assert_eq!(parquet::marker(&path).unwrap().as_deref(), Some("{}"));
+        check_common(&path);
+        for c in ["x", "n", "flag", "name"] {
+            assert_eq!(read(&path, c).present, [true, false, true], "{c}");
+        }
+        let x = read(&path, "x").values;
+        let ColumnValues::F64(x) = x else {
+            panic!("{x:?}")
+        };
+        assert_eq!((x[0], x[2]), (0.1, 2.1));
+        assert_eq!(
+            read(&path, "name").values,
+            ColumnValues::Str(vec!["ab".into(), String::new(), "ababab".into()])
+        );
+        // A block that does not fit its field is refused, naming the column.
+        let (fields, mut blocks) = table();
+        blocks[0][1] = Block::full(Values::F32(vec![0.0; 5]));
+        let file = std::fs::File::create(dir.path().join("bad.parquet")).unwrap();
+        let mut t = parquet::ParquetTable::new(file, fields, vec![]).unwrap();
+        let err = t.write(2, &blocks[0]).unwrap_err();
+        assert!(err.contains("'vec'"), "{err}");
+    }
+
+    #[test]
+    fn fits_round_trips_shapes_types_and_nulls() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.fits");
+        let (fields, blocks) = table();
+        let keys = [(
+            "AIONPROV",
+            "{\"long\": \"".to_string() + &"x".repeat(200) + "\"}",
+            "",
+        )];
+        let mut t = fits::FitsTable::create(&path, "AION", fields, "aion-hpc test", &keys).unwrap();
+        for (b, rows) in blocks.iter().zip([2, 1]) {
+            t.write(rows, b).unwrap();
+        }
+        assert_eq!(t.rows(), 3);
+        t.finish().unwrap();
+        assert_eq!(
+            fits::marker(&path).unwrap().as_deref(),
+            Some("aion-hpc test")
+        );
+        check_common(&path);
+        let x = read(&path, "x").values;
+        let ColumnValues::F64(x) = x else {
+            panic!("{x:?}")
+        };
+        assert!(x[0] == 0.1 && x[1].is_nan() && x[2] == 2.1, "{x:?}");
+        assert_eq!(
+            read(&path, "n").values,
+            ColumnValues::I64(vec![0, fits::INT_NULL, -2])
+        );
+        assert_eq!(
+            read(&path, "name").values,
+            ColumnValues::Str(vec!["ab".into(), String::new(), "ababab".into()])
+        );
+    }
+}

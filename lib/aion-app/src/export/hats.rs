@@ -117,9 +117,8 @@ pub fn write(session: &Session, plan: &Plan, args: &ExportArgs, prov: &str) -> R
                 .with_context(|| format!("{} is outside {}", f.display(), root_dir.display()))
         })
         .collect::<Result<_>>()?;
-    let staging = PathBuf::from(session.broadcast_string(
-        &temp_sibling(&args.output).display().to_string(),
-    ));
+    let staging =
+        PathBuf::from(session.broadcast_string(&temp_sibling(&args.output).display().to_string()));
     let made = if session.is_root() {
         std::fs::create_dir(&staging)
             .with_context(|| format!("cannot create {}", staging.display()))

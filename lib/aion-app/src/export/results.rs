@@ -42,7 +42,8 @@ pub struct Results {
     pub tool: String,
     /// Where its `object_id` came from: `object_id` (the catalogue's) or `row_index`.
     pub id_source: String,
-    /// Every per-object dataset, in file order (groups depth first, names sorted).
+    /// Every per-object dataset: `object_id`, then the others in file order (groups depth
+    /// first, names sorted).
     pub datasets: Vec<ResultDataset>,
 }
 
@@ -166,6 +167,8 @@ impl Results {
             }
             datasets.push(ResultDataset { path: name, field });
         }
+        // The key first, as catalogues have it.
+        datasets.sort_by_key(|d| d.path != "object_id");
         Ok(Self {
             path: path.to_path_buf(),
             file,

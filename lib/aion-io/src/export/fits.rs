@@ -197,7 +197,6 @@ impl FitsTable {
         self.rows += rows;
         Ok(())
     }
-
 }
 
 /// Writes block `b` of field `f` (column `col`) from row `first` (1-based).
@@ -208,70 +207,64 @@ fn write_column(
     b: &Block,
     first: i64,
 ) -> Result<(), String> {
-        let absent = |r: usize| b.present.as_ref().is_some_and(|p| !p[r]);
-        let row_len = f.row_len();
-        let mut status = 0;
-        // SAFETY: only returns the open file's pointer, valid while `file` is borrowed.
-        let raw = unsafe { file.as_raw() };
-        let n = b.values.len() as i64;
-        let mut put = |code: c_int, data: *mut c_void| {
-            // SAFETY: `data` points to `n` values of the type `code` names; the table HDU is
-            // current; cfitsio writes past a row's end into the next rows.
-            unsafe { sys::ffpcl(raw, code, col, first, 1, n, data, &mut status) };
-        };
-        match &b.values {
-            Values::F32(v) => put(TFLOAT, v.as_ptr().cast_mut().cast()),
-            Values::F64(v) => put(TDOUBLE, v.as_ptr().cast_mut().cast()),
-            Values::U64(v) => put(TULONGLONG, v.as_ptr().cast_mut().cast()),
-            Values::U8(v) => put(TBYTE, v.as_ptr().cast_mut().cast()),
-            Values::I64(v) => {
-                let mut v = v.clone();
-                for r in (0..v.len() / row_len.max(1)).filter(|&r| absent(r)) {
-                    v[r * row_len..(r + 1) * row_len].fill(INT_NULL);
-                }
-                put(TLONGLONG, v.as_mut_ptr().cast());
+    let absent = |r: usize| b.present.as_ref().is_some_and(|p| !p[r]);
+    let row_len = f.row_len();
+    let mut status = 0;
+    // SAFETY: only returns the open file's pointer, valid while `file` is borrowed.
+    let raw = unsafe { file.as_raw() };
+    let n = b.values.len() as i64;
+    let mut put = |code: c_int, data: *mut c_void| {
+        // SAFETY: `data` points to `n` values of the type `code` names; the table HDU is
+        // current; cfitsio writes past a row's end into the next rows.
+        unsafe { sys::ffpcl(raw, code, col, first, 1, n, data, &mut status) };
+    };
+    match &b.values {
+        Values::F32(v) => put(TFLOAT, v.as_ptr().cast_mut().cast()),
+        Values::F64(v) => put(TDOUBLE, v.as_ptr().cast_mut().cast()),
+        Values::U64(v) => put(TULONGLONG, v.as_ptr().cast_mut().cast()),
+        Values::U8(v) => put(TBYTE, v.as_ptr().cast_mut().cast()),
+        Values::I64(v) => {
+            let mut v = v.clone();
+            for r in (0..v.len() / row_len.max(1)).filter(|&r| absent(r)) {
+                v[r * row_len..(r + 1) * row_len].fill(INT_NULL);
             }
-            Values::Bool(v) => {
-                let mut c: Vec<c_char> = v.iter().map(|&x| c_char::from(x)).collect();
-                put(TLOGICAL, c.as_mut_ptr().cast());
+            put(TLONGLONG, v.as_mut_ptr().cast());
+        }
+        Values::Bool(v) => {
+            let mut c: Vec<c_char> = v.iter().map(|&x| c_char::from(x)).collect();
+            put(TLOGICAL, c.as_mut_ptr().cast());
+        }
+        Values::Str(v) => {
+            if let Some(s) = v.iter().find(|s| s.len() > f.width) {
+                return Err(format!(
+                    "'{s}' is longer than the column's {} bytes",
+                    f.width
+                ));
             }
-            Values::Str(v) => {
-                if let Some(s) = v.iter().find(|s| s.len() > f.width) {
-                    return Err(format!("'{s}' is longer than the column's {} bytes", f.width));
-                }
-                let strings = v
-                    .iter()
-                    .map(|s| cstring(s))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let mut ptrs: Vec<*mut c_char> =
-                    strings.iter().map(|s| s.as_ptr().cast_mut()).collect();
-                // SAFETY: `ptrs` holds `n` NUL-terminated strings that outlive the call.
-                unsafe {
-                    sys::ffpcls(raw, col, first, 1, n, ptrs.as_mut_ptr(), &mut status)
-                };
-            }
+            // Rows without a value: "".
+            let strings = v
+                .iter()
+                .enumerate()
+                .map(|(i, s)| cstring(if absent(i / row_len.max(1)) { "" } else { s }))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut ptrs: Vec<*mut c_char> =
+                strings.iter().map(|s| s.as_ptr().cast_mut()).collect();
+            // SAFETY: `ptrs` holds `n` NUL-terminated strings that outlive the call.
+            unsafe { sys::ffpcls(raw, col, first, 1, n, ptrs.as_mut_ptr(), &mut status) };
+        }
+    }
+    check(status)?;
+    if f.dtype == Dtype::Bool {
+        // Logical rows without a value: FITS' undefined logical.
+        let rows = b.values.len() / row_len.max(1);
+        for r in (0..rows).filter(|&r| absent(r)) {
+            // SAFETY: the row exists (just written); the table HDU is current.
+            unsafe { sys::ffpclu(raw, col, first + r as i64, 1, row_len as i64, &mut status) };
         }
         check(status)?;
-        if f.dtype == Dtype::Bool {
-            // Logical rows without a value: FITS' undefined logical.
-            let rows = b.values.len() / row_len.max(1);
-            for r in (0..rows).filter(|&r| absent(r)) {
-                // SAFETY: the row exists (just written); the table HDU is current.
-                unsafe {
-                    sys::ffpclu(
-                        raw,
-                        col,
-                        first + r as i64,
-                        1,
-                        row_len as i64,
-                        &mut status,
-                    )
-                };
-            }
-            check(status)?;
-        }
-        Ok(())
     }
+    Ok(())
+}
 
 impl FitsTable {
     /// Rows written so far.

@@ -54,9 +54,7 @@ fn item_field(dtype: Dtype, dims: &[usize]) -> ArrowField {
 fn list_type(dtype: Dtype, dims: &[usize]) -> DataType {
     match dims.split_first() {
         None => value_type(dtype),
-        Some((&n, rest)) => {
-            DataType::FixedSizeList(Arc::new(item_field(dtype, rest)), n as i32)
-        }
+        Some((&n, rest)) => DataType::FixedSizeList(Arc::new(item_field(dtype, rest)), n as i32),
     }
 }
 
@@ -91,7 +89,9 @@ fn flat(values: &Values, nulls: Option<NullBuffer>) -> ArrayRef {
         Values::Str(v) => {
             let valid = |i: usize| nulls.as_ref().is_none_or(|n| n.is_valid(i));
             Arc::new(StringArray::from_iter(
-                v.iter().enumerate().map(|(i, s)| valid(i).then_some(s.as_str())),
+                v.iter()
+                    .enumerate()
+                    .map(|(i, s)| valid(i).then_some(s.as_str())),
             ))
         }
     }
