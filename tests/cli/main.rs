@@ -3,6 +3,7 @@
 
 mod util;
 
+mod export;
 mod faults;
 mod finetune;
 mod formats;

@@ -103,6 +103,7 @@ pub fn commands() -> Vec<clap::Command> {
         crate::search::SearchArgs::command(),
         crate::finetune::FinetuneArgs::command(),
         crate::fit_codecs::FitCodecsArgs::command(),
+        crate::export::ExportArgs::command(),
     ]
 }
 
@@ -156,6 +157,7 @@ mod tests {
         Some(match (tool, id) {
             (_, "batch_size") => batch_size_default(),
             ("aion-search", "chunk_rows") => crate::search::DEFAULT_CHUNK_ROWS.to_string(),
+            ("aion-export", "chunk_rows") => crate::export::CHUNK_ROWS_DEFAULT.into(),
             (_, "chunk_rows") => chunk_rows_default(),
             ("aion-search", "threads") => crate::search::THREADS_DEFAULT.into(),
             (_, "threads") => threads_default(),

@@ -241,6 +241,71 @@ impl Existing {
         }
     }
 
+    /// A Parquet export: ours when its file metadata holds the key
+    /// [`aion_io::export::parquet::MARKER_KEY`].
+    pub fn parquet(path: &Path) -> Self {
+        Self::exported(path, |p| {
+            aion_io::export::parquet::marker(p).map(|m| m.is_some())
+        })
+    }
+
+    /// A FITS export: ours when its primary header's `CREATOR` starts with `aion-hpc`.
+    pub fn fits(path: &Path) -> Self {
+        Self::exported(path, |p| {
+            aion_io::export::fits::marker(p)
+                .map(|m| m.is_some_and(|v| v.starts_with(aion_io::export::fits::MARKER_PREFIX)))
+        })
+    }
+
+    /// A HATS catalogue exported by `aion-export`: ours when its `properties` has
+    /// `hats_builder` starting with `aion-hpc`; an empty directory is [`Existing::EmptyDir`].
+    pub fn hats(path: &Path) -> Self {
+        if !path.exists() {
+            return Self::Absent;
+        }
+        if !path.is_dir() {
+            return Self::Foreign("it is not a directory".into());
+        }
+        let ours = std::fs::read_to_string(path.join("properties"))
+            .ok()
+            .is_some_and(|t| {
+                t.lines().any(|l| {
+                    l.split_once('=').is_some_and(|(k, v)| {
+                        k.trim() == "hats_builder" && v.trim().starts_with("aion-hpc")
+                    })
+                })
+            });
+        if ours {
+            return Self::Ours;
+        }
+        match std::fs::read_dir(path).map(|mut e| e.next().is_none()) {
+            Ok(true) => Self::EmptyDir,
+            Ok(false) => Self::Foreign(
+                "it is not a HATS catalogue written by aion-export (no hats_builder = \
+                 aion-hpc … in its properties)"
+                    .into(),
+            ),
+            Err(e) => Self::Foreign(format!("it cannot be listed ({e})")),
+        }
+    }
+
+    /// A single-file export, ours when `marked` says so.
+    fn exported(path: &Path, marked: impl FnOnce(&Path) -> Result<bool, String>) -> Self {
+        if !path.exists() {
+            return Self::Absent;
+        }
+        if path.is_dir() {
+            return Self::Foreign("it is a directory".into());
+        }
+        match marked(path) {
+            Ok(true) => Self::Ours,
+            Ok(false) => Self::Foreign("it was not written by aion-export".into()),
+            Err(e) => Self::Foreign(format!(
+                "it cannot be read ({e}), so it cannot be recognised as an aion-export output"
+            )),
+        }
+    }
+
     /// A model directory: ours when it holds [`MODEL_MARKER`].
     pub fn model_dir(path: &Path) -> Self {
         if !path.exists() {
@@ -324,6 +389,25 @@ pub fn write_file(
             .map_err(|e| e.into_error())
             .with_context(|| format!("cannot write {}", path.display()))?;
         f.sync_all()
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Writes a file that a library creates by name (cfitsio): `write` creates and fills the
+/// temporary sibling it is given, which is then synced and renamed to `path`; on any error the
+/// temporary file is removed and `path` is left as it was.
+pub fn write_staged(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let tmp = temp_sibling(path);
+    let result = (|| -> Result<()> {
+        write(&tmp)?;
+        File::open(&tmp)
+            .and_then(|f| f.sync_all())
             .with_context(|| format!("cannot write {}", path.display()))?;
         std::fs::rename(&tmp, path)
             .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))

@@ -11,6 +11,8 @@
 //! - [`tokenize`] runs `aion-tokenize`; [`search`] runs `aion-search`; [`embed`], [`predict`]
 //!   and [`generate`] run the model tools; [`finetune`] runs `aion-finetune`.
 //! - [`model_tool`] runs `aion-model` (random model directories, strict checks).
+//! - [`export`] runs `aion-export` (results joined with catalogue columns as Parquet, FITS or
+//!   HATS).
 //! - [`logging`], [`provenance`], [`exit`]: per-rank logging, output provenance, exit codes;
 //!   [`version`]: what `--version` prints.
 //!
@@ -27,6 +29,7 @@ pub mod config_path;
 pub mod decode;
 pub mod embed;
 pub mod exit;
+pub mod export;
 pub mod fault;
 pub mod finetune;
 pub mod fit_codecs;

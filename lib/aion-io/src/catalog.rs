@@ -20,7 +20,7 @@
 //! for it, and the tools leave that modality out for those rows. A null value (Parquet, HATS)
 //! marks that row absent the same way. The rest of the pipeline sees only [`Column`]s.
 
-mod fits;
+pub(crate) mod fits;
 mod format;
 mod h5;
 mod hats;
@@ -67,6 +67,8 @@ pub struct ColumnInfo {
 pub enum ColumnValues {
     /// Floats, row-major.
     F32(Vec<f32>),
+    /// Floats at double precision, row-major ([`Catalog::read_f64`]).
+    F64(Vec<f64>),
     /// Integers, row-major.
     I64(Vec<i64>),
     /// Booleans, row-major.
@@ -96,6 +98,7 @@ impl Column {
     pub fn to_f32(&self) -> Option<Vec<f32>> {
         match &self.values {
             ColumnValues::F32(v) => Some(v.clone()),
+            ColumnValues::F64(v) => Some(v.iter().map(|&x| x as f32).collect()),
             ColumnValues::I64(v) => Some(v.iter().map(|&x| x as f32).collect()),
             ColumnValues::Bool(v) => Some(v.iter().map(|&x| f32::from(u8::from(x))).collect()),
             ColumnValues::Str(_) => None,
@@ -496,11 +499,23 @@ impl Catalog {
 
     /// Reads rows `rows` (global indices) of `column`.
     pub fn read(&self, column: &str, rows: Range<usize>) -> Result<Column> {
+        self.read_as(column, rows, false)
+    }
+
+    /// As [`Catalog::read`], but a float column is read at double precision
+    /// ([`ColumnValues::F64`]): exact for `float64` sources such as `ra` and `dec` (and for
+    /// `float32` ones), for `aion-export`, which copies catalogue columns.
+    pub fn read_f64(&self, column: &str, rows: Range<usize>) -> Result<Column> {
+        self.read_as(column, rows, true)
+    }
+
+    fn read_as(&self, column: &str, rows: Range<usize>, f64: bool) -> Result<Column> {
         let info = self.info(column)?.ok_or_else(|| self.missing(column))?;
         let row_len: usize = info.row_shape.iter().product();
         let n = rows.len();
         let mut present = Vec::with_capacity(n);
         let mut values = match info.kind {
+            ColumnKind::Float if f64 => ColumnValues::F64(Vec::with_capacity(n * row_len)),
             ColumnKind::Float => ColumnValues::F32(Vec::with_capacity(n * row_len)),
             ColumnKind::Int => ColumnValues::I64(Vec::with_capacity(n * row_len)),
             ColumnKind::Bool => ColumnValues::Bool(Vec::with_capacity(n * row_len)),
@@ -639,6 +654,7 @@ fn part_rows(part: &dyn Part, columns: &[String]) -> Result<usize> {
 fn pad(values: &mut ColumnValues, n: usize) {
     match values {
         ColumnValues::F32(v) => v.extend(std::iter::repeat_n(f32::NAN, n)),
+        ColumnValues::F64(v) => v.extend(std::iter::repeat_n(f64::NAN, n)),
         ColumnValues::I64(v) => v.extend(std::iter::repeat_n(0, n)),
         ColumnValues::Bool(v) => v.extend(std::iter::repeat_n(false, n)),
         ColumnValues::Str(v) => v.extend(std::iter::repeat_n(String::new(), n)),

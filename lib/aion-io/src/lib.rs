@@ -6,9 +6,12 @@
 //! - [`output`]: the one output file all ranks create together and write collectively
 //!   (MPI-IO driver, `H5FD_MPIO_COLLECTIVE` transfers).
 //! - [`provenance`]: what every output records about how it was made.
+//! - [`export`]: Parquet files (arrow-rs) and FITS binary tables (cfitsio) written block by
+//!   block, for `aion-export`.
 
 pub mod catalog;
 pub mod error;
+pub mod export;
 pub mod output;
 pub mod provenance;
 

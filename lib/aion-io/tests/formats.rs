@@ -54,6 +54,7 @@ fn permute(v: &ColumnValues, order: &[usize], len: usize) -> ColumnValues {
     }
     match v {
         ColumnValues::F32(x) => ColumnValues::F32(pick(x, order, len)),
+        ColumnValues::F64(x) => ColumnValues::F64(pick(x, order, len)),
         ColumnValues::I64(x) => ColumnValues::I64(pick(x, order, len)),
         ColumnValues::Bool(x) => ColumnValues::Bool(pick(x, order, len)),
         ColumnValues::Str(x) => ColumnValues::Str(pick(x, order, len)),

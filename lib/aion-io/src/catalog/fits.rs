@@ -186,7 +186,7 @@ impl Part for FitsPart {
 /// The cfitsio calls fitsio does not wrap in a form that reads vector columns, string arrays and
 /// image rows without panicking on unusual headers.
 #[allow(unsafe_code)]
-mod raw {
+pub(crate) mod raw {
     use std::ffi::{CStr, CString, c_char, c_int, c_void};
 
     use fitsio::FitsFile;
@@ -223,7 +223,7 @@ mod raw {
         format!("{} (cfitsio status {status})", text.to_string_lossy())
     }
 
-    fn check(status: c_int) -> Result<(), String> {
+    pub(crate) fn check(status: c_int) -> Result<(), String> {
         if status == 0 {
             Ok(())
         } else {
@@ -457,6 +457,64 @@ mod raw {
         Ok(Some(v.to_string_lossy().trim().to_string()))
     }
 
+    /// Appends `n` floats of column `c` from row `first` to `v`, read as cfitsio type `code`
+    /// (`TFLOAT` for `f32`, `TDOUBLE` for `f64`): IEEE floats as stored (no null check: cfitsio
+    /// would turn inf into the null value too); undefined integers as NaN.
+    #[allow(clippy::too_many_arguments)]
+    fn read_floats<T: Copy + Default>(
+        f: &mut FitsFile,
+        c: &FitsColumn,
+        first: usize,
+        n: usize,
+        row_len: usize,
+        code: c_int,
+        nan: T,
+        v: &mut Vec<T>,
+        status: &mut c_int,
+    ) {
+        let at = v.len();
+        v.resize(at + n, T::default());
+        let mut nan = nan;
+        let mut anynul = 0;
+        let ieee = match c.source {
+            Source::Table { ieee, .. } | Source::Image { ieee } => ieee,
+        };
+        let nul: *mut c_void = if ieee {
+            std::ptr::null_mut()
+        } else {
+            (&raw mut nan).cast()
+        };
+        let dst = v[at..].as_mut_ptr().cast::<c_void>();
+        // SAFETY: `dst` has room for exactly `n` values of type `T`, which `code` names; `nul`
+        // is null or points to `nan`, which outlives the call; the HDU is current.
+        unsafe {
+            match c.source {
+                Source::Table { col, .. } => sys::ffgcv(
+                    f.as_raw(),
+                    code,
+                    col,
+                    first as i64 + 1,
+                    1,
+                    n as i64,
+                    nul,
+                    dst,
+                    &mut anynul,
+                    status,
+                ),
+                Source::Image { .. } => sys::ffgpv(
+                    f.as_raw(),
+                    code,
+                    (first * row_len) as i64 + 1,
+                    n as i64,
+                    nul,
+                    dst,
+                    &mut anynul,
+                    status,
+                ),
+            }
+        };
+    }
+
     /// Appends `n` values of column `c` starting at row `first` (0-based) to `out`.
     pub(super) fn read(
         f: &mut FitsFile,
@@ -474,48 +532,10 @@ mod raw {
         let mut anynul = 0;
         match (c.source, out) {
             (_, ColumnValues::F32(v)) => {
-                let at = v.len();
-                v.resize(at + n, 0.0);
-                // IEEE floats as stored (no null check: cfitsio would turn inf into the null
-                // value too); undefined integers as NaN.
-                let mut nan = f32::NAN;
-                let ieee = match c.source {
-                    Source::Table { ieee, .. } | Source::Image { ieee } => ieee,
-                };
-                let nul: *mut c_void = if ieee {
-                    std::ptr::null_mut()
-                } else {
-                    (&raw mut nan).cast()
-                };
-                let dst = v[at..].as_mut_ptr().cast::<c_void>();
-                // SAFETY: `dst` has room for exactly `n` f32 values (TFLOAT); `nul` is null or
-                // points to `nan`, which outlives the call; the HDU is current.
-                unsafe {
-                    match c.source {
-                        Source::Table { col, .. } => sys::ffgcv(
-                            f.as_raw(),
-                            TFLOAT,
-                            col,
-                            first as i64 + 1,
-                            1,
-                            n as i64,
-                            nul,
-                            dst,
-                            &mut anynul,
-                            &mut status,
-                        ),
-                        Source::Image { .. } => sys::ffgpv(
-                            f.as_raw(),
-                            TFLOAT,
-                            (first * row_len) as i64 + 1,
-                            n as i64,
-                            nul,
-                            dst,
-                            &mut anynul,
-                            &mut status,
-                        ),
-                    }
-                };
+                read_floats(f, c, first, n, row_len, TFLOAT, f32::NAN, v, &mut status);
+            }
+            (_, ColumnValues::F64(v)) => {
+                read_floats(f, c, first, n, row_len, TDOUBLE, f64::NAN, v, &mut status);
             }
             (_, ColumnValues::I64(v)) => {
                 let at = v.len();

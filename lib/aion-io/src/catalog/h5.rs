@@ -211,6 +211,7 @@ fn read_into(
     let sel = || selection(rows.clone(), ndim_rest);
     match out {
         ColumnValues::F32(v) => append(v, ds.read_slice::<f32, _, IxDyn>(sel()).map_err(err)?),
+        ColumnValues::F64(v) => append(v, ds.read_slice::<f64, _, IxDyn>(sel()).map_err(err)?),
         ColumnValues::I64(v) => append(v, ds.read_slice::<i64, _, IxDyn>(sel()).map_err(err)?),
         ColumnValues::Bool(v) => match ds.read_slice::<bool, _, IxDyn>(sel()) {
             Ok(a) => v.extend(a.iter()),

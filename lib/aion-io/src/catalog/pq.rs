@@ -15,7 +15,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float32Type, Int64Type};
+use arrow_array::types::{Float32Type, Float64Type, Int64Type};
 use arrow_array::{Array, ArrayRef};
 use arrow_buffer::NullBuffer;
 use arrow_cast::{CastOptions, cast_with_options};
@@ -470,6 +470,7 @@ impl Nested {
         let row_len: usize = dims.iter().product();
         let to = match out {
             ColumnValues::F32(_) => DataType::Float32,
+            ColumnValues::F64(_) => DataType::Float64,
             ColumnValues::I64(_) => DataType::Int64,
             ColumnValues::Bool(_) => DataType::Boolean,
             ColumnValues::Str(_) => DataType::Utf8,
@@ -494,6 +495,14 @@ impl Nested {
                         v.extend_from_slice(&a.values()[range]);
                     } else {
                         v.extend(range.map(|i| if a.is_valid(i) { a.value(i) } else { f32::NAN }));
+                    }
+                }
+                ColumnValues::F64(v) => {
+                    let a = leaf.as_primitive::<Float64Type>();
+                    if a.null_count() == 0 {
+                        v.extend_from_slice(&a.values()[range]);
+                    } else {
+                        v.extend(range.map(|i| if a.is_valid(i) { a.value(i) } else { f64::NAN }));
                     }
                 }
                 ColumnValues::I64(v) => {
