@@ -130,6 +130,8 @@ impl NpyPart {
         match (self.elem, out) {
             (Elem::F4, ColumnValues::F32(v)) => run(p, at, n, v, |x: f32| x),
             (Elem::F8, ColumnValues::F32(v)) => run(p, at, n, v, |x: f64| x as f32),
+            (Elem::F4, ColumnValues::F64(v)) => run(p, at, n, v, |x: f32| f64::from(x)),
+            (Elem::F8, ColumnValues::F64(v)) => run(p, at, n, v, |x: f64| x),
             (Elem::I1, ColumnValues::I64(v)) => run(p, at, n, v, |x: i8| i64::from(x)),
             (Elem::I2, ColumnValues::I64(v)) => run(p, at, n, v, |x: i16| i64::from(x)),
             (Elem::I4, ColumnValues::I64(v)) => run(p, at, n, v, |x: i32| i64::from(x)),
@@ -202,6 +204,7 @@ impl Part for NpyPart {
         for l in 0..self.lead {
             let mut run = match out {
                 ColumnValues::F32(_) => ColumnValues::F32(Vec::with_capacity(n * self.inner)),
+                ColumnValues::F64(_) => ColumnValues::F64(Vec::with_capacity(n * self.inner)),
                 ColumnValues::I64(_) => ColumnValues::I64(Vec::with_capacity(n * self.inner)),
                 ColumnValues::Bool(_) => ColumnValues::Bool(Vec::with_capacity(n * self.inner)),
                 ColumnValues::Str(_) => {
@@ -218,6 +221,7 @@ impl Part for NpyPart {
                 let span = r * self.inner..(r + 1) * self.inner;
                 match (&mut *out, run) {
                     (ColumnValues::F32(o), ColumnValues::F32(v)) => o.extend_from_slice(&v[span]),
+                    (ColumnValues::F64(o), ColumnValues::F64(v)) => o.extend_from_slice(&v[span]),
                     (ColumnValues::I64(o), ColumnValues::I64(v)) => o.extend_from_slice(&v[span]),
                     (ColumnValues::Bool(o), ColumnValues::Bool(v)) => o.extend_from_slice(&v[span]),
                     _ => unreachable!("runs are built of the output's type"),

@@ -519,6 +519,7 @@ impl PresetPart {
         let (v, shape, present) = self.read_file(column, rows.clone())?;
         let v = match v {
             ColumnValues::F32(v) => v,
+            ColumnValues::F64(v) => v.into_iter().map(|x| x as f32).collect(),
             ColumnValues::I64(v) => v.into_iter().map(|x| x as f32).collect(),
             ColumnValues::Bool(v) => v.into_iter().map(|x| f32::from(u8::from(x))).collect(),
             ColumnValues::Str(_) => {
@@ -855,6 +856,7 @@ fn check_same_rows(
         f.read(key, 0..rows, &shape, &mut out, &mut present)?;
         Ok(match out {
             ColumnValues::F32(v) => v.iter().map(f32::to_string).collect(),
+            ColumnValues::F64(v) => v.iter().map(f64::to_string).collect(),
             ColumnValues::I64(v) => v.iter().map(i64::to_string).collect(),
             ColumnValues::Bool(v) => v.iter().map(bool::to_string).collect(),
             ColumnValues::Str(v) => v,
