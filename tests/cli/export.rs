@@ -245,7 +245,8 @@ fn export_never_replaces_inputs_or_foreign_files_and_checks_the_join() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
     // HATS needs a HATS input.
-    let mut a = export_args(r, &formats("sdss.parquet"), "x_hats");
+    let flat = formats("sdss.parquet");
+    let mut a = export_args(r, &flat, "x_hats");
     a.extend(["--format", "hats"]);
     let err = assert_fails(&export(Launch::Alone, &a));
     assert!(err.contains("HATS"), "{err}");
