@@ -9,7 +9,9 @@
 //!    `--overwrite`, only when it carries an aion-hpc marker ([`Existing`]): an HDF5 file with
 //!    the root attribute `tool` = `aion-…`, a `.run.json` with a `provenance` record, a PNG with
 //!    the text chunk `Software = aion-hpc`, a CSV with the search header, a model directory
-//!    holding [`MODEL_MARKER`]. Anything else is refused, with or without `--overwrite`.
+//!    holding [`MODEL_MARKER`], an export (Parquet file metadata key `aion-hpc`, FITS
+//!    `CREATOR = 'aion-hpc …'`, a HATS directory whose `properties` say
+//!    `hats_builder = aion-hpc …`). Anything else is refused, with or without `--overwrite`.
 //! 3. **One run per output.** [`OutputLock`]: rank 0 holds an advisory `flock` on
 //!    `<output>.lock` for the whole run; a second run on the same output stops at once, naming
 //!    the first one's tool, host and process id.
