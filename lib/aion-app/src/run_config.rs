@@ -590,8 +590,15 @@ mod tests {
                             .filter(|&r| !aion_mpi::block_range(chunks, r, ranks).is_empty())
                             .count();
                         assert_eq!(busy, ranks.min(n), "n {n} ranks {ranks} chunk {c}");
-                        // No rank does more than one round beyond the fewest possible.
-                        let rounds = n.div_ceil(ranks * budget);
+                        // No rank does more than one round beyond the fewest possible with
+                        // chunks of whole batches (the budget rounded down to a multiple of
+                        // the batch, as the function does).
+                        let whole = if budget > batch {
+                            budget / batch * batch
+                        } else {
+                            budget
+                        };
+                        let rounds = n.div_ceil(ranks * whole);
                         assert!(chunks.div_ceil(ranks) <= rounds + 1, "n {n} ranks {ranks}");
                     }
                 }
