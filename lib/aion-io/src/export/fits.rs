@@ -219,8 +219,21 @@ fn write_column(
         unsafe { sys::ffpcl(raw, code, col, first, 1, n, data, &mut status) };
     };
     match &b.values {
-        Values::F32(v) => put(TFLOAT, v.as_ptr().cast_mut().cast()),
-        Values::F64(v) => put(TDOUBLE, v.as_ptr().cast_mut().cast()),
+        // Float rows without a value: NaN, FITS' null for floating-point columns.
+        Values::F32(v) => {
+            let mut v = v.clone();
+            for r in (0..v.len() / row_len.max(1)).filter(|&r| absent(r)) {
+                v[r * row_len..(r + 1) * row_len].fill(f32::NAN);
+            }
+            put(TFLOAT, v.as_mut_ptr().cast());
+        }
+        Values::F64(v) => {
+            let mut v = v.clone();
+            for r in (0..v.len() / row_len.max(1)).filter(|&r| absent(r)) {
+                v[r * row_len..(r + 1) * row_len].fill(f64::NAN);
+            }
+            put(TDOUBLE, v.as_mut_ptr().cast());
+        }
         Values::U64(v) => put(TULONGLONG, v.as_ptr().cast_mut().cast()),
         Values::U8(v) => put(TBYTE, v.as_ptr().cast_mut().cast()),
         Values::I64(v) => {
