@@ -167,8 +167,8 @@ fn logits_and_posteriors_match_the_reference() {
 }
 
 /// A model directory with a `calibration.json` (temperature 3 for `tok_z`): aion-predict divides
-/// the logits by it before summarising, so every 16–84 % interval is wider than without the file
-/// (`--no-calibration`), the saved PDF is exactly `softmax(logits / 3)` over the codec's values,
+/// the logits by it before summarising: the saved PDF is softmax(logits / 3) where without the file
+/// (`--no-calibration`) it is softmax(logits), and its entropy is larger,
 /// the raw logits are unchanged, and the output and run summary record the temperature.
 #[test]
 fn predict_applies_the_models_calibration() {

@@ -108,6 +108,10 @@ pub fn assert_same_datasets(a: &Path, b: &Path) {
         "dataset names differ"
     );
     for (name, (sa, va)) in &da {
+        // The resume record counts chunks, whose size depends on the rank count (issue 14).
+        if name.starts_with("/resume/") {
+            continue;
+        }
         let (sb, vb) = &db[name];
         assert_eq!(sa, sb, "{name}: shape");
         let same = va
