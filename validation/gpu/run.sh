@@ -23,7 +23,9 @@
 # Knobs: AION_GPU_ROWS (compared rows, 16), AION_GPU_BENCH_ROWS (timed rows, 1024),
 # AION_GPU_BATCH (64), AION_GPU_PARITY (0 skips step 2), AION_GPU_BUDGET_S (420: the seconds the
 # whole script may take; each command's timeout is cut to what is left of it, so that the summary
-# is printed inside the `run` call's timeout_s, 480 in docs/validation.md).
+# is printed inside the `run` call's timeout_s, 480 in docs/validation.md), AION_GPU_TIMEOUT_SCALE
+# (1: multiplies each command's own timeout, sized for the GPU machine; prepare.sh --check raises
+# it and the budget for a small CPU).
 #
 # Results in $OUT, at most 7 files (the `run` tool brings back 8): summary.txt, env.txt,
 # tests.log (parity and bf16 tests), gpu_check.jsonl, compare.jsonl, aion-embed.jsonl (run
@@ -41,14 +43,15 @@ batch=${AION_GPU_BATCH:-64}
 work=${AION_GPU_WORK:-/tmp/aion-gpu}
 py=${PYTHON:-python3}
 budget=${AION_GPU_BUDGET_S:-420}
+scale=${AION_GPU_TIMEOUT_SCALE:-1}
 summary=()
 note() { summary+=("$1"); echo "$1"; }
-# limit CAP WHAT: sets t, the timeout for the next command: CAP seconds, or what is left of the
-# budget less 20 s for the summary; notes WHAT as skipped and fails when under 10 s would be left.
+# limit CAP WHAT: sets t, the timeout for the next command: CAP × scale seconds, or what is left of
+# the budget less 20 s for the summary; notes WHAT as skipped and fails when under 10 s are left.
 limit() {
-  local left=$((budget - SECONDS - 20))
+  local cap=$(($1 * scale)) left=$((budget - SECONDS - 20))
   [ "$left" -ge 10 ] || { note "skipped, time budget of $budget s spent: $2"; return 1; }
-  t=$(($1 < left ? $1 : left))
+  t=$((cap < left ? cap : left))
 }
 step() { echo; echo "=== [gpu $(date +%T)] $*"; }
 
