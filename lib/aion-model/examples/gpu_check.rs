@@ -158,10 +158,7 @@ fn inputs(n: usize, image_vocab: usize, flux_vocab: usize) -> Inputs {
     }
     // Each row from its own stream, so that row i is the same whatever n: the CPU run (n = rows)
     // and the timed device runs (n = bench rows) are compared on their first rows.
-    let (mut fluxes, mut flux_ids) = (
-        vec![Vec::with_capacity(n); 4],
-        vec![Vec::with_capacity(n); 4],
-    );
+    let (mut fluxes, mut flux_ids) = (vec![Vec::new(); 4], vec![Vec::new(); 4]);
     let mut image_ids = Vec::with_capacity(n * 576);
     for row in 0..n {
         let mut rng = Rng::new(7, 2, row as u64);
