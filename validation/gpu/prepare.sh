@@ -98,8 +98,12 @@ if [ "${1:-}" = --check ]; then
   (git ls-files -z; git ls-files -z -o --exclude-standard) | tar --null -T - -cf - | tar -C "$scratch" -xf -
   cp -r "$carry" "$scratch/$carry"
   echo "check: running validation/gpu/run.sh in $scratch on the CPU"
+  # Fewer rows, and the timeouts (sized for a 16-core GPU machine) × 20 for a small shared CPU.
   (cd "$scratch" && AION_GPU_DEVICE=cpu OUT="$scratch/out" AION_GPU_WORK="$scratch/work" \
     AION_GPU_ROWS="${AION_GPU_ROWS:-2}" AION_GPU_BENCH_ROWS="${AION_GPU_BENCH_ROWS:-4}" AION_GPU_BATCH=2 \
-    PYTHON="$root/$venv/bin/python" validation/gpu/run.sh)
+    AION_GPU_TIMEOUT_SCALE=20 AION_GPU_BUDGET_S=10800 PYTHON="$root/$venv/bin/python" validation/gpu/run.sh)
   echo "check output: $scratch/out"
+  n=$(find "$scratch/out" -type f | wc -l)
+  echo "check: $n result files (the run tool brings back 8, 16 MiB each): $(cd "$scratch/out" && du -b -- * | tr '\t\n' ' ')"
+  [ "$n" -le 8 ] || { echo "too many result files to come back"; exit 1; }
 fi

@@ -23,7 +23,9 @@
 # Knobs: AION_GPU_ROWS (compared rows, 16), AION_GPU_BENCH_ROWS (timed rows, 1024),
 # AION_GPU_BATCH (64), AION_GPU_PARITY (0 skips step 2), AION_GPU_BUDGET_S (420: the seconds the
 # whole script may take; each command's timeout is cut to what is left of it, so that the summary
-# is printed inside the `run` call's timeout_s, 480 in docs/validation.md).
+# is printed inside the `run` call's timeout_s, 480 in docs/validation.md), AION_GPU_TIMEOUT_SCALE
+# (1: multiplies each command's own timeout, sized for the GPU machine; prepare.sh --check raises
+# it and the budget for a small CPU).
 #
 # Results in $OUT, at most 7 files (the `run` tool brings back 8): summary.txt, env.txt,
 # tests.log (parity and bf16 tests), gpu_check.jsonl, compare.jsonl, aion-embed.jsonl (run
@@ -41,14 +43,15 @@ batch=${AION_GPU_BATCH:-64}
 work=${AION_GPU_WORK:-/tmp/aion-gpu}
 py=${PYTHON:-python3}
 budget=${AION_GPU_BUDGET_S:-420}
+scale=${AION_GPU_TIMEOUT_SCALE:-1}
 summary=()
 note() { summary+=("$1"); echo "$1"; }
-# limit CAP WHAT: sets t, the timeout for the next command: CAP seconds, or what is left of the
-# budget less 20 s for the summary; notes WHAT as skipped and fails when under 10 s would be left.
+# limit CAP WHAT: sets t, the timeout for the next command: CAP × scale seconds, or what is left of
+# the budget less 20 s for the summary; notes WHAT as skipped and fails when under 10 s are left.
 limit() {
-  local left=$((budget - SECONDS - 20))
+  local cap=$(($1 * scale)) left=$((budget - SECONDS - 20))
   [ "$left" -ge 10 ] || { note "skipped, time budget of $budget s spent: $2"; return 1; }
-  t=$(($1 < left ? $1 : left))
+  t=$((cap < left ? cap : left))
 }
 step() { echo; echo "=== [gpu $(date +%T)] $*"; }
 
@@ -168,18 +171,31 @@ EOF
       "$py" -c 'import json, sys; print(json.dumps(json.load(open(sys.argv[1]))))' "$work/emb_$p.h5.run.json" >> "$out/aion-embed.jsonl"
     fi
   done
+  # Each device tokenizes with its own codec, and in bf16 the image codec runs in bf16 too and moves
+  # ~5 % of the image tokens (those near an FSQ edge), which moves the embeddings by several per
+  # cent: so a device's bf16 run is held to twice the distance of the CPU's own bf16 run (at least
+  # 5e-2), measured here on the same rows, rather than to a fixed bound.
   if embed tch-cpu f32 "$work/catalog_small.h5" "$work/small_cpu.h5" &&
+     embed tch-cpu bf16 "$work/catalog_small.h5" "$work/small_cpu_bf16.h5" &&
      embed "$tool_dev" f32 "$work/catalog_small.h5" "$work/small_dev.h5" &&
      embed "$tool_dev" bf16 "$work/catalog_small.h5" "$work/small_dev_bf16.h5"; then
-    "$py" - "$work" <<'EOF' | while IFS= read -r l; do note "$l"; done
+    "$py" - "$work" "$tool_dev" <<'EOF' | while IFS= read -r l; do note "$l"; done
 import sys, h5py, numpy as np
-w = sys.argv[1]
-ref = h5py.File(f"{w}/small_cpu.h5")["embedding"][()].astype(np.float64)
-for name, tol in (("small_dev", 1e-2), ("small_dev_bf16", 5e-2)):
-    e = h5py.File(f"{w}/{name}.h5")["embedding"][()].astype(np.float64)
-    err = float((np.linalg.norm(e - ref, axis=1) / np.linalg.norm(ref, axis=1)).max())
-    print(f"{'ok  ' if err <= tol else 'FAIL'} aion-embed {name.replace('small_dev', 'device').replace('_', ' ')} vs tch-cpu f32: "
-          f"embeddings max relative L2 {err:.1e} (≤ {tol:.0e}; image tokens from each device's own codec)")
+w, dev = sys.argv[1:]
+def emb(name):
+    with h5py.File(f"{w}/{name}.h5", "r") as f:
+        return f["embedding"][()].astype(np.float64)
+ref = emb("small_cpu")
+def dist(name):
+    e = emb(name)
+    return float((np.linalg.norm(e - ref, axis=1) / np.linalg.norm(ref, axis=1)).max())
+cpu_bf16 = dist("small_cpu_bf16")
+print(f"aion-embed tch-cpu bf16 vs tch-cpu f32: embeddings max relative L2 {cpu_bf16:.1e} ({len(ref)} rows)")
+for name, precision, tol, why in (("small_dev", "f32", 1e-2, "1e-2"),
+                                  ("small_dev_bf16", "bf16", max(5e-2, 2 * cpu_bf16), "2 × the CPU's bf16, at least 5e-2")):
+    err = dist(name)
+    print(f"{'ok  ' if err <= tol else 'FAIL'} aion-embed {dev} {precision} vs tch-cpu f32: embeddings max relative L2 "
+          f"{err:.1e} (≤ {tol:.1e}: {why}; image tokens from each device's own codec)")
 EOF
   fi
 fi
