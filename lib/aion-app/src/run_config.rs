@@ -547,7 +547,10 @@ mod tests {
         assert_eq!(adaptive_chunk_rows(64, image, 256, 1), 64);
         for batch in [1, 7, 256] {
             for row_bytes in [8, 4096, image, CHUNK_INPUT_BYTES * 2] {
-                let budget = (CHUNK_INPUT_BYTES / row_bytes).clamp(1, MAX_CHUNK_ROWS);
+                let mut budget = (CHUNK_INPUT_BYTES / row_bytes).clamp(1, MAX_CHUNK_ROWS);
+                if budget > batch {
+                    budget = budget / batch * batch;
+                }
                 for ranks in 1..=9 {
                     for n in (1..=200).chain([4095, 4097, 100_000, 1_000_003]) {
                         let c = adaptive_chunk_rows(n, row_bytes, batch, ranks);
