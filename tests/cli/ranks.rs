@@ -146,7 +146,8 @@ fn a_rank_that_waits_for_the_others_sleeps() {
         "the waiting rank used {idle} s of CPU, the working one {busy} s"
     );
     // The check can fail: MPI's own busy-polling wait (without the sched_yield OpenMPI adds when
-    // it sees oversubscription) keeps rank 1 about as busy as rank 0.
+    // it sees oversubscription) keeps rank 1 busy while rank 0 works (on a quiet machine about
+    // as busy as rank 0; on this loaded 2-core VM 0.36–0.39 of it, against 0.07–0.10 asleep).
     let (busy, idle) = cpu(
         &[
             ("AION_MPI_WAIT", "spin"),
@@ -155,7 +156,7 @@ fn a_rank_that_waits_for_the_others_sleeps() {
         "spin.h5",
     );
     assert!(
-        idle > 0.4 * busy,
+        idle > 0.2 * busy,
         "spinning rank used only {idle} s of CPU against {busy} s"
     );
 }
