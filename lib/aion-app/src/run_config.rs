@@ -547,10 +547,7 @@ mod tests {
         assert_eq!(adaptive_chunk_rows(64, image, 256, 1), 64);
         for batch in [1, 7, 256] {
             for row_bytes in [8, 4096, image, CHUNK_INPUT_BYTES * 2] {
-                let mut budget = (CHUNK_INPUT_BYTES / row_bytes).clamp(1, MAX_CHUNK_ROWS);
-                if budget > batch {
-                    budget = budget / batch * batch;
-                }
+                let budget = (CHUNK_INPUT_BYTES / row_bytes).clamp(1, MAX_CHUNK_ROWS);
                 for ranks in 1..=9 {
                     for n in (1..=200).chain([4095, 4097, 100_000, 1_000_003]) {
                         let c = adaptive_chunk_rows(n, row_bytes, batch, ranks);
@@ -560,8 +557,15 @@ mod tests {
                             .filter(|&r| !aion_mpi::block_range(chunks, r, ranks).is_empty())
                             .count();
                         assert_eq!(busy, ranks.min(n), "n {n} ranks {ranks} chunk {c}");
-                        // No rank does more than one round beyond the fewest possible.
-                        let rounds = n.div_ceil(ranks * budget);
+                        // No rank does more than one round beyond the fewest possible with
+                        // chunks of whole batches (the budget rounded down to a multiple of
+                        // the batch, as the function does).
+                        let whole = if budget > batch {
+                            budget / batch * batch
+                        } else {
+                            budget
+                        };
+                        let rounds = n.div_ceil(ranks * whole);
                         assert!(chunks.div_ceil(ranks) <= rounds + 1, "n {n} ranks {ranks}");
                     }
                 }
