@@ -80,11 +80,13 @@ fn every_rank_gets_rows_outputs_stay_identical_and_stages_are_reported() {
                 for w in want {
                     assert!(t.contains_key(*w), "rank {r} {thread} lacks {w}: {p}");
                 }
-                // The stages of one thread do not overlap (rounded to the ms each).
+                // The stages of one thread do not overlap: they fit in the rank's own wall time
+                // (each value rounded to the ms).
+                let own = p["seconds"].as_f64().unwrap();
                 let sum: f64 = t.values().map(|v| v.as_f64().unwrap()).sum();
                 assert!(
-                    sum <= wall + 0.001 * t.len() as f64,
-                    "rank {r} {thread}: {sum} > {wall}"
+                    sum <= own + 0.001 * (t.len() + 1) as f64,
+                    "rank {r} {thread}: {sum} > {own}"
                 );
             }
         }
@@ -143,10 +145,18 @@ fn a_rank_that_waits_for_the_others_sleeps() {
         idle < 0.25 * busy,
         "the waiting rank used {idle} s of CPU, the working one {busy} s"
     );
-    // The check can fail: MPI's own busy-polling wait keeps rank 1 about as busy as rank 0.
-    let (busy, idle) = cpu(&[("AION_MPI_WAIT", "spin")], "spin.h5");
+    // The check can fail: MPI's own busy-polling wait (without the sched_yield OpenMPI adds when
+    // it sees oversubscription) keeps rank 1 busy while rank 0 works (on a quiet machine about
+    // as busy as rank 0; on this loaded 2-core VM 0.36–0.39 of it, against 0.07–0.10 asleep).
+    let (busy, idle) = cpu(
+        &[
+            ("AION_MPI_WAIT", "spin"),
+            ("OMPI_MCA_mpi_yield_when_idle", "0"),
+        ],
+        "spin.h5",
+    );
     assert!(
-        idle > 0.5 * busy,
+        idle > 0.2 * busy,
         "spinning rank used only {idle} s of CPU against {busy} s"
     );
 }

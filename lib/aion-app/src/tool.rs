@@ -277,8 +277,9 @@ impl Started {
     /// What each rank did in this run: rows, CPU seconds and its [`crate::stages`]. Logged by
     /// rank 0 (rows and CPU at info level, stages at debug level): one line per rank up to 16
     /// ranks, else the ranks with the least, median and most CPU. Returns the `stages` entry of
-    /// the run summary: `{"seconds": wall, "per_rank": [{"rows", "cpu_seconds", "reader": {…},
-    /// "compute": {…}, "main": {…}}, …]}`. Collective.
+    /// the run summary: `{"seconds": wall, "per_rank": [{"rows", "cpu_seconds", "seconds",
+    /// "reader": {…}, "compute": {…}, "main": {…}}, …]}` (`seconds`: the rank's own wall time,
+    /// which its threads' stages fit in; the first is rank 0's). Collective.
     fn per_rank_summary(&self, session: &Session, secs: f64) -> serde_json::Value {
         let (rank, size) = (session.rank(), session.size());
         let run = &self.run;
@@ -289,22 +290,25 @@ impl Started {
             .take(self.progress.rounds)
             .map(|&c| chunk_len(c, run.log.chunk_rows, self.rows))
             .sum();
-        // Per rank: rows, CPU seconds, then the stage seconds.
-        let width = 2 + Stages::LEN;
+        // Per rank: rows, CPU seconds, wall seconds, then the stage seconds.
+        const HEAD: usize = 3;
+        let width = HEAD + Stages::LEN;
         let mut buf = vec![0.0; width * size];
         buf[width * rank] = rows as f64;
         buf[width * rank + 1] = process_cpu_seconds() - self.cpu_at_start;
-        buf[width * rank + 2..width * (rank + 1)].copy_from_slice(&run.stages.seconds());
+        buf[width * rank + 2] = secs;
+        buf[width * rank + HEAD..width * (rank + 1)].copy_from_slice(&run.stages.seconds());
         let all = session.sum_f64s(&buf);
         let of = |r: usize| &all[width * r..width * (r + 1)];
         let used: Vec<bool> = (0..Stages::LEN)
-            .map(|i| (0..size).any(|r| of(r)[2 + i] > 0.0))
+            .map(|i| (0..size).any(|r| of(r)[HEAD + i] > 0.0))
             .collect();
         let per_rank: Vec<serde_json::Value> = (0..size)
             .map(|r| {
-                let mut v = stages::rank_json(&of(r)[2..], &used);
+                let mut v = stages::rank_json(&of(r)[HEAD..], &used);
                 v["rows"] = (of(r)[0] as u64).into();
                 v["cpu_seconds"] = ((of(r)[1] * 100.0).round() / 100.0).into();
+                v["seconds"] = ((of(r)[2] * 1000.0).round() / 1000.0).into();
                 v
             })
             .collect();
@@ -336,7 +340,10 @@ impl Started {
                 "stages over {secs:.2} s of wall time (each thread's add up to at most that):"
             );
             for (what, r) in &shown {
-                log::debug!("{what}rank {r}: {}", stages::rank_line(&of(*r)[2..], &used));
+                log::debug!(
+                    "{what}rank {r}: {}",
+                    stages::rank_line(&of(*r)[HEAD..], &used)
+                );
             }
         }
         serde_json::json!({ "seconds": secs, "per_rank": per_rank })
