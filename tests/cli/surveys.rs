@@ -13,6 +13,9 @@ const TOKENIZE: &str = env!("CARGO_BIN_EXE_aion-tokenize");
 const EMBED: &str = env!("CARGO_BIN_EXE_aion-embed");
 const PREDICT: &str = env!("CARGO_BIN_EXE_aion-predict");
 const GENERATE: &str = env!("CARGO_BIN_EXE_aion-generate");
+const SEARCH: &str = env!("CARGO_BIN_EXE_aion-search");
+const FIT_CODECS: &str = env!("CARGO_BIN_EXE_aion-fit-codecs");
+const FINETUNE: &str = env!("CARGO_BIN_EXE_aion-finetune");
 
 fn raw(p: &str) -> String {
     repo().join("data/raw").join(p).display().to_string()
@@ -172,6 +175,29 @@ fn raw_survey_files_go_through_every_tool_with_a_preset() {
     let (_, without) = read_f32(&out("emb-ls-raw.h5"), "embedding");
     assert!(with.iter().all(|v| v.is_finite()));
     assert_ne!(with, without);
+    // aion-search draws the cutouts: it reopens the catalogue through the recorded preset (the
+    // pixels are a column the preset computes from the .npy file).
+    let search = out("search.h5");
+    assert_ok(&run_tool(
+        SEARCH,
+        Launch::Alone,
+        &[
+            "--embeddings",
+            out("emb-ls-img.h5").to_str().unwrap(),
+            "--query-ids",
+            &read_i64(&out("emb-ls-img.h5"), "object_id").1[0].to_string(),
+            "--k",
+            "3",
+            "--output",
+            search.to_str().unwrap(),
+        ],
+    ));
+    let png = out("search.h5.cutouts.png");
+    assert!(
+        std::fs::metadata(&png).is_ok_and(|m| m.len() > 1000),
+        "no cutout figure {}",
+        png.display()
+    );
 
     // Redshift from LS photometry (the images went through embed above; CI time); Z is the
     // truth, never an input.
@@ -224,6 +250,53 @@ fn raw_survey_files_go_through_every_tool_with_a_preset() {
     run(GENERATE, &model, &piczl(), &out("gen-ls.h5"), &gen_img);
     let (shape, _) = read_f32(&out("gen-ls.h5"), "gen/tok_image/flux");
     assert_eq!(&shape[2..], [4, 96, 96]);
+
+    // aion-fit-codecs on a column the preset computes (observed g flux from the dereddened one).
+    let fitted = out("fitted");
+    assert_ok(&run_tool(
+        FIT_CODECS,
+        Launch::Alone,
+        &[
+            &["--catalog"][..],
+            &piczl().iter().map(String::as_str).collect::<Vec<_>>(),
+            &[
+                "--survey",
+                "legacysurvey-piczl",
+                "--column",
+                "tok_flux_g_piczl=FLUX_G",
+                "--codebook-size",
+                "16",
+                "--output",
+                fitted.to_str().unwrap(),
+            ],
+        ]
+        .concat(),
+    ));
+    assert!(fitted.join("modalities.json").is_file());
+    // aion-finetune reads the same files through the preset (`survey` in its config): a probe of
+    // Z on the LS fluxes.
+    let cfg = out("probe.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "mode = \"probe\"\nsurvey = \"legacysurvey-piczl\"\ncatalog = [\"{}\", \"{}\"]\n\
+             output = \"{}\"\n[model]\nbase = \"{}\"\n[data]\n\
+             inputs = [\"tok_flux_g\", \"tok_flux_r\", \"tok_flux_z\"]\n\
+             split = {{ val = 0.2, test = 0.2 }}\n[probe]\ntarget = \"Z\"\n[train]\nsteps = 2\n\
+             batch_size = 16\neval_every = 2\ncheckpoint_every = 2\n",
+            piczl()[0],
+            piczl()[1],
+            out("probe").display(),
+            model.display()
+        ),
+    )
+    .unwrap();
+    assert_ok(&run_tool(
+        FINETUNE,
+        Launch::Alone,
+        &["--config", cfg.to_str().unwrap()],
+    ));
+    assert!(out("probe").join("finetune.json").is_file());
 }
 
 /// Writes a float32 C-order `.npy` array of `shape` (zeros).
@@ -258,6 +331,8 @@ fn bad_survey_inputs_name_the_file_column_and_row() {
         e.contains("23×23") && e.contains("--pad") && e.contains("tok_image=none"),
         "{e}"
     );
+    // ... naming the file that holds the pixels, not the FITS catalogue beside it.
+    assert!(e.contains("train_processed_dered_griz_images.npy"), "{e}");
     // A part without its cutouts.
     let e = fails(&piczl()[..1], &["--survey", "legacysurvey-piczl", "--pad"]);
     assert!(
@@ -341,4 +416,42 @@ fn set_targetid(path: &Path, id: i64) {
     let mut f = fitsio::FitsFile::edit(path).unwrap();
     let hdu = f.hdu("REDSHIFTS").unwrap();
     hdu.write_col(&mut f, "TARGETID", &[id]).unwrap();
+}
+
+/// The preset's content is part of the resume key: an output made through one version of a
+/// preset file is not resumed (nor reported complete) through an edited one.
+#[test]
+fn an_edited_preset_is_not_resumed_into() {
+    let dir = tempdir();
+    let model = random_model(dir.path());
+    let out = dir.path().join("xp.h5");
+    let preset = dir.path().join("my-gaia.toml");
+    let text = std::fs::read_to_string(repo().join("configs/surveys/gaia.toml")).unwrap();
+    std::fs::write(&preset, &text).unwrap();
+    let xp = vec![raw("gaia/XP_CONTINUOUS-Gaia_DR3_5937083312263887616.fits")];
+    let flags = ["--survey", preset.to_str().unwrap()];
+    run(TOKENIZE, &model, &xp, &out, &flags);
+    let made = read_i64(&out, "tok_xp_bp");
+    // The same preset again: complete, nothing to do.
+    let log = run(TOKENIZE, &model, &xp, &out, &flags);
+    assert!(log.contains("is complete"), "{log}");
+    // The same preset edited (here only its description): refused, naming the preset.
+    std::fs::write(
+        &preset,
+        text.replacen("about = \"", "about = \"edited: ", 1),
+    )
+    .unwrap();
+    let e = assert_fails(&try_run(TOKENIZE, &model, &xp, &out, &flags));
+    assert!(
+        e.contains("survey_preset") && e.contains("--overwrite"),
+        "{e}"
+    );
+    assert_eq!(read_i64(&out, "tok_xp_bp"), made, "the output changed");
+    run(
+        TOKENIZE,
+        &model,
+        &xp,
+        &out,
+        &[&flags[..], &["--overwrite"]].concat(),
+    );
 }

@@ -185,7 +185,7 @@ impl<B: Backend> CodecSet<B> {
                     b.describe(),
                     mi.row_shape,
                     infos[0].row_shape,
-                    first_file(catalog, &mi)
+                    first_file(catalog, &mi, mask)
                 );
             }
             let dir = model.join("codecs").join(m.codec_dir);
@@ -385,11 +385,14 @@ fn files_list(catalog: &Catalog) -> String {
 }
 
 /// The first file holding a column (for messages).
-fn first_file(catalog: &Catalog, info: &ColumnInfo) -> String {
+/// The first file that holds `column`'s values (for a survey preset, the joined file they come
+/// from, e.g. the `.npy` cutouts rather than the FITS catalogue).
+fn first_file(catalog: &Catalog, info: &ColumnInfo, column: &str) -> String {
     info.present_in
         .iter()
         .position(|&p| p)
-        .and_then(|i| catalog.files().get(i).map(|p| p.display().to_string()))
+        .and_then(|i| catalog.source_file(i, column))
+        .map(|p| p.display().to_string())
         .unwrap_or_default()
 }
 
@@ -444,7 +447,7 @@ fn check_group(
         anyhow::anyhow!(
             "{}: '{c}' has rows of shape {sc:?} but '{a}' has {sa:?} ({what}; first file {})",
             b.describe(),
-            first_file(catalog, info)
+            first_file(catalog, info, c)
         )
     };
     match (&b.source, b.modality().codec) {
@@ -540,7 +543,7 @@ fn check_shape(
             b.describe(),
             info.row_shape,
             info.kind,
-            first_file(catalog, info),
+            first_file(catalog, info, dataset),
             m.token_key
         );
     }
@@ -565,7 +568,7 @@ fn check_size(
         bail!(
             "{}: dataset '{dataset}' has empty images ({h}×{w} px) in {}",
             b.describe(),
-            first_file(catalog, info)
+            first_file(catalog, info, dataset)
         );
     }
     if pad {
@@ -585,7 +588,7 @@ fn check_size(
          (centred; the codec then sees mostly zeros, so the tokens are not those of full-size \
          cutouts); or leave the modality out with --map {}=none",
         b.describe(),
-        first_file(catalog, info),
+        first_file(catalog, info, dataset),
         b.token_key,
         b.token_key,
         c = image::CROP,

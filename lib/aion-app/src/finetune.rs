@@ -53,6 +53,10 @@ pub struct FinetuneArgs {
     /// Catalogue file(s) or glob(s) (override `catalog` of the config).
     #[arg(long, value_name = "IN.h5", num_args = 1..)]
     pub catalog: Vec<String>,
+    /// Survey preset (overrides `survey` of the config): how a survey's own files become the
+    /// tools' columns (`legacysurvey`, `desi`, `gaia`, … or `FILE.toml`; docs/surveys.md).
+    #[arg(long, value_name = "NAME|FILE.toml")]
+    pub survey: Option<String>,
     /// Base model directory (overrides `[model] base`).
     #[arg(long, value_name = "DIR")]
     pub base: Option<PathBuf>,

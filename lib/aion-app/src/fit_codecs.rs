@@ -40,6 +40,10 @@ pub struct FitCodecsArgs {
     /// Catalogue format (`hdf5`, `parquet`, `hats`, `fits`); default: told from the files.
     #[arg(long, value_name = "FORMAT")]
     pub format: Option<aion_io::Format>,
+    /// Survey preset: fit on the columns it computes (`FLUX_G` of `legacysurvey-piczl`, …) from
+    /// a survey's own files (`legacysurvey`, `desi`, `gaia`, … or `FILE.toml`; docs/surveys.md).
+    #[arg(long, value_name = "NAME|FILE.toml")]
+    pub survey: Option<String>,
     /// Model directory to write `codecs/<name>/` and `modalities.json` into (created if absent).
     #[arg(long, value_name = "DIR")]
     pub output: PathBuf,
@@ -110,7 +114,12 @@ pub fn run(args: &FitCodecsArgs, session: &Session) -> Result<Vec<ExtraModality>
     let catalog = agree(
         session,
         (|| {
-            let mut c = Catalog::open_as(&args.catalog, args.format)?;
+            let preset = args
+                .survey
+                .as_deref()
+                .map(crate::survey::load)
+                .transpose()?;
+            let mut c = Catalog::open_with(&args.catalog, args.format, preset.as_ref())?;
             let ds: Vec<String> = specs.iter().map(|s| s.dataset.clone()).collect();
             for d in &ds {
                 if !c.has(d) {

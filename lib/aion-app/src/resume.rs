@@ -123,6 +123,22 @@ pub fn catalog_identity(paths: &[&Path]) -> Result<Vec<FileIdentity>> {
     paths.iter().map(|p| FileIdentity::of(p)).collect()
 }
 
+/// `different configuration: batch_size, survey_preset`: the settings that differ.
+fn config_changes(stored: &Value, key: &Value) -> String {
+    let (Some(old), Some(new)) = (stored.as_object(), key.as_object()) else {
+        return "different configuration".to_string();
+    };
+    let changed: Vec<&str> = old
+        .keys()
+        .chain(new.keys())
+        .filter(|k| old.get(*k) != new.get(*k))
+        .map(String::as_str)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    format!("different configuration: {}", changed.join(", "))
+}
+
 /// Why the catalogue of `key` differs from that of `stored`, naming each changed file.
 fn catalog_changes(stored: &Value, key: &Value) -> String {
     let parse = |v: &Value| -> Option<Vec<FileIdentity>> {
@@ -184,7 +200,7 @@ impl ResumeLog {
             let names = what.iter().map(|w| match *w {
                 "checksums" => "different model weights".to_string(),
                 "catalog" => catalog_changes(&stored, key),
-                "config" => "different configuration".to_string(),
+                "config" => config_changes(&stored["config"], &key["config"]),
                 other => format!("different {other}"),
             });
             bail!(

@@ -158,7 +158,13 @@ pub fn start(
     };
     let identity: Vec<resume::FileIdentity> =
         serde_json::from_str(&session.broadcast_string(&agree(session, identity)?))?;
-    let mut key_config = id.config.clone();
+    // The preset's content, not only its name: editing a preset file and resuming would mix two
+    // conversions in one output. aion-search reopens the catalogue through it (cutout figures).
+    let mut config = id.config.clone();
+    if let Some(p) = id.catalog.preset() {
+        config["survey_preset"] = serde_json::to_value(p)?;
+    }
+    let mut key_config = config.clone();
     if chunk.adaptive {
         key_config["chunk_rows"] = "adaptive".into();
     }
@@ -167,7 +173,7 @@ pub fn start(
     let mut prov = provenance::build(
         session,
         id.tool,
-        id.config.to_string(),
+        config.to_string(),
         id.model,
         checksums,
         id.catalog,
@@ -190,7 +196,7 @@ pub fn start(
     let chunk_rows = run.log.chunk_rows;
     if chunk_rows != chunk.rows {
         // Resumed with the chunks of the run that made the output: the summary says so.
-        let mut config = id.config.clone();
+        let mut config = config.clone();
         config["chunk_rows"] = chunk_rows.into();
         prov.config_json = config.to_string();
     }

@@ -152,6 +152,10 @@ trait Part: Send + Sync {
     fn file_array(&self, _name: &str) -> Result<Option<Vec<f64>>> {
         Ok(None)
     }
+    /// The file `column`'s values come from (a survey preset's part joins several files).
+    fn source_file(&self, _column: &str) -> &Path {
+        self.path()
+    }
     /// Reads rows `rows` of the float column `column` into `dst` (exactly rows × row length;
     /// NaN for null rows).
     fn read_f32(
@@ -185,6 +189,7 @@ pub struct Catalog {
     declared_rows: Option<(PathBuf, u64)>,
     n_rows: usize,
     infos: Mutex<BTreeMap<String, Option<ColumnInfo>>>,
+    preset: Option<Preset>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -337,7 +342,13 @@ impl Catalog {
             declared_rows,
             n_rows: 0,
             infos: Mutex::new(BTreeMap::new()),
+            preset: preset.cloned(),
         })
+    }
+
+    /// The survey preset the catalogue is read through, if any.
+    pub fn preset(&self) -> Option<&Preset> {
+        self.preset.as_ref()
     }
 
     /// The catalogue's format.
@@ -395,6 +406,12 @@ impl Catalog {
             .into_iter()
             .chain(self.metadata.iter().map(PathBuf::as_path))
             .collect()
+    }
+
+    /// The file the values of `column` come from in part `part` (for a survey preset's part,
+    /// the joined file holding them, e.g. the `.npy` cutouts, not the FITS catalogue).
+    pub fn source_file(&self, part: usize, column: &str) -> Option<&Path> {
+        self.parts.get(part).map(|p| p.part.source_file(column))
     }
 
     /// The data files, one per part, in row order (entry `i` is `ColumnInfo::present_in[i]`).

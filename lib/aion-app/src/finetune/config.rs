@@ -37,6 +37,10 @@ pub struct FinetuneConfig {
     /// Catalogue format (`hdf5`, `parquet`, `hats`, `fits`); default: told from the files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<aion_io::Format>,
+    /// Survey preset: a built-in name or a preset file, relative to this file (`--survey`
+    /// overrides; docs/surveys.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub survey: Option<String>,
     /// Output model directory (`--output` overrides).
     #[serde(default)]
     pub output: Option<PathBuf>,
@@ -418,6 +422,9 @@ impl FinetuneConfig {
             .iter()
             .map(|p| crate::config_path::resolve_pattern(dir, p))
             .collect();
+        if let Some(s) = self.survey.as_mut().filter(|s| s.ends_with(".toml")) {
+            *s = crate::config_path::resolve_pattern(dir, s);
+        }
         self.output.as_mut().map(join);
         self.model.base.as_mut().map(join);
         self.data.split_file.as_mut().map(join);

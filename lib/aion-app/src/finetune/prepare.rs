@@ -34,6 +34,9 @@ pub fn effective_config(args: &FinetuneArgs) -> Result<FinetuneConfig> {
     if !args.catalog.is_empty() {
         cfg.catalog = args.catalog.clone();
     }
+    if let Some(s) = &args.survey {
+        cfg.survey = Some(s.clone());
+    }
     if let Some(b) = &args.base {
         cfg.model.base = Some(b.clone());
         cfg.model.init = None;
@@ -125,17 +128,21 @@ fn setup(args: &FinetuneArgs) -> Result<Setup> {
         aion_model::modality::register(&new_spec(n))
             .with_context(|| format!("[[new_modality]] {}", n.token_key))?;
     }
-    let mut catalog = Catalog::open_as(&cfg.catalog, cfg.format).with_context(|| {
-        origin(
-            &args.config,
-            !args.catalog.is_empty(),
-            "--catalog",
-            "catalog",
-        )
-    })?;
-    let explicit: Vec<(String, String)> = cfg
-        .map
+    let preset = cfg.survey.as_deref().map(crate::survey::load).transpose()?;
+    let mut catalog =
+        Catalog::open_with(&cfg.catalog, cfg.format, preset.as_ref()).with_context(|| {
+            origin(
+                &args.config,
+                !args.catalog.is_empty(),
+                "--catalog",
+                "catalog",
+            )
+        })?;
+    // Precedence (later wins): the survey preset's [map], then the config's [map].
+    let explicit: Vec<(String, String)> = preset
         .iter()
+        .flat_map(|p| p.map.iter())
+        .chain(cfg.map.iter())
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     // The run names its inputs and targets in [data]: a label there (tok_z) is bound to its
@@ -209,7 +216,11 @@ fn setup(args: &FinetuneArgs) -> Result<Setup> {
         .as_ref()
         .map(|b| crate::resume::FileIdentity::of(&b.join("model.safetensors")))
         .transpose()?;
-    let key = serde_json::json!({ "config": cfg, "catalog": identity, "base": base_id });
+    // The preset's content too: an edited preset file converts the columns differently.
+    let mut key = serde_json::json!({ "config": cfg, "catalog": identity, "base": base_id });
+    if let Some(p) = &preset {
+        key["survey_preset"] = serde_json::to_value(p)?;
+    }
     let hash = Sha256::digest(key.to_string().as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))

@@ -76,7 +76,19 @@ impl Images {
                 files.join(", ")
             );
         }
-        let mut cat = Catalog::open(&files)?;
+        // A catalogue read through a survey preset is reopened through the same preset (the
+        // embedding run records its content), so its computed image columns exist again.
+        let preset: Option<aion_io::Preset> = config
+            .get("survey_preset")
+            .map(|p| serde_json::from_value(p.clone()))
+            .transpose()
+            .with_context(|| {
+                format!(
+                    "unreadable survey preset in {}'s config",
+                    embedding_file.display()
+                )
+            })?;
+        let mut cat = Catalog::open_with(&files, None, preset.as_ref())?;
         let pixels = [format!("{prefix}_array"), format!("{prefix}_flux")]
             .into_iter()
             .find(|d| cat.has(d))

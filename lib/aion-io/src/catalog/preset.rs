@@ -883,6 +883,16 @@ impl Part for PresetPart {
         self.files[0].path()
     }
 
+    fn source_file(&self, column: &str) -> &Path {
+        // A computed column comes from the file of its first source (its pixels or fluxes).
+        let column = self
+            .computed
+            .get(column)
+            .and_then(|c| c.op.sources().into_iter().next())
+            .unwrap_or_else(|| column.to_string());
+        self.holder(&column).map_or(self.path(), |f| f.path())
+    }
+
     fn columns(&self) -> Vec<String> {
         let mut names: Vec<String> = self.files.iter().flat_map(|f| f.columns()).collect();
         names.extend(self.computed.keys().cloned());
