@@ -9,8 +9,8 @@
 #      including the MPI (1, 2, 3 ranks) and Slurm (one and two nodes) end-to-end tests;
 #   6. builds aion-embed as a user without root against an MPI and a parallel HDF5 in a private
 #      prefix and runs it with `mpirun -n 2` (tests/private-prefix-build.sh);
-#   7. builds the LibTorch (`tch`) feature and runs the model parity tests on LibTorch too; builds
-#      the binaries with scripts/build-gpu.sh and checks what `--version` records.
+#   7. builds the binaries with the LibTorch (`tch`) feature (scripts/build-gpu.sh), checks what
+#      `--version` records, and runs the model parity tests on LibTorch too.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -18,6 +18,12 @@ cd "$root"
 step() { echo; echo "=== [test.sh $(date +%T)] $*"; }
 
 step "setup"
+# What a full run holds on disk (the reference's venv ~7 GB, two target folders ~9 GB, the
+# private-prefix build in /tmp): say so up front rather than fail on a full disk midway.
+free_gb=$(df -Pk "$root" | awk 'NR == 2 {print int($4 / 1048576)}')
+if [ "$free_gb" -lt 20 ]; then
+  echo "[test.sh] warning: $free_gb GB free on the disk of $root; a first full run needs about 20 GB" >&2
+fi
 scripts/setup.sh --tests
 venv="$root/validation/.venv"
 
@@ -53,15 +59,20 @@ cargo test --workspace --locked
 step "build without root against a private MPI + parallel HDF5 prefix, run with mpirun -n 2"
 tests/private-prefix-build.sh
 
-step "cargo test -p aion-model --features tch (LibTorch backend)"
+step "LibTorch (tch) build of the binaries, then the model parity tests on LibTorch"
+# The binaries first (scripts/build-gpu.sh): the tests below then reuse every crate it built (the
+# same features: the whole workspace with `tch`), instead of a second build of burn and LibTorch's
+# bindings with aion-model's features alone.
 export LIBTORCH="$("$venv/bin/python" -c 'import torch, os; print(os.path.dirname(torch.__file__))')"
 export LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-env -u AION_BASE_MODEL_DIR CARGO_TARGET_DIR="$root/target/tch" cargo test -p aion-model --features tch --locked --test parity --test bf16
+mkdir -p "$root/target/tch"
 scripts/build-gpu.sh --python "$venv/bin/python" --debug --target-dir "$root/target/tch" |
   tee "$root/target/tch/version.txt"
 # The LibTorch and CUDA versions it was built against, and LibTorch found without LD_LIBRARY_PATH.
 grep -q "LibTorch $("$venv/bin/python" -c 'import torch; print(torch.__version__)')" "$root/target/tch/version.txt"
 env -u LD_LIBRARY_PATH "$root/target/tch/debug/aion-embed" --version |
   grep -q "loaded: $(readlink -f "$LIBTORCH/lib/libtorch_cpu.so")"
+env -u AION_BASE_MODEL_DIR CARGO_TARGET_DIR="$root/target/tch" \
+  cargo test --workspace --features tch --locked --test parity --test bf16
 
 step "all tests passed"

@@ -9,7 +9,8 @@ results they came from (tests/cli/export.rs runs it).
   dataset's `units` and `label`; catalogue columns equal the catalogue's (CAT.parquet, read with
   pyarrow, joined by object_id) as float64 / int64.
 - FITS (astropy): the same through astropy.table (TDIM shapes, TUNITn = units, unsigned masks
-  read as uint64), and the primary header's CREATOR.
+  read as uint64), the primary header's CREATOR, each column's grids (posterior bin edges and
+  centres, wavelengths) as image HDUs '<column>.<key>' and its bit names in the METADATA table.
 - HATS (pyarrow): the same partition files as the input, with the same rows each, and the same
   values; with --lsdb, LSDB opens the export, finds the input's partitions, and a cross-match
   with the input catalogue pairs every object with itself.
@@ -153,7 +154,48 @@ def check_fits(path, f, datasets, cat, columns):
         return (tunit[name], None)
 
     ids = np.asarray(t["object_id"])
-    return check_table(path, get, t.colnames, units, f, datasets, ids, cat, columns)
+    seen = check_table(path, get, t.colnames, units, f, datasets, ids, cat, columns)
+    check_fits_metadata(path, t.colnames, f, datasets)
+    return seen
+
+
+GRID_ATTRS = ("wavelength", "bin_edges", "bin_centres")
+
+
+def check_fits_metadata(path, names, f, datasets):
+    """A column's grids (HDF5 attributes naming a grid dataset) are image HDUs
+    '<column>.<attr>' with the grid's values; its bit names are a row of the METADATA table."""
+    from astropy.io import fits
+    from astropy.table import Table
+
+    with fits.open(path) as hdul:
+        images = {h.name.lower(): np.asarray(h.data) for h in hdul[1:] if h.is_image}
+        meta = {}
+        if "METADATA" in hdul:
+            for r in Table.read(hdul["METADATA"]):
+                meta[(str(r["FIELD"]), str(r["KEY"]))] = str(r["VALUE"])
+    grids = bits = 0
+    for name in names:
+        cands = [d for d in datasets if d.replace("/", "_") == name]
+        if not cands:
+            continue
+        ds = datasets[cands[0]]
+        for attr in GRID_ATTRS:
+            if attr not in ds.attrs:
+                continue
+            want = f[ds.attrs[attr]][()]
+            got = images.get(f"{name}.{attr}".lower())
+            if got is None or not same(got.astype(np.float64), want.astype(np.float64)):
+                fail(f"{path}: no image HDU '{name}.{attr}' holding HDF5 {ds.attrs[attr]}")
+            grids += 1
+        if "bit_names" in ds.attrs:
+            want = [str(b.decode() if isinstance(b, bytes) else b) for b in ds.attrs["bit_names"]]
+            got = meta.get((name, "bit_names"))
+            if got is None or json.loads(got) != want:
+                fail(f"{path}: METADATA has no bit_names of '{name}' equal to HDF5's")
+            bits += 1
+    print(f"check_export: FITS {path}: {grids} grid(s), {bits} bit-name list(s) found")
+    return grids, bits
 
 
 def partitions(root):

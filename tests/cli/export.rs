@@ -4,8 +4,8 @@
 //! - by the project's own catalogue reader (always), compared with the HDF5 value for value;
 //! - by pyarrow and astropy (`validation/check_export.py`, in the validation venv: required
 //!   under scripts/test.sh, skipped with a message elsewhere when the venv lacks pyarrow);
-//! - by LSDB, which opens the HATS export and cross-matches it with the input catalogue (only
-//!   where `validation/.venv-formats` has lsdb: it is not part of CI).
+//! - by LSDB, which opens the HATS export and cross-matches it with the input catalogue (the
+//!   validation venv of `scripts/test.sh` has it, so CI runs it).
 //!
 //! And the output guard: no input is overwritten, no foreign file replaced, and a catalogue
 //! whose object ids differ from the results' is refused, naming the row.
@@ -163,21 +163,14 @@ fn exports_round_trip_through_pyarrow_astropy_and_lsdb() {
         "--hats-input",
         &hats_in,
     ]);
-    let main = venv_python().and_then(|py| with_modules(py, "pyarrow, astropy, h5py"));
+    check.push("--lsdb");
+    let main = venv_python().and_then(|py| with_modules(py, "pyarrow, astropy, h5py, lsdb"));
     match main {
         Some(py) => run_checker(&py, &check),
         None if std::env::var_os("AION_PYTHON").is_some() => {
-            panic!("the validation venv (AION_PYTHON) lacks pyarrow, astropy or h5py")
+            panic!("the validation venv (AION_PYTHON) lacks pyarrow, astropy, h5py or lsdb")
         }
-        None => eprintln!("skipped the pyarrow/astropy read-back: no validation venv with pyarrow"),
-    }
-    let formats_venv = repo().join("validation/.venv-formats/bin/python");
-    match with_modules(formats_venv, "lsdb, pyarrow, astropy, h5py") {
-        Some(py) => {
-            check.push("--lsdb");
-            run_checker(&py, &check);
-        }
-        None => eprintln!("skipped the LSDB read-back: no validation/.venv-formats with lsdb"),
+        None => eprintln!("skipped the pyarrow/astropy/LSDB read-back: no validation venv"),
     }
 }
 

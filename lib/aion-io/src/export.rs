@@ -12,6 +12,8 @@
 //! | scalar | a column of the type | `1E`, `1D`, `1K`, `1B`, `1L`, `wA` |
 //! | row shape `[a, b, …]` | nested fixed-size lists (`a` lists of `b` values) | a vector column of `a·b·…` values, `TDIMn = (…, b, a)` |
 //! | units, description | field metadata `unit`, `description` | `TUNITn`, the comment of `TTYPEn` |
+//! | other metadata: a grid (JSON numbers) | field metadata | an image HDU `<column>.<key>` |
+//! | other metadata | field metadata | a row of the `METADATA` table |
 //! | no value (catalogue null) | null | NaN (floats), `TNULLn` (integers), `F`/undefined (logicals), `""` |
 //! | `uint64` | `uint64` | `1K` with `TZEROn = 2^63` (read as `uint64` by astropy) |
 
@@ -58,7 +60,7 @@ pub struct Field {
     /// Strings (FITS only): the longest value, in bytes (at least 1).
     pub width: usize,
     /// More key-value metadata (Parquet field metadata; JSON values such as `bit_names` or a
-    /// posterior's `bin_edges`). FITS tables leave them out.
+    /// posterior's `bin_edges`). FITS files hold them after the table ([`fits`]).
     pub metadata: BTreeMap<String, String>,
 }
 

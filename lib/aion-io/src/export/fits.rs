@@ -3,6 +3,11 @@
 //! [`MARKER_KEY`] (who wrote the file) and the provenance, extension 1 is the table. Rows are
 //! appended block by block; cfitsio streams them to disk, so memory stays bounded whatever the
 //! row count. Compressed output (`.fits.gz`) is not offered: cfitsio builds a gzip file in memory.
+//!
+//! The fields' metadata (a posterior's bin edges, a spectrum's wavelength grid, the names of a
+//! flag mask's bits) follow the table when it is finished ([`FitsTable::finish`]): each numeric
+//! array as a float64 image HDU `EXTNAME = '<column>.<key>'` (e.g. `pred_tok_z_pdf.bin_edges`), the
+//! rest as the rows (`FIELD`, `KEY`, `VALUE`) of a binary table [`METADATA_EXTNAME`].
 
 #![allow(unsafe_code)]
 
@@ -22,6 +27,9 @@ pub const MARKER_KEY: &str = "CREATOR";
 /// Prefix of [`MARKER_KEY`]'s value in our files.
 pub const MARKER_PREFIX: &str = "aion-hpc";
 
+/// `EXTNAME` of the table of the fields' metadata that are not numeric arrays.
+pub const METADATA_EXTNAME: &str = "METADATA";
+
 /// The null value of integer columns (`TNULLn`).
 pub const INT_NULL: i64 = i64::MIN;
 
@@ -33,6 +41,7 @@ const TLONGLONG: c_int = 81;
 const TFLOAT: c_int = 42;
 const TDOUBLE: c_int = 82;
 const BINARY_TBL: c_int = 2;
+const DOUBLE_IMG: c_int = -64;
 
 /// A FITS file with one binary table being written.
 pub struct FitsTable {
@@ -108,83 +117,89 @@ impl FitsTable {
             };
             check(status).map_err(|m| format!("header keyword {key}: {m}"))?;
         }
-        let names = fields
-            .iter()
-            .map(|f| cstring(&f.name))
-            .collect::<Result<Vec<_>, _>>()?;
-        let forms = fields
-            .iter()
-            .map(|f| tform(f).and_then(|t| cstring(&t)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let units = fields
-            .iter()
-            .map(|f| cstring(f.units.as_deref().unwrap_or("")))
-            .collect::<Result<Vec<_>, _>>()?;
-        let ptrs = |v: &[CString]| -> Vec<*mut c_char> {
-            v.iter().map(|s| s.as_ptr().cast_mut()).collect()
-        };
-        let (mut ttype, mut tforms, mut tunit) = (ptrs(&names), ptrs(&forms), ptrs(&units));
-        let ext = cstring(extname)?;
-        // SAFETY: the three arrays hold `fields.len()` pointers to NUL-terminated strings that
-        // outlive the call (cfitsio only reads them).
-        unsafe {
-            sys::ffcrtb(
-                file.as_raw(),
-                BINARY_TBL,
-                0,
-                fields.len() as c_int,
-                ttype.as_mut_ptr(),
-                tforms.as_mut_ptr(),
-                tunit.as_mut_ptr(),
-                ext.as_ptr(),
-                &mut status,
-            )
-        };
-        check(status).map_err(|m| format!("creating the table: {m}"))?;
-        for (i, f) in fields.iter().enumerate() {
-            let col = i as c_int + 1;
-            if f.row_shape.len() > 1 {
-                // FITS lists axes fastest first.
-                let mut naxes: Vec<i64> = f.row_shape.iter().rev().map(|&d| d as i64).collect();
-                // SAFETY: `naxes` holds `naxis` values; the table HDU is current.
-                unsafe {
-                    sys::ffptdmll(
-                        file.as_raw(),
-                        col,
-                        naxes.len() as c_int,
-                        naxes.as_mut_ptr(),
-                        &mut status,
-                    )
-                };
-                check(status).map_err(|m| format!("column '{}': TDIM: {m}", f.name))?;
-            }
-            if let Some(d) = &f.description {
-                let (k, c) = (cstring(&format!("TTYPE{col}"))?, cstring(d)?);
-                // SAFETY: NUL-terminated strings that outlive the call; cfitsio truncates a
-                // comment to what fits on the card.
-                unsafe { sys::ffmcom(file.as_raw(), k.as_ptr(), c.as_ptr(), &mut status) };
-                check(status).map_err(|m| format!("column '{}': comment: {m}", f.name))?;
-            }
-            if f.nullable && f.dtype == Dtype::I64 {
-                let k = cstring(&format!("TNULL{col}"))?;
-                let c = cstring("no value")?;
-                // SAFETY: as above.
-                unsafe {
-                    sys::ffpkyj(file.as_raw(), k.as_ptr(), INT_NULL, c.as_ptr(), &mut status)
-                };
-                check(status).map_err(|m| format!("column '{}': TNULL: {m}", f.name))?;
-            }
-        }
-        // SAFETY: the table HDU is current; re-reads the keywords written above.
-        unsafe { sys::ffrdef(file.as_raw(), &mut status) };
-        check(status)?;
+        append_table(&mut file, extname, &fields)?;
         Ok(Self {
             file,
             fields,
             rows: 0,
         })
     }
+}
 
+/// Appends an empty binary table `extname` of `fields` to `file` (it becomes the current HDU):
+/// `TUNITn`, the description as the comment of `TTYPEn`, `TDIMn`, `TNULLn`.
+fn append_table(file: &mut FitsFile, extname: &str, fields: &[Field]) -> Result<(), String> {
+    let mut status = 0;
+    let names = fields
+        .iter()
+        .map(|f| cstring(&f.name))
+        .collect::<Result<Vec<_>, _>>()?;
+    let forms = fields
+        .iter()
+        .map(|f| tform(f).and_then(|t| cstring(&t)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let units = fields
+        .iter()
+        .map(|f| cstring(f.units.as_deref().unwrap_or("")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ptrs =
+        |v: &[CString]| -> Vec<*mut c_char> { v.iter().map(|s| s.as_ptr().cast_mut()).collect() };
+    let (mut ttype, mut tforms, mut tunit) = (ptrs(&names), ptrs(&forms), ptrs(&units));
+    let ext = cstring(extname)?;
+    // SAFETY: the three arrays hold `fields.len()` pointers to NUL-terminated strings that
+    // outlive the call (cfitsio only reads them).
+    unsafe {
+        sys::ffcrtb(
+            file.as_raw(),
+            BINARY_TBL,
+            0,
+            fields.len() as c_int,
+            ttype.as_mut_ptr(),
+            tforms.as_mut_ptr(),
+            tunit.as_mut_ptr(),
+            ext.as_ptr(),
+            &mut status,
+        )
+    };
+    check(status).map_err(|m| format!("creating the table: {m}"))?;
+    for (i, f) in fields.iter().enumerate() {
+        let col = i as c_int + 1;
+        if f.row_shape.len() > 1 {
+            // FITS lists axes fastest first.
+            let mut naxes: Vec<i64> = f.row_shape.iter().rev().map(|&d| d as i64).collect();
+            // SAFETY: `naxes` holds `naxis` values; the table HDU is current.
+            unsafe {
+                sys::ffptdmll(
+                    file.as_raw(),
+                    col,
+                    naxes.len() as c_int,
+                    naxes.as_mut_ptr(),
+                    &mut status,
+                )
+            };
+            check(status).map_err(|m| format!("column '{}': TDIM: {m}", f.name))?;
+        }
+        if let Some(d) = &f.description {
+            let (k, c) = (cstring(&format!("TTYPE{col}"))?, cstring(d)?);
+            // SAFETY: NUL-terminated strings that outlive the call; cfitsio truncates a
+            // comment to what fits on the card.
+            unsafe { sys::ffmcom(file.as_raw(), k.as_ptr(), c.as_ptr(), &mut status) };
+            check(status).map_err(|m| format!("column '{}': comment: {m}", f.name))?;
+        }
+        if f.nullable && f.dtype == Dtype::I64 {
+            let k = cstring(&format!("TNULL{col}"))?;
+            let c = cstring("no value")?;
+            // SAFETY: as above.
+            unsafe { sys::ffpkyj(file.as_raw(), k.as_ptr(), INT_NULL, c.as_ptr(), &mut status) };
+            check(status).map_err(|m| format!("column '{}': TNULL: {m}", f.name))?;
+        }
+    }
+    // SAFETY: the table HDU is current; re-reads the keywords written above.
+    unsafe { sys::ffrdef(file.as_raw(), &mut status) };
+    check(status)
+}
+
+impl FitsTable {
     /// Appends `rows` rows, one block per field.
     pub fn write(&mut self, rows: usize, blocks: &[Block]) -> Result<(), String> {
         check_blocks(&self.fields, blocks, rows)?;
@@ -285,9 +300,11 @@ impl FitsTable {
         self.rows
     }
 
-    /// Flushes everything to disk and closes the file (errors, such as a full disk, are
-    /// reported here rather than lost when the handle is dropped).
+    /// Writes the fields' metadata after the table (see the module's notes), flushes everything
+    /// to disk and closes the file (errors, such as a full disk, are reported here rather than
+    /// lost when the handle is dropped).
     pub fn finish(mut self) -> Result<(), String> {
+        self.write_metadata()?;
         let mut status = 0;
         // SAFETY: the file is open.
         unsafe { sys::ffflus(self.file.as_raw(), &mut status) };
@@ -301,4 +318,104 @@ pub fn marker(path: &Path) -> Result<Option<String>, String> {
     let mut f = FitsFile::open(path).map_err(|e| e.to_string())?;
     let primary = f.primary_hdu().map_err(|e| e.to_string())?;
     Ok(primary.read_key::<String>(&mut f, MARKER_KEY).ok())
+}
+
+impl FitsTable {
+    /// Each field's numeric-array metadata as a float64 image HDU `<column>.<key>`; its
+    /// other metadata as rows of the [`METADATA_EXTNAME`] table.
+    fn write_metadata(&mut self) -> Result<(), String> {
+        let mut rows: Vec<(String, String, String)> = Vec::new();
+        for f in &self.fields {
+            for (key, value) in &f.metadata {
+                match numeric_array(value) {
+                    Some((grid, shape)) => {
+                        write_grid(&mut self.file, &format!("{}.{key}", f.name), grid, &shape)
+                            .map_err(|m| format!("column '{}': {key}: {m}", f.name))?;
+                    }
+                    None => rows.push((f.name.clone(), key.clone(), value.clone())),
+                }
+            }
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let column = |name: &str, values: Vec<String>| {
+            let mut field = Field::new(name, Dtype::Str, Vec::new());
+            field.width = values.iter().map(String::len).max().unwrap_or(1).max(1);
+            (field, Block::full(Values::Str(values)))
+        };
+        let (fields, blocks): (Vec<Field>, Vec<Block>) = [
+            column("FIELD", rows.iter().map(|r| r.0.clone()).collect()),
+            column("KEY", rows.iter().map(|r| r.1.clone()).collect()),
+            column("VALUE", rows.iter().map(|r| r.2.clone()).collect()),
+        ]
+        .into_iter()
+        .unzip();
+        append_table(&mut self.file, METADATA_EXTNAME, &fields)?;
+        for (i, (f, b)) in fields.iter().zip(&blocks).enumerate() {
+            write_column(&mut self.file, i as c_int + 1, f, b, 1)
+                .map_err(|m| format!("{METADATA_EXTNAME} column '{}': {m}", f.name))?;
+        }
+        Ok(())
+    }
+}
+
+/// A metadata value that is a numeric array: a JSON array of numbers, or an object with
+/// `values` (and optionally a C-order `shape`), as the export gives a grid dataset. With its shape.
+fn numeric_array(value: &str) -> Option<(Vec<f64>, Vec<usize>)> {
+    let json: serde_json::Value = serde_json::from_str(value).ok()?;
+    let (values, shape) = match &json {
+        serde_json::Value::Array(_) => (&json, None),
+        serde_json::Value::Object(o) => (o.get("values")?, o.get("shape")),
+        _ => return None,
+    };
+    let values: Vec<f64> = serde_json::from_value(values.clone()).ok()?;
+    let shape: Vec<usize> = match shape {
+        Some(s) => serde_json::from_value(s.clone()).ok()?,
+        None => vec![values.len()],
+    };
+    (!values.is_empty() && shape.iter().product::<usize>() == values.len())
+        .then_some((values, shape))
+}
+
+/// Appends a float64 image HDU `extname` holding `values` of C-order `shape`.
+fn write_grid(
+    file: &mut FitsFile,
+    extname: &str,
+    mut values: Vec<f64>,
+    shape: &[usize],
+) -> Result<(), String> {
+    let mut status = 0;
+    // FITS lists axes fastest first.
+    let mut naxes: Vec<i64> = shape.iter().rev().map(|&d| d as i64).collect();
+    let n = values.len() as i64;
+    let (key, name) = (cstring("EXTNAME")?, cstring(extname)?);
+    let comment = cstring("the column and metadata key this array describes")?;
+    // SAFETY: `naxes` holds the axes; `values` holds their product, `n`, doubles; the strings are
+    // NUL-terminated and outlive the calls; the new image HDU is current after ffcrimll.
+    unsafe {
+        sys::ffcrimll(
+            file.as_raw(),
+            DOUBLE_IMG,
+            naxes.len() as c_int,
+            naxes.as_mut_ptr(),
+            &mut status,
+        );
+        sys::ffpkys(
+            file.as_raw(),
+            key.as_ptr(),
+            name.as_ptr(),
+            comment.as_ptr(),
+            &mut status,
+        );
+        sys::ffppr(
+            file.as_raw(),
+            TDOUBLE,
+            1,
+            n,
+            values.as_mut_ptr().cast(),
+            &mut status,
+        );
+    }
+    check(status)
 }
