@@ -357,6 +357,7 @@ fn plan(args: &ExportArgs) -> Result<Plan> {
         };
         let mut field = Field::new(name, dtype, info.row_shape);
         field.nullable = true;
+        field.units = catalog.units(&source);
         field.description = Some(format!("catalogue column {source}"));
         field
             .metadata

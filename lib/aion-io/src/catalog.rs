@@ -156,6 +156,11 @@ trait Part: Send + Sync {
     fn source_file(&self, _column: &str) -> &Path {
         self.path()
     }
+    /// The units the file states for `column` (FITS `TUNITn`, HDF5 attribute `units`, Parquet
+    /// field metadata `unit`), if any.
+    fn units(&self, _column: &str) -> Option<String> {
+        None
+    }
     /// Reads rows `rows` of the float column `column` into `dst` (exactly rows × row length;
     /// NaN for null rows).
     fn read_f32(
@@ -412,6 +417,17 @@ impl Catalog {
     /// the joined file holding them, e.g. the `.npy` cutouts, not the FITS catalogue).
     pub fn source_file(&self, part: usize, column: &str) -> Option<&Path> {
         self.parts.get(part).map(|p| p.part.source_file(column))
+    }
+
+    /// The units the first file holding `column` states for it (FITS `TUNITn`, HDF5 attribute
+    /// `units`, Parquet field metadata `unit`; a survey preset's copied or scaled column keeps
+    /// its source's), if any.
+    pub fn units(&self, column: &str) -> Option<String> {
+        self.parts
+            .iter()
+            .find(|p| p.part.has(column))
+            .and_then(|p| p.part.units(column))
+            .filter(|u| !u.trim().is_empty())
     }
 
     /// The data files, one per part, in row order (entry `i` is `ColumnInfo::present_in[i]`).

@@ -46,6 +46,8 @@ struct FitsColumn {
     kind: std::result::Result<ColumnKind, String>,
     row_shape: Vec<usize>,
     rows: usize,
+    /// `TUNITn` (empty: none).
+    units: String,
 }
 
 /// One FITS file.
@@ -124,6 +126,10 @@ impl Part for FitsPart {
 
     fn sample_shape(&self, column: &str) -> Result<Option<Vec<usize>>> {
         Ok(self.columns.get(column).map(|c| c.row_shape.clone()))
+    }
+
+    fn units(&self, column: &str) -> Option<String> {
+        self.columns.get(column).map(|c| c.units.clone())
     }
 
     fn rows(&self, column: &str) -> Result<usize> {
@@ -261,6 +267,7 @@ pub(crate) mod raw {
         let mut out = Vec::new();
         for col in 1..=ncols {
             let mut name = [0 as c_char; 72];
+            let mut unit = [0 as c_char; 72];
             let (mut typecode, mut repeat, mut width) = (0, 0i64, 0i64);
             let (mut stored, mut stored_repeat, mut stored_width) = (0, 0i64, 0i64);
             let mut naxis = 0;
@@ -272,7 +279,7 @@ pub(crate) mod raw {
                     f.as_raw(),
                     col,
                     name.as_mut_ptr(),
-                    std::ptr::null_mut(),
+                    unit.as_mut_ptr(),
                     std::ptr::null_mut(),
                     std::ptr::null_mut(),
                     std::ptr::null_mut(),
@@ -289,7 +296,7 @@ pub(crate) mod raw {
                         col,
                         name.as_mut_ptr(),
                         std::ptr::null_mut(),
-                        std::ptr::null_mut(),
+                        unit.as_mut_ptr(),
                         std::ptr::null_mut(),
                         std::ptr::null_mut(),
                         std::ptr::null_mut(),
@@ -328,6 +335,11 @@ pub(crate) mod raw {
             check(status).map_err(|m| format!("column {col}: {m}"))?;
             // SAFETY: zero-initialised buffer written as a C string by cfitsio.
             let name = unsafe { CStr::from_ptr(name.as_ptr()) }
+                .to_string_lossy()
+                .trim()
+                .to_string();
+            // SAFETY: as `name`.
+            let units = unsafe { CStr::from_ptr(unit.as_ptr()) }
                 .to_string_lossy()
                 .trim()
                 .to_string();
@@ -379,6 +391,7 @@ pub(crate) mod raw {
                     kind,
                     row_shape: dims,
                     rows: usize::try_from(nrows).unwrap_or(0),
+                    units,
                 },
             ));
         }
@@ -429,6 +442,7 @@ pub(crate) mod raw {
                 }),
                 row_shape: shape[1..].to_vec(),
                 rows: shape[0],
+                units: key_string(f, "BUNIT")?.unwrap_or_default(),
             },
         )))
     }

@@ -69,6 +69,17 @@ impl Part for H5Part {
         &self.path
     }
 
+    fn units(&self, column: &str) -> Option<String> {
+        let attr = self.dataset(column).ok()?.attr("units").ok()?;
+        attr.read_scalar::<VarLenUnicode>()
+            .map(|u| u.as_str().to_string())
+            .or_else(|_| {
+                attr.read_scalar::<hdf5::types::VarLenAscii>()
+                    .map(|u| u.as_str().to_string())
+            })
+            .ok()
+    }
+
     fn columns(&self) -> Vec<String> {
         let mut out = Vec::new();
         list_datasets(&self.file, "", 0, &mut out);

@@ -167,6 +167,14 @@ impl Part for ParquetPart {
         &self.path
     }
 
+    fn units(&self, column: &str) -> Option<String> {
+        // Field metadata `unit` (as aion-export writes it) on the column's top-level field.
+        let top = self.columns.get(column)?.fields.first()?;
+        let schema = self.meta.schema();
+        let field = schema.field_with_name(top).ok()?;
+        field.metadata().get("unit").cloned()
+    }
+
     fn columns(&self) -> Vec<String> {
         self.names.clone()
     }

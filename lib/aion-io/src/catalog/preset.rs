@@ -883,6 +883,21 @@ impl Part for PresetPart {
         self.files[0].path()
     }
 
+    fn units(&self, column: &str) -> Option<String> {
+        match self.computed.get(column).map(|c| &c.op) {
+            // A copy keeps its units; so does a column scaled by columns without units (the
+            // Milky Way transmissions of the Legacy Survey presets).
+            Some(Op::Copy { from }) => self.units(from),
+            Some(Op::Multiply { from, by }) => by
+                .iter()
+                .all(|b| self.units(b).is_none_or(|u| u.trim().is_empty()))
+                .then(|| self.units(from))
+                .flatten(),
+            Some(_) => None,
+            None => self.holder(column).and_then(|f| f.units(column)),
+        }
+    }
+
     fn source_file(&self, column: &str) -> &Path {
         // A computed column comes from the file of its first source (its pixels or fluxes).
         let column = self
