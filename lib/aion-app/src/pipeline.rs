@@ -303,7 +303,7 @@ pub fn run_chunks<A: Send, B: Send>(
 ) -> Result<Outcome> {
     let chunk_rows = run.log.chunk_rows;
     let stages = &run.stages;
-    let rows_of = |c: usize| c * chunk_rows..((c + 1) * chunk_rows).min(n_rows);
+    let rows_of = |c: usize| crate::resume::chunk_range(c, chunk_rows, n_rows);
     let mine: Vec<usize> =
         run.todo[block_range(run.todo.len(), session.rank(), session.size())].to_vec();
     let rounds = run.todo.len().div_ceil(session.size());

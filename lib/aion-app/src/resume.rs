@@ -105,6 +105,12 @@ impl FileIdentity {
     }
 }
 
+/// The catalogue rows of chunk `c` of a run of `n` rows in chunks of `chunk_rows` (the last
+/// chunk may be short).
+pub fn chunk_range(c: usize, chunk_rows: usize, n: usize) -> std::ops::Range<usize> {
+    (c * chunk_rows).min(n)..((c + 1) * chunk_rows).min(n)
+}
+
 /// What identifies a run for resuming (everything that changes the output's content).
 pub fn key_json(tool: &str, config: &Value, checksums: &str, catalog: &[FileIdentity]) -> Value {
     serde_json::json!({ "tool": tool, "config": config, "checksums": checksums, "catalog": catalog })

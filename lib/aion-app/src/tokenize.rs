@@ -198,11 +198,6 @@ fn run_plan<B: Backend>(
     Ok((outcome, summary))
 }
 
-/// Rows of chunk `c`.
-pub fn chunk_len(c: usize, chunk_rows: usize, n: usize) -> usize {
-    ((c + 1) * chunk_rows).min(n) - c * chunk_rows
-}
-
 fn summarize(
     session: &Session,
     tally: Tally,

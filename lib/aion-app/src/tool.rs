@@ -11,9 +11,9 @@ use crate::collective::agree;
 use crate::guard::{Existing, Inputs, OutputLock, Recognise, claim_output};
 use crate::pipeline::{DatasetSpec, Outcome, RunOutput, open_output};
 use crate::progress::Progress;
+use crate::resume::chunk_range;
 use crate::run_config::ChunkRows;
 use crate::stages::{self, Stages};
-use crate::tokenize::chunk_len;
 use crate::{provenance, resume};
 
 /// A run whose output is open.
@@ -225,7 +225,7 @@ pub fn start(
     let done = (n - run
         .todo
         .iter()
-        .map(|&c| chunk_len(c, chunk_rows, n))
+        .map(|&c| chunk_range(c, chunk_rows, n).len())
         .sum::<usize>()) as u64;
     display.set(done);
     Ok(Started {
@@ -294,7 +294,7 @@ impl Started {
         let rows: usize = mine
             .iter()
             .take(self.progress.rounds)
-            .map(|&c| chunk_len(c, run.log.chunk_rows, self.rows))
+            .map(|&c| chunk_range(c, run.log.chunk_rows, self.rows).len())
             .sum();
         // Per rank: rows, CPU seconds, wall seconds, then the stage seconds.
         const HEAD: usize = 3;

@@ -6,12 +6,20 @@
 //! (SplitMix64 and xoshiro256**, both public-domain algorithms by Vigna et al.) so that results
 //! do not change with a dependency's version.
 
-/// SplitMix64 finaliser: a bijective 64-bit mix.
-pub fn mix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+/// SplitMix64's increment (the golden ratio in 64 bits).
+pub const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// SplitMix64's output function (Steele, Lea & Flood 2014; the constants of `splitmix64.c`): a
+/// bijection of u64 with full avalanche.
+pub fn finalize(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// One SplitMix64 step from state `z`: [`finalize`]`(z + GOLDEN)`.
+pub fn mix64(z: u64) -> u64 {
+    finalize(z.wrapping_add(GOLDEN))
 }
 
 /// A hash of a seed, a purpose tag and an index: the key of one random decision.

@@ -4,29 +4,18 @@
 //!
 //! A draw is `mix(… mix(mix(KEY ^ w₀) ^ w₁) …)` over the words (run seed, object id, sample
 //! index, step, position, stream) with SplitMix64's finaliser as `mix` (a bijection of u64 with
-//! full avalanche), and the top 53 bits give a uniform number in [0, 1).
+//! full avalanche; [`crate::rng`], the one generator of the crate), and the top 53 bits give a
+//! uniform number in [0, 1).
 
 use super::Draws;
+use crate::rng::{finalize as mix, mix64};
 
-/// SplitMix64's output function (Steele, Lea & Flood 2014; the constants of `splitmix64.c`).
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+pub use crate::rng::unit;
 
 /// Hash of a sequence of words (order matters).
 pub fn hash_words(words: &[u64]) -> u64 {
     const KEY: u64 = 0x4149_4f4e_2d47_454e; // "AION-GEN"
-    const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
-    words
-        .iter()
-        .fold(mix(KEY), |h, &w| mix(h ^ mix(w.wrapping_add(GOLDEN))))
-}
-
-/// A uniform number in [0, 1) from a hash (53 random bits).
-pub fn unit(h: u64) -> f64 {
-    (h >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    words.iter().fold(mix(KEY), |h, &w| mix(h ^ mix64(w)))
 }
 
 /// Stream of the token draws.
