@@ -7,7 +7,8 @@
 #   scripts/build-gpu.sh --cuda cu126     torch 2.9.0 built for CUDA 12.6 (PyTorch's index;
 #                                         cu126, cu128, cu129 or cpu for a CPU-only LibTorch)
 #   scripts/build-gpu.sh --python PY      use the torch 2.9.0 that Python PY already has
-#   options: --venv DIR (default .venv-gpu), --target-dir DIR (default target/gpu), --debug
+#   options: --venv DIR (default .venv-gpu), --target-dir DIR (default target/gpu), --debug,
+#            --bin NAME (only that binary; repeatable; default: all of them)
 #
 # The binaries link to the LibTorch of that torch install (its lib/ is their run path, so no
 # LD_LIBRARY_PATH is needed; keep the venv where it is) and record its version and CUDA version:
@@ -22,6 +23,7 @@ python=""
 cuda=""
 profile=release
 target=$root/target/gpu
+bins=(--bins)
 while [ $# -gt 0 ]; do
   case "$1" in
     --venv) venv=$2; shift 2 ;;
@@ -29,6 +31,11 @@ while [ $# -gt 0 ]; do
     --cuda) cuda=$2; shift 2 ;;
     --target-dir) target=$2; shift 2 ;;
     --debug) profile=dev; shift ;;
+    --bin)
+      [ "${bins[0]}" = --bins ] && bins=()
+      bins+=(--bin "$2")
+      shift 2
+      ;;
     -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "build-gpu.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -60,7 +67,7 @@ echo "[build-gpu] LibTorch: torch $have at $libtorch"
 export LIBTORCH=$libtorch
 export CARGO_TARGET_DIR=$target
 cd "$root"
-cargo build --locked --profile "$profile" --features tch --bins
+cargo build --locked --profile "$profile" --features tch "${bins[@]}"
 dir=$target/$([ "$profile" = dev ] && echo debug || echo release)
 echo
 echo "[build-gpu] binaries in $dir:"

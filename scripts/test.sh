@@ -9,7 +9,7 @@
 #      including the MPI (1, 2, 3 ranks) and Slurm (one and two nodes) end-to-end tests;
 #   6. builds aion-embed as a user without root against an MPI and a parallel HDF5 in a private
 #      prefix and runs it with `mpirun -n 2` (tests/private-prefix-build.sh);
-#   7. builds the binaries with the LibTorch (`tch`) feature (scripts/build-gpu.sh), checks what
+#   7. builds aion-embed with the LibTorch (`tch`) feature (scripts/build-gpu.sh), checks what
 #      `--version` records, and runs the model parity tests on LibTorch too.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -60,13 +60,13 @@ step "build without root against a private MPI + parallel HDF5 prefix, run with 
 tests/private-prefix-build.sh
 
 step "LibTorch (tch) build of the binaries, then the model parity tests on LibTorch"
-# The binaries first (scripts/build-gpu.sh): the tests below then reuse every crate it built (the
-# same features: the whole workspace with `tch`), instead of a second build of burn and LibTorch's
-# bindings with aion-model's features alone.
+# aion-embed first (scripts/build-gpu.sh; the other binaries differ only in their small main):
+# the tests below then reuse every crate it built (the same features: the workspace with `tch`),
+# instead of a second build of burn and LibTorch's bindings with aion-model's features alone.
 export LIBTORCH="$("$venv/bin/python" -c 'import torch, os; print(os.path.dirname(torch.__file__))')"
 export LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 mkdir -p "$root/target/tch"
-scripts/build-gpu.sh --python "$venv/bin/python" --debug --target-dir "$root/target/tch" |
+scripts/build-gpu.sh --python "$venv/bin/python" --debug --target-dir "$root/target/tch" --bin aion-embed |
   tee "$root/target/tch/version.txt"
 # The LibTorch and CUDA versions it was built against, and LibTorch found without LD_LIBRARY_PATH.
 grep -q "LibTorch $("$venv/bin/python" -c 'import torch; print(torch.__version__)')" "$root/target/tch/version.txt"
