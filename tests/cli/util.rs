@@ -17,7 +17,26 @@ pub fn fixture(case: &str) -> PathBuf {
 }
 
 /// A fresh temporary directory, removed on drop.
+///
+/// With `AION_CLI_KEEP=<dir>`, the directories are kept instead, under `<dir>`, named after the
+/// test and a counter (`<test>.<k>`), so that two runs of the suite (e.g. before and after a
+/// refactor) can be compared file by file (`validation/compare_outputs.py`).
 pub fn tempdir() -> tempfile::TempDir {
+    if let Some(root) = std::env::var_os("AION_CLI_KEEP") {
+        thread_local!(static COUNT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) });
+        let k = COUNT.with(|c| c.replace(c.get() + 1));
+        let test = std::thread::current()
+            .name()
+            .unwrap_or("main")
+            .replace("::", ".");
+        std::fs::create_dir_all(&root).expect("AION_CLI_KEEP dir");
+        return tempfile::Builder::new()
+            .prefix(&format!("{test}.{k}"))
+            .rand_bytes(0)
+            .disable_cleanup(true)
+            .tempdir_in(root)
+            .expect("kept temp dir");
+    }
     tempfile::Builder::new()
         .prefix("aion-cli-")
         .tempdir()

@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""Compare two runs of the CLI suite file by file: are the outputs bit-identical?
+
+    AION_CLI_KEEP=/tmp/keep cargo test --test cli      # before a change; then mv /tmp/keep before
+    AION_CLI_KEEP=/tmp/keep cargo test --test cli      # after it;        then mv /tmp/keep after
+    python validation/compare_outputs.py before after
+
+Both runs must use the same AION_CLI_KEEP path (file paths are recorded in the outputs). Every
+HDF5 dataset is compared byte for byte (values, dtype, shape; NaNs equal to NaNs at the same
+places), every attribute too, except those that record when, where and how fast a run went (see
+VOLATILE). JSON files are compared the same way; any other file byte for byte, FITS files by
+their data and header cards (less the date cards). Exit status 1 if anything differs.
+"""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+# Attribute / JSON keys whose values differ from run to run by nature: clocks, hosts, process
+# ids, timings, the version string of the build (git commit, dirty flag).
+VOLATILE = re.compile(
+    r"(time|date|wall|seconds|elapsed|host|pid|started|finished|throughput|rate|version|"
+    r"build|git|commit|duration|created|_s$|per_s)",
+    re.IGNORECASE,
+)
+
+
+def same_value(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.dtype.kind == "f":
+        return np.array_equal(a.view(f"u{a.dtype.itemsize}"), b.view(f"u{b.dtype.itemsize}"))
+    return np.array_equal(a, b)
+
+
+def compare_json(a, b, where, out):
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if VOLATILE.search(k):
+                continue
+            if k not in a or k not in b:
+                out.append(f"{where}.{k}: only in {'after' if k in b else 'before'}")
+            else:
+                compare_json(a[k], b[k], f"{where}.{k}", out)
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            compare_json(x, y, f"{where}[{i}]", out)
+    elif isinstance(a, str) and isinstance(b, str) and a.startswith("{") and b.startswith("{"):
+        try:
+            compare_json(json.loads(a), json.loads(b), where, out)
+        except json.JSONDecodeError:
+            if a != b:
+                out.append(f"{where}: {a[:80]!r} != {b[:80]!r}")
+    elif a != b:
+        out.append(f"{where}: {str(a)[:80]!r} != {str(b)[:80]!r}")
+
+
+def compare_attrs(x, y, where, out):
+    for k in sorted(set(x.attrs) | set(y.attrs)):
+        if VOLATILE.search(k):
+            continue
+        if k not in x.attrs or k not in y.attrs:
+            out.append(f"{where}@{k}: only in {'after' if k in y.attrs else 'before'}")
+            continue
+        a, b = x.attrs[k], y.attrs[k]
+        if isinstance(a, (bytes, str)) and isinstance(b, (bytes, str)):
+            a = a.decode() if isinstance(a, bytes) else a
+            b = b.decode() if isinstance(b, bytes) else b
+            if a.startswith("{"):
+                compare_json(json.loads(a), json.loads(b), f"{where}@{k}", out)
+            elif a != b:
+                out.append(f"{where}@{k}: {a[:80]!r} != {b[:80]!r}")
+        elif not same_value(a, b):
+            out.append(f"{where}@{k}: differs")
+
+
+def compare_h5(pa, pb, out):
+    with h5py.File(pa, "r") as fa, h5py.File(pb, "r") as fb:
+        names_a, names_b = [], []
+        fa.visit(names_a.append)
+        fb.visit(names_b.append)
+        if sorted(names_a) != sorted(names_b):
+            out.append(f"objects differ: {sorted(set(names_a) ^ set(names_b))[:10]}")
+            return
+        compare_attrs(fa, fb, "/", out)
+        for n in sorted(names_a):
+            x, y = fa[n], fb[n]
+            compare_attrs(x, y, n, out)
+            if isinstance(x, h5py.Dataset):
+                if VOLATILE.search(n.split("/")[-1]):
+                    continue
+                if not same_value(x[()], y[()]):
+                    out.append(f"{n}: values differ")
+
+
+def compare_fits(pa, pb, out):
+    from astropy.io import fits
+
+    with fits.open(pa) as ha, fits.open(pb) as hb:
+        if len(ha) != len(hb):
+            out.append(f"HDU count {len(ha)} != {len(hb)}")
+            return
+        for i, (x, y) in enumerate(zip(ha, hb)):
+            for card in set(x.header) | set(y.header):
+                if VOLATILE.search(card):
+                    continue
+                if x.header.get(card) != y.header.get(card):
+                    out.append(f"HDU {i} {card}: {x.header.get(card)!r} != {y.header.get(card)!r}")
+            if x.data is not None and not np.array_equal(np.asarray(x.data), np.asarray(y.data)):
+                out.append(f"HDU {i}: data differ")
+
+
+def main():
+    before, after = Path(sys.argv[1]), Path(sys.argv[2])
+    files = sorted(p.relative_to(before) for p in before.rglob("*") if p.is_file())
+    after_files = {p.relative_to(after) for p in after.rglob("*") if p.is_file()}
+    bad = 0
+    counts = {"same": 0, "differ": 0, "missing": 0}
+    for rel in files:
+        pa, pb = before / rel, after / rel
+        if rel not in after_files:
+            print(f"MISSING after: {rel}")
+            counts["missing"] += 1
+            continue
+        out = []
+        try:
+            if pa.read_bytes() == pb.read_bytes():
+                pass
+            elif rel.suffix in (".h5", ".hdf5"):
+                compare_h5(pa, pb, out)
+            elif rel.suffix == ".json":
+                compare_json(json.loads(pa.read_text()), json.loads(pb.read_text()), "", out)
+            elif rel.suffix in (".fits", ".fit"):
+                compare_fits(pa, pb, out)
+            elif rel.suffix in (".log", ".txt", ".out", ".err"):
+                pass  # logs carry timings and pids
+            else:
+                out.append("bytes differ")
+        except Exception as e:  # an unreadable half-written file from a kill test, say
+            if pa.read_bytes() != pb.read_bytes():
+                out.append(f"cannot compare ({type(e).__name__}: {e})")
+        if out:
+            counts["differ"] += 1
+            print(f"DIFFER {rel}:")
+            for line in out[:8]:
+                print(f"    {line}")
+        else:
+            counts["same"] += 1
+    extra = sorted(after_files - set(files))
+    for rel in extra:
+        print(f"ONLY after: {rel}")
+    print(f"{len(files)} files before, {len(after_files)} after: {counts}, {len(extra)} only after")
+    bad = counts["differ"] + counts["missing"] + len(extra)
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()
