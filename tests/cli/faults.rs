@@ -458,7 +458,7 @@ fn a_catalogue_edited_in_place_is_refused_and_two_runs_never_share_an_output() {
     b[5] = s(&out2);
     let mut first = Command::new(EMBED)
         .args(&b)
-        .env("AION_TEST_SLOW_MS", "400")
+        .env("AION_TEST_SLOW_MS", "1200")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
