@@ -21,6 +21,7 @@ pub mod log;
 pub mod modes;
 pub mod prepare;
 pub mod probe;
+pub mod setup;
 #[cfg(test)]
 mod tests;
 pub mod tokens;

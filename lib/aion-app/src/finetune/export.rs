@@ -10,10 +10,8 @@
 //!   `finetune.json` (summary: configuration, its hash, steps, timing, metrics).
 
 use std::path::Path;
-use std::time::Instant;
 
 use aion_model::Aion;
-use aion_model::codecs::scalar_fit::FittedCodec;
 use aion_model::modality::ExtraModality;
 use aion_model::modality::extra::ExtraModalitiesFile;
 use aion_model::probe::ProbeHead;
@@ -26,8 +24,8 @@ use serde_json::json;
 use super::checkpoint::Progress;
 use super::data::Split;
 use super::log::{TrainLog, plot_curves};
-use super::prepare::{Setup, new_spec};
 use super::probe::{ProbeTrain, predictions};
+use super::setup::{Context, new_spec};
 use super::tokens::{Predictions, TokenTask, Trainee};
 use crate::calibration::{self, CalibrationFile};
 use crate::collective::agree;
@@ -37,20 +35,6 @@ use crate::plot::charts::EvaluationFigure;
 pub const SUMMARY: &str = "finetune.json";
 /// Buckets of the redshift grid codec written for a new model (`GridScalarCodec("Z", 1024)`).
 pub const GRID_K: usize = 1024;
-
-/// What the exporters need.
-pub struct Context<'a> {
-    /// MPI.
-    pub session: &'a Session,
-    /// The run.
-    pub setup: &'a Setup,
-    /// The split.
-    pub split: &'a Split,
-    /// Fitted codecs.
-    pub fitted: &'a [FittedCodec],
-    /// Start of the run (after setup).
-    pub seconds_before: Instant,
-}
 
 /// Writes `split.json` (rank 0).
 pub fn write_split(session: &Session, out: &Path, split: &Split) -> Result<()> {

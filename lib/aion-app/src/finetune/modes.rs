@@ -14,8 +14,8 @@ use super::config::Mode;
 use super::data::Masking;
 use super::export;
 use super::log::TrainLog;
-use super::prepare::{Run, Setup};
 use super::probe::{ProbeTrain, init_head, pooled_embeddings, targets};
+use super::setup::{Run, Setup};
 use super::tokens::{TokenTask, Trainee};
 use super::trainer::{Ending, train};
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use aion_io::Catalog;
 use aion_model::codecs::scalar::{ScalarCodec, ScalarQuantizer};
 use aion_model::codecs::scalar_fit::{FitKind, FittedCodec, linspace_f32};
-use aion_model::modality::{CodecKind, ExtraModality, ModalityInfo, by_token_key};
+use aion_model::modality::{CodecKind, by_token_key};
 use aion_model::train::extend::{NewModality, extended};
 use aion_model::train::init::{InitOptions, init_model};
 use aion_model::weights::WeightFile;
@@ -17,9 +17,9 @@ use anyhow::{Context, Result, bail, ensure};
 use burn::tensor::backend::AutodiffBackend;
 use sha2::{Digest, Sha256};
 
-use super::config::{FinetuneConfig, Mode, NewModalitySection};
+use super::config::{FinetuneConfig, Mode};
 use super::data::{FullColumn, ModalityData, Split, read_column};
-use super::trainer::Plan;
+use super::setup::{Context as ExportContext, Needed, Run, Setup, new_spec};
 use super::{FinetuneArgs, Outcome, checkpoint::Checkpoint, codecs, export};
 use crate::collective::agree;
 use crate::run_config::{Source, resolve};
@@ -54,52 +54,6 @@ pub fn effective_config(args: &FinetuneArgs) -> Result<FinetuneConfig> {
         "no catalogue: give --catalog or catalog in the config"
     );
     Ok(cfg)
-}
-
-/// The description of a new modality as registered.
-pub fn new_spec(n: &NewModalitySection) -> ExtraModality {
-    ExtraModality {
-        token_key: n.token_key.clone(),
-        codec: n.codec.clone(),
-        codec_dir: n.codec_dir.clone().unwrap_or_else(|| n.dataset.clone()),
-        vocab: n.codebook_size,
-        tokens: 1,
-        dataset: n.dataset.clone(),
-        class_name: None,
-        units: n.units.clone(),
-        label: n.label.clone(),
-    }
-}
-
-/// A modality the run reads, with its source dataset.
-pub struct Needed {
-    /// The modality.
-    pub modality: &'static ModalityInfo,
-    /// Dataset (and column range).
-    pub dataset: String,
-    /// Column range of a 2-D dataset.
-    pub columns: Option<(usize, usize)>,
-    /// The dataset holds tokens.
-    pub tokens: bool,
-}
-
-/// Everything resolved before training.
-pub struct Setup {
-    /// Effective configuration.
-    pub cfg: FinetuneConfig,
-    /// The directory the run writes into: the work directory `<output>.partial`, renamed to
-    /// the output directory when the run has finished ([`work_dir`]).
-    pub out: PathBuf,
-    /// The output directory (`output` of the configuration, `--output`).
-    pub final_out: PathBuf,
-    /// The catalogue.
-    pub catalog: Catalog,
-    /// Modalities read (inputs ∪ targets), in config order.
-    pub needed: Vec<Needed>,
-    /// Hash of everything that determines the result.
-    pub hash: String,
-    /// The config file (named in errors about the paths it sets).
-    pub config_file: PathBuf,
 }
 
 /// Where a path setting came from, for error messages: the command-line `flag` when it was
@@ -519,7 +473,7 @@ pub fn run<B: AutodiffBackend>(
         cols: &cols,
         data: &data,
         ckpt: Checkpoint::new(&s.out, &s.hash),
-        ctx: export::Context {
+        ctx: ExportContext {
             session,
             setup: &s,
             split: &sp,
@@ -547,38 +501,6 @@ pub fn run<B: AutodiffBackend>(
         }
     }
     Ok(outcome)
-}
-
-/// Everything a mode needs to train and export.
-pub struct Run<'a> {
-    /// MPI.
-    pub session: &'a Session,
-    /// Stop signal.
-    pub stop: &'a StopFlag,
-    /// The run.
-    pub setup: &'a Setup,
-    /// The split.
-    pub split: &'a Split,
-    /// The catalogue columns read, by dataset.
-    pub cols: &'a BTreeMap<String, FullColumn>,
-    /// Per-modality data.
-    pub data: &'a [ModalityData],
-    /// The checkpoint.
-    pub ckpt: Checkpoint,
-    /// What the exporters need.
-    pub ctx: export::Context<'a>,
-}
-
-impl Run<'_> {
-    /// The training plan.
-    pub fn plan(&self) -> Plan<'_> {
-        Plan {
-            train: &self.split.train,
-            val: &self.split.val,
-            seed: self.setup.cfg.seed,
-            cfg: &self.setup.cfg.train,
-        }
-    }
 }
 
 /// Every dataset the run reads (modalities, noise, probe target), all rows, on every rank.
