@@ -8,6 +8,7 @@
 #                                         cu126, cu128, cu129 or cpu for a CPU-only LibTorch)
 #   scripts/build-gpu.sh --python PY      use the torch 2.9.0 that Python PY already has
 #   options: --venv DIR (default .venv-gpu), --target-dir DIR (default target/gpu), --debug,
+#            --profile NAME (a cargo profile: the tests use `tch-test`, see Cargo.toml),
 #            --bin NAME (only that binary; repeatable; default: all of them)
 #
 # The binaries link to the LibTorch of that torch install (its lib/ is their run path, so no
@@ -31,6 +32,7 @@ while [ $# -gt 0 ]; do
     --cuda) cuda=$2; shift 2 ;;
     --target-dir) target=$2; shift 2 ;;
     --debug) profile=dev; shift ;;
+    --profile) profile=$2; shift 2 ;;
     --bin)
       [ "${bins[0]}" = --bins ] && bins=()
       bins+=(--bin "$2")
@@ -68,7 +70,7 @@ export LIBTORCH=$libtorch
 export CARGO_TARGET_DIR=$target
 cd "$root"
 cargo build --locked --profile "$profile" --features tch "${bins[@]}"
-dir=$target/$([ "$profile" = dev ] && echo debug || echo release)
+dir=$target/$([ "$profile" = dev ] && echo debug || echo "$profile")
 echo
 echo "[build-gpu] binaries in $dir:"
 "$dir/aion-embed" --version
