@@ -193,7 +193,7 @@ impl<B: Backend> Models<B> {
             .map(|(key, folder)| {
                 ScalarCodec::load(
                     by_token_key(key).expect("known key"),
-                    &dir.join("codecs").join(folder),
+                    &aion_model::hub::layout::codec(&dir, folder),
                 )
             })
             .collect::<aion_model::Result<_>>()?;
