@@ -108,7 +108,7 @@ impl CalibrationFile {
     /// Writes `dir/calibration.json` (atomically).
     pub fn write_dir(&self, dir: &Path) -> Result<()> {
         let text = format!("{}\n", serde_json::to_string_pretty(self)?);
-        aion_model::export::write_atomic(&dir.join(FILE), text.as_bytes())?;
+        aion_model::fs::write_atomic(&dir.join(FILE), text.as_bytes())?;
         Ok(())
     }
 

@@ -13,16 +13,13 @@ mod spectrum;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use aion_io::catalog::{ColumnInfo, ColumnKind};
 use aion_io::{Catalog, Column};
-use aion_model::codecs::catalog::CatalogCodec;
-use aion_model::codecs::image::ImageCodec;
-use aion_model::codecs::scalar::ScalarCodec;
-use aion_model::codecs::scalar_field::ScalarFieldCodec;
-use aion_model::codecs::spectrum::SpectrumCodec;
+use aion_model::ModelDir;
+use aion_model::codecs::AnyCodec;
 use aion_model::modality::{CodecKind, ModalityInfo};
 use anyhow::{Context, Result, bail};
 use burn::tensor::backend::Backend;
@@ -90,13 +87,22 @@ impl ModalityTokens {
     }
 }
 
-enum Tokenizer<B: Backend> {
-    Tokens,
-    Scalar(ScalarCodec),
-    Spectrum(Box<SpectrumCodec<B>>),
-    Catalog(CatalogCodec),
-    Image(Box<ImageCodec<B>>),
-    Field(Box<ScalarFieldCodec<B>>),
+/// The codec that tokenizes a binding's data; `None` for a binding to tokens already.
+type Tokenizer<B> = Option<AnyCodec<B>>;
+
+/// Loads the codec of modality `m` from the model directory; the error names the folder.
+pub fn load_codec<B: Backend>(
+    model: &ModelDir,
+    m: &'static ModalityInfo,
+    device: &B::Device,
+) -> Result<AnyCodec<B>> {
+    model.codec(m, device).with_context(|| {
+        format!(
+            "cannot load the {} codec from {}",
+            m.token_key,
+            model.codec_dir(m).display()
+        )
+    })
 }
 
 /// The loaded codecs of a run, one per bound modality.
@@ -133,11 +139,11 @@ fn datasets_of(b: &Binding, catalog: &Catalog) -> Vec<String> {
 
 impl<B: Backend> CodecSet<B> {
     /// Checks every binding against the catalogue's datasets (shape, type) and loads the codecs
-    /// from `model/codecs/<name>/`. Default bindings whose data is absent are dropped; an
+    /// from the model directory. Default bindings whose data is absent are dropped; an
     /// explicit binding to absent data is an error. Images and maps smaller than the codec's
     /// 96×96 crop are refused with what to do, or zero-padded when `pad` (`--pad`).
     pub fn load(
-        model: &Path,
+        model: &ModelDir,
         bindings: &[Binding],
         catalog: &Catalog,
         pad: bool,
@@ -188,55 +194,27 @@ impl<B: Backend> CodecSet<B> {
                     first_file(catalog, &mi, mask)
                 );
             }
-            let dir = model.join("codecs").join(m.codec_dir);
             let needs_codec = !matches!(b.source, Source::Tokens { .. });
-            if needs_codec && !b.explicit && !dir.join("config.json").exists() {
+            if needs_codec && !b.explicit && !model.has_codec(m) {
                 log::debug!(
                     "{}: no codec folder {}; left out",
                     b.describe(),
-                    dir.display()
+                    model.codec_dir(m).display()
                 );
                 skipped.push(format!(
                     "{} (its data {:?} is in the catalogue, but there is no {})",
                     b.token_key,
                     required,
-                    dir.join("config.json").display()
+                    model.codec_config(m).display()
                 ));
                 continue;
             }
-            let with = |what: &str| {
-                format!(
-                    "cannot load the {} codec ({what}) from {}",
-                    m.token_key,
-                    dir.display()
-                )
+            let tokenizer = if needs_codec {
+                files.extend(model.codec_files(m));
+                Some(load_codec(model, m, device)?)
+            } else {
+                None
             };
-            let tokenizer = match (&b.source, m.codec) {
-                (Source::Tokens { .. }, _) => Tokenizer::Tokens,
-                (_, k) if k.is_scalar() => {
-                    Tokenizer::Scalar(ScalarCodec::load(m, &dir).with_context(|| with("scalar"))?)
-                }
-                (_, CodecKind::Spectrum) => Tokenizer::Spectrum(Box::new(
-                    SpectrumCodec::load(&dir, device).with_context(|| with("spectrum"))?,
-                )),
-                (_, CodecKind::Image) => Tokenizer::Image(Box::new(
-                    ImageCodec::load(&dir, device).with_context(|| with("image"))?,
-                )),
-                (_, CodecKind::ScalarField) => Tokenizer::Field(Box::new(
-                    ScalarFieldCodec::load(&dir, device)
-                        .with_context(|| with("segmentation map"))?,
-                )),
-                (_, CodecKind::Catalog) => {
-                    Tokenizer::Catalog(CatalogCodec::load(&dir).with_context(|| with("catalog"))?)
-                }
-                (_, other) => bail!(
-                    "{}: tokenizing {other:?} data is not supported by this build",
-                    b.describe()
-                ),
-            };
-            if !matches!(tokenizer, Tokenizer::Tokens) {
-                files.extend([dir.join("config.json"), dir.join("model.safetensors")]);
-            }
             entries.push((b.clone(), names, tokenizer));
         }
         if entries.is_empty() {
@@ -323,15 +301,15 @@ impl<B: Backend> CodecSet<B> {
             };
             let coding = Instant::now();
             let (stage, tokens) = match (tok, &mut cols[..]) {
-                (Tokenizer::Tokens, [c]) => (Stage::Tokens, scalar::pass_tokens(m, &need(c))),
-                (Tokenizer::Scalar(codec), [c]) => {
+                (None, [c]) => (Stage::Tokens, scalar::pass_tokens(m, &need(c))),
+                (Some(AnyCodec::Scalar(codec)), [c]) => {
                     let columns = match &b.source {
                         Source::Scalar { columns, .. } => *columns,
                         _ => None,
                     };
                     (Stage::ScalarCodec, scalar::encode(codec, &need(c), columns))
                 }
-                (Tokenizer::Spectrum(codec), [flux, ivar, lambda, mask]) => {
+                (Some(AnyCodec::Spectrum(codec)), [flux, ivar, lambda, mask]) => {
                     let cols = spectrum::SpectrumColumns {
                         flux: need(flux),
                         ivar: need(ivar),
@@ -341,7 +319,7 @@ impl<B: Backend> CodecSet<B> {
                     let t = spectrum::encode(codec, m, &cols, rows.start)?;
                     (Stage::SpectrumCodec, t)
                 }
-                (Tokenizer::Image(codec), [flux, band]) => {
+                (Some(AnyCodec::Image(codec)), [flux, band]) => {
                     let t = image::encode_images(
                         codec,
                         m,
@@ -352,11 +330,11 @@ impl<B: Backend> CodecSet<B> {
                     )?;
                     (Stage::ImageCodec, t)
                 }
-                (Tokenizer::Field(codec), [c]) => (
+                (Some(AnyCodec::Field(codec)), [c]) => (
                     Stage::FieldCodec,
                     image::encode_fields(codec, m, &need(c), self.pad, &self.device)?,
                 ),
-                (Tokenizer::Catalog(codec), cols) => {
+                (Some(AnyCodec::Catalog(codec)), cols) => {
                     let cols: Vec<Column> = cols.iter_mut().map(need).collect();
                     let cols: [Column; 5] = cols.try_into().expect("five catalog fields");
                     (Stage::CatalogCodec, catalog::encode(codec, m, &cols))

@@ -14,30 +14,42 @@
 //! `modalities_rejected`.
 
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use aion_io::Catalog;
 use aion_io::catalog::{ColumnKind, ColumnValues};
-use aion_model::codecs::catalog::{CatalogCodec, FIELDS};
-use aion_model::codecs::image::{Band, ImageCodec};
-use aion_model::codecs::scalar::ScalarCodec;
-use aion_model::codecs::scalar_field::ScalarFieldCodec;
+use aion_model::ModelDir;
+use aion_model::codecs::AnyCodec;
+use aion_model::codecs::catalog::FIELDS;
+use aion_model::codecs::image::Band;
 use aion_model::codecs::spectrum::SpectrumCodec;
-use aion_model::modality::{CodecKind, MODALITIES, ModalityInfo};
-use anyhow::{Context, Result, bail};
+use aion_model::modality::{MODALITIES, ModalityInfo};
+use anyhow::{Result, bail};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
-use crate::codec_set::{ModalityTokens, NO_TOKEN};
+use crate::codec_set::{ModalityTokens, NO_TOKEN, load_codec};
 use crate::output::Constant;
 use crate::pipeline::{DatasetSpec, Dtype};
 
-enum Decoder<B: Backend> {
-    Scalar(ScalarCodec),
-    Image(Box<ImageCodec<B>>, Vec<Band>),
-    Spectrum(Box<SpectrumCodec<B>>),
-    Field(Box<ScalarFieldCodec<B>>),
-    Catalog(CatalogCodec),
+/// A codec used for decoding, with the bands an image codec decodes to (empty for the other
+/// kinds). `aion-generate` decodes its target through the same type.
+pub struct Decoder<B: Backend> {
+    /// The codec.
+    pub codec: AnyCodec<B>,
+    /// The bands of an image codec's output.
+    pub bands: Vec<Band>,
+}
+
+impl<B: Backend> Decoder<B> {
+    /// `codec`, decoding images to `bands` (ignored for the other kinds).
+    pub fn new(codec: AnyCodec<B>, bands: Vec<Band>) -> Self {
+        let bands = match codec {
+            AnyCodec::Image(_) => bands,
+            _ => Vec::new(),
+        };
+        Self { codec, bands }
+    }
 }
 
 /// The decoders of the token datasets found in a catalogue.
@@ -97,8 +109,8 @@ pub fn default_bands(m: &ModalityInfo) -> Vec<Band> {
 }
 
 impl<B: Backend> DecoderSet<B> {
-    /// Finds every dataset named by a token key and loads its codec from `model/codecs/<name>/`.
-    pub fn load(model: &Path, catalog: &Catalog, device: &B::Device) -> Result<Self> {
+    /// Finds every dataset named by a token key and loads its codec from the model directory.
+    pub fn load(model: &ModelDir, catalog: &Catalog, device: &B::Device) -> Result<Self> {
         let mut entries = Vec::new();
         let mut files = Vec::new();
         for m in MODALITIES.iter().filter(|m| catalog.has(m.token_key)) {
@@ -114,32 +126,8 @@ impl<B: Backend> DecoderSet<B> {
                     m.num_tokens()
                 );
             }
-            let dir = model.join("codecs").join(m.codec_dir);
-            let ctx = || {
-                format!(
-                    "cannot load the {} codec from {}",
-                    m.token_key,
-                    dir.display()
-                )
-            };
-            let d = match m.codec {
-                k if k.is_scalar() => {
-                    Decoder::Scalar(ScalarCodec::load(m, &dir).with_context(ctx)?)
-                }
-                CodecKind::Image => Decoder::Image(
-                    Box::new(ImageCodec::load(&dir, device).with_context(ctx)?),
-                    default_bands(m),
-                ),
-                CodecKind::Spectrum => Decoder::Spectrum(Box::new(
-                    SpectrumCodec::load(&dir, device).with_context(ctx)?,
-                )),
-                CodecKind::ScalarField => Decoder::Field(Box::new(
-                    ScalarFieldCodec::load(&dir, device).with_context(ctx)?,
-                )),
-                CodecKind::Catalog => Decoder::Catalog(CatalogCodec::load(&dir).with_context(ctx)?),
-                _ => unreachable!("every codec kind is covered"),
-            };
-            files.extend([dir.join("config.json"), dir.join("model.safetensors")]);
+            files.extend(model.codec_files(m));
+            let d = Decoder::new(load_codec(model, m, device)?, default_bands(m));
             entries.push((m, d));
         }
         if entries.is_empty() {
@@ -175,8 +163,8 @@ impl<B: Backend> DecoderSet<B> {
         let mut out = Vec::new();
         for (m, d) in &self.entries {
             let name = format!("decoded/{}", m.token_key);
-            match d {
-                Decoder::Scalar(c) => {
+            match &d.codec {
+                AnyCodec::Scalar(c) => {
                     let shape: Vec<usize> = if c.channels() == 1 {
                         vec![]
                     } else {
@@ -187,7 +175,8 @@ impl<B: Backend> DecoderSet<B> {
                         &format!("{} (upper edge of the token's bin)", m.label),
                     ));
                 }
-                Decoder::Image(_, bands) => {
+                AnyCodec::Image(_) => {
+                    let bands = &d.bands;
                     let names: Vec<&str> = bands.iter().map(|b| b.name()).collect();
                     let survey = bands[0].survey();
                     out.push(
@@ -197,7 +186,7 @@ impl<B: Backend> DecoderSet<B> {
                             .attr("photometry", survey.photometry()),
                     );
                 }
-                Decoder::Spectrum(c) => {
+                AnyCodec::Spectrum(c) => {
                     let p = c.latent_wavelength().len();
                     out.push(
                         DatasetSpec::new(name.clone(), Dtype::F32, &[p], None)
@@ -205,11 +194,11 @@ impl<B: Backend> DecoderSet<B> {
                             .attr("wavelength", format!("{name}_wavelength")),
                     );
                 }
-                Decoder::Field(_) => out.push(
+                AnyCodec::Field(_) => out.push(
                     DatasetSpec::new(name, Dtype::F32, &[96, 96], None)
                         .units("", &format!("{} (object membership in [0, 1])", m.label)),
                 ),
-                Decoder::Catalog(_) => {
+                AnyCodec::Catalog(_) => {
                     for f in FIELDS {
                         let (units, what) = catalog_field_units(f);
                         out.push(
@@ -232,8 +221,8 @@ impl<B: Backend> DecoderSet<B> {
     pub fn constants(&self) -> Vec<Constant> {
         self.entries
             .iter()
-            .filter_map(|(m, d)| match d {
-                Decoder::Spectrum(c) => Some(wavelength_grid(
+            .filter_map(|(m, d)| match &d.codec {
+                AnyCodec::Spectrum(c) => Some(wavelength_grid(
                     &format!("decoded/{}_wavelength", m.token_key),
                     c,
                 )),
@@ -310,31 +299,31 @@ impl<B: Backend> DecoderSet<B> {
             out
         };
         if valid.is_empty() {
-            let widths: Vec<usize> = match d {
-                Decoder::Scalar(c) => vec![c.channels()],
-                Decoder::Image(_, b) => vec![b.len() * 96 * 96],
-                Decoder::Spectrum(c) => vec![c.latent_wavelength().len()],
-                Decoder::Field(_) => vec![96 * 96],
-                Decoder::Catalog(_) => vec![k / 5; 5],
+            let widths: Vec<usize> = match &d.codec {
+                AnyCodec::Scalar(c) => vec![c.channels()],
+                AnyCodec::Image(_) => vec![d.bands.len() * 96 * 96],
+                AnyCodec::Spectrum(c) => vec![c.latent_wavelength().len()],
+                AnyCodec::Field(_) => vec![96 * 96],
+                AnyCodec::Catalog(_) => vec![k / 5; 5],
             };
             return Ok((
                 widths.into_iter().map(|w| vec![f32::NAN; n * w]).collect(),
                 valid,
             ));
         }
-        Ok(match d {
-            Decoder::Scalar(c) => {
+        Ok(match &d.codec {
+            AnyCodec::Scalar(c) => {
                 let vals: Vec<f32> = valid
                     .iter()
                     .flat_map(|&r| c.decode(&ids[r * k..(r + 1) * k]))
                     .collect();
                 (vec![scatter(c.channels(), &vals, &valid)], valid)
             }
-            Decoder::Image(c, bands) => {
-                let vals = host(c.decode(batch(&valid), bands)?);
-                (vec![scatter(bands.len() * 96 * 96, &vals, &valid)], valid)
+            AnyCodec::Image(c) => {
+                let vals = host(c.decode(batch(&valid), &d.bands)?);
+                (vec![scatter(d.bands.len() * 96 * 96, &vals, &valid)], valid)
             }
-            Decoder::Spectrum(c) => {
+            AnyCodec::Spectrum(c) => {
                 let dec = c.decode(batch(&valid), None)?;
                 let vals: Vec<f32> = dec.flux.concat();
                 (
@@ -342,7 +331,7 @@ impl<B: Backend> DecoderSet<B> {
                     valid,
                 )
             }
-            Decoder::Field(c) => {
+            AnyCodec::Field(c) => {
                 let vals: Vec<f32> = c
                     .decode(batch(&valid))?
                     .into_data()
@@ -351,7 +340,7 @@ impl<B: Backend> DecoderSet<B> {
                     .expect("f32");
                 (vec![scatter(96 * 96, &vals, &valid)], valid)
             }
-            Decoder::Catalog(c) => {
+            AnyCodec::Catalog(c) => {
                 let mut good = Vec::new();
                 let mut fields: Vec<Vec<f32>> = vec![vec![f32::NAN; n * k / 5]; 5];
                 for &r in &valid {

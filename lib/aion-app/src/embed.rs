@@ -11,7 +11,7 @@ use std::ops::Range;
 use std::time::Instant;
 
 use aion_mpi::Session;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use burn::tensor::backend::Backend;
 use clap::{Parser, ValueEnum};
 
@@ -164,7 +164,7 @@ fn run_plan<B: Backend>(
         tool: TOOL,
         config,
         model: &args.io.model,
-        files: plan.files(&args.io),
+        files: plan.files(),
         catalog,
         config_file: args.io.config.as_deref(),
         side_outputs: Vec::new(),
@@ -294,7 +294,10 @@ fn compute<B: Backend>(
     for b in batches(&tokens, &plan.is_input, n, plan.common.batch) {
         let encoding = Instant::now();
         let inp = inputs::<B>(&tokens, &b, device);
-        let enc = plan.aion.encode(&inp, None);
+        let enc = plan
+            .aion
+            .encode(&inp, None)
+            .context("cannot encode a batch")?;
         let mask: Vec<bool> = enc
             .mask
             .clone()

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use aion_io::Catalog;
 use aion_model::codecs::scalar_fit::FitKind;
+use aion_model::hub::layout;
 use aion_model::modality::ExtraModality;
 use aion_model::modality::extra::ExtraModalitiesFile;
 use aion_mpi::{Session, block_range};
@@ -248,7 +249,7 @@ fn refuse_replacing(dir: &Path, specs: &[ColumnSpec]) -> Result<()> {
     let clashes: Vec<String> = specs
         .iter()
         .flat_map(|s| {
-            let codec = dir.join("codecs").join(&s.dataset);
+            let codec = layout::codec(dir, &s.dataset);
             let mut c = Vec::new();
             if codec.exists() {
                 c.push(format!("codec {}", codec.display()));
@@ -290,7 +291,7 @@ fn write_model_dir(
                 .with_context(|| format!("cannot create {}", stage.display()))?;
         }
         for f in fitted {
-            let dir = stage.join("codecs").join(&f.name);
+            let dir = layout::codec(&stage, &f.name);
             if dir.exists() {
                 std::fs::remove_dir_all(&dir)
                     .with_context(|| format!("cannot replace {}", dir.display()))?;

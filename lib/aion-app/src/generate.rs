@@ -15,10 +15,8 @@ use std::ops::Range;
 
 use aion_io::Catalog;
 use aion_io::catalog::ColumnKind;
-use aion_model::codecs::image::{Band, ImageCodec};
-use aion_model::codecs::scalar::ScalarCodec;
-use aion_model::codecs::scalar_field::ScalarFieldCodec;
-use aion_model::codecs::spectrum::SpectrumCodec;
+use aion_model::codecs::AnyCodec;
+use aion_model::codecs::image::Band;
 use aion_model::fourm::generate::{
     Filter, Schedule, SeededDraws, TemperatureSchedule, TokenSchedule,
 };
@@ -32,9 +30,9 @@ use clap::{Parser, ValueEnum};
 use crate::args::IoArgs;
 use crate::backend::{BackendTask, ComputeArgs, dispatch};
 use crate::batching::{Batch, batches, inputs};
-use crate::codec_set::{ModalityTokens, NO_TOKEN};
+use crate::codec_set::{ModalityTokens, NO_TOKEN, load_codec};
 use crate::collective::agree;
-use crate::decode::{default_bands, wavelength_grid};
+use crate::decode::{Decoder, default_bands, wavelength_grid};
 use crate::model_plan::ModelPlan;
 use crate::output::{Tally, flag_specs, write_constants, write_masks};
 use crate::pipeline::{DatasetSpec, Dtype, Outcome, RunOutput, run_chunks};
@@ -137,14 +135,6 @@ pub fn bands_default() -> String {
         .join("; ")
 }
 
-/// The target's codec, for decoding.
-enum TargetCodec<B: Backend> {
-    Scalar(ScalarCodec),
-    Image(Box<ImageCodec<B>>, Vec<Band>),
-    Spectrum(Box<SpectrumCodec<B>>),
-    Field(Box<ScalarFieldCodec<B>>),
-}
-
 /// One decoded output dataset: its name under `gen/<key>/` and its per-sample row shape.
 struct Decoded {
     name: &'static str,
@@ -155,7 +145,8 @@ struct Decoded {
 /// What a run generates, resolved before the output is touched.
 struct Target<B: Backend> {
     modality: &'static ModalityInfo,
-    codec: TargetCodec<B>,
+    /// The target's codec, for decoding.
+    codec: Decoder<B>,
     schedule: Schedule,
     filter: Filter,
     /// `--wavelength-from`: dataset and its row length.
@@ -176,8 +167,8 @@ impl<B: Backend> Target<B> {
             attrs: vec![("units".into(), units.into()), ("label".into(), label)],
             ..one(name, shape)
         };
-        match &self.codec {
-            TargetCodec::Scalar(c) => {
+        match &self.codec.codec {
+            AnyCodec::Scalar(c) => {
                 let shape: &[usize] = if c.channels() == 1 {
                     &[]
                 } else {
@@ -186,7 +177,8 @@ impl<B: Backend> Target<B> {
                 let label = format!("{} (upper edge of the generated token's bin)", m.label);
                 vec![described("value", shape, m.units, label)]
             }
-            TargetCodec::Image(_, bands) => {
+            AnyCodec::Image(_) => {
+                let bands = &self.codec.bands;
                 let names: Vec<&str> = bands.iter().map(|b| b.name()).collect();
                 let survey = bands[0].survey();
                 let mut d = described(
@@ -200,7 +192,7 @@ impl<B: Backend> Target<B> {
                     .push(("photometry".into(), survey.photometry().into()));
                 vec![d]
             }
-            TargetCodec::Spectrum(c) => {
+            AnyCodec::Spectrum(c) => {
                 let p = c.latent_wavelength().len();
                 let mut flux = described("flux", &[p], m.units, m.label.into());
                 flux.attrs
@@ -221,12 +213,13 @@ impl<B: Backend> Target<B> {
                 }
                 v
             }
-            TargetCodec::Field(_) => vec![described(
+            AnyCodec::Field(_) => vec![described(
                 "map",
                 &[96, 96],
                 "",
                 format!("{} (object membership in [0, 1])", m.label),
             )],
+            AnyCodec::Catalog(_) => unreachable!("refused when loading the target"),
         }
     }
 
@@ -343,31 +336,15 @@ fn load_target<B: Backend>(
             cfg.domains_out.join(", ")
         );
     }
-    let dir = args.io.model.join("codecs").join(m.codec_dir);
-    let ctx = || format!("cannot load the {key} codec from {}", dir.display());
-    let codec = match m.codec {
-        k if k.is_scalar() => TargetCodec::Scalar(ScalarCodec::load(m, &dir).with_context(ctx)?),
-        CodecKind::Image => {
-            let bands = if args.bands.is_empty() {
-                default_bands(m)
-            } else {
-                Band::parse_list(&args.bands)
-                    .and_then(|b| Band::check_distinct(&b).map(|_| b))
-                    .with_context(|| format!("--bands {}", args.bands.join(",")))?
-            };
-            TargetCodec::Image(
-                Box::new(ImageCodec::load(&dir, device).with_context(ctx)?),
-                bands,
-            )
-        }
-        CodecKind::Spectrum => TargetCodec::Spectrum(Box::new(
-            SpectrumCodec::load(&dir, device).with_context(ctx)?,
-        )),
-        CodecKind::ScalarField => TargetCodec::Field(Box::new(
-            ScalarFieldCodec::load(&dir, device).with_context(ctx)?,
-        )),
-        other => bail!("--target {key}: decoding {other:?} is not supported"),
+    let bands = match m.codec {
+        CodecKind::Catalog => bail!("--target {key}: decoding Catalog is not supported"),
+        CodecKind::Image if args.bands.is_empty() => default_bands(m),
+        CodecKind::Image => Band::parse_list(&args.bands)
+            .and_then(|b| Band::check_distinct(&b).map(|_| b))
+            .with_context(|| format!("--bands {}", args.bands.join(",")))?,
+        _ => Vec::new(),
     };
+    let codec = Decoder::new(load_codec(&plan.common.model, m, device)?, bands);
     let n = m.num_tokens();
     let t = args.temperature;
     let temps = args.temperature_schedule;
@@ -504,12 +481,12 @@ fn run_plan<B: Backend>(
         "temperature": args.temperature, "temperature_schedule": args.temperature_schedule,
         "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed, "samples": m,
         "wavelength_from": args.wavelength_from,
-        "bands": match &target.codec { TargetCodec::Image(_, b) => b.iter().map(|b| b.name()).collect(), _ => Vec::new() },
+        "bands": target.codec.bands.iter().map(|b| b.name()).collect::<Vec<_>>(),
         "device": format!("{:?}", args.compute.device), "precision": args.compute.precision,
         "bindings": plan.codecs.bindings().collect::<Vec<_>>(), "object_id": plan.ids.source(),
     });
-    let mut files = plan.files(&args.io);
-    files.extend(codec_files(&args.io.model, target.modality));
+    let mut files = plan.files();
+    files.extend(plan.common.model.codec_files(target.modality));
     files.sort();
     files.dedup();
     let mut all_specs = vec![plan.ids.spec()];
@@ -540,7 +517,7 @@ fn run_plan<B: Backend>(
     let run = &started.run;
     let stages = &run.stages;
     let mut tally = Tally::default();
-    if let TargetCodec::Spectrum(c) = &target.codec {
+    if let AnyCodec::Spectrum(c) = &target.codec.codec {
         write_constants(
             session,
             run,
@@ -611,12 +588,6 @@ fn run_plan<B: Backend>(
     }
     let summary = started.finish(session, &args.io.output, summary)?;
     Ok((outcome, summary))
-}
-
-/// The target codec's files (for checksums).
-fn codec_files(model: &std::path::Path, m: &ModalityInfo) -> Vec<std::path::PathBuf> {
-    let dir = model.join("codecs").join(m.codec_dir);
-    vec![dir.join("config.json"), dir.join("model.safetensors")]
 }
 
 /// Generates and decodes one chunk.
@@ -731,13 +702,14 @@ fn decode<B: Backend>(
                 .to_vec()
                 .map_err(|e| anyhow::anyhow!("cannot read decoded data: {e:?}"))
         };
-        let values: Vec<Vec<f32>> = match &target.codec {
-            TargetCodec::Scalar(c) => vec![c.decode(&ids)],
-            TargetCodec::Image(c, bands) => {
-                vec![host(c.decode(batch(), bands)?.into_data())?]
+        let values: Vec<Vec<f32>> = match &target.codec.codec {
+            AnyCodec::Scalar(c) => vec![c.decode(&ids)],
+            AnyCodec::Image(c) => {
+                vec![host(c.decode(batch(), &target.codec.bands)?.into_data())?]
             }
-            TargetCodec::Field(c) => vec![host(c.decode(batch())?.into_data())?],
-            TargetCodec::Spectrum(c) => {
+            AnyCodec::Field(c) => vec![host(c.decode(batch())?.into_data())?],
+            AnyCodec::Catalog(_) => unreachable!("refused when loading the target"),
+            AnyCodec::Spectrum(c) => {
                 let ws: Option<Vec<Vec<f32>>> = grids.as_ref().map(|g| {
                     let l = g.len() / n;
                     part.iter()

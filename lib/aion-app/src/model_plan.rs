@@ -46,8 +46,12 @@ impl<B: Backend> ModelPlan<B> {
         ranks: usize,
     ) -> Result<Self> {
         let common = Common::resolve(io, targets)?;
-        let aion = Aion::<B>::load(&io.model, device)
-            .with_context(|| format!("cannot load the transformer from {}", io.model.display()))?;
+        let aion = common.model.transformer::<B>(device).with_context(|| {
+            format!(
+                "cannot load the transformer from {}",
+                common.model.path().display()
+            )
+        })?;
         let domains_in = &aion.config().domains_in;
         let keep: Vec<Binding> = common
             .bindings
@@ -77,7 +81,8 @@ impl<B: Backend> ModelPlan<B> {
             })
             .cloned()
             .collect();
-        let codecs = CodecSet::<B>::load(&io.model, &keep, &common.catalog, common.pad, device)?;
+        let codecs =
+            CodecSet::<B>::load(&common.model, &keep, &common.catalog, common.pad, device)?;
         let is_input: Vec<bool> = codecs
             .bindings()
             .map(|b| !targets.contains(&b.token_key))
@@ -101,11 +106,8 @@ impl<B: Backend> ModelPlan<B> {
     }
 
     /// Files whose checksums identify the model (transformer + codecs).
-    pub fn files(&self, io: &IoArgs) -> Vec<PathBuf> {
-        let mut f = vec![
-            io.model.join("config.json"),
-            io.model.join("model.safetensors"),
-        ];
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut f = self.common.model.transformer_files();
         f.extend(self.codecs.files().iter().cloned());
         f
     }

@@ -13,28 +13,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec_set::ModalityTokens;
 use crate::pipeline::{DatasetSpec, Dtype};
-use crate::run_config::{Binding, Source};
-
-/// Dataset suffixes read for a group source (images, spectra, catalogs).
-pub const GROUP_SUFFIXES: &[&str] = &[
-    "array", "flux", "band", "ivar", "lambda", "mask", "X", "Y", "SHAPE_E1", "SHAPE_E2", "SHAPE_R",
-];
-
-/// Every dataset that may be read for `bindings`, plus `object_id` (used to size the files).
-pub fn candidate_datasets(bindings: &[Binding]) -> Vec<String> {
-    let mut out = vec!["object_id".to_string()];
-    for b in bindings {
-        match &b.source {
-            Source::Tokens { dataset } | Source::Scalar { dataset, .. } => {
-                out.push(dataset.clone())
-            }
-            Source::Group { prefix } => {
-                out.extend(GROUP_SUFFIXES.iter().map(|s| format!("{prefix}_{s}")))
-            }
-        }
-    }
-    out
-}
 
 /// Where `object_id` comes from.
 pub enum ObjectIds {

@@ -152,7 +152,7 @@ pub fn save(fig: &impl Figure, stem: &Path) -> Result<[PathBuf; 2]> {
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
-    aion_model::export::write_atomic(path, bytes)
+    aion_model::fs::write_atomic(path, bytes)
         .with_context(|| format!("cannot write the figure {}", path.display()))
 }
 

@@ -244,8 +244,7 @@ impl BackendTask for Task<'_> {
                 } else {
                     CalibrationFile::read_dir(&self.args.io.model)?
                 };
-                let targets =
-                    load_targets(&self.args.io.model, &plan, &keys, calibration.as_ref())?;
+                let targets = load_targets(&plan, &keys, calibration.as_ref())?;
                 let probe = self
                     .args
                     .probe
@@ -308,7 +307,6 @@ fn load_probe<B: Backend>(
 }
 
 fn load_targets<B: Backend>(
-    model: &Path,
     plan: &ModelPlan<B>,
     keys: &[&str],
     calibration: Option<&CalibrationFile>,
@@ -328,7 +326,7 @@ fn load_targets<B: Backend>(
                 m.codec
             );
         }
-        let dir = model.join("codecs").join(m.codec_dir);
+        let dir = plan.common.model.codec_dir(m);
         let codec = ScalarCodec::load(m, &dir)
             .with_context(|| format!("cannot load the {key} codec from {}", dir.display()))?;
         let k = codec.codebook_size().min(m.vocab);
@@ -489,7 +487,7 @@ fn run_plan<B: Backend>(
         tool: TOOL,
         config,
         model: &args.io.model,
-        files: plan.files(&args.io),
+        files: plan.files(),
         catalog,
         config_file: args.io.config.as_deref(),
         side_outputs: targets

@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use aion_model::ModelDir;
 use aion_model::modality::{CodecKind, ModalityInfo, by_token_key};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -45,8 +46,11 @@ impl RunConfig {
     }
 }
 
-/// What every tool resolves first: run config, mapping, sized catalogue, batch and chunk sizes.
+/// What every tool resolves first: the model directory, run config, mapping, sized catalogue,
+/// batch and chunk sizes.
 pub struct Common {
+    /// The model directory (opened once: extra modalities registered, `config.json` read).
+    pub model: ModelDir,
     /// The catalogue, sized by the datasets the bindings may read.
     pub catalog: aion_io::Catalog,
     /// Candidate bindings (the codec set drops those whose data is absent).
@@ -115,7 +119,7 @@ impl Common {
             io.model.display()
         );
         // Extra (new-survey) modalities of the model must be known before the mapping.
-        aion_model::modality::register_dir(&io.model)?;
+        let model = ModelDir::open(&io.model)?;
         let mut catalog =
             aion_io::Catalog::open_with(&io.catalog, io.format.or(config.format), preset.as_ref())?;
         if let Some(p) = &preset {
@@ -124,8 +128,9 @@ impl Common {
         let bindings =
             resolve(&explicit, |d| catalog.has(d), named).map_err(|e| with_columns(e, &catalog))?;
         let labels_left_out = labels_left_out(&bindings, |d| catalog.has(d));
-        catalog.size_by(&crate::output::candidate_datasets(&bindings))?;
+        catalog.size_by(&candidate_datasets(&bindings))?;
         Ok(Self {
+            model,
             catalog,
             bindings,
             batch,
@@ -305,6 +310,27 @@ pub enum Source {
         /// Dataset prefix.
         prefix: String,
     },
+}
+
+/// Dataset suffixes read for a group source (images, spectra, catalogs).
+const GROUP_SUFFIXES: &[&str] = &[
+    "array", "flux", "band", "ivar", "lambda", "mask", "X", "Y", "SHAPE_E1", "SHAPE_E2", "SHAPE_R",
+];
+
+/// Every dataset that may be read for `bindings`, plus `object_id` (used to size the files).
+fn candidate_datasets(bindings: &[Binding]) -> Vec<String> {
+    let mut out = vec!["object_id".to_string()];
+    for b in bindings {
+        match &b.source {
+            Source::Tokens { dataset } | Source::Scalar { dataset, .. } => {
+                out.push(dataset.clone())
+            }
+            Source::Group { prefix } => {
+                out.extend(GROUP_SUFFIXES.iter().map(|s| format!("{prefix}_{s}")))
+            }
+        }
+    }
+    out
 }
 
 impl Source {

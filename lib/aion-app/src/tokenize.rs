@@ -89,7 +89,7 @@ impl BackendTask for Task<'_> {
             (|| {
                 let common = run_config::Common::resolve(&args.io, &[])?;
                 let codecs = CodecSet::<B>::load(
-                    &args.io.model,
+                    &common.model,
                     &common.bindings,
                     &common.catalog,
                     common.pad,
@@ -234,7 +234,7 @@ fn run_decode<B: Backend>(
         (|| {
             let common = run_config::Common::resolve(&args.io, &[])?;
             let decoders =
-                crate::decode::DecoderSet::<B>::load(&args.io.model, &common.catalog, device)?;
+                crate::decode::DecoderSet::<B>::load(&common.model, &common.catalog, device)?;
             let ids = ObjectIds::detect(&common.catalog)?;
             Ok((common, decoders, ids))
         })(),

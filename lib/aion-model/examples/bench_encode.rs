@@ -50,7 +50,7 @@ fn main() {
     let mut times = Vec::new();
     for _ in 0..=repeat {
         let (t, cpu) = (Instant::now(), cpu_seconds());
-        let enc = model.encode(&inputs, None);
+        let enc = model.encode(&inputs, None).unwrap();
         let values: Vec<f32> = enc.context.into_data().to_vec().unwrap();
         assert!(values.iter().all(|v| v.is_finite()));
         times.push(format!(

@@ -193,12 +193,12 @@ impl<B: Backend> Models<B> {
             .map(|(key, folder)| {
                 ScalarCodec::load(
                     by_token_key(key).expect("known key"),
-                    &dir.join("codecs").join(folder),
+                    &aion_model::hub::layout::codec(dir, folder),
                 )
             })
             .collect::<aion_model::Result<_>>()?;
         Ok(Self {
-            image: ImageCodec::load(&dir.join("codecs/image"), device)?,
+            image: ImageCodec::load(&aion_model::hub::layout::codec(dir, "image"), device)?,
             fluxes,
             aion: Aion::load(dir, device)?,
             bands: Band::parse_list(&BANDS)?,

@@ -11,6 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::hub::layout;
 use crate::modality::{MODALITIES, ModalityInfo, TokenLayout, by_token_key};
 
 /// Activation of the MLPs (`act_layer`, the name of a `torch.nn` class).
@@ -200,15 +201,15 @@ impl AionConfig {
 
     /// Parses and validates the JSON text of a `config.json` (errors name the file `config.json`).
     pub fn from_json(text: &str) -> Result<Self> {
-        let cfg: Self =
-            serde_json::from_str(text).map_err(|e| Error::config("config.json", e.to_string()))?;
+        let cfg: Self = serde_json::from_str(text)
+            .map_err(|e| Error::config(layout::config_name(), e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
     }
 
     /// Checks that this implementation can honour every value.
     pub fn validate(&self) -> Result<()> {
-        let fail = |m: String| Err(Error::config("config.json", m));
+        let fail = |m: String| Err(Error::config(layout::config_name(), m));
         if self.dim == 0 || self.num_heads == 0 || !self.dim.is_multiple_of(self.num_heads) {
             return fail(format!(
                 "dim {} is not a positive multiple of num_heads {}",

@@ -8,8 +8,7 @@
 //! [`ParamNames`](crate::weights::ParamNames).
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
@@ -17,6 +16,8 @@ use safetensors::tensor::{Dtype, TensorView};
 
 use crate::error::{Error, Result};
 use crate::fourm::Aion;
+use crate::fs::write_atomic;
+use crate::hub::layout;
 
 /// A float32 tensor with its state-dict name, row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,41 +58,6 @@ impl NamedTensor {
             .expect("f32 tensor data");
         Self::new(name, shape, data)
     }
-}
-
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder, flushed to disk,
-/// then renamed over `path` (a reader sees the old file or the new one, never a partial one).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let err = |source| Error::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp: PathBuf = path.with_file_name(format!(".{name}.tmp.{}", std::process::id()));
-    let written = std::fs::File::create(&tmp).and_then(|mut f| {
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)
-    });
-    if let Err(e) = written {
-        // A full disk, say: leave nothing behind.
-        let _ = std::fs::remove_file(&tmp);
-        return Err(err(e));
-    }
-    if let Some(dir) = path.parent()
-        && let Ok(d) = std::fs::File::open(if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        })
-    {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 /// Serialises float32 tensors (and optional string metadata) as safetensors bytes.
@@ -202,6 +168,6 @@ pub fn save<B: Backend>(model: &Aion<B>, dir: &Path, carry_from: Option<&Path>) 
         }
     }
     let cfg = serde_json::to_string_pretty(model.config()).expect("config serialises");
-    write_atomic(&dir.join("config.json"), format!("{cfg}\n").as_bytes())?;
-    write_safetensors(&dir.join("model.safetensors"), &tensors, None)
+    write_atomic(&layout::config(dir), format!("{cfg}\n").as_bytes())?;
+    write_safetensors(&layout::weights(dir), &tensors, None)
 }

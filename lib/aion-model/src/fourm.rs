@@ -19,6 +19,7 @@ pub mod embeddings;
 pub mod generate;
 
 mod assemble;
+mod layers;
 mod model;
 
 use burn::tensor::backend::Backend;

@@ -20,17 +20,21 @@
 //! - [`config`]: the transformer's `config.json` ([`AionConfig`]).
 //! - [`fourm`]: the 4M transformer ([`Aion`]).
 //! - [`quantizers`]: quantizers shared by the codecs (FSQ).
-//! - [`export`]: writing safetensors and a model's Hub state dict; [`rng`]: deterministic
+//! - [`export`]: writing safetensors and a model's Hub state dict; [`fs`]: atomic writes and
+//!   directory copies; [`rng`]: deterministic
 //!   random numbers; [`lora`]: LoRA adapters; [`probe`]: probe heads on pooled embeddings;
 //!   [`train`] (feature `train`): from-scratch initialisation, new modalities, the training
 //!   objectives and optimiser of `aion-finetune`.
-//! - [`hub`]: model directories as a whole: a random full model, strict checks.
+//! - [`hub`]: model directories as a whole: the Hub layout's file names ([`hub::layout`]),
+//!   [`ModelDir`] (the transformer, codecs and checksummed files of one directory), a random
+//!   full model, strict checks.
 
 pub mod codecs;
 pub mod config;
 pub mod error;
 pub mod export;
 pub mod fourm;
+pub mod fs;
 pub mod hub;
 pub mod lora;
 pub mod modality;
@@ -45,3 +49,4 @@ pub mod weights;
 pub use config::AionConfig;
 pub use error::{Error, Result};
 pub use fourm::{Aion, DecoderMode, Encoded, TokenInput};
+pub use hub::ModelDir;

@@ -35,7 +35,9 @@ use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::export::{NamedTensor, write_atomic, write_safetensors};
+use crate::export::{NamedTensor, write_safetensors};
+use crate::fs::write_atomic;
+use crate::hub::layout;
 use crate::nn::Linear;
 use crate::weights::{Init, Initialiser, Source, WeightFile};
 
@@ -159,7 +161,7 @@ impl<B: Backend> ProbeHead<B> {
     /// Reads `<model_dir>/probe/`.
     pub fn load(model_dir: &Path, device: &B::Device) -> Result<(Self, ProbeConfig)> {
         let dir = model_dir.join(PROBE_DIR);
-        let path = dir.join("config.json");
+        let path = layout::config(&dir);
         let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
             path: path.clone(),
             source,
@@ -167,7 +169,7 @@ impl<B: Backend> ProbeHead<B> {
         let cfg: ProbeConfig =
             serde_json::from_str(&text).map_err(|e| Error::config(&path, e.to_string()))?;
         cfg.validate(&path)?;
-        let mut w = WeightFile::open(dir.join("model.safetensors"))?;
+        let mut w = WeightFile::open(layout::weights(&dir))?;
         let head = Self::from_weights(&cfg, &mut w, device);
         w.finish()?;
         Ok((head, cfg))
@@ -255,7 +257,7 @@ impl<B: Backend> ProbeHead<B> {
             source,
         })?;
         let text = serde_json::to_string_pretty(cfg).expect("json");
-        write_atomic(&dir.join("config.json"), format!("{text}\n").as_bytes())?;
-        write_safetensors(&dir.join("model.safetensors"), &self.tensors(), None)
+        write_atomic(&layout::config(&dir), format!("{text}\n").as_bytes())?;
+        write_safetensors(&layout::weights(&dir), &self.tensors(), None)
     }
 }

@@ -49,7 +49,7 @@ pub fn write_grid_codec(dir: &Path, name: &str, k: usize) -> Result<()> {
 
 /// Loads the codec of `m` from `model/codecs/<codec_dir>/`.
 pub fn load(model: &Path, m: &'static ModalityInfo) -> Result<ScalarCodec> {
-    let dir = model.join("codecs").join(m.codec_dir);
+    let dir = aion_model::hub::layout::codec(model, m.codec_dir);
     ScalarCodec::load(m, &dir).with_context(|| {
         format!(
             "cannot load the {} codec from {}",

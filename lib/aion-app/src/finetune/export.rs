@@ -12,10 +12,11 @@
 use std::path::Path;
 
 use aion_model::Aion;
+use aion_model::fs::copy_dir;
+use aion_model::hub::layout;
 use aion_model::modality::ExtraModality;
 use aion_model::modality::extra::ExtraModalitiesFile;
 use aion_model::probe::ProbeHead;
-use aion_model::train::extend::copy_dir;
 use aion_mpi::Session;
 use anyhow::{Context as _, Result};
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -40,8 +41,7 @@ pub const GRID_K: usize = 1024;
 pub fn write_split(session: &Session, out: &Path, split: &Split) -> Result<()> {
     let r = if session.is_root() {
         let text = serde_json::to_string(split)?;
-        aion_model::export::write_atomic(&out.join("split.json"), text.as_bytes())
-            .map_err(Into::into)
+        aion_model::fs::write_atomic(&out.join("split.json"), text.as_bytes()).map_err(Into::into)
     } else {
         Ok(())
     };
@@ -58,19 +58,19 @@ fn write_codecs<B: Backend>(ctx: &Context<'_>, model: &Aion<B>) -> Result<()> {
         .filter_map(|k| aion_model::modality::by_token_key(k))
         .collect();
     for f in ctx.fitted {
-        f.write_hub(&out.join("codecs").join(&f.name))?;
+        f.write_hub(&layout::codec(out, &f.name))?;
     }
     for m in &mods {
-        let dst = out.join("codecs").join(m.codec_dir);
+        let dst = layout::codec(out, m.codec_dir);
         if ctx.fitted.iter().any(|f| f.name == m.codec_dir) {
             continue;
         }
         match &s.cfg.model.base {
             Some(base)
-                if base.join("codecs").join(m.codec_dir).is_dir()
-                    && base.join("codecs").join(m.codec_dir) != dst =>
+                if layout::codec(base, m.codec_dir).is_dir()
+                    && layout::codec(base, m.codec_dir) != dst =>
             {
-                copy_dir(&base.join("codecs").join(m.codec_dir), &dst)?;
+                copy_dir(&layout::codec(base, m.codec_dir), &dst)?;
             }
             None if m.codec == aion_model::modality::CodecKind::GridScalar => {
                 super::codecs::write_grid_codec(&dst, m.codec_dir, GRID_K)?;
@@ -220,7 +220,7 @@ fn summary(
         "rows": { "train": ctx.split.train.len(), "val": ctx.split.val.len(), "test": ctx.split.test.len() },
         "test": test, "calibration": calibration,
     });
-    aion_model::export::write_atomic(
+    aion_model::fs::write_atomic(
         &s.out.join(SUMMARY),
         format!("{}\n", serde_json::to_string_pretty(&v)?).as_bytes(),
     )?;
@@ -253,7 +253,7 @@ pub fn tokens<B: AutodiffBackend>(
                 .model
                 .base
                 .as_ref()
-                .map(|b| b.join("model.safetensors"));
+                .map(|b| layout::weights(b));
             aion_model::export::save(&model, out, carry.as_deref())?;
             if let Some(l) = &module.lora {
                 l.save(&out.join("adapter.safetensors"))?;
@@ -302,12 +302,8 @@ pub fn probe<B: AutodiffBackend>(
             if base != out {
                 // The base's calibration.json (if any) is carried: the probe leaves the base's
                 // token posteriors as they were.
-                for f in [
-                    "config.json",
-                    "model.safetensors",
-                    "modalities.json",
-                    calibration::FILE,
-                ] {
+                let files = layout::top_level_files();
+                for f in files.iter().copied().chain([calibration::FILE]) {
                     if base.join(f).is_file() {
                         let _ = std::fs::remove_file(out.join(f));
                         std::fs::hard_link(base.join(f), out.join(f))
@@ -315,8 +311,8 @@ pub fn probe<B: AutodiffBackend>(
                             .with_context(|| format!("cannot copy {} into {}", f, out.display()))?;
                     }
                 }
-                if base.join("codecs").is_dir() {
-                    copy_dir(&base.join("codecs"), &out.join("codecs"))?;
+                if layout::codecs(base).is_dir() {
+                    copy_dir(&layout::codecs(base), &layout::codecs(out))?;
                 }
             }
             head.save(&task.targets.cfg, out)?;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use aion_io::Catalog;
 use aion_model::codecs::scalar::{ScalarCodec, ScalarQuantizer};
 use aion_model::codecs::scalar_fit::{FitKind, FittedCodec, linspace_f32};
+use aion_model::hub::layout;
 use aion_model::modality::{CodecKind, by_token_key};
 use aion_model::train::extend::{NewModality, extended};
 use aion_model::train::init::{InitOptions, init_model};
@@ -71,7 +72,7 @@ fn setup(args: &FinetuneArgs) -> Result<Setup> {
     let out = cfg.output.clone().expect("checked");
     if let Some(base) = &cfg.model.base {
         ensure!(
-            base.join("config.json").is_file(),
+            layout::config(base).is_file(),
             "base model {} ({}) has no config.json",
             base.display(),
             origin(&args.config, args.base.is_some(), "--base", "[model] base")
@@ -168,7 +169,7 @@ fn setup(args: &FinetuneArgs) -> Result<Setup> {
         .model
         .base
         .as_ref()
-        .map(|b| crate::resume::FileIdentity::of(&b.join("model.safetensors")))
+        .map(|b| crate::resume::FileIdentity::of(&layout::weights(b)))
         .transpose()?;
     // The preset's content too: an edited preset file converts the columns differently.
     let mut key = serde_json::json!({ "config": cfg, "catalog": identity, "base": base_id });
@@ -381,7 +382,7 @@ fn build_model<B: AutodiffBackend>(s: &Setup, device: &B::Device) -> Result<Aion
             Aion::load(base, device)?
         } else {
             let (cfg, bytes, _) = extended(base, &news, opts)?;
-            let mut w = WeightFile::from_bytes(base.join("model.safetensors"), bytes)?;
+            let mut w = WeightFile::from_bytes(layout::weights(base), bytes)?;
             let m = Aion::from_weights(cfg, &mut w, device)?;
             w.finish()?;
             m

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use aion_io::Catalog;
 use aion_model::Aion;
 use aion_model::fourm::TokenInput;
+use aion_model::hub::layout;
 use aion_model::modality::by_token_key;
 use aion_model::train::objective::posterior;
 use burn::tensor::{Int, Tensor, TensorData};
@@ -23,7 +24,7 @@ fn repo() -> PathBuf {
 fn bundled_photoz_model_reproduces_its_test_predictions() {
     let dir = repo().join("data/models/sdss-photoz-tiny");
     assert!(
-        dir.join("model.safetensors").exists(),
+        layout::weights(&dir).exists(),
         "the bundled model {} is missing",
         dir.display()
     );

@@ -7,11 +7,12 @@
 
 use std::path::{Path, PathBuf};
 
+use aion_model::codecs::AnyCodec;
 use anyhow::Result;
 use burn::tensor::backend::Backend;
 use plotters::chart::SeriesLabelPosition;
 
-use super::{Target, TargetCodec};
+use super::Target;
 use crate::output::read_rows;
 use crate::plot::charts::{
     Cell, CurvesFigure, HistogramFigure, ImageGrid, Panel, Series, cutout_cell, viridis_rgb,
@@ -55,8 +56,8 @@ pub fn write<B: Backend>(
     );
     let colours = [C_BLUE, C_ORANGE, C_GREEN];
     let stem = stem(output, key);
-    match &target.codec {
-        TargetCodec::Spectrum(_) => {
+    match &target.codec.codec {
+        AnyCodec::Spectrum(_) => {
             let resampled = target.grid.is_some();
             let (flux_name, wave_name) = if resampled {
                 ("flux_resampled", "wavelength_resampled")
@@ -107,7 +108,8 @@ pub fn write<B: Backend>(
                 &stem,
             )
         }
-        TargetCodec::Image(_, bands) => {
+        AnyCodec::Image(_) => {
+            let bands = &target.codec.bands;
             let names: Vec<String> = bands.iter().map(|b| b.name().to_string()).collect();
             let flux_ds = ds("flux")?;
             let per = bands.len() * 96 * 96;
@@ -145,7 +147,7 @@ pub fn write<B: Backend>(
                 &stem,
             )
         }
-        TargetCodec::Field(_) => {
+        AnyCodec::Field(_) => {
             let map_ds = ds("map")?;
             let mut cells = Vec::new();
             for &r in &rows {
@@ -174,7 +176,7 @@ pub fn write<B: Backend>(
                 &stem,
             )
         }
-        TargetCodec::Scalar(c) if c.channels() > 1 => {
+        AnyCodec::Scalar(c) if c.channels() > 1 => {
             let value_ds = ds("value")?;
             let ch = c.channels();
             let mut panels = Vec::new();
@@ -208,7 +210,8 @@ pub fn write<B: Backend>(
                 &stem,
             )
         }
-        TargetCodec::Scalar(_) => {
+        AnyCodec::Catalog(_) => unreachable!("refused when loading the target"),
+        AnyCodec::Scalar(_) => {
             let values: Vec<f64> = ds("value")?
                 .read_raw::<f32>()?
                 .into_iter()

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codecs::scalar::ScalarQuantizer;
 use crate::error::{Error, Result};
+use crate::hub::layout;
 use crate::weights::{Init, IntType, Reservoir, Source, ValueSpace, WeightFile};
 
 /// Field names in token order.
@@ -132,14 +133,14 @@ impl CatalogCodec {
     ///
     /// Strict. Keys may start with `_quantizer.` (module `state_dict`) or `quantizer.`.
     pub fn load(dir: &Path) -> Result<Self> {
-        let config_path = dir.join("config.json");
+        let config_path = layout::config(dir);
         let text = std::fs::read_to_string(&config_path).map_err(|source| Error::Io {
             path: config_path.clone(),
             source,
         })?;
         let cfg: CatalogConfig =
             serde_json::from_str(&text).map_err(|e| Error::config(&config_path, e.to_string()))?;
-        let mut w = WeightFile::open(dir.join("model.safetensors"))?;
+        let mut w = WeightFile::open(layout::weights(dir))?;
         let codec = Self::from_weights(&cfg, &mut w);
         w.finish()?;
         codec

@@ -33,6 +33,7 @@ use magvit::{MagVitDecoder, MagVitEncoder, MagVitShape};
 use preprocess::{CROP, SubsampledLinear};
 
 use crate::error::{Error, Result};
+use crate::hub::layout;
 use crate::nn::{Conv2d, Conv2dAlgo};
 use crate::quantizers::Fsq;
 use crate::weights::{Source, WeightFile};
@@ -220,8 +221,8 @@ impl<B: Backend> ImageCodec<B> {
     /// shape, and nothing else may be in the file; the stored FSQ `levels` buffer (under
     /// `_quantizer.` or `quantizer.`) must equal `quantizer_levels`.
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self> {
-        let config = ImageCodecConfig::from_file(&dir.join("config.json"))?;
-        let mut w = WeightFile::open(dir.join("model.safetensors"))?;
+        let config = ImageCodecConfig::from_file(&layout::config(dir))?;
+        let mut w = WeightFile::open(layout::weights(dir))?;
         let codec = Self::from_weights(config, &mut w, device)?;
         w.finish()?;
         Ok(codec)

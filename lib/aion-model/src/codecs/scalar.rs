@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codecs::scalar_fit::linspace_f32;
 use crate::error::{Error, Result};
+use crate::hub::layout;
 use crate::modality::{CodecKind, ModalityInfo};
 use crate::weights::{Init, Reservoir, Source, ValueSpace, WeightFile};
 
@@ -339,9 +340,9 @@ impl ScalarCodec {
     /// Both the Hub's `quantizer.` prefix and the module's `_quantizer.` prefix are accepted.
     /// Loading is strict: every tensor must be present with the configured shape and used.
     pub fn load(modality: &'static ModalityInfo, dir: &Path) -> Result<Self> {
-        let config_path = dir.join("config.json");
+        let config_path = layout::config(dir);
         let cfg = ScalarConfig::read(&config_path)?;
-        let mut w = WeightFile::open(dir.join("model.safetensors"))?;
+        let mut w = WeightFile::open(layout::weights(dir))?;
         let codec = Self::from_weights(modality, &cfg, &mut w)
             .map_err(|m| Error::config(&config_path, m))?;
         w.finish()?;

@@ -24,6 +24,7 @@ pub use config::ScalarFieldConfig;
 
 use crate::codecs::image::preprocess::{CROP, center_crop, check_no_nan};
 use crate::error::{Error, Result};
+use crate::hub::layout;
 use crate::nn::{BatchNorm2d, Conv2d, Conv2dAlgo, ConvTranspose2d};
 use crate::quantizers::Fsq;
 use crate::weights::{Source, WeightFile};
@@ -169,8 +170,8 @@ impl<B: Backend> ScalarFieldCodec<B> {
     /// Loads `config.json` and `model.safetensors` from a codec folder
     /// (`codecs/segmentation_map/`), strictly (see [`crate::weights::WeightFile`]).
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self> {
-        let config = ScalarFieldConfig::from_file(&dir.join("config.json"))?;
-        let mut w = WeightFile::open(dir.join("model.safetensors"))?;
+        let config = ScalarFieldConfig::from_file(&layout::config(dir))?;
+        let mut w = WeightFile::open(layout::weights(dir))?;
         let codec = Self::from_weights(config, &mut w, device)?;
         w.finish()?;
         Ok(codec)

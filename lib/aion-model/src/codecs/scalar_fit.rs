@@ -21,7 +21,8 @@ use std::path::Path;
 
 use crate::codecs::scalar::{ScalarConfig, ScalarQuantizer};
 use crate::error::{Error, Result};
-use crate::export::write_atomic;
+use crate::fs::write_atomic;
+use crate::hub::layout;
 use crate::modality::CodecKind;
 use crate::rng::{hash, tags};
 use crate::weights::{Initialiser, write_stored};
@@ -272,7 +273,7 @@ impl FittedCodec {
         // Keys in alphabetical order, as before (a `serde_json::Value` object is sorted).
         let json = serde_json::to_value(&cfg).expect("json");
         let text = serde_json::to_string_pretty(&json).expect("json");
-        write_atomic(&dir.join("config.json"), format!("{text}\n").as_bytes())?;
+        write_atomic(&layout::config(dir), format!("{text}\n").as_bytes())?;
         let mut w = Initialiser::new(0).with_reservoirs(vec![self.reservoir.clone()]);
         let q = ScalarQuantizer::from_weights(kind, &self.name, &cfg, &mut w)
             .map_err(|m| Error::config(dir, m))?;
@@ -281,7 +282,7 @@ impl FittedCodec {
             ScalarQuantizer::Reservoir { table } | ScalarQuantizer::LogReservoir { table, .. }
                 if *table == self.table
         ));
-        write_stored(&dir.join("model.safetensors"), w.tensors())
+        write_stored(&layout::weights(dir), w.tensors())
     }
 }
 
@@ -304,11 +305,11 @@ pub fn write_grid_codec(dir: &Path, name: &str, k: usize) -> Result<()> {
     };
     let json = serde_json::to_value(&cfg).expect("json");
     let text = serde_json::to_string_pretty(&json).expect("json");
-    write_atomic(&dir.join("config.json"), format!("{text}\n").as_bytes())?;
+    write_atomic(&layout::config(dir), format!("{text}\n").as_bytes())?;
     let mut w = Initialiser::new(0);
     ScalarQuantizer::from_weights(CodecKind::GridScalar, name, &cfg, &mut w)
         .map_err(|m| Error::config(dir, m))?;
-    write_stored(&dir.join("model.safetensors"), w.tensors())
+    write_stored(&layout::weights(dir), w.tensors())
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::error::{Error, Result};
+use crate::hub::layout;
 use crate::weights::{Init, IntType, Source, WeightFile};
 
 pub use config::SpectrumConfig;
@@ -95,8 +96,8 @@ impl<B: Backend> SpectrumCodec<B> {
     /// shape, and nothing else. The LFQ buffer may be named `_quantizer.` (module) or
     /// `quantizer.` (the scalar codecs' Hub convention).
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self> {
-        let config = SpectrumConfig::read(&dir.join("config.json"))?;
-        let mut w = WeightFile::open(dir.join("model.safetensors"))?;
+        let config = SpectrumConfig::read(&layout::config(dir))?;
+        let mut w = WeightFile::open(layout::weights(dir))?;
         let codec = Self::from_weights(config, &mut w, device);
         w.finish()?;
         codec

@@ -11,7 +11,7 @@ use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, DType, Tensor};
 
-use super::block::{norm, xavier};
+use super::layers::{norm, xavier};
 use crate::config::AionConfig;
 use crate::nn::native::{bmm, softmax_last};
 use crate::nn::{LayerNorm, Linear};

@@ -3,40 +3,16 @@
 //! Port of `aion/fourm/fm_utils.py::{LayerNorm, Mlp, GatedMlp, Block, DecoderBlock}`
 //! (polymathic-aion 0.0.2). Dropout and drop-path are identities at inference and absent here.
 
-use burn::module::{Module, Param};
+use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
 
 use super::attention::{CrossAttention, SelfAttention};
+use super::layers::{norm, xavier};
 use crate::config::{Activation, AionConfig};
 use crate::nn::{LayerNorm, Linear};
-use crate::weights::{Init, Source};
-
-/// 4M's initialisation of linear weights: Xavier-uniform, packed projections (`qkv`, `kv`) as
-/// separate `D×D` blocks.
-pub(crate) fn xavier(packed: usize) -> Init {
-    Init::XavierUniform { packed }
-}
-
-/// 4M's LayerNorm (eps 1e-6). Its `bias` is always in the file: a parameter when `norm_bias`,
-/// otherwise a persistent buffer (zeros when trained) that the reference still adds; it is
-/// loaded either way and, as a buffer, excluded from gradients.
-pub(crate) fn norm<B: Backend>(
-    w: &mut impl Source,
-    prefix: &str,
-    d: usize,
-    cfg: &AionConfig,
-    device: &B::Device,
-) -> LayerNorm<B> {
-    let mut ln = LayerNorm::load(w, prefix, d, 1e-6, true, device);
-    if !cfg.norm_bias {
-        ln.bias = ln
-            .bias
-            .map(|b: Param<Tensor<B, 1>>| b.set_require_grad(false));
-    }
-    ln
-}
+use crate::weights::Source;
 
 /// Feed-forward layer: `fc2(act(fc1 x))`, or gated `fc2(act(fc1 x) ⊙ fc3 x)` (SwiGLU).
 #[derive(Module, Debug)]

@@ -11,7 +11,7 @@ use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
-use super::block::xavier;
+use super::layers::xavier;
 use crate::config::AionConfig;
 use crate::modality::{CodecKind, ModalityInfo, TokenLayout};
 use crate::nn::{Embedding, Linear};

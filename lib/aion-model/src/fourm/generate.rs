@@ -137,7 +137,7 @@ impl<B: Backend> Aion<B> {
                 Scheme::Roar => state.random_positions(take, s, draws),
             };
             let m = positions.len() / state.rows;
-            let logits = self.target_logits(inputs, &state, &positions, &mut cache);
+            let logits = self.target_logits(inputs, &state, &positions, &mut cache)?;
             let picks = sample_rows(logits, &positions, m, s, step.temperature, filter, draws);
             for r in 0..state.rows {
                 let row = &picks[r * m..(r + 1) * m];
@@ -180,14 +180,14 @@ impl<B: Backend> Aion<B> {
         state: &TargetState,
         positions: &[usize],
         cache: &mut Option<Context<B>>,
-    ) -> Tensor<B, 3> {
+    ) -> Result<Tensor<B, 3>> {
         let head = self
             .output_embedding(state.target)
             .expect("checked: decoder head");
         let context = match cache {
             Some(c) => c.clone(),
             None => {
-                let c = self.generation_context(inputs, state);
+                let c = self.generation_context(inputs, state)?;
                 if self.input_embedding(state.target).is_none() {
                     *cache = Some(c.clone());
                 }
@@ -195,12 +195,16 @@ impl<B: Backend> Aion<B> {
             }
         };
         let y = self.decode_positions(head, &context, positions, state.rows);
-        head.logits(y)
+        Ok(head.logits(y))
     }
 
     /// The encoder pass of a step: the inputs plus the revealed target tokens (if the target is
     /// an input modality), cut at the largest valid token count of the batch.
-    fn generation_context(&self, inputs: &[TokenInput<B>], state: &TargetState) -> Context<B> {
+    fn generation_context(
+        &self,
+        inputs: &[TokenInput<B>],
+        state: &TargetState,
+    ) -> Result<Context<B>> {
         let device = inputs[0].ids.device();
         let mut all = inputs.to_vec();
         if self.input_embedding(state.target).is_some() && state.revealed_per_row > 0 {
@@ -214,11 +218,11 @@ impl<B: Backend> Aion<B> {
             all.push(TokenInput::new(state.target, ids).with_mask(mask));
         }
         let keep = valid_counts(&all).into_iter().max().unwrap_or(1).max(1);
-        let (enc, bias) = self.encode_biased(&all, Some(keep));
-        Context {
+        let (enc, bias) = self.encode_biased(&all, Some(keep))?;
+        Ok(Context {
             context: enc.context,
             bias,
-        }
+        })
     }
 
     /// Decoder pass over the queries at `positions` (row-major `[B, m]`), with full
@@ -290,7 +294,7 @@ impl<B: Backend> Aion<B> {
         if !positions.len().is_multiple_of(rows) {
             return Err(Error::Input("positions must be [B, m]".into()));
         }
-        Ok(self.target_logits(inputs, &state, positions, &mut None))
+        self.target_logits(inputs, &state, positions, &mut None)
     }
 }
 

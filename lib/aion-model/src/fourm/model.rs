@@ -13,14 +13,15 @@ use burn::tensor::backend::Backend;
 
 use super::assemble::{Assembled, assemble};
 use super::attention::key_bias;
-use super::block::{DecoderBlock, EncoderBlock, norm, xavier};
+use super::block::{DecoderBlock, EncoderBlock};
 use super::embeddings::{ModalityEmbedding, SEQUENCE_POSITIONS};
+use super::layers::{norm, xavier};
 use super::{DecoderMode, Encoded, TokenInput};
 use crate::config::AionConfig;
 use crate::error::{Error, Result};
 use crate::modality::{ModalityInfo, TokenLayout};
 use crate::nn::{LayerNorm, Linear};
-use crate::weights::{EMBED_STD, Init, ParamNames, Source, WeightFile};
+use crate::weights::{EMBED_STD, Init, ParamNames, Source};
 
 /// The AION-1 transformer (4M encoder–decoder).
 #[derive(Module, Debug)]
@@ -46,22 +47,14 @@ pub struct Aion<B: Backend> {
 }
 
 impl<B: Backend> Aion<B> {
-    /// Loads `dir/config.json` and `dir/model.safetensors` (the Hub layout; extra modalities
-    /// from `dir/modalities.json` are registered first), strictly: every
-    /// tensor must be present with its shape and every stored tensor must be used, otherwise
-    /// the error lists all offending names.
+    /// Loads the transformer of model directory `dir`, strictly (see
+    /// [`ModelDir::transformer`](crate::ModelDir::transformer)).
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self> {
-        // Extra (new-survey) modalities listed in `modalities.json` must be known first.
-        crate::modality::register_dir(dir)?;
-        let cfg = AionConfig::from_file(dir.join("config.json"))?;
-        let mut w = WeightFile::open(dir.join("model.safetensors"))?;
-        let model = Self::from_weights(cfg, &mut w, device)?;
-        w.finish()?;
-        Ok(model)
+        crate::ModelDir::open(dir)?.transformer(device)
     }
 
     /// Builds the model from an open weight file, taking every tensor it needs. Problems are
-    /// recorded in `w` (see [`WeightFile::finish`], which the caller must still call); the error
+    /// recorded in `w` (see [`WeightFile::finish`](crate::weights::WeightFile::finish), which the caller must still call); the error
     /// here is only for an invalid configuration.
     ///
     /// `w` may be any [`Source`]: this function is the one description of the transformer's
@@ -214,14 +207,14 @@ impl<B: Backend> Aion<B> {
     /// # Shapes
     /// inputs `[B, N_m]` `->` context `[B, K, D]`, `K = min(num_encoder_tokens, Σ N_m)`
     ///
-    /// # Panics
+    /// # Errors
     /// If [`check_inputs`](Self::check_inputs) fails or `num_encoder_tokens` is `Some(0)`.
     pub fn encode(
         &self,
         inputs: &[TokenInput<B>],
         num_encoder_tokens: Option<usize>,
-    ) -> Encoded<B> {
-        self.encode_biased(inputs, num_encoder_tokens).0
+    ) -> Result<Encoded<B>> {
+        Ok(self.encode_biased(inputs, num_encoder_tokens)?.0)
     }
 
     /// [`encode`](Self::encode), also returning the context key bias (None without padding).
@@ -229,15 +222,17 @@ impl<B: Backend> Aion<B> {
         &self,
         inputs: &[TokenInput<B>],
         keep: Option<usize>,
-    ) -> (Encoded<B>, Option<Tensor<B, 4>>) {
-        self.check_inputs(inputs).unwrap_or_else(|e| panic!("{e}"));
-        assert!(keep != Some(0), "num_encoder_tokens must be at least 1");
+    ) -> Result<(Encoded<B>, Option<Tensor<B, 4>>)> {
+        self.check_inputs(inputs)?;
+        if keep == Some(0) {
+            return Err(Error::Input("num_encoder_tokens must be at least 1".into()));
+        }
         let embeddings: Vec<_> = inputs
             .iter()
             .map(|inp| self.input_embedding(inp.modality).expect("checked input"))
             .collect();
         let a = assemble(&embeddings, inputs, keep.unwrap_or(usize::MAX));
-        self.run_encoder(a)
+        Ok(self.run_encoder(a))
     }
 
     /// # Shapes
@@ -269,9 +264,10 @@ impl<B: Backend> Aion<B> {
     /// inputs `[B, N_m]` `-> [B, D]`
     ///
     /// # Panics
-    /// If [`check_inputs`](Self::check_inputs) fails.
+    /// If [`check_inputs`](Self::check_inputs) fails (callers that cannot rule this out use
+    /// [`encode`](Self::encode), which returns the error).
     pub fn embed(&self, inputs: &[TokenInput<B>]) -> Tensor<B, 2> {
-        let enc = self.encode(inputs, None);
+        let enc = self.encode(inputs, None).unwrap_or_else(|e| panic!("{e}"));
         let valid = enc.mask.bool_not().float().unsqueeze_dim::<3>(2);
         let sum = (enc.context * valid.clone()).sum_dim(1);
         (sum / valid.sum_dim(1)).squeeze_dim(1)
@@ -291,9 +287,10 @@ impl<B: Backend> Aion<B> {
         targets: &[&'static ModalityInfo],
         mode: DecoderMode,
     ) -> Vec<Tensor<B, 3>> {
-        self.check_targets(targets)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let (enc, bias) = self.encode_biased(inputs, None);
+        let checked = self
+            .check_targets(targets)
+            .and_then(|()| self.encode_biased(inputs, None));
+        let (enc, bias) = checked.unwrap_or_else(|e| panic!("{e}"));
         let heads: Vec<_> = targets
             .iter()
             .map(|m| self.output_embedding(m).expect("checked target"))

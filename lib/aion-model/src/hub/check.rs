@@ -14,16 +14,13 @@ use std::path::{Path, PathBuf};
 
 use burn_ndarray::NdArray;
 
+use super::layout;
 use super::random::RandomModel;
-use crate::codecs::catalog::CatalogCodec;
-use crate::codecs::image::ImageCodec;
-use crate::codecs::scalar::ScalarCodec;
-use crate::codecs::scalar_field::ScalarFieldCodec;
-use crate::codecs::spectrum::SpectrumCodec;
+use crate::codecs::AnyCodec;
 use crate::config::AionConfig;
 use crate::fourm::Aion;
 use crate::lora::LoraSet;
-use crate::modality::{CodecKind, ModalityInfo, by_token_key, extra::ExtraModalitiesFile};
+use crate::modality::{CodecKind, by_token_key, extra::ExtraModalitiesFile};
 use crate::probe::{PROBE_DIR, ProbeHead};
 use crate::weights::sha256_file;
 
@@ -129,11 +126,11 @@ pub fn describe(dir: &Path) -> Report {
     if let Err(e) = crate::modality::register_dir(dir) {
         r.problems.push(e.to_string());
     }
-    match AionConfig::from_file(dir.join("config.json")) {
+    match AionConfig::from_file(layout::config(dir)) {
         Ok(c) => r.config = Some(c),
         Err(e) => r.problems.push(e.to_string()),
     }
-    match header_stats(&dir.join("model.safetensors")) {
+    match header_stats(&layout::weights(dir)) {
         Ok(s) => r.transformer = Some(s),
         Err(e) => r.problems.push(e),
     }
@@ -170,11 +167,12 @@ pub fn check(dir: &Path) -> Report {
         None
     };
     for c in r.codecs.clone() {
-        let (Some(kind), true, Some(m)) = (c.kind, c.stats.is_some(), c.modalities.first()) else {
+        let (Some(_), true, Some(m)) = (c.kind, c.stats.is_some(), c.modalities.first()) else {
             continue;
         };
         let m = by_token_key(m).expect("a known modality");
-        if let Err(e) = load_codec(kind, m, &dir.join("codecs").join(&c.dir)) {
+        // Strictly, with the tools' loader.
+        if let Err(e) = AnyCodec::<Cpu>::load(m, &layout::codec(dir, &c.dir), &dev) {
             r.problems.push(format!("codecs/{}: {e}", c.dir));
         }
     }
@@ -203,21 +201,6 @@ pub fn check(dir: &Path) -> Report {
     r
 }
 
-/// Loads one codec strictly (the tools' loaders).
-fn load_codec(kind: CodecKind, m: &'static ModalityInfo, dir: &Path) -> crate::Result<()> {
-    let dev = Default::default();
-    match kind {
-        CodecKind::Image => ImageCodec::<Cpu>::load(dir, &dev).map(drop),
-        CodecKind::Spectrum => SpectrumCodec::<Cpu>::load(dir, &dev).map(drop),
-        CodecKind::ScalarField => ScalarFieldCodec::<Cpu>::load(dir, &dev).map(drop),
-        CodecKind::Catalog => CatalogCodec::load(dir).map(drop),
-        CodecKind::Scalar
-        | CodecKind::LogScalar
-        | CodecKind::MultiScalar
-        | CodecKind::GridScalar => ScalarCodec::load(m, dir).map(drop),
-    }
-}
-
 /// The codec folders the configuration needs, and those present besides.
 fn codecs(dir: &Path, cfg: Option<&AionConfig>, problems: &mut Vec<String>) -> Vec<CodecInfo> {
     let mut needed: BTreeMap<&'static str, (CodecKind, Vec<String>)> = BTreeMap::new();
@@ -235,7 +218,7 @@ fn codecs(dir: &Path, cfg: Option<&AionConfig>, problems: &mut Vec<String>) -> V
             e.1.push(m.token_key.to_string());
         }
     }
-    let root = dir.join("codecs");
+    let root = layout::codecs(dir);
     let mut out = Vec::new();
     for (name, (kind, modalities)) in &needed {
         let cdir = root.join(name);
@@ -246,10 +229,10 @@ fn codecs(dir: &Path, cfg: Option<&AionConfig>, problems: &mut Vec<String>) -> V
             ));
             None
         } else {
-            if !cdir.join("config.json").is_file() {
+            if !layout::config(&cdir).is_file() {
                 problems.push(format!("codecs/{name}/config.json: missing"));
             }
-            match header_stats(&cdir.join("model.safetensors")) {
+            match header_stats(&layout::weights(&cdir)) {
                 Ok(s) => Some(s),
                 Err(e) => {
                     problems.push(e);
@@ -275,7 +258,7 @@ fn codecs(dir: &Path, cfg: Option<&AionConfig>, problems: &mut Vec<String>) -> V
     present.sort();
     for name in present {
         if !needed.contains_key(name.as_str()) {
-            let stats = header_stats(&root.join(&name).join("model.safetensors")).ok();
+            let stats = header_stats(&layout::weights(&root.join(&name))).ok();
             out.push(CodecInfo {
                 dir: name,
                 kind: None,

@@ -15,6 +15,7 @@ use burn_ndarray::NdArray;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::layout;
 use crate::codecs::catalog::{CatalogCodec, CatalogConfig};
 use crate::codecs::image::{ImageCodec, ImageCodecConfig};
 use crate::codecs::scalar::{ScalarCodec, ScalarConfig};
@@ -22,8 +23,8 @@ use crate::codecs::scalar_field::{ScalarFieldCodec, ScalarFieldConfig};
 use crate::codecs::spectrum::{SpectrumCodec, SpectrumConfig};
 use crate::config::AionConfig;
 use crate::error::{Error, Result};
-use crate::export::write_atomic;
 use crate::fourm::Aion;
+use crate::fs::write_atomic;
 use crate::modality::{CodecKind, MODALITIES, ModalityInfo};
 use crate::weights::{Initialiser, Source, StoredTensor, write_stored};
 
@@ -184,8 +185,8 @@ fn write_all(dir: &Path, model: &RandomModel) -> Result<()> {
     let cfg = model.size.transformer();
     let mut init = Initialiser::new(model.seed);
     Aion::<Cpu>::from_weights(cfg.clone(), &mut init, &Default::default())?;
-    write_json(&dir.join("config.json"), &cfg)?;
-    write_stored(&dir.join("model.safetensors"), init.tensors())?;
+    write_json(&layout::config(dir), &cfg)?;
+    write_stored(&layout::weights(dir), init.tensors())?;
     drop(init);
     let mut done: Vec<&str> = Vec::new();
     for m in MODALITIES {
@@ -193,17 +194,17 @@ fn write_all(dir: &Path, model: &RandomModel) -> Result<()> {
             continue;
         }
         done.push(m.codec_dir);
-        let codec_dir = dir.join("codecs").join(m.codec_dir);
+        let codec_dir = layout::codec(dir, m.codec_dir);
         std::fs::create_dir_all(&codec_dir).map_err(|source| Error::Write {
             path: codec_dir.clone(),
             source,
         })?;
         let (config, tensors) = codec(m, model.size.small_codecs(), model.seed)?;
         write_atomic(
-            &codec_dir.join("config.json"),
+            &layout::config(&codec_dir),
             format!("{config}\n").as_bytes(),
         )?;
-        write_stored(&codec_dir.join("model.safetensors"), &tensors)?;
+        write_stored(&layout::weights(&codec_dir), &tensors)?;
     }
     write_json(&dir.join(MARKER), model)
 }
@@ -262,7 +263,7 @@ fn codec(m: &'static ModalityInfo, small: bool, seed: u64) -> Result<(String, Ve
         _ => {
             let cfg = ScalarConfig::released(m);
             ScalarCodec::from_weights(m, &cfg, &mut init)
-                .map_err(|e| Error::config(Path::new("codecs").join(m.codec_dir), e))?;
+                .map_err(|e| Error::config(layout::codec(Path::new(""), m.codec_dir), e))?;
             json(serde_json::to_string_pretty(&cfg))
         }
     };

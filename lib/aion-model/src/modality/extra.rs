@@ -1,7 +1,7 @@
 //! Modalities beyond the 40 of AION-1, registered at run time (a new survey's columns).
 //!
-//! A model directory that uses extra modalities lists them in [`EXTRA_MODALITIES_FILE`]
-//! (`modalities.json`, next to `config.json`):
+//! A model directory that uses extra modalities lists them in `modalities.json` (next to
+//! `config.json`; [`crate::hub::layout::extras`]):
 //!
 //! ```json
 //! {"format": "aion-hpc/extra-modalities", "version": 1, "modalities": [
@@ -26,9 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{CodecKind, MODALITIES, ModalityInfo, TokenLayout, modality_id};
 use crate::error::{Error, Result};
-
-/// File of a model directory that lists its extra modalities.
-pub const EXTRA_MODALITIES_FILE: &str = "modalities.json";
+use crate::hub::layout;
 
 /// The per-row flag masks of the tools are `u64`: built-ins plus extras may not exceed this.
 pub const MAX_MODALITIES: usize = 64;
@@ -95,7 +93,7 @@ impl ExtraModalitiesFile {
 
     /// Reads `dir/modalities.json`; `Ok(None)` when the model has no extra modalities.
     pub fn read_dir(dir: &Path) -> Result<Option<Self>> {
-        let path = dir.join(EXTRA_MODALITIES_FILE);
+        let path = layout::extras(dir);
         if !path.exists() {
             return Ok(None);
         }
@@ -116,9 +114,9 @@ impl ExtraModalitiesFile {
 
     /// Writes `dir/modalities.json` (pretty JSON).
     pub fn write_dir(&self, dir: &Path) -> Result<()> {
-        let path = dir.join(EXTRA_MODALITIES_FILE);
+        let path = layout::extras(dir);
         let text = serde_json::to_string_pretty(self).expect("serialisable");
-        crate::export::write_atomic(&path, format!("{text}\n").as_bytes())
+        crate::fs::write_atomic(&path, format!("{text}\n").as_bytes())
     }
 }
 
@@ -244,7 +242,7 @@ pub fn register_dir(dir: &Path) -> Result<Vec<&'static ModalityInfo>> {
     let Some(file) = ExtraModalitiesFile::read_dir(dir)? else {
         return Ok(Vec::new());
     };
-    let path = dir.join(EXTRA_MODALITIES_FILE);
+    let path = layout::extras(dir);
     file.modalities
         .iter()
         .map(|spec| {
@@ -322,7 +320,7 @@ mod tests {
         assert_eq!(ExtraModalitiesFile::read_dir(&dir).unwrap().unwrap(), f);
         let got = register_dir(&dir).unwrap();
         assert_eq!(got[0].token_key, "tok_test_file_a");
-        std::fs::write(dir.join(EXTRA_MODALITIES_FILE), "{\"format\":\"x\"}").unwrap();
+        std::fs::write(layout::extras(&dir), "{\"format\":\"x\"}").unwrap();
         assert!(register_dir(&dir).is_err());
         std::fs::remove_dir_all(&dir).ok();
     }

@@ -14,7 +14,8 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use super::init::{InitOptions, modality_tensors};
 use crate::config::AionConfig;
 use crate::error::{Error, Result};
-use crate::export::write_atomic;
+use crate::fs::{copy_dir, write_atomic};
+use crate::hub::layout;
 use crate::modality::extra::{ExtraModalitiesFile, ExtraModality};
 use crate::modality::{ModalityInfo, register};
 
@@ -29,32 +30,6 @@ pub struct NewModality {
     pub output: bool,
 }
 
-/// Copies a directory tree (files are copied, folders created).
-pub fn copy_dir(src: &Path, dst: &Path) -> Result<()> {
-    let werr = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Write { path, source }
-    };
-    std::fs::create_dir_all(dst).map_err(werr(dst))?;
-    let entries = std::fs::read_dir(src).map_err(|source| Error::Io {
-        path: src.to_path_buf(),
-        source,
-    })?;
-    for e in entries {
-        let e = e.map_err(|source| Error::Io {
-            path: src.to_path_buf(),
-            source,
-        })?;
-        let (from, to) = (e.path(), dst.join(e.file_name()));
-        if from.is_dir() {
-            copy_dir(&from, &to)?;
-        } else {
-            std::fs::copy(&from, &to).map_err(werr(&to))?;
-        }
-    }
-    Ok(())
-}
-
 /// The model of `src` with `new` modalities added, in memory: its config, its safetensors
 /// bytes (every stored tensor copied unchanged, the new ones appended) and the full list of
 /// extra modalities it uses.
@@ -64,7 +39,7 @@ pub fn extended(
     opts: InitOptions,
 ) -> Result<(AionConfig, Vec<u8>, Vec<ExtraModality>)> {
     crate::modality::register_dir(src)?;
-    let mut cfg = AionConfig::from_file(src.join("config.json"))?;
+    let mut cfg = AionConfig::from_file(layout::config(src))?;
     let mut extras = ExtraModalitiesFile::read_dir(src)?
         .map(|f| f.modalities)
         .unwrap_or_default();
@@ -97,7 +72,7 @@ pub fn extended(
         .flat_map(|&(m, i, o)| modality_tensors(m, &cfg, (i, o), opts))
         .collect();
 
-    let weights = src.join("model.safetensors");
+    let weights = layout::weights(src);
     let bytes = std::fs::read(&weights).map_err(|source| Error::Io {
         path: weights.clone(),
         source,
@@ -135,16 +110,16 @@ pub fn add_modalities(
     opts: InitOptions,
 ) -> Result<AionConfig> {
     let (cfg, bytes, extras) = extended(src, new, opts)?;
-    if src != dst && src.join("codecs").is_dir() {
-        copy_dir(&src.join("codecs"), &dst.join("codecs"))?;
+    if src != dst && layout::codecs(src).is_dir() {
+        copy_dir(&layout::codecs(src), &layout::codecs(dst))?;
     }
     std::fs::create_dir_all(dst).map_err(|source| Error::Write {
         path: dst.to_path_buf(),
         source,
     })?;
-    write_atomic(&dst.join("model.safetensors"), &bytes)?;
+    write_atomic(&layout::weights(dst), &bytes)?;
     let text = serde_json::to_string_pretty(&cfg).expect("config serialises");
-    write_atomic(&dst.join("config.json"), format!("{text}\n").as_bytes())?;
+    write_atomic(&layout::config(dst), format!("{text}\n").as_bytes())?;
     ExtraModalitiesFile::new(extras).write_dir(dst)?;
     Ok(cfg)
 }

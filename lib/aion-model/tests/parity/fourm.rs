@@ -79,7 +79,7 @@ macro_rules! both_variants {
 fn encode_all_tokens<B: Backend>(variant: &str, device: &B::Device) {
     let (model, mut io) = (load::<B>(variant, device), io(variant));
     let inp = inputs(&mut io, &ENCODE_KEYS, false, 0..ROWS, device);
-    let enc = model.encode(&inp, None);
+    let enc = model.encode(&inp, None).unwrap();
     check(
         &format!("{variant} context"),
         enc.context,
@@ -92,7 +92,7 @@ both_variants!(encode_all_tokens_matches_reference, encode_all_tokens);
 fn encode_with_masks<B: Backend>(variant: &str, device: &B::Device) {
     let (model, mut io) = (load::<B>(variant, device), io(variant));
     let inp = inputs(&mut io, &ENCODE_KEYS, true, 0..ROWS, device);
-    let enc = model.encode(&inp, None);
+    let enc = model.encode(&inp, None).unwrap();
     check(
         &format!("{variant} context_with_mask"),
         enc.context,
@@ -114,7 +114,7 @@ both_variants!(encode_with_masks_matches_reference, encode_with_masks);
 fn encode_truncated<B: Backend>(variant: &str, device: &B::Device) {
     let (model, mut io) = (load::<B>(variant, device), io(variant));
     let inp = inputs(&mut io, &ENCODE_KEYS, true, 0..ROWS, device);
-    let enc = model.encode(&inp, Some(700));
+    let enc = model.encode(&inp, Some(700)).unwrap();
     let what = format!("{variant} context_num_encoder_tokens_700 (masked)");
     check(&what, enc.context, &mut io, "encode.masked.k700");
     check_mask(
@@ -132,7 +132,7 @@ both_variants!(
 fn encode_truncated_unmasked<B: Backend>(variant: &str, device: &B::Device) {
     let (model, mut io) = (load::<B>(variant, device), io(variant));
     let inp = inputs(&mut io, &ENCODE_KEYS, false, 0..ROWS, device);
-    let enc = model.encode(&inp, Some(300));
+    let enc = model.encode(&inp, Some(300)).unwrap();
     let what = format!("{variant} context_num_encoder_tokens_300");
     check(&what, enc.context, &mut io, "encode.k300");
 }
@@ -254,7 +254,7 @@ fn batch_independence<B: Backend>(variant: &str, device: &B::Device) {
     let tol = ATOL;
     let (model, mut io) = (load::<B>(variant, device), io(variant));
     let batch = inputs(&mut io, &ENCODE_KEYS, true, 0..ROWS, device);
-    let context = values(model.encode(&batch, None).context);
+    let context = values(model.encode(&batch, None).unwrap().context);
     let z = modality("tok_z");
     let pred = values(
         model
@@ -264,7 +264,7 @@ fn batch_independence<B: Backend>(variant: &str, device: &B::Device) {
     let (per_row, per_row_z) = (context.len() / ROWS, pred.len() / ROWS);
     for r in 0..ROWS {
         let one = inputs(&mut io, &ENCODE_KEYS, true, r..r + 1, device);
-        let got = values(model.encode(&one, None).context);
+        let got = values(model.encode(&one, None).unwrap().context);
         let want = &context[r * per_row..(r + 1) * per_row];
         assert_close(
             &format!("{variant} row {r} context alone vs batch"),

@@ -93,7 +93,11 @@ impl ScalarFieldConfig {
             "embedding_dim": 4,
             "res_hidden_dims": res_hidden_dims,
         });
-        Self::parse(&json.to_string(), Path::new("config.json")).expect("a valid configuration")
+        Self::parse(
+            &json.to_string(),
+            Path::new(crate::hub::layout::config_name()),
+        )
+        .expect("a valid configuration")
     }
 
     /// The presumed released configuration (aion-spec §2.5 leaves `encoder_output_dim`
