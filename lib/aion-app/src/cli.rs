@@ -2,7 +2,7 @@
 //!
 //! Every tool starts the same way: parse the command line (`--version` prints
 //! [`version::describe`]); set the rank's CPU thread budget ([`Tool::threads`]) before MPI or
-//! anything else starts a thread; initialise MPI and logging; record the rank for fault
+//! anything else starts a thread; initialise MPI ([`Tool::MPI`]) and logging; record the rank for fault
 //! injection (test builds, [`fault`]); install the stop-signal handler for tools that
 //! checkpoint ([`Tool::STOP_SIGNALS`]); pick the backend and device ([`Tool::device`],
 //! [`backend::dispatch`]); run; map the result to an exit code ([`exit`]), with errors printed
@@ -33,6 +33,9 @@ pub trait Tool {
     /// the tools that checkpoint (and `aion-export`, which finishes what it writes). Tools that
     /// leave it `false` end on those signals, as any process does.
     const STOP_SIGNALS: bool;
+    /// Whether the tool runs as MPI ranks: every tool but `aion-model`, which works alone and
+    /// starts no MPI (an MPI singleton takes about half a second to start).
+    const MPI: bool = true;
     /// The command line.
     type Args: Parser;
 
@@ -51,17 +54,33 @@ pub trait Tool {
     }
 
     /// Does the work on backend `B` and `device`.
-    fn run<B: Backend>(args: &Self::Args, ctx: &RunContext, device: B::Device) -> Result<Report>;
+    fn run<B: Backend>(
+        args: &Self::Args,
+        ctx: &RunContext<'_>,
+        device: B::Device,
+    ) -> Result<Report>;
 }
 
 /// What a tool's [`Tool::run`] gets besides its arguments.
-pub struct RunContext {
-    /// This rank's MPI session.
-    pub session: Session,
+pub struct RunContext<'a> {
+    /// This rank's MPI session (`None` in a tool without MPI, [`Tool::MPI`]).
+    session: Option<&'a Session>,
     /// Set by a stop signal (tools with [`Tool::STOP_SIGNALS`]; never set for the others).
     pub stop: StopFlag,
     /// This rank's CPU thread budget ([`Tool::threads`]), already given to the thread pools.
     pub threads: usize,
+}
+
+impl RunContext<'_> {
+    /// This rank's MPI session.
+    ///
+    /// # Panics
+    /// In a tool that starts no MPI ([`Tool::MPI`] `false`): such a tool has no session to ask
+    /// for.
+    pub fn session(&self) -> &Session {
+        self.session
+            .expect("Tool::MPI is false: this tool has no MPI session")
+    }
 }
 
 /// How a run ended.
@@ -101,34 +120,37 @@ pub fn main<T: Tool>() -> ExitCode {
     let args: T::Args = parse_args();
     let threads = T::threads(&args);
     backend::set_threads(threads);
-    let Some(session) = start_session(T::NAME, T::log_level(&args)) else {
-        return ExitCode::from(exit::FAILURE);
-    };
-    fault::set_rank(session.rank());
-    let stop = if T::STOP_SIGNALS {
-        match StopFlag::install() {
-            Ok(s) => s,
-            Err(e) => {
-                let code = exit::report(T::NAME, session.rank(), session.size(), &e.into());
-                return finish(session, code);
-            }
-        }
+    let session = if T::MPI {
+        let Some(session) = start_session(T::NAME, T::log_level(&args)) else {
+            return ExitCode::from(exit::FAILURE);
+        };
+        Some(session)
     } else {
-        StopFlag::never()
+        logging::init(T::NAME, 0, 1, T::log_level(&args));
+        None
     };
-    let ctx = RunContext {
-        session,
-        stop,
-        threads,
+    let (rank, size, local_rank) = session
+        .as_ref()
+        .map_or((0, 1, 0), |s| (s.rank(), s.size(), s.local_rank()));
+    fault::set_rank(rank);
+    let stop = if T::STOP_SIGNALS {
+        StopFlag::install().map_err(anyhow::Error::from)
+    } else {
+        Ok(StopFlag::never())
     };
-    let ran = T::device(&args).and_then(|(device, precision)| {
+    let ran = stop.and_then(|stop| {
+        let ctx = RunContext {
+            session: session.as_ref(),
+            stop,
+            threads,
+        };
+        let (device, precision) = T::device(&args)?;
         let task = RunTool::<T> {
             args: &args,
             ctx: &ctx,
         };
-        backend::dispatch(device, precision, ctx.session.local_rank(), task)
+        backend::dispatch(device, precision, local_rank, task)
     });
-    let (rank, size) = (ctx.session.rank(), ctx.session.size());
     let code = match ran {
         Ok(report) => {
             if rank == 0 && !report.summary.is_null() {
@@ -138,13 +160,16 @@ pub fn main<T: Tool>() -> ExitCode {
         }
         Err(e) => exit::report(T::NAME, rank, size, &e),
     };
-    finish(ctx.session, code)
+    match session {
+        Some(session) => finish(session, code),
+        None => code,
+    }
 }
 
 /// [`Tool::run`] as a [`BackendTask`] for [`backend::dispatch`].
 struct RunTool<'a, T: Tool> {
     args: &'a T::Args,
-    ctx: &'a RunContext,
+    ctx: &'a RunContext<'a>,
 }
 
 impl<T: Tool> BackendTask for RunTool<'_, T> {

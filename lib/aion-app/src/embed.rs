@@ -88,8 +88,12 @@ impl Tool for Embed {
     }
 
     /// Returns how the run ended and the summary (also in `<output>.run.json`).
-    fn run<B: Backend>(args: &EmbedArgs, ctx: &RunContext, device: B::Device) -> Result<Report> {
-        let session = &ctx.session;
+    fn run<B: Backend>(
+        args: &EmbedArgs,
+        ctx: &RunContext<'_>,
+        device: B::Device,
+    ) -> Result<Report> {
+        let session = ctx.session();
         let plan = agree(
             session,
             ModelPlan::<B>::load(&args.io, &device, &[], session.size()),

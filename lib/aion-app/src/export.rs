@@ -180,8 +180,12 @@ impl Tool for Export {
     }
 
     /// Returns the run summary (also in `<output>.run.json`).
-    fn run<B: Backend>(args: &ExportArgs, ctx: &RunContext, _device: B::Device) -> Result<Report> {
-        run(args, &ctx.session).map(Report::finished)
+    fn run<B: Backend>(
+        args: &ExportArgs,
+        ctx: &RunContext<'_>,
+        _device: B::Device,
+    ) -> Result<Report> {
+        run(args, ctx.session()).map(Report::finished)
     }
 }
 

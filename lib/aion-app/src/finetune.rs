@@ -118,9 +118,13 @@ impl Tool for Finetune {
 
     /// Trains on burn's autodiff of backend `B`; returns how the run ended (no summary: the
     /// output directory's `train_log.jsonl` records the run).
-    fn run<B: Backend>(args: &FinetuneArgs, ctx: &RunContext, device: B::Device) -> Result<Report> {
+    fn run<B: Backend>(
+        args: &FinetuneArgs,
+        ctx: &RunContext<'_>,
+        device: B::Device,
+    ) -> Result<Report> {
         let outcome =
-            prepare::run::<burn::backend::Autodiff<B>>(args, &ctx.session, &ctx.stop, device)?;
+            prepare::run::<burn::backend::Autodiff<B>>(args, ctx.session(), &ctx.stop, device)?;
         Ok(Report::new(outcome, serde_json::Value::Null))
     }
 }

@@ -120,10 +120,10 @@ impl Tool for FitCodecs {
     /// Returns the fitted modalities as the summary.
     fn run<B: Backend>(
         args: &FitCodecsArgs,
-        ctx: &RunContext,
+        ctx: &RunContext<'_>,
         _device: B::Device,
     ) -> Result<Report> {
-        let fitted = run(args, &ctx.session)?;
+        let fitted = run(args, ctx.session())?;
         Ok(Report::finished(serde_json::to_value(fitted)?))
     }
 }

@@ -276,8 +276,12 @@ impl Tool for Generate {
     }
 
     /// Returns how the run ended and the summary (also in `<output>.run.json`).
-    fn run<B: Backend>(args: &GenerateArgs, ctx: &RunContext, device: B::Device) -> Result<Report> {
-        let (session, stop) = (&ctx.session, &ctx.stop);
+    fn run<B: Backend>(
+        args: &GenerateArgs,
+        ctx: &RunContext<'_>,
+        device: B::Device,
+    ) -> Result<Report> {
+        let (session, stop) = (ctx.session(), &ctx.stop);
         let loaded = agree(
             session,
             (|| {

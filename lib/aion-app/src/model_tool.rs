@@ -1,7 +1,6 @@
 //! `aion-model`: model directories as a whole. `random` writes a complete AION with random
 //! weights in the Hub layout (every codec included), `check` verifies a directory strictly
-//! without running it, `info` says what it holds. One process: it starts MPI like every tool
-//! ([`crate::cli::main`]) but works alone.
+//! without running it, `info` says what it holds. No MPI: one process.
 //!
 //! The work is in `aion_model::hub`; this is the command line.
 
@@ -141,6 +140,8 @@ impl Tool for Model {
     const NAME: &'static str = TOOL;
     /// No checkpoints: a stop signal ends the process.
     const STOP_SIGNALS: bool = false;
+    /// One process, no MPI.
+    const MPI: bool = false;
     type Args = ModelArgs;
 
     fn log_level(args: &ModelArgs) -> &str {
@@ -148,7 +149,11 @@ impl Tool for Model {
     }
 
     /// Exit 2 without an error when `check` or `info` found problems (they are printed).
-    fn run<B: Backend>(args: &ModelArgs, _ctx: &RunContext, _device: B::Device) -> Result<Report> {
+    fn run<B: Backend>(
+        args: &ModelArgs,
+        _ctx: &RunContext<'_>,
+        _device: B::Device,
+    ) -> Result<Report> {
         Ok(Report {
             exit: run(args)?,
             summary: serde_json::Value::Null,

@@ -228,8 +228,12 @@ impl Tool for Predict {
     }
 
     /// Returns how the run ended and the summary (also in `<output>.run.json`).
-    fn run<B: Backend>(args: &PredictArgs, ctx: &RunContext, device: B::Device) -> Result<Report> {
-        let (session, stop) = (&ctx.session, &ctx.stop);
+    fn run<B: Backend>(
+        args: &PredictArgs,
+        ctx: &RunContext<'_>,
+        device: B::Device,
+    ) -> Result<Report> {
+        let (session, stop) = (ctx.session(), &ctx.stop);
         let keys: Vec<&str> = args.targets.iter().map(String::as_str).collect();
         let loaded = agree(
             session,

@@ -160,8 +160,12 @@ impl Tool for Search {
     }
 
     /// Returns the run summary (also in `<output>.run.json`).
-    fn run<B: Backend>(args: &SearchArgs, ctx: &RunContext, _device: B::Device) -> Result<Report> {
-        run(args, &ctx.session, ctx.threads).map(Report::finished)
+    fn run<B: Backend>(
+        args: &SearchArgs,
+        ctx: &RunContext<'_>,
+        _device: B::Device,
+    ) -> Result<Report> {
+        run(args, ctx.session(), ctx.threads).map(Report::finished)
     }
 }
 

@@ -71,8 +71,12 @@ impl Tool for Tokenize {
     }
 
     /// Returns how the run ended and the summary (also in `<output>.run.json`).
-    fn run<B: Backend>(args: &TokenizeArgs, ctx: &RunContext, device: B::Device) -> Result<Report> {
-        let (session, stop) = (&ctx.session, &ctx.stop);
+    fn run<B: Backend>(
+        args: &TokenizeArgs,
+        ctx: &RunContext<'_>,
+        device: B::Device,
+    ) -> Result<Report> {
+        let (session, stop) = (ctx.session(), &ctx.stop);
         run_tool::<B>(args, session, stop, device).map(Report::from)
     }
 }
