@@ -1,8 +1,6 @@
 //! `aion-model`: write a random AION model directory, check one strictly, describe one
 //! (see `docs/cli.md`).
 
-use std::process::ExitCode;
-
-fn main() -> ExitCode {
-    aion_app::model_tool::main()
+fn main() -> std::process::ExitCode {
+    aion_app::cli::main::<aion_app::model_tool::Model>()
 }

@@ -1,8 +1,8 @@
 //! The only place a burn device is chosen: CPU (NdArray) or LibTorch (CPU or CUDA, feature
 //! `tch`), and the CPU thread budget of a rank.
 //!
-//! Tools are generic over the backend; [`dispatch`] runs a [`BackendTask`] with the backend and
-//! device chosen by `--device`. Each rank uses GPU `SLURM_LOCALID` (or its MPI node-local rank)
+//! Tools are generic over the backend; [`dispatch`] runs a [`BackendTask`] (for a tool:
+//! [`crate::cli::Tool::run`]) with the backend and device chosen by `--device`. Each rank uses GPU `SLURM_LOCALID` (or its MPI node-local rank)
 //! unless `--device cuda:N` names one.
 
 use std::str::FromStr;
@@ -67,6 +67,18 @@ pub struct ComputeArgs {
     pub threads: Option<usize>,
 }
 
+impl ComputeArgs {
+    /// `--device` and `--precision` ([`crate::cli::Tool::device`] of the model tools).
+    pub fn device(&self) -> Result<(DeviceChoice, Precision)> {
+        Ok((self.device, self.precision))
+    }
+
+    /// This rank's thread budget ([`crate::cli::Tool::threads`] of the model tools).
+    pub fn thread_budget(&self) -> usize {
+        thread_budget_from_env(self.threads)
+    }
+}
+
 /// A piece of work generic over the backend.
 pub trait BackendTask {
     /// What it returns.
@@ -75,13 +87,15 @@ pub trait BackendTask {
     fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output>;
 }
 
-/// Runs `task` on the backend chosen by `args` (`local_rank` picks the GPU for `cuda`).
+/// Runs `task` on the backend of `device` and `precision` (`local_rank` picks the GPU for
+/// `cuda`). [`crate::cli::main`] calls it for every tool.
 pub fn dispatch<T: BackendTask>(
-    args: &ComputeArgs,
+    device: DeviceChoice,
+    precision: Precision,
     local_rank: usize,
     task: T,
 ) -> Result<T::Output> {
-    match (args.device, args.precision) {
+    match (device, precision) {
         (DeviceChoice::Cpu, Precision::F32) => {
             task.run::<burn::backend::NdArray<f32>>(Default::default())
         }

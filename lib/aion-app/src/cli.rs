@@ -1,22 +1,183 @@
-//! The `main` every tool shares: parse, set the thread budget before MPI starts, initialise MPI,
-//! logging and the stop-signal handler, run, map the result to an exit code.
+//! The one `main` of every binary ([`main`]) and the [`Tool`] trait each tool implements.
+//!
+//! Every tool starts the same way: parse the command line (`--version` prints
+//! [`version::describe`]); set the rank's CPU thread budget ([`Tool::threads`]) before MPI or
+//! anything else starts a thread; initialise MPI ([`Tool::MPI`]) and logging; record the rank for fault
+//! injection (test builds, [`fault`]); install the stop-signal handler for tools that
+//! checkpoint ([`Tool::STOP_SIGNALS`]); pick the backend and device ([`Tool::device`],
+//! [`backend::dispatch`]); run; map the result to an exit code ([`exit`]), with errors printed
+//! once per job or once per rank ([`exit::report`]).
+//!
+//! A run ends with a [`Report`]: its exit code and its summary, the run's result as JSON (what
+//! `<output>.run.json` records, for the tools that write one). Rank 0 logs the summary at debug
+//! level (`--log-level debug`), one line, so that every tool reports its result the same way.
 
 use std::process::ExitCode;
 
 use aion_mpi::Session;
+use anyhow::Result;
+use burn::tensor::backend::Backend;
 use clap::Parser;
 
-use crate::backend;
+use crate::backend::{self, BackendTask, DeviceChoice, Precision};
 use crate::pipeline::Outcome;
 use crate::signals::StopFlag;
 use crate::{exit, fault, logging, version};
 
-/// A tool's command line: what `main` needs to know about it.
-pub trait ToolArgs: Parser {
-    /// `--threads`: CPU threads per rank, if given (else [`backend::thread_budget_from_env`]).
-    fn threads(&self) -> Option<usize>;
-    /// Log level.
-    fn log_level(&self) -> &str;
+/// One binary: its command line and what it does. `bin/<name>/main.rs` is
+/// `fn main() -> ExitCode { aion_app::cli::main::<T>() }`.
+pub trait Tool {
+    /// The binary's name: error lines and log lines start with it.
+    const NAME: &'static str;
+    /// Whether SIGUSR1, SIGTERM and SIGINT set [`RunContext::stop`] instead of ending the process:
+    /// the tools that checkpoint (and `aion-export`, which finishes what it writes). Tools that
+    /// leave it `false` end on those signals, as any process does.
+    const STOP_SIGNALS: bool;
+    /// Whether the tool runs as MPI ranks: every tool but `aion-model`, which works alone and
+    /// starts no MPI (an MPI singleton takes about half a second to start).
+    const MPI: bool = true;
+    /// The command line.
+    type Args: Parser;
+
+    /// `--log-level`.
+    fn log_level(args: &Self::Args) -> &str;
+
+    /// CPU threads of this rank: by default [`backend::thread_budget_from_env`] (`--threads`
+    /// where the tool has it, else `SLURM_CPUS_PER_TASK`, else the node's cores over its ranks).
+    fn threads(_args: &Self::Args) -> usize {
+        backend::thread_budget_from_env(None)
+    }
+
+    /// The backend and device to run on (`--device`, `--precision`); the CPU by default.
+    fn device(_args: &Self::Args) -> Result<(DeviceChoice, Precision)> {
+        Ok((DeviceChoice::Cpu, Precision::F32))
+    }
+
+    /// Does the work on backend `B` and `device`.
+    fn run<B: Backend>(
+        args: &Self::Args,
+        ctx: &RunContext<'_>,
+        device: B::Device,
+    ) -> Result<Report>;
+}
+
+/// What a tool's [`Tool::run`] gets besides its arguments.
+pub struct RunContext<'a> {
+    /// This rank's MPI session (`None` in a tool without MPI, [`Tool::MPI`]).
+    session: Option<&'a Session>,
+    /// Set by a stop signal (tools with [`Tool::STOP_SIGNALS`]; never set for the others).
+    pub stop: StopFlag,
+    /// This rank's CPU thread budget ([`Tool::threads`]), already given to the thread pools.
+    pub threads: usize,
+}
+
+impl RunContext<'_> {
+    /// This rank's MPI session.
+    ///
+    /// # Panics
+    /// In a tool that starts no MPI ([`Tool::MPI`] `false`): such a tool has no session to ask
+    /// for.
+    pub fn session(&self) -> &Session {
+        self.session
+            .expect("Tool::MPI is false: this tool has no MPI session")
+    }
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub struct Report {
+    /// The process's exit code ([`exit::OK`], [`exit::CHECKPOINTED`], or [`exit::FAILURE`]
+    /// when the tool itself found problems and printed them).
+    pub exit: u8,
+    /// The run's result (`null` when the tool has none).
+    pub summary: serde_json::Value,
+}
+
+impl Report {
+    /// A run that ended as `outcome` ([`exit::OK`] or [`exit::CHECKPOINTED`]).
+    pub fn new(outcome: Outcome, summary: serde_json::Value) -> Self {
+        let exit = match outcome {
+            Outcome::Finished => exit::OK,
+            Outcome::Stopped => exit::CHECKPOINTED,
+        };
+        Self { exit, summary }
+    }
+
+    /// A finished run.
+    pub fn finished(summary: serde_json::Value) -> Self {
+        Self::new(Outcome::Finished, summary)
+    }
+}
+
+impl From<(Outcome, serde_json::Value)> for Report {
+    fn from((outcome, summary): (Outcome, serde_json::Value)) -> Self {
+        Self::new(outcome, summary)
+    }
+}
+
+/// The `main` of every binary (see the module documentation for what it does, in order).
+pub fn main<T: Tool>() -> ExitCode {
+    let args: T::Args = parse_args();
+    let threads = T::threads(&args);
+    backend::set_threads(threads);
+    let session = if T::MPI {
+        let Some(session) = start_session(T::NAME, T::log_level(&args)) else {
+            return ExitCode::from(exit::FAILURE);
+        };
+        Some(session)
+    } else {
+        logging::init(T::NAME, 0, 1, T::log_level(&args));
+        None
+    };
+    let (rank, size, local_rank) = session
+        .as_ref()
+        .map_or((0, 1, 0), |s| (s.rank(), s.size(), s.local_rank()));
+    fault::set_rank(rank);
+    let stop = if T::STOP_SIGNALS {
+        StopFlag::install().map_err(anyhow::Error::from)
+    } else {
+        Ok(StopFlag::never())
+    };
+    let ran = stop.and_then(|stop| {
+        let ctx = RunContext {
+            session: session.as_ref(),
+            stop,
+            threads,
+        };
+        let (device, precision) = T::device(&args)?;
+        let task = RunTool::<T> {
+            args: &args,
+            ctx: &ctx,
+        };
+        backend::dispatch(device, precision, local_rank, task)
+    });
+    let code = match ran {
+        Ok(report) => {
+            if rank == 0 && !report.summary.is_null() {
+                log::debug!("summary: {}", report.summary);
+            }
+            ExitCode::from(report.exit)
+        }
+        Err(e) => exit::report(T::NAME, rank, size, &e),
+    };
+    match session {
+        Some(session) => finish(session, code),
+        None => code,
+    }
+}
+
+/// [`Tool::run`] as a [`BackendTask`] for [`backend::dispatch`].
+struct RunTool<'a, T: Tool> {
+    args: &'a T::Args,
+    ctx: &'a RunContext<'a>,
+}
+
+impl<T: Tool> BackendTask for RunTool<'_, T> {
+    type Output = Report;
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<Report> {
+        T::run::<B>(self.args, self.ctx, device)
+    }
 }
 
 /// Parses the command line; `-V` / `--version` print [`version::describe`] (the libraries are
@@ -27,16 +188,15 @@ pub fn parse_args<A: Parser>() -> A {
         .skip(1)
         .any(|a| a == "--version" || a == "-V")
     {
-        // clap keeps `&'static str`s; this runs once, just before printing and exiting.
-        let text: &'static str = Box::leak(version::describe().into_boxed_str());
-        cmd = cmd.version(text).long_version(text);
+        let text = version::describe();
+        cmd = cmd.version(text.clone()).long_version(text);
     }
     A::from_arg_matches_mut(&mut cmd.get_matches()).unwrap_or_else(|e| e.exit())
 }
 
 /// Initialises MPI and logging, and logs where this rank runs (host, node-local rank: the GPU
 /// index `--device cuda` uses). `None` (after printing why) if MPI cannot start.
-pub fn start_session(tool: &'static str, log_level: &str) -> Option<Session> {
+fn start_session(tool: &'static str, log_level: &str) -> Option<Session> {
     let Some(session) = Session::init() else {
         eprintln!("{tool}: MPI could not be initialised");
         return None;
@@ -58,34 +218,11 @@ pub fn start_session(tool: &'static str, log_level: &str) -> Option<Session> {
     Some(session)
 }
 
-/// Runs a tool: `run` does the work on an initialised session.
-pub fn tool_main<A: ToolArgs>(
-    tool: &'static str,
-    run: impl FnOnce(&A, &Session, &StopFlag) -> anyhow::Result<(Outcome, serde_json::Value)>,
-) -> ExitCode {
-    let args: A = parse_args();
-    backend::set_threads(backend::thread_budget_from_env(args.threads()));
-    let Some(session) = start_session(tool, args.log_level()) else {
-        return ExitCode::from(exit::FAILURE);
-    };
-    fault::set_rank(session.rank());
-    let stop = match StopFlag::install() {
-        Ok(s) => s,
-        Err(e) => return exit::report(tool, session.rank(), session.size(), &e.into()),
-    };
-    let code = match run(&args, &session, &stop) {
-        Ok((Outcome::Finished, _)) => ExitCode::from(exit::OK),
-        Ok((Outcome::Stopped, _)) => ExitCode::from(exit::CHECKPOINTED),
-        Err(e) => exit::report(tool, session.rank(), session.size(), &e),
-    };
-    finish(session, code)
-}
-
 /// Ends a tool's process: returns `code`, after finalising MPI, except after a failed write of
 /// an output (then HDF5 would try to close the half-written file inside `MPI_Finalize`, and
 /// HDF5 1.10 crashes doing so; see `aion_io::output`), when MPI is left as it is and the
 /// process simply exits. Every rank gets there, since output failures are agreed.
-pub fn finish(session: Session, code: ExitCode) -> ExitCode {
+fn finish(session: Session, code: ExitCode) -> ExitCode {
     if aion_io::output::io_failed() {
         std::mem::forget(session);
     }

@@ -10,14 +10,16 @@
 use std::ops::Range;
 use std::time::Instant;
 
+use aion_model::fourm::pool_mean;
 use aion_mpi::Session;
 use anyhow::{Context, Result};
 use burn::tensor::backend::Backend;
 use clap::{Parser, ValueEnum};
 
 use crate::args::IoArgs;
-use crate::backend::{BackendTask, ComputeArgs, dispatch};
+use crate::backend::{ComputeArgs, DeviceChoice, Precision};
 use crate::batching::{batches, inputs};
+use crate::cli::{Report, RunContext, Tool};
 use crate::codec_set::ModalityTokens;
 use crate::collective::agree;
 use crate::model_plan::ModelPlan;
@@ -65,38 +67,38 @@ struct Out {
     valid: Vec<u8>,
 }
 
-/// Runs `aion-embed`; returns how it ended and the summary (also in `<output>.run.json`).
-pub fn run(
-    args: &EmbedArgs,
-    session: &Session,
-    stop: &StopFlag,
-) -> Result<(Outcome, serde_json::Value)> {
-    dispatch(
-        &args.compute,
-        session.local_rank(),
-        Task {
-            args,
-            session,
-            stop,
-        },
-    )
-}
+/// `aion-embed` (see [`crate::cli::Tool`]).
+pub struct Embed;
 
-struct Task<'a> {
-    args: &'a EmbedArgs,
-    session: &'a Session,
-    stop: &'a StopFlag,
-}
+impl Tool for Embed {
+    const NAME: &'static str = TOOL;
+    const STOP_SIGNALS: bool = true;
+    type Args = EmbedArgs;
 
-impl BackendTask for Task<'_> {
-    type Output = (Outcome, serde_json::Value);
+    fn log_level(args: &EmbedArgs) -> &str {
+        &args.io.log_level
+    }
 
-    fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output> {
+    fn threads(args: &EmbedArgs) -> usize {
+        args.compute.thread_budget()
+    }
+
+    fn device(args: &EmbedArgs) -> Result<(DeviceChoice, Precision)> {
+        args.compute.device()
+    }
+
+    /// Returns how the run ended and the summary (also in `<output>.run.json`).
+    fn run<B: Backend>(
+        args: &EmbedArgs,
+        ctx: &RunContext<'_>,
+        device: B::Device,
+    ) -> Result<Report> {
+        let session = ctx.session();
         let plan = agree(
-            self.session,
-            ModelPlan::<B>::load(&self.args.io, &device, &[], self.session.size()),
+            session,
+            ModelPlan::<B>::load(&args.io, &device, &[], session.size()),
         )?;
-        run_plan(self.args, self.session, self.stop, &plan, &device)
+        run_plan(args, session, &ctx.stop, &plan, &device).map(Report::from)
     }
 }
 
@@ -343,28 +345,6 @@ fn compute<B: Backend>(
     })
 }
 
-/// Mean of the unmasked rows of a `[k, d]` block (f64 accumulation).
-fn pool_mean(ctx: &[f32], mask: &[bool], out: &mut [f32]) {
-    let d = out.len();
-    let mut acc = vec![0f64; d];
-    let mut n = 0usize;
-    for (t, &m) in mask.iter().enumerate() {
-        if !m {
-            n += 1;
-            for (a, &v) in acc.iter_mut().zip(&ctx[t * d..(t + 1) * d]) {
-                *a += f64::from(v);
-            }
-        }
-    }
-    for (o, a) in out.iter_mut().zip(acc) {
-        *o = if n == 0 {
-            f32::NAN
-        } else {
-            (a / n as f64) as f32
-        };
-    }
-}
-
 /// Puts a row's context vectors (valid tokens first in input order, as the encoder returns
 /// them) back at their fixed positions.
 #[allow(clippy::too_many_arguments)]
@@ -398,24 +378,15 @@ fn scatter(
     debug_assert_eq!(next, mask.iter().filter(|&&m| !m).count());
 }
 
-impl crate::cli::ToolArgs for EmbedArgs {
-    fn threads(&self) -> Option<usize> {
-        self.compute.threads
-    }
-    fn log_level(&self) -> &str {
-        &self.io.log_level
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
     fn pool_mean_skips_masked_tokens() {
         let ctx = [1.0, 2.0, 100.0, 100.0, 3.0, 4.0];
         let mut out = [0.0; 2];
-        super::pool_mean(&ctx, &[false, true, false], &mut out);
+        aion_model::fourm::pool_mean(&ctx, &[false, true, false], &mut out);
         assert_eq!(out, [2.0, 3.0]);
-        super::pool_mean(&ctx, &[true, true, true], &mut out);
+        aion_model::fourm::pool_mean(&ctx, &[true, true, true], &mut out);
         assert!(out[0].is_nan());
     }
 }

@@ -33,15 +33,15 @@ use aion_io::export::{Block, Dtype, Field, Values};
 use aion_io::{Catalog, Format as CatalogFormat, Provenance};
 use aion_mpi::Session;
 use anyhow::{Context, Result, bail, ensure};
+use burn::tensor::backend::Backend;
 use clap::{Parser, ValueEnum};
 
+use crate::cli::{Report, RunContext, Tool};
 use crate::collective::{AgreedError, agree};
 use crate::guard::{Existing, Inputs, Recognise, claim_output};
 use crate::output::ObjectIds;
-use crate::pipeline::Outcome;
 use crate::progress::Progress;
 use crate::provenance;
-use crate::signals::StopFlag;
 use results::{ResultDataset, Results};
 
 /// Tool name.
@@ -161,12 +161,31 @@ pub struct ExportArgs {
     pub log_level: String,
 }
 
-impl crate::cli::ToolArgs for ExportArgs {
-    fn threads(&self) -> Option<usize> {
-        Some(1)
+/// `aion-export` (see [`crate::cli::Tool`]).
+pub struct Export;
+
+impl Tool for Export {
+    const NAME: &'static str = TOOL;
+    /// A stop signal does not end an export midway: it finishes what it writes.
+    const STOP_SIGNALS: bool = true;
+    type Args = ExportArgs;
+
+    fn log_level(args: &ExportArgs) -> &str {
+        &args.log_level
     }
-    fn log_level(&self) -> &str {
-        &self.log_level
+
+    /// One thread per rank: reading, joining and writing are sequential.
+    fn threads(_args: &ExportArgs) -> usize {
+        1
+    }
+
+    /// Returns the run summary (also in `<output>.run.json`).
+    fn run<B: Backend>(
+        args: &ExportArgs,
+        ctx: &RunContext<'_>,
+        _device: B::Device,
+    ) -> Result<Report> {
+        run(args, ctx.session()).map(Report::finished)
     }
 }
 
@@ -462,12 +481,8 @@ fn recognise(format: ExportFormat) -> Recognise {
     }
 }
 
-/// Runs `aion-export`; returns the outcome and the run summary (also in `<output>.run.json`).
-pub fn run(
-    args: &ExportArgs,
-    session: &Session,
-    _stop: &StopFlag,
-) -> Result<(Outcome, serde_json::Value)> {
+/// Runs `aion-export`; returns the run summary.
+fn run(args: &ExportArgs, session: &Session) -> Result<serde_json::Value> {
     let start = Instant::now();
     let root = session.is_root();
     let mut plan = agree(session, plan(args))?;
@@ -576,7 +591,7 @@ pub fn run(
         log::info!("wrote {} in {secs:.1} s", args.output.display());
     }
     drop(claim);
-    Ok((Outcome::Finished, summary))
+    Ok(summary)
 }
 
 /// Writes rows `rows` of the plan through `write`, block by block, advancing `progress`.

@@ -29,11 +29,12 @@ pub mod trainer;
 
 use std::path::PathBuf;
 
-use aion_mpi::Session;
 use anyhow::Result;
+use burn::tensor::backend::Backend;
 use clap::Parser;
 
-use crate::signals::StopFlag;
+use crate::backend::{self, DeviceChoice, Precision};
+use crate::cli::{Report, RunContext, Tool};
 
 /// Tool name.
 pub const TOOL: &str = "aion-finetune";
@@ -82,43 +83,49 @@ pub struct FinetuneArgs {
 
 pub use crate::pipeline::Outcome;
 
-/// Runs `aion-finetune` on the backend chosen by `--device`.
-pub fn run(
-    args: &FinetuneArgs,
-    session: &Session,
-    stop: &StopFlag,
-) -> Result<(Outcome, serde_json::Value)> {
-    run_device(args, session, stop).map(|o| (o, serde_json::Value::Null))
-}
+/// `aion-finetune` (see [`crate::cli::Tool`]).
+pub struct Finetune;
 
-impl crate::cli::ToolArgs for FinetuneArgs {
-    fn threads(&self) -> Option<usize> {
-        self.threads
-    }
-    fn log_level(&self) -> &str {
-        &self.log_level
-    }
-}
+impl Tool for Finetune {
+    const NAME: &'static str = TOOL;
+    const STOP_SIGNALS: bool = true;
+    type Args = FinetuneArgs;
 
-fn run_device(args: &FinetuneArgs, session: &Session, stop: &StopFlag) -> Result<Outcome> {
-    match args.device.as_str() {
-        "cpu" => {
-            type B = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
-            prepare::run::<B>(args, session, stop, Default::default())
-        }
-        #[cfg(feature = "tch")]
-        "cuda" => {
-            type B = burn::backend::Autodiff<burn::backend::LibTorch<f32>>;
-            let device = burn::backend::libtorch::LibTorchDevice::Cuda(session.local_rank());
-            prepare::run::<B>(args, session, stop, device)
-        }
-        other => anyhow::bail!(
-            "--device {other}: use cpu{}",
-            if cfg!(feature = "tch") {
-                " or cuda"
-            } else {
-                " (cuda needs a build with --features tch)"
-            }
-        ),
+    fn log_level(args: &FinetuneArgs) -> &str {
+        &args.log_level
+    }
+
+    fn threads(args: &FinetuneArgs) -> usize {
+        backend::thread_budget_from_env(args.threads)
+    }
+
+    /// `--device`: `cpu`, or `cuda` (the GPU of the rank's node-local index) in the `tch` build;
+    /// always f32.
+    fn device(args: &FinetuneArgs) -> Result<(DeviceChoice, Precision)> {
+        let device = match args.device.as_str() {
+            "cpu" => DeviceChoice::Cpu,
+            "cuda" if cfg!(feature = "tch") => DeviceChoice::Cuda(None),
+            other => anyhow::bail!(
+                "--device {other}: use cpu{}",
+                if cfg!(feature = "tch") {
+                    " or cuda"
+                } else {
+                    " (cuda needs a build with --features tch)"
+                }
+            ),
+        };
+        Ok((device, Precision::F32))
+    }
+
+    /// Trains on burn's autodiff of backend `B`; returns how the run ended (no summary: the
+    /// output directory's `train_log.jsonl` records the run).
+    fn run<B: Backend>(
+        args: &FinetuneArgs,
+        ctx: &RunContext<'_>,
+        device: B::Device,
+    ) -> Result<Report> {
+        let outcome =
+            prepare::run::<burn::backend::Autodiff<B>>(args, ctx.session(), &ctx.stop, device)?;
+        Ok(Report::new(outcome, serde_json::Value::Null))
     }
 }

@@ -20,8 +20,10 @@ use aion_model::modality::ExtraModality;
 use aion_model::modality::extra::ExtraModalitiesFile;
 use aion_mpi::{Session, block_range};
 use anyhow::{Context, Result, bail};
+use burn::tensor::backend::Backend;
 use clap::Parser;
 
+use crate::cli::{Report, RunContext, Tool};
 use crate::collective::agree;
 use crate::finetune::codecs::fit_distributed;
 use crate::guard::{Existing, Inputs, claim_output};
@@ -103,8 +105,32 @@ pub fn parse_column(s: &str) -> Result<ColumnSpec> {
     })
 }
 
+/// `aion-fit-codecs` (see [`crate::cli::Tool`]).
+pub struct FitCodecs;
+
+impl Tool for FitCodecs {
+    const NAME: &'static str = TOOL;
+    /// No checkpoints: a stop signal ends the fit (the result is swapped in only when complete).
+    const STOP_SIGNALS: bool = false;
+    type Args = FitCodecsArgs;
+
+    fn log_level(args: &FitCodecsArgs) -> &str {
+        &args.log_level
+    }
+
+    /// Returns the fitted modalities as the summary.
+    fn run<B: Backend>(
+        args: &FitCodecsArgs,
+        ctx: &RunContext<'_>,
+        _device: B::Device,
+    ) -> Result<Report> {
+        let fitted = run(args, ctx.session())?;
+        Ok(Report::finished(serde_json::to_value(fitted)?))
+    }
+}
+
 /// Runs the tool; returns the fitted modalities.
-pub fn run(args: &FitCodecsArgs, session: &Session) -> Result<Vec<ExtraModality>> {
+fn run(args: &FitCodecsArgs, session: &Session) -> Result<Vec<ExtraModality>> {
     let specs = agree(
         session,
         args.columns

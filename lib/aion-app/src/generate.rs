@@ -28,8 +28,9 @@ use burn::tensor::{Int, Tensor, TensorData};
 use clap::{Parser, ValueEnum};
 
 use crate::args::IoArgs;
-use crate::backend::{BackendTask, ComputeArgs, dispatch};
+use crate::backend::{ComputeArgs, DeviceChoice, Precision};
 use crate::batching::{Batch, batches, inputs};
+use crate::cli::{Report, RunContext, Tool};
 use crate::codec_set::{ModalityTokens, NO_TOKEN, load_codec};
 use crate::collective::agree;
 use crate::decode::{Decoder, default_bands, wavelength_grid};
@@ -247,36 +248,35 @@ struct Out {
 /// wavelength grids (`--wavelength-from`).
 type ChunkInput = (Vec<i64>, Vec<ModalityTokens>, Option<Vec<f32>>);
 
-/// Runs `aion-generate`; returns how it ended and the summary (also in `<output>.run.json`).
-pub fn run(
-    args: &GenerateArgs,
-    session: &Session,
-    stop: &StopFlag,
-) -> Result<(Outcome, serde_json::Value)> {
-    dispatch(
-        &args.compute,
-        session.local_rank(),
-        Task {
-            args,
-            session,
-            stop,
-        },
-    )
-}
+/// `aion-generate` (see [`crate::cli::Tool`]).
+pub struct Generate;
 
-struct Task<'a> {
-    args: &'a GenerateArgs,
-    session: &'a Session,
-    stop: &'a StopFlag,
-}
+impl Tool for Generate {
+    const NAME: &'static str = TOOL;
+    const STOP_SIGNALS: bool = true;
+    type Args = GenerateArgs;
 
-impl BackendTask for Task<'_> {
-    type Output = (Outcome, serde_json::Value);
+    fn log_level(args: &GenerateArgs) -> &str {
+        &args.io.log_level
+    }
 
-    fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output> {
-        let args = self.args;
+    fn threads(args: &GenerateArgs) -> usize {
+        args.compute.thread_budget()
+    }
+
+    fn device(args: &GenerateArgs) -> Result<(DeviceChoice, Precision)> {
+        args.compute.device()
+    }
+
+    /// Returns how the run ended and the summary (also in `<output>.run.json`).
+    fn run<B: Backend>(
+        args: &GenerateArgs,
+        ctx: &RunContext<'_>,
+        device: B::Device,
+    ) -> Result<Report> {
+        let (session, stop) = (ctx.session(), &ctx.stop);
         let loaded = agree(
-            self.session,
+            session,
             (|| {
                 let m = check_target(args)?;
                 let plan = ModelPlan::<B>::load_excluding(
@@ -284,13 +284,13 @@ impl BackendTask for Task<'_> {
                     &device,
                     &[],
                     &[m.token_key],
-                    self.session.size(),
+                    session.size(),
                 )?;
                 let target = load_target(args, m, &plan, &device)?;
                 Ok((plan, target))
             })(),
         )?;
-        run_plan(args, self.session, self.stop, &loaded.0, &loaded.1, &device)
+        run_plan(args, session, stop, &loaded.0, &loaded.1, &device).map(Report::from)
     }
 }
 
@@ -789,13 +789,4 @@ fn write<B: Backend>(
         )?;
     }
     Ok(())
-}
-
-impl crate::cli::ToolArgs for GenerateArgs {
-    fn threads(&self) -> Option<usize> {
-        self.compute.threads
-    }
-    fn log_level(&self) -> &str {
-        &self.io.log_level
-    }
 }

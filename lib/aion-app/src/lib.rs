@@ -1,5 +1,5 @@
-//! The aion-hpc pipelines. Each binary in `bin/` parses its arguments and calls one `run`
-//! function here; everything a tool does lives in this crate.
+//! The aion-hpc pipelines. Each binary in `bin/` is one line, [`cli::main`] of its tool (a
+//! [`cli::Tool`]); everything a tool does lives in this crate.
 //!
 //! - [`args`]: command-line arguments shared by the tools.
 //! - [`run_config`]: the TOML run configuration and the dataset→modality mapping;

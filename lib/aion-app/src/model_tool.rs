@@ -6,14 +6,15 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use aion_model::hub::check::{check, describe};
 use aion_model::hub::random::{Size, create};
 use anyhow::Result;
+use burn::tensor::backend::Backend;
 use clap::{Parser, Subcommand};
 
-use crate::{exit, logging};
+use crate::cli::{Report, RunContext, Tool};
+use crate::exit;
 
 /// Tool name.
 pub const TOOL: &str = "aion-model";
@@ -91,7 +92,7 @@ fn emit(text: &str) -> Result<()> {
 }
 
 /// Runs a parsed command; returns the exit code.
-pub fn run(args: &ModelArgs) -> Result<u8> {
+fn run(args: &ModelArgs) -> Result<u8> {
     match &args.command {
         ModelCommand::Random {
             size,
@@ -132,12 +133,30 @@ pub fn run(args: &ModelArgs) -> Result<u8> {
     }
 }
 
-/// The binary's `main`: parse, run, map errors to exit code 2.
-pub fn main() -> ExitCode {
-    let args = ModelArgs::parse();
-    logging::init(TOOL, 0, 1, &args.log_level);
-    match run(&args) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => exit::report(TOOL, 0, 1, &e),
+/// `aion-model` (see [`crate::cli::Tool`]).
+pub struct Model;
+
+impl Tool for Model {
+    const NAME: &'static str = TOOL;
+    /// No checkpoints: a stop signal ends the process.
+    const STOP_SIGNALS: bool = false;
+    /// One process, no MPI.
+    const MPI: bool = false;
+    type Args = ModelArgs;
+
+    fn log_level(args: &ModelArgs) -> &str {
+        &args.log_level
+    }
+
+    /// Exit 2 without an error when `check` or `info` found problems (they are printed).
+    fn run<B: Backend>(
+        args: &ModelArgs,
+        _ctx: &RunContext<'_>,
+        _device: B::Device,
+    ) -> Result<Report> {
+        Ok(Report {
+            exit: run(args)?,
+            summary: serde_json::Value::Null,
+        })
     }
 }

@@ -35,9 +35,10 @@ use burn::tensor::backend::Backend;
 use clap::{Parser, ValueEnum};
 
 use crate::args::IoArgs;
-use crate::backend::{BackendTask, ComputeArgs, dispatch};
+use crate::backend::{ComputeArgs, DeviceChoice, Precision};
 use crate::batching::{batches, inputs};
 use crate::calibration::{CalibrationFile, scaled};
+use crate::cli::{Report, RunContext, Tool};
 use crate::codec_set::ModalityTokens;
 use crate::collective::agree;
 use crate::metrics::{Binned, Evaluation, Posterior};
@@ -206,62 +207,61 @@ struct Out {
 /// (`None` without a truth dataset).
 type ChunkInput = (Vec<i64>, Vec<ModalityTokens>, Vec<Option<Vec<f32>>>);
 
-/// Runs `aion-predict`; returns how it ended and the summary (also in `<output>.run.json`).
-pub fn run(
-    args: &PredictArgs,
-    session: &Session,
-    stop: &StopFlag,
-) -> Result<(Outcome, serde_json::Value)> {
-    dispatch(
-        &args.compute,
-        session.local_rank(),
-        Task {
-            args,
-            session,
-            stop,
-        },
-    )
-}
+/// `aion-predict` (see [`crate::cli::Tool`]).
+pub struct Predict;
 
-struct Task<'a> {
-    args: &'a PredictArgs,
-    session: &'a Session,
-    stop: &'a StopFlag,
-}
+impl Tool for Predict {
+    const NAME: &'static str = TOOL;
+    const STOP_SIGNALS: bool = true;
+    type Args = PredictArgs;
 
-impl BackendTask for Task<'_> {
-    type Output = (Outcome, serde_json::Value);
+    fn log_level(args: &PredictArgs) -> &str {
+        &args.io.log_level
+    }
 
-    fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output> {
-        let keys: Vec<&str> = self.args.targets.iter().map(String::as_str).collect();
+    fn threads(args: &PredictArgs) -> usize {
+        args.compute.thread_budget()
+    }
+
+    fn device(args: &PredictArgs) -> Result<(DeviceChoice, Precision)> {
+        args.compute.device()
+    }
+
+    /// Returns how the run ended and the summary (also in `<output>.run.json`).
+    fn run<B: Backend>(
+        args: &PredictArgs,
+        ctx: &RunContext<'_>,
+        device: B::Device,
+    ) -> Result<Report> {
+        let (session, stop) = (ctx.session(), &ctx.stop);
+        let keys: Vec<&str> = args.targets.iter().map(String::as_str).collect();
         let loaded = agree(
-            self.session,
+            session,
             (|| {
-                let plan =
-                    ModelPlan::<B>::load(&self.args.io, &device, &keys, self.session.size())?;
-                let calibration = if self.args.no_calibration {
+                let plan = ModelPlan::<B>::load(&args.io, &device, &keys, session.size())?;
+                let calibration = if args.no_calibration {
                     None
                 } else {
-                    CalibrationFile::read_dir(&self.args.io.model)?
+                    CalibrationFile::read_dir(&args.io.model)?
                 };
                 let targets = load_targets(&plan, &keys, calibration.as_ref())?;
-                let probe = self
-                    .args
+                let probe = args
                     .probe
-                    .then(|| load_probe(&self.args.io.model, &plan, &device))
+                    .then(|| load_probe(&args.io.model, &plan, &device))
                     .transpose()?;
                 Ok((plan, targets, probe))
             })(),
         )?;
         run_plan(
-            self.args,
-            self.session,
-            self.stop,
+            args,
+            session,
+            stop,
             &loaded.0,
             &loaded.1,
             loaded.2.as_ref(),
             &device,
         )
+        .map(Report::from)
     }
 }
 
@@ -983,13 +983,4 @@ fn diagnostics<B: Backend>(
         log::info!("{key}: figure {} (and .svg)", files[0].display());
     }
     Ok(out.into())
-}
-
-impl crate::cli::ToolArgs for PredictArgs {
-    fn threads(&self) -> Option<usize> {
-        self.compute.threads
-    }
-    fn log_level(&self) -> &str {
-        &self.io.log_level
-    }
 }

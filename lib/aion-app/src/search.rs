@@ -28,8 +28,10 @@ use std::time::Instant;
 
 use aion_mpi::{Session, block_range};
 use anyhow::{Result, bail, ensure};
+use burn::tensor::backend::Backend;
 use clap::{ArgGroup, Parser};
 
+use crate::cli::{Report, RunContext, Tool};
 use crate::collective::agree;
 use crate::guard::{Existing, Inputs, Recognise, claim_output};
 use crate::progress::Progress;
@@ -139,8 +141,36 @@ fn our_csv(path: &std::path::Path) -> Existing {
     Existing::csv(path, write::CSV_HEADER)
 }
 
-/// Runs `aion-search`; returns the run summary (also in `<output>.run.json`).
-pub fn run(args: &SearchArgs, session: &Session) -> Result<serde_json::Value> {
+/// `aion-search` (see [`crate::cli::Tool`]).
+pub struct Search;
+
+impl Tool for Search {
+    const NAME: &'static str = TOOL;
+    /// No checkpoints: a stop signal ends the search.
+    const STOP_SIGNALS: bool = false;
+    type Args = SearchArgs;
+
+    fn log_level(args: &SearchArgs) -> &str {
+        &args.log_level
+    }
+
+    /// The scoring threads ([`SearchArgs::threads`]; [`THREADS_DEFAULT`]).
+    fn threads(args: &SearchArgs) -> usize {
+        args.threads()
+    }
+
+    /// Returns the run summary (also in `<output>.run.json`).
+    fn run<B: Backend>(
+        args: &SearchArgs,
+        ctx: &RunContext<'_>,
+        _device: B::Device,
+    ) -> Result<Report> {
+        run(args, ctx.session(), ctx.threads).map(Report::finished)
+    }
+}
+
+/// Runs `aion-search` with `threads` scoring threads per rank; returns the run summary.
+fn run(args: &SearchArgs, session: &Session, threads: usize) -> Result<serde_json::Value> {
     let start = Instant::now();
     let root = session.is_root();
     let format = agree(session, args.check())?;
@@ -184,7 +214,6 @@ pub fn run(args: &SearchArgs, session: &Session) -> Result<serde_json::Value> {
     let status = queries.status(args.metric);
     agree(session, report_statuses(root, &queries, &status))?;
     let prepared = queries.prepare(args.metric, args.exclude_self);
-    let threads = args.threads();
     if root {
         log::info!(
             "{q} quer{} × {n} rows (D = {}) in {} file(s), k = {}, metric {}, {} rank(s) × {threads} thread(s)",

@@ -12,7 +12,8 @@ use burn::tensor::backend::Backend;
 use clap::Parser;
 
 use crate::args::IoArgs;
-use crate::backend::{BackendTask, ComputeArgs, dispatch};
+use crate::backend::{ComputeArgs, DeviceChoice, Precision};
+use crate::cli::{Report, RunContext, Tool};
 use crate::codec_set::{CodecSet, ModalityTokens, NO_TOKEN};
 use crate::collective::agree;
 use crate::output::{ObjectIds, Tally, flag_specs, write_masks};
@@ -49,59 +50,64 @@ struct Chunk {
     tokens: Vec<ModalityTokens>,
 }
 
-/// Runs `aion-tokenize`; returns how it ended and the run summary (also in `<output>.run.json`).
-pub fn run(
+/// `aion-tokenize` (see [`crate::cli::Tool`]).
+pub struct Tokenize;
+
+impl Tool for Tokenize {
+    const NAME: &'static str = TOOL;
+    const STOP_SIGNALS: bool = true;
+    type Args = TokenizeArgs;
+
+    fn log_level(args: &TokenizeArgs) -> &str {
+        &args.io.log_level
+    }
+
+    fn threads(args: &TokenizeArgs) -> usize {
+        args.compute.thread_budget()
+    }
+
+    fn device(args: &TokenizeArgs) -> Result<(DeviceChoice, Precision)> {
+        args.compute.device()
+    }
+
+    /// Returns how the run ended and the summary (also in `<output>.run.json`).
+    fn run<B: Backend>(
+        args: &TokenizeArgs,
+        ctx: &RunContext<'_>,
+        device: B::Device,
+    ) -> Result<Report> {
+        let (session, stop) = (ctx.session(), &ctx.stop);
+        run_tool::<B>(args, session, stop, device).map(Report::from)
+    }
+}
+
+/// Loads the codecs and runs (or decodes, `--decode`).
+fn run_tool<B: Backend>(
     args: &TokenizeArgs,
     session: &Session,
     stop: &StopFlag,
+    device: B::Device,
 ) -> Result<(Outcome, serde_json::Value)> {
-    dispatch(
-        &args.compute,
-        session.local_rank(),
-        Task {
-            args,
-            session,
-            stop,
-        },
-    )
-}
-
-struct Task<'a> {
-    args: &'a TokenizeArgs,
-    session: &'a Session,
-    stop: &'a StopFlag,
-}
-
-impl BackendTask for Task<'_> {
-    type Output = (Outcome, serde_json::Value);
-
-    fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output> {
-        let Task {
-            args,
-            session,
-            stop,
-        } = self;
-        if args.decode {
-            return run_decode::<B>(args, session, stop, &device);
-        }
-        let plan = agree(
-            session,
-            (|| {
-                let common = run_config::Common::resolve(&args.io, &[])?;
-                let codecs = CodecSet::<B>::load(
-                    &common.model,
-                    &common.bindings,
-                    &common.catalog,
-                    common.pad,
-                    &device,
-                )?;
-                let ids = ObjectIds::detect(&common.catalog)?;
-                Ok((common, codecs, ids))
-            })(),
-        )?;
-        let (common, codecs, ids) = plan;
-        run_plan(args, session, stop, &common, &codecs, &ids)
+    if args.decode {
+        return run_decode::<B>(args, session, stop, &device);
     }
+    let plan = agree(
+        session,
+        (|| {
+            let common = run_config::Common::resolve(&args.io, &[])?;
+            let codecs = CodecSet::<B>::load(
+                &common.model,
+                &common.bindings,
+                &common.catalog,
+                common.pad,
+                &device,
+            )?;
+            let ids = ObjectIds::detect(&common.catalog)?;
+            Ok((common, codecs, ids))
+        })(),
+    )?;
+    let (common, codecs, ids) = plan;
+    run_plan(args, session, stop, &common, &codecs, &ids)
 }
 
 fn run_plan<B: Backend>(
@@ -325,13 +331,4 @@ fn run_decode<B: Backend>(
     let summary = serde_json::json!({ "rows": n, "seconds": secs, "ranks": session.size(), "finished": outcome == Outcome::Finished, "decoded": decoders.datasets() });
     let summary = started.finish(session, &args.io.output, summary)?;
     Ok((outcome, summary))
-}
-
-impl crate::cli::ToolArgs for TokenizeArgs {
-    fn threads(&self) -> Option<usize> {
-        self.compute.threads
-    }
-    fn log_level(&self) -> &str {
-        &self.io.log_level
-    }
 }

@@ -73,6 +73,31 @@ pub struct Encoded<B: Backend> {
     pub modality: Tensor<B, 2, Int>,
 }
 
+/// The pooled embedding of one object: the mean of its context vectors over its valid tokens,
+/// accumulated in f64 in token order. `context` is the row's `[K, D]` block of
+/// [`Encoded::context`], `masked` its `[K]` row of [`Encoded::mask`]; `out` gets the `D` means,
+/// NaN when no token is valid. What [`Aion::embed`] returns and `aion-embed` writes.
+pub fn pool_mean(context: &[f32], masked: &[bool], out: &mut [f32]) {
+    let d = out.len();
+    let mut acc = vec![0f64; d];
+    let mut n = 0usize;
+    for (t, &m) in masked.iter().enumerate() {
+        if !m {
+            n += 1;
+            for (a, &v) in acc.iter_mut().zip(&context[t * d..(t + 1) * d]) {
+                *a += f64::from(v);
+            }
+        }
+    }
+    for (o, a) in out.iter_mut().zip(acc) {
+        *o = if n == 0 {
+            f32::NAN
+        } else {
+            (a / n as f64) as f32
+        };
+    }
+}
+
 /// How [`Aion::predict`] treats several targets requested together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DecoderMode {

@@ -8,15 +8,15 @@ use std::path::Path;
 use std::sync::Arc;
 
 use burn::module::{Module, Param};
-use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
 
 use super::assemble::{Assembled, assemble};
 use super::attention::key_bias;
 use super::block::{DecoderBlock, EncoderBlock};
 use super::embeddings::{ModalityEmbedding, SEQUENCE_POSITIONS};
 use super::layers::{norm, xavier};
-use super::{DecoderMode, Encoded, TokenInput};
+use super::{DecoderMode, Encoded, TokenInput, pool_mean};
 use crate::config::AionConfig;
 use crate::error::{Error, Result};
 use crate::modality::{ModalityInfo, TokenLayout};
@@ -258,7 +258,8 @@ impl<B: Backend> Aion<B> {
     }
 
     /// One vector per object: the mean of the context over the row's non-masked tokens (all
-    /// tokens kept, no 256 cut). A row whose tokens are all masked gives NaN.
+    /// tokens kept, no 256 cut), computed on the host by [`pool_mean`] (f64 sums, as
+    /// `aion-embed` writes it). A row whose tokens are all masked gives NaN.
     ///
     /// # Shapes
     /// inputs `[B, N_m]` `-> [B, D]`
@@ -268,9 +269,24 @@ impl<B: Backend> Aion<B> {
     /// [`encode`](Self::encode), which returns the error).
     pub fn embed(&self, inputs: &[TokenInput<B>]) -> Tensor<B, 2> {
         let enc = self.encode(inputs, None).unwrap_or_else(|e| panic!("{e}"));
-        let valid = enc.mask.bool_not().float().unsqueeze_dim::<3>(2);
-        let sum = (enc.context * valid.clone()).sum_dim(1);
-        (sum / valid.sum_dim(1)).squeeze_dim(1)
+        let [b, k, d] = enc.context.dims();
+        let device = enc.context.device();
+        let masked: Vec<bool> = enc.mask.into_data().to_vec().expect("a bool mask");
+        let context: Vec<f32> = enc
+            .context
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .expect("f32 after convert");
+        let mut out = vec![0f32; b * d];
+        for (r, row) in out.chunks_exact_mut(d).enumerate() {
+            pool_mean(
+                &context[r * k * d..(r + 1) * k * d],
+                &masked[r * k..(r + 1) * k],
+                row,
+            );
+        }
+        Tensor::from_data(TensorData::new(out, [b, d]), &device)
     }
 
     /// Logits of every position of each target, like `AION.forward(tokens, targets,
