@@ -35,6 +35,7 @@ pub mod finetune;
 pub mod fit_codecs;
 pub mod generate;
 pub mod guard;
+pub mod help;
 pub mod logging;
 pub mod metrics;
 pub mod model_plan;
