@@ -28,7 +28,8 @@ import numpy as np
 # their objects' times).
 VOLATILE_WORDS = {
     "time", "date", "seconds", "second", "elapsed", "wall", "host", "hostname", "pid", "started",
-    "finished", "version", "commit", "stages", "job", "resume", "edges",
+    "finished", "version", "commit", "stages", "job", "resume", "edges", "hash",
+    "estsize",
 }
 
 
@@ -133,10 +134,46 @@ def compare_fits(pa, pb, out):
             for card in set(x.header) | set(y.header):
                 if volatile(card):
                     continue
-                if x.header.get(card) != y.header.get(card):
-                    out.append(f"HDU {i} {card}: {x.header.get(card)!r} != {y.header.get(card)!r}")
+                a, b = x.header.get(card), y.header.get(card)
+                if isinstance(a, str) and isinstance(b, str) and a.startswith("{"):
+                    compare_json(json.loads(a), json.loads(b), f"HDU {i} {card}", out)
+                elif isinstance(a, str) and isinstance(b, str):
+                    if text(a) != text(b):
+                        out.append(f"HDU {i} {card}: {a[:80]!r} != {b[:80]!r}")
+                elif a != b:
+                    out.append(f"HDU {i} {card}: {a!r} != {b!r}")
             if x.data is not None and not np.array_equal(np.asarray(x.data), np.asarray(y.data)):
                 out.append(f"HDU {i}: data differ")
+
+
+def compare_parquet(pa, pb, out):
+    """Parquet: the table (schema, values) and the key-value metadata, JSON values as JSON."""
+    import pyarrow.parquet as pq
+
+    sa, sb = pq.read_schema(pa), pq.read_schema(pb)
+    ma, mb = sa.metadata or {}, sb.metadata or {}
+    for k in sorted(set(ma) | set(mb)):
+        a, b = ma.get(k, b""), mb.get(k, b"")
+        try:
+            compare_json(json.loads(a), json.loads(b), f"metadata {k.decode()}", out)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            if text(a) != text(b):
+                out.append(f"metadata {k!r} differs")
+    if not sa.remove_metadata().equals(sb.remove_metadata()):
+        out.append("schema differs")
+    elif pq.ParquetFile(pa).metadata.num_rows or pq.ParquetFile(pb).metadata.num_rows:
+        ta, tb = pq.read_table(pa), pq.read_table(pb)
+        if not ta.replace_schema_metadata(None).equals(tb.replace_schema_metadata(None)):
+            out.append("table values differ")
+
+
+def compare_text(pa, pb, out):
+    """Text files (HATS `properties`): line by line, less lines naming a volatile key."""
+    la = pa.read_text(errors="replace").splitlines()
+    lb = pb.read_text(errors="replace").splitlines()
+    keep = lambda ls: [text(l) for l in ls if not volatile(l.split("=")[0].strip())]
+    if keep(la) != keep(lb):
+        out.append("text differs")
 
 
 def main():
@@ -170,8 +207,12 @@ def main():
                 compare_json(json.loads(pa.read_text()), json.loads(pb.read_text()), "", out)
             elif rel.suffix in (".fits", ".fit"):
                 compare_fits(pa, pb, out)
-            elif rel.suffix in (".log", ".txt", ".out", ".err"):
-                pass  # logs carry timings and pids
+            elif rel.suffix == ".parquet" or rel.name == "_common_metadata":
+                compare_parquet(pa, pb, out)
+            elif rel.name == "properties":
+                compare_text(pa, pb, out)
+            elif rel.suffix in (".log", ".txt", ".out", ".err", ".secs") or rel.name == "log":
+                pass  # logs and timings carry clocks and pids
             else:
                 out.append("bytes differ")
         except Exception as e:  # an unreadable half-written file from a kill test, say
