@@ -123,9 +123,9 @@ mod injected {
         if ms == 0 || RANK.load(Ordering::Relaxed) != 0 {
             return;
         }
-        let until = crate::tool::process_cpu_seconds() + ms as f64 / 1e3;
+        let until = crate::stages::process_cpu_seconds().unwrap_or(0.0) + ms as f64 / 1e3;
         let mut x = 1.0f64;
-        while crate::tool::process_cpu_seconds() < until {
+        while crate::stages::process_cpu_seconds().unwrap_or(0.0) < until {
             for _ in 0..1000 {
                 x = std::hint::black_box(x * 1.000_001 + 1e-9);
             }

@@ -232,6 +232,17 @@ fn round_ms(s: f64) -> f64 {
     (s * 1e3).round() / 1e3
 }
 
+/// CPU seconds (user + system) used so far by this process, all threads included, from
+/// `/proc/self/stat` (in ticks of 1/100 s, Linux's `USER_HZ`); `None` elsewhere.
+pub fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the `(comm)` one: state is field 3, utime 14, stime 15.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<u64>().ok());
+    Some((ticks(14)? + ticks(15)?) as f64 / 100.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

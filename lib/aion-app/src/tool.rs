@@ -36,19 +36,6 @@ pub struct Started {
     _lock: OutputLock,
 }
 
-/// CPU time (user + system, all threads) this process has used, in seconds (Linux
-/// `/proc/self/stat`, 100 ticks per second); 0 where unavailable.
-pub fn process_cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    // Fields after the command name (which may contain spaces) start at `) `.
-    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (tick(11) + tick(12)) / 100.0
-}
-
 /// Rows done by all ranks, and their display.
 pub struct Tracker {
     display: Progress,
@@ -239,7 +226,7 @@ pub fn start(
         },
         complete,
         rows: n,
-        cpu_at_start: process_cpu_seconds(),
+        cpu_at_start: cpu_seconds(),
         per_rank: serde_json::Value::Null,
         _lock: claim.lock,
     })
@@ -301,7 +288,7 @@ impl Started {
         let width = HEAD + Stages::LEN;
         let mut buf = vec![0.0; width * size];
         buf[width * rank] = rows as f64;
-        buf[width * rank + 1] = process_cpu_seconds() - self.cpu_at_start;
+        buf[width * rank + 1] = cpu_seconds() - self.cpu_at_start;
         buf[width * rank + 2] = secs;
         buf[width * rank + HEAD..width * (rank + 1)].copy_from_slice(&run.stages.seconds());
         let all = session.sum_f64s(&buf);
@@ -357,7 +344,7 @@ impl Started {
 
     /// CPU seconds all ranks spent since the output was opened (collective).
     pub fn cpu_seconds(&self, session: &Session) -> f64 {
-        session.sum_f64s(&[process_cpu_seconds() - self.cpu_at_start])[0]
+        session.sum_f64s(&[cpu_seconds() - self.cpu_at_start])[0]
     }
 
     /// Closes the output file, writes `<output>.run.json` (rank 0) and releases the lock.
@@ -377,4 +364,9 @@ impl Started {
         )?;
         Ok(summary)
     }
+}
+
+/// [`crate::stages::process_cpu_seconds`], 0 where unavailable.
+fn cpu_seconds() -> f64 {
+    crate::stages::process_cpu_seconds().unwrap_or(0.0)
 }

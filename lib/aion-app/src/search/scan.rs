@@ -18,6 +18,7 @@ use super::kernel::{self, Metric, Prepared, Rows, Scratch, Skipped, TILE_ROWS};
 use super::queries::Table;
 use super::topk::TopK;
 use crate::progress::Progress;
+use crate::stages::process_cpu_seconds;
 
 /// What a rank's scan found.
 #[derive(Debug)]
@@ -34,17 +35,6 @@ pub struct Scanned {
     pub read_wait: f64,
     /// CPU seconds (user + system, all threads) the scan used, when the OS says (Linux).
     pub cpu_seconds: Option<f64>,
-}
-
-/// CPU seconds (user + system) used so far by this process, all threads included, from
-/// `/proc/self/stat` (in ticks of 1/100 s, Linux's `USER_HZ`); `None` elsewhere.
-pub fn process_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the `(comm)` one: state is field 3, utime 14, stime 15.
-    let rest = stat.get(stat.rfind(')')? + 1..)?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<u64>().ok());
-    Some((ticks(14)? + ticks(15)?) as f64 / 100.0)
 }
 
 /// A chunk as read.
