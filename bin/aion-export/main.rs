@@ -2,5 +2,5 @@
 //! catalogue (see `docs/cli.md`).
 
 fn main() -> std::process::ExitCode {
-    aion_app::cli::main::<aion_app::export::Export>()
+    aion_app::cli::main::<aion_app::export::ExportArgs>()
 }

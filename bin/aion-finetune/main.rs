@@ -2,5 +2,5 @@
 //! `docs/finetune.md`).
 
 fn main() -> std::process::ExitCode {
-    aion_app::cli::main::<aion_app::finetune::Finetune>()
+    aion_app::cli::main::<aion_app::finetune::FinetuneArgs>()
 }

@@ -2,5 +2,5 @@
 //! them in the Hub layout (see `docs/finetune.md`).
 
 fn main() -> std::process::ExitCode {
-    aion_app::cli::main::<aion_app::fit_codecs::FitCodecs>()
+    aion_app::cli::main::<aion_app::fit_codecs::FitCodecsArgs>()
 }

@@ -2,5 +2,5 @@
 //! (see `docs/cli.md`).
 
 fn main() -> std::process::ExitCode {
-    aion_app::cli::main::<aion_app::model_tool::Model>()
+    aion_app::cli::main::<aion_app::model_tool::ModelArgs>()
 }

@@ -1,5 +1,5 @@
 //! `aion-search`: exact top-k similarity search over catalogue embeddings (see `docs/cli.md`).
 
 fn main() -> std::process::ExitCode {
-    aion_app::cli::main::<aion_app::search::Search>()
+    aion_app::cli::main::<aion_app::search::SearchArgs>()
 }

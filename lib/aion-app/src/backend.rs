@@ -68,12 +68,12 @@ pub struct ComputeArgs {
 }
 
 impl ComputeArgs {
-    /// `--device` and `--precision` ([`crate::cli::Tool::device`] of the model tools).
+    /// `--device` and `--precision` ([`crate::cli::ToolArgs::device`] of the model tools).
     pub fn device(&self) -> Result<(DeviceChoice, Precision)> {
         Ok((self.device, self.precision))
     }
 
-    /// This rank's thread budget ([`crate::cli::Tool::threads`] of the model tools).
+    /// This rank's thread budget ([`crate::cli::ToolArgs::threads`] of the model tools).
     pub fn thread_budget(&self) -> usize {
         thread_budget_from_env(self.threads)
     }

@@ -1,10 +1,10 @@
 //! The one `main` of every binary ([`main`]) and the [`Tool`] trait each tool implements.
 //!
 //! Every tool starts the same way: parse the command line (`--version` prints
-//! [`version::describe`]); set the rank's CPU thread budget ([`Tool::threads`]) before MPI or
+//! [`version::describe`]); set the rank's CPU thread budget ([`ToolArgs::threads`]) before MPI or
 //! anything else starts a thread; initialise MPI ([`Tool::MPI`]) and logging; record the rank for fault
 //! injection (test builds, [`fault`]); install the stop-signal handler for tools that
-//! checkpoint ([`Tool::STOP_SIGNALS`]); pick the backend and device ([`Tool::device`],
+//! checkpoint ([`Tool::STOP_SIGNALS`]); pick the backend and device ([`ToolArgs::device`],
 //! [`backend::dispatch`]); run; map the result to an exit code ([`exit`]), with errors printed
 //! once per job or once per rank ([`exit::report`]).
 //!
@@ -19,14 +19,16 @@ use anyhow::Result;
 use burn::tensor::backend::Backend;
 use clap::Parser;
 
-use crate::backend::{self, BackendTask, DeviceChoice, Precision};
+use crate::args::IoArgs;
+use crate::backend::{self, BackendTask, ComputeArgs, DeviceChoice, Precision};
 use crate::pipeline::Outcome;
 use crate::signals::StopFlag;
 use crate::{exit, fault, logging, version};
 
-/// One binary: its command line and what it does. `bin/<name>/main.rs` is
-/// `fn main() -> ExitCode { aion_app::cli::main::<T>() }`.
-pub trait Tool {
+/// One binary, as its command line: what it does with the arguments it was given.
+/// `bin/<name>/main.rs` is `fn main() -> ExitCode { aion_app::cli::main::<T>() }`, `T` the
+/// tool's argument type (`EmbedArgs`, `SearchArgs`, …).
+pub trait Tool: ToolArgs {
     /// The binary's name: error lines and log lines start with it.
     const NAME: &'static str;
     /// Whether SIGUSR1, SIGTERM and SIGINT set [`RunContext::stop`] instead of ending the process:
@@ -36,29 +38,68 @@ pub trait Tool {
     /// Whether the tool runs as MPI ranks: every tool but `aion-model`, which works alone and
     /// starts no MPI (an MPI singleton takes about half a second to start).
     const MPI: bool = true;
-    /// The command line.
-    type Args: Parser;
 
+    /// Does the work on backend `B` and `device`.
+    fn run<B: Backend>(&self, ctx: &RunContext, device: B::Device) -> Result<Report>;
+}
+
+/// What [`main`] reads from a tool's command line before the tool runs. The tools that run
+/// the model on a catalogue get it from their [`IoArgs`] and [`ComputeArgs`]
+/// ([`ModelToolArgs`]).
+pub trait ToolArgs: Parser {
     /// `--log-level`.
-    fn log_level(args: &Self::Args) -> &str;
+    fn log_level(&self) -> &str;
 
     /// CPU threads of this rank: by default [`backend::thread_budget_from_env`] (`--threads`
     /// where the tool has it, else `SLURM_CPUS_PER_TASK`, else the node's cores over its ranks).
-    fn threads(_args: &Self::Args) -> usize {
+    fn threads(&self) -> usize {
         backend::thread_budget_from_env(None)
     }
 
     /// The backend and device to run on (`--device`, `--precision`); the CPU by default.
-    fn device(_args: &Self::Args) -> Result<(DeviceChoice, Precision)> {
+    fn device(&self) -> Result<(DeviceChoice, Precision)> {
         Ok((DeviceChoice::Cpu, Precision::F32))
     }
+}
 
-    /// Does the work on backend `B` and `device`.
-    fn run<B: Backend>(
-        args: &Self::Args,
-        ctx: &RunContext<'_>,
-        device: B::Device,
-    ) -> Result<Report>;
+/// The command line of a tool that runs the model on a catalogue (`aion-tokenize`, `-embed`,
+/// `-predict`, `-generate`): its [`IoArgs`] and [`ComputeArgs`] answer [`ToolArgs`].
+pub trait ModelToolArgs: Parser {
+    /// Model, catalogue, output and logging.
+    fn io(&self) -> &IoArgs;
+    /// Threads, device and precision.
+    fn compute(&self) -> &ComputeArgs;
+}
+
+/// `model_tool_args!(EmbedArgs)`: [`ModelToolArgs`] for an argument type with the fields `io`
+/// and `compute`.
+macro_rules! model_tool_args {
+    ($args:ty) => {
+        impl $crate::cli::ModelToolArgs for $args {
+            fn io(&self) -> &$crate::args::IoArgs {
+                &self.io
+            }
+
+            fn compute(&self) -> &$crate::backend::ComputeArgs {
+                &self.compute
+            }
+        }
+    };
+}
+pub(crate) use model_tool_args;
+
+impl<A: ModelToolArgs> ToolArgs for A {
+    fn log_level(&self) -> &str {
+        &self.io().log_level
+    }
+
+    fn threads(&self) -> usize {
+        self.compute().thread_budget()
+    }
+
+    fn device(&self) -> Result<(DeviceChoice, Precision)> {
+        self.compute().device()
+    }
 }
 
 /// What a tool's [`Tool::run`] gets besides its arguments.
@@ -67,7 +108,7 @@ pub struct RunContext<'a> {
     session: Option<&'a Session>,
     /// Set by a stop signal (tools with [`Tool::STOP_SIGNALS`]; never set for the others).
     pub stop: StopFlag,
-    /// This rank's CPU thread budget ([`Tool::threads`]), already given to the thread pools.
+    /// This rank's CPU thread budget ([`ToolArgs::threads`]), already given to the thread pools.
     pub threads: usize,
 }
 
@@ -117,16 +158,16 @@ impl From<(Outcome, serde_json::Value)> for Report {
 
 /// The `main` of every binary (see the module documentation for what it does, in order).
 pub fn main<T: Tool>() -> ExitCode {
-    let args: T::Args = parse_args();
-    let threads = T::threads(&args);
+    let args: T = parse_args();
+    let threads = args.threads();
     backend::set_threads(threads);
     let session = if T::MPI {
-        let Some(session) = start_session(T::NAME, T::log_level(&args)) else {
+        let Some(session) = start_session(T::NAME, args.log_level()) else {
             return ExitCode::from(exit::FAILURE);
         };
         Some(session)
     } else {
-        logging::init(T::NAME, 0, 1, T::log_level(&args));
+        logging::init(T::NAME, 0, 1, args.log_level());
         None
     };
     let (rank, size, local_rank) = session
@@ -144,7 +185,7 @@ pub fn main<T: Tool>() -> ExitCode {
             stop,
             threads,
         };
-        let (device, precision) = T::device(&args)?;
+        let (device, precision) = args.device()?;
         let task = RunTool::<T> {
             args: &args,
             ctx: &ctx,
@@ -168,7 +209,7 @@ pub fn main<T: Tool>() -> ExitCode {
 
 /// [`Tool::run`] as a [`BackendTask`] for [`backend::dispatch`].
 struct RunTool<'a, T: Tool> {
-    args: &'a T::Args,
+    args: &'a T,
     ctx: &'a RunContext<'a>,
 }
 
@@ -176,7 +217,7 @@ impl<T: Tool> BackendTask for RunTool<'_, T> {
     type Output = Report;
 
     fn run<B: Backend>(self, device: B::Device) -> Result<Report> {
-        T::run::<B>(self.args, self.ctx, device)
+        self.args.run::<B>(self.ctx, device)
     }
 }
 

@@ -17,7 +17,7 @@ use burn::tensor::backend::Backend;
 use clap::{Parser, ValueEnum};
 
 use crate::args::IoArgs;
-use crate::backend::{ComputeArgs, DeviceChoice, Precision};
+use crate::backend::ComputeArgs;
 use crate::batching::{batches, inputs};
 use crate::cli::{Report, RunContext, Tool};
 use crate::codec_set::ModalityTokens;
@@ -58,6 +58,24 @@ pub struct EmbedArgs {
     pub pool: Pool,
 }
 
+crate::cli::model_tool_args!(EmbedArgs);
+
+/// The tool (`aion_app::cli::main::<EmbedArgs>()` is the binary).
+impl Tool for EmbedArgs {
+    const NAME: &'static str = TOOL;
+    const STOP_SIGNALS: bool = true;
+
+    /// Returns how the run ended and the summary (also in `<output>.run.json`).
+    fn run<B: Backend>(&self, ctx: &RunContext, device: B::Device) -> Result<Report> {
+        let session = ctx.session();
+        let plan = agree(
+            session,
+            ModelPlan::<B>::load(&self.io, &device, &[], session.size()),
+        )?;
+        run_plan(self, session, &ctx.stop, &plan, &device).map(Report::from)
+    }
+}
+
 /// A chunk's embeddings.
 struct Out {
     ids: Vec<i64>,
@@ -65,41 +83,6 @@ struct Out {
     embedding: Vec<f32>,
     context: Vec<f32>,
     valid: Vec<u8>,
-}
-
-/// `aion-embed` (see [`crate::cli::Tool`]).
-pub struct Embed;
-
-impl Tool for Embed {
-    const NAME: &'static str = TOOL;
-    const STOP_SIGNALS: bool = true;
-    type Args = EmbedArgs;
-
-    fn log_level(args: &EmbedArgs) -> &str {
-        &args.io.log_level
-    }
-
-    fn threads(args: &EmbedArgs) -> usize {
-        args.compute.thread_budget()
-    }
-
-    fn device(args: &EmbedArgs) -> Result<(DeviceChoice, Precision)> {
-        args.compute.device()
-    }
-
-    /// Returns how the run ended and the summary (also in `<output>.run.json`).
-    fn run<B: Backend>(
-        args: &EmbedArgs,
-        ctx: &RunContext<'_>,
-        device: B::Device,
-    ) -> Result<Report> {
-        let session = ctx.session();
-        let plan = agree(
-            session,
-            ModelPlan::<B>::load(&args.io, &device, &[], session.size()),
-        )?;
-        run_plan(args, session, &ctx.stop, &plan, &device).map(Report::from)
-    }
 }
 
 /// Layout of `--pool none`: (token offset, modality) of each input modality.

@@ -36,7 +36,7 @@ use anyhow::{Context, Result, bail, ensure};
 use burn::tensor::backend::Backend;
 use clap::{Parser, ValueEnum};
 
-use crate::cli::{Report, RunContext, Tool};
+use crate::cli::{Report, RunContext, Tool, ToolArgs};
 use crate::collective::{AgreedError, agree};
 use crate::guard::{Existing, Inputs, Recognise, claim_output};
 use crate::output::ObjectIds;
@@ -161,31 +161,26 @@ pub struct ExportArgs {
     pub log_level: String,
 }
 
-/// `aion-export` (see [`crate::cli::Tool`]).
-pub struct Export;
-
-impl Tool for Export {
-    const NAME: &'static str = TOOL;
-    /// A stop signal does not end an export midway: it finishes what it writes.
-    const STOP_SIGNALS: bool = true;
-    type Args = ExportArgs;
-
-    fn log_level(args: &ExportArgs) -> &str {
-        &args.log_level
+impl ToolArgs for ExportArgs {
+    fn log_level(&self) -> &str {
+        &self.log_level
     }
 
     /// One thread per rank: reading, joining and writing are sequential.
-    fn threads(_args: &ExportArgs) -> usize {
+    fn threads(&self) -> usize {
         1
     }
+}
+
+/// The tool (`aion_app::cli::main::<ExportArgs>()` is the binary).
+impl Tool for ExportArgs {
+    const NAME: &'static str = TOOL;
+    /// A stop signal does not end an export midway: it finishes what it writes.
+    const STOP_SIGNALS: bool = true;
 
     /// Returns the run summary (also in `<output>.run.json`).
-    fn run<B: Backend>(
-        args: &ExportArgs,
-        ctx: &RunContext<'_>,
-        _device: B::Device,
-    ) -> Result<Report> {
-        run(args, ctx.session()).map(Report::finished)
+    fn run<B: Backend>(&self, ctx: &RunContext, _device: B::Device) -> Result<Report> {
+        run(self, ctx.session()).map(Report::finished)
     }
 }
 

@@ -34,7 +34,7 @@ use burn::tensor::backend::Backend;
 use clap::Parser;
 
 use crate::backend::{self, DeviceChoice, Precision};
-use crate::cli::{Report, RunContext, Tool};
+use crate::cli::{Report, RunContext, Tool, ToolArgs};
 
 /// Tool name.
 pub const TOOL: &str = "aion-finetune";
@@ -81,28 +81,19 @@ pub struct FinetuneArgs {
     pub log_level: String,
 }
 
-pub use crate::pipeline::Outcome;
-
-/// `aion-finetune` (see [`crate::cli::Tool`]).
-pub struct Finetune;
-
-impl Tool for Finetune {
-    const NAME: &'static str = TOOL;
-    const STOP_SIGNALS: bool = true;
-    type Args = FinetuneArgs;
-
-    fn log_level(args: &FinetuneArgs) -> &str {
-        &args.log_level
+impl ToolArgs for FinetuneArgs {
+    fn log_level(&self) -> &str {
+        &self.log_level
     }
 
-    fn threads(args: &FinetuneArgs) -> usize {
-        backend::thread_budget_from_env(args.threads)
+    fn threads(&self) -> usize {
+        backend::thread_budget_from_env(self.threads)
     }
 
     /// `--device`: `cpu`, or `cuda` (the GPU of the rank's node-local index) in the `tch` build;
     /// always f32.
-    fn device(args: &FinetuneArgs) -> Result<(DeviceChoice, Precision)> {
-        let device = match args.device.as_str() {
+    fn device(&self) -> Result<(DeviceChoice, Precision)> {
+        let device = match self.device.as_str() {
             "cpu" => DeviceChoice::Cpu,
             "cuda" if cfg!(feature = "tch") => DeviceChoice::Cuda(None),
             other => anyhow::bail!(
@@ -116,16 +107,20 @@ impl Tool for Finetune {
         };
         Ok((device, Precision::F32))
     }
+}
+
+/// The tool (`aion_app::cli::main::<FinetuneArgs>()` is the binary).
+impl Tool for FinetuneArgs {
+    const NAME: &'static str = TOOL;
+    const STOP_SIGNALS: bool = true;
 
     /// Trains on burn's autodiff of backend `B`; returns how the run ended (no summary: the
     /// output directory's `train_log.jsonl` records the run).
-    fn run<B: Backend>(
-        args: &FinetuneArgs,
-        ctx: &RunContext<'_>,
-        device: B::Device,
-    ) -> Result<Report> {
+    fn run<B: Backend>(&self, ctx: &RunContext, device: B::Device) -> Result<Report> {
         let outcome =
-            prepare::run::<burn::backend::Autodiff<B>>(args, ctx.session(), &ctx.stop, device)?;
+            prepare::run::<burn::backend::Autodiff<B>>(self, ctx.session(), &ctx.stop, device)?;
         Ok(Report::new(outcome, serde_json::Value::Null))
     }
 }
+
+pub use crate::pipeline::Outcome;

@@ -23,7 +23,7 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::backend::Backend;
 use clap::Parser;
 
-use crate::cli::{Report, RunContext, Tool};
+use crate::cli::{Report, RunContext, Tool, ToolArgs};
 use crate::collective::agree;
 use crate::finetune::codecs::fit_distributed;
 use crate::guard::{Existing, Inputs, claim_output};
@@ -78,6 +78,25 @@ pub struct FitCodecsArgs {
     pub log_level: String,
 }
 
+impl ToolArgs for FitCodecsArgs {
+    fn log_level(&self) -> &str {
+        &self.log_level
+    }
+}
+
+/// The tool (`aion_app::cli::main::<FitCodecsArgs>()` is the binary).
+impl Tool for FitCodecsArgs {
+    const NAME: &'static str = TOOL;
+    /// No checkpoints: a stop signal ends the fit (the result is swapped in only when complete).
+    const STOP_SIGNALS: bool = false;
+
+    /// Returns the fitted modalities as the summary.
+    fn run<B: Backend>(&self, ctx: &RunContext, _device: B::Device) -> Result<Report> {
+        let fitted = run(self, ctx.session())?;
+        Ok(Report::finished(serde_json::to_value(fitted)?))
+    }
+}
+
 /// One `--column`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ColumnSpec {
@@ -103,30 +122,6 @@ pub fn parse_column(s: &str) -> Result<ColumnSpec> {
         dataset: dataset.into(),
         kind: kind.into(),
     })
-}
-
-/// `aion-fit-codecs` (see [`crate::cli::Tool`]).
-pub struct FitCodecs;
-
-impl Tool for FitCodecs {
-    const NAME: &'static str = TOOL;
-    /// No checkpoints: a stop signal ends the fit (the result is swapped in only when complete).
-    const STOP_SIGNALS: bool = false;
-    type Args = FitCodecsArgs;
-
-    fn log_level(args: &FitCodecsArgs) -> &str {
-        &args.log_level
-    }
-
-    /// Returns the fitted modalities as the summary.
-    fn run<B: Backend>(
-        args: &FitCodecsArgs,
-        ctx: &RunContext<'_>,
-        _device: B::Device,
-    ) -> Result<Report> {
-        let fitted = run(args, ctx.session())?;
-        Ok(Report::finished(serde_json::to_value(fitted)?))
-    }
 }
 
 /// Runs the tool; returns the fitted modalities.

@@ -28,7 +28,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use clap::{Parser, ValueEnum};
 
 use crate::args::IoArgs;
-use crate::backend::{ComputeArgs, DeviceChoice, Precision};
+use crate::backend::ComputeArgs;
 use crate::batching::{Batch, batches, inputs};
 use crate::cli::{Report, RunContext, Tool};
 use crate::codec_set::{ModalityTokens, NO_TOKEN, load_codec};
@@ -121,6 +121,35 @@ pub struct GenerateArgs {
     #[arg(long, value_name = "BAND,…", value_delimiter = ',',
         help = crate::args::with_default("Images: bands to decode", &bands_default()))]
     pub bands: Vec<String>,
+}
+
+crate::cli::model_tool_args!(GenerateArgs);
+
+/// The tool (`aion_app::cli::main::<GenerateArgs>()` is the binary).
+impl Tool for GenerateArgs {
+    const NAME: &'static str = TOOL;
+    const STOP_SIGNALS: bool = true;
+
+    /// Returns how the run ended and the summary (also in `<output>.run.json`).
+    fn run<B: Backend>(&self, ctx: &RunContext, device: B::Device) -> Result<Report> {
+        let (session, stop) = (ctx.session(), &ctx.stop);
+        let loaded = agree(
+            session,
+            (|| {
+                let m = check_target(self)?;
+                let plan = ModelPlan::<B>::load_excluding(
+                    &self.io,
+                    &device,
+                    &[],
+                    &[m.token_key],
+                    session.size(),
+                )?;
+                let target = load_target(self, m, &plan, &device)?;
+                Ok((plan, target))
+            })(),
+        )?;
+        run_plan(self, session, stop, &loaded.0, &loaded.1, &device).map(Report::from)
+    }
 }
 
 /// What `--bands` defaults to: the bands of [`default_bands`] per image modality.
@@ -247,52 +276,6 @@ struct Out {
 /// What the reader stage hands on per chunk: object ids, tokens per modality, and the rows'
 /// wavelength grids (`--wavelength-from`).
 type ChunkInput = (Vec<i64>, Vec<ModalityTokens>, Option<Vec<f32>>);
-
-/// `aion-generate` (see [`crate::cli::Tool`]).
-pub struct Generate;
-
-impl Tool for Generate {
-    const NAME: &'static str = TOOL;
-    const STOP_SIGNALS: bool = true;
-    type Args = GenerateArgs;
-
-    fn log_level(args: &GenerateArgs) -> &str {
-        &args.io.log_level
-    }
-
-    fn threads(args: &GenerateArgs) -> usize {
-        args.compute.thread_budget()
-    }
-
-    fn device(args: &GenerateArgs) -> Result<(DeviceChoice, Precision)> {
-        args.compute.device()
-    }
-
-    /// Returns how the run ended and the summary (also in `<output>.run.json`).
-    fn run<B: Backend>(
-        args: &GenerateArgs,
-        ctx: &RunContext<'_>,
-        device: B::Device,
-    ) -> Result<Report> {
-        let (session, stop) = (ctx.session(), &ctx.stop);
-        let loaded = agree(
-            session,
-            (|| {
-                let m = check_target(args)?;
-                let plan = ModelPlan::<B>::load_excluding(
-                    &args.io,
-                    &device,
-                    &[],
-                    &[m.token_key],
-                    session.size(),
-                )?;
-                let target = load_target(args, m, &plan, &device)?;
-                Ok((plan, target))
-            })(),
-        )?;
-        run_plan(args, session, stop, &loaded.0, &loaded.1, &device).map(Report::from)
-    }
-}
 
 /// The target modality and the options that do not need the model.
 fn check_target(args: &GenerateArgs) -> Result<&'static ModalityInfo> {

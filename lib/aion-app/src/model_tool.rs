@@ -13,7 +13,7 @@ use anyhow::Result;
 use burn::tensor::backend::Backend;
 use clap::{Parser, Subcommand};
 
-use crate::cli::{Report, RunContext, Tool};
+use crate::cli::{Report, RunContext, Tool, ToolArgs};
 use crate::exit;
 
 /// Tool name.
@@ -31,6 +31,30 @@ pub struct ModelArgs {
     /// Log level.
     #[arg(long, default_value = "warn", global = true)]
     pub log_level: String,
+}
+
+impl ToolArgs for ModelArgs {
+    fn log_level(&self) -> &str {
+        &self.log_level
+    }
+}
+
+/// The tool (`aion_app::cli::main::<ModelArgs>()` is the binary).
+impl Tool for ModelArgs {
+    const NAME: &'static str = TOOL;
+    /// No checkpoints: a stop signal ends the process.
+    const STOP_SIGNALS: bool = false;
+
+    /// One process, no MPI.
+    const MPI: bool = false;
+
+    /// Exit 2 without an error when `check` or `info` found problems (they are printed).
+    fn run<B: Backend>(&self, _: &RunContext, _: B::Device) -> Result<Report> {
+        Ok(Report {
+            exit: run(self)?,
+            summary: serde_json::Value::Null,
+        })
+    }
 }
 
 /// The subcommands.
@@ -130,33 +154,5 @@ fn run(args: &ModelArgs) -> Result<u8> {
                 exit::FAILURE
             })
         }
-    }
-}
-
-/// `aion-model` (see [`crate::cli::Tool`]).
-pub struct Model;
-
-impl Tool for Model {
-    const NAME: &'static str = TOOL;
-    /// No checkpoints: a stop signal ends the process.
-    const STOP_SIGNALS: bool = false;
-    /// One process, no MPI.
-    const MPI: bool = false;
-    type Args = ModelArgs;
-
-    fn log_level(args: &ModelArgs) -> &str {
-        &args.log_level
-    }
-
-    /// Exit 2 without an error when `check` or `info` found problems (they are printed).
-    fn run<B: Backend>(
-        args: &ModelArgs,
-        _ctx: &RunContext<'_>,
-        _device: B::Device,
-    ) -> Result<Report> {
-        Ok(Report {
-            exit: run(args)?,
-            summary: serde_json::Value::Null,
-        })
     }
 }

@@ -35,7 +35,7 @@ use burn::tensor::backend::Backend;
 use clap::{Parser, ValueEnum};
 
 use crate::args::IoArgs;
-use crate::backend::{ComputeArgs, DeviceChoice, Precision};
+use crate::backend::ComputeArgs;
 use crate::batching::{batches, inputs};
 use crate::calibration::{CalibrationFile, scaled};
 use crate::cli::{Report, RunContext, Tool};
@@ -114,6 +114,47 @@ pub struct PredictArgs {
     /// raw posteriors.
     #[arg(long)]
     pub no_calibration: bool,
+}
+
+crate::cli::model_tool_args!(PredictArgs);
+
+/// The tool (`aion_app::cli::main::<PredictArgs>()` is the binary).
+impl Tool for PredictArgs {
+    const NAME: &'static str = TOOL;
+    const STOP_SIGNALS: bool = true;
+
+    /// Returns how the run ended and the summary (also in `<output>.run.json`).
+    fn run<B: Backend>(&self, ctx: &RunContext, device: B::Device) -> Result<Report> {
+        let (session, stop) = (ctx.session(), &ctx.stop);
+        let keys: Vec<&str> = self.targets.iter().map(String::as_str).collect();
+        let loaded = agree(
+            session,
+            (|| {
+                let plan = ModelPlan::<B>::load(&self.io, &device, &keys, session.size())?;
+                let calibration = if self.no_calibration {
+                    None
+                } else {
+                    CalibrationFile::read_dir(&self.io.model)?
+                };
+                let targets = load_targets(&plan, &keys, calibration.as_ref())?;
+                let probe = self
+                    .probe
+                    .then(|| load_probe(&self.io.model, &plan, &device))
+                    .transpose()?;
+                Ok((plan, targets, probe))
+            })(),
+        )?;
+        run_plan(
+            self,
+            session,
+            stop,
+            &loaded.0,
+            &loaded.1,
+            loaded.2.as_ref(),
+            &device,
+        )
+        .map(Report::from)
+    }
 }
 
 /// Per-row calibration scores written when the catalogue has the true value.
@@ -206,64 +247,6 @@ struct Out {
 /// What the reader stage hands on per chunk: ids, tokens, and per target its true values
 /// (`None` without a truth dataset).
 type ChunkInput = (Vec<i64>, Vec<ModalityTokens>, Vec<Option<Vec<f32>>>);
-
-/// `aion-predict` (see [`crate::cli::Tool`]).
-pub struct Predict;
-
-impl Tool for Predict {
-    const NAME: &'static str = TOOL;
-    const STOP_SIGNALS: bool = true;
-    type Args = PredictArgs;
-
-    fn log_level(args: &PredictArgs) -> &str {
-        &args.io.log_level
-    }
-
-    fn threads(args: &PredictArgs) -> usize {
-        args.compute.thread_budget()
-    }
-
-    fn device(args: &PredictArgs) -> Result<(DeviceChoice, Precision)> {
-        args.compute.device()
-    }
-
-    /// Returns how the run ended and the summary (also in `<output>.run.json`).
-    fn run<B: Backend>(
-        args: &PredictArgs,
-        ctx: &RunContext<'_>,
-        device: B::Device,
-    ) -> Result<Report> {
-        let (session, stop) = (ctx.session(), &ctx.stop);
-        let keys: Vec<&str> = args.targets.iter().map(String::as_str).collect();
-        let loaded = agree(
-            session,
-            (|| {
-                let plan = ModelPlan::<B>::load(&args.io, &device, &keys, session.size())?;
-                let calibration = if args.no_calibration {
-                    None
-                } else {
-                    CalibrationFile::read_dir(&args.io.model)?
-                };
-                let targets = load_targets(&plan, &keys, calibration.as_ref())?;
-                let probe = args
-                    .probe
-                    .then(|| load_probe(&args.io.model, &plan, &device))
-                    .transpose()?;
-                Ok((plan, targets, probe))
-            })(),
-        )?;
-        run_plan(
-            args,
-            session,
-            stop,
-            &loaded.0,
-            &loaded.1,
-            loaded.2.as_ref(),
-            &device,
-        )
-        .map(Report::from)
-    }
-}
 
 /// `<model>/probe/`, checked against the model and the catalogue's bindings.
 fn load_probe<B: Backend>(

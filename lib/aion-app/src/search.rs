@@ -31,7 +31,7 @@ use anyhow::{Result, bail, ensure};
 use burn::tensor::backend::Backend;
 use clap::{ArgGroup, Parser};
 
-use crate::cli::{Report, RunContext, Tool};
+use crate::cli::{Report, RunContext, Tool, ToolArgs};
 use crate::collective::agree;
 use crate::guard::{Existing, Inputs, Recognise, claim_output};
 use crate::progress::Progress;
@@ -116,9 +116,13 @@ pub struct SearchArgs {
     pub log_level: String,
 }
 
-impl SearchArgs {
-    /// Scoring threads per rank.
-    pub fn threads(&self) -> usize {
+impl ToolArgs for SearchArgs {
+    fn log_level(&self) -> &str {
+        &self.log_level
+    }
+
+    /// `--threads`, else `OMP_NUM_THREADS`, else 1 ([`THREADS_DEFAULT`]).
+    fn threads(&self) -> usize {
         self.threads
             .or_else(|| {
                 std::env::var("OMP_NUM_THREADS")
@@ -128,7 +132,21 @@ impl SearchArgs {
             .unwrap_or(1)
             .max(1)
     }
+}
 
+/// The tool (`aion_app::cli::main::<SearchArgs>()` is the binary).
+impl Tool for SearchArgs {
+    const NAME: &'static str = TOOL;
+    /// No checkpoints: a stop signal ends the search.
+    const STOP_SIGNALS: bool = false;
+
+    /// Returns the run summary (also in `<output>.run.json`).
+    fn run<B: Backend>(&self, ctx: &RunContext, _device: B::Device) -> Result<Report> {
+        run(self, ctx.session(), ctx.threads).map(Report::finished)
+    }
+}
+
+impl SearchArgs {
     fn check(&self) -> Result<Format> {
         ensure!(self.k > 0, "--k must be at least 1");
         ensure!(self.chunk_rows > 0, "--chunk-rows must be at least 1");
@@ -139,34 +157,6 @@ impl SearchArgs {
 /// Whether a CSV file is a search result of ours (for the output guard).
 fn our_csv(path: &std::path::Path) -> Existing {
     Existing::csv(path, write::CSV_HEADER)
-}
-
-/// `aion-search` (see [`crate::cli::Tool`]).
-pub struct Search;
-
-impl Tool for Search {
-    const NAME: &'static str = TOOL;
-    /// No checkpoints: a stop signal ends the search.
-    const STOP_SIGNALS: bool = false;
-    type Args = SearchArgs;
-
-    fn log_level(args: &SearchArgs) -> &str {
-        &args.log_level
-    }
-
-    /// The scoring threads ([`SearchArgs::threads`]; [`THREADS_DEFAULT`]).
-    fn threads(args: &SearchArgs) -> usize {
-        args.threads()
-    }
-
-    /// Returns the run summary (also in `<output>.run.json`).
-    fn run<B: Backend>(
-        args: &SearchArgs,
-        ctx: &RunContext<'_>,
-        _device: B::Device,
-    ) -> Result<Report> {
-        run(args, ctx.session(), ctx.threads).map(Report::finished)
-    }
 }
 
 /// Runs `aion-search` with `threads` scoring threads per rank; returns the run summary.

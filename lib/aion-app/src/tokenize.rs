@@ -12,7 +12,7 @@ use burn::tensor::backend::Backend;
 use clap::Parser;
 
 use crate::args::IoArgs;
-use crate::backend::{ComputeArgs, DeviceChoice, Precision};
+use crate::backend::ComputeArgs;
 use crate::cli::{Report, RunContext, Tool};
 use crate::codec_set::{CodecSet, ModalityTokens, NO_TOKEN};
 use crate::collective::agree;
@@ -44,41 +44,24 @@ pub struct TokenizeArgs {
     pub decode: bool,
 }
 
+crate::cli::model_tool_args!(TokenizeArgs);
+
+/// The tool (`aion_app::cli::main::<TokenizeArgs>()` is the binary).
+impl Tool for TokenizeArgs {
+    const NAME: &'static str = TOOL;
+    const STOP_SIGNALS: bool = true;
+
+    /// Returns how the run ended and the summary (also in `<output>.run.json`).
+    fn run<B: Backend>(&self, ctx: &RunContext, device: B::Device) -> Result<Report> {
+        let (session, stop) = (ctx.session(), &ctx.stop);
+        run_tool::<B>(self, session, stop, device).map(Report::from)
+    }
+}
+
 /// One chunk, tokenized.
 struct Chunk {
     ids: Vec<i64>,
     tokens: Vec<ModalityTokens>,
-}
-
-/// `aion-tokenize` (see [`crate::cli::Tool`]).
-pub struct Tokenize;
-
-impl Tool for Tokenize {
-    const NAME: &'static str = TOOL;
-    const STOP_SIGNALS: bool = true;
-    type Args = TokenizeArgs;
-
-    fn log_level(args: &TokenizeArgs) -> &str {
-        &args.io.log_level
-    }
-
-    fn threads(args: &TokenizeArgs) -> usize {
-        args.compute.thread_budget()
-    }
-
-    fn device(args: &TokenizeArgs) -> Result<(DeviceChoice, Precision)> {
-        args.compute.device()
-    }
-
-    /// Returns how the run ended and the summary (also in `<output>.run.json`).
-    fn run<B: Backend>(
-        args: &TokenizeArgs,
-        ctx: &RunContext<'_>,
-        device: B::Device,
-    ) -> Result<Report> {
-        let (session, stop) = (ctx.session(), &ctx.stop);
-        run_tool::<B>(args, session, stop, device).map(Report::from)
-    }
 }
 
 /// Loads the codecs and runs (or decodes, `--decode`).
