@@ -89,6 +89,35 @@ pub struct Column {
 }
 
 impl Column {
+    /// No rows yet: room for `rows` rows of `row_shape`, of `kind`'s type (floats as `f32`, or
+    /// as `f64` with `f64`).
+    fn empty(kind: ColumnKind, f64: bool, row_shape: Vec<usize>, rows: usize) -> Self {
+        let n = rows * row_shape.iter().product::<usize>();
+        let values = match kind {
+            ColumnKind::Float if f64 => ColumnValues::F64(Vec::with_capacity(n)),
+            ColumnKind::Float => ColumnValues::F32(Vec::with_capacity(n)),
+            ColumnKind::Int => ColumnValues::I64(Vec::with_capacity(n)),
+            ColumnKind::Bool => ColumnValues::Bool(Vec::with_capacity(n)),
+            ColumnKind::Str => ColumnValues::Str(Vec::with_capacity(n)),
+        };
+        Self {
+            row_shape,
+            values,
+            present: Vec::with_capacity(rows),
+        }
+    }
+
+    /// Whether a part's rows of shape `here` can be appended: the message if not.
+    fn check_row_shape(&self, here: &[usize]) -> std::result::Result<(), String> {
+        if here == self.row_shape.as_slice() {
+            return Ok(());
+        }
+        Err(format!(
+            "rows of shape {here:?} here but {:?} in other files",
+            self.row_shape
+        ))
+    }
+
     /// Values per row.
     pub fn row_len(&self) -> usize {
         self.row_shape.iter().product()
@@ -137,16 +166,10 @@ trait Part: Send + Sync {
     fn sample_shape(&self, column: &str) -> Result<Option<Vec<usize>>>;
     /// Number of rows of `column` (the part's rows for one-table formats).
     fn rows(&self, column: &str) -> Result<usize>;
-    /// Appends rows `rows` (part-local) of `column`, each of `row_shape`, to `out`, and per row
-    /// whether it has a value to `present` (a null row: `false`, its values padded).
-    fn read(
-        &self,
-        column: &str,
-        rows: Range<usize>,
-        row_shape: &[usize],
-        out: &mut ColumnValues,
-        present: &mut Vec<bool>,
-    ) -> Result<()>;
+    /// Appends rows `rows` (part-local) of `column`, each of `out.row_shape`, to `out`'s values,
+    /// and per row whether it has a value to `out.present` (a null row: `false`, its values
+    /// padded).
+    fn read(&self, column: &str, rows: Range<usize>, out: &mut Column) -> Result<()>;
     /// A one-dimensional array the file holds once for all its objects (a FITS 1-D image HDU
     /// such as DESI's `B_WAVELENGTH`), by name; `None` if the part holds no such array.
     fn file_array(&self, _name: &str) -> Result<Option<Vec<f64>>> {
@@ -170,10 +193,9 @@ trait Part: Send + Sync {
         row_shape: &[usize],
         dst: &mut [f32],
     ) -> Result<()> {
-        let mut out = ColumnValues::F32(Vec::with_capacity(dst.len()));
-        let mut present = Vec::with_capacity(rows.len());
-        self.read(column, rows, row_shape, &mut out, &mut present)?;
-        if let ColumnValues::F32(v) = out {
+        let mut out = Column::empty(ColumnKind::Float, false, row_shape.to_vec(), rows.len());
+        self.read(column, rows, &mut out)?;
+        if let ColumnValues::F32(v) = out.values {
             dst.copy_from_slice(&v);
         }
         Ok(())
@@ -544,16 +566,8 @@ impl Catalog {
 
     fn read_as(&self, column: &str, rows: Range<usize>, f64: bool) -> Result<Column> {
         let info = self.info(column)?.ok_or_else(|| self.missing(column))?;
-        let row_len: usize = info.row_shape.iter().product();
-        let n = rows.len();
-        let mut present = Vec::with_capacity(n);
-        let mut values = match info.kind {
-            ColumnKind::Float if f64 => ColumnValues::F64(Vec::with_capacity(n * row_len)),
-            ColumnKind::Float => ColumnValues::F32(Vec::with_capacity(n * row_len)),
-            ColumnKind::Int => ColumnValues::I64(Vec::with_capacity(n * row_len)),
-            ColumnKind::Bool => ColumnValues::Bool(Vec::with_capacity(n * row_len)),
-            ColumnKind::Str => ColumnValues::Str(Vec::with_capacity(n * row_len)),
-        };
+        let mut out = Column::empty(info.kind, f64, info.row_shape, rows.len());
+        let row_len = out.row_len();
         for (i, p) in self.parts.iter().enumerate() {
             let lo = rows.start.max(p.start);
             let hi = rows.end.min(p.start + p.rows);
@@ -562,18 +576,13 @@ impl Catalog {
             }
             let local = (lo - p.start)..(hi - p.start);
             if info.present_in[i] {
-                p.part
-                    .read(column, local, &info.row_shape, &mut values, &mut present)?;
+                p.part.read(column, local, &mut out)?;
             } else {
-                present.extend(std::iter::repeat_n(false, local.len()));
-                pad(&mut values, local.len() * row_len);
+                out.present.extend(std::iter::repeat_n(false, local.len()));
+                pad(&mut out.values, local.len() * row_len);
             }
         }
-        Ok(Column {
-            row_shape: info.row_shape,
-            values,
-            present,
-        })
+        Ok(out)
     }
 
     /// Reads rows `rows` of the float column `column` into `out` (row-major, resized to the

@@ -2,7 +2,7 @@
 //! and rows, so a user can find the bad input.
 
 use std::ops::Range;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Result alias for this crate.
 pub type Result<T> = std::result::Result<T, Error>;
@@ -145,4 +145,21 @@ pub enum Error {
         /// Which rank(s) failed, HDF5's account and the file system's error.
         detail: String,
     },
+}
+
+impl Error {
+    /// [`Error::ReadRows`] for rows `rows` (file-local) of `column` in `path`.
+    pub(crate) fn read_rows(
+        path: &Path,
+        column: &str,
+        rows: &Range<usize>,
+        message: String,
+    ) -> Self {
+        Self::ReadRows {
+            path: path.to_path_buf(),
+            dataset: column.to_string(),
+            where_: format!("rows {}..{}", rows.start, rows.end),
+            message,
+        }
+    }
 }

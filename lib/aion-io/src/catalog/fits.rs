@@ -24,7 +24,7 @@ use std::sync::Mutex;
 use fitsio::FitsFile;
 use fitsio::threadsafe_fitsfile::ThreadsafeFitsFile;
 
-use super::{ColumnKind, ColumnValues, Described, Format, Part, Shape, shape_error};
+use super::{Column, ColumnKind, ColumnValues, Described, Format, Part, Shape, shape_error};
 use crate::error::{Error, Result};
 
 /// Where a column's values are.
@@ -157,34 +157,17 @@ impl Part for FitsPart {
         }
     }
 
-    fn read(
-        &self,
-        column: &str,
-        rows: Range<usize>,
-        row_shape: &[usize],
-        out: &mut ColumnValues,
-        present: &mut Vec<bool>,
-    ) -> Result<()> {
+    fn read(&self, column: &str, rows: Range<usize>, out: &mut Column) -> Result<()> {
         let c = self.column(column);
-        let fail = |message: String| Error::ReadRows {
-            path: self.path.clone(),
-            dataset: column.to_string(),
-            where_: format!("rows {}..{}", rows.start, rows.end),
-            message,
-        };
-        if row_shape != c.row_shape.as_slice() {
-            return Err(fail(format!(
-                "rows of shape {:?} here but {row_shape:?} in other files",
-                c.row_shape
-            )));
-        }
-        let n = rows.len() * row_shape.iter().product::<usize>();
+        let fail = |message: String| Error::read_rows(&self.path, column, &rows, message);
+        out.check_row_shape(&c.row_shape).map_err(fail)?;
+        let n = rows.len() * out.row_len();
         if n > 0 {
             let guard = self.file.lock().unwrap_or_else(|e| e.into_inner());
             let mut f = guard.lock().map_err(|e| fail(e.to_string()))?;
-            raw::read(&mut f, c, rows.start, n, out).map_err(fail)?;
+            raw::read(&mut f, c, rows.start, n, &mut out.values).map_err(fail)?;
         }
-        present.extend(std::iter::repeat_n(true, rows.len()));
+        out.present.extend(std::iter::repeat_n(true, rows.len()));
         Ok(())
     }
 }

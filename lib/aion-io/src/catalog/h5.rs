@@ -8,7 +8,7 @@ use hdf5::types::{FixedAscii, FixedUnicode, TypeDescriptor, VarLenUnicode};
 use hdf5::{Hyperslab, Selection, SliceOrIndex};
 use ndarray::IxDyn;
 
-use super::{ColumnKind, ColumnValues, Described, Part, Shape, shape_error};
+use super::{Column, ColumnKind, ColumnValues, Described, Part, Shape, shape_error};
 use crate::error::{Error, Result};
 
 /// One HDF5 file.
@@ -131,16 +131,9 @@ impl Part for H5Part {
             })
     }
 
-    fn read(
-        &self,
-        column: &str,
-        rows: Range<usize>,
-        row_shape: &[usize],
-        out: &mut ColumnValues,
-        present: &mut Vec<bool>,
-    ) -> Result<()> {
-        present.extend(std::iter::repeat_n(true, rows.len()));
-        read_into(self, column, rows, row_shape.len(), out)
+    fn read(&self, column: &str, rows: Range<usize>, out: &mut Column) -> Result<()> {
+        out.present.extend(std::iter::repeat_n(true, rows.len()));
+        read_into(self, column, rows, out.row_shape.len(), &mut out.values)
     }
 
     fn read_f32(

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use npyz::{DType, NpyFile, Order, TypeChar};
 
-use super::{ColumnKind, ColumnValues, Described, Part, Shape};
+use super::{Column, ColumnKind, ColumnValues, Described, Part, Shape};
 use crate::error::{Error, Result};
 
 /// Element types read from `.npy` files.
@@ -175,26 +175,14 @@ impl Part for NpyPart {
         Ok(self.objects)
     }
 
-    fn read(
-        &self,
-        column: &str,
-        rows: Range<usize>,
-        row_shape: &[usize],
-        out: &mut ColumnValues,
-        present: &mut Vec<bool>,
-    ) -> Result<()> {
-        let fail = |message: String| Error::ReadRows {
-            path: self.path.clone(),
-            dataset: column.to_string(),
-            where_: format!("rows {}..{}", rows.start, rows.end),
-            message,
-        };
-        if row_shape != self.row_shape.as_slice() {
-            return Err(fail(format!(
-                "rows of shape {:?} here but {row_shape:?} in other files",
-                self.row_shape
-            )));
-        }
+    fn read(&self, column: &str, rows: Range<usize>, out: &mut Column) -> Result<()> {
+        let fail = |message: String| Error::read_rows(&self.path, column, &rows, message);
+        out.check_row_shape(&self.row_shape).map_err(fail)?;
+        let Column {
+            values: out,
+            present,
+            ..
+        } = out;
         if rows.end > self.objects {
             return Err(fail(format!("the array holds {} objects", self.objects)));
         }
@@ -282,18 +270,16 @@ mod tests {
         let part = NpyPart::open(&p, "cutouts", 1).unwrap();
         assert_eq!(part.rows("cutouts").unwrap(), 3);
         assert_eq!(part.sample_shape("cutouts").unwrap(), Some(vec![2, 2]));
-        let mut out = ColumnValues::F32(Vec::new());
-        let mut present = Vec::new();
-        part.read("cutouts", 1..3, &[2, 2], &mut out, &mut present)
-            .unwrap();
+        let mut out = Column::empty(ColumnKind::Float, false, vec![2, 2], 2);
+        part.read("cutouts", 1..3, &mut out).unwrap();
         // Object 1: bands 0 and 1 → [2, 3, 8, 9]; object 2 → [4, 5, 10, 11].
         assert_eq!(
-            out,
+            out.values,
             ColumnValues::F32(vec![2., 3., 8., 9., 4., 5., 10., 11.])
         );
-        assert_eq!(present, [true, true]);
+        assert_eq!(out.present, [true, true]);
         let e = part
-            .read("cutouts", 2..4, &[2, 2], &mut out, &mut present)
+            .read("cutouts", 2..4, &mut out)
             .unwrap_err()
             .to_string();
         assert!(e.contains("a.npy") && e.contains("3 objects"), "{e}");
@@ -302,9 +288,8 @@ mod tests {
         let q = dir.path().join("b.npy");
         write(&q, "<f4", &[4]);
         let part = NpyPart::open(&q, "v", 0).unwrap();
-        let mut out = ColumnValues::F32(Vec::new());
-        part.read("v", 1..3, &[], &mut out, &mut Vec::new())
-            .unwrap();
-        assert_eq!(out, ColumnValues::F32(vec![1., 2.]));
+        let mut out = Column::empty(ColumnKind::Float, false, vec![], 2);
+        part.read("v", 1..3, &mut out).unwrap();
+        assert_eq!(out.values, ColumnValues::F32(vec![1., 2.]));
     }
 }

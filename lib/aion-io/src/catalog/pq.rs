@@ -26,7 +26,7 @@ use parquet::arrow::arrow_reader::{
     RowSelector,
 };
 
-use super::{ColumnKind, ColumnValues, Described, Format, Part, Shape, pad, shape_error};
+use super::{Column, ColumnKind, ColumnValues, Described, Format, Part, Shape, pad, shape_error};
 use crate::error::{Error, Result};
 
 /// A column of the file: where its values are and what they are.
@@ -220,21 +220,14 @@ impl Part for ParquetPart {
         Ok(self.rows)
     }
 
-    fn read(
-        &self,
-        column: &str,
-        rows: Range<usize>,
-        row_shape: &[usize],
-        out: &mut ColumnValues,
-        present: &mut Vec<bool>,
-    ) -> Result<()> {
+    fn read(&self, column: &str, rows: Range<usize>, out: &mut Column) -> Result<()> {
         let mut first = rows.start;
         for root in self.read_roots(column, rows.clone(), rows.len())? {
             let nested = Nested::of(&root, &self.leaf(column).fields[1..]).map_err(|m| {
                 self.read_error(column, format!("rows {}..{}", rows.start, rows.end), m)
             })?;
             nested
-                .append(row_shape, out, present)
+                .append(&out.row_shape, &mut out.values, &mut out.present)
                 .map_err(|(r, m)| self.read_error(column, format!("row {}", first + r), m))?;
             first += root.len();
         }

@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{ColumnKind, ColumnValues, Described, Part, Shape};
+use super::{Column, ColumnKind, ColumnValues, Described, Part, Shape};
 use crate::error::{Error, Result};
 
 /// A survey preset (the content of `configs/surveys/<name>.toml`).
@@ -493,21 +493,11 @@ impl PresetPart {
         rows: Range<usize>,
     ) -> Result<(ColumnValues, Vec<usize>, Vec<bool>)> {
         let (kind, shape) = self.describe_file(column)?;
-        let mut out = match kind {
-            ColumnKind::Float => ColumnValues::F32(Vec::new()),
-            ColumnKind::Int => ColumnValues::I64(Vec::new()),
-            ColumnKind::Bool => ColumnValues::Bool(Vec::new()),
-            ColumnKind::Str => ColumnValues::Str(Vec::new()),
-        };
-        let mut present = Vec::new();
-        self.holder(column).expect("checked at open").read(
-            column,
-            rows,
-            &shape,
-            &mut out,
-            &mut present,
-        )?;
-        Ok((out, shape, present))
+        let mut out = Column::empty(kind, false, shape, rows.len());
+        self.holder(column)
+            .expect("checked at open")
+            .read(column, rows, &mut out)?;
+        Ok((out.values, out.row_shape, out.present))
     }
 
     /// A float file column's rows (integers and booleans converted).
@@ -604,22 +594,21 @@ impl PresetPart {
         column: &str,
         c: &Computed,
         rows: Range<usize>,
-        out: &'o mut ColumnValues,
-        present: &mut Vec<bool>,
+        out: &'o mut Column,
     ) -> Result<()> {
         let n = rows.len();
-        let floats = |out: &'o mut ColumnValues| -> Result<&'o mut Vec<f32>> {
-            match out {
+        let floats = |values: &'o mut ColumnValues| -> Result<&'o mut Vec<f32>> {
+            match values {
                 ColumnValues::F32(v) => Ok(v),
                 _ => Err(self.fail(column, &rows, "computed floats read as another type".into())),
             }
         };
         match &c.op {
             Op::Copy { from } => {
-                let (_, shape) = self.describe_file(from)?;
+                // The computed column has the source's row shape (`describe_computed`).
                 self.holder(from)
                     .expect("checked at open")
-                    .read(from, rows, &shape, out, present)?;
+                    .read(from, rows, out)?;
             }
             Op::Multiply { from, by } => {
                 let (mut v, shape, mut p) = self.read_floats(from, rows.clone())?;
@@ -639,38 +628,38 @@ impl PresetPart {
                         }
                     }
                 }
-                floats(out)?.extend(v);
-                present.extend(p);
+                floats(&mut out.values)?.extend(v);
+                out.present.extend(p);
             }
             Op::EbvFromTransmission { from, coefficient } => {
                 let (t, _, p) = self.read_floats(from, rows.clone())?;
-                floats(out)?.extend(
+                floats(&mut out.values)?.extend(
                     t.iter()
                         .map(|&t| (-2.5 * f64::from(t).log10() / coefficient) as f32),
                 );
-                present.extend(p);
+                out.present.extend(p);
             }
             Op::Constant { values } => {
-                let ColumnValues::Str(v) = out else {
+                let ColumnValues::Str(v) = &mut out.values else {
                     return Err(self.fail(column, &rows, "strings read as another type".into()));
                 };
                 for _ in 0..n {
                     v.extend(values.iter().cloned());
                 }
-                present.extend(std::iter::repeat_n(true, n));
+                out.present.extend(std::iter::repeat_n(true, n));
             }
             Op::Concat { from } => {
                 let parts: Vec<(Vec<f32>, Vec<usize>, Vec<bool>)> = from
                     .iter()
                     .map(|f| self.read_floats(f, rows.clone()))
                     .collect::<Result<_>>()?;
-                let o = floats(out)?;
+                let o = floats(&mut out.values)?;
                 for r in 0..n {
                     for (v, s, _) in &parts {
                         let len: usize = s.iter().product();
                         o.extend_from_slice(&v[r * len..(r + 1) * len]);
                     }
-                    present.push(parts.iter().all(|(_, _, p)| p[r]));
+                    out.present.push(parts.iter().all(|(_, _, p)| p[r]));
                 }
             }
             Op::CoaddArms {
@@ -680,7 +669,7 @@ impl PresetPart {
                 pixels,
             } => {
                 let merged = self.coadd(column, arms, *start, *step, *pixels, rows.clone())?;
-                match (c.output, out) {
+                match (c.output, &mut out.values) {
                     (3, ColumnValues::Bool(o)) => o.extend(merged.mask),
                     (i, ColumnValues::F32(o)) => o.extend(match i {
                         0 => merged.flux,
@@ -689,7 +678,7 @@ impl PresetPart {
                     }),
                     _ => return Err(self.fail(column, &rows, "read as another type".into())),
                 }
-                present.extend(std::iter::repeat_n(true, n));
+                out.present.extend(std::iter::repeat_n(true, n));
             }
         }
         Ok(())
@@ -846,15 +835,9 @@ fn check_same_rows(
             Shape::Fixed(s) => s,
             Shape::FromData => f.sample_shape(key)?.unwrap_or_default(),
         };
-        let mut out = match d.kind {
-            ColumnKind::Float => ColumnValues::F32(Vec::new()),
-            ColumnKind::Int => ColumnValues::I64(Vec::new()),
-            ColumnKind::Bool => ColumnValues::Bool(Vec::new()),
-            ColumnKind::Str => ColumnValues::Str(Vec::new()),
-        };
-        let mut present = Vec::new();
-        f.read(key, 0..rows, &shape, &mut out, &mut present)?;
-        Ok(match out {
+        let mut out = Column::empty(d.kind, false, shape, rows);
+        f.read(key, 0..rows, &mut out)?;
+        Ok(match out.values {
             ColumnValues::F32(v) => v.iter().map(f32::to_string).collect(),
             ColumnValues::F64(v) => v.iter().map(f64::to_string).collect(),
             ColumnValues::I64(v) => v.iter().map(i64::to_string).collect(),
@@ -951,20 +934,13 @@ impl Part for PresetPart {
             .map_or(Ok(self.rows), |f| f.rows(column))
     }
 
-    fn read(
-        &self,
-        column: &str,
-        rows: Range<usize>,
-        row_shape: &[usize],
-        out: &mut ColumnValues,
-        present: &mut Vec<bool>,
-    ) -> Result<()> {
+    fn read(&self, column: &str, rows: Range<usize>, out: &mut Column) -> Result<()> {
         if let Some(c) = self.computed.get(column) {
-            return self.read_computed(column, c, rows, out, present);
+            return self.read_computed(column, c, rows, out);
         }
         self.holder(column)
             .expect("the catalogue reads only columns a part holds")
-            .read(column, rows, row_shape, out, present)
+            .read(column, rows, out)
     }
 
     fn file_array(&self, name: &str) -> Result<Option<Vec<f64>>> {
