@@ -145,26 +145,16 @@ fn run_plan<B: Backend>(
             Some(0.0),
         ));
     }
-    let id = RunIdentity {
-        tool: TOOL,
+    let id = RunIdentity::new(
+        TOOL,
         config,
-        model: &args.io.model,
-        files: plan.files(),
+        &args.io,
         catalog,
-        config_file: args.io.config.as_deref(),
-        side_outputs: Vec::new(),
-        inputs: inputs_json(&inputs),
-    };
-    let mut started = start(
-        session,
-        &id,
-        &args.io.output,
-        args.io.overwrite,
-        plan.chunk,
-        &specs,
-        "embedded",
-    )?;
-    if let Some(summary) = started.already_complete(session, &args.io.output) {
+        plan.files(),
+        inputs_json(&inputs),
+    );
+    let mut started = start(session, &id, plan.chunk, &specs, "embedded")?;
+    if let Some(summary) = started.already_complete(session) {
         return Ok((Outcome::Finished, summary));
     }
     let run = &started.run;

@@ -475,25 +475,11 @@ fn run_plan<B: Backend>(
     let mut all_specs = vec![plan.ids.spec()];
     all_specs.extend(specs(target, m));
     let id = RunIdentity {
-        tool: TOOL,
-        config,
-        model: &args.io.model,
-        files,
-        catalog,
-        config_file: args.io.config.as_deref(),
         side_outputs: crate::plot::paths(&figure::stem(&args.io.output, key)).to_vec(),
-        inputs: inputs_json(&inputs),
+        ..RunIdentity::new(TOOL, config, &args.io, catalog, files, inputs_json(&inputs))
     };
-    let mut started = start(
-        session,
-        &id,
-        &args.io.output,
-        args.io.overwrite,
-        chunk_rows,
-        &all_specs,
-        "generated",
-    )?;
-    if let Some(summary) = started.already_complete(session, &args.io.output) {
+    let mut started = start(session, &id, chunk_rows, &all_specs, "generated")?;
+    if let Some(summary) = started.already_complete(session) {
         return Ok((Outcome::Finished, summary));
     }
     let resumed_rows = started.progress.done();

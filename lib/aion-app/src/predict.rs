@@ -467,29 +467,22 @@ fn run_plan<B: Backend>(
     let mut all_specs = vec![plan.ids.spec()];
     all_specs.extend(specs(args, targets, probe));
     let id = RunIdentity {
-        tool: TOOL,
-        config,
-        model: &args.io.model,
-        files: plan.files(),
-        catalog,
-        config_file: args.io.config.as_deref(),
         side_outputs: targets
             .iter()
             .filter(|t| t.modality.num_tokens() == 1)
             .flat_map(|t| plot::paths(&figure_stem(&args.io.output, t.modality.token_key)))
             .collect(),
-        inputs: inputs_json(&inputs),
+        ..RunIdentity::new(
+            TOOL,
+            config,
+            &args.io,
+            catalog,
+            plan.files(),
+            inputs_json(&inputs),
+        )
     };
-    let mut started = start(
-        session,
-        &id,
-        &args.io.output,
-        args.io.overwrite,
-        plan.chunk,
-        &all_specs,
-        "predicted",
-    )?;
-    if let Some(summary) = started.already_complete(session, &args.io.output) {
+    let mut started = start(session, &id, plan.chunk, &all_specs, "predicted")?;
+    if let Some(summary) = started.already_complete(session) {
         return Ok((Outcome::Finished, summary));
     }
     let mut tally = Tally::default();

@@ -125,26 +125,16 @@ fn run_plan<B: Backend>(
             .attr("source", b.describe()),
         );
     }
-    let id = RunIdentity {
-        tool: TOOL,
+    let id = RunIdentity::new(
+        TOOL,
         config,
-        model: &args.io.model,
-        files: codecs.files().to_vec(),
+        &args.io,
         catalog,
-        config_file: args.io.config.as_deref(),
-        side_outputs: Vec::new(),
-        inputs: run_config::inputs_json(&tokenized),
-    };
-    let mut started = start(
-        session,
-        &id,
-        &args.io.output,
-        args.io.overwrite,
-        chunk_rows,
-        &specs,
-        "tokenized",
-    )?;
-    if let Some(summary) = started.already_complete(session, &args.io.output) {
+        codecs.files().to_vec(),
+        run_config::inputs_json(&tokenized),
+    );
+    let mut started = start(session, &id, chunk_rows, &specs, "tokenized")?;
+    if let Some(summary) = started.already_complete(session) {
         return Ok((Outcome::Finished, summary));
     }
     let run = &started.run;
@@ -239,31 +229,21 @@ fn run_decode<B: Backend>(
     specs.extend(flag_specs());
     let out_specs = decoders.specs();
     specs.extend(out_specs.iter().cloned());
-    let id = RunIdentity {
-        tool: TOOL,
+    let id = RunIdentity::new(
+        TOOL,
         config,
-        model: &args.io.model,
-        files: decoders.files().to_vec(),
+        &args.io,
         catalog,
-        config_file: args.io.config.as_deref(),
-        side_outputs: Vec::new(),
-        inputs: decoders
+        decoders.files().to_vec(),
+        decoders
             .datasets()
             .into_iter()
             .map(|d| (d.clone(), serde_json::Value::from(format!("{d} (tokens)"))))
             .collect::<serde_json::Map<_, _>>()
             .into(),
-    };
-    let mut started = start(
-        session,
-        &id,
-        &args.io.output,
-        args.io.overwrite,
-        chunk_rows,
-        &specs,
-        "decoded",
-    )?;
-    if let Some(summary) = started.already_complete(session, &args.io.output) {
+    );
+    let mut started = start(session, &id, chunk_rows, &specs, "decoded")?;
+    if let Some(summary) = started.already_complete(session) {
         return Ok((Outcome::Finished, summary));
     }
     let run = &started.run;

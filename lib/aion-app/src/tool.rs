@@ -7,6 +7,7 @@ use aion_io::{Catalog, Provenance};
 use aion_mpi::Session;
 use anyhow::Result;
 
+use crate::args::IoArgs;
 use crate::collective::agree;
 use crate::guard::{Existing, Inputs, OutputLock, Recognise, claim_output};
 use crate::pipeline::{DatasetSpec, Outcome, RunOutput, open_output};
@@ -27,6 +28,8 @@ pub struct Started {
     /// An earlier run finished this output (every chunk done, end time recorded): there is
     /// nothing to do and nothing may change ([`Started::already_complete`]).
     pub complete: bool,
+    /// The output file.
+    output: PathBuf,
     /// Rows of the catalogue.
     rows: usize,
     cpu_at_start: f64,
@@ -71,14 +74,13 @@ pub struct RunIdentity<'a> {
     pub tool: &'static str,
     /// Effective configuration (becomes the `config` attribute and part of the resume key).
     pub config: serde_json::Value,
-    /// Model directory (checksums are relative to it).
-    pub model: &'a Path,
+    /// The model directory (checksums are relative to it), the output, `--overwrite` and the
+    /// TOML run configuration (an input: never overwritten).
+    pub io: &'a IoArgs,
     /// Weight and config files whose checksums are recorded.
     pub files: Vec<PathBuf>,
     /// The catalogue.
     pub catalog: &'a Catalog,
-    /// The TOML run configuration, if any (an input: never overwritten).
-    pub config_file: Option<&'a Path>,
     /// Files written beside the output (plots), checked like the output before the run.
     pub side_outputs: Vec<PathBuf>,
     /// The modalities fed to the model (tokenized, for `aion-tokenize`), as
@@ -86,24 +88,44 @@ pub struct RunIdentity<'a> {
     pub inputs: serde_json::Value,
 }
 
-impl RunIdentity<'_> {
+impl<'a> RunIdentity<'a> {
+    /// A run of `tool` with no side outputs.
+    pub fn new(
+        tool: &'static str,
+        config: serde_json::Value,
+        io: &'a IoArgs,
+        catalog: &'a Catalog,
+        files: Vec<PathBuf>,
+        inputs: serde_json::Value,
+    ) -> Self {
+        Self {
+            tool,
+            config,
+            io,
+            files,
+            catalog,
+            side_outputs: Vec::new(),
+            inputs,
+        }
+    }
+
     /// Every input of the run: catalogue files, the model directory and its files, the
     /// configuration.
     pub fn inputs(&self) -> Inputs {
         let mut inputs = Inputs::new();
         inputs
             .files("catalogue file", self.catalog.paths())
-            .model_dir(self.model)
+            .model_dir(&self.io.model)
             .files("model file", self.files.iter().map(PathBuf::as_path));
-        if let Some(c) = self.config_file {
+        if let Some(c) = self.io.config.as_deref() {
             inputs.file("run configuration", c);
         }
         inputs
     }
 }
 
-/// Claims `output` (guard and lock, see [`crate::guard`]), computes checksums and catalogue
-/// identities (rank 0) and provenance, opens or resumes `output` with `specs` in chunks of
+/// Claims the output (`id.io.output`; guard and lock, see [`crate::guard`]), computes checksums
+/// and catalogue identities (rank 0) and provenance, opens or resumes it with `specs` in chunks of
 /// `chunk` rows, and sets up the progress display (`what` = "embedded", …). A resumed output
 /// keeps the chunks it records: an adaptive chunk size ([`ChunkRows::adaptive`], which depends on
 /// the rank count) is not part of the resume key, so a run may resume on another rank count.
@@ -111,12 +133,11 @@ impl RunIdentity<'_> {
 pub fn start(
     session: &Session,
     id: &RunIdentity<'_>,
-    output: &Path,
-    overwrite: bool,
     chunk: ChunkRows,
     specs: &[DatasetSpec],
     what: &'static str,
 ) -> Result<Started> {
+    let (output, overwrite) = (id.io.output.as_path(), id.io.overwrite);
     let n = id.catalog.n_rows();
     if n == 0 && session.is_root() {
         log::warn!(
@@ -137,7 +158,10 @@ pub fn start(
         Existing::hdf5,
         &side,
     )?;
-    let checksums = agree(session, provenance::checksums(session, id.model, &id.files))?;
+    let checksums = agree(
+        session,
+        provenance::checksums(session, &id.io.model, &id.files),
+    )?;
     let identity = if session.is_root() {
         resume::catalog_identity(&id.catalog.paths()).and_then(|c| Ok(serde_json::to_string(&c)?))
     } else {
@@ -161,7 +185,7 @@ pub fn start(
         session,
         id.tool,
         config.to_string(),
-        id.model,
+        &id.io.model,
         checksums,
         id.catalog,
     );
@@ -225,6 +249,7 @@ pub fn start(
             rounds: 0,
         },
         complete,
+        output: output.to_path_buf(),
         rows: n,
         cpu_at_start: cpu_seconds(),
         per_rank: serde_json::Value::Null,
@@ -236,11 +261,11 @@ impl Started {
     /// For an output an earlier run finished: the summary it recorded in `<output>.run.json`
     /// (rank 0; `null` elsewhere or when unreadable), so the tool returns it without touching
     /// the output, the summary or the figures. `None` when there is work to do.
-    pub fn already_complete(&self, session: &Session, output: &Path) -> Option<serde_json::Value> {
+    pub fn already_complete(&self, session: &Session) -> Option<serde_json::Value> {
         if !self.complete {
             return None;
         }
-        let mut path = output.as_os_str().to_owned();
+        let mut path = self.output.as_os_str().to_owned();
         path.push(".run.json");
         let recorded = session
             .is_root()
