@@ -8,6 +8,8 @@
 
 use std::time::Instant;
 
+use aion_model::nn::sgemm::{Batched, matmul};
+
 const D: usize = 768;
 const T: usize = 1024;
 const N: usize = 64 * T;
@@ -16,59 +18,36 @@ const N: usize = 64 * T;
 fn run(kind: u8, x: &[f32], q: &[f32], nq: usize, c: &mut [f32]) -> f64 {
     let t0 = Instant::now();
     for tile in 0..N / T {
-        let b = x[tile * T * D..].as_ptr();
-        let (q, c) = (q.as_ptr(), c.as_mut_ptr());
-        let (d, t, nq_) = (D as isize, T as isize, nq as isize);
-        // SAFETY: every operand is large enough for the sizes and strides given (x holds N rows,
-        // q holds nq rows, c holds T × nq values).
-        unsafe {
-            match kind {
-                // gemm, scores row-major (one row's scores contiguous): aion-search's layout.
-                0 => gemm::gemm(
-                    nq,
-                    T,
-                    D,
-                    c,
-                    nq_,
-                    1,
-                    false,
-                    q,
-                    1,
-                    d,
-                    b,
-                    d,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                ),
-                // gemm, scores query-major (one query's scores contiguous).
-                1 => gemm::gemm(
-                    T,
-                    nq,
-                    D,
-                    c,
-                    t,
-                    1,
-                    false,
-                    b,
-                    1,
-                    d,
-                    q,
-                    d,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                ),
-                2 => matrixmultiply::sgemm(T, D, nq, 1.0, b, d, 1, q, 1, d, 0.0, c, nq_, 1),
-                _ => matrixmultiply::sgemm(nq, D, T, 1.0, q, d, 1, b, 1, d, 0.0, c, t, 1),
+        let x = &x[tile * T * D..(tile + 1) * T * D];
+        match kind {
+            // gemm, scores row-major (one row's scores contiguous): aion-search's layout.
+            0 => matmul(
+                Batched::matrix(q, D, 1),
+                Batched::matrix(x, 1, D),
+                [nq, D, T],
+                c,
+                (1, nq),
+            ),
+            // gemm, scores query-major (one query's scores contiguous).
+            1 => matmul(
+                Batched::matrix(x, D, 1),
+                Batched::matrix(q, 1, D),
+                [T, D, nq],
+                c,
+                (1, T),
+            ),
+            _ => {
+                let (b, q, c) = (x.as_ptr(), q.as_ptr(), c.as_mut_ptr());
+                let (d, t, nq_) = (D as isize, T as isize, nq as isize);
+                // SAFETY: every operand is large enough for the sizes and strides given (the
+                // tile holds T rows, q holds nq rows, c holds T × nq values).
+                unsafe {
+                    if kind == 2 {
+                        matrixmultiply::sgemm(T, D, nq, 1.0, b, d, 1, q, 1, d, 0.0, c, nq_, 1);
+                    } else {
+                        matrixmultiply::sgemm(nq, D, T, 1.0, q, d, 1, b, 1, d, 0.0, c, t, 1);
+                    }
+                }
             }
         }
     }

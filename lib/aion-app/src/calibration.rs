@@ -235,6 +235,29 @@ mod tests {
     use aion_model::rng::Rng;
 
     /// Logits of a Gaussian posterior N(centre, width²) over `values` (log density).
+    /// `n` objects on a grid of 512 token values in [0, 1]: centres uniform in
+    /// `[from, from + span]`, true values `z` drawn around them with `sigma`. Returns the grid,
+    /// the true tokens (first value >= z: the codec's bucketize), the `z` and the centres.
+    fn draw(
+        n: usize,
+        seed: u64,
+        (from, span): (f64, f64),
+        sigma: f64,
+    ) -> (Vec<f32>, Vec<usize>, Vec<f32>, Vec<f64>) {
+        let k = 512;
+        let values: Vec<f32> = (0..k).map(|i| i as f32 / (k - 1) as f32).collect();
+        let mut rng = Rng::new(seed, 99, 0);
+        let (mut truth, mut zs, mut centres) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..n {
+            let centre = from + span * rng.uniform();
+            let z = (centre + sigma * rng.normal()) as f32;
+            truth.push(values.partition_point(|&v| v < z).min(k - 1));
+            zs.push(z);
+            centres.push(centre);
+        }
+        (values, truth, zs, centres)
+    }
+
     fn gaussian_logits(values: &[f32], vocab: usize, centre: f64, width: f64) -> Vec<f32> {
         (0..vocab)
             .map(|k| match values.get(k) {
@@ -250,18 +273,12 @@ mod tests {
     /// 16–84 % interval must then hold the truth for ~68 % of the rows (about 38 % before).
     #[test]
     fn temperature_restores_the_coverage_of_a_too_narrow_gaussian() {
-        let (k, vocab, n) = (512usize, 513usize, 4000usize);
-        let values: Vec<f32> = (0..k).map(|i| i as f32 / (k - 1) as f32).collect();
-        let mut rng = Rng::new(7, 99, 0);
-        let (mut logits, mut truth, mut zs) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..n {
-            let centre = 0.2 + 0.6 * rng.uniform();
-            let z = (centre + 0.02 * rng.normal()) as f32;
-            // The true token: first value >= z (the codec's bucketize).
-            truth.push(values.partition_point(|&v| v < z).min(k - 1));
-            zs.push(z);
-            logits.extend(gaussian_logits(&values, vocab, centre, 0.01));
-        }
+        let (vocab, n) = (513usize, 4000usize);
+        let (values, truth, zs, centres) = draw(n, 7, (0.2, 0.6), 0.02);
+        let logits: Vec<f32> = centres
+            .iter()
+            .flat_map(|&c| gaussian_logits(&values, vocab, c, 0.01))
+            .collect();
         let h = Heldout {
             logits: &logits,
             vocab,
@@ -284,19 +301,15 @@ mod tests {
     /// An already calibrated model keeps T ≈ 1; a too wide one gets T < 1.
     #[test]
     fn calibrated_and_too_wide_models() {
-        let (k, vocab, n) = (512usize, 512usize, 3000usize);
-        let values: Vec<f32> = (0..k).map(|i| i as f32 / (k - 1) as f32).collect();
-        let mut rng = Rng::new(8, 99, 0);
-        let (mut truth, mut zs) = (Vec::new(), Vec::new());
-        let (mut right, mut wide) = (Vec::new(), Vec::new());
-        for _ in 0..n {
-            let centre = 0.3 + 0.4 * rng.uniform();
-            let z = (centre + 0.03 * rng.normal()) as f32;
-            truth.push(values.partition_point(|&v| v < z).min(k - 1));
-            zs.push(z);
-            right.extend(gaussian_logits(&values, vocab, centre, 0.03));
-            wide.extend(gaussian_logits(&values, vocab, centre, 0.06));
-        }
+        let (vocab, n) = (512usize, 3000usize);
+        let (values, truth, zs, centres) = draw(n, 8, (0.3, 0.4), 0.03);
+        let logits = |width: f64| -> Vec<f32> {
+            centres
+                .iter()
+                .flat_map(|&c| gaussian_logits(&values, vocab, c, width))
+                .collect()
+        };
+        let (right, wide) = (logits(0.03), logits(0.06));
         let fit = |logits: &[f32]| {
             let h = Heldout {
                 logits,

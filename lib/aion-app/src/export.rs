@@ -589,20 +589,55 @@ fn run(args: &ExportArgs, session: &Session) -> Result<serde_json::Value> {
     Ok(summary)
 }
 
-/// Writes rows `rows` of the plan through `write`, block by block, advancing `progress`.
-fn write_rows(
+/// A table written block by block: [`ParquetTable`] or [`FitsTable`].
+trait Table {
+    /// What finishing hands back (the Parquet file's writer).
+    type Done;
+    /// Appends `rows` rows.
+    fn write(&mut self, rows: usize, blocks: &[Block]) -> Result<(), String>;
+    /// Writes what is left (footer, header counts).
+    fn finish(self) -> Result<Self::Done, String>;
+}
+
+impl<W: std::io::Write + Send> Table for ParquetTable<W> {
+    type Done = W;
+
+    fn write(&mut self, rows: usize, blocks: &[Block]) -> Result<(), String> {
+        ParquetTable::write(self, rows, blocks)
+    }
+
+    fn finish(self) -> Result<W, String> {
+        ParquetTable::finish(self)
+    }
+}
+
+impl Table for FitsTable {
+    type Done = ();
+
+    fn write(&mut self, rows: usize, blocks: &[Block]) -> Result<(), String> {
+        FitsTable::write(self, rows, blocks)
+    }
+
+    fn finish(self) -> Result<(), String> {
+        FitsTable::finish(self)
+    }
+}
+
+/// Writes rows `rows` of the plan into `table`, block by block, advancing `progress`, and
+/// finishes it; errors name `what`.
+fn write_rows<T: Table>(
     plan: &Plan,
     rows: std::ops::Range<usize>,
     progress: &mut Progress,
     done: &mut u64,
-    mut write: impl FnMut(usize, &[Block]) -> Result<(), String>,
+    mut table: T,
     what: &Path,
-) -> Result<()> {
+) -> Result<T::Done> {
     let mut at = rows.start;
     while at < rows.end {
         let block = at..(at + plan.chunk_rows).min(rows.end);
         let blocks = plan.blocks(block.clone())?;
-        write(block.len(), &blocks).map_err(|m| {
+        table.write(block.len(), &blocks).map_err(|m| {
             anyhow::anyhow!(
                 "{}: cannot write rows {}..{}: {m}",
                 what.display(),
@@ -614,7 +649,9 @@ fn write_rows(
         progress.set(*done);
         at = block.end;
     }
-    Ok(())
+    table
+        .finish()
+        .map_err(|m| anyhow::anyhow!("{}: {m}", what.display()))
 }
 
 /// Rank 0: the whole export as one Parquet or FITS file, written to a temporary sibling and
@@ -625,24 +662,13 @@ fn write_single(plan: &Plan, output: &Path, prov: &str) -> Result<()> {
     let mut done = 0;
     match plan.format {
         ExportFormat::Parquet => crate::guard::write_file(output, |w| {
-            let mut table = ParquetTable::new(
+            let table = ParquetTable::new(
                 w,
                 plan.fields(),
                 vec![(MARKER_KEY.to_string(), prov.to_string())],
             )
             .map_err(|m| anyhow::anyhow!("{}: {m}", output.display()))?;
-            write_rows(
-                plan,
-                0..n,
-                &mut progress,
-                &mut done,
-                |r, b| table.write(r, b),
-                output,
-            )?;
-            table
-                .finish()
-                .map_err(|m| anyhow::anyhow!("{}: {m}", output.display()))?;
-            Ok(())
+            write_rows(plan, 0..n, &mut progress, &mut done, table, output).map(drop)
         })?,
         ExportFormat::Fits => crate::guard::write_staged(output, |tmp| {
             let marker = format!(
@@ -651,19 +677,9 @@ fn write_single(plan: &Plan, output: &Path, prov: &str) -> Result<()> {
                 env!("CARGO_PKG_VERSION")
             );
             let keys = [("AIONPROV", prov.to_string(), "aion-hpc provenance (JSON)")];
-            let mut table = FitsTable::create(tmp, FITS_EXTNAME, plan.fields(), &marker, &keys)
+            let table = FitsTable::create(tmp, FITS_EXTNAME, plan.fields(), &marker, &keys)
                 .map_err(|m| anyhow::anyhow!("{}: {m}", output.display()))?;
-            write_rows(
-                plan,
-                0..n,
-                &mut progress,
-                &mut done,
-                |r, b| table.write(r, b),
-                output,
-            )?;
-            table
-                .finish()
-                .map_err(|m| anyhow::anyhow!("{}: {m}", output.display()))
+            write_rows(plan, 0..n, &mut progress, &mut done, table, output)
         })?,
         ExportFormat::Hats => unreachable!("HATS catalogues are written by all ranks"),
     }

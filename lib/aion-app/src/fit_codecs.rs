@@ -155,11 +155,7 @@ fn run(args: &FitCodecsArgs, session: &Session) -> Result<Vec<ExtraModality>> {
             if c.n_rows() == 0 {
                 bail!(
                     "the catalogue ({}) has no rows: there is nothing to fit a codec on",
-                    c.paths()
-                        .iter()
-                        .map(|p| p.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    c.paths_text()
                 );
             }
             Ok(c)

@@ -377,28 +377,19 @@ pub fn write_file(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<File>) -> Result<()>,
 ) -> Result<()> {
-    let tmp = temp_sibling(path);
-    let result = (|| -> Result<()> {
+    write_staged(path, |tmp| {
         let f = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .open(&tmp)
+            .open(tmp)
             .with_context(|| format!("cannot create {}", tmp.display()))?;
         let mut w = BufWriter::new(f);
         write(&mut w)?;
-        let f = w
-            .into_inner()
+        w.into_inner()
             .map_err(|e| e.into_error())
             .with_context(|| format!("cannot write {}", path.display()))?;
-        f.sync_all()
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+        Ok(())
+    })
 }
 
 /// Writes a file that a library creates by name (cfitsio): `write` creates and fills the

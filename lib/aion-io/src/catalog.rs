@@ -28,6 +28,8 @@ mod npy;
 mod pq;
 pub mod preset;
 
+pub use hats::parse_properties;
+
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -433,6 +435,15 @@ impl Catalog {
             .into_iter()
             .chain(self.metadata.iter().map(PathBuf::as_path))
             .collect()
+    }
+
+    /// [`Catalog::paths`] as one line for messages: `a.h5, b.h5`.
+    pub fn paths_text(&self) -> String {
+        self.paths()
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// The file the values of `column` come from in part `part` (for a survey preset's part,

@@ -43,13 +43,7 @@ fn properties(root: &Path) -> Result<Vec<(String, String)>> {
         .with_context(|| format!("{}: a HATS catalogue without properties", root.display()))?;
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect())
+    Ok(aion_io::catalog::parse_properties(&text))
 }
 
 fn root(catalog: &Catalog) -> Result<PathBuf> {
@@ -149,25 +143,15 @@ pub fn write(session: &Session, plan: &Plan, args: &ExportArgs, prov: &str) -> R
             }
             let file = std::fs::File::create_new(&out)
                 .with_context(|| format!("cannot create {}", out.display()))?;
-            let mut table = ParquetTable::new(
+            let table = ParquetTable::new(
                 BufWriter::new(file),
                 plan.fields(),
                 vec![(MARKER_KEY.to_string(), prov.to_string())],
             )
             .map_err(|m| anyhow::anyhow!("{}: {m}", out.display()))?;
             let rows = catalog.part_rows(i);
-            write_rows(
-                plan,
-                rows,
-                &mut progress,
-                &mut done,
-                |r, b| table.write(r, b),
-                &out,
-            )?;
-            let w = table
-                .finish()
-                .map_err(|m| anyhow::anyhow!("{}: {m}", out.display()))?;
-            w.into_inner()
+            write_rows(plan, rows, &mut progress, &mut done, table, &out)?
+                .into_inner()
                 .map_err(|e| e.into_error())
                 .and_then(|f| f.sync_all())
                 .with_context(|| format!("cannot write {}", out.display()))

@@ -157,12 +157,7 @@ fn setup(args: &FinetuneArgs) -> Result<Setup> {
     ensure!(
         catalog.n_rows() > 0,
         "the catalogue ({}) has no rows: there is nothing to train on",
-        catalog
-            .paths()
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
+        catalog.paths_text()
     );
     let identity = crate::resume::catalog_identity(&catalog.paths())?;
     let base_id = cfg

@@ -18,7 +18,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 
 use super::codecs::{bin_centres, posterior_moments, token_values};
 use super::data::{EVAL_STEP, Masking, ModalityData, build_batch};
-use super::trainer::{Evaluation, ShardLoss, Task};
+use super::trainer::{Evaluation, ShardLoss, Task, scalar};
 use crate::calibration::{CalibrationFile, Heldout, fit_distributed, scaled};
 use crate::metrics::{Binned, Evaluation as Metrics, Posterior, Score};
 use crate::posterior::{edges, probabilities};
@@ -308,16 +308,6 @@ impl<B: AutodiffBackend> Task<B> for TokenTask<'_, B> {
             metrics,
         }
     }
-}
-
-fn scalar<B: AutodiffBackend>(t: burn::tensor::Tensor<B, 1>) -> f64 {
-    let v: Vec<f32> = t
-        .inner()
-        .into_data()
-        .convert::<f32>()
-        .to_vec()
-        .expect("f32");
-    f64::from(v[0])
 }
 
 /// The module of the inner backend (for evaluation outside the loop).

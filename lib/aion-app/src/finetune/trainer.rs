@@ -347,7 +347,7 @@ fn criterion(e: &Evaluation, select: &str) -> Result<f64> {
 }
 
 /// The value of a one-element tensor.
-fn scalar<B: AutodiffBackend>(t: Tensor<B, 1>) -> f64 {
+pub(super) fn scalar<B: AutodiffBackend>(t: Tensor<B, 1>) -> f64 {
     let v: Vec<f32> = t
         .inner()
         .into_data()

@@ -291,9 +291,10 @@ impl Tile<'_> {
     }
 }
 
-/// The one `unsafe` call of the search: the GEMM.
-#[allow(unsafe_code)]
+/// The search's GEMM, on aion-model's strided f32 product ([`sgemm::matmul`]).
 mod raw {
+    use aion_model::nn::sgemm::{self, Batched};
+
     /// `out[r·nq + j] = Σ_c x[r·d + c] · q[j·d + c]` for `r < t`, `j < nq`: the scores of `t`
     /// rows (row-major `t × d`) against `nq` queries (row-major `nq × d`), one row's scores
     /// contiguous. (Of the layouts, this one is the fastest with `gemm` for few queries: 1.5–2×
@@ -313,33 +314,15 @@ mod raw {
             out[..t * nq].fill(0.0);
             return;
         }
-        // SAFETY: as an (nq × t) product with the strides below, gemm reads q[i·d + c]
-        // (i < nq, c < d), x[j·d + c] (j < t, c < d) and writes out[i + j·nq]: all inside the
-        // slices, as checked above. `out` is borrowed mutably, so nothing else aliases it. No
-        // threads are used (Parallelism::None).
-        unsafe {
-            gemm::gemm(
-                nq,
-                t,
-                d,
-                out.as_mut_ptr(),
-                nq as isize, // dst column stride: column j = row j of x
-                1,           // dst row stride: row i = query i
-                false,
-                q.as_ptr(),
-                1,          // lhs column stride
-                d as isize, // lhs row stride
-                x.as_ptr(),
-                d as isize, // rhs column stride: column j of xᵀ is row j of x
-                1,          // rhs row stride
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
+        // An (nq × t) product: q as [nq, d] row-major, xᵀ as [d, t] (column j = row j of x),
+        // scores row-major by row: element (i, j) at out[i + j·nq].
+        sgemm::matmul(
+            Batched::matrix(q, d, 1),
+            Batched::matrix(x, 1, d),
+            [nq, d, t],
+            out,
+            (1, nq),
+        );
     }
 
     #[cfg(test)]

@@ -218,7 +218,7 @@ impl Table {
             format!(
                 "no embedding dataset '{dataset}' in {} (aion-embed writes `embedding`; \
                  another name can be given with --embedding-dataset)",
-                list(&catalog)
+                catalog.paths_text()
             )
         })?;
         if let Some(i) = info.present_in.iter().position(|&p| !p) {
@@ -231,14 +231,14 @@ impl Table {
             info.kind == ColumnKind::Float && info.row_shape.len() == 1 && info.row_shape[0] > 0,
             "dataset '{dataset}' of {} must be float vectors of shape (N, D), found rows of shape \
              {:?} ({:?})",
-            list(&catalog),
+            catalog.paths_text(),
             info.row_shape,
             info.kind
         );
         ensure!(
             catalog.n_rows() > 0,
             "the embedding files hold no rows: {}",
-            list(&catalog)
+            catalog.paths_text()
         );
         let has_used = match catalog.info("modalities_used")? {
             Some(i) => {
@@ -290,15 +290,6 @@ impl Table {
         };
         Ok((ids, used))
     }
-}
-
-fn list(catalog: &Catalog) -> String {
-    catalog
-        .paths()
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Rows per read while looking ids up.
@@ -363,7 +354,7 @@ pub fn lookup(session: &Session, table: &Table, wanted: &[i64]) -> Result<Vec<(u
                 ObjectIds::RowIndex =>
                     "row range (these files have no integer object_id, so ids are row indices)",
             },
-            list(&table.catalog)
+            table.catalog.paths_text()
         );
     }
     Ok(wanted

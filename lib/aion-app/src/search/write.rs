@@ -94,7 +94,8 @@ pub const CSV_HEADER: &str =
 
 /// Writes the HDF5 result (rank 0 only, plain HDF5: the result is small, and a collective
 /// MPI-IO file would cost more in metadata round trips than the data), all at once: into a
-/// temporary sibling, renamed to `path` when complete (removed on failure).
+/// temporary sibling, synced and renamed to `path` when complete (removed on failure;
+/// [`crate::guard::write_staged`]).
 pub fn hdf5(
     path: &Path,
     prov: &Provenance,
@@ -103,15 +104,7 @@ pub fn hdf5(
     status: &[Status],
     t: &Tables,
 ) -> Result<()> {
-    let tmp = crate::guard::temp_sibling(path);
-    let written = hdf5_into(&tmp, prov, meta, queries, status, t).and_then(|()| {
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
-    });
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+    crate::guard::write_staged(path, |tmp| hdf5_into(tmp, prov, meta, queries, status, t))
 }
 
 fn hdf5_into(

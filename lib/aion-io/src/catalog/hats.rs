@@ -48,17 +48,21 @@ fn error(dir: &Path, message: impl Into<String>) -> Error {
     }
 }
 
-/// `key = value` lines (`#` comments), as hats writes its `properties`.
-fn read_properties(path: &Path) -> Result<BTreeMap<String, String>> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| error(path, format!("cannot read it: {e}")))?;
-    Ok(text
-        .lines()
+/// The `key = value` lines of a HATS `properties` file, in order (blank lines, `#` comments and
+/// lines without `=` are passed over; keys and values trimmed).
+pub fn parse_properties(text: &str) -> Vec<(String, String)> {
+    text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect())
+        .collect()
+}
+
+fn read_properties(path: &Path) -> Result<BTreeMap<String, String>> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| error(path, format!("cannot read it: {e}")))?;
+    Ok(parse_properties(&text).into_iter().collect())
 }
 
 /// Opens the HATS catalogue (or collection) at `dir`.

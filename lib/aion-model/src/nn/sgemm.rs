@@ -86,7 +86,26 @@ pub struct Batched<'a> {
     pub col: usize,
 }
 
-impl Batched<'_> {
+impl<'a> Batched<'a> {
+    /// A single matrix: element `(i, j)` at `i·row + j·col`.
+    pub fn matrix(data: &'a [f32], row: usize, col: usize) -> Self {
+        Self {
+            data,
+            batch: 0,
+            row,
+            col,
+        }
+    }
+
+    /// Matrix `p` of the batch.
+    fn at(&self, p: usize) -> Batched<'a> {
+        Self::matrix(
+            &self.data[(p * self.batch).min(self.data.len())..],
+            self.row,
+            self.col,
+        )
+    }
+
     /// Whether `[p, rows, cols]` with these strides stays inside `data`.
     fn covers(&self, p: usize, rows: usize, cols: usize) -> bool {
         if p == 0 || rows == 0 || cols == 0 {
@@ -122,34 +141,66 @@ pub fn bmm(
         out.fill(0.0);
         return;
     }
-    out.par_chunks_mut(n * m).enumerate().for_each(|(i, dst)| {
-        // SAFETY: `covers` checked that every element of a[i] and b[i] addressed by the strides
-        // lies inside the borrowed slices; `dst` is this matrix's exclusive `n·m` chunk of `out`,
-        // row-major; `read_dst` is false, so its previous contents are not read.
-        unsafe {
-            gemm::gemm(
-                n,
-                m,
-                k,
-                dst.as_mut_ptr(),
-                1,
-                m as isize,
-                false,
-                a.data.as_ptr().add(i * a.batch),
-                a.col as isize,
-                a.row as isize,
-                b.data.as_ptr().add(i * b.batch),
-                b.col as isize,
-                b.row as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
+    out.par_chunks_mut(n * m)
+        .enumerate()
+        .for_each(|(i, dst)| matmul(a.at(i), b.at(i), [n, k, m], dst, (m, 1)));
+}
+
+/// `dst = a · b` for one `[n, k] × [k, m]` product (`dims = [n, k, m]`) of strided matrices
+/// ([`Batched::matrix`]), on this thread; element `(i, j)` of `dst` goes to
+/// `dst[i·dst_strides.0 + j·dst_strides.1]` (the others are left as they are).
+///
+/// # Panics
+/// If a matrix, or `dst` with its strides, does not cover its shape (caller bugs).
+pub fn matmul(
+    a: Batched<'_>,
+    b: Batched<'_>,
+    dims: [usize; 3],
+    dst: &mut [f32],
+    dst_strides: (usize, usize),
+) {
+    let [n, k, m] = dims;
+    let out = Batched::matrix(dst, dst_strides.0, dst_strides.1);
+    assert!(a.covers(1, n, k), "matmul: a does not cover [{n}, {k}]");
+    assert!(b.covers(1, k, m), "matmul: b does not cover [{k}, {m}]");
+    assert!(out.covers(1, n, m), "matmul: dst does not cover [{n}, {m}]");
+    if n == 0 || m == 0 {
+        return;
+    }
+    if k == 0 {
+        for i in 0..n {
+            for j in 0..m {
+                dst[i * dst_strides.0 + j * dst_strides.1] = 0.0;
+            }
         }
-    });
+        return;
+    }
+    // SAFETY: `covers` checked that every element of a, b and dst addressed by the strides lies
+    // inside the borrowed slices; `dst` is borrowed exclusively, so nothing aliases it; `read_dst`
+    // is false, so its previous contents are not read; no threads are used.
+    unsafe {
+        gemm::gemm(
+            n,
+            m,
+            k,
+            dst.as_mut_ptr(),
+            dst_strides.1 as isize,
+            dst_strides.0 as isize,
+            false,
+            a.data.as_ptr(),
+            a.col as isize,
+            a.row as isize,
+            b.data.as_ptr(),
+            b.col as isize,
+            b.row as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
 }
 
 /// Shape of a 2-D convolution for [`conv2d`] (groups 1, dilation 1).
