@@ -55,15 +55,8 @@ fn run(kind: u8, x: &[f32], q: &[f32], nq: usize, c: &mut [f32]) -> f64 {
 }
 
 fn main() {
-    let mut s = 1u64;
-    let x: Vec<f32> = (0..N * D)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (s >> 40) as f32 / 16_777_216.0 - 0.5
-        })
-        .collect();
+    let mut rng = aion_model::rng::Rng::new(1, 0, 0);
+    let x: Vec<f32> = (0..N * D).map(|_| rng.uniform() as f32 - 0.5).collect();
     println!("Mrows/s on one thread, tiles of {T} rows, D = {D}, best of 3 (interleaved)");
     println!(
         "{:>5} {:>14} {:>14} {:>16}",

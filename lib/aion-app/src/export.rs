@@ -320,7 +320,16 @@ fn plan(args: &ExportArgs) -> Result<Plan> {
                 "--columns"
             }
         );
-        return finish_plan(format, results, datasets, None, Vec::new(), None, args);
+        let plan = Plan {
+            format,
+            results,
+            datasets,
+            catalog: None,
+            columns: Vec::new(),
+            ids: None,
+            chunk_rows: 0,
+        };
+        return finish_plan(plan, args);
     }
     let mut catalog = Catalog::open(&args.catalog)?;
     if format == ExportFormat::Hats {
@@ -387,20 +396,26 @@ fn plan(args: &ExportArgs) -> Result<Plan> {
         );
         None
     };
-    finish_plan(format, results, datasets, Some(catalog), columns, ids, args)
+    let plan = Plan {
+        format,
+        results,
+        datasets,
+        catalog: Some(catalog),
+        columns,
+        ids,
+        chunk_rows: 0,
+    };
+    finish_plan(plan, args)
 }
 
-fn finish_plan(
-    format: ExportFormat,
-    results: Results,
-    datasets: Vec<ResultDataset>,
-    catalog: Option<Catalog>,
-    columns: Vec<CatalogColumn>,
-    ids: Option<ObjectIds>,
-    args: &ExportArgs,
-) -> Result<Plan> {
-    let mut names: Vec<&str> = datasets.iter().map(|d| d.field.name.as_str()).collect();
-    for c in &columns {
+/// Checks that the export's column names are distinct and sets its block size (`chunk_rows`).
+fn finish_plan(mut plan: Plan, args: &ExportArgs) -> Result<Plan> {
+    let mut names: Vec<&str> = plan
+        .datasets
+        .iter()
+        .map(|d| d.field.name.as_str())
+        .collect();
+    for c in &plan.columns {
         if names.contains(&c.field.name.as_str()) {
             bail!(
                 "--columns: '{}' is already a column of the export (from the results); name \
@@ -412,15 +427,6 @@ fn finish_plan(
         names.push(&c.field.name);
     }
     ensure!(!names.is_empty(), "nothing to export");
-    let mut plan = Plan {
-        format,
-        results,
-        datasets,
-        catalog,
-        columns,
-        ids,
-        chunk_rows: 0,
-    };
     plan.chunk_rows = Plan::block_rows(&plan.fields(), args.chunk_rows);
     Ok(plan)
 }

@@ -781,6 +781,19 @@ mod raw {
         }
     }
 
+    /// `id` as a [`Handle`] closed by `close`, or the error of the `call` that returned it.
+    fn handle(
+        id: hid_t,
+        close: unsafe extern "C" fn(hid_t) -> herr_t,
+        call: &'static str,
+    ) -> hdf5::Result<Handle> {
+        let h = Handle(id, close);
+        if id < 0 {
+            check(-1, call)?;
+        }
+        Ok(h)
+    }
+
     /// HDF5's error stack after a failed `call` (or the call's name when the stack is empty).
     fn check(status: herr_t, call: &'static str) -> hdf5::Result<()> {
         if status >= 0 {
@@ -789,6 +802,40 @@ mod raw {
         match hdf5::Error::query() {
             Ok(e) if e.stack().is_some_and(|s| !s.is_empty()) => Err(e),
             _ => Err(format!("{call} failed").into()),
+        }
+    }
+
+    /// The file and memory dataspaces of a transfer of the hyperslab `start`/`count` of dataset
+    /// `ds`: the file's selection is the hyperslab (none when `count[0] == 0`: an empty part of
+    /// a collective call), the memory's is all of `count`.
+    ///
+    /// # Safety
+    /// `ds` is a valid dataset and the caller holds HDF5's lock (`hdf5::sync::sync`).
+    unsafe fn hyperslab(ds: hid_t, start: &[u64], count: &[u64]) -> hdf5::Result<[Handle; 2]> {
+        // SAFETY: per this function's contract; every handle is checked before use and
+        // closed once (by `Handle`); `start` and `count` outlive the calls.
+        unsafe {
+            let file_space = handle(hdf5_sys::h5d::H5Dget_space(ds), H5Sclose, "H5Dget_space")?;
+            let rank = count.len() as i32;
+            let mem_space = H5Screate_simple(rank, count.as_ptr(), std::ptr::null());
+            let mem_space = handle(mem_space, H5Sclose, "H5Screate_simple")?;
+            if count.first().copied().unwrap_or(0) == 0 {
+                check(H5Sselect_none(file_space.0), "H5Sselect_none")?;
+                check(H5Sselect_none(mem_space.0), "H5Sselect_none")?;
+            } else {
+                check(
+                    H5Sselect_hyperslab(
+                        file_space.0,
+                        H5S_seloper_t::H5S_SELECT_SET,
+                        start.as_ptr(),
+                        std::ptr::null(),
+                        count.as_ptr(),
+                        std::ptr::null(),
+                    ),
+                    "H5Sselect_hyperslab",
+                )?;
+            }
+            Ok([file_space, mem_space])
         }
     }
 
@@ -811,28 +858,7 @@ mod raw {
             // SAFETY: every handle is checked before use and closed once (by `Handle`); `out`
             // holds prod(count) elements of `dtype` (the size of the bytes written there).
             unsafe {
-                let file_space = Handle(hdf5_sys::h5d::H5Dget_space(ds.id()), H5Sclose);
-                if file_space.0 < 0 {
-                    return check(-1, "H5Dget_space");
-                }
-                let mem_space = Handle(
-                    H5Screate_simple(count.len() as i32, count.as_ptr(), std::ptr::null()),
-                    H5Sclose,
-                );
-                if mem_space.0 < 0 {
-                    return check(-1, "H5Screate_simple");
-                }
-                check(
-                    H5Sselect_hyperslab(
-                        file_space.0,
-                        H5S_seloper_t::H5S_SELECT_SET,
-                        start.as_ptr(),
-                        std::ptr::null(),
-                        count.as_ptr(),
-                        std::ptr::null(),
-                    ),
-                    "H5Sselect_hyperslab",
-                )?;
+                let [file_space, mem_space] = hyperslab(ds.id(), start, count)?;
                 check(
                     hdf5_sys::h5d::H5Dread(
                         ds.id(),
@@ -861,42 +887,13 @@ mod raw {
             // SAFETY: all handles come from HDF5 calls checked below; `buf` holds
             // prod(count) elements of `mem_type` (checked by the caller); the library lock is held.
             unsafe {
-                let dxpl = Handle(H5Pcreate(*hdf5::globals::H5P_DATASET_XFER), H5Pclose);
-                if dxpl.0 < 0 {
-                    return check(-1, "H5Pcreate");
-                }
+                let dxpl = H5Pcreate(*hdf5::globals::H5P_DATASET_XFER);
+                let dxpl = handle(dxpl, H5Pclose, "H5Pcreate")?;
                 check(
                     H5Pset_dxpl_mpio(dxpl.0, H5FD_mpio_xfer_t::H5FD_MPIO_COLLECTIVE),
                     "H5Pset_dxpl_mpio",
                 )?;
-                let file_space = Handle(hdf5_sys::h5d::H5Dget_space(ds), H5Sclose);
-                if file_space.0 < 0 {
-                    return check(-1, "H5Dget_space");
-                }
-                let empty = count.first().copied().unwrap_or(0) == 0;
-                let mem_space = Handle(
-                    H5Screate_simple(count.len() as i32, count.as_ptr(), std::ptr::null()),
-                    H5Sclose,
-                );
-                if mem_space.0 < 0 {
-                    return check(-1, "H5Screate_simple");
-                }
-                if empty {
-                    check(H5Sselect_none(file_space.0), "H5Sselect_none")?;
-                    check(H5Sselect_none(mem_space.0), "H5Sselect_none")?;
-                } else {
-                    check(
-                        H5Sselect_hyperslab(
-                            file_space.0,
-                            H5S_seloper_t::H5S_SELECT_SET,
-                            start.as_ptr(),
-                            std::ptr::null(),
-                            count.as_ptr(),
-                            std::ptr::null(),
-                        ),
-                        "H5Sselect_hyperslab",
-                    )?;
-                }
+                let [file_space, mem_space] = hyperslab(ds, start, count)?;
                 check(
                     H5Dwrite(ds, mem_type, mem_space.0, file_space.0, dxpl.0, buf),
                     "H5Dwrite",

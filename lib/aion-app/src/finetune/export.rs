@@ -227,15 +227,24 @@ fn summary(
     Ok(())
 }
 
+/// What training hands an exporter: the trained module (of the inner backend), the training's
+/// progress and its log.
+pub struct Trained<'a, M> {
+    /// The trained module.
+    pub module: &'a M,
+    /// Steps done, best validation, …
+    pub progress: &'a Progress,
+    /// The training log.
+    pub log: &'a TrainLog,
+}
+
 /// Exports a token-prediction run (modes masked, full, lora).
 pub fn tokens<B: AutodiffBackend>(
     ctx: &Context<'_>,
     task: &TokenTask<'_, B>,
-    module: &Trainee<B::InnerBackend>,
-    progress: &Progress,
-    log: &TrainLog,
+    trained: Trained<'_, Trainee<B::InnerBackend>>,
 ) -> Result<()> {
-    let model = module.effective();
+    let model = trained.module.effective();
     let calibration = (ctx.setup.cfg.calibration.method == calibration::METHOD)
         .then(|| task.calibrate(ctx.session, &model, &ctx.split.val))
         .flatten();
@@ -255,13 +264,19 @@ pub fn tokens<B: AutodiffBackend>(
                 .as_ref()
                 .map(|b| layout::weights(b));
             aion_model::export::save(&model, out, carry.as_deref())?;
-            if let Some(l) = &module.lora {
+            if let Some(l) = &trained.module.lora {
                 l.save(&out.join("adapter.safetensors"))?;
             }
             write_codecs(ctx, &model)?;
             write_calibration(out, calibration.as_ref())?;
             let test = write_eval(out, ctx.split, &preds)?;
-            summary(ctx, progress, test, log, calibration.as_ref())
+            summary(
+                ctx,
+                trained.progress,
+                test,
+                trained.log,
+                calibration.as_ref(),
+            )
         })()
     } else {
         Ok(())
@@ -273,10 +288,9 @@ pub fn tokens<B: AutodiffBackend>(
 pub fn probe<B: AutodiffBackend>(
     ctx: &Context<'_>,
     task: &ProbeTrain<'_, B>,
-    head: &ProbeHead<B::InnerBackend>,
-    progress: &Progress,
-    log: &TrainLog,
+    trained: Trained<'_, ProbeHead<B::InnerBackend>>,
 ) -> Result<()> {
+    let head = trained.module;
     let device = burn::tensor::Tensor::<B, 1>::zeros([1], &task.device)
         .inner()
         .device();
@@ -317,7 +331,7 @@ pub fn probe<B: AutodiffBackend>(
             }
             head.save(&task.targets.cfg, out)?;
             let test = write_eval(out, ctx.split, &preds)?;
-            summary(ctx, progress, test, log, None)
+            summary(ctx, trained.progress, test, trained.log, None)
         })()
     } else {
         Ok(())

@@ -12,12 +12,12 @@ use burn::tensor::backend::AutodiffBackend;
 use super::Outcome;
 use super::config::Mode;
 use super::data::Masking;
-use super::export;
+use super::export::{self, Trained};
 use super::log::TrainLog;
 use super::probe::{ProbeTrain, init_head, pooled_embeddings, targets};
-use super::setup::{Run, Setup};
+use super::setup::{Context, Run, Setup};
 use super::tokens::{TokenTask, Trainee};
-use super::trainer::{Ending, train};
+use super::trainer::{Ending, Task, train};
 
 /// Mode `probe`: embeddings of the frozen model, then a head trained on them.
 pub fn probe<B: AutodiffBackend>(
@@ -56,21 +56,7 @@ pub fn probe<B: AutodiffBackend>(
         targets: &t,
         device,
     };
-    let mut log = TrainLog::new(&s.out, run.session.is_root());
-    let o = train(
-        run.session,
-        &task,
-        head,
-        &run.plan(),
-        &run.ckpt,
-        &mut log,
-        run.stop,
-    )?;
-    if o.ending == Ending::Stopped {
-        return Ok(Outcome::Stopped);
-    }
-    export::probe(&run.ctx, &task, &o.module.valid(), &o.progress, &log)?;
-    Ok(Outcome::Finished)
+    train_then_export(run, &task, head, export::probe)
 }
 
 /// Modes `masked`, `full`, `lora`: token prediction.
@@ -104,12 +90,29 @@ pub fn tokens<B: AutodiffBackend>(
         masking,
         device,
     };
-    let mut log = TrainLog::new(&s.out, run.session.is_root());
-    let trainee = Trainee { model, lora };
+    train_then_export(run, &task, Trainee { model, lora }, export::tokens)
+}
+
+/// The exporter of a task ([`export::tokens`], [`export::probe`]).
+type Export<'x, B, T> = fn(
+    &Context<'x>,
+    &T,
+    Trained<'_, <<T as Task<B>>::Module as AutodiffModule<B>>::InnerModule>,
+) -> Result<()>;
+
+/// Trains `task` from `module` (or resumes it from the checkpoint) and, unless a stop signal
+/// ended the training, exports the trained module with `export`.
+fn train_then_export<'x, B: AutodiffBackend, T: Task<B>>(
+    run: &Run<'x>,
+    task: &T,
+    module: T::Module,
+    export: Export<'x, B, T>,
+) -> Result<Outcome> {
+    let mut log = TrainLog::new(&run.setup.out, run.session.is_root());
     let o = train(
         run.session,
-        &task,
-        trainee,
+        task,
+        module,
         &run.plan(),
         &run.ckpt,
         &mut log,
@@ -118,7 +121,12 @@ pub fn tokens<B: AutodiffBackend>(
     if o.ending == Ending::Stopped {
         return Ok(Outcome::Stopped);
     }
-    export::tokens(&run.ctx, &task, &o.module.valid(), &o.progress, &log)?;
+    let trained = Trained {
+        module: &o.module.valid(),
+        progress: &o.progress,
+        log: &log,
+    };
+    export(&run.ctx, task, trained)?;
     Ok(Outcome::Finished)
 }
 

@@ -432,15 +432,8 @@ mod tests {
     #[test]
     fn any_split_of_the_rows_gives_the_same_bits() {
         let (d, n) = (40, 3 * TILE_ROWS + 5);
-        let mut state = 1u64;
-        let x: Vec<f32> = (0..n * d)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1);
-                ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-            })
-            .collect();
+        let mut rng = aion_model::rng::Rng::new(1, 0, 0);
+        let x: Vec<f32> = (0..n * d).map(|_| rng.uniform() as f32 - 0.5).collect();
         let ids: Vec<i64> = (0..n as i64).collect();
         let used = vec![true; n];
         let q = prepared(x[7 * d..12 * d].to_vec(), d, Metric::Cosine);

@@ -104,71 +104,62 @@ pub fn hdf5(
     status: &[Status],
     t: &Tables,
 ) -> Result<()> {
-    crate::guard::write_staged(path, |tmp| hdf5_into(tmp, prov, meta, queries, status, t))
-}
+    crate::guard::write_staged(path, |tmp| {
+        let k = meta.k;
+        let out = OutputFile::create_serial(tmp)?;
+        prov.write(&out)?;
+        out.set_attr_str("metric", meta.metric.name())?;
+        out.set_attr_i64("k", k as i64)?;
+        out.set_attr_i64("exclude_self", i64::from(meta.exclude_self))?;
+        out.set_attr_str("score", score_meaning(meta.metric))?;
+        out.set_attr_str("summary", &meta.summary.to_string())?;
+        let q = queries.len();
 
-fn hdf5_into(
-    path: &Path,
-    prov: &Provenance,
-    meta: &Meta<'_>,
-    queries: &QuerySet,
-    status: &[Status],
-    t: &Tables,
-) -> Result<()> {
-    let k = meta.k;
-    let out = OutputFile::create_serial(path)?;
-    prov.write(&out)?;
-    out.set_attr_str("metric", meta.metric.name())?;
-    out.set_attr_i64("k", k as i64)?;
-    out.set_attr_i64("exclude_self", i64::from(meta.exclude_self))?;
-    out.set_attr_str("score", score_meaning(meta.metric))?;
-    out.set_attr_str("summary", &meta.summary.to_string())?;
-    let q = queries.len();
+        let ds = out.create_dataset::<i64>("query_object_id", q, &[], Some(-1))?;
+        out.set_dataset_attr_str(
+            &ds,
+            "description",
+            "object id of each query (-1 for vectors from a file without object_id)",
+        )?;
+        out.write_rows(&ds, 0, &queries.object_ids)?;
+        let ds = out.create_dataset::<i64>("query_row", q, &[], Some(-1))?;
+        out.set_dataset_attr_str(
+            &ds,
+            "description",
+            "global row of each query in the embedding files (-1 for vectors from a file)",
+        )?;
+        out.write_rows(&ds, 0, &queries.rows)?;
+        let ds = out.create_dataset::<u8>("query_status", q, &[], Some(0))?;
+        out.set_dataset_attr_str(&ds, "codes", &Status::table_json())?;
+        let codes: Vec<u8> = status.iter().map(|&s| s as u8).collect();
+        out.write_rows(&ds, 0, &codes)?;
 
-    let ds = out.create_dataset::<i64>("query_object_id", q, &[], Some(-1))?;
-    out.set_dataset_attr_str(
-        &ds,
-        "description",
-        "object id of each query (-1 for vectors from a file without object_id)",
-    )?;
-    out.write_rows(&ds, 0, &queries.object_ids)?;
-    let ds = out.create_dataset::<i64>("query_row", q, &[], Some(-1))?;
-    out.set_dataset_attr_str(
-        &ds,
-        "description",
-        "global row of each query in the embedding files (-1 for vectors from a file)",
-    )?;
-    out.write_rows(&ds, 0, &queries.rows)?;
-    let ds = out.create_dataset::<u8>("query_status", q, &[], Some(0))?;
-    out.set_dataset_attr_str(&ds, "codes", &Status::table_json())?;
-    let codes: Vec<u8> = status.iter().map(|&s| s as u8).collect();
-    out.write_rows(&ds, 0, &codes)?;
-
-    let ds = out.create_dataset::<i64>("neighbors/count", q, &[], Some(0))?;
-    out.set_dataset_attr_str(
-        &ds,
-        "description",
-        "neighbours found (< k when fewer valid rows, or when the query is not usable)",
-    )?;
-    out.write_rows(&ds, 0, &t.count)?;
-    let ds = out.create_dataset::<i64>("neighbors/object_id", q, &[k], Some(-1))?;
-    out.write_rows(&ds, 0, &t.object_id)?;
-    let ds = out.create_dataset::<i64>("neighbors/row", q, &[k], Some(-1))?;
-    out.set_dataset_attr_str(
-        &ds,
-        "description",
-        "global row index (embedding files concatenated in the order given)",
-    )?;
-    out.write_rows(&ds, 0, &t.row)?;
-    let ds = out.create_dataset::<f32>("neighbors/score", q, &[k], Some(f32::NAN))?;
-    out.set_dataset_attr_str(&ds, "description", score_meaning(meta.metric))?;
-    out.set_dataset_attr_str(&ds, "units", "")?;
-    out.set_dataset_attr_str(&ds, "label", score_meaning(meta.metric))?;
-    out.write_rows(&ds, 0, &t.score)?;
-    out.set_attr_str("end_time", &crate::provenance::now_utc())?;
-    out.flush()?;
-    out.close()?;
-    Ok(())
+        let ds = out.create_dataset::<i64>("neighbors/count", q, &[], Some(0))?;
+        out.set_dataset_attr_str(
+            &ds,
+            "description",
+            "neighbours found (< k when fewer valid rows, or when the query is not usable)",
+        )?;
+        out.write_rows(&ds, 0, &t.count)?;
+        let ds = out.create_dataset::<i64>("neighbors/object_id", q, &[k], Some(-1))?;
+        out.write_rows(&ds, 0, &t.object_id)?;
+        let ds = out.create_dataset::<i64>("neighbors/row", q, &[k], Some(-1))?;
+        out.set_dataset_attr_str(
+            &ds,
+            "description",
+            "global row index (embedding files concatenated in the order given)",
+        )?;
+        out.write_rows(&ds, 0, &t.row)?;
+        let ds = out.create_dataset::<f32>("neighbors/score", q, &[k], Some(f32::NAN))?;
+        out.set_dataset_attr_str(&ds, "description", score_meaning(meta.metric))?;
+        out.set_dataset_attr_str(&ds, "units", "")?;
+        out.set_dataset_attr_str(&ds, "label", score_meaning(meta.metric))?;
+        out.write_rows(&ds, 0, &t.score)?;
+        out.set_attr_str("end_time", &crate::provenance::now_utc())?;
+        out.flush()?;
+        out.close()?;
+        Ok(())
+    })
 }
 
 /// What `score` means for `metric`.

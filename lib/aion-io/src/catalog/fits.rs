@@ -454,36 +454,41 @@ pub(crate) mod raw {
         Ok(Some(v.to_string_lossy().trim().to_string()))
     }
 
-    /// Appends `n` floats of column `c` from row `first` to `v`, read as cfitsio type `code`
-    /// (`TFLOAT` for `f32`, `TDOUBLE` for `f64`): IEEE floats as stored (no null check: cfitsio
-    /// would turn inf into the null value too); undefined integers as NaN.
+    /// The value undefined integers of column `c` read as when read as floats: `nan`; `None`
+    /// for IEEE float columns, read as stored (no null check: cfitsio would turn inf into the
+    /// null value too).
+    fn float_null<T>(c: &FitsColumn, nan: T) -> Option<T> {
+        match c.source {
+            Source::Table { ieee, .. } | Source::Image { ieee } => (!ieee).then_some(nan),
+        }
+    }
+
+    /// Appends `n` values of column `c` from row `first` to `v`, read as cfitsio type `code`
+    /// (`TFLOAT` for `f32`, `TDOUBLE` for `f64`, `TLONGLONG` for `i64`); undefined values read
+    /// as `null` where one is given ([`float_null`]).
     #[allow(clippy::too_many_arguments)]
-    fn read_floats<T: Copy + Default>(
+    fn read_numbers<T: Copy + Default>(
         f: &mut FitsFile,
         c: &FitsColumn,
         first: usize,
         n: usize,
         row_len: usize,
         code: c_int,
-        nan: T,
+        null: Option<T>,
         v: &mut Vec<T>,
         status: &mut c_int,
     ) {
         let at = v.len();
         v.resize(at + n, T::default());
-        let mut nan = nan;
         let mut anynul = 0;
-        let ieee = match c.source {
-            Source::Table { ieee, .. } | Source::Image { ieee } => ieee,
-        };
-        let nul: *mut c_void = if ieee {
-            std::ptr::null_mut()
-        } else {
-            (&raw mut nan).cast()
+        let mut null_value = null.unwrap_or_default();
+        let nul: *mut c_void = match null {
+            Some(_) => (&raw mut null_value).cast(),
+            None => std::ptr::null_mut(),
         };
         let dst = v[at..].as_mut_ptr().cast::<c_void>();
         // SAFETY: `dst` has room for exactly `n` values of type `T`, which `code` names; `nul`
-        // is null or points to `nan`, which outlives the call; the HDU is current.
+        // is null or points to `null_value`, which outlives the call; the HDU is current.
         unsafe {
             match c.source {
                 Source::Table { col, .. } => sys::ffgcv(
@@ -529,43 +534,15 @@ pub(crate) mod raw {
         let mut anynul = 0;
         match (c.source, out) {
             (_, ColumnValues::F32(v)) => {
-                read_floats(f, c, first, n, row_len, TFLOAT, f32::NAN, v, &mut status);
+                let null = float_null(c, f32::NAN);
+                read_numbers(f, c, first, n, row_len, TFLOAT, null, v, &mut status);
             }
             (_, ColumnValues::F64(v)) => {
-                read_floats(f, c, first, n, row_len, TDOUBLE, f64::NAN, v, &mut status);
+                let null = float_null(c, f64::NAN);
+                read_numbers(f, c, first, n, row_len, TDOUBLE, null, v, &mut status);
             }
             (_, ColumnValues::I64(v)) => {
-                let at = v.len();
-                v.resize(at + n, 0);
-                let dst = v[at..].as_mut_ptr().cast::<c_void>();
-                // SAFETY: `dst` has room for exactly `n` i64 values (TLONGLONG); no null value
-                // is substituted (null pointer); the HDU is current.
-                unsafe {
-                    match c.source {
-                        Source::Table { col, .. } => sys::ffgcv(
-                            f.as_raw(),
-                            TLONGLONG,
-                            col,
-                            first as i64 + 1,
-                            1,
-                            n as i64,
-                            std::ptr::null_mut(),
-                            dst,
-                            &mut anynul,
-                            &mut status,
-                        ),
-                        Source::Image { .. } => sys::ffgpv(
-                            f.as_raw(),
-                            TLONGLONG,
-                            (first * row_len) as i64 + 1,
-                            n as i64,
-                            std::ptr::null_mut(),
-                            dst,
-                            &mut anynul,
-                            &mut status,
-                        ),
-                    }
-                };
+                read_numbers(f, c, first, n, row_len, TLONGLONG, None, v, &mut status);
             }
             (Source::Table { col, .. }, ColumnValues::Bool(v)) => {
                 let mut buf = vec![0 as c_char; n];

@@ -270,20 +270,34 @@ impl FittedCodec {
             decompression_fns: None,
             num_quantizers: None,
         };
-        // Keys in alphabetical order, as before (a `serde_json::Value` object is sorted).
-        let json = serde_json::to_value(&cfg).expect("json");
-        let text = serde_json::to_string_pretty(&json).expect("json");
-        write_atomic(&layout::config(dir), format!("{text}\n").as_bytes())?;
-        let mut w = Initialiser::new(0).with_reservoirs(vec![self.reservoir.clone()]);
-        let q = ScalarQuantizer::from_weights(kind, &self.name, &cfg, &mut w)
-            .map_err(|m| Error::config(dir, m))?;
+        let w = Initialiser::new(0).with_reservoirs(vec![self.reservoir.clone()]);
+        let q = write_scalar_codec(dir, kind, &self.name, &cfg, w)?;
         debug_assert!(matches!(
             &q,
             ScalarQuantizer::Reservoir { table } | ScalarQuantizer::LogReservoir { table, .. }
                 if *table == self.table
         ));
-        write_stored(&layout::weights(dir), w.tensors())
+        Ok(())
     }
+}
+
+/// Writes a scalar codec into `dir`: `cfg` as its `config.json` (keys in alphabetical order: a
+/// `serde_json::Value` object is sorted) and, as its weights, the tensors
+/// `ScalarQuantizer::from_weights` takes from `w`. Returns the quantizer they make.
+fn write_scalar_codec(
+    dir: &Path,
+    kind: CodecKind,
+    name: &str,
+    cfg: &ScalarConfig,
+    mut w: Initialiser,
+) -> Result<ScalarQuantizer> {
+    let json = serde_json::to_value(cfg).expect("json");
+    let text = serde_json::to_string_pretty(&json).expect("json");
+    write_atomic(&layout::config(dir), format!("{text}\n").as_bytes())?;
+    let q = ScalarQuantizer::from_weights(kind, name, cfg, &mut w)
+        .map_err(|m| Error::config(dir, m))?;
+    write_stored(&layout::weights(dir), w.tensors())?;
+    Ok(q)
 }
 
 /// Writes the `GridScalarCodec` of a quantity in `[0, 1]` (redshift: `codecs/Z/`) with `k`
@@ -303,13 +317,7 @@ pub fn write_grid_codec(dir: &Path, name: &str, k: usize) -> Result<()> {
         decompression_fns: None,
         num_quantizers: None,
     };
-    let json = serde_json::to_value(&cfg).expect("json");
-    let text = serde_json::to_string_pretty(&json).expect("json");
-    write_atomic(&layout::config(dir), format!("{text}\n").as_bytes())?;
-    let mut w = Initialiser::new(0);
-    ScalarQuantizer::from_weights(CodecKind::GridScalar, name, &cfg, &mut w)
-        .map_err(|m| Error::config(dir, m))?;
-    write_stored(&layout::weights(dir), w.tensors())
+    write_scalar_codec(dir, CodecKind::GridScalar, name, &cfg, Initialiser::new(0)).map(drop)
 }
 
 #[cfg(test)]
