@@ -420,15 +420,7 @@ pub fn chart<'a, DB: DrawingBackend>(
 ) -> Result<Chart<'a, DB>> {
     let (w, h) = area.dim_in_pixel();
     let top = if let Some(t) = title {
-        rich_text(
-            area,
-            t,
-            (w as i32 / 2, 8),
-            TITLE_SIZE,
-            &BLACK,
-            Align::Center,
-            false,
-        )?;
+        centred_title(area, t, 8)?;
         (TITLE_SIZE * 2.0) as i32
     } else {
         12
@@ -504,6 +496,40 @@ pub fn frame<DB: DrawingBackend>(chart: &mut Chart<'_, DB>, x: &Axis, y: &Axis) 
         BLACK.stroke_width(1),
     ))))?;
     Ok(())
+}
+
+/// A title centred at the top of `area`, its top `y` pixels down.
+pub fn centred_title<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    text: &str,
+    y: i32,
+) -> Result<()> {
+    let (w, _) = area.dim_in_pixel();
+    rich_text(
+        area,
+        text,
+        (w as i32 / 2, y),
+        TITLE_SIZE,
+        &BLACK,
+        Align::Center,
+        false,
+    )
+}
+
+/// The legend of the series drawn with labels, at `position` (a white box, thin border).
+pub fn legend<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, DB>,
+    position: SeriesLabelPosition,
+) -> Result<()> {
+    drawn(
+        chart
+            .configure_series_labels()
+            .position(position)
+            .label_font(("sans-serif", TICK_SIZE))
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK.mix(0.4))
+            .draw(),
+    )
 }
 
 /// A block of rich-text lines on a white box with a thin border, its top-left or top-right

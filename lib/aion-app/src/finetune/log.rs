@@ -230,18 +230,19 @@ pub fn plot_curves(log: &Path, stem: &Path, title: &str) -> Result<()> {
         if found.is_empty() {
             continue;
         }
+        let series = found
+            .into_iter()
+            .zip(colours.iter().cycle())
+            .map(|((key, pts), &c)| Series::line(key, c, pts))
+            .collect();
         panels.push(Panel {
-            title: format!("validation {}", display_name(metric)),
-            xtitle: step.into(),
-            ytitle: display_name(metric).replace("σ_NMAD", "σ_{NMAD}"),
-            series: found
-                .into_iter()
-                .zip(colours.iter().cycle())
-                .map(|((key, pts), &c)| Series::line(key, c, pts))
-                .collect(),
-            y_range: None,
             x_range,
-            legend: SeriesLabelPosition::UpperRight,
+            ..Panel::new(
+                format!("validation {}", display_name(metric)),
+                step,
+                display_name(metric).replace("σ_NMAD", "σ_{NMAD}"),
+                series,
+            )
         });
     }
     let mut coverage = Vec::new();

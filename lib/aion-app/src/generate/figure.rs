@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use aion_model::codecs::AnyCodec;
 use anyhow::Result;
 use burn::tensor::backend::Backend;
-use plotters::chart::SeriesLabelPosition;
 
 use super::Target;
 use crate::output::read_rows;
@@ -56,6 +55,26 @@ pub fn write<B: Backend>(
     );
     let colours = [C_BLUE, C_ORANGE, C_GREEN];
     let stem = stem(output, key);
+    // A grid of images: a row per object shown, its first samples across, each drawn by `cell`
+    // from the object's row of `data` and the sample's index.
+    let image_grid = |data: &hdf5::Dataset,
+                      note: String,
+                      cell: &dyn Fn(&[f32], usize) -> Cell|
+     -> Result<[PathBuf; 2]> {
+        let mut cells = Vec::new();
+        for &r in &rows {
+            let row: Vec<f32> = read_rows(data, r..r + 1)?;
+            cells.push((0..shown).map(|s| Some(cell(&row, s))).collect());
+        }
+        let grid = ImageGrid {
+            title: title.clone(),
+            row_titles: rows.iter().map(|&r| format!("object {}", ids[r])).collect(),
+            col_titles: (1..=shown).map(|s| format!("sample {s}")).collect(),
+            cells,
+            note,
+        };
+        crate::plot::save(&grid, &stem)
+    };
     match &target.codec.codec {
         AnyCodec::Spectrum(_) => {
             let resampled = target.grid.is_some();
@@ -88,15 +107,12 @@ pub fn write<B: Backend>(
                         Series::line(format!("sample {}", s + 1), colours[s], pts)
                     })
                     .collect();
-                panels.push(Panel {
-                    title: format!("object {}: {}", ids[r], m.label),
-                    xtitle: "wavelength λ [Angstrom]".into(),
-                    ytitle: format!("flux [{}]", m.units),
+                panels.push(Panel::new(
+                    format!("object {}: {}", ids[r], m.label),
+                    "wavelength λ [Angstrom]",
+                    format!("flux [{}]", m.units),
                     series,
-                    y_range: None,
-                    x_range: None,
-                    legend: SeriesLabelPosition::UpperRight,
-                });
+                ));
             }
             crate::plot::save(
                 &CurvesFigure {
@@ -111,70 +127,24 @@ pub fn write<B: Backend>(
         AnyCodec::Image(_) => {
             let bands = &target.codec.bands;
             let names: Vec<String> = bands.iter().map(|b| b.name().to_string()).collect();
-            let flux_ds = ds("flux")?;
             let per = bands.len() * 96 * 96;
-            let mut cells = Vec::new();
-            for &r in &rows {
-                let flux: Vec<f32> = read_rows(&flux_ds, r..r + 1)?;
-                cells.push(
-                    (0..shown)
-                        .map(|s| {
-                            Some(cutout_cell(
-                                &flux[s * per..(s + 1) * per],
-                                &names,
-                                96,
-                                96,
-                                String::new(),
-                            ))
-                        })
-                        .collect(),
-                );
-            }
-            crate::plot::save(
-                &ImageGrid {
-                    title,
-                    row_titles: rows.iter().map(|&r| format!("object {}", ids[r])).collect(),
-                    col_titles: (1..=shown).map(|s| format!("sample {s}")).collect(),
-                    cells,
-                    note: format!(
-                        "bands {} as blue, green, red of an arcsinh stretch (Lupton et al. 2004)",
-                        {
-                            let [b, g, r] = crate::plot::charts::rgb_bands(&names);
-                            format!("{}, {}, {}", names[b], names[g], names[r])
-                        }
-                    ),
-                },
-                &stem,
-            )
+            let [b, g, r] = crate::plot::charts::rgb_bands(&names);
+            let note = format!(
+                "bands {}, {}, {} as blue, green, red of an arcsinh stretch (Lupton et al. 2004)",
+                names[b], names[g], names[r]
+            );
+            image_grid(&ds("flux")?, note, &|flux, s| {
+                cutout_cell(&flux[s * per..(s + 1) * per], &names, 96, 96, String::new())
+            })
         }
         AnyCodec::Field(_) => {
-            let map_ds = ds("map")?;
-            let mut cells = Vec::new();
-            for &r in &rows {
-                let map: Vec<f32> = read_rows(&map_ds, r..r + 1)?;
-                cells.push(
-                    (0..shown)
-                        .map(|s| {
-                            Some(Cell {
-                                width: 96,
-                                height: 96,
-                                rgb: viridis_rgb(&map[s * 9216..(s + 1) * 9216], 0.0, 1.0),
-                                caption: String::new(),
-                            })
-                        })
-                        .collect(),
-                );
-            }
-            crate::plot::save(
-                &ImageGrid {
-                    title,
-                    row_titles: rows.iter().map(|&r| format!("object {}", ids[r])).collect(),
-                    col_titles: (1..=shown).map(|s| format!("sample {s}")).collect(),
-                    cells,
-                    note: "object membership from 0 (dark violet) to 1 (yellow), viridis".into(),
-                },
-                &stem,
-            )
+            let note = "object membership from 0 (dark violet) to 1 (yellow), viridis".into();
+            image_grid(&ds("map")?, note, &|map, s| Cell {
+                width: 96,
+                height: 96,
+                rgb: viridis_rgb(&map[s * 9216..(s + 1) * 9216], 0.0, 1.0),
+                caption: String::new(),
+            })
         }
         AnyCodec::Scalar(c) if c.channels() > 1 => {
             let value_ds = ds("value")?;
@@ -190,15 +160,13 @@ pub fn write<B: Backend>(
                         Series::line(format!("sample {}", s + 1), colours[s], pts)
                     })
                     .collect();
-                panels.push(Panel {
-                    title: format!("object {}", ids[r]),
-                    xtitle: "coefficient index".into(),
-                    ytitle: m.axis_title(),
+                let title = format!("object {}", ids[r]);
+                panels.push(Panel::new(
+                    title,
+                    "coefficient index",
+                    m.axis_title(),
                     series,
-                    y_range: None,
-                    x_range: None,
-                    legend: SeriesLabelPosition::UpperRight,
-                });
+                ));
             }
             crate::plot::save(
                 &CurvesFigure {

@@ -8,7 +8,7 @@ use plotters::prelude::*;
 
 use super::{
     AXIS_SIZE, Align, Axis, C_BLUE, C_GREY, C_ORANGE, C_RED, Figure, Raster, TICK_SIZE, TITLE_SIZE,
-    chart, drawn, frame, rich_text, text_box,
+    centred_title, chart, drawn, frame, legend, rich_text, text_box,
 };
 use crate::metrics::{Evaluation, OUTLIER, PIT_BINS, coverage};
 
@@ -140,14 +140,7 @@ impl EvaluationFigure<'_> {
                 });
             }
         }
-        drawn(
-            c.configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .label_font(("sans-serif", TICK_SIZE))
-                .background_style(WHITE.mix(0.9))
-                .border_style(BLACK.mix(0.4))
-                .draw(),
-        )?;
+        legend(&mut c, SeriesLabelPosition::UpperLeft)?;
         frame(&mut c, &ax, &ax)?;
         let p = &self.eval.point;
         let mut lines = vec![
@@ -207,14 +200,7 @@ impl EvaluationFigure<'_> {
         )))?
         .label("calibrated (flat)")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], C_RED.stroke_width(2)));
-        drawn(
-            c.configure_series_labels()
-                .position(SeriesLabelPosition::UpperMiddle)
-                .label_font(("sans-serif", TICK_SIZE))
-                .background_style(WHITE.mix(0.9))
-                .border_style(BLACK.mix(0.4))
-                .draw(),
-        )?;
+        legend(&mut c, SeriesLabelPosition::UpperMiddle)?;
         frame(&mut c, &x, &y)
     }
 
@@ -250,14 +236,7 @@ impl EvaluationFigure<'_> {
             .map(|l| (l, coverage(self.pits, l)))
             .collect();
         drawn(c.draw_series(marks.iter().map(|&p| Circle::new(p, 5, C_ORANGE.filled()))))?;
-        drawn(
-            c.configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .label_font(("sans-serif", TICK_SIZE))
-                .background_style(WHITE.mix(0.9))
-                .border_style(BLACK.mix(0.4))
-                .draw(),
-        )?;
+        legend(&mut c, SeriesLabelPosition::UpperLeft)?;
         frame(&mut c, &ax, &ax)?;
         let r = c.plotting_area().get_pixel_range();
         let (ox, oy) = area.get_base_pixel();
@@ -284,16 +263,7 @@ impl Figure for EvaluationFigure<'_> {
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
-        let (w, _) = root.dim_in_pixel();
-        rich_text(
-            root,
-            self.title,
-            (w as i32 / 2, 10),
-            TITLE_SIZE,
-            &BLACK,
-            Align::Center,
-            false,
-        )?;
+        centred_title(root, self.title, 10)?;
         let body = root.margin((TITLE_SIZE * 2.0) as i32, 0, 0, 0);
         let panels = body.split_evenly((1, self.panels()));
         self.scatter(&panels[0])?;
@@ -457,6 +427,26 @@ pub struct Panel {
     pub legend: SeriesLabelPosition,
 }
 
+impl Panel {
+    /// A panel with its axes fitted to the curves and the legend at the upper right.
+    pub fn new(
+        title: impl Into<String>,
+        xtitle: impl Into<String>,
+        ytitle: impl Into<String>,
+        series: Vec<Series>,
+    ) -> Self {
+        Self {
+            title: title.into(),
+            xtitle: xtitle.into(),
+            ytitle: ytitle.into(),
+            series,
+            y_range: None,
+            x_range: None,
+            legend: SeriesLabelPosition::UpperRight,
+        }
+    }
+}
+
 /// Panels of curves on a grid of `columns` (learning curves, spectra).
 pub struct CurvesFigure {
     /// Title over the figure (rich text; empty for none).
@@ -527,14 +517,7 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel) -> R
         }
     }
     if p.series.iter().any(|s| !s.name.is_empty()) {
-        drawn(
-            c.configure_series_labels()
-                .position(p.legend.clone())
-                .label_font(("sans-serif", TICK_SIZE))
-                .background_style(WHITE.mix(0.9))
-                .border_style(BLACK.mix(0.4))
-                .draw(),
-        )?;
+        legend(&mut c, p.legend.clone())?;
     }
     frame(&mut c, &x, &y)
 }
@@ -549,17 +532,8 @@ impl Figure for CurvesFigure {
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
-        let (w, _) = root.dim_in_pixel();
         if !self.title.is_empty() {
-            rich_text(
-                root,
-                &self.title,
-                (w as i32 / 2, 10),
-                TITLE_SIZE,
-                &BLACK,
-                Align::Center,
-                false,
-            )?;
+            centred_title(root, &self.title, 10)?;
         }
         let body = root.margin(self.top() as i32, 0, 0, 0);
         let cols = self.columns.clamp(1, self.panels.len().max(1));
@@ -607,13 +581,16 @@ impl ImageGrid {
         self.cells.iter().map(Vec::len).max().unwrap_or(0).max(1)
     }
 
+    /// Pixels above the first row: the title and the column titles.
+    const TOP: u32 = (TITLE_SIZE * 2.0) as u32 + (AXIS_SIZE * 1.6) as u32;
+
     fn grid_width(&self) -> u32 {
         ROW_TITLE_W + self.cols() as u32 * (CELL + CELL_GAP) + 10
     }
 
     /// Top-left corner of cell `(r, c)`; the grid is centred when the title is wider.
     fn origin(&self, r: usize, c: usize) -> (i32, i32) {
-        let top = (TITLE_SIZE * 2.0) as u32 + (AXIS_SIZE * 1.6) as u32;
+        let top = Self::TOP;
         let left = (self.size().0 - self.grid_width()) / 2;
         (
             (left + ROW_TITLE_W + c as u32 * (CELL + CELL_GAP)) as i32,
@@ -624,7 +601,7 @@ impl ImageGrid {
 
 impl Figure for ImageGrid {
     fn size(&self) -> (u32, u32) {
-        let top = (TITLE_SIZE * 2.0) as u32 + (AXIS_SIZE * 1.6) as u32;
+        let top = Self::TOP;
         let height = top + self.cells.len() as u32 * (CELL + CAPTION_H + CELL_GAP) + 40;
         // Wide enough for the title (DejaVu Sans averages about half an em per character).
         let title = (self.title.chars().count() as f64 * 0.5 * TITLE_SIZE) as u32 + 40;
@@ -632,16 +609,8 @@ impl Figure for ImageGrid {
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
-        let (w, h) = root.dim_in_pixel();
-        rich_text(
-            root,
-            &self.title,
-            (w as i32 / 2, 10),
-            TITLE_SIZE,
-            &BLACK,
-            Align::Center,
-            false,
-        )?;
+        let (_, h) = root.dim_in_pixel();
+        centred_title(root, &self.title, 10)?;
         for (c, t) in self.col_titles.iter().enumerate() {
             let (x, y) = self.origin(0, c);
             rich_text(
