@@ -55,6 +55,22 @@ pub fn write<B: Backend>(
     );
     let colours = [C_BLUE, C_ORANGE, C_GREEN];
     let stem = stem(output, key);
+    // The first samples of one object as curves, `points(s)` giving sample `s`'s.
+    let sample_curves = |points: &dyn Fn(usize) -> Vec<(f64, f64)>| -> Vec<Series> {
+        (0..shown)
+            .map(|s| Series::line(format!("sample {}", s + 1), colours[s], points(s)))
+            .collect()
+    };
+    // Panels of curves, `columns` across, each of `panel_size` pixels.
+    let save_curves = |panels: Vec<Panel>, columns: usize, panel_size: (u32, u32)| {
+        let figure = CurvesFigure {
+            title: title.clone(),
+            panels,
+            columns,
+            panel_size,
+        };
+        crate::plot::save(&figure, &stem)
+    };
     // A grid of images: a row per object shown, its first samples across, each drawn by `cell`
     // from the object's row of `data` and the sample's index.
     let image_grid = |data: &hdf5::Dataset,
@@ -97,16 +113,13 @@ pub fn write<B: Backend>(
                         .collect(),
                 };
                 let l = wave.len();
-                let series = (0..shown)
-                    .map(|s| {
-                        let pts = wave
-                            .iter()
-                            .zip(&flux[s * l..(s + 1) * l])
-                            .map(|(&w, &f)| (w, f64::from(f)))
-                            .collect();
-                        Series::line(format!("sample {}", s + 1), colours[s], pts)
-                    })
-                    .collect();
+                let series = sample_curves(&|s| {
+                    let flux = &flux[s * l..(s + 1) * l];
+                    wave.iter()
+                        .zip(flux)
+                        .map(|(&w, &f)| (w, f64::from(f)))
+                        .collect()
+                });
                 panels.push(Panel::new(
                     format!("object {}: {}", ids[r], m.label),
                     "wavelength λ [Angstrom]",
@@ -114,15 +127,7 @@ pub fn write<B: Backend>(
                     series,
                 ));
             }
-            crate::plot::save(
-                &CurvesFigure {
-                    title,
-                    panels,
-                    columns: 1,
-                    panel_size: (1100, 400),
-                },
-                &stem,
-            )
+            save_curves(panels, 1, (1100, 400))
         }
         AnyCodec::Image(_) => {
             let bands = &target.codec.bands;
@@ -152,14 +157,13 @@ pub fn write<B: Backend>(
             let mut panels = Vec::new();
             for &r in &rows {
                 let v: Vec<f32> = read_rows(&value_ds, r..r + 1)?;
-                let series = (0..shown)
-                    .map(|s| {
-                        let pts = (0..ch)
-                            .map(|i| (i as f64, f64::from(v[s * ch + i])))
-                            .collect();
-                        Series::line(format!("sample {}", s + 1), colours[s], pts)
-                    })
-                    .collect();
+                let series = sample_curves(&|s| {
+                    let v = &v[s * ch..(s + 1) * ch];
+                    v.iter()
+                        .enumerate()
+                        .map(|(i, &x)| (i as f64, f64::from(x)))
+                        .collect()
+                });
                 let title = format!("object {}", ids[r]);
                 panels.push(Panel::new(
                     title,
@@ -168,15 +172,7 @@ pub fn write<B: Backend>(
                     series,
                 ));
             }
-            crate::plot::save(
-                &CurvesFigure {
-                    title,
-                    panels,
-                    columns: 2,
-                    panel_size: (620, 400),
-                },
-                &stem,
-            )
+            save_curves(panels, 2, (620, 400))
         }
         AnyCodec::Catalog(_) => unreachable!("refused when loading the target"),
         AnyCodec::Scalar(_) => {
