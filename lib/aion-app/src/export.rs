@@ -586,7 +586,7 @@ fn run(args: &ExportArgs, session: &Session) -> Result<serde_json::Value> {
     };
     agree(
         session,
-        provenance::write_sidecar(session, &args.output, &record, &summary),
+        crate::guard::write_run_json(session, &args.output, &record, &summary),
     )?;
     if root {
         log::info!("wrote {} in {secs:.1} s", args.output.display());

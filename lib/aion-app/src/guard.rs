@@ -411,6 +411,25 @@ pub fn write_staged(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Res
     result
 }
 
+/// Writes `<output>.run.json` beside the output (rank 0 only), all at once (temporary file +
+/// rename). The tools check it before the run ([`claim_output`]).
+pub fn write_run_json(
+    session: &Session,
+    output: &Path,
+    prov: &aion_io::Provenance,
+    summary: &serde_json::Value,
+) -> Result<()> {
+    if session.is_root() {
+        let path = sidecar(output, ".run.json");
+        let doc = serde_json::json!({ "provenance": prov, "summary": summary });
+        write_file(&path, |w| {
+            w.write_all((serde_json::to_string_pretty(&doc)? + "\n").as_bytes())?;
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
 /// Writes [`MODEL_MARKER`] into `dir` (which the tool is building).
 pub fn mark_model_dir(dir: &Path, tool: &str) -> Result<()> {
     let doc = serde_json::json!({

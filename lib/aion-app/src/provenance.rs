@@ -1,7 +1,6 @@
 //! Building the provenance record of a run (root attributes + `<output>.run.json`).
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use aion_io::{Catalog, Provenance};
@@ -85,25 +84,6 @@ pub fn build(
         slurm_job_id: session.slurm().job_id,
         start_time: session.broadcast_string(&now_utc()),
     }
-}
-
-/// Writes `<output>.run.json` beside the output (rank 0 only), all at once (temporary file +
-/// rename). The tools check it before the run ([`crate::guard::claim_output`]).
-pub fn write_sidecar(
-    session: &Session,
-    output: &Path,
-    prov: &Provenance,
-    summary: &serde_json::Value,
-) -> Result<()> {
-    if session.is_root() {
-        let path = crate::guard::sidecar(output, ".run.json");
-        let doc = serde_json::json!({ "provenance": prov, "summary": summary });
-        crate::guard::write_file(&path, |w| {
-            w.write_all((serde_json::to_string_pretty(&doc)? + "\n").as_bytes())?;
-            Ok(())
-        })?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -363,7 +363,7 @@ fn run(args: &SearchArgs, session: &Session, threads: usize) -> Result<serde_jso
         serde_json::json!(session.max_u64(micros(start.elapsed().as_secs_f64())) as f64 / 1e6);
     agree(
         session,
-        provenance::write_sidecar(session, &args.output, &prov, &summary),
+        crate::guard::write_run_json(session, &args.output, &prov, &summary),
     )?;
     if root {
         log::info!("wrote {}", args.output.display());

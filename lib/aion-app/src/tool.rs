@@ -385,7 +385,7 @@ impl Started {
         self.run.close()?;
         agree(
             session,
-            provenance::write_sidecar(session, output, &self.prov, &summary),
+            crate::guard::write_run_json(session, output, &self.prov, &summary),
         )?;
         Ok(summary)
     }

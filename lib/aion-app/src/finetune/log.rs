@@ -12,7 +12,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use super::trainer::Evaluation;
+/// Totals of an evaluation over a set of rows (already summed over the ranks).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Evaluation {
+    /// Mean loss.
+    pub loss: f64,
+    /// Named metrics (e.g. `sigma_nmad_tok_z`).
+    pub metrics: Vec<(String, f64)>,
+}
 
 /// The log file (a no-op on ranks other than 0).
 pub struct TrainLog {

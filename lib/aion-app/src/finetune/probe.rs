@@ -21,8 +21,9 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 
 use super::data::{EVAL_STEP, Masking, ModalityData, build_batch};
+use super::log::Evaluation;
 use super::tokens::Predictions;
-use super::trainer::{Evaluation, ShardLoss, Task};
+use super::trainer::{ShardLoss, Task};
 use crate::metrics::{Gaussian, Posterior};
 
 /// Pooled embeddings `[rows, D]` of every catalogue row (NaN rows where no input is usable).

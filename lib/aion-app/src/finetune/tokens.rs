@@ -18,7 +18,8 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 
 use super::codecs::{bin_centres, posterior_moments, token_values};
 use super::data::{EVAL_STEP, Masking, ModalityData, build_batch};
-use super::trainer::{Evaluation, ShardLoss, Task, scalar};
+use super::log::Evaluation;
+use super::trainer::{ShardLoss, Task, scalar};
 use crate::calibration::{CalibrationFile, Heldout, fit_distributed, scaled};
 use crate::metrics::{Binned, Evaluation as Metrics, Posterior, Score};
 use crate::posterior::{edges, probabilities};

@@ -19,7 +19,7 @@ use burn::tensor::backend::AutodiffBackend;
 
 use super::checkpoint::{Checkpoint, Progress};
 use super::config::TrainSection;
-use super::log::TrainLog;
+use super::log::{Evaluation, TrainLog};
 use crate::signals::StopFlag;
 
 /// The summed loss of one shard.
@@ -30,15 +30,6 @@ pub struct ShardLoss<B: AutodiffBackend> {
     pub weight: f64,
     /// Per part (e.g. per target modality): summed loss and weight, for the log.
     pub parts: Vec<(f64, f64)>,
-}
-
-/// Totals of an evaluation over a set of rows (already summed over the ranks).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Evaluation {
-    /// Mean loss.
-    pub loss: f64,
-    /// Named metrics (e.g. `sigma_nmad_tok_z`).
-    pub metrics: Vec<(String, f64)>,
 }
 
 /// What a training mode provides to the loop.

@@ -12,7 +12,6 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::codecs::scalar_fit::linspace_f32;
 use crate::error::{Error, Result};
 use crate::hub::layout;
 use crate::modality::{CodecKind, ModalityInfo};
@@ -421,6 +420,26 @@ impl ScalarCodec {
             .map(|(i, &t)| self.decode_token(i % c, t).unwrap_or(f32::NAN))
             .collect()
     }
+}
+
+/// `torch.linspace(0, 1, n)` in float32, bit for bit: its CPU kernel computes `start + i·step`
+/// for the first half and `end − (n−1−i)·step` for the second (so both ends are exact), each as
+/// one fused multiply-add.
+pub fn linspace_f32(n: usize) -> Vec<f32> {
+    if n == 1 {
+        return vec![0.0];
+    }
+    let step = 1.0f32 / (n - 1) as f32;
+    let half = n / 2;
+    (0..n)
+        .map(|i| {
+            if i < half {
+                i as f32 * step
+            } else {
+                (-((n - 1 - i) as f32)).mul_add(step, 1.0)
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+pub use crate::codecs::scalar::linspace_f32;
 use crate::codecs::scalar::{ScalarConfig, ScalarQuantizer};
 use crate::error::{Error, Result};
 use crate::fs::write_atomic;
@@ -62,26 +63,6 @@ impl FitKind {
             Self::LogScalar { .. } => "LogScalar",
         }
     }
-}
-
-/// `torch.linspace(0, 1, n)` in float32, bit for bit: its CPU kernel computes `start + i·step`
-/// for the first half and `end − (n−1−i)·step` for the second (so both ends are exact), each as
-/// one fused multiply-add.
-pub fn linspace_f32(n: usize) -> Vec<f32> {
-    if n == 1 {
-        return vec![0.0];
-    }
-    let step = 1.0f32 / (n - 1) as f32;
-    let half = n / 2;
-    (0..n)
-        .map(|i| {
-            if i < half {
-                i as f32 * step
-            } else {
-                (-((n - 1 - i) as f32)).mul_add(step, 1.0)
-            }
-        })
-        .collect()
 }
 
 /// The quantile table `_index_to_val` of `K` entries from a reservoir (any order, ≥ 2 values).
