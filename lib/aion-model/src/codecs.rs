@@ -3,6 +3,7 @@
 //! Port of `aion/codecs/` of `polymathic-aion` 0.0.2. One file per reference codec.
 
 pub mod catalog;
+pub mod element_fn;
 pub mod image;
 pub mod plausible;
 pub mod scalar;

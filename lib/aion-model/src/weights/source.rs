@@ -20,7 +20,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use super::names::{Layout, ParamNames};
-use crate::codecs::scalar::ElementFn;
+use crate::codecs::element_fn::ElementFn;
 
 /// How a tensor starts in a model made from scratch (ignored when loading).
 #[derive(Debug, Clone, PartialEq)]
