@@ -3,10 +3,11 @@
 
     AION_CLI_KEEP=/tmp/keep cargo test --test cli      # before a change; then mv /tmp/keep before
     AION_CLI_KEEP=/tmp/keep cargo test --test cli      # after it;        then mv /tmp/keep after
-    python validation/compare_outputs.py before after [--repos CHECKOUT_BEFORE CHECKOUT_AFTER]
+    python validation/compare_outputs.py before after [--repos CHECKOUT_BEFORE CHECKOUT_AFTER]...
 
-Both runs must use the same AION_CLI_KEEP path (file paths are recorded in the outputs); with
---repos, the two checkouts' paths (the test fixtures' folder is recorded too) count as one. Every
+File paths are recorded in the outputs: both runs use the same AION_CLI_KEEP path, or name the
+two with --repos; with --repos, the two checkouts' paths (the test fixtures' folder is recorded
+too) count as one (--repos may be given several times). Every
 HDF5 dataset is compared byte for byte (values, dtype, shape; NaNs equal to NaNs at the same
 places), every attribute too, except those that record when, where and how fast a run went (see
 VOLATILE). JSON files are compared the same way; any other file byte for byte, FITS files by
@@ -178,10 +179,14 @@ def compare_text(pa, pb, out):
 
 def main():
     args = sys.argv[1:]
-    if "--repos" in args:
+    while "--repos" in args:
         i = args.index("--repos")
+        if len(args) < i + 3:
+            sys.exit("--repos takes two paths: the one in the run before, the one in the run after")
         REPOS.append((args[i + 1], args[i + 2]))
         del args[i : i + 3]
+    if len(args) != 2 or any(a.startswith("-") for a in args):
+        sys.exit(__doc__)
     before, after = Path(args[0]), Path(args[1])
     files = sorted(p.relative_to(before) for p in before.rglob("*") if p.is_file())
     after_files = {p.relative_to(after) for p in after.rglob("*") if p.is_file()}
