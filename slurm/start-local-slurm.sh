@@ -6,6 +6,8 @@
 #   AION_SLURM_CPUS=N   CPUs the node advertises (default: the real count)
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "start-local-slurm.sh must run as root" >&2; exit 1; }
+# shellcheck source=slurm/test-cluster.sh
+. "$(cd "$(dirname "$0")" && pwd)/test-cluster.sh"
 
 export DEBIAN_FRONTEND=noninteractive
 need=()
@@ -60,15 +62,7 @@ SlurmctldPidFile=/run/slurm/slurmctld.pid
 SlurmdPidFile=/run/slurm/slurmd.pid
 SlurmctldLogFile=/var/log/slurm/slurmctld.log
 SlurmdLogFile=/var/log/slurm/slurmd.log
-ProctrackType=proctrack/pgid
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/none
-MpiDefault=none
-MailProg=/bin/true
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
+$(test_cluster_plugins)
 ReturnToService=2
 EnforcePartLimits=ALL
 KillWait=5
@@ -79,8 +73,6 @@ NodeName=${host} NodeAddr=127.0.0.1 ${topo}RealMemory=${mem} State=UNKNOWN
 PartitionName=debug Nodes=${host} Default=YES MaxTime=INFINITE State=UP
 CONF
 
-alive() { local pid; [ -s "$1" ] || return 1; pid=$(cat "$1"); st=$(ps -o stat= -p "$pid" 2>/dev/null | tr -d ' '); [ -n "$st" ] && [ "${st#Z}" = "$st" ]; }
-stop() { if alive "$1"; then kill "$(cat "$1")"; for _ in $(seq 50); do alive "$1" || break; sleep 0.1; done; fi; rm -f "$1"; }
 if ! cmp -s "$conf" /etc/slurm/slurm.conf; then
   install -m 0644 "$conf" /etc/slurm/slurm.conf
   stop /run/slurm/slurmd.pid; stop /run/slurm/slurmctld.pid

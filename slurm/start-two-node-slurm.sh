@@ -17,6 +17,8 @@
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "start-two-node-slurm.sh must run as root" >&2; exit 1; }
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=slurm/test-cluster.sh
+. "$here/test-cluster.sh"
 name=aion2n
 conf_dir=/etc/slurm-$name
 state=/var/spool/$name
@@ -70,15 +72,7 @@ SlurmdPidFile=$run/slurmd-%n.pid
 SlurmctldLogFile=$logs/$name-slurmctld.log
 SlurmdLogFile=$logs/$name-slurmd-%n.log
 TmpFS=$state/%n/tmp
-ProctrackType=proctrack/pgid
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/none
-MpiDefault=none
-MailProg=/bin/true
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
+$(test_cluster_plugins)
 SlurmdParameters=config_overrides
 ReturnToService=2
 EnforcePartLimits=ALL
@@ -96,8 +90,6 @@ export OMPI_MCA_btl=tcp,vader,self OMPI_MCA_pml=ob1 OMPI_MCA_btl_tcp_if_include=
 export OMPI_MCA_oob_tcp_if_include=$net.0/24
 ENV
 
-alive() { local pid st; [ -s "$1" ] || return 1; pid=$(cat "$1"); st=$(ps -o stat= -p "$pid" 2>/dev/null | tr -d ' '); [ -n "$st" ] && [ "${st#Z}" = "$st" ]; }
-stop() { if alive "$1"; then kill "$(cat "$1")"; for _ in $(seq 50); do alive "$1" || break; sleep 0.1; done; fi; rm -f "$1"; }
 if ! cmp -s "$conf" "$conf_dir/slurm.conf"; then
   install -m 0644 "$conf" "$conf_dir/slurm.conf"
   for n in "${nodes[@]}"; do stop "$run/slurmd-$n.pid"; done

@@ -5,6 +5,7 @@ weights; nothing is downloaded. Tensors are saved as safetensors (bool as uint8)
 tests read them with the `safetensors` crate.
 """
 
+import argparse
 import json
 import os
 import random
@@ -18,6 +19,13 @@ torch.set_num_threads(1)  # deterministic summation order, and CI has 2 cores an
 # Set by check_fixtures.py for its second pass over a case whose regenerated tokens differ from
 # the committed ones only at quantisation edges: the committed case folder.
 PIN = os.environ.get("AION_FIXTURE_PIN")
+
+
+def out_dir(script: str) -> str:
+    """The folder a fixture generator writes to: `--out DIR`, by default the script's own folder."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.path.dirname(os.path.abspath(script)))
+    return ap.parse_args().out
 
 
 def seed_all(seed: int) -> torch.Generator:
@@ -51,6 +59,16 @@ def randomize_(module: torch.nn.Module, seed: int) -> None:
             b.copy_(0.1 * torch.randn(b.shape, generator=g))
         elif name.endswith("running_var"):
             b.copy_(0.5 + torch.rand(b.shape, generator=g))
+
+
+def random_codec(codec_class, config: dict, seed: int, weight_seed: int):
+    """After seeding everything with `seed`: a `codec_class(**config)` with seeded random weights
+    (`randomize_` with `weight_seed`), and a numpy generator seeded with `seed`."""
+    seed_all(seed)
+    rng = np.random.default_rng(seed)
+    codec = codec_class(**config)
+    randomize_(codec, seed=weight_seed)
+    return codec, rng
 
 
 def pinned(value: torch.Tensor, name: str, file: str = "io.safetensors", row=None) -> torch.Tensor:

@@ -16,11 +16,7 @@ use std::process::Command;
 use aion_io::Catalog;
 use aion_io::catalog::ColumnValues;
 
-use crate::resume::run_bin_env;
 use crate::util::*;
-
-const PREDICT: &str = env!("CARGO_BIN_EXE_aion-predict");
-const EXPORT: &str = env!("CARGO_BIN_EXE_aion-export");
 
 fn formats(name: &str) -> String {
     fixture("formats").join(name).display().to_string()
@@ -29,28 +25,21 @@ fn formats(name: &str) -> String {
 /// Predictions of `tok_z` with posteriors (`pdf/tok_z`: (N, 1, K) per row) on `catalog`.
 fn predict(catalog: &str, out: &Path) {
     let model = repo().join("data/models/sdss-photoz-tiny");
-    let a: Vec<String> = [
-        "--model",
-        model.to_str().unwrap(),
-        "--catalog",
-        catalog,
-        "--output",
-        out.to_str().unwrap(),
-        "--target",
-        "tok_z",
-        "--save-pdf",
-        "--chunk-rows",
-        "64",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    assert_ok(&run_bin_env(PREDICT, Launch::Alone, &a, &[]));
+    let mut a = io_args(&model, catalog, out);
+    a.extend(["--target", "tok_z", "--save-pdf", "--chunk-rows", "64"]);
+    assert_ok(&run_tool(PREDICT, Launch::Alone, &a));
+}
+
+/// [`predict`] on the HATS catalogue into `dir/pred.h5`: the catalogue and the results.
+fn predicted_hats(dir: &Path) -> (String, PathBuf) {
+    let hats_in = formats("sdss_hats");
+    let results = dir.join("pred.h5");
+    predict(&hats_in, &results);
+    (hats_in, results)
 }
 
 fn export(launch: Launch, args: &[&str]) -> std::process::Output {
-    let a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    run_bin_env(EXPORT, launch, &a, &[])
+    run_tool(EXPORT, launch, args)
 }
 
 const COLUMNS: [&str; 3] = ["ra", "dec", "z_spec=Z"];
@@ -127,9 +116,7 @@ fn run_checker(python: &Path, args: &[&str]) {
 #[test]
 fn exports_round_trip_through_pyarrow_astropy_and_lsdb() {
     let dir = tempdir();
-    let hats_in = formats("sdss_hats");
-    let results = dir.path().join("pred.h5");
-    predict(&hats_in, &results);
+    let (hats_in, results) = predicted_hats(dir.path());
     let r = results.to_str().unwrap();
     let pq = dir.path().join("pred.parquet");
     let fits = dir.path().join("pred.fits");
@@ -177,9 +164,7 @@ fn exports_round_trip_through_pyarrow_astropy_and_lsdb() {
 #[test]
 fn export_never_replaces_inputs_or_foreign_files_and_checks_the_join() {
     let dir = tempdir();
-    let hats_in = formats("sdss_hats");
-    let results = dir.path().join("pred.h5");
-    predict(&hats_in, &results);
+    let (hats_in, results) = predicted_hats(dir.path());
     let r = results.to_str().unwrap();
 
     // Outputs that are inputs: the results, the catalogue directory, a catalogue file.
@@ -225,10 +210,7 @@ fn export_never_replaces_inputs_or_foreign_files_and_checks_the_join() {
         Launch::Mpirun(2),
         &export_args(r, &formats("sdss.parquet"), wrong.to_str().unwrap()),
     ));
-    assert!(
-        err.contains("row ") && err.contains("object_id") && err.contains("not the one"),
-        "{err}"
-    );
+    assert_mentions(&err, &["row ", "object_id", "not the one"]);
     assert!(!wrong.exists());
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()

@@ -16,16 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::resume::run_bin_env;
 use crate::util::*;
-
-const EMBED: &str = env!("CARGO_BIN_EXE_aion-embed");
-const PREDICT: &str = env!("CARGO_BIN_EXE_aion-predict");
-const TOKENIZE: &str = env!("CARGO_BIN_EXE_aion-tokenize");
-const GENERATE: &str = env!("CARGO_BIN_EXE_aion-generate");
-const SEARCH: &str = env!("CARGO_BIN_EXE_aion-search");
-const FIT: &str = env!("CARGO_BIN_EXE_aion-fit-codecs");
-const FINETUNE: &str = env!("CARGO_BIN_EXE_aion-finetune");
 
 fn model() -> PathBuf {
     repo().join("data/models/sdss-photoz-tiny")
@@ -48,12 +39,17 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Runs a tool with its standard arguments for `catalog` → `output`, plus `extra`.
-fn tool(bin: &str, launch: Launch, catalog: &Path, output: &Path, extra: &[&str]) -> Output {
+/// A tool's standard arguments for `catalog` → `output` (the bundled model), plus `extra`.
+fn std_args(catalog: &Path, output: &Path, extra: &[&str]) -> Vec<String> {
     let mut a = strings(&["--model", &s(&model()), "--catalog", &s(catalog)]);
     a.extend(strings(&["--output", &s(output)]));
     a.extend(strings(extra));
-    run_bin_env(bin, launch, &a, &[])
+    a
+}
+
+/// Runs a tool with its standard arguments for `catalog` → `output`, plus `extra`.
+fn tool(bin: &str, launch: Launch, catalog: &Path, output: &Path, extra: &[&str]) -> Output {
+    run_tool(bin, launch, &std_args(catalog, output, extra))
 }
 
 /// The extra arguments a tool needs beyond model, catalogue and output.
@@ -232,19 +228,11 @@ fn foreign_files_and_directories_are_never_replaced() {
     let cat = small_catalog();
     // A foreign HDF5 file, a foreign .run.json, a foreign plot: refused even with --overwrite.
     let foreign = d.join("foreign.h5");
-    hdf5::File::create(&foreign)
-        .unwrap()
-        .new_dataset::<f32>()
-        .shape(3)
-        .create("x")
-        .unwrap();
+    write_foreign_h5(&foreign);
     let before = snapshot(&foreign);
     for launch in [Launch::Alone, Launch::Mpirun(2)] {
         let err = assert_fails(&tool(EMBED, launch, &cat, &foreign, &["--overwrite"]));
-        assert!(
-            err.contains("foreign.h5") && err.contains("not written by an aion-hpc tool"),
-            "{err}"
-        );
+        assert_mentions(&err, &["foreign.h5", "not written by an aion-hpc tool"]);
         assert!(err.contains("even with --overwrite"), "{err}");
     }
     assert_eq!(snapshot(&foreign), before);
@@ -297,13 +285,10 @@ fn foreign_files_and_directories_are_never_replaced() {
             s(&csv),
         ];
         a.extend(strings(extra));
-        run_bin_env(SEARCH, Launch::Alone, &a, &[])
+        run_tool_env(SEARCH, Launch::Alone, &a, &[])
     };
     let err = assert_fails(&search(&["--overwrite"]));
-    assert!(
-        err.contains("r.csv") && err.contains("even with --overwrite"),
-        "{err}"
-    );
+    assert_mentions(&err, &["r.csv", "even with --overwrite"]);
     assert_eq!(std::fs::read_to_string(&csv).unwrap(), "a,b\n1,2\n");
     std::fs::remove_file(&csv).unwrap();
     assert_ok(&search(&[]));
@@ -317,17 +302,14 @@ fn foreign_files_and_directories_are_never_replaced() {
         let mut a = strings(&["--catalog", &s(&cat), "--output", &s(out), "--column", col]);
         a.extend(strings(&["--reservoir-size", "500"]));
         a.extend(strings(extra));
-        run_bin_env(FIT, Launch::Alone, &a, &[])
+        run_tool_env(FIT, Launch::Alone, &a, &[])
     };
     let err = assert_fails(&fit(
         &copy,
         "tok_mag_u_sdss=mag_u",
         &["--codebook-size", "64", "--overwrite"],
     ));
-    assert!(
-        err.contains("model-copy") && err.contains("not written by an aion-hpc tool"),
-        "{err}"
-    );
+    assert_mentions(&err, &["model-copy", "not written by an aion-hpc tool"]);
     assert_eq!(
         snapshot(&copy),
         copy_before,
@@ -373,7 +355,7 @@ fn foreign_files_and_directories_are_never_replaced() {
         &["--codebook-size", "32", "--overwrite"],
     ));
     let reg = std::fs::read_to_string(codecs.join("modalities.json")).unwrap();
-    assert!(reg.contains("tok_a") && reg.contains("tok_b"), "{reg}");
+    assert_mentions(&reg, &["tok_a", "tok_b"]);
     let left: Vec<_> = std::fs::read_dir(d)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -418,17 +400,8 @@ fn a_catalogue_edited_in_place_is_refused_and_two_runs_never_share_an_output() {
     let cat = d.join("cat.h5");
     std::fs::copy(small_catalog(), &cat).unwrap();
     let out = d.join("o.h5");
-    let a = strings(&[
-        "--model",
-        &s(&model()),
-        "--catalog",
-        &s(&cat),
-        "--output",
-        &s(&out),
-        "--chunk-rows",
-        "125",
-    ]);
-    let killed = run_bin_env(EMBED, Launch::Alone, &a, &[("AION_FAULT", "after_mark@2")]);
+    let a = std_args(&cat, &out, &["--chunk-rows", "125"]);
+    let killed = run_tool_env(EMBED, Launch::Alone, &a, &[("AION_FAULT", "after_mark@2")]);
     assert!(stderr(&killed).contains("AION_FAULT: SIGKILL"));
     // Same size, one value changed.
     let size = std::fs::metadata(&cat).unwrap().len();
@@ -441,16 +414,13 @@ fn a_catalogue_edited_in_place_is_refused_and_two_runs_never_share_an_output() {
     }
     assert_eq!(std::fs::metadata(&cat).unwrap().len(), size);
     for launch in [Launch::Alone, Launch::Mpirun(2)] {
-        let err = assert_fails(&run_bin_env(EMBED, launch, &a, &[]));
-        assert!(
-            err.contains("catalogue file") && err.contains("cat.h5") && err.contains("changed"),
-            "{err}"
-        );
+        let err = assert_fails(&run_tool_env(EMBED, launch, &a, &[]));
+        assert_mentions(&err, &["catalogue file", "cat.h5", "changed"]);
         assert!(err.contains("--overwrite"), "{err}");
     }
     let mut ow = a.clone();
     ow.push("--overwrite".into());
-    assert_ok(&run_bin_env(EMBED, Launch::Alone, &ow, &[]));
+    assert_ok(&run_tool_env(EMBED, Launch::Alone, &ow, &[]));
 
     // A second run on the same output while the first holds it.
     let out2 = d.join("busy.h5");
@@ -471,7 +441,7 @@ fn a_catalogue_edited_in_place_is_refused_and_two_runs_never_share_an_output() {
         std::thread::sleep(Duration::from_millis(50));
     }
     for launch in [Launch::Alone, Launch::Mpirun(2)] {
-        let err = assert_fails(&run_bin_env(EMBED, launch, &b, &[]));
+        let err = assert_fails(&run_tool_env(EMBED, launch, &b, &[]));
         assert!(
             err.contains("being written by another run")
                 && err.contains(&format!("pid {}", first.id())),
@@ -484,7 +454,7 @@ fn a_catalogue_edited_in_place_is_refused_and_two_runs_never_share_an_output() {
     let reference = d.join("ref.h5");
     let mut r = a.clone();
     r[5] = s(&reference);
-    assert_ok(&run_bin_env(EMBED, Launch::Alone, &r, &[]));
+    assert_ok(&run_tool_env(EMBED, Launch::Alone, &r, &[]));
     assert_same_datasets(&reference, &out2);
 }
 
@@ -595,10 +565,12 @@ fn bad_catalogues_are_clear_errors_or_results_never_panics() {
         &d.join("dups-out.h5"),
         &[],
     ));
-    assert!(
-        err.contains("object_id is not unique: 3 row(s)")
-            && err.contains(&format!("object_id {} at rows 2, 12", ids[2])),
-        "{err}"
+    assert_mentions(
+        &err,
+        &[
+            "object_id is not unique: 3 row(s)",
+            &format!("object_id {} at rows 2, 12", ids[2]),
+        ],
     );
 
     // A model without one of its input codecs: left out with a warning when mapped by default,
@@ -610,18 +582,12 @@ fn bad_catalogues_are_clear_errors_or_results_never_panics() {
         let mut a = strings(&["--model", &s(&m), "--catalog", &s(&small_catalog())]);
         a.extend(strings(&["--output", &s(&d.join("mc.h5")), "--overwrite"]));
         a.extend(strings(extra));
-        run_bin_env(EMBED, Launch::Alone, &a, &[])
+        run_tool_env(EMBED, Launch::Alone, &a, &[])
     };
     let err = assert_ok(&run(&[]));
-    assert!(
-        err.contains("lack of a codec") && err.contains("tok_mag_u_sdss"),
-        "{err}"
-    );
+    assert_mentions(&err, &["lack of a codec", "tok_mag_u_sdss"]);
     let err = assert_fails(&run(&["--map", "tok_mag_u_sdss=mag_u"]));
-    assert!(
-        err.contains("tok_mag_u_sdss") && err.contains("codecs/mag_u"),
-        "{err}"
-    );
+    assert_mentions(&err, &["tok_mag_u_sdss", "codecs/mag_u"]);
 }
 
 /// Whether this machine lets us mount a tmpfs in a user namespace (`unshare -rm`).
@@ -709,16 +675,7 @@ fn a_full_disk_stops_every_rank_with_the_os_error_and_the_run_resumes_bit_identi
     assert_ok(&run_tool(
         EMBED,
         Launch::Alone,
-        &[
-            "--model",
-            &s(&model()),
-            "--catalog",
-            &s(&cat),
-            "--output",
-            &s(&reference),
-            "--chunk-rows",
-            "100",
-        ],
+        &std_args(&cat, &reference, &["--chunk-rows", "100"]),
     ));
     let before = snapshot(&cat);
     // The output takes 310 kB: 40 kB free fails while it is created, 150 kB in the middle,
@@ -829,19 +786,8 @@ fn stop_signals_sent_to_mpirun() {
     let d = dir.path();
     let reference = d.join("reference.h5");
     let cat = small_catalog();
-    let a = |out: &Path| {
-        strings(&[
-            "--model",
-            &s(&model()),
-            "--catalog",
-            &s(&cat),
-            "--output",
-            &s(out),
-            "--chunk-rows",
-            "50",
-        ])
-    };
-    assert_ok(&run_bin_env(EMBED, Launch::Alone, &a(&reference), &[]));
+    let a = |out: &Path| std_args(&cat, out, &["--chunk-rows", "50"]);
+    assert_ok(&run_tool_env(EMBED, Launch::Alone, &a(&reference), &[]));
     for sig in ["USR1", "TERM"] {
         let out = d.join(format!("{sig}.h5"));
         let child = Command::new("mpirun")
@@ -890,7 +836,7 @@ fn stop_signals_sent_to_mpirun() {
             done.contains(&0),
             "{sig}: the run was not stopped early: {done:?}"
         );
-        let r = assert_ok(&run_bin_env(EMBED, Launch::Mpirun(2), &a(&out), &[]));
+        let r = assert_ok(&run_tool_env(EMBED, Launch::Mpirun(2), &a(&out), &[]));
         assert!(r.contains("resuming"), "{r}");
         assert_same_datasets(&reference, &out);
     }
@@ -937,23 +883,12 @@ fn twenty_random_sigkills_resume_to_bit_identical_outputs() {
     let cat = d.join("cat.h5");
     write_catalog(&small_catalog(), &cat, 400, |_| {}, None);
     let args = |out: &Path, bin: &str| {
-        let mut a = strings(&[
-            "--model",
-            &s(&model()),
-            "--catalog",
-            &s(&cat),
-            "--output",
-            &s(out),
-            "--chunk-rows",
-            "50",
-        ]);
-        a.extend(strings(needs(bin)));
-        a
+        std_args(&cat, out, &[&["--chunk-rows", "50"], needs(bin)].concat())
     };
     let mut references = Vec::new();
     for bin in [TOKENIZE, EMBED] {
         let r = d.join(format!("ref-{}.h5", references.len()));
-        assert_ok(&run_bin_env(bin, Launch::Alone, &args(&r, bin), &[]));
+        assert_ok(&run_tool_env(bin, Launch::Alone, &args(&r, bin), &[]));
         references.push((bin, r));
     }
     let launches = [Launch::Alone, Launch::Mpirun(2), Launch::Mpirun(3)];
@@ -978,7 +913,7 @@ fn twenty_random_sigkills_resume_to_bit_identical_outputs() {
                 POINTS[rng.next(POINTS.len() as u64) as usize],
                 rng.next(CHUNKS)
             );
-            let o = run_bin_env(bin, launch, &args(&out, bin), &[("AION_FAULT", &fault)]);
+            let o = run_tool_env(bin, launch, &args(&out, bin), &[("AION_FAULT", &fault)]);
             let err = stderr(&o);
             log.push(format!("{fault} on {launch:?}"));
             if err.contains("AION_FAULT: SIGKILL") {
@@ -992,7 +927,7 @@ fn twenty_random_sigkills_resume_to_bit_identical_outputs() {
             }
         }
         let launch = launches[rng.next(3) as usize];
-        let o = run_bin_env(bin, launch, &args(&out, bin), &[]);
+        let o = run_tool_env(bin, launch, &args(&out, bin), &[]);
         assert_ok(&o);
         assert_same_datasets(reference, &out);
     }

@@ -5,41 +5,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::util::*;
 
-const FINETUNE: &str = env!("CARGO_BIN_EXE_aion-finetune");
-const FIT: &str = env!("CARGO_BIN_EXE_aion-fit-codecs");
-
 fn sdss() -> PathBuf {
     repo().join("data/sdss_mgs/sdss_mgs_train.h5")
-}
-
-/// Runs a tool with extra environment variables.
-fn run_env(bin: &str, launch: Launch, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = match launch {
-        Launch::Alone => Command::new(bin),
-        Launch::Mpirun(n) => {
-            let mut c = Command::new("mpirun");
-            c.args(["-n", &n.to_string(), "--oversubscribe"]);
-            for (k, _) in env {
-                c.args(["-x", k]);
-            }
-            c.arg(bin);
-            c
-        }
-    };
-    cmd.args(args)
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
-        .env("OMP_NUM_THREADS", "1")
-        .env("RAYON_NUM_THREADS", "1")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null());
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run {bin}: {e}"))
 }
 
 const MAGS: [&str; 5] = ["u", "g", "r", "i", "z"];
@@ -80,18 +51,11 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
+/// `aion-finetune --config C --output O`, one Rayon thread per rank.
 fn finetune(launch: Launch, config: &Path, out: &Path, env: &[(&str, &str)]) -> Output {
-    run_env(
-        FINETUNE,
-        launch,
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-        ],
-        env,
-    )
+    let env = [&[("RAYON_NUM_THREADS", "1")], env].concat();
+    let args = ["--config", s(config), "--output", s(out)];
+    run_tool_env(FINETUNE, launch, &args, &env)
 }
 
 /// `(step, loss)` of every training step in `train_log.jsonl`.
@@ -147,6 +111,18 @@ fn max_abs_diff(a: &Path, b: &Path) -> f32 {
         .zip(&tb)
         .flat_map(|((_, x), (_, y))| x.iter().zip(y).map(|(p, q)| (p - q).abs()))
         .fold(0.0, f32::max)
+}
+
+/// Asserts that the weights of two model folders agree to 1 % (relative, [`max_rel_diff`]): runs
+/// that differ in their rank count sum in another order.
+fn assert_weights_agree(what: &str, a: &Path, b: &Path) {
+    let diff = max_rel_diff(&a.join("model.safetensors"), &b.join("model.safetensors"));
+    assert!(diff < 1e-2, "{what}: relative difference {diff}");
+}
+
+/// Largest absolute difference between the weights of two model folders.
+fn weights_abs_diff(a: &Path, b: &Path) -> f32 {
+    max_abs_diff(&a.join("model.safetensors"), &b.join("model.safetensors"))
 }
 
 /// Training losses agree to float noise (burn's NdArray backend is not bit-reproducible from
@@ -225,18 +201,9 @@ fn fit_codecs_are_rank_independent_and_load_in_every_tool() {
     // aion-tokenize loads the model directory (registering its new modalities) and tokenizes.
     let out = dir.path().join("tokens.h5");
     assert_ok(&run_tool(
-        env!("CARGO_BIN_EXE_aion-tokenize"),
+        TOKENIZE,
         Launch::Alone,
-        &[
-            "--model",
-            one.to_str().unwrap(),
-            "--catalog",
-            cat.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-            "--map",
-            "tok_z=none",
-        ],
+        &[io_args(&one, &cat, &out), vec!["--map", "tok_z=none"]].concat(),
     ));
     let (shape, tok) = read_i64(&out, "tok_mag_u_sdss");
     assert_eq!(shape, vec![5000, 1]);
@@ -326,22 +293,10 @@ fn masked_from_scratch_then_full_lora_probe_and_new_modalities_on_it() {
     let catalog = sdss();
     let predicted = |name: &str, extra: &[&str]| {
         let out = d.join(name);
-        let mut a = vec![
-            "--model",
-            base.to_str().unwrap(),
-            "--catalog",
-            catalog.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-            "--target",
-            "tok_z",
-        ];
+        let mut a = io_args(&base, &catalog, &out);
+        a.extend(["--target", "tok_z"]);
         a.extend(extra);
-        assert_ok(&run_tool(
-            env!("CARGO_BIN_EXE_aion-predict"),
-            Launch::Alone,
-            &a,
-        ));
+        assert_ok(&run_tool(PREDICT, Launch::Alone, &a));
         read_all(&out)["/pred/tok_z/mean"].1.clone()
     };
     let (calibrated, raw) = (
@@ -459,17 +414,9 @@ fn masked_from_scratch_then_full_lora_probe_and_new_modalities_on_it() {
     // aion-finetune recorded; every row predicted, with a positive σ.
     let probe_out = d.join("probe.h5");
     assert_ok(&run_tool(
-        env!("CARGO_BIN_EXE_aion-predict"),
+        PREDICT,
         Launch::Mpirun(2),
-        &[
-            "--model",
-            probe.to_str().unwrap(),
-            "--catalog",
-            sdss().to_str().unwrap(),
-            "--output",
-            probe_out.to_str().unwrap(),
-            "--probe",
-        ],
+        &[io_args(&probe, &sdss(), &probe_out), vec!["--probe"]].concat(),
     ));
     let got = read_all(&probe_out);
     let (mean, std) = (&got["/probe/Z/mean"].1, &got["/probe/Z/std"].1);
@@ -541,11 +488,7 @@ fn one_and_two_ranks_give_the_same_loss_curve() {
         let rel = (x - y).abs() / x.abs();
         assert!(rel < 1e-4, "step {s}: loss {x} (1 rank) vs {y} (2 ranks)");
     }
-    let d = max_rel_diff(
-        &one.join("model.safetensors"),
-        &two.join("model.safetensors"),
-    );
-    assert!(d < 1e-2, "final weights differ by {d} (relative)");
+    assert_weights_agree("1 vs 2 ranks, final weights", &one, &two);
     assert_eq!(
         std::fs::read(one.join("split.json")).unwrap(),
         std::fs::read(two.join("split.json")).unwrap()
@@ -598,10 +541,7 @@ fn sigkill_and_time_limit_signal_resume_to_the_same_weights() {
     let r = assert_ok(&finetune(Launch::Alone, &cfg, &killed, &[]));
     assert!(r.contains("resuming from step 8"), "{r}");
     assert_same_curve(&killed, &whole);
-    let diff = max_abs_diff(
-        &killed.join("model.safetensors"),
-        &whole.join("model.safetensors"),
-    );
+    let diff = weights_abs_diff(&killed, &whole);
     assert!(diff < 1e-4, "SIGKILL + resume: weights differ by {diff}");
 
     // The Slurm time-limit signal (SIGUSR1) at step 6: checkpoint at step 7, exit 3, resume.
@@ -616,10 +556,7 @@ fn sigkill_and_time_limit_signal_resume_to_the_same_weights() {
     let r = assert_ok(&finetune(Launch::Alone, &cfg, &stopped, &[]));
     assert!(r.contains("resuming from step 7"), "{r}");
     assert_same_curve(&stopped, &whole);
-    let diff = max_abs_diff(
-        &stopped.join("model.safetensors"),
-        &whole.join("model.safetensors"),
-    );
+    let diff = weights_abs_diff(&stopped, &whole);
     assert!(diff < 1e-4, "stop + resume: weights differ by {diff}");
 
     // Killed on rank 1 of 2, resumed on one rank: the run does not depend on the rank count.
@@ -632,22 +569,14 @@ fn sigkill_and_time_limit_signal_resume_to_the_same_weights() {
     );
     assert!(!k.status.success());
     assert_ok(&finetune(Launch::Alone, &cfg, &mixed, &[]));
-    let diff = max_rel_diff(
-        &mixed.join("model.safetensors"),
-        &whole.join("model.safetensors"),
-    );
-    assert!(
-        diff < 1e-2,
-        "2-rank start + 1-rank resume: relative difference {diff}"
-    );
+    assert_weights_agree("2-rank start + 1-rank resume", &mixed, &whole);
 }
 
 #[test]
 fn finetune_sbatch_checkpoints_on_the_time_limit_signal_and_requeues() {
-    if !crate::slurm::slurm_available() {
+    let Some(dir) = crate::slurm::slurm_test_dir() else {
         return;
-    }
-    let dir = tempdir();
+    };
     let cfg = write(dir.path(), "c.toml", &masked_config(10, ""));
     let out = dir.path().join("slurm");
     let log = dir.path().join("job-%j.out");
@@ -663,23 +592,9 @@ fn finetune_sbatch_checkpoints_on_the_time_limit_signal_and_requeues() {
         "--output",
         out.to_str().unwrap(),
     ]);
-    // Wait for the requeue, then make the requeued job eligible now (Slurm waits 2 minutes).
-    let t0 = Instant::now();
-    while crate::slurm::job_field(&job, "Restarts") != "1"
-        && t0.elapsed() < Duration::from_secs(240)
-    {
-        assert!(
-            !["FAILED", "CANCELLED", "COMPLETED"]
-                .contains(&crate::slurm::job_field(&job, "JobState").as_str())
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    let _ = Command::new("scontrol")
-        .args(["update", &format!("JobId={job}"), "StartTime=now"])
-        .status();
-    let state = crate::slurm::wait_job(&job, Duration::from_secs(300));
-    let text =
-        std::fs::read_to_string(dir.path().join(format!("job-{job}.out"))).unwrap_or_default();
+    // The requeued job is made eligible at once (Slurm waits 2 minutes).
+    let state = crate::slurm::Cluster::local().wait_job_restarted(&job, Duration::from_secs(300));
+    let text = crate::slurm::job_log(&log, &job);
     assert_eq!(state, "COMPLETED", "job log:\n{text}");
     assert!(
         text.contains("requeueing job") && text.contains("resuming from step 5"),
@@ -687,14 +602,7 @@ fn finetune_sbatch_checkpoints_on_the_time_limit_signal_and_requeues() {
     );
     let alone = dir.path().join("alone");
     assert_ok(&finetune(Launch::Alone, &cfg, &alone, &[]));
-    let diff = max_rel_diff(
-        &out.join("model.safetensors"),
-        &alone.join("model.safetensors"),
-    );
-    assert!(
-        diff < 1e-2,
-        "Slurm (2 ranks, requeued) vs 1 rank: relative difference {diff}"
-    );
+    assert_weights_agree("Slurm (2 ranks, requeued) vs 1 rank", &out, &alone);
 }
 
 /// The bundled photo-z model through `aion-predict`, as the README's demo runs it: on the
@@ -707,18 +615,9 @@ fn bundled_photoz_model_through_aion_predict() {
     let dir = tempdir();
     let out = dir.path().join("photoz.h5");
     let o = run_tool(
-        env!("CARGO_BIN_EXE_aion-predict"),
+        PREDICT,
         Launch::Mpirun(2),
-        &[
-            "--model",
-            model.to_str().unwrap(),
-            "--catalog",
-            test_cat.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-            "--target",
-            "tok_z",
-        ],
+        &[io_args(&model, &test_cat, &out), vec!["--target", "tok_z"]].concat(),
     );
     assert_ok(&o);
     let all = read_all(&out);

@@ -12,13 +12,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::resume::run_bin_env;
+use crate::model::pipeline_model;
 use crate::util::*;
-
-const TOKENIZE: &str = env!("CARGO_BIN_EXE_aion-tokenize");
-const EMBED: &str = env!("CARGO_BIN_EXE_aion-embed");
-const PREDICT: &str = env!("CARGO_BIN_EXE_aion-predict");
-const GENERATE: &str = env!("CARGO_BIN_EXE_aion-generate");
 
 fn formats(name: &str) -> String {
     fixture("formats").join(name).display().to_string()
@@ -33,7 +28,7 @@ fn sdss_model() -> String {
 
 /// Every dataset of an output with its rows put in `object_id` order (`resume/` left out: it
 /// is per chunk, not per row).
-fn by_object_id(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec<f64>)> {
+fn by_object_id(path: &Path) -> Datasets {
     let all = read_all(path);
     let ids = all["/object_id"].1.clone();
     let mut order: Vec<usize> = (0..ids.len()).collect();
@@ -57,42 +52,15 @@ fn by_object_id(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec<f64>)> {
 
 /// Asserts two outputs hold the same datasets with the same values per object (NaN == NaN).
 fn assert_same_per_object(what: &str, a: &Path, b: &Path) {
-    let (da, db) = (by_object_id(a), by_object_id(b));
-    assert_eq!(
-        da.keys().collect::<Vec<_>>(),
-        db.keys().collect::<Vec<_>>(),
-        "{what}: dataset names differ"
-    );
-    for (name, (sa, va)) in &da {
-        let (sb, vb) = &db[name];
-        assert_eq!(sa, sb, "{what}: {name}: shape");
-        let bad = va
-            .iter()
-            .zip(vb)
-            .position(|(x, y)| !(x == y || (x.is_nan() && y.is_nan())));
-        assert!(bad.is_none(), "{what}: {name}: values differ at {bad:?}");
-    }
+    assert_same_values(what, &by_object_id(a), &by_object_id(b), |x, y| x == y);
 }
 
 /// A tool run on a catalogue with the run options every comparison shares.
 fn args(model: &str, cat: &str, out: &Path, chunk: &str, extra: &[&str]) -> Vec<String> {
-    let mut a: Vec<String> = [
-        "--model",
-        model,
-        "--catalog",
-        cat,
-        "--output",
-        out.to_str().unwrap(),
-        "--chunk-rows",
-        chunk,
-        "--batch-size",
-        "1",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    a.extend(extra.iter().map(|s| s.to_string()));
-    a
+    let mut a = io_args(model, cat, out);
+    a.extend(["--chunk-rows", chunk, "--batch-size", "1"]);
+    a.extend(extra);
+    a.into_iter().map(String::from).collect()
 }
 
 struct Tool {
@@ -133,12 +101,12 @@ fn every_tool_every_format(set: &str, model: &str, chunk: &str, others: [&str; 3
         let reference = dir.path().join(format!("{}-h5.h5", tool.name));
         let h5 = formats(&format!("{set}.h5"));
         let a = args(model, &h5, &reference, chunk, tool.extra);
-        assert_ok(&run_bin_env(tool.bin, Launch::Alone, &a, &[]));
+        assert_ok(&run_tool_env(tool.bin, Launch::Alone, &a, &[]));
         for (f, other) in others.iter().enumerate() {
             let launch = launches[(t + f) % 3];
             let out = dir.path().join(format!("{}-{f}.h5", tool.name));
             let a = args(model, &formats(other), &out, chunk, tool.extra);
-            assert_ok(&run_bin_env(tool.bin, launch, &a, &[]));
+            assert_ok(&run_tool_env(tool.bin, launch, &a, &[]));
             let what = format!("{} on {other} ({launch:?})", tool.name);
             assert_same_per_object(&what, &reference, &out);
         }
@@ -153,8 +121,7 @@ fn sdss_rows_give_the_same_outputs_from_every_format_and_tool() {
 
 #[test]
 fn multimodal_rows_give_the_same_outputs_from_every_format_and_tool() {
-    let dir = tempdir();
-    let model = crate::model::assemble_model(dir.path());
+    let (_dir, model) = pipeline_model();
     let others = ["mm.parquet", "mm.fits.gz", "mm_hats"];
     every_tool_every_format("mm", model.to_str().unwrap(), "3", others);
 }
@@ -165,7 +132,7 @@ fn killed_runs_on_every_format_resume_to_the_same_output() {
     let model = sdss_model();
     let reference = dir.path().join("ref.h5");
     let h5 = formats("sdss.h5");
-    assert_ok(&run_bin_env(
+    assert_ok(&run_tool_env(
         EMBED,
         Launch::Alone,
         &args(&model, &h5, &reference, "32", &[]),
@@ -181,10 +148,7 @@ fn killed_runs_on_every_format_resume_to_the_same_output() {
     {
         let out = dir.path().join(format!("k{i}.h5"));
         let a = args(&model, &formats(cat), &out, "32", &[]);
-        let killed = run_bin_env(EMBED, launch, &a, &[("AION_FAULT", fault)]);
-        assert!(!killed.status.success(), "{cat} {fault}: not killed");
-        let err = assert_ok(&run_bin_env(EMBED, launch, &a, &[]));
-        assert!(err.contains("resuming"), "{cat}: did not resume:\n{err}");
+        kill_then_resume(EMBED, launch, &a, fault);
         assert_same_per_object(&format!("resumed {cat}"), &reference, &out);
     }
 }
@@ -207,8 +171,7 @@ fn modality_bit(path: &Path, key: &str) -> u64 {
 
 #[test]
 fn redshift_is_an_input_only_when_mapped() {
-    let dir = tempdir();
-    let model = crate::model::assemble_model(dir.path());
+    let (dir, model) = pipeline_model();
     let model = model.to_str().unwrap();
     let with_z = fixture("pipeline/catalog.h5");
     let without_z = dir.path().join("catalog_without_z.h5");
@@ -220,7 +183,7 @@ fn redshift_is_an_input_only_when_mapped() {
     let run = |cat: &Path, name: &str, extra: &[&str]| -> (PathBuf, String) {
         let out = dir.path().join(name);
         let a = args(model, cat.to_str().unwrap(), &out, "3", extra);
-        let err = assert_ok(&run_bin_env(EMBED, Launch::Mpirun(2), &a, &[]));
+        let err = assert_ok(&run_tool_env(EMBED, Launch::Mpirun(2), &a, &[]));
         (out, err)
     };
     let (default, log) = run(&with_z, "default.h5", &[]);
@@ -255,8 +218,7 @@ fn redshift_is_an_input_only_when_mapped() {
 
 #[test]
 fn rejected_rows_are_counted_per_reason() {
-    let dir = tempdir();
-    let model = crate::model::assemble_model(dir.path());
+    let (dir, model) = pipeline_model();
     let out = dir.path().join("bad.h5");
     let bad = fixture("pipeline/bad_rows.h5");
     let a = args(
@@ -266,7 +228,7 @@ fn rejected_rows_are_counted_per_reason() {
         "3",
         &[],
     );
-    let err = assert_ok(&run_bin_env(TOKENIZE, Launch::Mpirun(2), &a, &[]));
+    let err = assert_ok(&run_tool_env(TOKENIZE, Launch::Mpirun(2), &a, &[]));
     let run: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(format!("{}.run.json", out.display())).unwrap(),
     )
@@ -303,10 +265,7 @@ fn rejected_rows_are_counted_per_reason() {
         (Some(6), Some(906))
     );
     let detail = unknown["detail"].as_str().unwrap();
-    assert!(
-        detail.contains("'des-q' is not one of HSC-G") && detail.contains("DES-G"),
-        "{detail}"
-    );
+    assert_mentions(detail, &["'des-q' is not one of HSC-G", "DES-G"]);
     assert_eq!(
         reasons("tok_spectrum_desi"),
         BTreeMap::from([
@@ -318,9 +277,9 @@ fn rejected_rows_are_counted_per_reason() {
         reasons("tok_flux_g"),
         BTreeMap::from([("NaN or infinite value".to_string(), 1)])
     );
-    assert!(
-        err.contains("tok_image: 3 row(s) rejected") && err.contains("1 x unknown band name"),
-        "{err}"
+    assert_mentions(
+        &err,
+        &["tok_image: 3 row(s) rejected", "1 x unknown band name"],
     );
 }
 
@@ -330,8 +289,7 @@ mod bad_input {
     /// A run of `bin` on `cats` with the pipeline fixture's model; returns stderr of the exit-2
     /// failure.
     fn fails(bin: &str, cats: &[String], extra: &[&str], launch: Launch) -> String {
-        let dir = tempdir();
-        let model = crate::model::assemble_model(dir.path());
+        let (dir, model) = pipeline_model();
         let out = dir.path().join("o.h5");
         let mut a = vec![
             "--model".to_string(),
@@ -344,7 +302,7 @@ mod bad_input {
         ];
         a.extend(cats.iter().cloned());
         a.extend(extra.iter().map(|s| s.to_string()));
-        let o = run_bin_env(bin, launch, &a, &[]);
+        let o = run_tool_env(bin, launch, &a, &[]);
         let err = assert_fails(&o);
         assert!(!err.contains("panicked"), "{err}");
         err
@@ -357,11 +315,9 @@ mod bad_input {
             formats("bad/spec_no_ivar.parquet"),
         ];
         let err = fails(TOKENIZE, &cats, &[], Launch::Mpirun(2));
-        assert!(
-            err.contains("spec_no_ivar.parquet")
-                && err.contains("spectrum_ivar")
-                && err.contains("rows 2..4"),
-            "{err}"
+        assert_mentions(
+            &err,
+            &["spec_no_ivar.parquet", "spectrum_ivar", "rows 2..4"],
         );
     }
 
@@ -373,12 +329,9 @@ mod bad_input {
             &[],
             Launch::Alone,
         );
-        assert!(
-            err.contains("wrong_vector.fits")
-                && err.contains("spectrum_ivar")
-                && err.contains("[199]")
-                && err.contains("[200]"),
-            "{err}"
+        assert_mentions(
+            &err,
+            &["wrong_vector.fits", "spectrum_ivar", "[199]", "[200]"],
         );
     }
 
@@ -390,10 +343,7 @@ mod bad_input {
             &[],
             Launch::Mpirun(2),
         );
-        assert!(
-            err.contains("ragged.parquet") && err.contains("'coeff'") && err.contains("row 2"),
-            "{err}"
-        );
+        assert_mentions(&err, &["ragged.parquet", "'coeff'", "row 2"]);
     }
 
     #[test]
@@ -408,10 +358,7 @@ mod bad_input {
             &[],
             Launch::Mpirun(2),
         );
-        assert!(
-            err.contains("Norder=6 Npix=27257") && err.contains("missing"),
-            "{err}"
-        );
+        assert_mentions(&err, &["Norder=6 Npix=27257", "missing"]);
     }
 
     #[test]
@@ -422,20 +369,14 @@ mod bad_input {
             &[],
             Launch::Alone,
         );
-        assert!(
-            err.contains("mixes formats") && err.contains("sdss.parquet"),
-            "{err}"
-        );
+        assert_mentions(&err, &["mixes formats", "sdss.parquet"]);
         let err = fails(
             TOKENIZE,
             &[formats("sdss.parquet")],
             &["--format", "fits"],
             Launch::Mpirun(2),
         );
-        assert!(
-            err.contains("sdss.parquet") && err.contains("FITS"),
-            "{err}"
-        );
+        assert_mentions(&err, &["sdss.parquet", "FITS"]);
         let err = fails(TOKENIZE, &[formats("bad")], &[], Launch::Alone);
         assert!(err.contains("is a directory"), "{err}");
         let err = fails(
@@ -451,20 +392,14 @@ mod bad_input {
     fn map_errors_list_the_token_keys_and_the_catalogues_columns() {
         let cat = [formats("sdss.parquet")];
         let err = fails(TOKENIZE, &cat, &["--map", "tok_nope=mag_u"], Launch::Alone);
-        assert!(
-            err.contains("tok_flux_g") && err.contains("color_gr"),
-            "{err}"
-        );
+        assert_mentions(&err, &["tok_flux_g", "color_gr"]);
         let err = fails(
             TOKENIZE,
             &cat,
             &["--map", "tok_flux_g=NO_SUCH"],
             Launch::Mpirun(2),
         );
-        assert!(
-            err.contains("NO_SUCH") && err.contains("sdss.parquet") && err.contains("magerr_u"),
-            "{err}"
-        );
+        assert_mentions(&err, &["NO_SUCH", "sdss.parquet", "magerr_u"]);
     }
 
     #[test]
@@ -479,7 +414,7 @@ mod bad_input {
             "2",
             &[],
         );
-        assert_ok(&run_bin_env(TOKENIZE, Launch::Mpirun(2), &a, &[]));
+        assert_ok(&run_tool_env(TOKENIZE, Launch::Mpirun(2), &a, &[]));
         let (_, ids) = read_i64(&out, "object_id");
         assert_eq!(ids, [10, 11, 12, 13]);
         let (_, g) = read_i64(&out, "tok_flux_g");
@@ -496,15 +431,11 @@ mod bad_input {
     }
 }
 
+/// Copies the folder `from` to `to` (which must not exist), with everything in it.
 fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), dst).unwrap();
-        }
-    }
+    let status = std::process::Command::new("cp")
+        .arg("-R")
+        .args([from, to])
+        .status();
+    assert!(status.is_ok_and(|s| s.success()), "cp -R {from:?} {to:?}");
 }

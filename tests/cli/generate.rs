@@ -7,9 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::model::pipeline_model;
 use crate::util::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_aion-generate");
+const BIN: &str = GENERATE;
 
 /// Arguments with 3-row chunks and 4-sample batches.
 fn args<'a>(model: &'a Path, cat: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
@@ -24,18 +25,8 @@ fn sized<'a>(
     batch: &'a str,
     extra: &[&'a str],
 ) -> Vec<&'a str> {
-    let mut a = vec![
-        "--model",
-        model.to_str().unwrap(),
-        "--catalog",
-        cat.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-        "--chunk-rows",
-        chunk_rows,
-        "--batch-size",
-        batch,
-    ];
+    let mut a = io_args(model, cat, out);
+    a.extend(["--chunk-rows", chunk_rows, "--batch-size", batch]);
     a.extend_from_slice(extra);
     a
 }
@@ -53,16 +44,9 @@ const SPECTRUM: &[&str] = &[
     "3",
 ];
 
-fn read_f32(path: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
-    let f = hdf5::File::open(path).unwrap();
-    let ds = f.dataset(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-    (ds.shape(), ds.read_raw::<f32>().unwrap())
-}
-
 #[test]
 fn same_output_on_1_2_3_ranks_and_the_seed_rule() {
-    let dir = tempdir();
-    let model = crate::model::assemble_model(dir.path());
+    let (dir, model) = pipeline_model();
     let cat = fixture("pipeline/tokens.h5");
     let outs: Vec<PathBuf> = (0..3)
         .map(|i| dir.path().join(format!("gen{i}.h5")))
@@ -151,9 +135,7 @@ fn assert_same_f32(what: &str, got: &[f32], want: &[f32]) {
 
 #[test]
 fn decoded_data_is_the_codecs_decode_of_the_generated_tokens() {
-    let dir = tempdir();
-    let model = crate::model::assemble_model(dir.path());
-    let tokenize = env!("CARGO_BIN_EXE_aion-tokenize");
+    let (dir, model) = pipeline_model();
     // Image from raw columns (spectrum, catalog, scalars), two bands; spectra resampled onto
     // grids with λ = −1 padding (bad_rows.h5), from raw columns too.
     for (cat, target, extra, dataset, t) in [
@@ -217,7 +199,7 @@ fn decoded_data_is_the_codecs_decode_of_the_generated_tokens() {
         let dec = dir.path().join(format!("{target}-decoded.h5"));
         let model_s = model.to_str().unwrap();
         assert_ok(&run_tool(
-            tokenize,
+            TOKENIZE,
             Launch::Alone,
             &[
                 "--decode",
@@ -287,8 +269,7 @@ fn decoded_data_is_the_codecs_decode_of_the_generated_tokens() {
 fn single_pass_argmax_of_a_scalar_is_the_argmax_of_aion_predict_logits() {
     // For a one-token target the sampler's decoder (full self-attention over one query) and
     // AION.forward's (mean of one value) coincide, so argmax generation = argmax of the logits.
-    let dir = tempdir();
-    let model = crate::model::assemble_model(dir.path());
+    let (dir, model) = pipeline_model();
     let cat = fixture("pipeline/catalog.h5");
     let generated_z = dir.path().join("z.h5");
     let pred = dir.path().join("pred.h5");
@@ -319,11 +300,7 @@ fn single_pass_argmax_of_a_scalar_is_the_argmax_of_aion_predict_logits() {
         "8",
         &["--target", "tok_z", "--save-logits"],
     );
-    assert_ok(&run_tool(
-        env!("CARGO_BIN_EXE_aion-predict"),
-        Launch::Alone,
-        &p,
-    ));
+    assert_ok(&run_tool(PREDICT, Launch::Alone, &p));
     let (_, tokens) = read_i64(&generated_z, "gen/tok_z/tokens");
     let (_, logits) = read_f32(&pred, "logits/tok_z");
     let (_, values) = read_f32(&generated_z, "gen/tok_z/value");
@@ -417,27 +394,25 @@ fn model_with_extra_heads(dir: &Path) -> PathBuf {
     model
 }
 
+/// A nucleus-sampled segmentation map, 2 samples of 3 steps.
+const SEGMAP: &[&str] = &[
+    "--target",
+    "tok_segmap",
+    "--steps",
+    "3",
+    "--samples",
+    "2",
+    "--top-p",
+    "0.9",
+];
+
 #[test]
 fn segmentation_maps_and_hsc_images_from_extra_heads() {
     let dir = tempdir();
     let model = model_with_extra_heads(dir.path());
     let cat = fixture("pipeline/tokens.h5");
     let seg = dir.path().join("seg.h5");
-    let a = args(
-        &model,
-        &cat,
-        &seg,
-        &[
-            "--target",
-            "tok_segmap",
-            "--steps",
-            "3",
-            "--samples",
-            "2",
-            "--top-p",
-            "0.9",
-        ],
-    );
+    let a = args(&model, &cat, &seg, SEGMAP);
     assert_ok(&run_tool(BIN, Launch::Mpirun(2), &a));
     assert_self_describing(&seg);
     assert_figure(
@@ -462,21 +437,7 @@ fn segmentation_maps_and_hsc_images_from_extra_heads() {
         }
     }
     let one = dir.path().join("seg1.h5");
-    let a = args(
-        &model,
-        &cat,
-        &one,
-        &[
-            "--target",
-            "tok_segmap",
-            "--steps",
-            "3",
-            "--samples",
-            "2",
-            "--top-p",
-            "0.9",
-        ],
-    );
+    let a = args(&model, &cat, &one, SEGMAP);
     assert_ok(&run_tool(BIN, Launch::Alone, &a));
     assert_same_datasets(&seg, &one);
 
@@ -518,8 +479,7 @@ fn segmentation_maps_and_hsc_images_from_extra_heads() {
 
 #[test]
 fn argument_and_model_errors() {
-    let dir = tempdir();
-    let model = crate::model::assemble_model(dir.path());
+    let (dir, model) = pipeline_model();
     let cat = fixture("pipeline/tokens.h5");
     let out = dir.path().join("e.h5");
     for (extra, want) in [
@@ -577,8 +537,7 @@ fn argument_and_model_errors() {
 
 #[test]
 fn sigkill_then_resume_and_time_limit_stop_give_identical_outputs() {
-    let dir = tempdir();
-    let model = crate::model::assemble_model(dir.path());
+    let (dir, model) = pipeline_model();
     let cat = fixture("pipeline/tokens.h5");
     let base = |out: &Path| -> Vec<String> {
         sized(&model, &cat, out, "2", "4", SPECTRUM)
@@ -587,76 +546,48 @@ fn sigkill_then_resume_and_time_limit_stop_give_identical_outputs() {
             .collect()
     };
     let reference = dir.path().join("ref.h5");
-    assert_ok(&crate::resume::run_bin_env(
-        BIN,
-        Launch::Alone,
-        &base(&reference),
-        &[],
-    ));
-    for (i, (fault, launch)) in [
-        ("mid_write@1:0", Launch::Mpirun(2)),
-        ("after_flush@3:1", Launch::Mpirun(2)),
-        ("prepare@2:1", Launch::Mpirun(3)),
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    assert_ok(&run_tool_env(BIN, Launch::Alone, &base(&reference), &[]));
+    for (i, (fault, launch)) in KILL_POINTS.into_iter().enumerate() {
         let out = dir.path().join(format!("k{i}.h5"));
-        let a = base(&out);
-        let killed = crate::resume::run_bin_env(BIN, launch, &a, &[("AION_FAULT", fault)]);
-        assert!(!killed.status.success(), "{fault}: not killed");
+        let killed = kill_then_resume(BIN, launch, &base(&out), fault);
         assert!(
             String::from_utf8_lossy(&killed.stderr).contains("AION_FAULT: SIGKILL"),
             "{fault}: fault not reached"
         );
-        let err = assert_ok(&crate::resume::run_bin_env(BIN, launch, &a, &[]));
-        assert!(err.contains("resuming"), "{fault}: did not resume:\n{err}");
         assert_same_datasets(&reference, &out);
     }
     // The time-limit signal: exit 3 after recording progress, the re-run finishes.
     let out = dir.path().join("usr1.h5");
     let a = base(&out);
-    let stopped =
-        crate::resume::run_bin_env(BIN, Launch::Mpirun(2), &a, &[("AION_FAULT", "usr1@1:0")]);
+    let stopped = run_tool_env(BIN, Launch::Mpirun(2), &a, &[("AION_FAULT", "usr1@1:0")]);
     assert_eq!(
         stopped.status.code(),
         Some(3),
         "{}",
         String::from_utf8_lossy(&stopped.stderr)
     );
-    assert_ok(&crate::resume::run_bin_env(BIN, Launch::Alone, &a, &[]));
+    assert_ok(&run_tool_env(BIN, Launch::Alone, &a, &[]));
     assert_same_datasets(&reference, &out);
     // Another seed into the same output is another run: refused without --overwrite.
     let mut other = a.clone();
     other.extend(["--seed".into(), "3".into()]);
-    let err = assert_fails(&crate::resume::run_bin_env(BIN, Launch::Alone, &other, &[]));
+    let err = assert_fails(&run_tool_env(BIN, Launch::Alone, &other, &[]));
     assert!(err.contains("made by another run"), "{err}");
 }
 
 #[test]
 fn generate_sbatch_matches_a_single_process() {
-    if !crate::slurm::slurm_available() {
+    let Some(dir) = crate::slurm::slurm_test_dir() else {
         return;
-    }
-    let dir = tempdir();
+    };
     let model = crate::model::assemble_model(dir.path());
     let cat = fixture("pipeline/tokens.h5");
     let out = dir.path().join("slurm.h5");
     let single = dir.path().join("single.h5");
     let log = dir.path().join("job-%j.out");
-    let mut sb = vec![
-        "-n",
-        "2",
-        "-o",
-        log.to_str().unwrap(),
-        "slurm/generate.sbatch",
-    ];
+    let mut sb = vec!["slurm/generate.sbatch"];
     sb.extend(args(&model, &cat, &out, SPECTRUM));
-    let job = crate::slurm::sbatch(&sb);
-    let state = crate::slurm::wait_job(&job, Duration::from_secs(300));
-    let text =
-        std::fs::read_to_string(dir.path().join(format!("job-{job}.out"))).unwrap_or_default();
-    assert_eq!(state, "COMPLETED", "job log:\n{text}");
+    let (_, text) = crate::slurm::sbatch_completed("2", &log, &sb, Duration::from_secs(300));
     assert!(text.contains("aion-generate 1/2]"), "not 2 ranks:\n{text}");
     assert_ok(&run_tool(
         BIN,

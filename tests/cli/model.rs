@@ -5,8 +5,12 @@ use std::path::{Path, PathBuf};
 
 use crate::util::*;
 
-const EMBED: &str = env!("CARGO_BIN_EXE_aion-embed");
-const PREDICT: &str = env!("CARGO_BIN_EXE_aion-predict");
+/// A temp dir holding the fixture's model (see [`assemble_model`]), and that model.
+pub fn pipeline_model() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempdir();
+    let model = assemble_model(dir.path());
+    (dir, model)
+}
 
 /// Assembles the fixture's model (transformer + codecs of other fixtures) into a Hub-layout
 /// folder of symlinks, as `model.json` lists it.
@@ -68,24 +72,14 @@ fn max_abs(what: &str, got: &[f32], want: &[f32]) -> f32 {
 }
 
 fn common<'a>(model: &'a str, cat: &'a str, out: &'a str) -> Vec<&'a str> {
-    vec![
-        "--model",
-        model,
-        "--catalog",
-        cat,
-        "--output",
-        out,
-        "--batch-size",
-        "3",
-        "--chunk-rows",
-        "3",
-    ]
+    let mut a = io_args(model, cat, out);
+    a.extend(["--batch-size", "3", "--chunk-rows", "3"]);
+    a
 }
 
 #[test]
 fn embeddings_match_the_reference_from_raw_and_from_tokens() {
-    let dir = tempdir();
-    let model = assemble_model(dir.path());
+    let (dir, model) = pipeline_model();
     let (_, want) = expected("embedding");
     // The reference embeds every modality, the redshift included: mapped explicitly here.
     for (input, launch, z) in [
@@ -110,8 +104,7 @@ fn embeddings_match_the_reference_from_raw_and_from_tokens() {
 
 #[test]
 fn logits_and_posteriors_match_the_reference() {
-    let dir = tempdir();
-    let model = assemble_model(dir.path());
+    let (dir, model) = pipeline_model();
     let (_, want) = expected("logits_tok_z");
     let mut first: Option<PathBuf> = None;
     for (i, launch) in [Launch::Alone, Launch::Mpirun(2), Launch::Mpirun(3)]
@@ -172,8 +165,7 @@ fn logits_and_posteriors_match_the_reference() {
 /// and run summary record the temperature.
 #[test]
 fn predict_applies_the_models_calibration() {
-    let dir = tempdir();
-    let model = assemble_model(dir.path());
+    let (dir, model) = pipeline_model();
     std::fs::write(
         model.join("calibration.json"),
         r#"{"format": "aion-hpc/calibration", "version": 1, "targets": {"tok_z": {
@@ -262,8 +254,7 @@ fn predict_applies_the_models_calibration() {
 
 #[test]
 fn damaged_rows_are_flagged_and_never_stop_the_run() {
-    let dir = tempdir();
-    let model = assemble_model(dir.path());
+    let (dir, model) = pipeline_model();
     let model = model.to_str().unwrap();
     let bad = fixture("pipeline/bad_rows.h5");
     let out = dir.path().join("bad.h5");
@@ -273,13 +264,7 @@ fn damaged_rows_are_flagged_and_never_stop_the_run() {
     // No row lost: all 8 rows, in order.
     let ids: Vec<i64> = f.dataset("object_id").unwrap().read_raw().unwrap();
     assert_eq!(ids, (900..908).collect::<Vec<_>>());
-    let bits: Vec<String> = serde_json::from_str(
-        &f.attr("modality_bits")
-            .unwrap()
-            .read_scalar::<hdf5::types::VarLenUnicode>()
-            .unwrap(),
-    )
-    .unwrap();
+    let bits = modality_bits(&f);
     let bit = |k: &str| 1u64 << bits.iter().position(|b| b == k).unwrap();
     let read = |n: &str| -> Vec<u64> { f.dataset(n).unwrap().read_raw().unwrap() };
     let (used, rejected, repaired) = (
@@ -307,22 +292,13 @@ fn damaged_rows_are_flagged_and_never_stop_the_run() {
 
 #[test]
 fn a_padded_spectrum_tokenizes_like_its_unpadded_twin() {
-    let dir = tempdir();
-    let model = assemble_model(dir.path());
-    let tok = env!("CARGO_BIN_EXE_aion-tokenize");
+    let (dir, model) = pipeline_model();
     let mut got = Vec::new();
     for name in ["bad_rows.h5", "bad_rows_unpadded.h5"] {
         let out = dir.path().join(format!("t-{name}"));
         let cat = fixture("pipeline").join(name);
-        let a = [
-            "--model",
-            model.to_str().unwrap(),
-            "--catalog",
-            cat.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-        ];
-        assert_ok(&run_tool(tok, Launch::Alone, &a));
+        let a = io_args(&model, &cat, &out);
+        assert_ok(&run_tool(TOKENIZE, Launch::Alone, &a));
         let (_, t) = read_i64(&out, "tok_spectrum_desi");
         got.push(t);
     }
@@ -341,22 +317,12 @@ fn a_padded_spectrum_tokenizes_like_its_unpadded_twin() {
 
 #[test]
 fn every_modality_tokenizes_and_decodes_through_the_tool() {
-    let dir = tempdir();
-    let model = assemble_model(dir.path());
-    let tok_bin = env!("CARGO_BIN_EXE_aion-tokenize");
+    let (dir, model) = pipeline_model();
     let tok = dir.path().join("tok.h5");
     let cat = fixture("pipeline/catalog.h5");
-    let a = [
-        "--model",
-        model.to_str().unwrap(),
-        "--catalog",
-        cat.to_str().unwrap(),
-        "--output",
-        tok.to_str().unwrap(),
-        "--map",
-        "tok_z=Z",
-    ];
-    assert_ok(&run_tool(tok_bin, Launch::Mpirun(2), &a));
+    let mut a = io_args(&model, &cat, &tok);
+    a.extend(["--map", "tok_z=Z"]);
+    assert_ok(&run_tool(TOKENIZE, Launch::Mpirun(2), &a));
     // Tokens equal the reference's for every modality (image, spectrum, catalog, scalars, XP).
     let bytes = std::fs::read(fixture("pipeline/expected.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -380,16 +346,9 @@ fn every_modality_tokenizes_and_decodes_through_the_tool() {
         assert_eq!(got, want, "{key}: tokens differ from the reference");
     }
     let dec = dir.path().join("dec.h5");
-    let a = [
-        "--decode",
-        "--model",
-        model.to_str().unwrap(),
-        "--catalog",
-        tok.to_str().unwrap(),
-        "--output",
-        dec.to_str().unwrap(),
-    ];
-    assert_ok(&run_tool(tok_bin, Launch::Mpirun(3), &a));
+    let mut a = vec!["--decode"];
+    a.extend(io_args(&model, &tok, &dec));
+    assert_ok(&run_tool(TOKENIZE, Launch::Mpirun(3), &a));
     let f = hdf5::File::open(&dec).unwrap();
     let img: Vec<f32> = f.dataset("decoded/tok_image").unwrap().read_raw().unwrap();
     let per = 4 * 96 * 96;
@@ -427,8 +386,7 @@ fn every_modality_tokenizes_and_decodes_through_the_tool() {
 /// `run.json` or of its figure; no warning, no rows/s of a run that did nothing.
 #[test]
 fn a_finished_run_run_again_changes_nothing() {
-    let dir = tempdir();
-    let model = assemble_model(dir.path());
+    let (dir, model) = pipeline_model();
     let cat = fixture("pipeline/catalog.h5");
     for (bin, extra) in [(EMBED, vec![]), (PREDICT, vec!["--target", "tok_z"])] {
         let out = dir

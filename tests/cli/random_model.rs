@@ -12,12 +12,6 @@ use safetensors::tensor::TensorView;
 
 use crate::util::*;
 
-const MODEL: &str = env!("CARGO_BIN_EXE_aion-model");
-const TOKENIZE: &str = env!("CARGO_BIN_EXE_aion-tokenize");
-const EMBED: &str = env!("CARGO_BIN_EXE_aion-embed");
-const PREDICT: &str = env!("CARGO_BIN_EXE_aion-predict");
-const GENERATE: &str = env!("CARGO_BIN_EXE_aion-generate");
-
 fn model_tool(args: &[&str]) -> Output {
     run_tool(MODEL, Launch::Alone, args)
 }
@@ -116,10 +110,7 @@ fn a_random_model_passes_check_and_damaged_copies_fail_it() {
     let info = model_tool(&["info", model.to_str().unwrap()]);
     assert_ok(&info);
     let info = stdout(&info);
-    assert!(
-        info.contains("codecs (38)") && info.contains("inputs (39)"),
-        "{info}"
-    );
+    assert_mentions(&info, &["codecs (38)", "inputs (39)"]);
     assert!(
         !info.contains("SHA-256"),
         "info reads no file in full:\n{info}"
@@ -255,12 +246,6 @@ fn distinct(v: &[i64]) -> usize {
     v.iter().filter(|&&t| t >= 0).collect::<BTreeSet<_>>().len()
 }
 
-fn read_f32(path: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
-    let f = hdf5::File::open(path).unwrap();
-    let ds = f.dataset(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-    (ds.shape(), ds.read_raw::<f32>().unwrap())
-}
-
 /// The random model takes the bundled samples through every tool: DESI spectrum, Legacy Survey
 /// photometry, Gaia photometry and XP, and the images, catalog and spectra of the pipeline
 /// fixture.
@@ -271,13 +256,15 @@ fn a_random_model_runs_every_tool_on_the_bundled_samples() {
     let m = model.to_str().unwrap();
     let repo = repo();
     let data = |p: &str| repo.join(p).to_str().unwrap().to_string();
-    let out = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
-    let run = |bin: &str, cat: &[String], output: &str, extra: &[&str]| {
+    // Runs `bin` on the catalogue files `cat` into `dir/name`; returns that output.
+    let run = |bin: &str, cat: &[&String], name: &str, extra: &[&str]| {
+        let output = dir.path().join(name);
         let mut a = vec!["--model", m, "--catalog"];
-        a.extend(cat.iter().map(String::as_str));
-        a.extend(["--output", output]);
+        a.extend(cat.iter().map(|c| c.as_str()));
+        a.extend(["--output", s(&output)]);
         a.extend(extra);
         assert_ok(&run_tool(bin, Launch::Alone, &a));
+        output
     };
 
     // Tokens of every modality, with a spread of values.
@@ -288,11 +275,7 @@ fn a_random_model_runs_every_tool_on_the_bundled_samples() {
         data("data/gaia/gaia_xp_one.h5"),
         data("validation/fixtures/pipeline/catalog.h5"),
     );
-    let tokens = |cat: &str, name: &str| {
-        let o = out(name);
-        run(TOKENIZE, &[cat.to_string()], &o, &[]);
-        PathBuf::from(o)
-    };
+    let tokens = |cat: &String, name: &str| run(TOKENIZE, &[cat], name, &[]);
     let t = tokens(&desi, "desi-tokens.h5");
     let (shape, spec) = read_i64(&t, "tok_spectrum_desi");
     assert_eq!(shape, [1, 273]);
@@ -331,16 +314,15 @@ fn a_random_model_runs_every_tool_on_the_bundled_samples() {
 
     // Embeddings of every sample; all rows with a usable modality are finite.
     for (cat, name) in [
-        (vec![desi.clone()], "desi"),
-        (vec![ls.clone()], "ls"),
-        (vec![gaia.clone(), xp.clone()], "gaia"),
-        (vec![pipe.clone()], "pipe"),
+        (vec![&desi], "desi"),
+        (vec![&ls], "ls"),
+        (vec![&gaia, &xp], "gaia"),
+        (vec![&pipe], "pipe"),
     ] {
-        let o = out(&format!("emb-{name}.h5"));
-        run(EMBED, &cat, &o, &[]);
-        let (shape, e) = read_f32(Path::new(&o), "embedding");
+        let o = run(EMBED, &cat, &format!("emb-{name}.h5"), &[]);
+        let (shape, e) = read_f32(&o, "embedding");
         assert_eq!(shape[1], 64, "{name}");
-        let (_, used) = read_i64(Path::new(&o), "modalities_used");
+        let (_, used) = read_i64(&o, "modalities_used");
         for (r, &u) in used.iter().enumerate() {
             let row = &e[r * 64..(r + 1) * 64];
             assert_eq!(u != 0, row.iter().all(|v| v.is_finite()), "{name} row {r}");
@@ -349,14 +331,9 @@ fn a_random_model_runs_every_tool_on_the_bundled_samples() {
     }
 
     // Redshift posteriors from Legacy Survey photometry (the true Z is not an input).
-    let o = out("pred-ls.h5");
-    run(
-        PREDICT,
-        std::slice::from_ref(&ls),
-        &o,
-        &["--target", "tok_z", "--target", "tok_ebv"],
-    );
-    let (_, z) = read_f32(Path::new(&o), "pred/tok_z/mean");
+    let targets = ["--target", "tok_z", "--target", "tok_ebv"];
+    let o = run(PREDICT, &[&ls], "pred-ls.h5", &targets);
+    let (_, z) = read_f32(&o, "pred/tok_z/mean");
     assert_eq!(z.len(), 50);
     assert!(
         z.iter().all(|v| v.is_finite() && (0.0..=1.0).contains(v)),
@@ -365,25 +342,15 @@ fn a_random_model_runs_every_tool_on_the_bundled_samples() {
 
     // Generation: a DESI spectrum from photometry, an image from the pipeline's other
     // modalities, decoded through the codecs.
-    let o = out("gen-spec.h5");
-    run(
-        GENERATE,
-        std::slice::from_ref(&desi),
-        &o,
-        &["--target", "tok_spectrum_desi", "--steps", "2"],
-    );
-    let (shape, flux) = read_f32(Path::new(&o), "gen/tok_spectrum_desi/flux");
+    let spectrum = ["--target", "tok_spectrum_desi", "--steps", "2"];
+    let o = run(GENERATE, &[&desi], "gen-spec.h5", &spectrum);
+    let (shape, flux) = read_f32(&o, "gen/tok_spectrum_desi/flux");
     assert_eq!(shape, [1, 1, 8704]);
     assert!(flux.iter().all(|v| v.is_finite()));
-    let o = out("gen-image.h5");
-    run(
-        GENERATE,
-        std::slice::from_ref(&pipe),
-        &o,
-        &["--target", "tok_image", "--steps", "2"],
-    );
-    let (shape, _) = read_f32(Path::new(&o), "gen/tok_image/flux");
+    let image = ["--target", "tok_image", "--steps", "2"];
+    let o = run(GENERATE, &[&pipe], "gen-image.h5", &image);
+    let (shape, _) = read_f32(&o, "gen/tok_image/flux");
     assert_eq!(&shape[2..], [4, 96, 96]);
-    let (_, generated) = read_i64(Path::new(&o), "gen/tok_image/generated");
+    let (_, generated) = read_i64(&o, "gen/tok_image/generated");
     assert!(generated.iter().all(|&g| g == 1), "{generated:?}");
 }

@@ -5,11 +5,8 @@
 
 use std::path::Path;
 
-use crate::model::assemble_model;
-use crate::resume::run_bin_env;
+use crate::model::pipeline_model;
 use crate::util::*;
-
-const EMBED: &str = env!("CARGO_BIN_EXE_aion-embed");
 
 /// The `summary` of `<output>.run.json`.
 fn summary(out: &Path) -> serde_json::Value {
@@ -18,32 +15,22 @@ fn summary(out: &Path) -> serde_json::Value {
 }
 
 /// Every dataset but the resume record (one byte per chunk: chunks differ with the rank count).
-fn per_row_datasets(path: &Path) -> std::collections::BTreeMap<String, (Vec<usize>, Vec<f64>)> {
+fn per_row_datasets(path: &Path) -> Datasets {
     let mut all = read_all(path);
     all.retain(|name, _| !name.starts_with("/resume/"));
     all
 }
 
 fn embed(launch: Launch, model: &Path, out: &Path, extra: &[&str], env: &[(&str, &str)]) -> String {
-    let mut a: Vec<String> = [
-        "--model",
-        model.to_str().unwrap(),
-        "--catalog",
-        fixture("pipeline/catalog.h5").to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    a.extend(extra.iter().map(|s| s.to_string()));
-    assert_ok(&run_bin_env(EMBED, launch, &a, env))
+    let cat = fixture("pipeline/catalog.h5");
+    let mut a = io_args(model, &cat, out);
+    a.extend(extra);
+    assert_ok(&run_tool_env(EMBED, launch, &a, env))
 }
 
 #[test]
 fn every_rank_gets_rows_outputs_stay_identical_and_stages_are_reported() {
-    let dir = tempdir();
-    let model = assemble_model(dir.path());
+    let (dir, model) = pipeline_model();
     // The 8 rows of the pipeline fixture (every modality, rows lacking some of them), default
     // chunk and batch sizes: one chunk of 8 alone, 4 + 4 on 2 ranks, 3 + 3 + 2 on 3.
     let one = dir.path().join("n1.h5");
@@ -93,16 +80,8 @@ fn every_rank_gets_rows_outputs_stay_identical_and_stages_are_reported() {
         seen_debug |= err.contains("stages over") && err.contains("rank 0: reader: read ");
         if ranks > 1 {
             let (a, b) = (per_row_datasets(&one), per_row_datasets(&out));
-            assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-            for (name, (shape, values)) in &a {
-                let (shape_b, values_b) = &b[name];
-                assert_eq!(shape, shape_b, "{name}");
-                let same = values
-                    .iter()
-                    .zip(values_b)
-                    .all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()));
-                assert!(same, "{name}: 1 and {ranks} ranks differ");
-            }
+            let what = format!("1 and {ranks} ranks");
+            assert_same_values(&what, &a, &b, |x, y| x.to_bits() == y.to_bits());
         }
     }
     assert!(seen_debug, "no stage lines at --log-level debug");
@@ -116,8 +95,7 @@ fn every_rank_gets_rows_outputs_stay_identical_and_stages_are_reported() {
 
 #[test]
 fn a_rank_that_waits_for_the_others_sleeps() {
-    let dir = tempdir();
-    let model = assemble_model(dir.path());
+    let (dir, model) = pipeline_model();
     // One chunk of 8 rows: rank 1 has nothing to do and waits while rank 0 works (its reader
     // also computes for 2 CPU seconds, AION_TEST_BUSY_MS). On a loaded machine both ranks get
     // less than a core, so rank 1's CPU time is compared with rank 0's, not with the clock.

@@ -3,52 +3,44 @@
 //! resume into an output made by another run.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
+use crate::model::pipeline_model;
 use crate::util::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_aion-tokenize");
+const BIN: &str = TOKENIZE;
 
 fn args<'a>(model: &'a str, cat: &'a str, out: &'a str) -> Vec<&'a str> {
-    vec![
-        "--model",
-        model,
-        "--catalog",
-        cat,
-        "--output",
-        out,
-        "--chunk-rows",
-        "8",
-        "--batch-size",
-        "4",
-    ]
+    let mut a = io_args(model, cat, out);
+    a.extend(["--chunk-rows", "8", "--batch-size", "4"]);
+    a
 }
 
 fn run_env(launch: Launch, a: &[&str], env: &[(&str, &str)]) -> Output {
-    let a: Vec<String> = a.iter().map(|s| s.to_string()).collect();
-    run_bin_env(BIN, launch, &a, env)
+    run_tool_env(BIN, launch, a, env)
 }
 
 fn paths(dir: &Path, name: &str) -> (String, String, String) {
-    (
-        fixture("scalar_codecs/hub").to_str().unwrap().to_string(),
-        fixture("scalar_codecs/catalog.h5")
-            .to_str()
-            .unwrap()
-            .to_string(),
-        dir.join(name).to_str().unwrap().to_string(),
-    )
+    let (model, cat) = scalar_fixture();
+    let [model, cat, out] = [model, cat, dir.join(name)].map(|p| s(&p).to_string());
+    (model, cat, out)
 }
 
-#[test]
-fn sigkill_at_any_point_then_resume_gives_the_same_output() {
-    let dir = tempdir();
-    let (model, cat, reference) = paths(dir.path(), "reference.h5");
+/// The fixture's model and catalogue, and their uninterrupted one-process run `reference.h5`.
+fn with_reference(dir: &Path) -> (String, String, String) {
+    let (model, cat, reference) = paths(dir, "reference.h5");
     assert_ok(&run_env(
         Launch::Alone,
         &args(&model, &cat, &reference),
         &[],
     ));
+    (model, cat, reference)
+}
+
+#[test]
+fn sigkill_at_any_point_then_resume_gives_the_same_output() {
+    let dir = tempdir();
+    let (model, cat, reference) = with_reference(dir.path());
     let points = [
         ("prepare@1:0", Launch::Alone),
         ("before_write@2:0", Launch::Mpirun(2)),
@@ -83,12 +75,7 @@ fn sigkill_at_any_point_then_resume_gives_the_same_output() {
 #[test]
 fn usr1_checkpoints_with_exit_3_and_the_rerun_finishes() {
     let dir = tempdir();
-    let (model, cat, reference) = paths(dir.path(), "reference.h5");
-    assert_ok(&run_env(
-        Launch::Alone,
-        &args(&model, &cat, &reference),
-        &[],
-    ));
+    let (model, cat, reference) = with_reference(dir.path());
     let (_, _, out) = paths(dir.path(), "stopped.h5");
     let a = args(&model, &cat, &out);
     let stopped = run_env(Launch::Mpirun(2), &a, &[("AION_FAULT", "usr1@5:1")]);
@@ -127,20 +114,12 @@ fn refuses_to_resume_into_another_runs_output() {
     let mut a = args(&model, &cat, &out);
     a.extend(["--map", "tok_ebv=none"]);
     let err = assert_fails(&run_env(Launch::Mpirun(2), &a, &[]));
-    assert!(
-        err.contains("made by another run") && err.contains("configuration"),
-        "{err}"
-    );
+    assert_mentions(&err, &["made by another run", "configuration"]);
     a.push("--overwrite");
     assert_ok(&run_env(Launch::Mpirun(2), &a, &[]));
     // A file that is not ours is never overwritten silently.
     let foreign = dir.path().join("foreign.h5");
-    hdf5::File::create(&foreign)
-        .unwrap()
-        .new_dataset::<f32>()
-        .shape(3)
-        .create("x")
-        .unwrap();
+    write_foreign_h5(&foreign);
     let err = assert_fails(&run_env(
         Launch::Alone,
         &args(&model, &cat, foreign.to_str().unwrap()),
@@ -165,16 +144,9 @@ impl KilledOk for Output {
 
 #[test]
 fn embed_and_predict_resume_after_sigkill_to_identical_outputs() {
-    let dir = tempdir();
-    let model = crate::model::assemble_model(dir.path());
+    let (dir, model) = pipeline_model();
     let cat = fixture("pipeline/catalog.h5");
-    for (bin, extra) in [
-        (env!("CARGO_BIN_EXE_aion-embed"), vec![]),
-        (
-            env!("CARGO_BIN_EXE_aion-predict"),
-            vec!["--target", "tok_z"],
-        ),
-    ] {
+    for (bin, extra) in [(EMBED, vec![]), (PREDICT, vec!["--target", "tok_z"])] {
         let name = Path::new(bin)
             .file_name()
             .unwrap()
@@ -182,65 +154,25 @@ fn embed_and_predict_resume_after_sigkill_to_identical_outputs() {
             .unwrap()
             .to_string();
         let base = |out: &Path| -> Vec<String> {
-            let mut a: Vec<String> = [
+            let mut a = vec![
                 "--model",
-                model.to_str().unwrap(),
+                s(&model),
                 "--catalog",
-                cat.to_str().unwrap(),
+                s(&cat),
                 "--chunk-rows",
                 "2",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            a.extend(extra.iter().map(|s| s.to_string()));
-            a.extend(["--output".to_string(), out.to_str().unwrap().to_string()]);
-            a
+            ];
+            a.extend(&extra);
+            a.extend(["--output", s(out)]);
+            a.into_iter().map(String::from).collect()
         };
         let reference = dir.path().join(format!("{name}-ref.h5"));
         let a = base(&reference);
-        assert_ok(&run_bin_env(bin, Launch::Alone, &a, &[]));
-        for (i, (fault, launch)) in [
-            ("mid_write@1:0", Launch::Mpirun(2)),
-            ("after_flush@3:1", Launch::Mpirun(2)),
-            ("prepare@2:1", Launch::Mpirun(3)),
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        assert_ok(&run_tool_env(bin, Launch::Alone, &a, &[]));
+        for (i, (fault, launch)) in KILL_POINTS.into_iter().enumerate() {
             let out = dir.path().join(format!("{name}-k{i}.h5"));
-            let a = base(&out);
-            let killed = run_bin_env(bin, launch, &a, &[("AION_FAULT", fault)]);
-            assert!(!killed.status.success(), "{name} {fault}: not killed");
-            let err = assert_ok(&run_bin_env(bin, launch, &a, &[]));
-            assert!(
-                err.contains("resuming"),
-                "{name} {fault}: did not resume:\n{err}"
-            );
+            kill_then_resume(bin, launch, &base(&out), fault);
             assert_same_datasets(&reference, &out);
         }
     }
-}
-
-/// Runs `bin` with `a` under `launch` with extra environment variables (passed through mpirun).
-pub(crate) fn run_bin_env(bin: &str, launch: Launch, a: &[String], env: &[(&str, &str)]) -> Output {
-    let mut cmd = match launch {
-        Launch::Alone => Command::new(bin),
-        Launch::Mpirun(n) => {
-            let mut c = Command::new("mpirun");
-            c.args(["-n", &n.to_string(), "--oversubscribe"]);
-            for (k, _) in env {
-                c.args(["-x", k]);
-            }
-            c.arg(bin);
-            c
-        }
-    };
-    cmd.args(a)
-        .envs(env.iter().copied())
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
 }

@@ -11,9 +11,10 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::model::pipeline_model;
 use crate::util::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_aion-search");
+const BIN: &str = SEARCH;
 
 const METRICS: [&str; 3] = ["cosine", "dot", "l2"];
 const LAUNCHES: [Launch; 3] = [Launch::Alone, Launch::Mpirun(2), Launch::Mpirun(3)];
@@ -337,8 +338,15 @@ fn search(launch: Launch, args: &[&str]) -> std::process::Output {
     run_tool(BIN, launch, &a)
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+/// `--embeddings FILES… --query-ids IDS… --k K REST…`.
+fn by_ids<'a>(files: &[&'a Path], ids: &[&'a str], k: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec!["--embeddings"];
+    a.extend(files.iter().map(|f| s(f)));
+    a.push("--query-ids");
+    a.extend(ids);
+    a.extend(["--k", k]);
+    a.extend(rest);
+    a
 }
 
 fn launch_name(l: Launch) -> String {
@@ -590,17 +598,7 @@ fn float_data_matches_brute_force_and_csv_equals_hdf5() {
     let (h5, csv) = (dir.path().join("r.h5"), dir.path().join("r.csv"));
     let id = e.ids[5].to_string();
     for out in [&h5, &csv] {
-        let args = [
-            "--embeddings",
-            s(&a),
-            s(&b),
-            "--query-ids",
-            &id,
-            "--k",
-            "4",
-            "--output",
-            s(out),
-        ];
+        let args = by_ids(&[&a, &b], &[&id], "4", &["--output", s(out)]);
         assert_ok(&search(Launch::Mpirun(2), &args));
     }
     let got = read_result(&h5);
@@ -633,19 +631,8 @@ fn provenance_and_summary_are_recorded() {
     let e = exact_table();
     let (files, _) = write_split(dir.path(), &e);
     let out = dir.path().join("p.h5");
-    let args = [
-        "--embeddings",
-        s(&files[0]),
-        s(&files[1]),
-        "--query-ids",
-        "5030",
-        "--k",
-        "3",
-        "--metric",
-        "dot",
-        "--output",
-        s(&out),
-    ];
+    let rest = ["--metric", "dot", "--output", s(&out)];
+    let args = by_ids(&[&files[0], &files[1]], &["5030"], "3", &rest);
     let err = assert_ok(&search(Launch::Mpirun(2), &args));
     assert!(
         err.contains("1 with modalities_used = 0, 1 with NaN/inf values, 0 all-zero"),
@@ -762,12 +749,14 @@ fn unusable_queries_are_flagged_not_searched() {
         s(&out),
     ];
     let err = assert_ok(&search(Launch::Mpirun(2), &args));
-    assert!(
-        err.contains("3 of 4 queries are not searched")
-            && err.contains("query 1: nonfinite")
-            && err.contains("query 2: zero_norm")
-            && err.contains("query 3: no_embedding"),
-        "{err}"
+    assert_mentions(
+        &err,
+        &[
+            "3 of 4 queries are not searched",
+            "query 1: nonfinite",
+            "query 2: zero_norm",
+            "query 3: no_embedding",
+        ],
     );
     let got = read_result(&out);
     assert_eq!(got.status, vec![0, 1, 2, 3]);
@@ -777,17 +766,8 @@ fn unusable_queries_are_flagged_not_searched() {
     assert_exact(&got, 0, &want, "cosine query 0");
     // Ids whose row has modalities_used = 0 are flagged the same way; if no query is usable,
     // the run fails.
-    let args = [
-        "--embeddings",
-        s(&files[0]),
-        s(&files[1]),
-        "--query-ids",
-        &e.ids[40].to_string(),
-        "--k",
-        "4",
-        "--output",
-        s(&out),
-    ];
+    let id = e.ids[40].to_string();
+    let args = by_ids(&[&files[0], &files[1]], &[&id], "4", &["--output", s(&out)]);
     let err = assert_fails(&search(Launch::Mpirun(2), &args));
     assert!(
         err.contains("no usable query vector: query 0 (object id 5120): no_embedding"),
@@ -815,19 +795,12 @@ mod bad_input {
     fn unknown_ids_are_named() {
         let (dir, f) = setup();
         let out = dir.path().join("o.h5");
-        let args = [
-            "--embeddings",
-            s(&f[0]),
-            s(&f[1]),
-            "--query-ids",
-            "5000",
-            "42",
-            "-7",
-            "--k",
+        let args = by_ids(
+            &[&f[0], &f[1]],
+            &["5000", "42", "-7"],
             "3",
-            "--output",
-            s(&out),
-        ];
+            &["--output", s(&out)],
+        );
         let err = fails(Launch::Mpirun(3), &args);
         assert!(err.contains("unknown query id(s) -7, 42"), "{err}");
         assert!(err.contains("emb-a.h5"), "{err}");
@@ -848,19 +821,13 @@ mod bad_input {
         };
         write_queries(&q, 8, &[1.0; 16], None);
         let err = run(&q, &[]);
-        assert!(
-            err.contains("dimension mismatch") && err.contains("D = 8") && err.contains("D = 16"),
-            "{err}"
-        );
+        assert_mentions(&err, &["dimension mismatch", "D = 8", "D = 16"]);
         write_queries(&q, 16, &[], None);
         let err = run(&q, &[]);
         assert!(err.contains("is empty: no query vectors"), "{err}");
         write_queries(&q, 16, &[1.0; 16], None);
         let err = run(&q, &["--query-dataset", "nope"]);
-        assert!(
-            err.contains("no dataset 'nope'") && err.contains("q.h5"),
-            "{err}"
-        );
+        assert_mentions(&err, &["no dataset 'nope'", "q.h5"]);
         let err = run(&q, &["--exclude-self"]);
         assert!(
             err.contains("--exclude-self needs the query objects' ids"),
@@ -885,21 +852,9 @@ mod bad_input {
             },
             true,
         );
-        let args = [
-            "--embeddings",
-            s(&empty),
-            "--query-ids",
-            "1",
-            "--k",
-            "3",
-            "--output",
-            s(&out),
-        ];
+        let args = by_ids(&[&empty], &["1"], "3", &["--output", s(&out)]);
         let err = fails(Launch::Mpirun(2), &args);
-        assert!(
-            err.contains("hold no rows") && err.contains("empty.h5"),
-            "{err}"
-        );
+        assert_mentions(&err, &["hold no rows", "empty.h5"]);
         let odd = dir.path().join("odd.h5");
         {
             let f = hdf5::File::create(&odd).unwrap();
@@ -908,16 +863,7 @@ mod bad_input {
                 .create("object_id")
                 .unwrap();
         }
-        let args = [
-            "--embeddings",
-            s(&odd),
-            "--query-ids",
-            "1",
-            "--k",
-            "3",
-            "--output",
-            s(&out),
-        ];
+        let args = by_ids(&[&odd], &["1"], "3", &["--output", s(&out)]);
         let err = fails(Launch::Alone, &args);
         assert!(err.contains("no embedding dataset 'embedding'"), "{err}");
         // Two files of different D.
@@ -933,30 +879,11 @@ mod bad_input {
             true,
         );
         let a = dir.path().join("emb-a.h5");
-        let args = [
-            "--embeddings",
-            s(&a),
-            s(&d8),
-            "--query-ids",
-            "5000",
-            "--k",
-            "3",
-            "--output",
-            s(&out),
-        ];
+        let args = by_ids(&[&a, &d8], &["5000"], "3", &["--output", s(&out)]);
         let err = fails(Launch::Mpirun(2), &args);
-        assert!(err.contains("d8.h5") && err.contains("[8]"), "{err}");
+        assert_mentions(&err, &["d8.h5", "[8]"]);
         let none = dir.path().join("none*.h5");
-        let args = [
-            "--embeddings",
-            s(&none),
-            "--query-ids",
-            "1",
-            "--k",
-            "3",
-            "--output",
-            s(&out),
-        ];
+        let args = by_ids(&[&none], &["1"], "3", &["--output", s(&out)]);
         let err = fails(Launch::Alone, &args);
         assert!(err.contains("none*.h5"), "{err}");
     }
@@ -1013,38 +940,19 @@ mod bad_input {
 
 #[test]
 fn search_sbatch_runs_two_ranks() {
-    use crate::slurm::{sbatch, slurm_available, wait_job};
-    if !slurm_available() {
+    use crate::slurm::{assert_job_recorded, sbatch_completed, slurm_test_dir};
+    let Some(dir) = slurm_test_dir() else {
         return;
-    }
-    let dir = tempdir();
+    };
     let e = exact_table();
     let (files, seen) = write_split(dir.path(), &e);
     let out = dir.path().join("slurm.h5");
     let log = dir.path().join("job-%j.out");
-    let job = sbatch(&[
-        "-n",
-        "2",
-        "-o",
-        s(&log),
-        "slurm/search.sbatch",
-        "--embeddings",
-        s(&files[0]),
-        s(&files[1]),
-        "--query-ids",
-        "5030",
-        "--k",
-        "7",
-        "--metric",
-        "l2",
-        "--exclude-self",
-        "--output",
-        s(&out),
-    ]);
-    let state = wait_job(&job, std::time::Duration::from_secs(120));
-    let log_text =
-        std::fs::read_to_string(dir.path().join(format!("job-{job}.out"))).unwrap_or_default();
-    assert_eq!(state, "COMPLETED", "job log:\n{log_text}");
+    let rest = ["--metric", "l2", "--exclude-self", "--output", s(&out)];
+    let mut args = vec!["slurm/search.sbatch"];
+    args.extend(by_ids(&[&files[0], &files[1]], &["5030"], "7", &rest));
+    let timeout = std::time::Duration::from_secs(120);
+    let (job, log_text) = sbatch_completed("2", &log, &args, timeout);
     assert!(
         log_text.contains("aion-search 0/2]"),
         "the tool did not see 2 ranks:\n{log_text}"
@@ -1052,38 +960,17 @@ fn search_sbatch_runs_two_ranks() {
     let got = read_result(&out);
     let want = brute_force(&seen, e.row(10), Metric::L2, 7, Some(5030));
     assert_exact(&got, 0, &want, "sbatch");
-    let f = hdf5::File::open(&out).unwrap();
-    assert_eq!(f.attr("n_ranks").unwrap().read_scalar::<i64>().unwrap(), 2);
-    assert_eq!(
-        f.attr("slurm_job_id")
-            .unwrap()
-            .read_scalar::<i64>()
-            .unwrap()
-            .to_string(),
-        job
-    );
+    assert_job_recorded(&out, &job, 2);
 }
 
 #[test]
 fn search_over_real_aion_embed_output_equals_brute_force() {
     // Embeddings of the pipeline fixture's catalogue (every modality) made by aion-embed.
-    let dir = tempdir();
-    let model = crate::model::assemble_model(dir.path());
+    let (dir, model) = pipeline_model();
     let emb = dir.path().join("emb.h5");
     let cat = fixture("pipeline/catalog.h5");
-    let a = [
-        "--model",
-        model.to_str().unwrap(),
-        "--catalog",
-        cat.to_str().unwrap(),
-        "--output",
-        emb.to_str().unwrap(),
-    ];
-    assert_ok(&run_tool(
-        env!("CARGO_BIN_EXE_aion-embed"),
-        Launch::Mpirun(2),
-        &a,
-    ));
+    let a = io_args(&model, &cat, &emb);
+    assert_ok(&run_tool(EMBED, Launch::Mpirun(2), &a));
     check_against_brute_force(&[&emb], 3);
     // The catalogue behind the embeddings has images: the result comes with the cutouts of
     // the queries and their neighbours.
@@ -1095,17 +982,7 @@ fn search_over_real_aion_embed_output_equals_brute_force() {
         .read_raw()
         .unwrap();
     let (q0, q1) = (ids[0].to_string(), ids[3].to_string());
-    let args = [
-        "--embeddings",
-        s(&emb),
-        "--query-ids",
-        &q0,
-        &q1,
-        "--k",
-        "3",
-        "--output",
-        s(&out),
-    ];
+    let args = by_ids(&[&emb], &[&q0, &q1], "3", &["--output", s(&out)]);
     assert_ok(&search(Launch::Alone, &args));
     assert_self_describing(&out);
     assert_figure(

@@ -25,6 +25,12 @@ pub fn slurm_available() -> bool {
     up
 }
 
+/// A temporary folder for a Slurm test; `None` (the test is skipped) where no Slurm answers (see
+/// [`slurm_available`]).
+pub fn slurm_test_dir() -> Option<tempfile::TempDir> {
+    slurm_available().then(tempdir)
+}
+
 /// `sbatch --parsable ARGS` with the debug binaries (`AION_BIN`), submitted as a user would from
 /// a folder outside the repository (a script argument `slurm/NAME.sbatch` is the repository's,
 /// given by its absolute path); returns the job id.
@@ -40,14 +46,68 @@ pub fn submit_dir() -> PathBuf {
     d
 }
 
-/// `scontrol show job` fields (local cluster).
-pub fn job_field(job: &str, field: &str) -> String {
-    Cluster::local().job_field(job, field)
-}
-
 /// Waits until the job reaches a final state; returns it (local cluster).
 pub fn wait_job(job: &str, timeout: Duration) -> String {
     Cluster::local().wait_job(job, timeout)
+}
+
+/// Submits `sbatch -n RANKS -o LOG ARGS` (`ARGS`: more sbatch options, the script, the tool's
+/// arguments), waits up to `timeout` and asserts that the job COMPLETED; returns its id and log.
+pub fn sbatch_completed(
+    ranks: &str,
+    log: &Path,
+    args: &[&str],
+    timeout: Duration,
+) -> (String, String) {
+    let job = sbatch(&[&["-n", ranks, "-o", s(log)], args].concat());
+    let state = wait_job(&job, timeout);
+    let text = job_log(log, &job);
+    assert_eq!(state, "COMPLETED", "job log:\n{text}");
+    (job, text)
+}
+
+/// The log of `job` (`log` as given to `sbatch -o`: `%j` the job id, `%A_%a` an array task's
+/// `JOB_TASK`); empty if there is none.
+pub fn job_log(log: &Path, job: &str) -> String {
+    let path = s(log).replace("%j", job).replace("%A_%a", job);
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Asserts that `out` records the Slurm job that wrote it and its rank count.
+pub fn assert_job_recorded(out: &Path, job: &str, ranks: i64) {
+    let f = hdf5::File::open(out).unwrap();
+    assert_eq!(
+        f.attr("n_ranks").unwrap().read_scalar::<i64>().unwrap(),
+        ranks
+    );
+    let id = f
+        .attr("slurm_job_id")
+        .unwrap()
+        .read_scalar::<i64>()
+        .unwrap();
+    assert_eq!(id.to_string(), job);
+}
+
+/// A job slowed down (`AION_TEST_SLOW_MS`) so that the time-limit signal lands mid-run.
+pub struct SlowJob<'a> {
+    /// sbatch options placing the tasks (`-n 2`, `--nodes=2 …`).
+    pub tasks: &'a [&'a str],
+    /// Milliseconds each chunk sleeps.
+    pub slow_ms: u32,
+    /// The sbatch script (`slurm/NAME.sbatch`).
+    pub script: &'a str,
+    /// The tool's arguments but `--output`.
+    pub tool_args: &'a [&'a str],
+    /// The tool's output.
+    pub out: &'a Path,
+    /// The job log (`-o`, with `%j`).
+    pub log: &'a Path,
+    /// How long the job may take to start and create `out`.
+    pub start_within: Duration,
+    /// How long after that the signal comes.
+    pub signal_after: Duration,
+    /// How long the job may take to finish after its requeue.
+    pub finish_within: Duration,
 }
 
 /// A Slurm cluster to submit to, as the environment of its commands (and so of its jobs): the
@@ -77,9 +137,7 @@ impl Cluster {
 
     /// `sbatch --parsable ARGS` from `dir` (see [`sbatch`]); returns the job id.
     pub fn sbatch_in(&self, dir: &Path, args: &[&str]) -> String {
-        let bin_dir = Path::new(env!("CARGO_BIN_EXE_aion-tokenize"))
-            .parent()
-            .unwrap();
+        let bin_dir = Path::new(TOKENIZE).parent().unwrap();
         let args: Vec<String> = args
             .iter()
             .map(|a| match a.strip_prefix("slurm/") {
@@ -183,139 +241,97 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(300));
         }
     }
+
+    /// Submits `job`, sends it the time-limit signal mid-run, and asserts that it checkpoints,
+    /// is requeued once, resumes and completes; returns the job id and its log.
+    pub fn requeue_mid_run(&self, job: &SlowJob) -> (String, String) {
+        let slow = format!("--export=ALL,AION_TEST_SLOW_MS={}", job.slow_ms);
+        let head = ["-o", s(job.log), slow.as_str(), job.script];
+        let tail = ["--output", s(job.out)];
+        let args = [job.tasks, &head, job.tool_args, &tail].concat();
+        let id = self.sbatch_in(&submit_dir(), &args);
+        let t0 = Instant::now();
+        while !(self.job_field(&id, "JobState") == "RUNNING" && job.out.exists()) {
+            assert!(t0.elapsed() < job.start_within, "job {id} did not start");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        std::thread::sleep(job.signal_after);
+        self.signal_time_limit(&id);
+        let state = self.wait_job_restarted(&id, job.finish_within);
+        let text = job_log(job.log, &id);
+        assert_eq!(state, "COMPLETED", "job log:\n{text}");
+        assert!(
+            text.contains("requeueing job"),
+            "no checkpoint/requeue in the log:\n{text}"
+        );
+        assert!(
+            text.contains("resuming"),
+            "the requeued run did not resume:\n{text}"
+        );
+        assert_eq!(self.job_field(&id, "Restarts"), "1");
+        (id, text)
+    }
 }
 
 #[test]
 fn tokenize_sbatch_runs_two_ranks() {
-    if !slurm_available() {
+    let Some(dir) = slurm_test_dir() else {
         return;
-    }
-    let dir = tempdir();
+    };
     let out = dir.path().join("slurm.h5");
     let log = dir.path().join("job-%j.out");
-    let model = fixture("scalar_codecs/hub");
-    let cat = fixture("scalar_codecs/catalog.h5");
-    let job = sbatch(&[
-        "-n",
-        "2",
-        "-o",
-        log.to_str().unwrap(),
-        "slurm/tokenize.sbatch",
-        "--model",
-        model.to_str().unwrap(),
-        "--catalog",
-        cat.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-        "--batch-size",
-        "9",
-    ]);
-    let state = wait_job(&job, Duration::from_secs(120));
-    let log_text =
-        std::fs::read_to_string(dir.path().join(format!("job-{job}.out"))).unwrap_or_default();
-    assert_eq!(state, "COMPLETED", "job log:\n{log_text}");
+    let (model, cat) = scalar_fixture();
+    let mut args = vec!["slurm/tokenize.sbatch"];
+    args.extend(io_args(&model, &cat, &out));
+    args.extend(["--batch-size", "9"]);
+    let (job, log_text) = sbatch_completed("2", &log, &args, Duration::from_secs(120));
     assert!(
         log_text.contains("aion-tokenize 1/2]"),
         "the tool did not see 2 ranks:\n{log_text}"
     );
-    let f = hdf5::File::open(&out).unwrap();
-    assert_eq!(f.attr("n_ranks").unwrap().read_scalar::<i64>().unwrap(), 2);
-    assert_eq!(
-        f.attr("slurm_job_id")
-            .unwrap()
-            .read_scalar::<i64>()
-            .unwrap()
-            .to_string(),
-        job
-    );
-    drop(f);
+    assert_job_recorded(&out, &job, 2);
     let single = dir.path().join("single.h5");
-    let args = [
-        "--model",
-        model.to_str().unwrap(),
-        "--catalog",
-        cat.to_str().unwrap(),
-        "--output",
-        single.to_str().unwrap(),
-    ];
-    assert_ok(&run_tool(
-        env!("CARGO_BIN_EXE_aion-tokenize"),
-        Launch::Alone,
-        &args,
-    ));
-    assert_same_datasets(&single, &out);
+    let args = ["--model", s(&model), "--catalog", s(&cat)];
+    assert_same_as_alone(TOKENIZE, &args, &single, &out);
 }
 
 #[test]
 fn time_limit_signal_checkpoints_requeues_and_finishes() {
-    if !slurm_available() {
+    let Some(dir) = slurm_test_dir() else {
         return;
-    }
-    let dir = tempdir();
+    };
     let out = dir.path().join("requeue.h5");
     let log = dir.path().join("job-%j.out");
-    let model = fixture("scalar_codecs/hub");
-    let cat = fixture("scalar_codecs/catalog.h5");
+    let (model, cat) = scalar_fixture();
     let tool_args = [
         "--model",
-        model.to_str().unwrap(),
+        s(&model),
         "--catalog",
-        cat.to_str().unwrap(),
+        s(&cat),
         "--chunk-rows",
         "4",
     ];
     // Slow chunks (0.4 s each, 16 chunks over 2 ranks) so the signal lands mid-run.
-    let mut args = vec![
-        "-n",
-        "2",
-        "-o",
-        log.to_str().unwrap(),
-        "--export=ALL,AION_TEST_SLOW_MS=400",
-        "slurm/tokenize.sbatch",
-    ];
-    args.extend(tool_args);
-    args.extend(["--output", out.to_str().unwrap()]);
-    let job = sbatch(&args);
-    let t0 = Instant::now();
-    while !(job_field(&job, "JobState") == "RUNNING" && out.exists()) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "job {job} did not start"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    std::thread::sleep(Duration::from_millis(1200));
-    Cluster::local().signal_time_limit(&job);
-    let state = Cluster::local().wait_job_restarted(&job, Duration::from_secs(240));
-    let log_text =
-        std::fs::read_to_string(dir.path().join(format!("job-{job}.out"))).unwrap_or_default();
-    assert_eq!(state, "COMPLETED", "job log:\n{log_text}");
-    assert!(
-        log_text.contains("requeueing job"),
-        "no checkpoint/requeue in the log:\n{log_text}"
-    );
-    assert!(
-        log_text.contains("resuming"),
-        "the requeued run did not resume:\n{log_text}"
-    );
-    assert_eq!(job_field(&job, "Restarts"), "1");
+    Cluster::local().requeue_mid_run(&SlowJob {
+        tasks: &["-n", "2"],
+        slow_ms: 400,
+        script: "slurm/tokenize.sbatch",
+        tool_args: &tool_args,
+        out: &out,
+        log: &log,
+        start_within: Duration::from_secs(60),
+        signal_after: Duration::from_millis(1200),
+        finish_within: Duration::from_secs(240),
+    });
     let single = dir.path().join("single.h5");
-    let mut a = tool_args.to_vec();
-    a.extend(["--output", single.to_str().unwrap()]);
-    assert_ok(&run_tool(
-        env!("CARGO_BIN_EXE_aion-tokenize"),
-        Launch::Alone,
-        &a,
-    ));
-    assert_same_datasets(&single, &out);
+    assert_same_as_alone(TOKENIZE, &tool_args, &single, &out);
 }
 
 #[test]
 fn embed_and_predict_sbatch_match_a_single_process() {
-    if !slurm_available() {
+    let Some(dir) = slurm_test_dir() else {
         return;
-    }
-    let dir = tempdir();
+    };
     let model = crate::model::assemble_model(dir.path());
     let cat = fixture("pipeline/catalog.h5");
     for (tool, script, extra) in [
@@ -331,89 +347,60 @@ fn embed_and_predict_sbatch_match_a_single_process() {
         let log = dir.path().join(format!("{tool}-%j.out"));
         let mut tool_args = vec![
             "--model",
-            model.to_str().unwrap(),
+            s(&model),
             "--catalog",
-            cat.to_str().unwrap(),
+            s(&cat),
             "--chunk-rows",
             "3",
         ];
         tool_args.extend(extra.iter().copied());
-        let mut args = vec!["-n", "2", "-o", log.to_str().unwrap(), script];
-        args.extend(tool_args.iter().copied());
-        args.extend(["--output", out.to_str().unwrap()]);
-        let job = sbatch(&args);
-        let state = wait_job(&job, Duration::from_secs(300));
-        let text = std::fs::read_to_string(dir.path().join(format!("{tool}-{job}.out")))
-            .unwrap_or_default();
-        assert_eq!(state, "COMPLETED", "{tool} job log:\n{text}");
+        let args = [&[script], &tool_args[..], &["--output", s(&out)]].concat();
+        let (_, text) = sbatch_completed("2", &log, &args, Duration::from_secs(300));
         assert!(
             text.contains(&format!("{tool} 1/2]")),
             "{tool} did not run on 2 ranks:\n{text}"
         );
-        let bin = Path::new(env!("CARGO_BIN_EXE_aion-tokenize")).with_file_name(tool);
-        let mut a = tool_args.clone();
-        a.extend(["--output", single.to_str().unwrap()]);
-        assert_ok(&run_tool(bin.to_str().unwrap(), Launch::Alone, &a));
-        assert_same_datasets(&single, &out);
+        let bin = Path::new(TOKENIZE).with_file_name(tool);
+        assert_same_as_alone(s(&bin), &tool_args, &single, &out);
     }
 }
 
 #[test]
 fn embed_job_checkpoints_on_the_time_limit_signal_and_finishes_after_requeue() {
-    if !slurm_available() {
+    let Some(dir) = slurm_test_dir() else {
         return;
-    }
-    let dir = tempdir();
-    let model = crate::model::assemble_model(dir.path());
+    };
+    embed_requeued(&Cluster::local(), &["-n", "2"], dir.path());
+}
+
+/// aion-embed on the pipeline fixture in one-row chunks of 0.7 s each, with `tasks` on `cluster`:
+/// requeued mid-run ([`Cluster::requeue_mid_run`]), then the same as a one-process run. Returns
+/// the output and the job log.
+fn embed_requeued(cluster: &Cluster, tasks: &[&str], dir: &Path) -> (PathBuf, String) {
+    let model = crate::model::assemble_model(dir);
     let cat = fixture("pipeline/catalog.h5");
-    let out = dir.path().join("emb.h5");
-    let log = dir.path().join("job-%j.out");
+    let (out, log) = (dir.join("emb.h5"), dir.join("job-%j.out"));
     let tool_args = [
         "--model",
-        model.to_str().unwrap(),
+        s(&model),
         "--catalog",
-        cat.to_str().unwrap(),
+        s(&cat),
         "--chunk-rows",
         "1",
     ];
-    let mut args = vec![
-        "-n",
-        "2",
-        "-o",
-        log.to_str().unwrap(),
-        "--export=ALL,AION_TEST_SLOW_MS=700",
-        "slurm/embed.sbatch",
-    ];
-    args.extend(tool_args);
-    args.extend(["--output", out.to_str().unwrap()]);
-    let job = sbatch(&args);
-    let t0 = Instant::now();
-    while !(job_field(&job, "JobState") == "RUNNING" && out.exists()) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "job {job} did not start"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    std::thread::sleep(Duration::from_millis(1500));
-    Cluster::local().signal_time_limit(&job);
-    let state = Cluster::local().wait_job_restarted(&job, Duration::from_secs(300));
-    let text =
-        std::fs::read_to_string(dir.path().join(format!("job-{job}.out"))).unwrap_or_default();
-    assert_eq!(state, "COMPLETED", "job log:\n{text}");
-    assert!(
-        text.contains("requeueing job") && text.contains("resuming"),
-        "no checkpoint + resume:\n{text}"
-    );
-    let single = dir.path().join("single.h5");
-    let mut a = tool_args.to_vec();
-    a.extend(["--output", single.to_str().unwrap()]);
-    assert_ok(&run_tool(
-        env!("CARGO_BIN_EXE_aion-embed"),
-        Launch::Alone,
-        &a,
-    ));
-    assert_same_datasets(&single, &out);
+    let (_, text) = cluster.requeue_mid_run(&SlowJob {
+        tasks,
+        slow_ms: 700,
+        script: "slurm/embed.sbatch",
+        tool_args: &tool_args,
+        out: &out,
+        log: &log,
+        start_within: Duration::from_secs(120),
+        signal_after: Duration::from_millis(1500),
+        finish_within: Duration::from_secs(300),
+    });
+    assert_same_as_alone(EMBED, &tool_args, &dir.join("single.h5"), &out);
+    (out, text)
 }
 
 /// The array template shares a list of catalogue files out over the array's tasks (task i takes
@@ -422,13 +409,11 @@ fn embed_job_checkpoints_on_the_time_limit_signal_and_finishes_after_requeue() {
 /// installation; a list whose files would share an output is refused before anything runs.
 #[test]
 fn array_template_spreads_files_over_tasks() {
-    if !slurm_available() {
+    let Some(dir) = slurm_test_dir() else {
         return;
-    }
-    let dir = tempdir();
+    };
     let d = dir.path();
-    let model = fixture("scalar_codecs/hub");
-    let cat = fixture("scalar_codecs/catalog.h5");
+    let (model, cat) = scalar_fixture();
     std::fs::create_dir_all(d.join("in")).unwrap();
     for name in ["a", "b", "c"] {
         std::fs::copy(&cat, d.join(format!("in/{name}.h5"))).unwrap();
@@ -459,8 +444,7 @@ fn array_template_spreads_files_over_tasks() {
     let job = cluster.sbatch_in(d, &a.iter().map(String::as_str).collect::<Vec<_>>());
     for task in 0..2 {
         let state = cluster.wait_job(&format!("{job}_{task}"), Duration::from_secs(300));
-        let text =
-            std::fs::read_to_string(d.join(format!("arr-{job}_{task}.out"))).unwrap_or_default();
+        let text = job_log(&log, &format!("{job}_{task}"));
         assert_eq!(state, "COMPLETED", "array task {task}:\n{text}");
         let mine: &[&str] = if task == 0 { &["a", "c"] } else { &["b"] };
         for name in ["a", "b", "c"] {
@@ -472,18 +456,10 @@ fn array_template_spreads_files_over_tasks() {
         }
     }
     let single = d.join("single.h5");
-    let s_args = [
-        "--model",
-        model.to_str().unwrap(),
-        "--catalog",
-        cat.to_str().unwrap(),
-        "--output",
-        single.to_str().unwrap(),
-    ];
     assert_ok(&run_tool(
-        env!("CARGO_BIN_EXE_aion-tokenize"),
+        TOKENIZE,
         Launch::Alone,
-        &s_args,
+        &io_args(&model, &cat, &single),
     ));
     for name in ["a", "b", "c"] {
         assert_same_datasets(&single, &d.join(format!("out/{name}.h5")));
@@ -495,7 +471,7 @@ fn array_template_spreads_files_over_tasks() {
     let a = args("dup.txt", "--array=0-0");
     let job = cluster.sbatch_in(d, &a.iter().map(String::as_str).collect::<Vec<_>>());
     let state = cluster.wait_job(&format!("{job}_0"), Duration::from_secs(120));
-    let text = std::fs::read_to_string(d.join(format!("arr-{job}_0.out"))).unwrap_or_default();
+    let text = job_log(&log, &format!("{job}_0"));
     assert_eq!(state, "FAILED", "{text}");
     assert!(text.contains("would both write"), "{text}");
 }
@@ -545,48 +521,7 @@ fn embed_across_two_nodes_requeues_and_matches_one_process() {
         return;
     };
     let dir = tempdir();
-    let model = crate::model::assemble_model(dir.path());
-    let cat = fixture("pipeline/catalog.h5");
-    let out = dir.path().join("emb.h5");
-    let log = dir.path().join("job-%j.out");
-    let tool_args = [
-        "--model",
-        model.to_str().unwrap(),
-        "--catalog",
-        cat.to_str().unwrap(),
-        "--chunk-rows",
-        "1",
-    ];
-    let mut args = vec![
-        "--nodes=2",
-        "--ntasks-per-node=2",
-        "-o",
-        log.to_str().unwrap(),
-        "--export=ALL,AION_TEST_SLOW_MS=700",
-        "slurm/embed.sbatch",
-    ];
-    args.extend(tool_args);
-    args.extend(["--output", out.to_str().unwrap()]);
-    let job = cluster.sbatch_in(&submit_dir(), &args);
-    let t0 = Instant::now();
-    while !(cluster.job_field(&job, "JobState") == "RUNNING" && out.exists()) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "job {job} did not start"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    std::thread::sleep(Duration::from_millis(1500));
-    cluster.signal_time_limit(&job);
-    let state = cluster.wait_job_restarted(&job, Duration::from_secs(300));
-    let text =
-        std::fs::read_to_string(dir.path().join(format!("job-{job}.out"))).unwrap_or_default();
-    assert_eq!(state, "COMPLETED", "job log:\n{text}");
-    assert!(
-        text.contains("requeueing job") && text.contains("resuming"),
-        "no checkpoint + resume:\n{text}"
-    );
-    assert_eq!(cluster.job_field(&job, "Restarts"), "1");
+    let (out, text) = embed_requeued(&cluster, &["--nodes=2", "--ntasks-per-node=2"], dir.path());
     // Both runs (before and after the requeue) had two ranks on each node.
     for (rank, host, local) in [
         (0, "aion2n-n1", 0),
@@ -610,14 +545,4 @@ fn embed_across_two_nodes_requeues_and_matches_one_process() {
     }
     let f = hdf5::File::open(&out).unwrap();
     assert_eq!(f.attr("n_ranks").unwrap().read_scalar::<i64>().unwrap(), 4);
-    drop(f);
-    let single = dir.path().join("single.h5");
-    let mut a = tool_args.to_vec();
-    a.extend(["--output", single.to_str().unwrap()]);
-    assert_ok(&run_tool(
-        env!("CARGO_BIN_EXE_aion-embed"),
-        Launch::Alone,
-        &a,
-    ));
-    assert_same_datasets(&single, &out);
 }

@@ -8,15 +8,6 @@ use std::path::{Path, PathBuf};
 
 use crate::util::*;
 
-const MODEL: &str = env!("CARGO_BIN_EXE_aion-model");
-const TOKENIZE: &str = env!("CARGO_BIN_EXE_aion-tokenize");
-const EMBED: &str = env!("CARGO_BIN_EXE_aion-embed");
-const PREDICT: &str = env!("CARGO_BIN_EXE_aion-predict");
-const GENERATE: &str = env!("CARGO_BIN_EXE_aion-generate");
-const SEARCH: &str = env!("CARGO_BIN_EXE_aion-search");
-const FIT_CODECS: &str = env!("CARGO_BIN_EXE_aion-fit-codecs");
-const FINETUNE: &str = env!("CARGO_BIN_EXE_aion-finetune");
-
 fn raw(p: &str) -> String {
     repo().join("data/raw").join(p).display().to_string()
 }
@@ -71,12 +62,6 @@ fn tok_names(path: &Path) -> Vec<String> {
         .into_iter()
         .filter(|n| n.starts_with("tok_"))
         .collect()
-}
-
-fn read_f32(path: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
-    let f = hdf5::File::open(path).unwrap();
-    let ds = f.dataset(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-    (ds.shape(), ds.read_raw::<f32>().unwrap())
 }
 
 /// Every token dataset of `hand` is in `raw` with the same values.
@@ -254,7 +239,7 @@ fn raw_survey_files_go_through_every_tool_with_a_preset() {
     // aion-fit-codecs on a column the preset computes (observed g flux from the dereddened one).
     let fitted = out("fitted");
     assert_ok(&run_tool(
-        FIT_CODECS,
+        FIT,
         Launch::Alone,
         &[
             &["--catalog"][..],
@@ -327,18 +312,12 @@ fn bad_survey_inputs_name_the_file_column_and_row() {
 
     // Images smaller than the crop: refused with what to do.
     let e = fails(&piczl(), &["--survey", "legacysurvey-piczl"]);
-    assert!(
-        e.contains("23×23") && e.contains("--pad") && e.contains("tok_image=none"),
-        "{e}"
-    );
+    assert_mentions(&e, &["23×23", "--pad", "tok_image=none"]);
     // ... naming the file that holds the pixels, not the FITS catalogue beside it.
     assert!(e.contains("train_processed_dered_griz_images.npy"), "{e}");
     // A part without its cutouts.
     let e = fails(&piczl()[..1], &["--survey", "legacysurvey-piczl", "--pad"]);
-    assert!(
-        e.contains("train_processed_dered_griz_images.npy") && e.contains("cutouts"),
-        "{e}"
-    );
+    assert_mentions(&e, &["train_processed_dered_griz_images.npy", "cutouts"]);
     // Cutouts for 49 objects beside a catalogue of 50.
     let cat = dir.path().join("x_demo_catalog.fits");
     std::fs::copy(&piczl()[0], &cat).unwrap();
@@ -346,12 +325,7 @@ fn bad_survey_inputs_name_the_file_column_and_row() {
     write_npy(&npy, &[4, 49, 23, 23]);
     let files = [cat.display().to_string(), npy.display().to_string()];
     let e = fails(&files, &["--survey", "legacysurvey-piczl", "--pad"]);
-    assert!(
-        e.contains("x_processed_dered_griz_images.npy")
-            && e.contains("49 rows")
-            && e.contains("50"),
-        "{e}"
-    );
+    assert_mentions(&e, &["x_processed_dered_griz_images.npy", "49 rows", "50"]);
     // A file no role of the preset matches.
     let e = fails(
         &[
@@ -360,10 +334,7 @@ fn bad_survey_inputs_name_the_file_column_and_row() {
         ],
         &["--survey", "legacysurvey-piczl"],
     );
-    assert!(
-        e.contains("coadd-4-80613") && e.contains("matches none"),
-        "{e}"
-    );
+    assert_mentions(&e, &["coadd-4-80613", "matches none"]);
     // A preset file naming a column the catalogue lacks: the column, the file and its columns.
     let preset = dir.path().join("mine.toml");
     std::fs::write(
@@ -372,19 +343,18 @@ fn bad_survey_inputs_name_the_file_column_and_row() {
     )
     .unwrap();
     let e = fails(&piczl()[..1], &["--survey", preset.to_str().unwrap()]);
-    assert!(
-        e.contains("'mine'")
-            && e.contains("flux_g")
-            && e.contains("train_demo_catalog.fits")
-            && e.contains("dered_flux_g"),
-        "{e}"
+    assert_mentions(
+        &e,
+        &[
+            "'mine'",
+            "flux_g",
+            "train_demo_catalog.fits",
+            "dered_flux_g",
+        ],
     );
     // Unknown preset name: the built-in ones are listed.
     let e = fails(&piczl()[..1], &["--survey", "hsc-pdr9"]);
-    assert!(
-        e.contains("legacysurvey-piczl") && e.contains("desi"),
-        "{e}"
-    );
+    assert_mentions(&e, &["legacysurvey-piczl", "desi"]);
     // A Redrock file of other objects.
     let coadd = dir.path().join("coadd-a.fits");
     let redrock = dir.path().join("redrock-a.fits");
@@ -405,10 +375,7 @@ fn bad_survey_inputs_name_the_file_column_and_row() {
     set_targetid(&wrong, 12345);
     let files = [coadd_b.display().to_string(), wrong.display().to_string()];
     let e = fails(&files, &["--survey", "desi", "--overwrite"]);
-    assert!(
-        e.contains("redrock-b.fits") && e.contains("row 0") && e.contains("TARGETID = 12345"),
-        "{e}"
-    );
+    assert_mentions(&e, &["redrock-b.fits", "row 0", "TARGETID = 12345"]);
 }
 
 /// Sets TARGETID of the first row of the REDSHIFTS table of a Redrock file.
@@ -442,10 +409,7 @@ fn an_edited_preset_is_not_resumed_into() {
     )
     .unwrap();
     let e = assert_fails(&try_run(TOKENIZE, &model, &xp, &out, &flags));
-    assert!(
-        e.contains("survey_preset") && e.contains("--overwrite"),
-        "{e}"
-    );
+    assert_mentions(&e, &["survey_preset", "--overwrite"]);
     assert_eq!(read_i64(&out, "tok_xp_bp"), made, "the output changed");
     run(
         TOKENIZE,

@@ -4,19 +4,11 @@ use std::path::Path;
 
 use crate::util::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_aion-tokenize");
+const BIN: &str = TOKENIZE;
 
 fn tokenize(launch: Launch, out: &Path, extra: &[&str]) -> std::process::Output {
-    let model = fixture("scalar_codecs/hub");
-    let cat = fixture("scalar_codecs/catalog.h5");
-    let mut args = vec![
-        "--model",
-        model.to_str().unwrap(),
-        "--catalog",
-        cat.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ];
+    let (model, cat) = scalar_fixture();
+    let mut args = io_args(&model, &cat, &out);
     args.extend_from_slice(extra);
     run_tool(BIN, launch, &args)
 }
@@ -87,13 +79,7 @@ fn unusable_values_are_flagged_per_row() {
     let out = dir.path().join("tok.h5");
     assert_ok(&tokenize(Launch::Alone, &out, &["--map", "tok_z=Z"]));
     let f = hdf5::File::open(&out).unwrap();
-    let bits: Vec<String> = serde_json::from_str(
-        &f.attr("modality_bits")
-            .unwrap()
-            .read_scalar::<hdf5::types::VarLenUnicode>()
-            .unwrap(),
-    )
-    .unwrap();
+    let bits = modality_bits(&f);
     let bit = |k: &str| 1u64 << bits.iter().position(|b| b == k).unwrap();
     let rejected: Vec<u64> = f
         .dataset("modalities_rejected")
@@ -202,7 +188,7 @@ mod bad_input {
             &out,
             &["--map", "tok_ebv=NO_SUCH"],
         ));
-        assert!(err.contains("NO_SUCH") && err.contains("tok_ebv"), "{err}");
+        assert_mentions(&err, &["NO_SUCH", "tok_ebv"]);
     }
 
     #[test]
@@ -212,14 +198,7 @@ mod bad_input {
         std::fs::write(&bad, b"this is not hdf5").unwrap();
         let model = fixture("scalar_codecs/hub");
         let out = dir.path().join("o.h5");
-        let args = [
-            "--model",
-            model.to_str().unwrap(),
-            "--catalog",
-            bad.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-        ];
+        let args = io_args(&model, &bad, &out);
         let err = assert_fails(&run_tool(BIN, Launch::Mpirun(2), &args));
         assert!(err.contains("bad.h5"), "{err}");
     }
@@ -236,16 +215,9 @@ mod bad_input {
                 .create("EBV")
                 .unwrap();
         });
-        let args = [
-            "--model",
-            model.to_str().unwrap(),
-            "--catalog",
-            shape.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-        ];
+        let args = io_args(&model, &shape, &out);
         let err = assert_fails(&run_tool(BIN, Launch::Alone, &args));
-        assert!(err.contains("EBV") && err.contains("[3]"), "{err}");
+        assert_mentions(&err, &["EBV", "[3]"]);
 
         let rows = dir.path().join("rows.h5");
         write_catalog(&rows, |f| {
@@ -258,23 +230,10 @@ mod bad_input {
                 .create("Z")
                 .unwrap();
         });
-        let args = [
-            "--model",
-            model.to_str().unwrap(),
-            "--catalog",
-            rows.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-            "--map",
-            "tok_z=Z",
-        ];
+        let mut args = io_args(&model, &rows, &out);
+        args.extend(["--map", "tok_z=Z"]);
         let err = assert_fails(&run_tool(BIN, Launch::Mpirun(2), &args));
-        assert!(
-            err.contains("rows.h5")
-                && err.contains("'Z' has 6 rows")
-                && err.contains("'EBV' has 5"),
-            "{err}"
-        );
+        assert_mentions(&err, &["rows.h5", "'Z' has 6 rows", "'EBV' has 5"]);
     }
 
     #[test]
@@ -303,14 +262,7 @@ mod bad_input {
         std::fs::create_dir_all(model.join("codecs")).unwrap();
         let cat = fixture("scalar_codecs/catalog.h5");
         let out = dir.path().join("o.h5");
-        let args = [
-            "--model",
-            model.to_str().unwrap(),
-            "--catalog",
-            cat.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-        ];
+        let args = io_args(&model, &cat, &out);
         let err = assert_fails(&run_tool(BIN, Launch::Mpirun(2), &args));
         assert!(err.contains("codecs/FLUX_G"), "{err}");
     }
@@ -323,15 +275,8 @@ fn decode_turns_tokens_back_into_the_reference_values() {
     assert_ok(&tokenize(Launch::Alone, &tok, &["--map", "tok_z=Z"]));
     let dec = dir.path().join("dec.h5");
     let model = fixture("scalar_codecs/hub");
-    let a = [
-        "--decode",
-        "--model",
-        model.to_str().unwrap(),
-        "--catalog",
-        tok.to_str().unwrap(),
-        "--output",
-        dec.to_str().unwrap(),
-    ];
+    let mut a = vec!["--decode"];
+    a.extend(io_args(&model, &tok, &dec));
     assert_ok(&run_tool(BIN, Launch::Mpirun(2), &a));
     let bytes = std::fs::read(fixture("scalar_codecs/io.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();

@@ -3,8 +3,28 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+
+/// The `aion-model` binary under test.
+pub const MODEL: &str = env!("CARGO_BIN_EXE_aion-model");
+/// The `aion-tokenize` binary under test.
+pub const TOKENIZE: &str = env!("CARGO_BIN_EXE_aion-tokenize");
+/// The `aion-embed` binary under test.
+pub const EMBED: &str = env!("CARGO_BIN_EXE_aion-embed");
+/// The `aion-predict` binary under test.
+pub const PREDICT: &str = env!("CARGO_BIN_EXE_aion-predict");
+/// The `aion-generate` binary under test.
+pub const GENERATE: &str = env!("CARGO_BIN_EXE_aion-generate");
+/// The `aion-search` binary under test.
+pub const SEARCH: &str = env!("CARGO_BIN_EXE_aion-search");
+/// The `aion-fit-codecs` binary under test.
+pub const FIT: &str = env!("CARGO_BIN_EXE_aion-fit-codecs");
+/// The `aion-finetune` binary under test.
+pub const FINETUNE: &str = env!("CARGO_BIN_EXE_aion-finetune");
+/// The `aion-export` binary under test.
+pub const EXPORT: &str = env!("CARGO_BIN_EXE_aion-export");
 
 /// Repository root.
 pub fn repo() -> PathBuf {
@@ -14,6 +34,14 @@ pub fn repo() -> PathBuf {
 /// `validation/fixtures/<case>`.
 pub fn fixture(case: &str) -> PathBuf {
     repo().join("validation/fixtures").join(case)
+}
+
+/// The scalar codecs' fixture: its model (codecs only, for aion-tokenize) and its catalogue.
+pub fn scalar_fixture() -> (PathBuf, PathBuf) {
+    (
+        fixture("scalar_codecs/hub"),
+        fixture("scalar_codecs/catalog.h5"),
+    )
 }
 
 /// A fresh temporary directory, removed on drop.
@@ -53,12 +81,26 @@ pub enum Launch {
 }
 
 /// Runs binary `bin` with `args` under `launch`; stdin is closed (CI has none).
-pub fn run_tool(bin: &str, launch: Launch, args: &[&str]) -> Output {
+pub fn run_tool<S: AsRef<OsStr>>(bin: &str, launch: Launch, args: &[S]) -> Output {
+    run_tool_env(bin, launch, args, &[])
+}
+
+/// [`run_tool`] with extra environment variables (passed on by mpirun with `-x`).
+pub fn run_tool_env<S: AsRef<OsStr>>(
+    bin: &str,
+    launch: Launch,
+    args: &[S],
+    env: &[(&str, &str)],
+) -> Output {
     let mut cmd = match launch {
         Launch::Alone => Command::new(bin),
         Launch::Mpirun(n) => {
             let mut c = Command::new("mpirun");
-            c.args(["-n", &n.to_string(), "--oversubscribe", bin]);
+            c.args(["-n", &n.to_string(), "--oversubscribe"]);
+            for (k, _) in env {
+                c.args(["-x", k]);
+            }
+            c.arg(bin);
             c
         }
     };
@@ -67,9 +109,70 @@ pub fn run_tool(bin: &str, launch: Launch, args: &[&str]) -> Output {
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
         .env("OMP_NUM_THREADS", "1")
+        .envs(env.iter().copied())
         .stdin(Stdio::null());
     cmd.output()
         .unwrap_or_else(|e| panic!("cannot run {bin}: {e}"))
+}
+
+/// Where [`kill_then_resume`] is asked to kill runs (`AION_FAULT` points) and under which
+/// launch: mid-write and after a flush on 2 ranks, while preparing on 3.
+pub const KILL_POINTS: [(&str, Launch); 3] = [
+    ("mid_write@1:0", Launch::Mpirun(2)),
+    ("after_flush@3:1", Launch::Mpirun(2)),
+    ("prepare@2:1", Launch::Mpirun(3)),
+];
+
+/// Kills a run of `bin` with `args` under `launch` at `fault` (`AION_FAULT`), runs the same
+/// command again and asserts that it resumes and succeeds; returns the killed run. (The caller
+/// compares the output with an uninterrupted run.)
+pub fn kill_then_resume<S: AsRef<OsStr>>(
+    bin: &str,
+    launch: Launch,
+    args: &[S],
+    fault: &str,
+) -> Output {
+    let what = args
+        .iter()
+        .map(|a| a.as_ref().to_string_lossy())
+        .collect::<Vec<_>>();
+    let what = format!("{bin} {}, {fault}", what.join(" "));
+    let killed = run_tool_env(bin, launch, args, &[("AION_FAULT", fault)]);
+    assert!(!killed.status.success(), "{what}: not killed");
+    let err = assert_ok(&run_tool_env(bin, launch, args, &[]));
+    assert!(err.contains("resuming"), "{what}: did not resume:\n{err}");
+    killed
+}
+
+/// The path as a `&str` (the tests' paths are UTF-8).
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `--model M --catalog C --output O`: what every catalogue tool is given.
+pub fn io_args<'a>(
+    model: &'a (impl AsRef<Path> + ?Sized),
+    cat: &'a (impl AsRef<Path> + ?Sized),
+    out: &'a (impl AsRef<Path> + ?Sized),
+) -> Vec<&'a str> {
+    let (model, cat, out) = (s(model.as_ref()), s(cat.as_ref()), s(out.as_ref()));
+    vec!["--model", model, "--catalog", cat, "--output", out]
+}
+
+/// Runs `bin` alone with `args` and `--output single`, and asserts that `single` holds the same
+/// datasets as `out` (a run of the same arguments on more ranks, or under Slurm).
+pub fn assert_same_as_alone(bin: &str, args: &[&str], single: &Path, out: &Path) {
+    let mut a = args.to_vec();
+    a.extend(["--output", s(single)]);
+    assert_ok(&run_tool(bin, Launch::Alone, &a));
+    assert_same_datasets(single, out);
+}
+
+/// Asserts that `text` holds each of `words`, printing it otherwise.
+pub fn assert_mentions(text: &str, words: &[&str]) {
+    for w in words {
+        assert!(text.contains(w), "no {w:?} in:\n{text}");
+    }
 }
 
 /// Asserts success, printing stderr otherwise; returns stderr.
@@ -96,7 +199,7 @@ pub fn assert_fails(out: &Output) -> String {
 }
 
 /// Every dataset of an HDF5 file as flat f64 values with its shape (ints and floats; NaN kept).
-pub fn read_all(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec<f64>)> {
+pub fn read_all(path: &Path) -> Datasets {
     let f =
         hdf5::File::open(path).unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
     let mut out = BTreeMap::new();
@@ -104,7 +207,7 @@ pub fn read_all(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec<f64>)> {
     out
 }
 
-fn collect(g: &hdf5::Group, prefix: &str, out: &mut BTreeMap<String, (Vec<usize>, Vec<f64>)>) {
+fn collect(g: &hdf5::Group, prefix: &str, out: &mut Datasets) {
     for name in g.member_names().unwrap() {
         let full = format!("{prefix}/{name}");
         if let Ok(ds) = g.dataset(&name) {
@@ -118,39 +221,49 @@ fn collect(g: &hdf5::Group, prefix: &str, out: &mut BTreeMap<String, (Vec<usize>
     }
 }
 
+/// Datasets by path: shape and values (as f64).
+pub type Datasets = BTreeMap<String, (Vec<usize>, Vec<f64>)>;
+
 /// Asserts two outputs hold the same datasets with the same values (NaN == NaN).
 pub fn assert_same_datasets(a: &Path, b: &Path) {
-    let (da, db) = (read_all(a), read_all(b));
+    let what = format!("{} vs {}", a.display(), b.display());
+    assert_same_values(&what, &read_all(a), &read_all(b), |x, y| x == y);
+}
+
+/// Asserts that `da` and `db` hold the same dataset names and shapes, and values that `same`
+/// takes for equal (NaN equals NaN). The resume record (`/resume/…`) is compared by name only:
+/// it counts chunks, whose size depends on the rank count (issue 14).
+pub fn assert_same_values(what: &str, da: &Datasets, db: &Datasets, same: fn(f64, f64) -> bool) {
     assert_eq!(
         da.keys().collect::<Vec<_>>(),
         db.keys().collect::<Vec<_>>(),
-        "dataset names differ"
+        "{what}: dataset names differ"
     );
-    for (name, (sa, va)) in &da {
-        // The resume record counts chunks, whose size depends on the rank count (issue 14).
-        if name.starts_with("/resume/") {
-            continue;
-        }
+    for (name, (sa, va)) in da.iter().filter(|(k, _)| !k.starts_with("/resume/")) {
         let (sb, vb) = &db[name];
-        assert_eq!(sa, sb, "{name}: shape");
-        let same = va
+        assert_eq!(sa, sb, "{what}: {name}: shape");
+        let bad = va
             .iter()
             .zip(vb)
-            .all(|(x, y)| x == y || (x.is_nan() && y.is_nan()));
-        assert!(
-            same,
-            "{name}: values differ between {} and {}",
-            a.display(),
-            b.display()
-        );
+            .position(|(&x, &y)| !(same(x, y) || (x.is_nan() && y.is_nan())));
+        assert!(bad.is_none(), "{what}: {name}: values differ at {bad:?}");
     }
 }
 
 /// Reads one dataset as i64.
 pub fn read_i64(path: &Path, name: &str) -> (Vec<usize>, Vec<i64>) {
+    read_as(path, name)
+}
+
+/// Reads one dataset as f32.
+pub fn read_f32(path: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
+    read_as(path, name)
+}
+
+fn read_as<T: hdf5::H5Type>(path: &Path, name: &str) -> (Vec<usize>, Vec<T>) {
     let f = hdf5::File::open(path).unwrap();
     let ds = f.dataset(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-    (ds.shape(), ds.read_raw::<i64>().unwrap())
+    (ds.shape(), ds.read_raw::<T>().unwrap())
 }
 
 /// Python of the validation venv (has h5py), if it exists.
@@ -159,6 +272,15 @@ pub fn venv_python() -> Option<PathBuf> {
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("validation/.venv/bin/python"));
     p.exists().then_some(p)
+}
+
+/// The root attribute `modality_bits` of an output: the modality of each bit of its masks.
+pub fn modality_bits(f: &hdf5::File) -> Vec<String> {
+    let json = f
+        .attr("modality_bits")
+        .unwrap()
+        .read_scalar::<hdf5::types::VarLenUnicode>();
+    serde_json::from_str(&json.unwrap()).unwrap()
 }
 
 /// Every dataset path of an HDF5 file (without the leading `/`).
@@ -332,4 +454,15 @@ pub fn snapshot(paths: &[PathBuf]) -> Vec<Vec<u8>> {
         .iter()
         .map(|p| std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
         .collect()
+}
+
+/// Writes an HDF5 file that no aion-hpc tool made (one dataset `x`), for the "never overwrite a
+/// foreign file" checks.
+pub fn write_foreign_h5(path: &Path) {
+    hdf5::File::create(path)
+        .unwrap()
+        .new_dataset::<f32>()
+        .shape(3)
+        .create("x")
+        .unwrap();
 }

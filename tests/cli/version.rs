@@ -18,9 +18,7 @@ const TOOLS: [&str; 7] = [
 
 #[test]
 fn every_tool_reports_version_commit_backends_and_libraries() {
-    let dir = Path::new(env!("CARGO_BIN_EXE_aion-tokenize"))
-        .parent()
-        .unwrap();
+    let dir = Path::new(TOKENIZE).parent().unwrap();
     let commit = Command::new("git")
         .args(["rev-parse", "HEAD"])
         .current_dir(repo())
@@ -71,20 +69,8 @@ fn every_tool_reports_version_commit_backends_and_libraries() {
 fn every_rank_logs_its_host_and_node_local_rank() {
     let dir = tempdir();
     let out = dir.path().join("t.h5");
-    let model = fixture("scalar_codecs/hub");
-    let cat = fixture("scalar_codecs/catalog.h5");
-    let o = run_tool(
-        env!("CARGO_BIN_EXE_aion-tokenize"),
-        Launch::Mpirun(2),
-        &[
-            "--model",
-            model.to_str().unwrap(),
-            "--catalog",
-            cat.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-        ],
-    );
+    let (model, cat) = scalar_fixture();
+    let o = run_tool(TOKENIZE, Launch::Mpirun(2), &io_args(&model, &cat, &out));
     let err = assert_ok(&o);
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     for rank in 0..2 {

@@ -5,11 +5,20 @@
 use aion_model::codecs::catalog::{self, Catalog, CatalogCodec};
 use aion_model::modality::by_token_key;
 
-use crate::common::{Fixture, assert_close, assert_tokens_eq, fixtures_dir};
+use crate::common::{
+    Fixture, assert_close, assert_mentions, assert_tokens_eq, codec_copy, fixtures_dir,
+};
 
 fn load() -> CatalogCodec {
     CatalogCodec::load(&fixtures_dir().join("catalog_codec/hub/codecs/catalog"))
         .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The fixture codec, the fixture's arrays and its input catalogue.
+fn setup() -> (CatalogCodec, Fixture, Catalog) {
+    let mut io = Fixture::open("catalog_codec", "io.safetensors");
+    let cat = input(&mut io);
+    (load(), io, cat)
 }
 
 fn input(io: &mut Fixture) -> Catalog {
@@ -40,9 +49,7 @@ fn check_decoded(io: &mut Fixture, prefix: &str, got: &Catalog) {
 
 #[test]
 fn catalog_tokens_and_decode_match_reference() {
-    let codec = load();
-    let mut io = Fixture::open("catalog_codec", "io.safetensors");
-    let cat = input(&mut io);
+    let (codec, mut io, cat) = setup();
     let tokens = codec.encode(&cat).unwrap();
     let (shape, want) = io.i64("tokens");
     assert_eq!(shape, vec![cat.batch, 5 * cat.len]);
@@ -72,12 +79,7 @@ fn catalog_vocabulary_facts_match_modality_info() {
     assert_eq!(n("padding_idx"), catalog::PAD_ID);
     assert_eq!(n("codec_pad_id"), load().mask_value);
     assert_eq!(n("codec_codebook_size"), CatalogCodec::codebook_size());
-    let offsets: Vec<i64> = facts["codec_offsets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_i64().unwrap())
-        .collect();
+    let offsets: Vec<i64> = serde_json::from_value(facts["codec_offsets"].clone()).unwrap();
     assert_eq!(offsets, CatalogCodec::offsets());
     let m = by_token_key("catalog").unwrap();
     assert_eq!(n("vocab_size") as usize, m.vocab);
@@ -90,9 +92,7 @@ fn catalog_vocabulary_facts_match_modality_info() {
 
 #[test]
 fn catalog_model_ids_round_trip() {
-    let codec = load();
-    let mut io = Fixture::open("catalog_codec", "io.safetensors");
-    let cat = input(&mut io);
+    let (codec, _, cat) = setup();
     let tokens = codec.encode(&cat).unwrap();
     let (ids, mask) = codec.to_model_ids(&tokens, 5 * cat.len).unwrap();
     for ((&t, &id), &m) in tokens.iter().zip(&ids).zip(&mask) {
@@ -112,9 +112,7 @@ fn catalog_model_ids_round_trip() {
 
 #[test]
 fn catalog_errors_name_row_and_slot() {
-    let codec = load();
-    let mut io = Fixture::open("catalog_codec", "io.safetensors");
-    let cat = input(&mut io);
+    let (codec, _, cat) = setup();
     let slot = cat.len + 3; // row 1, slot 3 (row 1 is empty in the fixture)
     let mut partly = cat.clone();
     partly.shape_r[slot] = 1.0;
@@ -150,31 +148,14 @@ fn catalog_errors_name_row_and_slot() {
 
 #[test]
 fn catalog_loading_is_strict() {
-    use safetensors::tensor::{SafeTensors, TensorView};
     let src = fixtures_dir().join("catalog_codec/hub/codecs/catalog");
-    let tmp = std::env::temp_dir().join(format!("aion-catalog-strict-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).unwrap();
-    std::fs::copy(src.join("config.json"), tmp.join("config.json")).unwrap();
-    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
     let removed = "_quantizer.quantizers.SHAPE_E2._index_to_val";
     // Renamed with the Hub-style `quantizer.` prefix: accepted as an alias.
-    let views: Vec<(String, TensorView<'_>)> = st
-        .tensors()
-        .into_iter()
-        .filter(|(n, _)| n != removed)
-        .map(|(n, v)| (n.trim_start_matches('_').to_string(), v))
-        .collect();
-    std::fs::write(
-        tmp.join("model.safetensors"),
-        safetensors::serialize(views, None).unwrap(),
-    )
-    .unwrap();
+    let tmp = codec_copy(&src, "catalog-strict", &[removed], &[], None, |n| {
+        n.trim_start_matches('_')
+    });
     let err = CatalogCodec::load(&tmp).unwrap_err().to_string();
     std::fs::remove_dir_all(&tmp).ok();
-    assert!(
-        err.contains(&format!("missing tensor {removed} [1024]")),
-        "{err}"
-    );
-    assert!(err.contains("1 problem"), "{err}");
+    let missing = format!("missing tensor {removed} [1024]");
+    assert_mentions(&err, &[&missing, "1 problem"]);
 }

@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use aion_model::weights::WeightFile;
 
@@ -93,16 +93,58 @@ pub fn max_errors(got: &[f32], want: &[f32]) -> (f32, f32) {
     (abs, rel)
 }
 
+/// A copy of the codec folder `src` in a temp dir (named after `tag`) with its tensors but `drop`,
+/// renamed by `rename`, plus the `(name, shape, f32 data)` tensors `add`; its `config.json`, or
+/// `config`. For the strict-loading checks.
+pub fn codec_copy(
+    src: &Path,
+    tag: &str,
+    drop: &[&str],
+    add: &[(&str, Vec<usize>, Vec<u8>)],
+    config: Option<&str>,
+    rename: fn(&str) -> &str,
+) -> PathBuf {
+    use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+    let tmp = std::env::temp_dir().join(format!("aion-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    match config {
+        Some(text) => std::fs::write(tmp.join("config.json"), text).unwrap(),
+        None => {
+            std::fs::copy(src.join("config.json"), tmp.join("config.json")).unwrap();
+        }
+    }
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut views: Vec<(String, TensorView<'_>)> = st
+        .tensors()
+        .into_iter()
+        .filter(|(name, _)| !drop.contains(&name.as_str()))
+        .map(|(name, v)| (rename(&name).to_string(), v))
+        .collect();
+    for (name, shape, data) in add {
+        let v = TensorView::new(Dtype::F32, shape.clone(), data).unwrap();
+        views.push((name.to_string(), v));
+    }
+    safetensors::serialize_to_file(views, None, &tmp.join("model.safetensors")).unwrap();
+    tmp
+}
+
+/// Asserts that `text` holds each of `words`, printing it otherwise.
+pub fn assert_mentions(text: &str, words: &[&str]) {
+    for w in words {
+        assert!(text.contains(w), "no {w:?} in:\n{text}");
+    }
+}
+
+/// Asserts that a result has as many values as the reference.
+fn assert_same_len(what: &str, got: usize, want: usize) {
+    assert_eq!(got, want, "{what}: length {got} vs {want}");
+}
+
 /// Asserts `|got - want| <= atol + rtol·|want|` elementwise; prints the max errors (they are
 /// quoted in docs/validation.md).
 pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
-    assert_eq!(
-        got.len(),
-        want.len(),
-        "{what}: length {} vs {}",
-        got.len(),
-        want.len()
-    );
+    assert_same_len(what, got.len(), want.len());
     let (abs, rel) = max_errors(got, want);
     eprintln!(
         "[parity] {what}: max abs err {abs:.3e}, max rel err {rel:.3e} (n={})",
@@ -118,13 +160,7 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
 
 /// Asserts two token arrays are identical, reporting the first differences.
 pub fn assert_tokens_eq(what: &str, got: &[i64], want: &[i64]) {
-    assert_eq!(
-        got.len(),
-        want.len(),
-        "{what}: length {} vs {}",
-        got.len(),
-        want.len()
-    );
+    assert_same_len(what, got.len(), want.len());
     let diffs: Vec<_> = got
         .iter()
         .zip(want)
@@ -191,13 +227,9 @@ pub fn assert_fsq_tokens_eq(
     assert_eq!(got.len(), want.len(), "{what}: length");
     let d = levels.len();
     assert_eq!(ref_pre_quant.len(), got.len() * d, "{what}: latent size");
-    let basis: Vec<i64> = levels
-        .iter()
-        .scan(1i64, |acc, &l| {
-            let b = *acc;
-            *acc *= i64::from(l);
-            Some(b)
-        })
+    // Place value of each latent channel in the token (mixed radix, channel 0 lowest).
+    let basis: Vec<i64> = (0..d)
+        .map(|c| levels[..c].iter().map(|&l| i64::from(l)).product())
         .collect();
     let digit = |t: i64, c: usize| (t / basis[c]) % i64::from(levels[c]);
     let mut allowed = 0;

@@ -2,7 +2,7 @@
 //! contexts and logits), decoder modes and batch independence. Loading and training checks are
 //! in `fourm_loading.rs`.
 
-use aion_model::fourm::DecoderMode;
+use aion_model::fourm::{DecoderMode, Encoded};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Tensor};
 
@@ -76,10 +76,22 @@ macro_rules! both_variants {
     };
 }
 
-fn encode_all_tokens<B: Backend>(variant: &str, device: &B::Device) {
+/// The fixture of `variant` and the model's encoding of its inputs (`masked`: with the fixture's
+/// input masks; `num_encoder_tokens` as [`Aion::encode`](aion_model::Aion::encode) takes it).
+fn encoded<B: Backend>(
+    variant: &str,
+    device: &B::Device,
+    masked: bool,
+    num_encoder_tokens: Option<usize>,
+) -> (Fixture, Encoded<B>) {
     let (model, mut io) = (load::<B>(variant, device), io(variant));
-    let inp = inputs(&mut io, &ENCODE_KEYS, false, 0..ROWS, device);
-    let enc = model.encode(&inp, None).unwrap();
+    let inp = inputs(&mut io, &ENCODE_KEYS, masked, 0..ROWS, device);
+    let enc = model.encode(&inp, num_encoder_tokens).unwrap();
+    (io, enc)
+}
+
+fn encode_all_tokens<B: Backend>(variant: &str, device: &B::Device) {
+    let (mut io, enc) = encoded::<B>(variant, device, false, None);
     check(
         &format!("{variant} context"),
         enc.context,
@@ -90,9 +102,7 @@ fn encode_all_tokens<B: Backend>(variant: &str, device: &B::Device) {
 both_variants!(encode_all_tokens_matches_reference, encode_all_tokens);
 
 fn encode_with_masks<B: Backend>(variant: &str, device: &B::Device) {
-    let (model, mut io) = (load::<B>(variant, device), io(variant));
-    let inp = inputs(&mut io, &ENCODE_KEYS, true, 0..ROWS, device);
-    let enc = model.encode(&inp, None).unwrap();
+    let (mut io, enc) = encoded::<B>(variant, device, true, None);
     check(
         &format!("{variant} context_with_mask"),
         enc.context,
@@ -112,9 +122,7 @@ fn encode_with_masks<B: Backend>(variant: &str, device: &B::Device) {
 both_variants!(encode_with_masks_matches_reference, encode_with_masks);
 
 fn encode_truncated<B: Backend>(variant: &str, device: &B::Device) {
-    let (model, mut io) = (load::<B>(variant, device), io(variant));
-    let inp = inputs(&mut io, &ENCODE_KEYS, true, 0..ROWS, device);
-    let enc = model.encode(&inp, Some(700)).unwrap();
+    let (mut io, enc) = encoded::<B>(variant, device, true, Some(700));
     let what = format!("{variant} context_num_encoder_tokens_700 (masked)");
     check(&what, enc.context, &mut io, "encode.masked.k700");
     check_mask(
@@ -130,9 +138,7 @@ both_variants!(
 );
 
 fn encode_truncated_unmasked<B: Backend>(variant: &str, device: &B::Device) {
-    let (model, mut io) = (load::<B>(variant, device), io(variant));
-    let inp = inputs(&mut io, &ENCODE_KEYS, false, 0..ROWS, device);
-    let enc = model.encode(&inp, Some(300)).unwrap();
+    let (mut io, enc) = encoded::<B>(variant, device, false, Some(300));
     let what = format!("{variant} context_num_encoder_tokens_300");
     check(&what, enc.context, &mut io, "encode.k300");
 }
@@ -155,60 +161,32 @@ fn predict_scalars<B: Backend>(variant: &str, device: &B::Device) {
     let (z, ebv) = (modality("tok_z"), modality("tok_ebv"));
     let inp = inputs(&mut io, &PREDICT_KEYS, true, 0..ROWS, device);
     let one = |t| model.predict(&inp, &[t], DecoderMode::Joint).remove(0);
-    check(
-        &format!("{variant} tok_z alone"),
-        one(z),
-        &mut io,
-        "predict.z",
-    );
-    check(
-        &format!("{variant} tok_ebv alone"),
-        one(ebv),
-        &mut io,
-        "predict.ebv",
-    );
     let joint = model.predict(&inp, &[z, ebv], DecoderMode::Joint);
-    check(
-        &format!("{variant} [z, ebv] joint: z"),
-        joint[0].clone(),
-        &mut io,
-        "predict.z_ebv.tok_z",
-    );
-    check(
-        &format!("{variant} [z, ebv] joint: ebv"),
-        joint[1].clone(),
-        &mut io,
-        "predict.z_ebv.tok_ebv",
-    );
     // The reference shuffles the target order; the result must not depend on it.
     let swapped = model.predict(&inp, &[ebv, z], DecoderMode::Joint);
-    check(
-        &format!("{variant} [ebv, z] joint: z"),
-        swapped[1].clone(),
-        &mut io,
-        "predict.z_ebv.tok_z",
-    );
     let indep = model.predict(&inp, &[z, ebv], DecoderMode::Independent);
-    check(
-        &format!("{variant} [z, ebv] independent: z"),
-        indep[0].clone(),
-        &mut io,
-        "predict.z",
-    );
-    check(
-        &format!("{variant} [z, ebv] independent: ebv"),
-        indep[1].clone(),
-        &mut io,
-        "predict.ebv",
-    );
     let plain = inputs(&mut io, &PREDICT_KEYS, false, 0..ROWS, device);
-    let got = model.predict(&plain, &[z], DecoderMode::Joint).remove(0);
-    check(
-        &format!("{variant} tok_z, no masks"),
-        got,
-        &mut io,
-        "predict.z.nomask",
-    );
+    let no_masks = model.predict(&plain, &[z], DecoderMode::Joint).remove(0);
+    for (what, got, key) in [
+        ("tok_z alone", one(z), "predict.z"),
+        ("tok_ebv alone", one(ebv), "predict.ebv"),
+        ("[z, ebv] joint: z", joint[0].clone(), "predict.z_ebv.tok_z"),
+        (
+            "[z, ebv] joint: ebv",
+            joint[1].clone(),
+            "predict.z_ebv.tok_ebv",
+        ),
+        (
+            "[ebv, z] joint: z",
+            swapped[1].clone(),
+            "predict.z_ebv.tok_z",
+        ),
+        ("[z, ebv] independent: z", indep[0].clone(), "predict.z"),
+        ("[z, ebv] independent: ebv", indep[1].clone(), "predict.ebv"),
+        ("tok_z, no masks", no_masks, "predict.z.nomask"),
+    ] {
+        check(&format!("{variant} {what}"), got, &mut io, key);
+    }
 }
 both_variants!(predict_scalars_matches_reference, predict_scalars);
 

@@ -75,6 +75,17 @@ fn input<B: Backend>(
     }
 }
 
+/// The fixture codec, the fixture's arrays and its cutouts (see [`input`]).
+fn setup<B: Backend>(
+    dev: &B::Device,
+    scale: &str,
+    extra_y: bool,
+) -> (ImageCodec<B>, Fixture, Tensor<B, 4>) {
+    let mut io = Fixture::open(CASE, "io.safetensors");
+    let flux = input::<B>(&mut io, scale, extra_y, dev);
+    (load::<B>(dev), io, flux)
+}
+
 fn load<B: Backend>(dev: &B::Device) -> ImageCodec<B> {
     ImageCodec::load(&hub_dir(), dev).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -95,9 +106,7 @@ fn check_tokens(
 }
 
 fn des_parity<B: Backend>(dev: &B::Device) {
-    let codec = load::<B>(dev);
-    let mut io = Fixture::open(CASE, "io.safetensors");
-    let flux = input::<B>(&mut io, "des_scale", false, dev);
+    let (codec, mut io, flux) = setup::<B>(dev, "des_scale", false);
     let enc = codec.encode_with_intermediates(flux, &des()).unwrap();
     let cmp = |io: &mut Fixture, name: &str, got: Vec<f32>, atol: f32, rtol: f32| {
         let (_, want) = io.f32(name);
@@ -158,9 +167,7 @@ fn des_parity<B: Backend>(dev: &B::Device) {
 backend_test!(des_encode_decode, des_parity);
 
 fn hsc_parity<B: Backend>(dev: &B::Device) {
-    let codec = load::<B>(dev);
-    let mut io = Fixture::open(CASE, "io.safetensors");
-    let flux = input::<B>(&mut io, "hsc_scale", true, dev);
+    let (codec, mut io, flux) = setup::<B>(dev, "hsc_scale", true);
     let enc = codec.encode_with_intermediates(flux, &hsc()).unwrap();
     let (_, ref_pq) = io.f32("hsc_pre_quant");
     assert_close("hsc_pre_quant", &f32s(enc.pre_quant), &ref_pq, 2e-4, 1e-4);
@@ -188,9 +195,7 @@ fn hsc_parity<B: Backend>(dev: &B::Device) {
 backend_test!(hsc_encode_decode, hsc_parity);
 
 fn subset_parity<B: Backend>(dev: &B::Device) {
-    let codec = load::<B>(dev);
-    let mut io = Fixture::open(CASE, "io.safetensors");
-    let flux = input::<B>(&mut io, "des_scale", false, dev);
+    let (codec, mut io, flux) = setup::<B>(dev, "des_scale", false);
     let levels = codec.quantizer().levels().to_vec();
     let cases: [(&str, &[usize], &[&str]); 2] = [
         ("subset", &[0, 1, 3], &["DES-G", "DES-R", "DES-Z"]),
@@ -239,9 +244,7 @@ fn subset_parity<B: Backend>(dev: &B::Device) {
 backend_test!(band_subsets, subset_parity);
 
 fn odd_size_and_batch_independence<B: Backend>(dev: &B::Device) {
-    let codec = load::<B>(dev);
-    let mut io = Fixture::open(CASE, "io.safetensors");
-    let flux = input::<B>(&mut io, "des_scale", false, dev);
+    let (codec, mut io, flux) = setup::<B>(dev, "des_scale", false);
     let before = f32s(flux.clone());
     // A 101×97 cutout: floor offsets (2, 0).
     let odd = flux.clone().slice(s![0..1, .., 10..111, 20..117]);

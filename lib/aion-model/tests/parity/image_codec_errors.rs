@@ -6,9 +6,8 @@ use std::path::{Path, PathBuf};
 use aion_model::codecs::image::{Band, ImageCodec};
 use burn::backend::NdArray;
 use burn::tensor::{Int, Tensor, TensorData};
-use safetensors::SafeTensors;
 
-use crate::common::fixtures_dir;
+use crate::common::{assert_mentions, fixtures_dir};
 
 type B = NdArray<f32>;
 
@@ -16,36 +15,16 @@ fn hub_dir() -> PathBuf {
     fixtures_dir().join("image_codec/hub/codecs/image")
 }
 
-/// A copy of the fixture codec folder in a temp dir, with tensors `drop` removed, `(name, shape,
-/// f32 data)` tensors added, and optionally another `config.json`.
+/// The fixture codec folder copied with tensors `drop` removed, `add` added and another
+/// `config` if given (see [`codec_copy`](crate::common::codec_copy)).
 fn codec_copy(
     tag: &str,
     drop: &[&str],
     add: &[(&str, Vec<usize>, Vec<u8>)],
     config: Option<&str>,
 ) -> PathBuf {
-    let tmp = std::env::temp_dir().join(format!("aion-image-{tag}-{}", std::process::id()));
-    fs::create_dir_all(&tmp).unwrap();
-    match config {
-        Some(text) => fs::write(tmp.join("config.json"), text).unwrap(),
-        None => {
-            fs::copy(hub_dir().join("config.json"), tmp.join("config.json")).unwrap();
-        }
-    }
-    let bytes = fs::read(hub_dir().join("model.safetensors")).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let mut views: Vec<(String, safetensors::tensor::TensorView<'_>)> = st
-        .tensors()
-        .into_iter()
-        .filter(|(name, _)| !drop.contains(&name.as_str()))
-        .collect();
-    for (name, shape, data) in add {
-        let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
-            .unwrap();
-        views.push((name.to_string(), v));
-    }
-    safetensors::serialize_to_file(views, None, &tmp.join("model.safetensors")).unwrap();
-    tmp
+    let tag = format!("image-{tag}");
+    crate::common::codec_copy(&hub_dir(), &tag, drop, add, config, |n| n)
 }
 
 fn load_err(dir: &Path) -> String {
@@ -61,14 +40,9 @@ fn strict_loading_names_missing_and_unexpected_tensors() {
     let removed = "model.encoder_layers.2.1.net.4.to_k.weight";
     let extra = ("model.encoder_layers.9.conv.weight", vec![2], vec![0u8; 8]);
     let err = load_err(&codec_copy("strict", &[removed], &[extra], None));
-    assert!(
-        err.contains(&format!("missing tensor {removed} [1, 16, 1, 1]")),
-        "{err}"
-    );
-    assert!(
-        err.contains("unexpected tensor model.encoder_layers.9.conv.weight"),
-        "{err}"
-    );
+    let missing = format!("missing tensor {removed} [1, 16, 1, 1]");
+    let unexpected = "unexpected tensor model.encoder_layers.9.conv.weight";
+    assert_mentions(&err, &[&missing, unexpected]);
 }
 
 #[test]

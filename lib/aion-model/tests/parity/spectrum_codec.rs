@@ -13,7 +13,9 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
 use crate::backend_test;
-use crate::common::{Fixture, assert_close, assert_spectrum_tokens_eq, fixtures_dir};
+use crate::common::{
+    Fixture, assert_close, assert_mentions, assert_spectrum_tokens_eq, codec_copy, fixtures_dir,
+};
 
 const ROWS: usize = 4;
 
@@ -47,6 +49,13 @@ impl Input {
             wavelength: &self.wavelength,
         }
     }
+}
+
+/// The fixture codec, the fixture's arrays and its input spectra.
+fn setup<B: Backend>(device: &B::Device) -> (SpectrumCodec<B>, Fixture, Vec<Input>) {
+    let mut io = Fixture::open("spectrum_codec", "io.safetensors");
+    let ins = inputs(&mut io);
+    (load::<B>(device), io, ins)
 }
 
 fn inputs(io: &mut Fixture) -> Vec<Input> {
@@ -154,9 +163,7 @@ fn encoder_intermediates<B: Backend>(device: &B::Device) {
 backend_test!(spectrum_encoder_intermediates, encoder_intermediates);
 
 fn tokens_and_decodes<B: Backend>(device: &B::Device) {
-    let codec = load::<B>(device);
-    let mut io = Fixture::open("spectrum_codec", "io.safetensors");
-    let ins = inputs(&mut io);
+    let (codec, mut io, ins) = setup::<B>(device);
     let rows: Vec<_> = ins.iter().map(Input::row).collect();
     let tokens = codec.encode(&rows).unwrap();
     assert_eq!(tokens.dims(), [ROWS, 273]);
@@ -236,9 +243,7 @@ fn tokens_and_decodes<B: Backend>(device: &B::Device) {
 backend_test!(spectrum_tokens_and_decodes, tokens_and_decodes);
 
 fn padded_rows<B: Backend>(device: &B::Device) {
-    let codec = load::<B>(device);
-    let mut io = Fixture::open("spectrum_codec", "io.safetensors");
-    let ins = inputs(&mut io);
+    let (codec, mut io, ins) = setup::<B>(device);
     let alone = ints(codec.encode(&[ins[3].row()]).unwrap());
     let unpadded = ints(codec.encode(&[ins[1].row()]).unwrap());
     assert_eq!(alone, unpadded, "padded row = unpadded row");
@@ -252,9 +257,7 @@ fn padded_rows<B: Backend>(device: &B::Device) {
 backend_test!(spectrum_padded_sdss_row, padded_rows);
 
 fn batch_independence<B: Backend>(device: &B::Device) {
-    let codec = load::<B>(device);
-    let mut io = Fixture::open("spectrum_codec", "io.safetensors");
-    let ins = inputs(&mut io);
+    let (codec, _, ins) = setup::<B>(device);
     let rows: Vec<_> = ins.iter().map(Input::row).collect();
     let all = ints(codec.encode(&rows).unwrap());
     let all_pre = codec.preprocess(&rows).unwrap();
@@ -294,9 +297,7 @@ fn batch_independence<B: Backend>(device: &B::Device) {
 backend_test!(spectrum_batch_independence, batch_independence);
 
 fn errors<B: Backend>(device: &B::Device) {
-    let codec = load::<B>(device);
-    let mut io = Fixture::open("spectrum_codec", "io.safetensors");
-    let ins = inputs(&mut io);
+    let (codec, _, ins) = setup::<B>(device);
     let good = ins[0].row();
     let expect = |rows: &[SpectrumRow<'_>], what: &str| {
         let e = codec.encode(rows).unwrap_err().to_string();
@@ -368,36 +369,21 @@ backend_test!(spectrum_errors, errors);
 
 #[test]
 fn spectrum_loading_is_strict() {
-    use safetensors::tensor::{SafeTensors, TensorView};
-    let src = codec_dir();
-    let tmp = std::env::temp_dir().join(format!("aion-spectrum-strict-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).unwrap();
-    std::fs::copy(src.join("config.json"), tmp.join("config.json")).unwrap();
-    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
     let removed = "encoder.stages.2.0.grn.gamma";
-    let mut views: Vec<(String, TensorView<'_>)> = st
-        .tensors()
-        .into_iter()
-        .filter(|(n, _)| n != removed)
-        .collect();
-    let extra = vec![0u8; 8];
-    views.push((
-        "encoder.stages.2.0.layer_scale".into(),
-        TensorView::new(safetensors::Dtype::F32, vec![2], &extra).unwrap(),
-    ));
-    let out = safetensors::serialize(views, None).unwrap();
-    std::fs::write(tmp.join("model.safetensors"), out).unwrap();
+    let extra = ("encoder.stages.2.0.layer_scale", vec![2], vec![0u8; 8]);
+    let tmp = codec_copy(
+        &codec_dir(),
+        "spectrum-strict",
+        &[removed],
+        &[extra],
+        None,
+        |n| n,
+    );
     let err = SpectrumCodec::<burn::backend::NdArray<f32>>::load(&tmp, &Default::default())
         .unwrap_err()
         .to_string();
     std::fs::remove_dir_all(&tmp).ok();
-    assert!(
-        err.contains(&format!("missing tensor {removed} [1, 1, 128]")),
-        "{err}"
-    );
-    assert!(
-        err.contains("unexpected tensor encoder.stages.2.0.layer_scale [2]"),
-        "{err}"
-    );
+    let missing = format!("missing tensor {removed} [1, 1, 128]");
+    let unexpected = "unexpected tensor encoder.stages.2.0.layer_scale [2]";
+    assert_mentions(&err, &[&missing, unexpected]);
 }

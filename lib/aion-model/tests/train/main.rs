@@ -53,6 +53,20 @@ fn z_logits(model: &Aion<B>, inputs: &[TokenInput<B>]) -> Vec<f32> {
         .unwrap()
 }
 
+/// The fixture model with LoRA adapters (rank 2, alpha 4, on every target of every block;
+/// seed 3).
+fn fixture_lora(dev: &burn_ndarray::NdArrayDevice) -> (Aion<B>, LoraSet<B>) {
+    let model = Aion::<B>::load(&fixture_model(), dev).unwrap();
+    let cfg = LoraConfig {
+        rank: 2,
+        alpha: 4.0,
+        targets: LoraTargets::All,
+        blocks: LoraBlocks::all(),
+    };
+    let lora = LoraSet::<B>::init(&model, &cfg, 3, dev).unwrap();
+    (model, lora)
+}
+
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter()
@@ -221,14 +235,7 @@ fn new_modalities_leave_existing_weights_untouched() {
 #[test]
 fn lora_starts_as_identity_fuses_and_round_trips() {
     let dev = Default::default();
-    let model = Aion::<B>::load(&fixture_model(), &dev).unwrap();
-    let cfg = LoraConfig {
-        rank: 2,
-        alpha: 4.0,
-        targets: LoraTargets::All,
-        blocks: LoraBlocks::all(),
-    };
-    let mut lora = LoraSet::<B>::init(&model, &cfg, 3, &dev).unwrap();
+    let (model, mut lora) = fixture_lora(&dev);
     assert_eq!(lora.paths.len(), 2 * (2 + 3) + 2 * (2 + 3 + 3));
     let inputs = [ids("tok_flux_g", &[1, 500]), ids("tok_ebv", &[3, 9])];
     assert_eq!(
@@ -243,22 +250,11 @@ fn lora_starts_as_identity_fuses_and_round_trips() {
             burn::module::Param::from_tensor(Tensor::from_data(TensorData::new(v, [r, o]), &dev));
     }
     let fused = lora.apply(&model);
-    let w0: Vec<f32> = model.encoder[0]
-        .attn
-        .qkv
-        .weight
-        .val()
-        .into_data()
-        .to_vec()
-        .unwrap();
-    let w1: Vec<f32> = fused.encoder[0]
-        .attn
-        .qkv
-        .weight
-        .val()
-        .into_data()
-        .to_vec()
-        .unwrap();
+    let qkv0 = |m: &Aion<B>| -> Vec<f32> {
+        let w = m.encoder[0].attn.qkv.weight.val();
+        w.into_data().to_vec().unwrap()
+    };
+    let (w0, w1) = (qkv0(&model), qkv0(&fused));
     let a = &lora.adapters[0];
     let delta: Vec<f32> = a
         .down

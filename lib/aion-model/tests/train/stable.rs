@@ -8,7 +8,6 @@ use std::path::Path;
 
 use aion_model::codecs::scalar_fit::{BottomK, FitKind, FittedCodec};
 use aion_model::export::{read_safetensors, safetensors_bytes, save};
-use aion_model::lora::{LoraBlocks, LoraConfig, LoraSet, LoraTargets};
 use aion_model::probe::ProbeHead;
 use aion_model::train::extend::{NewModality, extended};
 use aion_model::train::init::{InitOptions, init_model, init_state_dict};
@@ -221,14 +220,7 @@ fn extended_models_lora_probes_and_fitted_codecs_are_unchanged() {
     let ext = hex(&safetensors_bytes(&tensors, None));
 
     let dev = Default::default();
-    let model = Aion::<B>::load(&fixture_model(), &dev).unwrap();
-    let cfg = LoraConfig {
-        rank: 2,
-        alpha: 4.0,
-        targets: LoraTargets::All,
-        blocks: LoraBlocks::all(),
-    };
-    let lora = LoraSet::<B>::init(&model, &cfg, 3, &dev).unwrap();
+    let (_, lora) = super::fixture_lora(&dev);
     let (tensors, _) = lora.tensors();
     let adapters = hex(&safetensors_bytes(&tensors, None));
 
