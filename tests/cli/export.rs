@@ -11,7 +11,6 @@
 //! whose object ids differ from the results' is refused, naming the row.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use aion_io::Catalog;
 use aion_io::catalog::ColumnValues;
@@ -91,7 +90,7 @@ fn assert_matches_results(export: &[String], results: &Path) {
 
 /// `python` if it can import `modules`.
 fn with_modules(python: PathBuf, modules: &str) -> Option<PathBuf> {
-    let ok = Command::new(&python)
+    let ok = command(&python)
         .args(["-c", &format!("import {modules}")])
         .output()
         .is_ok_and(|o| o.status.success());
@@ -99,7 +98,7 @@ fn with_modules(python: PathBuf, modules: &str) -> Option<PathBuf> {
 }
 
 fn run_checker(python: &Path, args: &[&str]) {
-    let out = Command::new(python)
+    let out = command(python)
         .arg(repo().join("validation/check_export.py"))
         .args(args)
         .output()

@@ -13,7 +13,7 @@
 //! - 20 random SIGKILLs (some of one rank only), resumed on other rank counts.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::util::*;
@@ -426,7 +426,7 @@ fn a_catalogue_edited_in_place_is_refused_and_two_runs_never_share_an_output() {
     let out2 = d.join("busy.h5");
     let mut b = a.clone();
     b[5] = s(&out2);
-    let mut first = Command::new(EMBED)
+    let mut first = command(EMBED)
         .args(&b)
         .env("AION_TEST_SLOW_MS", "1200")
         .stdin(Stdio::null())
@@ -592,7 +592,7 @@ fn bad_catalogues_are_clear_errors_or_results_never_panics() {
 
 /// Whether this machine lets us mount a tmpfs in a user namespace (`unshare -rm`).
 fn small_fs_available() -> bool {
-    let ok = Command::new("unshare")
+    let ok = command("unshare")
         .args(["-rm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -620,7 +620,7 @@ fn in_small_fs(size_kb: u64, leave_kb: u64, catalog: &Path, out: &Path, script: 
          avail=$(df -k --output=avail \"$MNT\" | tail -1)\n\
          fallocate -l $(( (avail - {leave_kb}) * 1024 )) \"$MNT/filler\" || exit 98\n{script}"
     );
-    let st = Command::new("unshare")
+    let st = command("unshare")
         .args(["-rm", "bash", "-c", &full])
         .env("MNT", &mnt)
         .env("CAT", catalog)
@@ -790,7 +790,7 @@ fn stop_signals_sent_to_mpirun() {
     assert_ok(&run_tool_env(EMBED, Launch::Alone, &a(&reference), &[]));
     for sig in ["USR1", "TERM"] {
         let out = d.join(format!("{sig}.h5"));
-        let child = Command::new("mpirun")
+        let child = command("mpirun")
             .args([
                 "-n",
                 "2",
@@ -816,7 +816,7 @@ fn stop_signals_sent_to_mpirun() {
             assert!(t0.elapsed() < Duration::from_secs(60), "{sig}: no progress");
             std::thread::sleep(Duration::from_millis(100));
         }
-        let st = Command::new("kill")
+        let st = command("kill")
             .args([&format!("-{sig}"), &child.id().to_string()])
             .status()
             .unwrap();

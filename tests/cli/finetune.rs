@@ -4,7 +4,7 @@
 //! SIGKILL and after the time-limit signal (also under Slurm).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use crate::util::*;
@@ -657,7 +657,7 @@ fn config_paths_are_relative_to_the_config_file() {
     let dir = tempdir();
     let d = dir.path();
     let run_in = |cwd: &Path, args: &[&str]| {
-        Command::new(FINETUNE)
+        command(FINETUNE)
             .args(args)
             .current_dir(cwd)
             .env("OMPI_ALLOW_RUN_AS_ROOT", "1")

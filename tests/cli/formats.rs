@@ -433,9 +433,6 @@ mod bad_input {
 
 /// Copies the folder `from` to `to` (which must not exist), with everything in it.
 fn copy_dir(from: &Path, to: &Path) {
-    let status = std::process::Command::new("cp")
-        .arg("-R")
-        .args([from, to])
-        .status();
+    let status = command("cp").arg("-R").args([from, to]).status();
     assert!(status.is_ok_and(|s| s.success()), "cp -R {from:?} {to:?}");
 }

@@ -3,7 +3,7 @@
 //! resume into an output made by another run.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use crate::model::pipeline_model;
 use crate::util::*;
@@ -136,7 +136,7 @@ impl KilledOk for Output {
     /// A run killed by its fault hook counts as "done what we wanted"; turn it into success.
     fn pipe_ok_or_killed(mut self) -> Output {
         if String::from_utf8_lossy(&self.stderr).contains("AION_FAULT: SIGKILL") {
-            self.status = Command::new("true").status().unwrap();
+            self.status = command("true").status().unwrap();
         }
         self
     }

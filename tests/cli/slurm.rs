@@ -10,7 +10,7 @@ use crate::util::*;
 
 /// Whether a Slurm controller answers; panics if it must.
 pub fn slurm_available() -> bool {
-    let up = Command::new("scontrol")
+    let up = command("scontrol")
         .arg("ping")
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("UP"));
@@ -130,7 +130,7 @@ impl Cluster {
     }
 
     fn command(&self, program: &str) -> Command {
-        let mut c = Command::new(program);
+        let mut c = command(program);
         c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }

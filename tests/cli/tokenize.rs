@@ -160,7 +160,7 @@ fn h5py_reads_the_output() {
         assert int(f['tok_z'][1,0])==1023 and int(f['object_id'][0])==1000\n\
         assert f.attrs['tool']=='aion-tokenize' and int(f.attrs['n_ranks'])==2\n\
         json.loads(f.attrs['config']); print('ok')";
-    let o = std::process::Command::new(py)
+    let o = command(py)
         .args(["-c", script, out.to_str().unwrap()])
         .output()
         .unwrap();

@@ -85,6 +85,32 @@ pub fn run_tool<S: AsRef<OsStr>>(bin: &str, launch: Launch, args: &[S]) -> Outpu
     run_tool_env(bin, launch, args, &[])
 }
 
+/// `Command::new(program)` for every process a test starts: the child closes, at `exec`, every
+/// file descriptor it would inherit from the test process. The HDF5 library opens files without
+/// `O_CLOEXEC` and holds a `flock` on them; a tool started by one test while another test of the
+/// same process has an HDF5 file open would otherwise keep that lock after the test closes the
+/// file, and a later tool run on that file would fail to lock it ("unable to lock file").
+#[allow(unsafe_code)]
+pub fn command(program: impl AsRef<OsStr>) -> Command {
+    use std::os::unix::process::CommandExt as _;
+    let mut cmd = Command::new(program);
+    // SAFETY: the closure only makes one system call (async-signal-safe) between fork and exec
+    // and touches no memory of the parent. On kernels before 5.11 (no CLOSE_RANGE_CLOEXEC) it
+    // fails and the descriptors are inherited as before.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
+            Ok(())
+        });
+    }
+    cmd
+}
+
 /// [`run_tool`] with extra environment variables (passed on by mpirun with `-x`).
 pub fn run_tool_env<S: AsRef<OsStr>>(
     bin: &str,
@@ -93,9 +119,9 @@ pub fn run_tool_env<S: AsRef<OsStr>>(
     env: &[(&str, &str)],
 ) -> Output {
     let mut cmd = match launch {
-        Launch::Alone => Command::new(bin),
+        Launch::Alone => command(bin),
         Launch::Mpirun(n) => {
-            let mut c = Command::new("mpirun");
+            let mut c = command("mpirun");
             c.args(["-n", &n.to_string(), "--oversubscribe"]);
             for (k, _) in env {
                 c.args(["-x", k]);

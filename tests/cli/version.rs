@@ -2,7 +2,6 @@
 //! the start-up line every rank logs (host, node-local rank).
 
 use std::path::Path;
-use std::process::Command;
 
 use crate::util::*;
 
@@ -19,7 +18,7 @@ const TOOLS: [&str; 7] = [
 #[test]
 fn every_tool_reports_version_commit_backends_and_libraries() {
     let dir = Path::new(TOKENIZE).parent().unwrap();
-    let commit = Command::new("git")
+    let commit = command("git")
         .args(["rev-parse", "HEAD"])
         .current_dir(repo())
         .output()
@@ -28,7 +27,7 @@ fn every_tool_reports_version_commit_backends_and_libraries() {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     for tool in TOOLS {
         for flag in ["--version", "-V"] {
-            let out = Command::new(dir.join(tool)).arg(flag).output().unwrap();
+            let out = command(dir.join(tool)).arg(flag).output().unwrap();
             let text = String::from_utf8_lossy(&out.stdout);
             assert!(out.status.success(), "{tool} {flag}: {out:?}");
             let first = format!("{tool} {}", env!("CARGO_PKG_VERSION"));
