@@ -129,12 +129,12 @@ fn run_plan<B: Backend>(
         "bindings": codecs.bindings().collect::<Vec<_>>(), "object_id": ids.source(),
     });
     let mut specs = vec![ids.spec()];
-    specs.extend(flag_specs());
+    specs.extend(flag_specs(common.model.modalities()));
     for b in codecs.bindings() {
         let m = b.modality();
         specs.push(
             DatasetSpec::new(
-                m.token_key,
+                &*m.token_key,
                 Dtype::I64,
                 &[m.num_tokens()],
                 Some(NO_TOKEN as f64),
@@ -145,6 +145,7 @@ fn run_plan<B: Backend>(
     let id = RunIdentity {
         tool: TOOL,
         config,
+        modalities: common.model.modalities(),
         model: &args.io.model,
         files: codecs.files().to_vec(),
         catalog,
@@ -187,10 +188,17 @@ fn run_plan<B: Backend>(
             };
             let c = chunk.as_ref().unwrap_or(&empty);
             run.sets.write(&run.out, "object_id", rows.start, &c.ids)?;
-            write_masks(run, rows.start, &c.tokens, rows.len())?;
+            write_masks(
+                common.model.modalities(),
+                run,
+                rows.start,
+                &c.tokens,
+                rows.len(),
+            )?;
             for (i, b) in codecs.bindings().enumerate() {
                 let tokens = c.tokens.get(i).map_or(&[][..], |t| &t.tokens[..]);
-                run.sets.write(&run.out, b.token_key, rows.start, tokens)?;
+                run.sets
+                    .write(&run.out, b.token_key(), rows.start, tokens)?;
             }
             tally.add(rows.start, &c.ids, &c.tokens);
             Ok(())
@@ -253,12 +261,13 @@ fn run_decode<B: Backend>(
         "output": args.io.output, "chunk_rows": chunk_rows.rows, "decoded": decoders.datasets(),
     });
     let mut specs = vec![ids.spec()];
-    specs.extend(flag_specs());
+    specs.extend(flag_specs(common.model.modalities()));
     let out_specs = decoders.specs();
     specs.extend(out_specs.iter().cloned());
     let id = RunIdentity {
         tool: TOOL,
         config,
+        modalities: common.model.modalities(),
         model: &args.io.model,
         files: decoders.files().to_vec(),
         catalog,
@@ -306,6 +315,7 @@ fn run_decode<B: Backend>(
                 chunk.as_ref().map_or(&[][..], |c| &c.0[..]),
             )?;
             write_masks(
+                common.model.modalities(),
                 run,
                 rows.start,
                 chunk.as_ref().map_or(&[][..], |c| &c.1.tokens[..]),

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use aion_io::{Catalog, Provenance};
+use aion_model::modality::ModalityTable;
 use aion_mpi::Session;
 use anyhow::Result;
 
@@ -81,6 +82,8 @@ pub struct RunIdentity<'a> {
     pub config_file: Option<&'a Path>,
     /// Files written beside the output (plots), checked like the output before the run.
     pub side_outputs: Vec<PathBuf>,
+    /// The model's modalities (the bits of the flag masks, `modality_bits`).
+    pub modalities: &'a ModalityTable,
     /// The modalities fed to the model (tokenized, for `aion-tokenize`), as
     /// [`crate::run_config::inputs_json`] gives them: the `inputs` root attribute.
     pub inputs: serde_json::Value,
@@ -177,7 +180,7 @@ pub fn start(
         |out| {
             prov.write(out)?;
             out.set_attr_str("inputs", &id.inputs.to_string())?;
-            crate::output::write_modality_bits(out)
+            crate::output::write_modality_bits(out, id.modalities)
         },
     )?;
     let chunk_rows = run.log.chunk_rows;

@@ -15,14 +15,15 @@ use super::init::{InitOptions, modality_tensors};
 use crate::config::AionConfig;
 use crate::error::{Error, Result};
 use crate::fs::{copy_dir, write_atomic};
+use crate::hub::ModelDir;
 use crate::hub::layout;
+use crate::modality::Modality;
 use crate::modality::extra::{ExtraModalitiesFile, ExtraModality};
-use crate::modality::{ModalityInfo, register};
 
 /// One modality to add and its roles.
 #[derive(Debug, Clone)]
 pub struct NewModality {
-    /// Its description (registered by [`add_modalities`]).
+    /// Its description (added to the model's modality table by [`add_modalities`]).
     pub spec: ExtraModality,
     /// Give it an encoder embedding (`domains_in`).
     pub input: bool,
@@ -38,14 +39,13 @@ pub fn extended(
     new: &[NewModality],
     opts: InitOptions,
 ) -> Result<(AionConfig, Vec<u8>, Vec<ExtraModality>)> {
-    crate::modality::register_dir(src)?;
-    let mut cfg = AionConfig::from_file(layout::config(src))?;
+    let mut cfg = ModelDir::open(src)?.config()?.clone();
     let mut extras = ExtraModalitiesFile::read_dir(src)?
         .map(|f| f.modalities)
         .unwrap_or_default();
-    let mut added: Vec<(&'static ModalityInfo, bool, bool)> = Vec::new();
+    let mut added: Vec<(Modality, bool, bool)> = Vec::new();
     for n in new {
-        let m = register(&n.spec)?;
+        let m = cfg.modalities.add(&n.spec)?;
         let key = m.token_key.to_string();
         if cfg.domains_in.contains(&key) || cfg.domains_out.contains(&key) {
             return Err(Error::Input(format!(
@@ -69,7 +69,7 @@ pub fn extended(
     cfg.validate()?;
     let new_tensors: Vec<_> = added
         .iter()
-        .flat_map(|&(m, i, o)| modality_tensors(m, &cfg, (i, o), opts))
+        .flat_map(|(m, i, o)| modality_tensors(m, &cfg, (*i, *o), opts))
         .collect();
 
     let weights = layout::weights(src);
