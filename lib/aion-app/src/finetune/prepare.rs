@@ -393,7 +393,7 @@ fn build_model<B: AutodiffBackend>(s: &Setup, device: &B::Device) -> Result<Aion
         if news.is_empty() {
             base.transformer(device)?
         } else {
-            let (cfg, bytes, _) = extended(base.path(), &news, opts)?;
+            let (cfg, bytes, _) = extended(base, &news, opts)?;
             let mut w = WeightFile::from_bytes(layout::weights(base.path()), bytes)?;
             let m = Aion::from_weights(cfg, &mut w, device)?;
             w.finish()?;

@@ -31,16 +31,16 @@ pub struct NewModality {
     pub output: bool,
 }
 
-/// The model of `src` with `new` modalities added, in memory: its config, its safetensors
-/// bytes (every stored tensor copied unchanged, the new ones appended) and the full list of
-/// extra modalities it uses.
+/// The model of the opened directory `src` with `new` modalities added, in memory: its config
+/// (whose modality table holds the new ones), its safetensors bytes (every stored tensor copied
+/// unchanged, the new ones appended) and the full list of extra modalities it uses.
 pub fn extended(
-    src: &Path,
+    src: &ModelDir,
     new: &[NewModality],
     opts: InitOptions,
 ) -> Result<(AionConfig, Vec<u8>, Vec<ExtraModality>)> {
-    let mut cfg = ModelDir::open(src)?.config()?.clone();
-    let mut extras = ExtraModalitiesFile::read_dir(src)?
+    let mut cfg = src.config()?.clone();
+    let mut extras = ExtraModalitiesFile::read_dir(src.path())?
         .map(|f| f.modalities)
         .unwrap_or_default();
     let mut added: Vec<(Modality, bool, bool)> = Vec::new();
@@ -72,7 +72,7 @@ pub fn extended(
         .flat_map(|(m, i, o)| modality_tensors(m, &cfg, (*i, *o), opts))
         .collect();
 
-    let weights = layout::weights(src);
+    let weights = layout::weights(src.path());
     let bytes = std::fs::read(&weights).map_err(|source| Error::Io {
         path: weights.clone(),
         source,
@@ -109,7 +109,7 @@ pub fn add_modalities(
     new: &[NewModality],
     opts: InitOptions,
 ) -> Result<AionConfig> {
-    let (cfg, bytes, extras) = extended(src, new, opts)?;
+    let (cfg, bytes, extras) = extended(&ModelDir::open(src)?, new, opts)?;
     if src != dst && layout::codecs(src).is_dir() {
         copy_dir(&layout::codecs(src), &layout::codecs(dst))?;
     }
