@@ -65,7 +65,7 @@ pub fn inputs<B: Backend>(
                 .collect();
             let ids =
                 Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [b.rows.len(), k]), device);
-            let input = TokenInput::new(t.modality, ids);
+            let input = TokenInput::new(&t.modality, ids);
             match &t.token_mask {
                 Some(mask) => {
                     let m: Vec<bool> = b

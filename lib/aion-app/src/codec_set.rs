@@ -20,7 +20,7 @@ use aion_io::catalog::{ColumnInfo, ColumnKind};
 use aion_io::{Catalog, Column};
 use aion_model::ModelDir;
 use aion_model::codecs::AnyCodec;
-use aion_model::modality::{CodecKind, ModalityInfo};
+use aion_model::modality::{CodecKind, Modality, ModalityTable};
 use anyhow::{Context, Result, bail};
 use burn::tensor::backend::Backend;
 
@@ -34,7 +34,7 @@ pub const NO_TOKEN: i64 = -1;
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModalityTokens {
     /// The modality.
-    pub modality: &'static ModalityInfo,
+    pub modality: Modality,
     /// Row-major `(rows, num_tokens)` ids; [`NO_TOKEN`] where the row is not `used`.
     pub tokens: Vec<i64>,
     /// Per row: tokens are valid and may be fed to the model.
@@ -63,10 +63,11 @@ pub struct Rejection {
 
 impl ModalityTokens {
     /// `n` rows with nothing used.
-    pub fn absent(modality: &'static ModalityInfo, n: usize) -> Self {
+    pub fn absent(modality: impl Into<Modality>, n: usize) -> Self {
+        let modality = modality.into();
         Self {
-            modality,
             tokens: vec![NO_TOKEN; n * modality.num_tokens()],
+            modality,
             used: vec![false; n],
             rejected: vec![false; n],
             repaired: vec![false; n],
@@ -93,7 +94,7 @@ type Tokenizer<B> = Option<AnyCodec<B>>;
 /// Loads the codec of modality `m` from the model directory; the error names the folder.
 pub fn load_codec<B: Backend>(
     model: &ModelDir,
-    m: &'static ModalityInfo,
+    m: &Modality,
     device: &B::Device,
 ) -> Result<AnyCodec<B>> {
     model.codec(m, device).with_context(|| {
@@ -203,7 +204,7 @@ impl<B: Backend> CodecSet<B> {
                 );
                 skipped.push(format!(
                     "{} (its data {:?} is in the catalogue, but there is no {})",
-                    b.token_key,
+                    b.token_key(),
                     required,
                     model.codec_config(m).display()
                 ));
@@ -227,7 +228,7 @@ impl<B: Backend> CodecSet<B> {
                 "no modality found in the catalogue (check the dataset names or use --map){why}; \
                  the catalogue's columns: {}; the default names: {}",
                 crate::run_config::column_list(catalog),
-                default_names()
+                default_names(model.modalities())
             );
         }
         if !skipped.is_empty() {
@@ -375,8 +376,9 @@ fn first_file(catalog: &Catalog, info: &ColumnInfo, column: &str) -> String {
 }
 
 /// `FLUX_G, image_array|image_flux + image_band, …`: what the defaults read.
-fn default_names() -> String {
-    aion_model::modality::all()
+fn default_names(modalities: &ModalityTable) -> String {
+    modalities
+        .iter()
         .filter(|m| m.token_key != "tok_z")
         .map(|m| match m.codec {
             CodecKind::Image => format!("{0}_array|{0}_flux + {0}_band", m.dataset),
@@ -567,8 +569,8 @@ fn check_size(
          cutouts); or leave the modality out with --map {}=none",
         b.describe(),
         first_file(catalog, info, dataset),
-        b.token_key,
-        b.token_key,
+        b.token_key(),
+        b.token_key(),
         c = image::CROP,
     )
 }

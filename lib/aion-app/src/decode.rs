@@ -113,8 +113,8 @@ impl<B: Backend> DecoderSet<B> {
     pub fn load(model: &ModelDir, catalog: &Catalog, device: &B::Device) -> Result<Self> {
         let mut entries = Vec::new();
         let mut files = Vec::new();
-        for m in MODALITIES.iter().filter(|m| catalog.has(m.token_key)) {
-            let info = catalog.info(m.token_key)?.expect("present");
+        for m in MODALITIES.iter().filter(|m| catalog.has(&m.token_key)) {
+            let info = catalog.info(&m.token_key)?.expect("present");
             let n: usize = info.row_shape.iter().product();
             if info.kind != ColumnKind::Int || n != m.num_tokens() {
                 bail!(
@@ -127,7 +127,7 @@ impl<B: Backend> DecoderSet<B> {
                 );
             }
             files.extend(model.codec_files(m));
-            let d = Decoder::new(load_codec(model, m, device)?, default_bands(m));
+            let d = Decoder::new(load_codec(model, &m.into(), device)?, default_bands(m));
             entries.push((m, d));
         }
         if entries.is_empty() {
@@ -171,7 +171,7 @@ impl<B: Backend> DecoderSet<B> {
                         vec![c.channels()]
                     };
                     out.push(DatasetSpec::new(name, Dtype::F32, &shape, None).units(
-                        m.units,
+                        &m.units,
                         &format!("{} (upper edge of the token's bin)", m.label),
                     ));
                 }
@@ -181,7 +181,7 @@ impl<B: Backend> DecoderSet<B> {
                     let survey = bands[0].survey();
                     out.push(
                         DatasetSpec::new(name, Dtype::F32, &[bands.len(), 96, 96], None)
-                            .units(survey.units(), m.label)
+                            .units(survey.units(), &m.label)
                             .attr("bands", names.join(","))
                             .attr("photometry", survey.photometry()),
                     );
@@ -190,7 +190,7 @@ impl<B: Backend> DecoderSet<B> {
                     let p = c.latent_wavelength().len();
                     out.push(
                         DatasetSpec::new(name.clone(), Dtype::F32, &[p], None)
-                            .units(m.units, m.label)
+                            .units(&m.units, &m.label)
                             .attr("wavelength", format!("{name}_wavelength")),
                     );
                 }
@@ -237,12 +237,12 @@ impl<B: Backend> DecoderSet<B> {
         let mut values = Vec::new();
         let mut tokens = Vec::new();
         for (m, d) in &self.entries {
-            let col = catalog.read(m.token_key, rows.clone())?;
+            let col = catalog.read(&m.token_key, rows.clone())?;
             let ColumnValues::I64(ids) = &col.values else {
                 unreachable!("checked: integer")
             };
             let k = m.num_tokens();
-            let mut t = ModalityTokens::absent(m, n);
+            let mut t = ModalityTokens::absent(*m, n);
             let ok: Vec<usize> = (0..n)
                 .filter(|&r| {
                     col.present[r] && ids[r * k..(r + 1) * k].iter().any(|&x| x != NO_TOKEN)

@@ -118,7 +118,7 @@ fn run_plan<B: Backend>(
         "bindings": plan.codecs.bindings().collect::<Vec<_>>(), "object_id": plan.ids.source(),
     });
     let mut specs = vec![plan.ids.spec()];
-    specs.extend(flag_specs());
+    specs.extend(flag_specs(plan.common.model.modalities()));
     specs.push(
         DatasetSpec::new("embedding", Dtype::F32, &[d], None)
             .units(
@@ -131,7 +131,7 @@ fn run_plan<B: Backend>(
         let layout_desc: Vec<String> = plan
             .inputs()
             .iter()
-            .map(|b| format!("{}:{}", b.token_key, b.modality().num_tokens()))
+            .map(|b| format!("{}:{}", b.token_key(), b.modality().num_tokens()))
             .collect();
         specs.push(
             DatasetSpec::new("tokens/context", Dtype::F32, &[k_all, d], None)
@@ -149,6 +149,7 @@ fn run_plan<B: Backend>(
         TOOL,
         config,
         &args.io,
+        plan.common.model.modalities(),
         catalog,
         plan.files(),
         inputs_json(&inputs),
@@ -193,7 +194,13 @@ fn run_plan<B: Backend>(
                 .count() as u64;
             processed += rows.len() as u64;
             tally.add(rows.start, &o.ids, &o.tokens);
-            write_masks(run, rows.start, &o.tokens, rows.len())?;
+            write_masks(
+                plan.common.model.modalities(),
+                run,
+                rows.start,
+                &o.tokens,
+                rows.len(),
+            )?;
             run.sets
                 .write(&run.out, "embedding", rows.start, &o.embedding)?;
             if args.pool == Pool::None {

@@ -20,7 +20,7 @@ use aion_model::codecs::image::Band;
 use aion_model::fourm::generate::{
     Filter, Schedule, SeededDraws, TemperatureSchedule, TokenSchedule,
 };
-use aion_model::modality::{CodecKind, ModalityInfo, TokenLayout, by_token_key};
+use aion_model::modality::{CodecKind, Modality, ModalityTable, TokenLayout};
 use aion_mpi::Session;
 use anyhow::{Context, Result, bail};
 use burn::tensor::backend::Backend;
@@ -141,7 +141,7 @@ impl Tool for GenerateArgs {
                     &self.io,
                     &device,
                     &[],
-                    &[m.token_key],
+                    &[&m.token_key],
                     session.size(),
                 )?;
                 let target = load_target(self, m, &plan, &device)?;
@@ -156,7 +156,7 @@ impl Tool for GenerateArgs {
 pub fn bands_default() -> String {
     ["tok_image", "tok_image_hsc"]
         .iter()
-        .filter_map(|k| by_token_key(k))
+        .filter_map(|k| aion_model::modality::by_token_key(k))
         .map(|m| {
             let names: Vec<&str> = default_bands(m).iter().map(|b| b.name()).collect();
             format!("{} for {}", names.join(","), m.token_key)
@@ -174,7 +174,7 @@ struct Decoded {
 
 /// What a run generates, resolved before the output is touched.
 struct Target<B: Backend> {
-    modality: &'static ModalityInfo,
+    modality: Modality,
     /// The target's codec, for decoding.
     codec: Decoder<B>,
     schedule: Schedule,
@@ -191,8 +191,8 @@ impl<B: Backend> Target<B> {
             shape: shape.to_vec(),
             attrs: Vec::new(),
         };
-        let m = self.modality;
-        let key = m.token_key;
+        let m = &self.modality;
+        let key = &*m.token_key;
         let described = |name, shape: &[usize], units: &str, label: String| Decoded {
             attrs: vec![("units".into(), units.into()), ("label".into(), label)],
             ..one(name, shape)
@@ -205,7 +205,7 @@ impl<B: Backend> Target<B> {
                     &[c.channels()]
                 };
                 let label = format!("{} (upper edge of the generated token's bin)", m.label);
-                vec![described("value", shape, m.units, label)]
+                vec![described("value", shape, &m.units, label)]
             }
             AnyCodec::Image(_) => {
                 let bands = &self.codec.bands;
@@ -215,7 +215,7 @@ impl<B: Backend> Target<B> {
                     "flux",
                     &[bands.len(), 96, 96],
                     survey.units(),
-                    m.label.into(),
+                    m.label.to_string(),
                 );
                 d.attrs.push(("bands".into(), names.join(",")));
                 d.attrs
@@ -224,7 +224,7 @@ impl<B: Backend> Target<B> {
             }
             AnyCodec::Spectrum(c) => {
                 let p = c.latent_wavelength().len();
-                let mut flux = described("flux", &[p], m.units, m.label.into());
+                let mut flux = described("flux", &[p], &m.units, m.label.to_string());
                 flux.attrs
                     .push(("wavelength".into(), format!("gen/{key}/wavelength")));
                 let mut v = vec![flux];
@@ -232,7 +232,7 @@ impl<B: Backend> Target<B> {
                     let mut r = described(
                         "flux_resampled",
                         &[*l],
-                        m.units,
+                        &m.units,
                         format!("{} on the wavelengths of catalogue dataset {ds}", m.label),
                     );
                     r.attrs.push((
@@ -277,10 +277,12 @@ struct Out {
 /// wavelength grids (`--wavelength-from`).
 type ChunkInput = (Vec<i64>, Vec<ModalityTokens>, Option<Vec<f32>>);
 
-/// The target modality and the options that do not need the model.
-fn check_target(args: &GenerateArgs) -> Result<&'static ModalityInfo> {
+/// The target modality and the options that do not need the model (checked before the model
+/// directory is opened, so the target is one of the built-in modalities).
+fn check_target(args: &GenerateArgs) -> Result<Modality> {
     let key = args.target.as_str();
-    let m = by_token_key(key).with_context(|| format!("--target {key}: unknown token key"))?;
+    let m = aion_model::modality::by_token_key(key)
+        .with_context(|| format!("--target {key}: unknown token key"))?;
     if matches!(m.layout, TokenLayout::Sequence { .. }) {
         bail!(
             "--target {key}: the catalog is a sequence modality; generating it needs \
@@ -302,18 +304,19 @@ fn check_target(args: &GenerateArgs) -> Result<&'static ModalityInfo> {
     if args.wavelength_from.is_some() && m.codec != CodecKind::Spectrum {
         bail!("--wavelength-from applies to spectrum targets only ({key} is not one)");
     }
-    Ok(m)
+    Ok(m.into())
 }
 
 fn load_target<B: Backend>(
     args: &GenerateArgs,
-    m: &'static ModalityInfo,
+    m: Modality,
     plan: &ModelPlan<B>,
     device: &B::Device,
 ) -> Result<Target<B>> {
-    let key = m.token_key;
+    let key = m.token_key.to_string();
+    let key = key.as_str();
     let cfg = plan.aion.config();
-    if !cfg.domains_out.iter().any(|d| d == key) {
+    if !cfg.domains_out.iter().any(|d| *d == key) {
         bail!(
             "--target {key}: the model has no decoder head for it (domains_out: {})",
             cfg.domains_out.join(", ")
@@ -321,13 +324,13 @@ fn load_target<B: Backend>(
     }
     let bands = match m.codec {
         CodecKind::Catalog => bail!("--target {key}: decoding Catalog is not supported"),
-        CodecKind::Image if args.bands.is_empty() => default_bands(m),
+        CodecKind::Image if args.bands.is_empty() => default_bands(&m),
         CodecKind::Image => Band::parse_list(&args.bands)
             .and_then(|b| Band::check_distinct(&b).map(|_| b))
             .with_context(|| format!("--bands {}", args.bands.join(",")))?,
         _ => Vec::new(),
     };
-    let codec = Decoder::new(load_codec(&plan.common.model, m, device)?, bands);
+    let codec = Decoder::new(load_codec(&plan.common.model, &m, device)?, bands);
     let n = m.num_tokens();
     let t = args.temperature;
     let temps = args.temperature_schedule;
@@ -376,9 +379,13 @@ fn grid_len(catalog: &Catalog, ds: &str) -> Result<usize> {
     Ok(info.row_shape[0])
 }
 
-fn specs<B: Backend>(target: &Target<B>, samples: usize) -> Vec<DatasetSpec> {
-    let key = target.modality.token_key;
-    let mut specs = flag_specs();
+fn specs<B: Backend>(
+    modalities: &ModalityTable,
+    target: &Target<B>,
+    samples: usize,
+) -> Vec<DatasetSpec> {
+    let key = &*target.modality.token_key;
+    let mut specs = flag_specs(modalities);
     let schedule = serde_json::to_string(&target.schedule).expect("serialisable");
     specs.push(
         DatasetSpec::new(
@@ -433,7 +440,7 @@ fn run_plan<B: Backend>(
 ) -> Result<(Outcome, serde_json::Value)> {
     let catalog = &plan.common.catalog;
     let n = catalog.n_rows();
-    let key = target.modality.token_key;
+    let key = &*target.modality.token_key;
     let m = args.samples;
     let inputs = plan.inputs();
     announce_inputs(session, "inputs", &inputs, &plan.common);
@@ -469,14 +476,23 @@ fn run_plan<B: Backend>(
         "bindings": plan.codecs.bindings().collect::<Vec<_>>(), "object_id": plan.ids.source(),
     });
     let mut files = plan.files();
-    files.extend(plan.common.model.codec_files(target.modality));
+    files.extend(plan.common.model.codec_files(&target.modality));
     files.sort();
     files.dedup();
     let mut all_specs = vec![plan.ids.spec()];
-    all_specs.extend(specs(target, m));
+    all_specs.extend(specs(plan.common.model.modalities(), target, m));
+    let modalities = plan.common.model.modalities();
     let id = RunIdentity {
         side_outputs: crate::plot::paths(&figure::stem(&args.io.output, key)).to_vec(),
-        ..RunIdentity::new(TOOL, config, &args.io, catalog, files, inputs_json(&inputs))
+        ..RunIdentity::new(
+            TOOL,
+            config,
+            &args.io,
+            modalities,
+            catalog,
+            files,
+            inputs_json(&inputs),
+        )
     };
     let mut started = start(session, &id, chunk_rows, &all_specs, "generated")?;
     if let Some(summary) = started.already_complete(session) {
@@ -519,7 +535,13 @@ fn run_plan<B: Backend>(
             if let Some(o) = &out {
                 tally.add(rows.start, &o.ids, &o.tokens);
             }
-            write(run, target, rows, out.as_ref())
+            write(
+                plan.common.model.modalities(),
+                run,
+                target,
+                rows,
+                out.as_ref(),
+            )
         },
         |r| started.progress.advance(r),
     )?;
@@ -601,7 +623,7 @@ fn compute<B: Backend>(
             .time(Stage::Sampler, || {
                 plan.aion.generate(
                     &inp,
-                    target.modality,
+                    &target.modality,
                     &target.schedule,
                     target.filter,
                     &draws,
@@ -715,15 +737,17 @@ fn decode<B: Backend>(
 }
 
 fn write<B: Backend>(
+    modalities: &ModalityTable,
     run: &RunOutput,
     target: &Target<B>,
     rows: Range<usize>,
     out: Option<&Out>,
 ) -> Result<()> {
-    let key = target.modality.token_key;
+    let key = &*target.modality.token_key;
     let ids = out.map_or(&[][..], |o| &o.ids[..]);
     run.sets.write(&run.out, "object_id", rows.start, ids)?;
     write_masks(
+        modalities,
         run,
         rows.start,
         out.map_or(&[][..], |o| &o.tokens[..]),

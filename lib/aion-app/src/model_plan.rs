@@ -57,24 +57,24 @@ impl<B: Backend> ModelPlan<B> {
             .bindings
             .iter()
             .filter(|b| {
-                let out = excluded.contains(&b.token_key);
+                let out = excluded.contains(&b.token_key());
                 if out && b.explicit {
                     log::warn!(
                         "{}: {} is the generation target, never an input; left out",
                         b.describe(),
-                        b.token_key
+                        b.token_key()
                     );
                 }
                 !out
             })
             .filter(|b| {
-                let ok =
-                    targets.contains(&b.token_key) || domains_in.iter().any(|d| d == b.token_key);
+                let ok = targets.contains(&b.token_key())
+                    || domains_in.iter().any(|d| d == b.token_key());
                 if !ok && b.explicit {
                     log::warn!(
                         "{}: the model has no input embedding for {}; left out",
                         b.describe(),
-                        b.token_key
+                        b.token_key()
                     );
                 }
                 ok
@@ -85,7 +85,7 @@ impl<B: Backend> ModelPlan<B> {
             CodecSet::<B>::load(&common.model, &keep, &common.catalog, common.pad, device)?;
         let is_input: Vec<bool> = codecs
             .bindings()
-            .map(|b| !targets.contains(&b.token_key))
+            .map(|b| !targets.contains(&b.token_key()))
             .collect();
         if !is_input.iter().any(|&i| i) {
             bail!(

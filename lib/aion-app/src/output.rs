@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use aion_io::catalog::{ColumnKind, ColumnValues};
 use aion_io::{Catalog, OutputFile};
-use aion_model::modality::{all, modality_index};
+use aion_model::modality::ModalityTable;
 use aion_mpi::Session;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -223,14 +223,15 @@ impl Tally {
 }
 
 /// Writes the three flag masks of the rows starting at `start` (collective; an empty `tokens`
-/// with `n = 0` joins the writes with nothing).
+/// with `n = 0` joins the writes with nothing); bits as in [`flag_specs`].
 pub fn write_masks(
+    modalities: &ModalityTable,
     run: &crate::pipeline::RunOutput,
     start: usize,
     tokens: &[ModalityTokens],
     n: usize,
 ) -> Result<()> {
-    let [used, rejected, repaired] = masks(tokens, n);
+    let [used, rejected, repaired] = masks(modalities, tokens, n);
     run.sets.write(&run.out, "modalities_used", start, &used)?;
     run.sets
         .write(&run.out, "modalities_rejected", start, &rejected)?;
@@ -290,19 +291,20 @@ pub fn read_rows<T: hdf5::H5Type + Copy>(ds: &hdf5::Dataset, rows: Range<usize>)
     Ok(a.iter().copied().collect())
 }
 
-/// Writes the root attribute `modality_bits`: the token keys, bit `i` of the masks = entry `i`.
-pub fn write_modality_bits(out: &OutputFile) -> Result<()> {
-    let names: Vec<&str> = all().map(|m| m.token_key).collect();
+/// Writes the root attribute `modality_bits`: the token keys of `modalities`, bit `i` of the
+/// masks = entry `i`.
+pub fn write_modality_bits(out: &OutputFile, modalities: &ModalityTable) -> Result<()> {
+    let names: Vec<String> = modalities.iter().map(|m| m.token_key.to_string()).collect();
     out.set_attr_str("modality_bits", &serde_json::to_string(&names)?)?;
     Ok(())
 }
 
 /// The `modalities_used` / `modalities_rejected` / `modalities_repaired` bit-mask datasets
-/// (bit i = entry i of `aion_model::modality::all()`, built-ins then registered extras). Each
+/// (bit i = entry i of `modalities`, built-ins then the model's extras). Each
 /// carries the names of its bits as the array attribute `bit_names`, so a reader decodes a mask
 /// without the docs: `[n for i, n in enumerate(ds.attrs["bit_names"]) if mask >> i & 1]`.
-pub fn flag_specs() -> Vec<DatasetSpec> {
-    let names: Vec<String> = all().map(|m| m.token_key.to_string()).collect();
+pub fn flag_specs(modalities: &ModalityTable) -> Vec<DatasetSpec> {
+    let names: Vec<String> = modalities.iter().map(|m| m.token_key.to_string()).collect();
     [
         (
             "modalities_used",
@@ -329,13 +331,16 @@ pub fn flag_specs() -> Vec<DatasetSpec> {
     .collect()
 }
 
-/// Per-row bit masks of used, rejected and repaired modalities.
-pub fn masks(batch: &[ModalityTokens], n: usize) -> [Vec<u64>; 3] {
+/// Per-row bit masks of used, rejected and repaired modalities (bits: `modalities`).
+pub fn masks(modalities: &ModalityTable, batch: &[ModalityTokens], n: usize) -> [Vec<u64>; 3] {
     let mut used = vec![0u64; n];
     let mut rejected = vec![0u64; n];
     let mut repaired = vec![0u64; n];
     for t in batch {
-        let bit = 1u64 << modality_index(t.modality.token_key).expect("known modality");
+        let bit = 1u64
+            << modalities
+                .index(&t.modality.token_key)
+                .expect("known modality");
         for r in 0..n {
             if t.used[r] {
                 used[r] |= bit;

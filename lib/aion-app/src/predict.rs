@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use aion_model::codecs::scalar::ScalarCodec;
 use aion_model::fourm::DecoderMode;
-use aion_model::modality::{ModalityInfo, UNKNOWN_UNITS, all, by_token_key};
+use aion_model::modality::{Modality, ModalityInfo, ModalityTable, UNKNOWN_UNITS};
 use aion_model::probe::{ProbeConfig, ProbeHead, ProbePrediction, ProbeTask};
 use aion_mpi::Session;
 use anyhow::{Context, Result, bail};
@@ -162,7 +162,7 @@ pub const SCORES: [&str; 2] = ["pit", "crps"];
 
 /// A target, the decoded value of each of its tokens and its bins (per channel).
 struct Target {
-    modality: &'static ModalityInfo,
+    modality: Modality,
     values: Vec<Vec<f32>>,
     /// Bin edges per channel ([`edges`] of `values`).
     edges: Vec<Vec<f64>>,
@@ -200,13 +200,15 @@ struct Probe<B: Backend> {
 
 impl<B: Backend> Probe<B> {
     /// The datasets it writes, under `probe/<dataset>/`.
-    fn specs(&self) -> Vec<DatasetSpec> {
+    fn specs(&self, modalities: &ModalityTable) -> Vec<DatasetSpec> {
         let target = &self.cfg.target;
         let name = |s: &str| format!("probe/{target}/{s}");
         // The target's units: those of the modality read from that dataset by default.
-        let units = all()
+        let units = modalities
+            .iter()
             .find(|m| m.dataset == target.as_str())
-            .map_or(UNKNOWN_UNITS, |m| m.units);
+            .map_or(UNKNOWN_UNITS.to_string(), |m| m.units.to_string());
+        let units = units.as_str();
         match self.cfg.task {
             ProbeTask::Regression => vec![
                 DatasetSpec::new(name("mean"), Dtype::F32, &[], None)
@@ -267,7 +269,7 @@ fn load_probe<B: Backend>(
             cfg.input_dim
         );
     }
-    let bound: Vec<&str> = plan.inputs().iter().map(|b| b.token_key).collect();
+    let bound: Vec<&str> = plan.inputs().iter().map(|b| b.token_key()).collect();
     let missing: Vec<&str> = cfg
         .inputs
         .iter()
@@ -296,7 +298,12 @@ fn load_targets<B: Backend>(
 ) -> Result<Vec<Target>> {
     let mut out = Vec::new();
     for &key in keys {
-        let m = by_token_key(key).with_context(|| format!("--target {key}: unknown token key"))?;
+        let m = plan
+            .common
+            .model
+            .modalities()
+            .get(key)
+            .with_context(|| format!("--target {key}: unknown token key"))?;
         if !plan.aion.config().domains_out.iter().any(|d| d == key) {
             bail!(
                 "--target {key}: the model has no decoder head for it (domains_out: {})",
@@ -309,8 +316,8 @@ fn load_targets<B: Backend>(
                 m.codec
             );
         }
-        let dir = plan.common.model.codec_dir(m);
-        let codec = ScalarCodec::load(m, &dir)
+        let dir = plan.common.model.codec_dir(&m);
+        let codec = ScalarCodec::load(&m, &dir)
             .with_context(|| format!("cannot load the {key} codec from {}", dir.display()))?;
         let k = codec.codebook_size().min(m.vocab);
         let values: Vec<Vec<f32>> = (0..codec.channels())
@@ -324,7 +331,7 @@ fn load_targets<B: Backend>(
         let truth = plan
             .codecs
             .bindings()
-            .find(|b| b.token_key == key)
+            .find(|b| b.token_key() == key)
             .and_then(|b| match &b.source {
                 Source::Scalar { dataset, columns } => Some((dataset.clone(), *columns)),
                 _ => None,
@@ -348,14 +355,15 @@ fn load_targets<B: Backend>(
 }
 
 fn specs<B: Backend>(
+    modalities: &ModalityTable,
     args: &PredictArgs,
     targets: &[Target],
     probe: Option<&Probe<B>>,
 ) -> Vec<DatasetSpec> {
-    let mut specs = flag_specs();
-    specs.extend(probe.map(Probe::specs).unwrap_or_default());
+    let mut specs = flag_specs(modalities);
+    specs.extend(probe.map(|p| p.specs(modalities)).unwrap_or_default());
     for t in targets {
-        let m = t.modality;
+        let m = &t.modality;
         let shape: Vec<usize> = if m.num_tokens() == 1 {
             vec![]
         } else {
@@ -364,12 +372,15 @@ fn specs<B: Backend>(
         for s in STATS {
             let (units, what) = match s {
                 "mass_outside" => ("", "posterior probability on tokens without a codec value"),
-                "std" => (m.units, "posterior standard deviation"),
-                "q16" => (m.units, "posterior 16 % quantile"),
-                "q84" => (m.units, "posterior 84 % quantile"),
-                "mode" => (m.units, "posterior mode (centre of the most probable bin)"),
-                "median" => (m.units, "posterior median"),
-                _ => (m.units, "posterior mean"),
+                "std" => (&*m.units, "posterior standard deviation"),
+                "q16" => (&*m.units, "posterior 16 % quantile"),
+                "q84" => (&*m.units, "posterior 84 % quantile"),
+                "mode" => (
+                    &*m.units,
+                    "posterior mode (centre of the most probable bin)",
+                ),
+                "median" => (&*m.units, "posterior median"),
+                _ => (&*m.units, "posterior mean"),
             };
             specs.push(
                 DatasetSpec::new(
@@ -397,7 +408,7 @@ fn specs<B: Backend>(
             specs.push(
                 DatasetSpec::new(format!("pred/{}/crps", m.token_key), Dtype::F32, &[], None)
                     .units(
-                        m.units,
+                        &m.units,
                         &format!(
                             "{}: CRPS of the posterior against the catalogue value ({ds})",
                             m.label
@@ -407,7 +418,7 @@ fn specs<B: Backend>(
             );
         }
         if args.save_pdf {
-            let key = m.token_key;
+            let key = &*m.token_key;
             specs.push(
                 DatasetSpec::new(
                     format!("pdf/{key}"),
@@ -461,21 +472,22 @@ fn run_plan<B: Backend>(
         "probe": probe.map(|p| &p.cfg),
         "calibration": targets
             .iter()
-            .map(|t| (t.modality.token_key, t.temperature))
+            .map(|t| (t.modality.token_key.to_string(), t.temperature))
             .collect::<std::collections::BTreeMap<_, _>>(),
     });
     let mut all_specs = vec![plan.ids.spec()];
-    all_specs.extend(specs(args, targets, probe));
+    all_specs.extend(specs(plan.common.model.modalities(), args, targets, probe));
     let id = RunIdentity {
         side_outputs: targets
             .iter()
             .filter(|t| t.modality.num_tokens() == 1)
-            .flat_map(|t| plot::paths(&figure_stem(&args.io.output, t.modality.token_key)))
+            .flat_map(|t| plot::paths(&figure_stem(&args.io.output, &t.modality.token_key)))
             .collect(),
         ..RunIdentity::new(
             TOOL,
             config,
             &args.io,
+            plan.common.model.modalities(),
             catalog,
             plan.files(),
             inputs_json(&inputs),
@@ -527,7 +539,15 @@ fn run_plan<B: Backend>(
             if let Some(o) = &out {
                 tally.add(rows.start, &o.ids, &o.tokens);
             }
-            write(args, run, targets, probe, rows, out.as_ref())
+            write(
+                plan.common.model.modalities(),
+                args,
+                run,
+                targets,
+                probe,
+                rows,
+                out.as_ref(),
+            )
         },
         |r| started.progress.advance(r),
     )?;
@@ -559,17 +579,17 @@ fn run_plan<B: Backend>(
 fn grids(targets: &[Target]) -> Vec<Constant> {
     let mut out = Vec::new();
     for t in targets {
-        let m = t.modality;
+        let m = &t.modality;
         let rows: Vec<&Vec<f64>> = (0..m.num_tokens())
             .map(|p| &t.edges[p.min(t.edges.len() - 1)])
             .collect();
         let k = rows[0].len() - 1;
-        let key = m.token_key;
+        let key = &*m.token_key;
         out.push(Constant {
             name: format!("pdf/{key}_bin_edges"),
             shape: vec![m.num_tokens(), k + 1],
             data: rows.iter().flat_map(|e| e.iter().copied()).collect(),
-            units: m.units.into(),
+            units: m.units.to_string(),
             label: format!(
                 "{}: edges of the bins of pdf/{key}: bin k spans [edges[k], edges[k+1]] \
                  (bin 0 is the point edges[0])",
@@ -580,7 +600,7 @@ fn grids(targets: &[Target]) -> Vec<Constant> {
             name: format!("pdf/{key}_bin_centres"),
             shape: vec![m.num_tokens(), k],
             data: rows.iter().flat_map(|e| centres(e)).collect(),
-            units: m.units.into(),
+            units: m.units.to_string(),
             label: format!("{}: centres of the bins of pdf/{key}", m.label),
         });
     }
@@ -599,7 +619,7 @@ fn compute<B: Backend>(
     stages: &Stages,
 ) -> Result<Out> {
     let n = ids.len();
-    let mods: Vec<&'static ModalityInfo> = targets.iter().map(|t| t.modality).collect();
+    let mods: Vec<&ModalityInfo> = targets.iter().map(|t| &*t.modality).collect();
     let mut stats: Vec<Vec<Vec<f32>>> = targets
         .iter()
         .map(|t| vec![vec![f32::NAN; n * t.modality.num_tokens()]; STATS.len()])
@@ -641,7 +661,7 @@ fn compute<B: Backend>(
         if let (Some(p), Some((first, second))) = (probe, probe_out.as_mut()) {
             let fed: Vec<_> = inp
                 .iter()
-                .filter(|i| p.cfg.inputs.iter().any(|k| k == i.modality.token_key))
+                .filter(|i| p.cfg.inputs.iter().any(|k| *k == i.modality.token_key))
                 .cloned()
                 .collect();
             if !fed.is_empty() {
@@ -745,6 +765,7 @@ fn compute<B: Backend>(
 }
 
 fn write<B: Backend>(
+    modalities: &ModalityTable,
     args: &PredictArgs,
     run: &RunOutput,
     targets: &[Target],
@@ -756,13 +777,14 @@ fn write<B: Backend>(
     let ids = out.map_or(&[][..], |o| &o.ids[..]);
     run.sets.write(&run.out, "object_id", rows.start, ids)?;
     write_masks(
+        modalities,
         run,
         rows.start,
         out.map_or(&[][..], |o| &o.tokens[..]),
         rows.len(),
     )?;
     if let Some(p) = probe {
-        let specs = p.specs();
+        let specs = p.specs(modalities);
         let (first, second) = out
             .and_then(|o| o.probe.as_ref())
             .map_or((&[][..], &[][..]), |(a, b)| (&a[..], &b[..]));
@@ -785,7 +807,7 @@ fn write<B: Backend>(
         }
     }
     for (ti, t) in targets.iter().enumerate() {
-        let key = t.modality.token_key;
+        let key = &*t.modality.token_key;
         for (si, s) in STATS.iter().enumerate() {
             w(
                 &format!("pred/{key}/{s}"),
@@ -859,8 +881,8 @@ fn diagnostics<B: Backend>(
     let read =
         |name: String| -> Result<Vec<f32>> { Ok(run.out.hdf5().dataset(&name)?.read_raw()?) };
     for t in targets.iter().filter(|t| t.modality.num_tokens() == 1) {
-        let m = t.modality;
-        let key = m.token_key;
+        let m = &t.modality;
+        let key = &*m.token_key;
         let pred = read(format!("pred/{key}/median"))?;
         let stem = figure_stem(&args.io.output, key);
         let (truth_title, pred_title, symbol) = axis_titles(m);

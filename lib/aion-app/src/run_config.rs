@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use aion_model::ModelDir;
-use aion_model::modality::{CodecKind, ModalityInfo, by_token_key};
+use aion_model::modality::{CodecKind, Modality, ModalityInfo, ModalityTable, by_token_key};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
@@ -49,7 +49,7 @@ impl RunConfig {
 /// What every tool resolves first: the model directory, run config, mapping, sized catalogue,
 /// batch and chunk sizes.
 pub struct Common {
-    /// The model directory (opened once: extra modalities registered, `config.json` read).
+    /// The model directory (opened once: its modality table built, `config.json` read).
     pub model: ModelDir,
     /// The catalogue, sized by the datasets the bindings may read.
     pub catalog: aion_io::Catalog,
@@ -120,13 +120,14 @@ impl Common {
         );
         // Extra (new-survey) modalities of the model must be known before the mapping.
         let model = ModelDir::open(&io.model)?;
+        let modalities = model.modalities();
         let mut catalog =
             aion_io::Catalog::open_with(&io.catalog, io.format.or(config.format), preset.as_ref())?;
         if let Some(p) = &preset {
             log::debug!("survey preset '{}': {}", p.name, p.about);
         }
-        let bindings =
-            resolve(&explicit, |d| catalog.has(d), named).map_err(|e| with_columns(e, &catalog))?;
+        let bindings = resolve(modalities, &explicit, |d| catalog.has(d), named)
+            .map_err(|e| with_columns(e, &catalog))?;
         let labels_left_out = labels_left_out(&bindings, |d| catalog.has(d));
         catalog.size_by(&candidate_datasets(&bindings))?;
         Ok(Self {
@@ -150,7 +151,7 @@ pub fn inputs_json(inputs: &[&Binding]) -> serde_json::Value {
         .iter()
         .map(|b| {
             (
-                b.token_key.to_string(),
+                b.token_key().to_string(),
                 serde_json::Value::from(b.source.describe()),
             )
         })
@@ -195,10 +196,10 @@ pub fn is_label(token_key: &str) -> bool {
 fn labels_left_out(bindings: &[Binding], has_dataset: impl Fn(&str) -> bool) -> Vec<String> {
     LABELS
         .iter()
-        .filter(|k| !bindings.iter().any(|b| b.token_key == **k))
+        .filter(|k| !bindings.iter().any(|b| b.token_key() == **k))
         .filter_map(|k| by_token_key(k))
         .filter_map(|m| {
-            [m.token_key, m.dataset]
+            [&*m.token_key, &*m.dataset]
                 .into_iter()
                 .find(|d| has_dataset(d))
                 .map(|d| format!("{} <- {d}", m.token_key))
@@ -225,10 +226,11 @@ pub fn column_list(catalog: &aion_io::Catalog) -> String {
     }
 }
 
-/// Every token key the tools know (built-in and registered), for messages.
-pub fn token_key_list() -> String {
-    aion_model::modality::all()
-        .map(|m| m.token_key)
+/// Every token key of `modalities` (built-in and the model's extras), for messages.
+pub fn token_key_list(modalities: &ModalityTable) -> String {
+    modalities
+        .iter()
+        .map(|m| m.token_key.to_string())
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -354,23 +356,33 @@ impl Source {
 /// A modality bound to its source.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Binding {
-    /// The modality's token key.
-    pub token_key: &'static str,
+    /// The modality (recorded by its token key).
+    #[serde(rename = "token_key", serialize_with = "token_key_of")]
+    modality: Modality,
     /// Where its values come from.
     pub source: Source,
     /// Whether the user asked for it (then a missing dataset is an error, not a skip).
     pub explicit: bool,
 }
 
+fn token_key_of<S: serde::Serializer>(m: &Modality, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&m.token_key)
+}
+
 impl Binding {
     /// The modality.
-    pub fn modality(&self) -> &'static ModalityInfo {
-        by_token_key(self.token_key).expect("bindings only hold known token keys")
+    pub fn modality(&self) -> &Modality {
+        &self.modality
+    }
+
+    /// The modality's token key.
+    pub fn token_key(&self) -> &str {
+        &self.modality.token_key
     }
 
     /// Human-readable `tok_x <- DATASET`.
     pub fn describe(&self) -> String {
-        format!("{} <- {}", self.token_key, self.source.describe())
+        format!("{} <- {}", self.token_key(), self.source.describe())
     }
 }
 
@@ -420,33 +432,35 @@ fn parse_source(m: &ModalityInfo, value: &str) -> Result<Source> {
     })
 }
 
-/// Builds the bindings from explicit entries (config then CLI, later wins) and the defaults.
+/// Builds the bindings of `modalities` from explicit entries (config then CLI, later wins) and
+/// the defaults.
 /// `has_dataset` tells whether the catalogue holds a dataset (used for pre-tokenized input).
 /// Labels ([`LABELS`]) get a default binding only when in `named`. Returns every candidate
 /// binding; callers drop the non-explicit ones whose data is absent.
 pub fn resolve(
+    modalities: &ModalityTable,
     explicit: &[(String, String)],
     has_dataset: impl Fn(&str) -> bool,
     named: &[&str],
 ) -> Result<Vec<Binding>> {
-    let mut chosen: BTreeMap<&'static str, Option<Binding>> = BTreeMap::new();
+    let mut chosen: BTreeMap<String, Option<Binding>> = BTreeMap::new();
     for (key, value) in explicit {
-        let m = by_token_key(key).with_context(|| {
+        let m = modalities.get(key).with_context(|| {
             format!(
                 "unknown token key '{key}' in mapping {key}={value}; the token keys are: {}",
-                token_key_list()
+                token_key_list(modalities)
             )
         })?;
         let b = if value.eq_ignore_ascii_case("none") {
             None
         } else {
             Some(Binding {
-                token_key: m.token_key,
-                source: parse_source(m, value)?,
+                source: parse_source(&m, value)?,
+                modality: m.clone(),
                 explicit: true,
             })
         };
-        chosen.insert(m.token_key, b);
+        chosen.insert(m.token_key.to_string(), b);
     }
     let taken: Vec<Source> = chosen
         .values()
@@ -454,25 +468,25 @@ pub fn resolve(
         .map(|b| b.source.clone())
         .collect();
     let mut out: Vec<Binding> = Vec::new();
-    for m in aion_model::modality::all() {
-        match chosen.get(m.token_key) {
+    for m in modalities.iter() {
+        match chosen.get(&*m.token_key) {
             Some(Some(b)) => out.push(b.clone()),
             Some(None) => {}
-            None if is_label(m.token_key) && !named.contains(&m.token_key) => {}
-            None if has_dataset(m.token_key) => out.push(Binding {
-                token_key: m.token_key,
+            None if is_label(&m.token_key) && !named.contains(&&*m.token_key) => {}
+            None if has_dataset(&m.token_key) => out.push(Binding {
                 source: Source::Tokens {
                     dataset: m.token_key.to_string(),
                 },
+                modality: m,
                 explicit: false,
             }),
             None => {
-                let source = parse_source(m, m.dataset)?;
+                let source = parse_source(&m, &m.dataset)?;
                 // A default source already claimed explicitly (or by an earlier default, e.g.
                 // `image` for tok_image before tok_image_hsc) feeds only one token key.
                 if !taken.contains(&source) && !out.iter().any(|b| b.source == source) {
                     out.push(Binding {
-                        token_key: m.token_key,
+                        modality: m,
                         source,
                         explicit: false,
                     });
@@ -488,16 +502,16 @@ mod tests {
     use super::*;
 
     fn keys(b: &[Binding]) -> Vec<&str> {
-        b.iter().map(|b| b.token_key).collect()
+        b.iter().map(|b| b.token_key()).collect()
     }
 
     #[test]
     fn defaults_give_each_source_one_key() {
-        let b = resolve(&[], |_| false, &[]).unwrap();
+        let b = resolve(&ModalityTable::builtin(), &[], |_| false, &[]).unwrap();
         let k = keys(&b);
         assert!(k.contains(&"tok_image") && !k.contains(&"tok_image_hsc"));
         assert!(k.contains(&"tok_spectrum_desi") && !k.contains(&"tok_spectrum_sdss"));
-        let xp = b.iter().find(|b| b.token_key == "tok_xp_rp").unwrap();
+        let xp = b.iter().find(|b| b.token_key() == "tok_xp_rp").unwrap();
         assert_eq!(
             xp.source,
             Source::Scalar {
@@ -514,11 +528,11 @@ mod tests {
             ("tok_flux_g".to_string(), "MAG_G_FLUX".to_string()),
             ("tok_z".to_string(), "none".to_string()),
         ];
-        let b = resolve(&ex, |_| false, &[]).unwrap();
+        let b = resolve(&ModalityTable::builtin(), &ex, |_| false, &[]).unwrap();
         let k = keys(&b);
         assert!(k.contains(&"tok_spectrum_sdss") && !k.contains(&"tok_spectrum_desi"));
         assert!(!k.contains(&"tok_z"));
-        let g = b.iter().find(|b| b.token_key == "tok_flux_g").unwrap();
+        let g = b.iter().find(|b| b.token_key() == "tok_flux_g").unwrap();
         assert!(g.explicit);
         assert_eq!(
             g.source,
@@ -531,8 +545,8 @@ mod tests {
 
     #[test]
     fn pre_tokenized_datasets_are_preferred_to_raw_defaults() {
-        let b = resolve(&[], |d| d == "tok_flux_r", &[]).unwrap();
-        let r = b.iter().find(|b| b.token_key == "tok_flux_r").unwrap();
+        let b = resolve(&ModalityTable::builtin(), &[], |d| d == "tok_flux_r", &[]).unwrap();
+        let r = b.iter().find(|b| b.token_key() == "tok_flux_r").unwrap();
         assert_eq!(
             r.source,
             Source::Tokens {
@@ -544,15 +558,28 @@ mod tests {
     #[test]
     fn bad_entries_are_clear_errors() {
         assert!(parse_map("tok_flux_g").is_err());
-        let e = resolve(&[("tok_nope".into(), "X".into())], |_| false, &[]).unwrap_err();
+        let e = resolve(
+            &ModalityTable::builtin(),
+            &[("tok_nope".into(), "X".into())],
+            |_| false,
+            &[],
+        )
+        .unwrap_err();
         let e = e.to_string();
         assert!(
             e.contains("unknown token key 'tok_nope'") && e.contains("tok_flux_g"),
             "{e}"
         );
-        let e = resolve(&[("tok_xp_bp".into(), "coeff[5:2]".into())], |_| false, &[]).unwrap_err();
+        let e = resolve(
+            &ModalityTable::builtin(),
+            &[("tok_xp_bp".into(), "coeff[5:2]".into())],
+            |_| false,
+            &[],
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("start < end"), "{e}");
         let ok = resolve(
+            &ModalityTable::builtin(),
             &[("tok_xp_bp".into(), "coeff[0:55]".into())],
             |_| false,
             &[],
@@ -568,21 +595,32 @@ mod tests {
     #[test]
     fn labels_are_bound_only_when_named_or_mapped() {
         let has = |d: &str| d == "Z" || d == "FLUX_G";
-        let b = resolve(&[], has, &[]).unwrap();
+        let b = resolve(&ModalityTable::builtin(), &[], has, &[]).unwrap();
         assert!(!keys(&b).contains(&"tok_z"), "tok_z bound by default");
         assert_eq!(labels_left_out(&b, has), ["tok_z <- Z"]);
-        let b = resolve(&[], has, &["tok_z"]).unwrap();
-        let z = b.iter().find(|b| b.token_key == "tok_z").unwrap();
+        let b = resolve(&ModalityTable::builtin(), &[], has, &["tok_z"]).unwrap();
+        let z = b.iter().find(|b| b.token_key() == "tok_z").unwrap();
         assert!(!z.explicit);
-        let b = resolve(&[("tok_z".into(), "Z".into())], has, &[]).unwrap();
-        let z = b.iter().find(|b| b.token_key == "tok_z").unwrap();
+        let b = resolve(
+            &ModalityTable::builtin(),
+            &[("tok_z".into(), "Z".into())],
+            has,
+            &[],
+        )
+        .unwrap();
+        let z = b.iter().find(|b| b.token_key() == "tok_z").unwrap();
         assert!(z.explicit);
         assert!(labels_left_out(&b, has).is_empty());
         // A pre-tokenized tok_z dataset is a label too.
         let tok = |d: &str| d == "tok_z";
-        assert!(!keys(&resolve(&[], tok, &[]).unwrap()).contains(&"tok_z"));
+        assert!(
+            !keys(&resolve(&ModalityTable::builtin(), &[], tok, &[]).unwrap()).contains(&"tok_z")
+        );
         assert_eq!(
-            labels_left_out(&resolve(&[], tok, &[]).unwrap(), tok),
+            labels_left_out(
+                &resolve(&ModalityTable::builtin(), &[], tok, &[]).unwrap(),
+                tok
+            ),
             ["tok_z <- tok_z"]
         );
     }

@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use aion_io::Preset;
+use aion_model::modality::ModalityTable;
 use anyhow::{Context, Result, bail};
 
 /// The built-in presets: (name, TOML text).
@@ -34,7 +35,7 @@ pub fn names() -> String {
 }
 
 /// Parses and checks a preset's TOML text (`source` names it in messages), including its `[map]`
-/// token keys.
+/// token keys, which name built-in modalities (a preset is read before the model directory).
 pub fn parse(text: &str, source: &Path) -> Result<Preset> {
     let preset: Preset = toml::from_str(text)
         .with_context(|| format!("invalid survey preset {}", source.display()))?;
@@ -46,7 +47,7 @@ pub fn parse(text: &str, source: &Path) -> Result<Preset> {
                  keys are: {}",
                 preset.name,
                 source.display(),
-                crate::run_config::token_key_list()
+                crate::run_config::token_key_list(&ModalityTable::builtin())
             );
         }
     }
@@ -103,9 +104,18 @@ mod tests {
             let p = load(name).unwrap();
             let ex: Vec<(String, String)> =
                 p.map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            let b = crate::run_config::resolve(&ex, |d| has.contains(&d), &[]).unwrap();
+            let b = crate::run_config::resolve(
+                &ModalityTable::builtin(),
+                &ex,
+                |d| has.contains(&d),
+                &[],
+            )
+            .unwrap();
             b.into_iter()
-                .map(|b| (b.token_key, b.source.describe()))
+                .map(|b| {
+                    let m = aion_model::modality::by_token_key(b.token_key()).expect("built-in");
+                    (&*m.token_key, b.source.describe())
+                })
                 .collect::<Vec<_>>()
         };
         let hsc = bound("hsc", &[]);

@@ -112,12 +112,12 @@ fn run_plan<B: Backend>(
         "bindings": codecs.bindings().collect::<Vec<_>>(), "object_id": ids.source(),
     });
     let mut specs = vec![ids.spec()];
-    specs.extend(flag_specs());
+    specs.extend(flag_specs(common.model.modalities()));
     for b in codecs.bindings() {
         let m = b.modality();
         specs.push(
             DatasetSpec::new(
-                m.token_key,
+                &*m.token_key,
                 Dtype::I64,
                 &[m.num_tokens()],
                 Some(NO_TOKEN as f64),
@@ -129,6 +129,7 @@ fn run_plan<B: Backend>(
         TOOL,
         config,
         &args.io,
+        common.model.modalities(),
         catalog,
         codecs.files().to_vec(),
         run_config::inputs_json(&tokenized),
@@ -160,10 +161,17 @@ fn run_plan<B: Backend>(
             };
             let c = chunk.as_ref().unwrap_or(&empty);
             run.sets.write(&run.out, "object_id", rows.start, &c.ids)?;
-            write_masks(run, rows.start, &c.tokens, rows.len())?;
+            write_masks(
+                common.model.modalities(),
+                run,
+                rows.start,
+                &c.tokens,
+                rows.len(),
+            )?;
             for (i, b) in codecs.bindings().enumerate() {
                 let tokens = c.tokens.get(i).map_or(&[][..], |t| &t.tokens[..]);
-                run.sets.write(&run.out, b.token_key, rows.start, tokens)?;
+                run.sets
+                    .write(&run.out, b.token_key(), rows.start, tokens)?;
             }
             tally.add(rows.start, &c.ids, &c.tokens);
             Ok(())
@@ -226,13 +234,14 @@ fn run_decode<B: Backend>(
         "output": args.io.output, "chunk_rows": chunk_rows.rows, "decoded": decoders.datasets(),
     });
     let mut specs = vec![ids.spec()];
-    specs.extend(flag_specs());
+    specs.extend(flag_specs(common.model.modalities()));
     let out_specs = decoders.specs();
     specs.extend(out_specs.iter().cloned());
     let id = RunIdentity::new(
         TOOL,
         config,
         &args.io,
+        common.model.modalities(),
         catalog,
         decoders.files().to_vec(),
         decoders
@@ -269,6 +278,7 @@ fn run_decode<B: Backend>(
                 chunk.as_ref().map_or(&[][..], |c| &c.0[..]),
             )?;
             write_masks(
+                common.model.modalities(),
                 run,
                 rows.start,
                 chunk.as_ref().map_or(&[][..], |c| &c.1.tokens[..]),

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use aion_io::{Catalog, Provenance};
+use aion_model::modality::ModalityTable;
 use aion_mpi::Session;
 use anyhow::Result;
 
@@ -83,6 +84,8 @@ pub struct RunIdentity<'a> {
     pub catalog: &'a Catalog,
     /// Files written beside the output (plots), checked like the output before the run.
     pub side_outputs: Vec<PathBuf>,
+    /// The model's modalities (the bits of the flag masks, `modality_bits`).
+    pub modalities: &'a ModalityTable,
     /// The modalities fed to the model (tokenized, for `aion-tokenize`), as
     /// [`crate::run_config::inputs_json`] gives them: the `inputs` root attribute.
     pub inputs: serde_json::Value,
@@ -94,6 +97,7 @@ impl<'a> RunIdentity<'a> {
         tool: &'static str,
         config: serde_json::Value,
         io: &'a IoArgs,
+        modalities: &'a ModalityTable,
         catalog: &'a Catalog,
         files: Vec<PathBuf>,
         inputs: serde_json::Value,
@@ -105,6 +109,7 @@ impl<'a> RunIdentity<'a> {
             files,
             catalog,
             side_outputs: Vec::new(),
+            modalities,
             inputs,
         }
     }
@@ -201,7 +206,7 @@ pub fn start(
         |out| {
             prov.write(out)?;
             out.set_attr_str("inputs", &id.inputs.to_string())?;
-            crate::output::write_modality_bits(out)
+            crate::output::write_modality_bits(out, id.modalities)
         },
     )?;
     let chunk_rows = run.log.chunk_rows;

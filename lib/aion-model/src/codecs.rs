@@ -16,7 +16,7 @@ use std::path::Path;
 use burn::tensor::backend::Backend;
 
 use crate::error::Result;
-use crate::modality::{CodecKind, ModalityInfo};
+use crate::modality::{CodecKind, Modality};
 
 /// Any codec, loaded by its modality's [`CodecKind`]: the one place that maps a kind to its
 /// codec type. Tools get one from [`crate::ModelDir::codec`] and match on the variant to encode
@@ -38,7 +38,8 @@ pub enum AnyCodec<B: Backend> {
 impl<B: Backend> AnyCodec<B> {
     /// Loads the codec of modality `m` from its codec folder `dir` (strictly, like each codec's
     /// own `load`).
-    pub fn load(m: &'static ModalityInfo, dir: &Path, device: &B::Device) -> Result<Self> {
+    pub fn load(m: impl Into<Modality>, dir: &Path, device: &B::Device) -> Result<Self> {
+        let m = m.into();
         Ok(match m.codec {
             CodecKind::Scalar
             | CodecKind::LogScalar

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::hub::layout;
-use crate::modality::{MODALITIES, ModalityInfo, TokenLayout, by_token_key};
+use crate::modality::{MODALITIES, Modality, ModalityInfo, ModalityTable, TokenLayout};
 
 /// Activation of the MLPs (`act_layer`, the name of a `torch.nn` class).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +90,11 @@ pub struct AionConfig {
     /// Whether a modality in both domain lists has one `mod_emb` for encoder and decoder.
     #[serde(default = "defaults::yes")]
     pub share_modality_embeddings: bool,
+    /// The modalities the domain lists are resolved in: the built-ins, plus the extra
+    /// modalities of the model directory (its `modalities.json`, not part of `config.json`;
+    /// [`from_file_in`](Self::from_file_in)).
+    #[serde(skip)]
+    pub modalities: ModalityTable,
 }
 
 mod defaults {
@@ -143,6 +148,7 @@ impl AionConfig {
             num_register_tokens: 0,
             use_act_checkpoint: false,
             share_modality_embeddings: true,
+            modalities: ModalityTable::builtin(),
         }
     }
 
@@ -186,28 +192,42 @@ impl AionConfig {
         }
     }
 
-    /// Reads and validates a `config.json`.
+    /// Reads and validates a `config.json` that names built-in modalities only.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        Self::from_file_in(path, ModalityTable::builtin())
+    }
+
+    /// Reads a `config.json` and validates it against `modalities` (its model directory's
+    /// table), which it keeps.
+    pub fn from_file_in(path: impl AsRef<Path>, modalities: ModalityTable) -> Result<Self> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::from_json(&text).map_err(|e| match e {
+        Self::from_json_in(&text, modalities).map_err(|e| match e {
             Error::Config { message, .. } => Error::config(path, message),
             other => other,
         })
     }
 
-    /// Parses and validates the JSON text of a `config.json` (errors name the file `config.json`).
+    /// Parses and validates the JSON text of a `config.json` that names built-in modalities only
+    /// (errors name the file `config.json`).
     pub fn from_json(text: &str) -> Result<Self> {
-        let cfg: Self = serde_json::from_str(text)
+        Self::from_json_in(text, ModalityTable::builtin())
+    }
+
+    /// [`from_json`](Self::from_json) against the modalities of `modalities`, which it keeps.
+    pub fn from_json_in(text: &str, modalities: ModalityTable) -> Result<Self> {
+        let mut cfg: Self = serde_json::from_str(text)
             .map_err(|e| Error::config(layout::config_name(), e.to_string()))?;
+        cfg.modalities = modalities;
         cfg.validate()?;
         Ok(cfg)
     }
 
-    /// Checks that this implementation can honour every value.
+    /// Checks that this implementation can honour every value (domains are resolved in
+    /// [`modalities`](Self::modalities)).
     pub fn validate(&self) -> Result<()> {
         let fail = |m: String| Err(Error::config(layout::config_name(), m));
         if self.dim == 0 || self.num_heads == 0 || !self.dim.is_multiple_of(self.num_heads) {
@@ -237,7 +257,7 @@ impl AionConfig {
             ("domains_out", &self.domains_out),
         ] {
             for (i, key) in keys.iter().enumerate() {
-                if by_token_key(key).is_none() {
+                if self.modalities.get(key).is_none() {
                     return fail(format!("{list} names unknown modality {key:?}"));
                 }
                 if keys[..i].contains(key) {
@@ -268,18 +288,18 @@ impl AionConfig {
     }
 
     /// The encoder modalities, in `domains_in` order.
-    pub fn inputs(&self) -> Vec<&'static ModalityInfo> {
+    pub fn inputs(&self) -> Vec<Modality> {
         self.domains_in
             .iter()
-            .filter_map(|k| by_token_key(k))
+            .filter_map(|k| self.modalities.get(k))
             .collect()
     }
 
     /// The decoder modalities, in `domains_out` order.
-    pub fn outputs(&self) -> Vec<&'static ModalityInfo> {
+    pub fn outputs(&self) -> Vec<Modality> {
         self.domains_out
             .iter()
-            .filter_map(|k| by_token_key(k))
+            .filter_map(|k| self.modalities.get(k))
             .collect()
     }
 }

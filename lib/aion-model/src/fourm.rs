@@ -25,7 +25,7 @@ mod model;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor};
 
-use crate::modality::ModalityInfo;
+use crate::modality::Modality;
 
 pub use model::Aion;
 
@@ -33,7 +33,7 @@ pub use model::Aion;
 #[derive(Debug, Clone)]
 pub struct TokenInput<B: Backend> {
     /// The modality (its token key must be in the model's `domains_in`).
-    pub modality: &'static ModalityInfo,
+    pub modality: Modality,
     /// Token ids `[B, N]`; `N` is the modality's token count (any `1..=512` for the catalog).
     pub ids: Tensor<B, 2, Int>,
     /// Optional `[B, N]` mask, true = leave this token out (a missing modality is a row of
@@ -43,9 +43,9 @@ pub struct TokenInput<B: Backend> {
 
 impl<B: Backend> TokenInput<B> {
     /// An input without mask.
-    pub fn new(modality: &'static ModalityInfo, ids: Tensor<B, 2, Int>) -> Self {
+    pub fn new(modality: impl Into<Modality>, ids: Tensor<B, 2, Int>) -> Self {
         Self {
-            modality,
+            modality: modality.into(),
             ids,
             mask: None,
         }

@@ -5,11 +5,15 @@
 //! `dataset` is the Multimodal Universe (MMU) HDF5 dataset that feeds the modality by default;
 //! a run can remap it (`--map TOKEN_KEY=DATASET`).
 
+use std::borrow::Cow;
+
 use sha2::{Digest, Sha256};
 
 pub mod extra;
+mod table;
 
-pub use extra::{ExtraModality, register, register_dir};
+pub use extra::ExtraModality;
+pub use table::{MAX_MODALITIES, Modality, ModalityTable};
 
 /// Which codec turns a modality's raw values into tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -59,15 +63,17 @@ pub enum TokenLayout {
     },
 }
 
-/// Static facts about one modality.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The facts about one modality: a built-in's are `const` ([`MODALITIES`], borrowed strings),
+/// an extra modality's come from its model directory's `modalities.json` (owned strings, held
+/// by a [`ModalityTable`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModalityInfo {
     /// Key in token dictionaries and in the transformer (`tok_flux_g`, …).
-    pub token_key: &'static str,
+    pub token_key: Text,
     /// Reference class name in `aion.modalities`.
-    pub class_name: &'static str,
+    pub class_name: Text,
     /// Codec folder in the Hub layout: `codecs/<codec_dir>/`.
-    pub codec_dir: &'static str,
+    pub codec_dir: Text,
     /// Codec kind.
     pub codec: CodecKind,
     /// Transformer vocabulary size.
@@ -75,18 +81,21 @@ pub struct ModalityInfo {
     /// Token layout.
     pub layout: TokenLayout,
     /// Default MMU dataset (or dataset prefix for images, spectra and catalogs).
-    pub dataset: &'static str,
+    pub dataset: Text,
     /// For multi-channel scalars stored in one dataset: the column range used.
     pub columns: Option<(usize, usize)>,
     /// Units of the modality's values (and of decoded tokens, posteriors, generated values),
     /// as a string astropy's `Unit()` and FITS `TUNIT` read: `""` = dimensionless (redshift,
     /// ellipticities), `"mag"`, `"nmgy"` (nanomaggies), `"deg"`, …; [`UNKNOWN_UNITS`] for an
     /// extra modality whose `modalities.json` does not say.
-    pub units: &'static str,
+    pub units: Text,
     /// Axis label for figures and the `label` attribute of output datasets ("redshift z",
     /// "g-band flux (Legacy Survey)", …).
-    pub label: &'static str,
+    pub label: Text,
 }
+
+/// A string of [`ModalityInfo`]: borrowed for the built-ins, owned for extra modalities.
+pub type Text = Cow<'static, str>;
 
 /// The `units` of an extra modality whose description gives none.
 pub const UNKNOWN_UNITS: &str = "unknown";
@@ -102,7 +111,7 @@ impl ModalityInfo {
 
     /// The 15-bit modality id: `sha256(token_key) mod 2^15` (4M's `id`).
     pub fn id(&self) -> u16 {
-        modality_id(self.token_key)
+        modality_id(&self.token_key)
     }
 
     /// The axis title of a figure: the label with its units in brackets when it has units
@@ -114,14 +123,49 @@ impl ModalityInfo {
             format!("{} [{}]", self.label, self.units)
         }
     }
+}
 
-    /// The same facts with `units` and `label` set.
-    const fn described(self, units: &'static str, label: &'static str) -> Self {
+/// The facts of a built-in modality as `const` values can build them: [`ModalityInfo`] has
+/// owned strings (for extras), so a `const` cannot copy one; this `Copy` twin can.
+#[derive(Clone, Copy)]
+struct Facts {
+    token_key: &'static str,
+    class_name: &'static str,
+    codec_dir: &'static str,
+    codec: CodecKind,
+    vocab: usize,
+    layout: TokenLayout,
+    dataset: &'static str,
+    columns: Option<(usize, usize)>,
+    units: &'static str,
+    label: &'static str,
+}
+
+impl Facts {
+    /// The modality these facts describe.
+    const fn info(self) -> ModalityInfo {
         ModalityInfo {
+            token_key: Cow::Borrowed(self.token_key),
+            class_name: Cow::Borrowed(self.class_name),
+            codec_dir: Cow::Borrowed(self.codec_dir),
+            codec: self.codec,
+            vocab: self.vocab,
+            layout: self.layout,
+            dataset: Cow::Borrowed(self.dataset),
+            columns: self.columns,
+            units: Cow::Borrowed(self.units),
+            label: Cow::Borrowed(self.label),
+        }
+    }
+
+    /// The modality with `units` and `label` set.
+    const fn described(self, units: &'static str, label: &'static str) -> ModalityInfo {
+        Facts {
             units,
             label,
             ..self
         }
+        .info()
     }
 }
 
@@ -138,8 +182,8 @@ const fn scalar(
     codec_dir: &'static str,
     codec: CodecKind,
     dataset: &'static str,
-) -> ModalityInfo {
-    ModalityInfo {
+) -> Facts {
+    Facts {
         token_key,
         class_name,
         codec_dir,
@@ -157,7 +201,7 @@ use CodecKind::{GridScalar, LogScalar, Scalar};
 
 /// Every modality AION-1 knows, in the order of the reference's `MODALITY_INFO`-based domains.
 pub const MODALITIES: &[ModalityInfo] = &[
-    ModalityInfo {
+    Facts {
         token_key: "tok_image",
         class_name: "LegacySurveyImage",
         codec_dir: "image",
@@ -168,8 +212,9 @@ pub const MODALITIES: &[ModalityInfo] = &[
         columns: None,
         units: "nmgy",
         label: "Legacy Survey image flux",
-    },
-    ModalityInfo {
+    }
+    .info(),
+    Facts {
         token_key: "tok_image_hsc",
         class_name: "HSCImage",
         codec_dir: "image",
@@ -180,8 +225,9 @@ pub const MODALITIES: &[ModalityInfo] = &[
         columns: None,
         units: "10**(-1.8) nmgy",
         label: "HSC image flux",
-    },
-    ModalityInfo {
+    }
+    .info(),
+    Facts {
         token_key: "tok_spectrum_desi",
         class_name: "DESISpectrum",
         codec_dir: "spectrum",
@@ -192,8 +238,9 @@ pub const MODALITIES: &[ModalityInfo] = &[
         columns: None,
         units: "1e-17 erg / (s cm2 Angstrom)",
         label: "DESI spectral flux density",
-    },
-    ModalityInfo {
+    }
+    .info(),
+    Facts {
         token_key: "tok_spectrum_sdss",
         class_name: "SDSSSpectrum",
         codec_dir: "spectrum",
@@ -204,8 +251,9 @@ pub const MODALITIES: &[ModalityInfo] = &[
         columns: None,
         units: "1e-17 erg / (s cm2 Angstrom)",
         label: "SDSS spectral flux density",
-    },
-    ModalityInfo {
+    }
+    .info(),
+    Facts {
         token_key: "tok_segmap",
         class_name: "LegacySurveySegmentationMap",
         codec_dir: "segmentation_map",
@@ -216,8 +264,9 @@ pub const MODALITIES: &[ModalityInfo] = &[
         columns: None,
         units: "",
         label: "segmentation map",
-    },
-    ModalityInfo {
+    }
+    .info(),
+    Facts {
         token_key: "catalog",
         class_name: "LegacySurveyCatalog",
         codec_dir: "catalog",
@@ -228,7 +277,8 @@ pub const MODALITIES: &[ModalityInfo] = &[
         columns: None,
         units: "",
         label: "object catalogue of the cutout",
-    },
+    }
+    .info(),
     scalar(
         "tok_flux_g",
         "LegacySurveyFluxG",
@@ -318,10 +368,11 @@ pub const MODALITIES: &[ModalityInfo] = &[
     )
     .described("", "ellipticity e2 (Legacy Survey)"),
     scalar("tok_ebv", "LegacySurveyEBV", "EBV", Scalar, "EBV").described("mag", "reddening E(B−V)"),
-    ModalityInfo {
+    Facts {
         vocab: 1025,
-        ..scalar("tok_z", "Z", "Z", GridScalar, "Z").described("", "redshift z")
-    },
+        ..scalar("tok_z", "Z", "Z", GridScalar, "Z")
+    }
+    .described("", "redshift z"),
     scalar("tok_a_g", "HSCAG", "a_g", Scalar, "a_g").described("mag", "g-band extinction (HSC)"),
     scalar("tok_a_r", "HSCAR", "a_r", Scalar, "a_r").described("mag", "r-band extinction (HSC)"),
     scalar("tok_a_i", "HSCAI", "a_i", Scalar, "a_i").described("mag", "i-band extinction (HSC)"),
@@ -425,7 +476,7 @@ pub const MODALITIES: &[ModalityInfo] = &[
     .described("mas", "parallax (Gaia)"),
     scalar("tok_ra", "Ra", "ra", Scalar, "ra").described("deg", "right ascension"),
     scalar("tok_dec", "Dec", "dec", Scalar, "dec").described("deg", "declination"),
-    ModalityInfo {
+    Facts {
         layout: TokenLayout::Grid { h: 55, w: 1 },
         columns: Some((0, 55)),
         ..scalar(
@@ -435,9 +486,9 @@ pub const MODALITIES: &[ModalityInfo] = &[
             CodecKind::MultiScalar,
             "coeff",
         )
-        .described("electron / s", "BP spectrum coefficients (Gaia XP)")
-    },
-    ModalityInfo {
+    }
+    .described("electron / s", "BP spectrum coefficients (Gaia XP)"),
+    Facts {
         layout: TokenLayout::Grid { h: 55, w: 1 },
         columns: Some((55, 110)),
         ..scalar(
@@ -447,31 +498,16 @@ pub const MODALITIES: &[ModalityInfo] = &[
             CodecKind::MultiScalar,
             "coeff",
         )
-        .described("electron / s", "RP spectrum coefficients (Gaia XP)")
-    },
+    }
+    .described("electron / s", "RP spectrum coefficients (Gaia XP)"),
 ];
 
-/// Every known modality: the built-in [`MODALITIES`], then the registered extras
-/// ([`extra::register`]) in registration order.
-pub fn all() -> impl Iterator<Item = &'static ModalityInfo> {
-    MODALITIES.iter().chain(extra::extras())
-}
-
-/// Position of a modality in [`all`] (the bit of the per-row flag masks).
-pub fn modality_index(token_key: &str) -> Option<usize> {
-    all().position(|m| m.token_key == token_key)
-}
-
-/// Looks a modality up by token key (built-in or registered extra).
+/// Looks a built-in modality up by token key. Extra modalities are only known to the
+/// [`ModalityTable`] of their model directory: a tool resolves keys through that table
+/// ([`crate::ModelDir::modalities`]); this function serves code that only ever deals with the
+/// 40 built-ins (the presets, tests, examples).
 pub fn by_token_key(token_key: &str) -> Option<&'static ModalityInfo> {
-    MODALITIES
-        .iter()
-        .find(|m| m.token_key == token_key)
-        .or_else(|| {
-            extra::extras()
-                .into_iter()
-                .find(|m| m.token_key == token_key)
-        })
+    MODALITIES.iter().find(|m| m.token_key == token_key)
 }
 
 #[cfg(test)]
@@ -501,7 +537,7 @@ mod tests {
     #[test]
     fn table_is_complete_and_unique() {
         assert_eq!(MODALITIES.len(), 40);
-        let mut keys: Vec<_> = MODALITIES.iter().map(|m| m.token_key).collect();
+        let mut keys: Vec<_> = MODALITIES.iter().map(|m| &m.token_key).collect();
         keys.sort_unstable();
         keys.dedup();
         assert_eq!(keys.len(), 40);

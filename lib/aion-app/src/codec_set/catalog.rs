@@ -6,7 +6,7 @@
 use aion_io::Column;
 use aion_model::codecs::catalog::CatalogCodec;
 use aion_model::codecs::catalog::mmu::{MmuCatalogColumns, catalog_from_mmu};
-use aion_model::modality::ModalityInfo;
+use aion_model::modality::Modality;
 
 use super::ModalityTokens;
 
@@ -15,11 +15,7 @@ pub const FIELDS: [&str; 5] = ["X", "Y", "SHAPE_E1", "SHAPE_E2", "SHAPE_R"];
 
 /// Tokenizes each row on its own so that one bad row is rejected without affecting the others.
 /// Rows without any object in the 96-px crop are absent (not used, not rejected).
-pub fn encode(
-    codec: &CatalogCodec,
-    m: &'static ModalityInfo,
-    cols: &[Column; 5],
-) -> ModalityTokens {
+pub fn encode(codec: &CatalogCodec, m: &Modality, cols: &[Column; 5]) -> ModalityTokens {
     let n = cols[0].present.len();
     let per_row = cols[0].row_len();
     let slots = m.num_tokens() / 5;

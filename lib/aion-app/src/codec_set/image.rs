@@ -12,7 +12,7 @@ use aion_io::Column;
 use aion_io::catalog::ColumnValues;
 use aion_model::codecs::image::{Band, ImageCodec};
 use aion_model::codecs::scalar_field::ScalarFieldCodec;
-use aion_model::modality::ModalityInfo;
+use aion_model::modality::Modality;
 use anyhow::Result;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
@@ -116,7 +116,7 @@ fn scatter<B: Backend>(t: &mut ModalityTokens, rows: &[usize], tokens: Tensor<B,
 /// Tokenizes the images of a block of rows.
 pub fn encode_images<B: Backend>(
     codec: &ImageCodec<B>,
-    m: &'static ModalityInfo,
+    m: &Modality,
     flux: &Column,
     bands: &Column,
     pad: bool,
@@ -168,7 +168,7 @@ pub fn encode_images<B: Backend>(
 /// Tokenizes the segmentation maps of a block of rows.
 pub fn encode_fields<B: Backend>(
     codec: &ScalarFieldCodec<B>,
-    m: &'static ModalityInfo,
+    m: &Modality,
     field: &Column,
     pad: bool,
     device: &B::Device,

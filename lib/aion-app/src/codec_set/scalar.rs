@@ -3,7 +3,7 @@
 use aion_io::Column;
 use aion_io::catalog::ColumnValues;
 use aion_model::codecs::scalar::ScalarCodec;
-use aion_model::modality::ModalityInfo;
+use aion_model::modality::Modality;
 
 use super::{ModalityTokens, NO_TOKEN};
 
@@ -17,7 +17,7 @@ pub fn encode(
     let width = col.row_len();
     let (a, b) = columns.unwrap_or((0, width));
     let c = b - a;
-    let mut t = ModalityTokens::absent(codec.modality, col.present.len());
+    let mut t = ModalityTokens::absent(&codec.modality, col.present.len());
     for r in 0..col.present.len() {
         if !col.present[r] {
             continue;
@@ -42,7 +42,7 @@ pub fn encode(
 
 /// Passes token ids through; a row of −1 is absent, ids outside the vocabulary are rejected.
 /// For the catalog, id 0 (padding) marks a token to leave out.
-pub fn pass_tokens(m: &'static ModalityInfo, col: &Column) -> ModalityTokens {
+pub fn pass_tokens(m: &Modality, col: &Column) -> ModalityTokens {
     let k = m.num_tokens();
     let ColumnValues::I64(ids) = &col.values else {
         unreachable!("checked: token datasets are integer")

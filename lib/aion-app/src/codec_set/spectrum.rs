@@ -4,7 +4,7 @@ use aion_io::Column;
 use aion_io::catalog::ColumnValues;
 use aion_model::codecs::spectrum::preprocess::clean_row;
 use aion_model::codecs::spectrum::{SpectrumCodec, SpectrumRow};
-use aion_model::modality::ModalityInfo;
+use aion_model::modality::Modality;
 use anyhow::Result;
 use burn::tensor::backend::Backend;
 
@@ -26,7 +26,7 @@ pub struct SpectrumColumns {
 /// all masked); the others are rejected, with the reason logged at debug level.
 pub fn encode<B: Backend>(
     codec: &SpectrumCodec<B>,
-    m: &'static ModalityInfo,
+    m: &Modality,
     cols: &SpectrumColumns,
     first_row: usize,
 ) -> Result<ModalityTokens> {

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use aion_model::codecs::scalar::ScalarCodec;
 use aion_model::codecs::scalar_fit::{self, BottomK, FitKind, FittedCodec};
-use aion_model::modality::ModalityInfo;
+use aion_model::modality::Modality;
 use aion_mpi::Session;
 use anyhow::{Context, Result};
 
@@ -48,9 +48,10 @@ pub fn write_grid_codec(dir: &Path, name: &str, k: usize) -> Result<()> {
 }
 
 /// Loads the codec of `m` from `model/codecs/<codec_dir>/`.
-pub fn load(model: &Path, m: &'static ModalityInfo) -> Result<ScalarCodec> {
-    let dir = aion_model::hub::layout::codec(model, m.codec_dir);
-    ScalarCodec::load(m, &dir).with_context(|| {
+pub fn load(model: &Path, m: impl Into<Modality>) -> Result<ScalarCodec> {
+    let m = m.into();
+    let dir = aion_model::hub::layout::codec(model, &m.codec_dir);
+    ScalarCodec::load(&m, &dir).with_context(|| {
         format!(
             "cannot load the {} codec from {}",
             m.token_key,

@@ -12,7 +12,7 @@ use std::ops::Range;
 
 use aion_io::Catalog;
 use aion_model::codecs::scalar::ScalarCodec;
-use aion_model::modality::ModalityInfo;
+use aion_model::modality::{Modality, ModalityInfo};
 use aion_model::rng::{Rng, mix64, tags};
 use aion_model::train::objective::ModalityBatch;
 use aion_mpi::{Session, block_range};
@@ -141,7 +141,7 @@ impl Split {
 /// One modality's data for all rows: ids, validity, and what noise augmentation needs.
 pub struct ModalityData {
     /// The modality.
-    pub modality: &'static ModalityInfo,
+    pub modality: Modality,
     /// Codec for raw values (`None`: the dataset holds tokens).
     pub codec: Option<ScalarCodec>,
     /// Raw values (or token ids as floats), `[rows, tokens]`.
@@ -162,18 +162,15 @@ pub struct ModalityData {
 
 impl ModalityData {
     /// Tokenizes `raw` (or takes token ids) for every row.
-    pub fn new(
-        modality: &'static ModalityInfo,
-        codec: Option<ScalarCodec>,
-        raw: FullColumn,
-    ) -> Self {
+    pub fn new(modality: impl Into<Modality>, codec: Option<ScalarCodec>, raw: FullColumn) -> Self {
+        let modality = modality.into();
         let n_tok = modality.num_tokens();
         let rows = raw.values.len() / n_tok.max(1);
         let mut ids = vec![0i64; rows * n_tok];
         let mut valid = vec![false; rows];
         for r in 0..rows {
             let vals = &raw.values[r * n_tok..(r + 1) * n_tok];
-            if let Some(t) = tokens(modality, codec.as_ref(), vals) {
+            if let Some(t) = tokens(&modality, codec.as_ref(), vals) {
                 ids[r * n_tok..(r + 1) * n_tok].copy_from_slice(&t);
                 valid[r] = true;
             }
@@ -208,7 +205,7 @@ impl ModalityData {
                 }
             })
             .collect();
-        tokens(self.modality, Some(codec), &vals).unwrap_or_else(|| base.to_vec())
+        tokens(&self.modality, Some(codec), &vals).unwrap_or_else(|| base.to_vec())
     }
 }
 
@@ -262,7 +259,7 @@ pub fn build_batch(
     let mut out: Vec<ModalityBatch> = data
         .iter()
         .map(|d| ModalityBatch {
-            modality: d.modality,
+            modality: d.modality.clone(),
             ids: Vec::with_capacity(rows.len() * d.modality.num_tokens()),
             input: Vec::with_capacity(rows.len()),
             target_weight: Vec::with_capacity(rows.len()),

@@ -15,6 +15,7 @@ use aion_model::Aion;
 use aion_model::fs::copy_dir;
 use aion_model::hub::layout;
 use aion_model::modality::ExtraModality;
+use aion_model::modality::ModalityTable;
 use aion_model::modality::extra::ExtraModalitiesFile;
 use aion_model::probe::ProbeHead;
 use aion_mpi::Session;
@@ -53,27 +54,24 @@ fn write_codecs<B: Backend>(ctx: &Context<'_>, model: &Aion<B>) -> Result<()> {
     let (s, out) = (ctx.setup, &ctx.setup.out);
     let cfg = model.config();
     let keys: Vec<&String> = cfg.domains_in.iter().chain(&cfg.domains_out).collect();
-    let mods: Vec<_> = keys
-        .iter()
-        .filter_map(|k| aion_model::modality::by_token_key(k))
-        .collect();
+    let mods: Vec<_> = keys.iter().filter_map(|k| cfg.modalities.get(k)).collect();
     for f in ctx.fitted {
         f.write_hub(&layout::codec(out, &f.name))?;
     }
     for m in &mods {
-        let dst = layout::codec(out, m.codec_dir);
+        let dst = layout::codec(out, &m.codec_dir);
         if ctx.fitted.iter().any(|f| f.name == m.codec_dir) {
             continue;
         }
         match &s.cfg.model.base {
             Some(base)
-                if layout::codec(base, m.codec_dir).is_dir()
-                    && layout::codec(base, m.codec_dir) != dst =>
+                if layout::codec(base, &m.codec_dir).is_dir()
+                    && layout::codec(base, &m.codec_dir) != dst =>
             {
-                copy_dir(&layout::codec(base, m.codec_dir), &dst)?;
+                copy_dir(&layout::codec(base, &m.codec_dir), &dst)?;
             }
             None if m.codec == aion_model::modality::CodecKind::GridScalar => {
-                super::codecs::write_grid_codec(&dst, m.codec_dir, GRID_K)?;
+                super::codecs::write_grid_codec(&dst, &m.codec_dir, GRID_K)?;
             }
             _ => {}
         }
@@ -95,9 +93,10 @@ fn write_codecs<B: Backend>(ctx: &Context<'_>, model: &Aion<B>) -> Result<()> {
 
 /// Axis titles of a target's evaluation figure: the modality of the token key, or the one
 /// read from that dataset by default (probe targets are datasets), else the name itself.
-fn titles(key: &str) -> (String, String, String) {
-    let m = aion_model::modality::by_token_key(key)
-        .or_else(|| aion_model::modality::all().find(|m| m.dataset == key));
+fn titles(modalities: &ModalityTable, key: &str) -> (String, String, String) {
+    let m = modalities
+        .get(key)
+        .or_else(|| modalities.iter().find(|m| m.dataset == key));
     match m {
         Some(m) if m.token_key == "tok_z" => (
             "spectroscopic redshift z_{spec}".into(),
@@ -118,7 +117,12 @@ fn titles(key: &str) -> (String, String, String) {
 }
 
 /// Test metrics, predictions (CSV) and figures of point predictions (rank 0).
-fn write_eval(out: &Path, split: &Split, preds: &[Predictions]) -> Result<serde_json::Value> {
+fn write_eval(
+    modalities: &ModalityTable,
+    out: &Path,
+    split: &Split,
+    preds: &[Predictions],
+) -> Result<serde_json::Value> {
     let dir = out.join("eval");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut all = serde_json::Map::new();
@@ -141,7 +145,7 @@ fn write_eval(out: &Path, split: &Split, preds: &[Predictions]) -> Result<serde_
                 .filter(|r| r[3].is_finite() && r[4].is_finite())
                 .map(|r| r[3])
                 .collect();
-            let (truth_title, pred_title, symbol) = titles(key);
+            let (truth_title, pred_title, symbol) = titles(modalities, key);
             crate::plot::save(
                 &EvaluationFigure {
                     truth: &truth,
@@ -269,7 +273,7 @@ pub fn tokens<B: AutodiffBackend>(
             }
             write_codecs(ctx, &model)?;
             write_calibration(out, calibration.as_ref())?;
-            let test = write_eval(out, ctx.split, &preds)?;
+            let test = write_eval(&ctx.setup.modalities, out, ctx.split, &preds)?;
             summary(
                 ctx,
                 trained.progress,
@@ -330,7 +334,7 @@ pub fn probe<B: AutodiffBackend>(
                 }
             }
             head.save(&task.targets.cfg, out)?;
-            let test = write_eval(out, ctx.split, &preds)?;
+            let test = write_eval(&ctx.setup.modalities, out, ctx.split, &preds)?;
             summary(ctx, trained.progress, test, trained.log, None)
         })()
     } else {

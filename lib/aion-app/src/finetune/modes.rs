@@ -153,7 +153,7 @@ fn freeze_base<B: AutodiffBackend>(model: Aion<B>, s: &Setup) -> Aion<B> {
         .embeddings
         .into_iter()
         .map(|e| {
-            if new.contains(&e.modality.token_key) {
+            if new.contains(&&*e.modality.token_key) {
                 e.map(&mut RequireGrad(true))
             } else {
                 e

@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use aion_io::Catalog;
+use aion_model::ModelDir;
 use aion_model::codecs::scalar::{ScalarCodec, ScalarQuantizer};
 use aion_model::codecs::scalar_fit::{FitKind, FittedCodec, linspace_f32};
 use aion_model::hub::layout;
-use aion_model::modality::{CodecKind, by_token_key};
+use aion_model::modality::{CodecKind, ModalityTable};
 use aion_model::train::extend::{NewModality, extended};
 use aion_model::train::init::{InitOptions, init_model};
 use aion_model::weights::WeightFile;
@@ -70,17 +71,24 @@ fn origin(config: &Path, flag_given: bool, flag: &str, key: &str) -> String {
 fn setup(args: &FinetuneArgs) -> Result<Setup> {
     let cfg = effective_config(args)?;
     let out = cfg.output.clone().expect("checked");
-    if let Some(base) = &cfg.model.base {
-        ensure!(
-            layout::config(base).is_file(),
-            "base model {} ({}) has no config.json",
-            base.display(),
-            origin(&args.config, args.base.is_some(), "--base", "[model] base")
-        );
-        aion_model::modality::register_dir(base)?;
-    }
+    let base = match &cfg.model.base {
+        Some(base) => {
+            ensure!(
+                layout::config(base).is_file(),
+                "base model {} ({}) has no config.json",
+                base.display(),
+                origin(&args.config, args.base.is_some(), "--base", "[model] base")
+            );
+            Some(ModelDir::open(base)?)
+        }
+        None => None,
+    };
+    let mut modalities = base
+        .as_ref()
+        .map_or_else(ModalityTable::builtin, |b| b.modalities().clone());
     for n in &cfg.new_modalities {
-        aion_model::modality::register(&new_spec(n))
+        modalities
+            .add(&new_spec(n))
             .with_context(|| format!("[[new_modality]] {}", n.token_key))?;
     }
     let preset = cfg.survey.as_deref().map(crate::survey::load).transpose()?;
@@ -109,7 +117,7 @@ fn setup(args: &FinetuneArgs) -> Result<Setup> {
         .chain(&cfg.data.targets)
         .map(String::as_str)
         .collect();
-    let bindings = resolve(&explicit, |d| catalog.has(d), &named)?;
+    let bindings = resolve(&modalities, &explicit, |d| catalog.has(d), &named)?;
     let mut keys: Vec<&String> = cfg.data.inputs.iter().collect();
     keys.extend(
         cfg.data
@@ -119,10 +127,12 @@ fn setup(args: &FinetuneArgs) -> Result<Setup> {
     );
     let mut needed = Vec::new();
     for key in keys {
-        let m = by_token_key(key).with_context(|| format!("unknown modality {key} in [data]"))?;
+        let m = modalities
+            .get(key)
+            .with_context(|| format!("unknown modality {key} in [data]"))?;
         let b = bindings
             .iter()
-            .find(|b| b.token_key == m.token_key)
+            .find(|b| b.token_key() == m.token_key)
             .with_context(|| format!("{key}: no dataset (map it in [map])"))?;
         let (dataset, columns, tokens) = match &b.source {
             Source::Scalar { dataset, columns } => (dataset.clone(), *columns, false),
@@ -180,6 +190,8 @@ fn setup(args: &FinetuneArgs) -> Result<Setup> {
         final_out: out.clone(),
         out: work_dir(&out),
         catalog,
+        base,
+        modalities,
         needed,
         hash,
         config_file: args.config.clone(),
@@ -286,12 +298,12 @@ fn codecs_of(
     s: &Setup,
     cols: &BTreeMap<String, FullColumn>,
     train_rows: &[usize],
-) -> Result<(BTreeMap<&'static str, ScalarCodec>, Vec<FittedCodec>)> {
+) -> Result<(BTreeMap<String, ScalarCodec>, Vec<FittedCodec>)> {
     let mut loaded = BTreeMap::new();
     let mut fitted = Vec::new();
     let mine = &train_rows[block_range(train_rows.len(), session.rank(), session.size())];
     for n in &s.needed {
-        let m = n.modality;
+        let m = &n.modality;
         if n.tokens {
             continue;
         }
@@ -310,7 +322,7 @@ fn codecs_of(
             let col = &cols[&n.dataset];
             let f = codecs::fit_distributed(
                 session,
-                m.codec_dir,
+                &m.codec_dir,
                 kind,
                 nm.codebook_size,
                 nm.reservoir_size,
@@ -328,21 +340,21 @@ fn codecs_of(
                 },
             };
             loaded.insert(
-                m.token_key,
+                m.token_key.to_string(),
                 ScalarCodec {
-                    modality: m,
+                    modality: m.clone(),
                     quantizer,
                 },
             );
             fitted.push(f);
-        } else if let Some(base) = &s.cfg.model.base {
-            loaded.insert(m.token_key, codecs::load(base, m)?);
+        } else if let Some(base) = &s.base {
+            loaded.insert(m.token_key.to_string(), codecs::load(base.path(), m)?);
         } else if m.codec == CodecKind::GridScalar {
             let buckets = linspace_f32(export::GRID_K);
             loaded.insert(
-                m.token_key,
+                m.token_key.to_string(),
                 ScalarCodec {
-                    modality: m,
+                    modality: m.clone(),
                     quantizer: ScalarQuantizer::Grid { buckets },
                 },
             );
@@ -363,7 +375,7 @@ fn build_model<B: AutodiffBackend>(s: &Setup, device: &B::Device) -> Result<Aion
         seed: c.seed,
         ordinal_scalars: c.model.ordinal_init,
     };
-    let model = if let Some(base) = &c.model.base {
+    let model = if let Some(base) = &s.base {
         let news: Vec<NewModality> = c
             .new_modalities
             .iter()
@@ -374,10 +386,10 @@ fn build_model<B: AutodiffBackend>(s: &Setup, device: &B::Device) -> Result<Aion
             })
             .collect();
         if news.is_empty() {
-            Aion::load(base, device)?
+            base.transformer(device)?
         } else {
             let (cfg, bytes, _) = extended(base, &news, opts)?;
-            let mut w = WeightFile::from_bytes(layout::weights(base), bytes)?;
+            let mut w = WeightFile::from_bytes(layout::weights(base.path()), bytes)?;
             let m = Aion::from_weights(cfg, &mut w, device)?;
             w.finish()?;
             m
@@ -390,6 +402,7 @@ fn build_model<B: AutodiffBackend>(s: &Setup, device: &B::Device) -> Result<Aion
             "large" => AionConfig::large(),
             other => bail!("[model] init = {other:?}: use tiny, base or large"),
         };
+        cfg.modalities = s.modalities.clone();
         cfg.domains_in = c.data.inputs.clone();
         cfg.domains_out = c.data.targets.clone();
         if c.mode == Mode::Probe {
@@ -524,14 +537,14 @@ fn read_columns(session: &Session, s: &Setup) -> Result<BTreeMap<String, FullCol
 fn modality_data(
     s: &Setup,
     cols: &BTreeMap<String, FullColumn>,
-    mut codecs: BTreeMap<&'static str, ScalarCodec>,
+    mut codecs: BTreeMap<String, ScalarCodec>,
 ) -> Result<Vec<ModalityData>> {
     let c = &s.cfg;
     let mut out = Vec::new();
     for n in &s.needed {
-        let key = n.modality.token_key;
+        let key = &*n.modality.token_key;
         let codec = codecs.remove(key);
-        let mut d = ModalityData::new(n.modality, codec, cols[&n.dataset].clone());
+        let mut d = ModalityData::new(&n.modality, codec, cols[&n.dataset].clone());
         d.is_input = c.data.inputs.iter().any(|k| k == key);
         d.is_target = c.mode != Mode::Probe && c.data.targets.iter().any(|k| k == key);
         d.weight = c.train.target_weights.get(key).copied().unwrap_or(1.0) as f32;
@@ -546,7 +559,7 @@ fn modality_data(
     }
     for k in c.data.noise.keys() {
         ensure!(
-            s.needed.iter().any(|n| n.modality.token_key == k),
+            s.needed.iter().any(|n| n.modality.token_key == **k),
             "[data.noise] {k} is neither an input nor a target"
         );
     }

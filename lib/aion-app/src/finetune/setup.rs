@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use aion_io::Catalog;
+use aion_model::ModelDir;
 use aion_model::codecs::scalar_fit::FittedCodec;
-use aion_model::modality::{ExtraModality, ModalityInfo};
+use aion_model::modality::{ExtraModality, Modality, ModalityTable};
 use aion_mpi::Session;
 
 use super::checkpoint::Checkpoint;
@@ -36,7 +37,7 @@ pub fn new_spec(n: &NewModalitySection) -> ExtraModality {
 /// A modality the run reads, with its source dataset.
 pub struct Needed {
     /// The modality.
-    pub modality: &'static ModalityInfo,
+    pub modality: Modality,
     /// Dataset (and column range).
     pub dataset: String,
     /// Column range of a 2-D dataset.
@@ -56,6 +57,11 @@ pub struct Setup {
     pub final_out: PathBuf,
     /// The catalogue.
     pub catalog: Catalog,
+    /// The base model (`[model] base`), opened once.
+    pub base: Option<ModelDir>,
+    /// The modalities of the run: the built-ins, the base model's extras and the
+    /// `[[new_modality]]` entries.
+    pub modalities: ModalityTable,
     /// Modalities read (inputs ∪ targets), in config order.
     pub needed: Vec<Needed>,
     /// Hash of everything that determines the result.

@@ -47,9 +47,9 @@ fn bundled_photoz_model_reproduces_its_test_predictions() {
     let rows = cat.n_rows();
     let mut inputs = Vec::new();
     for key in &model.config().domains_in {
-        let m = by_token_key(key).unwrap();
-        let codec = load(&dir, m).unwrap();
-        let col = cat.read(m.dataset, 0..rows).unwrap().to_f32().unwrap();
+        let m = model.config().modalities.get(key).unwrap();
+        let codec = load(&dir, &m).unwrap();
+        let col = cat.read(&m.dataset, 0..rows).unwrap().to_f32().unwrap();
         let ids: Vec<i64> = test
             .iter()
             .map(|&r| codec.encode_value(0, col[r]))

@@ -121,7 +121,7 @@ impl<B: AutodiffBackend> TokenTask<'_, B> {
         let batch = build_batch(self.data, &rows[mine.clone()], EVAL_STEP, full);
         let ins = inputs::<B::InnerBackend>(&batch, &self.device_inner());
         model
-            .predict(&ins, &[self.data[t].modality], DecoderMode::Joint)
+            .predict(&ins, &[&*self.data[t].modality], DecoderMode::Joint)
             .pop()
             .expect("one target")
             .into_data()
@@ -145,7 +145,7 @@ impl<B: AutodiffBackend> TokenTask<'_, B> {
         for t in self.point_targets() {
             let d = &self.data[t];
             let logits = self.block_logits(model, rows, &mine, t);
-            let temperature = calibration.and_then(|c| c.temperature(d.modality.token_key));
+            let temperature = calibration.and_then(|c| c.temperature(&d.modality.token_key));
             let codec = d.codec.as_ref().expect("point targets have codecs");
             let v = d.modality.vocab;
             let centres = bin_centres(codec, v);

@@ -37,8 +37,8 @@ pub fn write<B: Backend>(
     target: &Target<B>,
     samples: usize,
 ) -> Result<[PathBuf; 2]> {
-    let m = target.modality;
-    let key = m.token_key;
+    let m = &target.modality;
+    let key = &*m.token_key;
     let ds = |name: &str| file.dataset(&format!("gen/{key}/{name}"));
     let generated: Vec<u8> = ds("generated")?.read_raw()?;
     let ids: Vec<i64> = file.dataset("object_id")?.read_raw()?;

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::hub::layout;
-use crate::modality::{CodecKind, ModalityInfo};
+use crate::modality::{CodecKind, Modality, ModalityInfo};
 use crate::weights::{Init, Reservoir, Source, ValueSpace, WeightFile};
 
 pub use super::element_fn::ElementFn;
@@ -110,7 +110,7 @@ impl ScalarQuantizer {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScalarCodec {
     /// The modality it serves.
-    pub modality: &'static ModalityInfo,
+    pub modality: Modality,
     /// Its quantizer.
     pub quantizer: ScalarQuantizer,
 }
@@ -274,11 +274,12 @@ impl ScalarCodec {
     ///
     /// Both the Hub's `quantizer.` prefix and the module's `_quantizer.` prefix are accepted.
     /// Loading is strict: every tensor must be present with the configured shape and used.
-    pub fn load(modality: &'static ModalityInfo, dir: &Path) -> Result<Self> {
+    pub fn load(modality: impl Into<Modality>, dir: &Path) -> Result<Self> {
+        let modality = modality.into();
         let config_path = layout::config(dir);
         let cfg = ScalarConfig::read(&config_path)?;
         let mut w = WeightFile::open(layout::weights(dir))?;
-        let codec = Self::from_weights(modality, &cfg, &mut w)
+        let codec = Self::from_weights(&modality, &cfg, &mut w)
             .map_err(|m| Error::config(&config_path, m))?;
         w.finish()?;
         if codec.channels() != modality.num_tokens() {
@@ -297,11 +298,12 @@ impl ScalarCodec {
 
     /// The codec of `modality` from a weight source (see [`ScalarQuantizer::from_weights`]).
     pub fn from_weights(
-        modality: &'static ModalityInfo,
+        modality: impl Into<Modality>,
         cfg: &ScalarConfig,
         w: &mut impl Source,
     ) -> std::result::Result<Self, String> {
-        let quantizer = ScalarQuantizer::from_weights(modality.codec, modality.codec_dir, cfg, w)?;
+        let modality = modality.into();
+        let quantizer = ScalarQuantizer::from_weights(modality.codec, &modality.codec_dir, cfg, w)?;
         Ok(Self {
             modality,
             quantizer,
@@ -399,7 +401,7 @@ mod tests {
 
     fn codec(q: ScalarQuantizer) -> ScalarCodec {
         ScalarCodec {
-            modality: crate::modality::by_token_key("tok_ebv").unwrap(),
+            modality: crate::modality::by_token_key("tok_ebv").unwrap().into(),
             quantizer: q,
         }
     }

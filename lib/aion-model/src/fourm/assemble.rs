@@ -100,7 +100,7 @@ fn embed_all<B: Backend>(
 ) -> (Tensor<B, 3>, Tensor<B, 3>) {
     let (mut xs, mut es) = (Vec::new(), Vec::new());
     for ((emb, inp), mask) in embeddings.iter().zip(inputs).zip(masks) {
-        let positions = (!is_grid(inp.modality)).then(|| {
+        let positions = (!is_grid(&inp.modality)).then(|| {
             let pos = sequence_positions(mask, inp.ids.dims()[0]);
             Tensor::from_data(TensorData::new(pos, inp.ids.dims()), &inp.ids.device())
         });

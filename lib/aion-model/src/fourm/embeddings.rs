@@ -59,12 +59,12 @@ impl<B: Backend> ModalityEmbedding<B> {
     /// tables of aion-spec §3.2.
     pub fn load(
         w: &mut impl Source,
-        m: &'static ModalityInfo,
+        m: &ModalityInfo,
         cfg: &AionConfig,
         (encoder, decoder): (bool, bool),
         device: &B::Device,
     ) -> Self {
-        let (d, v, p, key) = (cfg.dim, m.vocab, positions(m), m.token_key);
+        let (d, v, p, key) = (cfg.dim, m.vocab, positions(m), &*m.token_key);
         let enc = format!("encoder_embeddings.{key}");
         let dec = format!("decoder_embeddings.{key}");
         w.stream(crate::rng::mix64(u64::from(m.id())));
@@ -99,7 +99,7 @@ impl<B: Backend> ModalityEmbedding<B> {
         });
         w.stream(0);
         Self {
-            modality: *m,
+            modality: m.clone(),
             mod_emb,
             dec_mod_emb,
             token_emb,

@@ -47,7 +47,7 @@ use super::embeddings::ModalityEmbedding;
 use super::model::standard_layout;
 use super::{Aion, TokenInput};
 use crate::error::{Error, Result};
-use crate::modality::{ModalityInfo, TokenLayout};
+use crate::modality::{Modality, ModalityInfo, TokenLayout};
 
 /// Where the random numbers of a generation come from. Rows are the batch rows given to
 /// [`Aion::generate`]; steps index the schedule (steps revealing nothing included); positions
@@ -82,7 +82,7 @@ impl<B: Backend> Aion<B> {
         target: &ModalityInfo,
         inputs: &[TokenInput<B>],
     ) -> Result<()> {
-        let key = target.token_key;
+        let key = &*target.token_key;
         if matches!(target.layout, TokenLayout::Sequence { .. }) {
             return Err(Error::Input(format!(
                 "{key} is a sequence modality: it would need autoregressive generation, which \
@@ -110,13 +110,14 @@ impl<B: Backend> Aion<B> {
     pub fn generate(
         &self,
         inputs: &[TokenInput<B>],
-        target: &'static ModalityInfo,
+        target: impl Into<Modality>,
         schedule: &Schedule,
         filter: Filter,
         draws: &impl Draws,
     ) -> Result<Generated> {
+        let target = target.into();
         self.check_inputs(inputs)?;
-        self.check_generation_target(target, inputs)?;
+        self.check_generation_target(&target, inputs)?;
         let n = target.num_tokens();
         if schedule.total() != n {
             return Err(Error::Input(format!(
@@ -182,13 +183,13 @@ impl<B: Backend> Aion<B> {
         cache: &mut Option<Context<B>>,
     ) -> Result<Tensor<B, 3>> {
         let head = self
-            .output_embedding(state.target)
+            .output_embedding(&state.target)
             .expect("checked: decoder head");
         let context = match cache {
             Some(c) => c.clone(),
             None => {
                 let c = self.generation_context(inputs, state)?;
-                if self.input_embedding(state.target).is_none() {
+                if self.input_embedding(&state.target).is_none() {
                     *cache = Some(c.clone());
                 }
                 c
@@ -207,7 +208,7 @@ impl<B: Backend> Aion<B> {
     ) -> Result<Context<B>> {
         let device = inputs[0].ids.device();
         let mut all = inputs.to_vec();
-        if self.input_embedding(state.target).is_some() && state.revealed_per_row > 0 {
+        if self.input_embedding(&state.target).is_some() && state.revealed_per_row > 0 {
             let dims = [state.rows, state.target.num_tokens()];
             let ids = Tensor::<B, 2, Int>::from_data(
                 TensorData::new(state.tokens.clone(), dims),
@@ -215,7 +216,7 @@ impl<B: Backend> Aion<B> {
             );
             let masked: Vec<bool> = state.step.iter().map(|&s| s == UNREVEALED).collect();
             let mask = Tensor::<B, 2, Bool>::from_data(TensorData::new(masked, dims), &device);
-            all.push(TokenInput::new(state.target, ids).with_mask(mask));
+            all.push(TokenInput::new(&state.target, ids).with_mask(mask));
         }
         let keep = valid_counts(&all).into_iter().max().unwrap_or(1).max(1);
         let (enc, bias) = self.encode_biased(&all, Some(keep))?;
@@ -265,17 +266,18 @@ impl<B: Backend> Aion<B> {
     pub fn generation_logits(
         &self,
         inputs: &[TokenInput<B>],
-        target: &'static ModalityInfo,
+        target: impl Into<Modality>,
         revealed: &[Option<i64>],
         positions: &[usize],
     ) -> Result<Tensor<B, 3>> {
+        let target = target.into();
         self.check_inputs(inputs)?;
-        self.check_generation_target(target, inputs)?;
+        self.check_generation_target(&target, inputs)?;
         let rows = inputs[0].ids.dims()[0];
         let mut state = TargetState::new(target, rows);
         if !revealed.is_empty() {
             let per_row: Vec<usize> = revealed
-                .chunks(target.num_tokens())
+                .chunks(state.target.num_tokens())
                 .map(|r| r.iter().flatten().count())
                 .collect();
             if revealed.len() != state.tokens.len() || per_row.iter().any(|&c| c != per_row[0]) {
@@ -310,7 +312,7 @@ const UNREVEALED: u32 = u32::MAX;
 
 /// The target being generated: tokens and the step that revealed each.
 struct TargetState {
-    target: &'static ModalityInfo,
+    target: Modality,
     rows: usize,
     tokens: Vec<i64>,
     step: Vec<u32>,
@@ -318,7 +320,7 @@ struct TargetState {
 }
 
 impl TargetState {
-    fn new(target: &'static ModalityInfo, rows: usize) -> Self {
+    fn new(target: Modality, rows: usize) -> Self {
         let n = target.num_tokens();
         Self {
             target,

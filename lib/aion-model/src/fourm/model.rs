@@ -65,7 +65,7 @@ impl<B: Backend> Aion<B> {
         let d = cfg.dim;
         let (ins, outs) = (cfg.inputs(), cfg.outputs());
         let mut all = ins.clone();
-        all.extend(outs.iter().filter(|m| !ins.contains(m)));
+        all.extend(outs.iter().filter(|m| !ins.contains(m)).cloned());
         let embeddings = all
             .iter()
             .map(|m| {
@@ -133,7 +133,7 @@ impl<B: Backend> Aion<B> {
         };
         let rows = first.ids.dims()[0];
         for (i, inp) in inputs.iter().enumerate() {
-            let key = inp.modality.token_key;
+            let key = &*inp.modality.token_key;
             if inputs[..i].iter().any(|o| o.modality.token_key == key) {
                 return Err(Error::Input(format!("{key} is given twice")));
             }
@@ -145,7 +145,7 @@ impl<B: Backend> Aion<B> {
 
     /// One input of a batch of `rows` objects; the error message follows the token key.
     fn check_input(&self, inp: &TokenInput<B>, rows: usize) -> std::result::Result<(), String> {
-        let (m, [b, n]) = (inp.modality, inp.ids.dims());
+        let (m, [b, n]) = (&inp.modality, inp.ids.dims());
         if self.input_embedding(m).is_none() {
             return Err("is not an input of this model (domains_in)".into());
         }
@@ -177,13 +177,13 @@ impl<B: Backend> Aion<B> {
 
     /// Checks prediction targets: at least one, each an output modality given once, and of grid
     /// type (the reference's `AION.forward` cannot request the catalog: it has no token count).
-    pub fn check_targets(&self, targets: &[&'static ModalityInfo]) -> Result<()> {
+    pub fn check_targets(&self, targets: &[&ModalityInfo]) -> Result<()> {
         let bad = |m: String| Err(Error::Input(m));
         if targets.is_empty() {
             return bad("no target modality".into());
         }
         for (i, m) in targets.iter().enumerate() {
-            let key = m.token_key;
+            let key = &*m.token_key;
             if self.output_embedding(m).is_none() {
                 return bad(format!(
                     "{key} is not an output of this model (domains_out)"
@@ -229,7 +229,7 @@ impl<B: Backend> Aion<B> {
         }
         let embeddings: Vec<_> = inputs
             .iter()
-            .map(|inp| self.input_embedding(inp.modality).expect("checked input"))
+            .map(|inp| self.input_embedding(&inp.modality).expect("checked input"))
             .collect();
         let a = assemble(&embeddings, inputs, keep.unwrap_or(usize::MAX));
         Ok(self.run_encoder(a))
@@ -300,7 +300,7 @@ impl<B: Backend> Aion<B> {
     pub fn predict(
         &self,
         inputs: &[TokenInput<B>],
-        targets: &[&'static ModalityInfo],
+        targets: &[&ModalityInfo],
         mode: DecoderMode,
     ) -> Vec<Tensor<B, 3>> {
         let checked = self

@@ -20,7 +20,7 @@ use crate::codecs::AnyCodec;
 use crate::config::AionConfig;
 use crate::fourm::Aion;
 use crate::lora::LoraSet;
-use crate::modality::{CodecKind, by_token_key, extra::ExtraModalitiesFile};
+use crate::modality::{CodecKind, ModalityTable, extra::ExtraModalitiesFile};
 use crate::probe::{PROBE_DIR, ProbeHead};
 use crate::weights::sha256_file;
 
@@ -123,10 +123,11 @@ pub fn describe(dir: &Path) -> Report {
         Ok(None) => {}
         Err(e) => r.problems.push(e.to_string()),
     }
-    if let Err(e) = crate::modality::register_dir(dir) {
+    let modalities = ModalityTable::read_dir(dir).unwrap_or_else(|e| {
         r.problems.push(e.to_string());
-    }
-    match AionConfig::from_file(layout::config(dir)) {
+        ModalityTable::builtin()
+    });
+    match AionConfig::from_file_in(layout::config(dir), modalities) {
         Ok(c) => r.config = Some(c),
         Err(e) => r.problems.push(e.to_string()),
     }
@@ -170,7 +171,11 @@ pub fn check(dir: &Path) -> Report {
         let (Some(_), true, Some(m)) = (c.kind, c.stats.is_some(), c.modalities.first()) else {
             continue;
         };
-        let m = by_token_key(m).expect("a known modality");
+        let cfg = r
+            .config
+            .as_ref()
+            .expect("needed codecs come from the configuration");
+        let m = cfg.modalities.get(m).expect("a known modality");
         // Strictly, with the tools' loader.
         if let Err(e) = AnyCodec::<Cpu>::load(m, &layout::codec(dir, &c.dir), &dev) {
             r.problems.push(format!("codecs/{}: {e}", c.dir));
@@ -203,7 +208,7 @@ pub fn check(dir: &Path) -> Report {
 
 /// The codec folders the configuration needs, and those present besides.
 fn codecs(dir: &Path, cfg: Option<&AionConfig>, problems: &mut Vec<String>) -> Vec<CodecInfo> {
-    let mut needed: BTreeMap<&'static str, (CodecKind, Vec<String>)> = BTreeMap::new();
+    let mut needed: BTreeMap<String, (CodecKind, Vec<String>)> = BTreeMap::new();
     if let Some(cfg) = cfg {
         let mut mods = cfg.inputs();
         mods.extend(
@@ -213,7 +218,7 @@ fn codecs(dir: &Path, cfg: Option<&AionConfig>, problems: &mut Vec<String>) -> V
         );
         for m in mods {
             let e = needed
-                .entry(m.codec_dir)
+                .entry(m.codec_dir.to_string())
                 .or_insert_with(|| (m.codec, Vec::new()));
             e.1.push(m.token_key.to_string());
         }

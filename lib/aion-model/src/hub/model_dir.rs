@@ -9,25 +9,26 @@ use crate::codecs::AnyCodec;
 use crate::config::AionConfig;
 use crate::error::{Error, Result};
 use crate::fourm::Aion;
-use crate::modality::ModalityInfo;
+use crate::modality::{Modality, ModalityInfo, ModalityTable};
 use crate::weights::WeightFile;
 
-/// A model directory in the Hub layout ([`layout`]), opened once: its extra modalities are
-/// registered and its `config.json` read when opening; the transformer, the codecs and the
-/// list of files to checksum come from here, so no tool rebuilds a path inside the directory.
+/// A model directory in the Hub layout ([`layout`]), opened once: its [`ModalityTable`] (the
+/// built-ins plus the extras of `modalities.json`) is built and its `config.json` read when
+/// opening; the modalities, the transformer, the codecs and the list of files to checksum come
+/// from here, so no tool rebuilds a path inside the directory or resolves a token key elsewhere.
 ///
 /// A directory may hold codecs only (what `aion-fit-codecs` writes): it opens, and asking for
 /// the transformer is then the error of its missing `config.json`.
 #[derive(Debug, Clone)]
 pub struct ModelDir {
     root: PathBuf,
+    modalities: ModalityTable,
     config: Option<AionConfig>,
-    extras: Vec<&'static ModalityInfo>,
 }
 
 impl ModelDir {
-    /// Opens `path`: registers the extra modalities it lists (they must be known before its
-    /// configuration names them) and reads its `config.json` when there is one.
+    /// Opens `path`: reads the extra modalities it lists (they must be known before its
+    /// configuration names them) and its `config.json` when there is one.
     pub fn open(path: &Path) -> Result<Self> {
         if !path.is_dir() {
             return Err(Error::Input(format!(
@@ -35,17 +36,17 @@ impl ModelDir {
                 path.display()
             )));
         }
-        let extras = crate::modality::register_dir(path)?;
+        let modalities = ModalityTable::read_dir(path)?;
         let config_path = layout::config(path);
         let config = if config_path.exists() {
-            Some(AionConfig::from_file(config_path)?)
+            Some(AionConfig::from_file_in(config_path, modalities.clone())?)
         } else {
             None
         };
         Ok(Self {
             root: path.to_path_buf(),
+            modalities,
             config,
-            extras,
         })
     }
 
@@ -62,9 +63,10 @@ impl ModelDir {
         })
     }
 
-    /// The extra modalities the directory lists (`modalities.json`), in file order.
-    pub fn extras(&self) -> &[&'static ModalityInfo] {
-        &self.extras
+    /// The modalities of this model: the built-ins, then the extras of `modalities.json`.
+    /// Every token key a tool meets is resolved here.
+    pub fn modalities(&self) -> &ModalityTable {
+        &self.modalities
     }
 
     /// Loads the transformer strictly: every tensor must be present with its shape and every
@@ -79,7 +81,7 @@ impl ModelDir {
 
     /// The codec folder of modality `m` (`codecs/<codec_dir>`).
     pub fn codec_dir(&self, m: &ModalityInfo) -> PathBuf {
-        layout::codec(&self.root, m.codec_dir)
+        layout::codec(&self.root, &m.codec_dir)
     }
 
     /// Whether the directory has a codec for `m` (its folder holds a `config.json`).
@@ -93,11 +95,7 @@ impl ModelDir {
     }
 
     /// Loads the codec of modality `m` from its folder, strictly.
-    pub fn codec<B: Backend>(
-        &self,
-        m: &'static ModalityInfo,
-        device: &B::Device,
-    ) -> Result<AnyCodec<B>> {
+    pub fn codec<B: Backend>(&self, m: &Modality, device: &B::Device) -> Result<AnyCodec<B>> {
         AnyCodec::load(m, &self.codec_dir(m), device)
     }
 
@@ -128,18 +126,18 @@ mod tests {
     #[test]
     fn opens_a_model_and_hands_out_its_parts() {
         let dir = ModelDir::open(&bundled()).unwrap();
-        assert_eq!(dir.extras().len(), 9);
+        assert_eq!(dir.modalities().extras().count(), 9);
         let cfg = dir.config().unwrap();
         assert!(cfg.domains_out.iter().any(|d| d == "tok_z"));
         let model = dir.transformer::<Cpu>(&Default::default()).unwrap();
         assert_eq!(model.config(), cfg);
-        let z = crate::modality::by_token_key("tok_z").unwrap();
-        assert!(dir.has_codec(z));
-        let Ok(AnyCodec::Scalar(c)) = dir.codec::<Cpu>(z, &Default::default()) else {
+        let z = dir.modalities().get("tok_z").unwrap();
+        assert!(dir.has_codec(&z));
+        let Ok(AnyCodec::Scalar(c)) = dir.codec::<Cpu>(&z, &Default::default()) else {
             panic!("tok_z has a scalar codec");
         };
         assert_eq!(c.channels(), 1);
-        let files = [dir.transformer_files(), dir.codec_files(z)].concat();
+        let files = [dir.transformer_files(), dir.codec_files(&z)].concat();
         assert_eq!(files.len(), 4);
         assert!(files.iter().all(|f| f.is_file()), "{files:?}");
         assert!(!dir.has_codec(crate::modality::by_token_key("tok_image").unwrap()));

@@ -190,11 +190,11 @@ fn write_all(dir: &Path, model: &RandomModel) -> Result<()> {
     drop(init);
     let mut done: Vec<&str> = Vec::new();
     for m in MODALITIES {
-        if done.contains(&m.codec_dir) {
+        if done.contains(&m.codec_dir.as_ref()) {
             continue;
         }
-        done.push(m.codec_dir);
-        let codec_dir = layout::codec(dir, m.codec_dir);
+        done.push(&m.codec_dir);
+        let codec_dir = layout::codec(dir, &m.codec_dir);
         std::fs::create_dir_all(&codec_dir).map_err(|source| Error::Write {
             path: codec_dir.clone(),
             source,
@@ -224,7 +224,7 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 /// The `config.json` text and the tensors of `m`'s codec, drawn by its description.
 fn codec(m: &'static ModalityInfo, small: bool, seed: u64) -> Result<(String, Vec<StoredTensor>)> {
     let mut init = Initialiser::new(seed);
-    init.stream(stream_of(m.codec_dir));
+    init.stream(stream_of(&m.codec_dir));
     let dev = Default::default();
     let json = |v: serde_json::Result<String>| v.expect("serialisable");
     let config = match m.codec {
@@ -263,7 +263,7 @@ fn codec(m: &'static ModalityInfo, small: bool, seed: u64) -> Result<(String, Ve
         _ => {
             let cfg = ScalarConfig::released(m);
             ScalarCodec::from_weights(m, &cfg, &mut init)
-                .map_err(|e| Error::config(layout::codec(Path::new(""), m.codec_dir), e))?;
+                .map_err(|e| Error::config(layout::codec(Path::new(""), &m.codec_dir), e))?;
             json(serde_json::to_string_pretty(&cfg))
         }
     };

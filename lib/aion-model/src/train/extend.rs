@@ -15,14 +15,15 @@ use super::init::{InitOptions, modality_tensors};
 use crate::config::AionConfig;
 use crate::error::{Error, Result};
 use crate::fs::{copy_dir, write_atomic};
+use crate::hub::ModelDir;
 use crate::hub::layout;
+use crate::modality::Modality;
 use crate::modality::extra::{ExtraModalitiesFile, ExtraModality};
-use crate::modality::{ModalityInfo, register};
 
 /// One modality to add and its roles.
 #[derive(Debug, Clone)]
 pub struct NewModality {
-    /// Its description (registered by [`add_modalities`]).
+    /// Its description (added to the model's modality table by [`add_modalities`]).
     pub spec: ExtraModality,
     /// Give it an encoder embedding (`domains_in`).
     pub input: bool,
@@ -30,22 +31,21 @@ pub struct NewModality {
     pub output: bool,
 }
 
-/// The model of `src` with `new` modalities added, in memory: its config, its safetensors
-/// bytes (every stored tensor copied unchanged, the new ones appended) and the full list of
-/// extra modalities it uses.
+/// The model of the opened directory `src` with `new` modalities added, in memory: its config
+/// (whose modality table holds the new ones), its safetensors bytes (every stored tensor copied
+/// unchanged, the new ones appended) and the full list of extra modalities it uses.
 pub fn extended(
-    src: &Path,
+    src: &ModelDir,
     new: &[NewModality],
     opts: InitOptions,
 ) -> Result<(AionConfig, Vec<u8>, Vec<ExtraModality>)> {
-    crate::modality::register_dir(src)?;
-    let mut cfg = AionConfig::from_file(layout::config(src))?;
-    let mut extras = ExtraModalitiesFile::read_dir(src)?
+    let mut cfg = src.config()?.clone();
+    let mut extras = ExtraModalitiesFile::read_dir(src.path())?
         .map(|f| f.modalities)
         .unwrap_or_default();
-    let mut added: Vec<(&'static ModalityInfo, bool, bool)> = Vec::new();
+    let mut added: Vec<(Modality, bool, bool)> = Vec::new();
     for n in new {
-        let m = register(&n.spec)?;
+        let m = cfg.modalities.add(&n.spec)?;
         let key = m.token_key.to_string();
         if cfg.domains_in.contains(&key) || cfg.domains_out.contains(&key) {
             return Err(Error::Input(format!(
@@ -69,10 +69,10 @@ pub fn extended(
     cfg.validate()?;
     let new_tensors: Vec<_> = added
         .iter()
-        .flat_map(|&(m, i, o)| modality_tensors(m, &cfg, (i, o), opts))
+        .flat_map(|(m, i, o)| modality_tensors(m, &cfg, (*i, *o), opts))
         .collect();
 
-    let weights = layout::weights(src);
+    let weights = layout::weights(src.path());
     let bytes = std::fs::read(&weights).map_err(|source| Error::Io {
         path: weights.clone(),
         source,
@@ -109,7 +109,7 @@ pub fn add_modalities(
     new: &[NewModality],
     opts: InitOptions,
 ) -> Result<AionConfig> {
-    let (cfg, bytes, extras) = extended(src, new, opts)?;
+    let (cfg, bytes, extras) = extended(&ModelDir::open(src)?, new, opts)?;
     if src != dst && layout::codecs(src).is_dir() {
         copy_dir(&layout::codecs(src), &layout::codecs(dst))?;
     }

@@ -49,7 +49,7 @@ impl InitOptions {
 /// The tensors of one modality's embeddings (encoder when `input`, decoder when `output`),
 /// named as [`ModalityEmbedding::load`] takes them, with the values it draws.
 pub fn modality_tensors(
-    m: &'static ModalityInfo,
+    m: &ModalityInfo,
     cfg: &AionConfig,
     roles: (bool, bool),
     opts: InitOptions,

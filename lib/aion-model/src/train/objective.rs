@@ -18,13 +18,13 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use crate::fourm::{Aion, DecoderMode, TokenInput};
-use crate::modality::ModalityInfo;
+use crate::modality::{Modality, ModalityInfo};
 
 /// One modality of a batch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModalityBatch {
     /// The modality.
-    pub modality: &'static ModalityInfo,
+    pub modality: Modality,
     /// Token ids, row-major `[rows, tokens]` (any valid id where the row lacks the modality).
     pub ids: Vec<i64>,
     /// Per row: fed to the encoder.
@@ -64,7 +64,7 @@ pub fn inputs<B: Backend>(batch: &[ModalityBatch], device: &B::Device) -> Vec<To
                 .flat_map(|&i| std::iter::repeat_n(!i, n))
                 .collect();
             let mask = Tensor::<B, 2, Bool>::from_data(TensorData::new(mask, [b, n]), device);
-            TokenInput::new(m.modality, ids).with_mask(mask)
+            TokenInput::new(&m.modality, ids).with_mask(mask)
         })
         .collect()
 }
@@ -96,7 +96,7 @@ pub fn soft_labels(ids: &[i64], v: usize, sigma: f32) -> Vec<f32> {
 }
 
 /// The summed loss of a batch and its part per target modality.
-pub type LossParts<B> = (Tensor<B, 1>, Vec<(&'static str, Tensor<B, 1>)>);
+pub type LossParts<B> = (Tensor<B, 1>, Vec<(String, Tensor<B, 1>)>);
 
 /// Weighted cross-entropy sums of the batch's targets: the total and one value per target
 /// modality (in batch order). `None` when the batch has no target or no input.
@@ -113,7 +113,7 @@ pub fn token_loss<B: Backend>(
     if ins.is_empty() || targets.is_empty() {
         return None;
     }
-    let mods: Vec<&'static ModalityInfo> = targets.iter().map(|t| t.modality).collect();
+    let mods: Vec<&ModalityInfo> = targets.iter().map(|t| &*t.modality).collect();
     let logits = model.predict(&ins, &mods, DecoderMode::Independent);
     let mut parts = Vec::with_capacity(targets.len());
     for (t, logit) in targets.iter().zip(logits) {
@@ -129,7 +129,7 @@ pub fn token_loss<B: Backend>(
             logp.gather(2, idx).neg().reshape([b, n])
         };
         let w = Tensor::<B, 2>::from_data(TensorData::new(t.target_weight.clone(), [b, 1]), device);
-        parts.push((t.modality.token_key, (nll * w).sum()));
+        parts.push((t.modality.token_key.to_string(), (nll * w).sum()));
     }
     let total = parts
         .iter()
@@ -143,7 +143,7 @@ pub fn token_loss<B: Backend>(
 pub fn posterior<B: Backend>(
     model: &Aion<B>,
     inputs: &[TokenInput<B>],
-    target: &'static ModalityInfo,
+    target: &ModalityInfo,
 ) -> Vec<f32> {
     let logits = model
         .predict(inputs, &[target], DecoderMode::Joint)

@@ -328,7 +328,7 @@ fn seeded_sampling_matches_the_reference_distribution() {
             let ids: Vec<i64> = i.ids.clone().into_data().convert::<i64>().to_vec().unwrap();
             let ids = ids.repeat(r);
             let mut t = TokenInput::new(
-                i.modality,
+                &i.modality,
                 Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [r, k]), &device),
             );
             if let Some(m) = &i.mask {

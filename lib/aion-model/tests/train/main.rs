@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use aion_model::export::{read_safetensors, save};
 use aion_model::fourm::{DecoderMode, TokenInput};
 use aion_model::lora::{LoraBlocks, LoraConfig, LoraSet, LoraTargets};
-use aion_model::modality::{ExtraModality, by_token_key};
+use aion_model::modality::{ExtraModality, ModalityTable, by_token_key};
 use aion_model::probe::{ProbeConfig, ProbeHead, ProbePrediction, ProbeTask};
 use aion_model::train::extend::{NewModality, add_modalities};
 use aion_model::train::init::{InitOptions, init_model, init_state_dict};
@@ -32,11 +32,16 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn ids(key: &str, rows: &[i64]) -> TokenInput<B> {
-    let m = by_token_key(key).unwrap();
-    let n = m.num_tokens();
+    ids_in(&ModalityTable::builtin(), key, rows)
+}
+
+/// [`ids`] of a modality of `table` (a model's extra modalities).
+fn ids_in(table: &ModalityTable, key: &str, rows: &[i64]) -> TokenInput<B> {
+    let m = table.get(key).unwrap();
+    let (n, vocab) = (m.num_tokens(), m.vocab as i64);
     let v: Vec<i64> = rows
         .iter()
-        .flat_map(|&r| (0..n).map(move |j| (r + j as i64) % m.vocab as i64))
+        .flat_map(|&r| (0..n).map(move |j| (r + j as i64) % vocab))
         .collect();
     TokenInput::new(
         m,
@@ -226,7 +231,7 @@ fn new_modalities_leave_existing_weights_untouched() {
     // And takes the new modality as an input.
     let with_new = [
         ids("tok_flux_g", &[1, 500]),
-        ids("tok_test_ext_u", &[3, 60]),
+        ids_in(&ext.config().modalities, "tok_test_ext_u", &[3, 60]),
     ];
     assert_eq!(z_logits(&ext, &with_new).len(), 2 * 1025);
     std::fs::remove_dir_all(&out).ok();
@@ -349,14 +354,14 @@ fn a_few_adamw_steps_learn_a_target() {
     let x: Vec<i64> = (0..32).map(|i| i * 13 % 400).collect();
     let batch = vec![
         ModalityBatch {
-            modality: ebv,
+            modality: ebv.into(),
             ids: x.clone(),
             input: vec![true; 32],
             target_weight: vec![0.0; 32],
             soft_sigma: 0.0,
         },
         ModalityBatch {
-            modality: z,
+            modality: z.into(),
             ids: x.iter().map(|v| 2 * v).collect(),
             input: vec![false; 32],
             target_weight: vec![1.0; 32],

@@ -213,7 +213,12 @@ fn extended_models_lora_probes_and_fitted_codecs_are_unchanged() {
             output: true,
         },
     ];
-    let (_, bytes, _) = extended(&fixture_model(), &new, opts(5, true)).unwrap();
+    let (_, bytes, _) = extended(
+        &aion_model::ModelDir::open(&fixture_model()).unwrap(),
+        &new,
+        opts(5, true),
+    )
+    .unwrap();
     let out = tmp("stable-extended");
     std::fs::write(out.join("m.safetensors"), &bytes).unwrap();
     let (tensors, _) = read_safetensors(&out.join("m.safetensors")).unwrap();
