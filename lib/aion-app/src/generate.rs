@@ -481,15 +481,13 @@ fn run_plan<B: Backend>(
     files.dedup();
     let mut all_specs = vec![plan.ids.spec()];
     all_specs.extend(specs(plan.common.model.modalities(), target, m));
-    let modalities = plan.common.model.modalities();
     let id = RunIdentity {
         side_outputs: crate::plot::paths(&figure::stem(&args.io.output, key)).to_vec(),
         ..RunIdentity::new(
             TOOL,
             config,
             &args.io,
-            modalities,
-            catalog,
+            &plan.common,
             files,
             inputs_json(&inputs),
         )

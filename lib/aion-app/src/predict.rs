@@ -487,8 +487,7 @@ fn run_plan<B: Backend>(
             TOOL,
             config,
             &args.io,
-            plan.common.model.modalities(),
-            catalog,
+            &plan.common,
             plan.files(),
             inputs_json(&inputs),
         )

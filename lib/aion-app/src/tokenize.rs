@@ -129,8 +129,7 @@ fn run_plan<B: Backend>(
         TOOL,
         config,
         &args.io,
-        common.model.modalities(),
-        catalog,
+        common,
         codecs.files().to_vec(),
         run_config::inputs_json(&tokenized),
     );
@@ -241,8 +240,7 @@ fn run_decode<B: Backend>(
         TOOL,
         config,
         &args.io,
-        common.model.modalities(),
-        catalog,
+        &common,
         decoders.files().to_vec(),
         decoders
             .datasets()

@@ -15,6 +15,7 @@ use crate::pipeline::{DatasetSpec, Outcome, RunOutput, open_output};
 use crate::progress::Progress;
 use crate::resume::chunk_range;
 use crate::run_config::ChunkRows;
+use crate::run_config::Common;
 use crate::stages::{self, Stages};
 use crate::{provenance, resume};
 
@@ -92,13 +93,13 @@ pub struct RunIdentity<'a> {
 }
 
 impl<'a> RunIdentity<'a> {
-    /// A run of `tool` with no side outputs.
+    /// A run of `tool` on `common`'s catalogue and model (its modality table), with no side
+    /// outputs.
     pub fn new(
         tool: &'static str,
         config: serde_json::Value,
         io: &'a IoArgs,
-        modalities: &'a ModalityTable,
-        catalog: &'a Catalog,
+        common: &'a Common,
         files: Vec<PathBuf>,
         inputs: serde_json::Value,
     ) -> Self {
@@ -107,9 +108,9 @@ impl<'a> RunIdentity<'a> {
             config,
             io,
             files,
-            catalog,
+            catalog: &common.catalog,
             side_outputs: Vec::new(),
-            modalities,
+            modalities: common.model.modalities(),
             inputs,
         }
     }
