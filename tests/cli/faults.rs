@@ -852,19 +852,6 @@ fn chunks_done(path: &Path) -> bool {
     read_done(path).iter().filter(|&&b| b == 1).count() >= 2
 }
 
-/// A small deterministic generator (splitmix64), so a failure reproduces.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) % n
-    }
-}
-
 #[test]
 fn twenty_random_sigkills_resume_to_bit_identical_outputs() {
     const POINTS: [&str; 6] = [
@@ -875,7 +862,7 @@ fn twenty_random_sigkills_resume_to_bit_identical_outputs() {
         "after_flush",
         "after_mark",
     ];
-    const CHUNKS: u64 = 8;
+    const CHUNKS: usize = 8;
     let dir = tempdir();
     let d = dir.path();
     // 400 galaxies in 8 chunks; mostly aion-tokenize (the bundled model's codecs), one chain in
@@ -892,7 +879,8 @@ fn twenty_random_sigkills_resume_to_bit_identical_outputs() {
         references.push((bin, r));
     }
     let launches = [Launch::Alone, Launch::Mpirun(2), Launch::Mpirun(3)];
-    let mut rng = Rng(20_251_206);
+    // The project's seeded generator, so a failure reproduces.
+    let mut rng = aion_model::rng::Rng::new(20_251_206, 0, 0);
     let (mut kills, mut one_rank_only, mut chain) = (0, 0, 0);
     while kills < 20 {
         assert!(chain < 40, "could not place 20 kills");
@@ -901,17 +889,17 @@ fn twenty_random_sigkills_resume_to_bit_identical_outputs() {
         chain += 1;
         let mut log = Vec::new();
         // Up to three kills on the same output, each run on a random rank count.
-        for _ in 0..1 + rng.next(3) {
-            let launch = launches[rng.next(3) as usize];
+        for _ in 0..1 + rng.below(3) {
+            let launch = launches[rng.below(3)];
             let ranks = match launch {
                 Launch::Alone => 1,
                 Launch::Mpirun(n) => n,
             };
-            let rank = rng.next(ranks as u64);
+            let rank = rng.below(ranks);
             let fault = format!(
                 "{}@{}:{rank}",
-                POINTS[rng.next(POINTS.len() as u64) as usize],
-                rng.next(CHUNKS)
+                POINTS[rng.below(POINTS.len())],
+                rng.below(CHUNKS)
             );
             let o = run_tool_env(bin, launch, &args(&out, bin), &[("AION_FAULT", &fault)]);
             let err = stderr(&o);
@@ -926,7 +914,7 @@ fn twenty_random_sigkills_resume_to_bit_identical_outputs() {
                 break;
             }
         }
-        let launch = launches[rng.next(3) as usize];
+        let launch = launches[rng.below(3)];
         let o = run_tool_env(bin, launch, &args(&out, bin), &[]);
         assert_ok(&o);
         assert_same_datasets(reference, &out);

@@ -11,6 +11,8 @@
 
 use std::path::{Path, PathBuf};
 
+use aion_model::rng::Rng;
+
 use crate::model::pipeline_model;
 use crate::util::*;
 
@@ -21,29 +23,6 @@ const LAUNCHES: [Launch; 3] = [Launch::Alone, Launch::Mpirun(2), Launch::Mpirun(
 
 // ---------------------------------------------------------------------------------------------
 // Test data
-
-/// SplitMix64: deterministic test data without a rand dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn uniform(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn gauss(&mut self) -> f32 {
-        let (u, v) = (self.uniform().max(1e-300), self.uniform());
-        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
-    }
-}
 
 /// An embedding table as `aion-embed` writes it.
 #[derive(Clone)]
@@ -112,7 +91,7 @@ fn write_queries(path: &Path, d: usize, x: &[f32], ids: Option<&[i64]>) {
 /// (exact cosine normalisation when they are queries).
 fn exact_table() -> Emb {
     let (n, d) = (2600, 16);
-    let mut g = Rng(7);
+    let mut g = Rng::new(7, 0, 0);
     let mut x: Vec<f32> = (0..n * d).map(|_| g.below(5) as f32 - 2.0).collect();
     let mut set = |r: usize, v: &[f32]| x[r * d..(r + 1) * d].copy_from_slice(v);
     let mut norm2 = vec![0f32; d];
@@ -379,11 +358,11 @@ pub fn check_against_brute_force(files: &[&Path], k: usize) {
     let ids: Vec<String> = picks.iter().map(|&r| e.ids[r].to_string()).collect();
     let dir = tempdir();
     let qfile = dir.path().join("q.h5");
-    let mut g = Rng(11);
+    let mut g = Rng::new(11, 0, 0);
     let qx: Vec<f32> = [picks[1], picks[2]]
         .iter()
         .flat_map(|&r| e.row(r).to_vec())
-        .map(|v| v + 0.05 * g.gauss())
+        .map(|v| v + 0.05 * g.normal() as f32)
         .collect();
     write_queries(&qfile, e.d, &qx, None);
     let mut swaps = 0;
@@ -581,11 +560,11 @@ fn exact_query_file_threads_and_five_ranks() {
 #[test]
 fn float_data_matches_brute_force_and_csv_equals_hdf5() {
     let dir = tempdir();
-    let mut g = Rng(3);
+    let mut g = Rng::new(3, 0, 0);
     let (n, d) = (2300, 96);
     let e = Emb {
         d,
-        x: (0..n * d).map(|_| g.gauss()).collect(),
+        x: (0..n * d).map(|_| g.normal() as f32).collect(),
         ids: (0..n as i64).map(|r| 10_000_000_000 + r * 17).collect(),
         used: vec![1; n],
     };
