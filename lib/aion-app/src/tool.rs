@@ -3,8 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use aion_io::{Catalog, Provenance};
-use aion_model::modality::ModalityTable;
+use aion_io::Provenance;
 use aion_mpi::Session;
 use anyhow::Result;
 
@@ -81,12 +80,11 @@ pub struct RunIdentity<'a> {
     pub io: &'a IoArgs,
     /// Weight and config files whose checksums are recorded.
     pub files: Vec<PathBuf>,
-    /// The catalogue.
-    pub catalog: &'a Catalog,
+    /// The catalogue (`common.catalog`) and the model's modalities (the bits of the flag masks,
+    /// `modality_bits`).
+    pub common: &'a Common,
     /// Files written beside the output (plots), checked like the output before the run.
     pub side_outputs: Vec<PathBuf>,
-    /// The model's modalities (the bits of the flag masks, `modality_bits`).
-    pub modalities: &'a ModalityTable,
     /// The modalities fed to the model (tokenized, for `aion-tokenize`), as
     /// [`crate::run_config::inputs_json`] gives them: the `inputs` root attribute.
     pub inputs: serde_json::Value,
@@ -108,9 +106,8 @@ impl<'a> RunIdentity<'a> {
             config,
             io,
             files,
-            catalog: &common.catalog,
+            common,
             side_outputs: Vec::new(),
-            modalities: common.model.modalities(),
             inputs,
         }
     }
@@ -120,7 +117,7 @@ impl<'a> RunIdentity<'a> {
     pub fn inputs(&self) -> Inputs {
         let mut inputs = Inputs::new();
         inputs
-            .files("catalogue file", self.catalog.paths())
+            .files("catalogue file", self.common.catalog.paths())
             .model_dir(&self.io.model)
             .files("model file", self.files.iter().map(PathBuf::as_path));
         if let Some(c) = self.io.config.as_deref() {
@@ -144,7 +141,7 @@ pub fn start(
     what: &'static str,
 ) -> Result<Started> {
     let (output, overwrite) = (id.io.output.as_path(), id.io.overwrite);
-    let n = id.catalog.n_rows();
+    let n = id.common.catalog.n_rows();
     if n == 0 && session.is_root() {
         log::warn!(
             "the catalogue has no rows: {} will hold 0 rows",
@@ -169,7 +166,8 @@ pub fn start(
         provenance::checksums(session, &id.io.model, &id.files),
     )?;
     let identity = if session.is_root() {
-        resume::catalog_identity(&id.catalog.paths()).and_then(|c| Ok(serde_json::to_string(&c)?))
+        resume::catalog_identity(&id.common.catalog.paths())
+            .and_then(|c| Ok(serde_json::to_string(&c)?))
     } else {
         Ok(String::new())
     };
@@ -178,7 +176,7 @@ pub fn start(
     // The preset's content, not only its name: editing a preset file and resuming would mix two
     // conversions in one output. aion-search reopens the catalogue through it (cutout figures).
     let mut config = id.config.clone();
-    if let Some(p) = id.catalog.preset() {
+    if let Some(p) = id.common.catalog.preset() {
         config["survey_preset"] = serde_json::to_value(p)?;
     }
     let mut key_config = config.clone();
@@ -186,14 +184,14 @@ pub fn start(
         key_config["chunk_rows"] = "adaptive".into();
     }
     let key = resume::key_json(id.tool, &key_config, &checksums, &identity);
-    crate::output::warn_duplicate_ids(session, id.catalog)?;
+    crate::output::warn_duplicate_ids(session, &id.common.catalog)?;
     let mut prov = provenance::build(
         session,
         id.tool,
         config.to_string(),
         &id.io.model,
         checksums,
-        id.catalog,
+        &id.common.catalog,
     );
     let run = open_output(
         session,
@@ -207,7 +205,7 @@ pub fn start(
         |out| {
             prov.write(out)?;
             out.set_attr_str("inputs", &id.inputs.to_string())?;
-            crate::output::write_modality_bits(out, id.modalities)
+            crate::output::write_modality_bits(out, id.common.model.modalities())
         },
     )?;
     let chunk_rows = run.log.chunk_rows;
