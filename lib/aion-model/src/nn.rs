@@ -19,6 +19,7 @@ mod batch_norm;
 mod conv_gemm;
 pub mod native;
 pub mod sgemm;
+pub mod vmath;
 
 pub use batch_norm::BatchNorm2d;
 pub use conv_gemm::{Conv2dAlgo, conv2d_shifted_matmul};

@@ -4,7 +4,8 @@
 //! * on LibTorch, ELU, SiLU, LayerNorm and softmax as torch's single fused kernels (burn's
 //!   generic ELU makes five passes and four temporaries: image tokenization 5.4 → 4.5 s per 24
 //!   base-size rows on 2 cores);
-//! * on NdArray, SiLU, LayerNorm and softmax as one pass per row on the rayon pool;
+//! * on NdArray, ELU, SiLU, LayerNorm and softmax as one pass per row on the rayon pool, compiled for
+//!   the widest vectors the processor has ([`crate::nn::vmath`]);
 //! * for f32 tensors of NdArray and of LibTorch's CPU device, linear layers, batched products and
 //!   (NdArray) convolutions on the AVX-512 GEMM of [`crate::nn::sgemm`].
 //!
@@ -17,6 +18,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorPrimitive};
 
 use crate::nn::sgemm::Batched;
+use crate::nn::vmath;
 
 /// The backend primitive behind `x` when `B`'s float tensors are `P`, or `x` back.
 fn take_as<P: 'static, B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<P, Tensor<B, D>> {
@@ -220,6 +222,8 @@ mod nd {
     use burn_ndarray::NdArrayTensor;
     use ndarray::{ArrayD, IxDyn};
 
+    use crate::nn::vmath::{self, RowKernel};
+
     fn take<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<NdArrayTensor, Tensor<B, D>> {
         super::take_as(x)
     }
@@ -234,11 +238,11 @@ mod nd {
         give(NdArrayTensor::from(arr.into_shared()))
     }
 
-    /// `f(row_in, row_out)` over the rows (last dimension) of an f32 NdArray tensor, on the
-    /// rayon pool, into a new tensor of the same shape; the input back for other tensors.
+    /// `kernel` over the rows (last dimension) of an f32 NdArray tensor, on the rayon pool, into
+    /// a new tensor of the same shape; the input back for other tensors.
     pub fn map_rows<B: Backend, const D: usize>(
         x: Tensor<B, D>,
-        f: impl Fn(&[f32], &mut [f32]) + Sync,
+        kernel: &impl RowKernel,
     ) -> Result<Tensor<B, D>, Tensor<B, D>> {
         use rayon::prelude::*;
         let t = take(x)?;
@@ -255,11 +259,7 @@ mod nd {
         let per_task = (16_384 / width).max(1) * width;
         out.par_chunks_mut(per_task)
             .zip(src.par_chunks(per_task))
-            .for_each(|(o, i)| {
-                for (ro, ri) in o.chunks_exact_mut(width).zip(i.chunks_exact(width)) {
-                    f(ri, ro);
-                }
-            });
+            .for_each(|(o, i)| vmath::for_rows(i, o, width, kernel));
         Ok(from_vec(&shape, out))
     }
 
@@ -459,6 +459,10 @@ pub fn elu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
         Ok(t) => return torch::give(t.unary_ops(|mut t| t.elu_(), |t| t.elu())),
         Err(x) => x,
     };
+    let x = match nd::map_rows(x, &vmath::Elu) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
     burn::tensor::activation::elu(x, 1.0)
 }
 
@@ -469,11 +473,7 @@ pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
         Ok(t) => return torch::give(t.unary_ops(|mut t| t.silu_(), |t| t.silu())),
         Err(x) => x,
     };
-    let x = match nd::map_rows(x, |i, o| {
-        for (o, &v) in o.iter_mut().zip(i) {
-            *o = v / (1.0 + (-v).exp());
-        }
-    }) {
+    let x = match nd::map_rows(x, &vmath::Silu) {
         Ok(y) => return y,
         Err(x) => x,
     };
@@ -492,18 +492,7 @@ pub fn softmax_last<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D>
         }
         Err(x) => x,
     };
-    let x = match nd::map_rows(x, |i, o| {
-        let max = i.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0f32;
-        for (o, &v) in o.iter_mut().zip(i) {
-            *o = (v - max).exp();
-            sum += *o;
-        }
-        let inv = 1.0 / sum;
-        for o in o.iter_mut() {
-            *o *= inv;
-        }
-    }) {
+    let x = match nd::map_rows(x, &vmath::Softmax) {
         Ok(y) => return y,
         Err(x) => x,
     };
@@ -533,20 +522,12 @@ pub fn layer_norm<B: Backend, const D: usize>(
         // Only when the bias (if any) is an f32 NdArray vector too.
         Some((w, b)) if !matches!(b, Some(None)) => {
             let b = b.flatten();
-            match nd::map_rows(x, |i, o| {
-                let d = i.len() as f64;
-                let mean = i.iter().map(|&v| f64::from(v)).sum::<f64>() / d;
-                let var = i
-                    .iter()
-                    .map(|&v| (f64::from(v) - mean).powi(2))
-                    .sum::<f64>()
-                    / d;
-                let inv = 1.0 / (var + eps).sqrt();
-                let (mean, inv) = (mean as f32, inv as f32);
-                for (k, (o, &v)) in o.iter_mut().zip(i).enumerate() {
-                    *o = (v - mean) * inv * w[k] + b.as_ref().map_or(0.0, |b| b[k]);
-                }
-            }) {
+            let kernel = vmath::LayerNorm {
+                w: &w,
+                b: b.as_deref(),
+                eps,
+            };
+            match nd::map_rows(x, &kernel) {
                 Ok(y) => return y,
                 Err(x) => x,
             }
