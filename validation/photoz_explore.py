@@ -115,6 +115,19 @@ def evaluate_probe(pred_h5, catalog, target):
     return {"raw": m}
 
 
+def check_split(explore_path, final_path):
+    """Refuses an exploration split that reads any held-out test row, or whose validation rows
+    are not the final split's (the validation catalogue is made from those)."""
+    explore, final = json.load(open(explore_path)), json.load(open(final_path))
+    seen = set(explore["train"]) | set(explore["val"]) | set(explore.get("test", []))
+    leaked = seen & set(final["test"])
+    if leaked:
+        raise SystemExit(f"{explore_path}: {len(leaked)} rows are test rows of {final_path} "
+                         f"(e.g. row {min(leaked)}); the exploration may not read them")
+    if sorted(explore["val"]) != sorted(final["val"]):
+        raise SystemExit(f"{explore_path}: its validation rows are not those of {final_path}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--name", required=True)
@@ -127,7 +140,11 @@ def main():
     ap.add_argument("--log", default=os.path.join(HERE, "photoz", "explore.jsonl"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--note", default="")
+    ap.add_argument("--final-split", default=os.path.join(ROOT, "data/models/sdss-photoz-tiny/split.json"),
+                    help="the split whose test rows no exploration run may read; --split must be its "
+                         "train and validation rows, and --val-catalog its validation part")
     a = ap.parse_args()
+    check_split(a.split, a.final_split)
 
     with open(a.base, "rb") as f:
         cfg = tomllib.load(f)
