@@ -158,6 +158,7 @@ impl From<(Outcome, serde_json::Value)> for Report {
 
 /// The `main` of every binary (see the module documentation for what it does, in order).
 pub fn main<T: Tool>() -> ExitCode {
+    backend::tune_allocator();
     let args: T = parse_args();
     let threads = args.threads();
     backend::set_threads(threads);
