@@ -4,8 +4,8 @@
 //! * on LibTorch, ELU, SiLU, LayerNorm and softmax as torch's single fused kernels (burn's
 //!   generic ELU makes five passes and four temporaries: image tokenization 5.4 → 4.5 s per 24
 //!   base-size rows on 2 cores);
-//! * on NdArray, ELU, SiLU, LayerNorm and softmax as one pass per row on the rayon pool, compiled for
-//!   the widest vectors the processor has ([`crate::nn::vmath`]);
+//! * on NdArray, ELU, SiLU, LayerNorm and softmax as one pass per row on the rayon pool,
+//!   compiled for the widest vectors the processor has ([`crate::nn::vmath`]);
 //! * for f32 tensors of NdArray and of LibTorch's CPU device, linear layers, batched products and
 //!   (NdArray) convolutions on the AVX-512 GEMM of [`crate::nn::sgemm`].
 //!

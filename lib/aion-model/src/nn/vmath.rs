@@ -1,5 +1,6 @@
 //! Row kernels written so that the compiler vectorises them: an `exp` without a libm call or a
-//! branch, softmax / SiLU / ELU built on it, and layer norm, with several accumulators per reduction.
+//! branch, softmax / SiLU / ELU built on it, and layer norm, with several accumulators per
+//! reduction.
 //!
 //! The code is plain scalar Rust; [`for_rows`] runs it inside a function compiled for the best
 //! instruction set the processor has (AVX-512, else AVX2 + FMA, else the x86-64 baseline),
