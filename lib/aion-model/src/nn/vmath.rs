@@ -84,18 +84,6 @@ pub fn exp(x: f32) -> f32 {
     }
 }
 
-/// `out[k] = e^x[k]`.
-pub struct Exp;
-
-impl RowKernel for Exp {
-    #[inline(always)]
-    fn row(&self, x: &[f32], out: &mut [f32]) {
-        for (o, &v) in out.iter_mut().zip(x) {
-            *o = exp(v);
-        }
-    }
-}
-
 /// Lanes of the reductions: independent partial results, so that they vectorise.
 const LANES: usize = 16;
 
@@ -230,6 +218,18 @@ impl RowKernel for LayerNorm<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `out[k] = e^x[k]`, to test `exp` inside the dispatched code.
+    struct Exp;
+
+    impl RowKernel for Exp {
+        #[inline(always)]
+        fn row(&self, x: &[f32], out: &mut [f32]) {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = exp(v);
+            }
+        }
+    }
 
     /// Distance in units in the last place between an f32 and the f64 truth.
     fn ulps(got: f32, want: f64) -> f64 {
