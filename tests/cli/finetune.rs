@@ -348,6 +348,86 @@ fn masked_from_scratch_then_full_lora_probe_and_new_modalities_on_it() {
         tensors(&full.join("model.safetensors")).len(),
         tensors(&base.join("model.safetensors")).len()
     );
+    // An ensemble of the base and the full model (both calibrated, the same codecs): a target's
+    // posterior is the mean of the members' calibrated probabilities, so its pdf is the mean of
+    // their pdfs and its posterior mean the mean of their means; the output records the members.
+    let predicted_pdf = |model: &Path, name: &str, extra: &[&str], launch: Launch| {
+        let out = d.join(name);
+        let mut a = io_args(model, &catalog, &out);
+        a.extend(["--target", "tok_z", "--save-pdf"]);
+        a.extend(extra);
+        assert_ok(&run_tool(PREDICT, launch, &a));
+        let mut all = read_all(&out);
+        let (pdf, mean) = (
+            all.remove("/pdf/tok_z").unwrap(),
+            all.remove("/pred/tok_z/mean"),
+        );
+        (out, pdf.1, mean.unwrap().1)
+    };
+    let (_, pdf_a, mean_a) = predicted_pdf(&base, "member_a.h5", &[], Launch::Alone);
+    let (_, pdf_b, mean_b) = predicted_pdf(&full, "member_b.h5", &[], Launch::Alone);
+    let (ens_out, pdf_e, mean_e) = predicted_pdf(
+        &base,
+        "ensemble.h5",
+        &["--ensemble", s(&full)],
+        Launch::Mpirun(2),
+    );
+    assert_eq!(pdf_e.len(), pdf_a.len());
+    let worst_pdf = pdf_e
+        .iter()
+        .zip(pdf_a.iter().zip(&pdf_b))
+        .map(|(e, (a, b))| (e - 0.5 * (a + b)).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        worst_pdf < 1e-6,
+        "ensemble pdf vs the members' mean: {worst_pdf}"
+    );
+    let mut between = 0;
+    for (r, (e, (a, b))) in mean_e.iter().zip(mean_a.iter().zip(&mean_b)).enumerate() {
+        assert!(
+            (e - 0.5 * (a + b)).abs() < 1e-5,
+            "row {r}: ensemble mean {e} vs members {a}, {b}"
+        );
+        between += usize::from(a != b);
+    }
+    assert!(between > 0, "the two members predict the same means");
+    let calibration: serde_json::Value = {
+        let f = hdf5::File::open(&ens_out).unwrap();
+        let a: hdf5::types::VarLenUnicode = f
+            .dataset("pred/tok_z/mean")
+            .unwrap()
+            .attr("calibration")
+            .unwrap()
+            .read_scalar()
+            .unwrap();
+        serde_json::from_str(a.as_str()).unwrap()
+    };
+    let members = calibration["members"].as_array().unwrap();
+    assert_eq!(members.len(), 2, "{calibration}");
+    assert_eq!(
+        members[0]["calibration"]["temperature"],
+        cal["targets"]["tok_z"]["temperature"]
+    );
+    // A member with other codecs is refused before anything is written, naming the codec; so is
+    // --save-logits (one model's output).
+    let other = d.join("other-codecs");
+    copy_dir(&full, &other);
+    let codec_cfg = other.join("codecs/mag_r/config.json");
+    let text = std::fs::read_to_string(&codec_cfg).unwrap();
+    std::fs::write(&codec_cfg, format!("{text}\n")).unwrap();
+    let refused = |extra: &[&str], name: &str| {
+        let out = d.join(name);
+        let mut a = io_args(&base, &catalog, &out);
+        a.extend(["--target", "tok_z"]);
+        a.extend(extra);
+        let err = assert_fails(&run_tool(PREDICT, Launch::Alone, &a));
+        assert!(!out.exists(), "{} written by a refused run", out.display());
+        err
+    };
+    let err = refused(&["--ensemble", s(&other)], "refused.h5");
+    assert_mentions(&err, &["--ensemble", "tok_mag_r_sdss", "codec", "differs"]);
+    let err = refused(&["--ensemble", s(&full), "--save-logits"], "refused2.h5");
+    assert_mentions(&err, &["--ensemble", "--save-logits"]);
     // lora: adapters saved, fused model exported; only the adapters changed.
     let lora = d.join("lora");
     let lcfg = common("lora")

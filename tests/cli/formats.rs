@@ -430,9 +430,3 @@ mod bad_input {
         assert!(rejected.iter().all(|&r| r == 0), "{rejected:?}");
     }
 }
-
-/// Copies the folder `from` to `to` (which must not exist), with everything in it.
-fn copy_dir(from: &Path, to: &Path) {
-    let status = command("cp").arg("-R").args([from, to]).status();
-    assert!(status.is_ok_and(|s| s.success()), "cp -R {from:?} {to:?}");
-}

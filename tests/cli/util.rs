@@ -492,3 +492,9 @@ pub fn write_foreign_h5(path: &Path) {
         .create("x")
         .unwrap();
 }
+
+/// Copies the folder `from` to `to` (which must not exist), with everything in it.
+pub fn copy_dir(from: &Path, to: &Path) {
+    let status = command("cp").arg("-R").args([from, to]).status();
+    assert!(status.is_ok_and(|s| s.success()), "cp -R {from:?} {to:?}");
+}

@@ -61,8 +61,15 @@ pub fn probabilities(logits: &[f32], k: usize) -> (Vec<f64>, f64) {
 /// Summarises the posterior given by `logits` (one position, whole vocabulary) over the codec's
 /// decoded values `values` (ascending).
 pub fn summarize(logits: &[f32], values: &[f32]) -> Summary {
+    let (p, outside) = probabilities(logits, values.len());
+    summarize_probabilities(&p, outside, values)
+}
+
+/// Summarises the posterior with probabilities `p` over the codec's decoded values `values`
+/// (ascending; `p` renormalised over them, as [`probabilities`] gives them), `outside` the mass
+/// that was dropped. An ensemble's posterior (the mean of its members' `p`) is summarised here.
+pub fn summarize_probabilities(p: &[f64], outside: f64, values: &[f32]) -> Summary {
     let k = values.len();
-    let (p, outside) = probabilities(logits, k);
     let edge = |i: usize| f64::from(values[i]);
     let lo = |i: usize| if i == 0 { edge(0) } else { edge(i - 1) };
     let (mut mean, mut m2) = (0.0, 0.0);

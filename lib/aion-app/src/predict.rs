@@ -17,6 +17,10 @@
 //! it in its `calibration` attribute, and the run summary in `config.calibration`.
 //! `--no-calibration` ignores the file.
 //!
+//! With `--ensemble DIR…`, further models (e.g. the same fine-tuning with other seeds) predict
+//! every row too, and each target's posterior is the mean of the members' probabilities, each
+//! member calibrated by its own `calibration.json`; the members must share `--model`'s codecs.
+//!
 //! With `--probe`, the probe head that `aion-finetune` (mode `probe`) left in the model directory
 //! (`probe/`) is applied to each row's pooled embedding, computed from the modalities the probe
 //! was trained on: a Gaussian mean and σ (regression) or class probabilities (classification).
@@ -25,10 +29,12 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use aion_model::ModelDir;
 use aion_model::codecs::scalar::ScalarCodec;
-use aion_model::fourm::DecoderMode;
+use aion_model::fourm::{Aion, DecoderMode};
 use aion_model::modality::{Modality, ModalityInfo, ModalityTable, UNKNOWN_UNITS};
 use aion_model::probe::{ProbeConfig, ProbeHead, ProbePrediction, ProbeTask};
+use aion_model::weights::sha256_file;
 use aion_mpi::Session;
 use anyhow::{Context, Result, bail};
 use burn::tensor::backend::Backend;
@@ -47,7 +53,7 @@ use crate::output::{Constant, Tally, flag_specs, write_constants, write_masks};
 use crate::pipeline::{DatasetSpec, Dtype, Outcome, RunOutput, run_chunks};
 use crate::plot;
 use crate::plot::charts::{EvaluationFigure, HistogramFigure};
-use crate::posterior::{centres, edges, probabilities, summarize};
+use crate::posterior::{centres, edges, probabilities, summarize_probabilities};
 use crate::run_config::Source;
 use crate::run_config::{announce_inputs, inputs_json};
 use crate::signals::StopFlag;
@@ -114,6 +120,22 @@ pub struct PredictArgs {
     /// raw posteriors.
     #[arg(long)]
     pub no_calibration: bool,
+    /// Further model directories whose posteriors are averaged with `--model`'s (an ensemble, e.g.
+    /// the same fine-tuning run with other seeds): a target's posterior is the mean of the
+    /// members' probabilities, each calibrated by its own `calibration.json`. Every member must
+    /// have `--model`'s codecs (checked file by file) for the inputs and targets, and each
+    /// member's transformer runs on every row.
+    #[arg(long, value_name = "DIR", num_args = 1..)]
+    pub ensemble: Vec<PathBuf>,
+}
+
+impl PredictArgs {
+    /// `--model`, then the `--ensemble` members.
+    fn models(&self) -> Vec<&Path> {
+        std::iter::once(self.io.model.as_path())
+            .chain(self.ensemble.iter().map(PathBuf::as_path))
+            .collect()
+    }
 }
 
 crate::cli::model_tool_args!(PredictArgs);
@@ -130,35 +152,123 @@ impl Tool for PredictArgs {
         let loaded = agree(
             session,
             (|| {
+                if !self.ensemble.is_empty() && (self.probe || self.save_logits) {
+                    bail!(
+                        "--ensemble: --probe and --save-logits are one model's outputs; an \
+                         ensemble has neither (--save-pdf writes its posteriors)"
+                    );
+                }
                 let plan = ModelPlan::<B>::load(&self.io, &device, &keys, session.size())?;
-                let calibration = if self.no_calibration {
-                    None
-                } else {
-                    CalibrationFile::read_dir(&self.io.model)?
-                };
-                let targets = load_targets(&plan, &keys, calibration.as_ref())?;
+                let ensemble = self
+                    .ensemble
+                    .iter()
+                    .map(|dir| Member::load(&plan, &keys, dir, &device))
+                    .collect::<Result<Vec<_>>>()?;
+                let mut calibrations = Vec::new();
+                for dir in self.models() {
+                    calibrations.push(if self.no_calibration {
+                        None
+                    } else {
+                        CalibrationFile::read_dir(dir)?
+                    });
+                }
+                let targets = load_targets(&plan, &keys, &calibrations)?;
                 let probe = self
                     .probe
                     .then(|| load_probe(&self.io.model, &plan, &device))
                     .transpose()?;
-                Ok((plan, targets, probe))
+                Ok(Loaded {
+                    plan,
+                    targets,
+                    probe,
+                    ensemble,
+                })
             })(),
         )?;
-        run_plan(
-            self,
-            session,
-            stop,
-            &loaded.0,
-            &loaded.1,
-            loaded.2.as_ref(),
-            &device,
-        )
-        .map(Report::from)
+        run_plan(self, session, stop, &loaded, &device).map(Report::from)
     }
 }
 
 /// Per-row calibration scores written when the catalogue has the true value.
 pub const SCORES: [&str; 2] = ["pit", "crps"];
+
+/// What every rank loads before the run.
+struct Loaded<B: Backend> {
+    plan: ModelPlan<B>,
+    targets: Vec<Target>,
+    probe: Option<Probe<B>>,
+    /// The `--ensemble` members (`--model`'s transformer is `plan.aion`).
+    ensemble: Vec<Member<B>>,
+}
+
+/// An `--ensemble` member: a transformer that reads and predicts through `--model`'s codecs.
+struct Member<B: Backend> {
+    dir: ModelDir,
+    aion: Aion<B>,
+}
+
+impl<B: Backend> Member<B> {
+    /// Opens the member `path` and checks it against the plan of `--model`: the same codec files
+    /// (and vocabularies) for every bound modality and target, an input embedding for every
+    /// input and a decoder head for every target.
+    fn load(
+        plan: &ModelPlan<B>,
+        targets: &[&str],
+        path: &Path,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let what = || format!("--ensemble {}", path.display());
+        let dir = ModelDir::open(path).with_context(what)?;
+        let cfg = dir.config().with_context(what)?;
+        let base = &plan.common.model;
+        let inputs: Vec<&str> = plan.inputs().iter().map(|b| b.token_key()).collect();
+        let mut keys: Vec<&str> = plan.codecs.bindings().map(|b| b.token_key()).collect();
+        keys.extend(targets);
+        keys.sort_unstable();
+        keys.dedup();
+        for key in keys {
+            let ours = base
+                .modalities()
+                .get(key)
+                .with_context(|| format!("{}: unknown token key {key}", base.path().display()))?;
+            let theirs = dir
+                .modalities()
+                .get(key)
+                .with_context(|| format!("{}: the model has no modality {key}", what()))?;
+            if (theirs.vocab, theirs.num_tokens()) != (ours.vocab, ours.num_tokens()) {
+                bail!(
+                    "{}: {key} has vocabulary {} × {} tokens, --model's {} × {}",
+                    what(),
+                    theirs.vocab,
+                    theirs.num_tokens(),
+                    ours.vocab,
+                    ours.num_tokens()
+                );
+            }
+            for (a, b) in base.codec_files(&ours).iter().zip(dir.codec_files(&theirs)) {
+                let same =
+                    sha256_file(a).with_context(what)? == sha256_file(&b).with_context(what)?;
+                if !same {
+                    bail!(
+                        "{}: its {key} codec ({}) differs from --model's ({}); the members of \
+                         an ensemble must share their codecs",
+                        what(),
+                        b.display(),
+                        a.display()
+                    );
+                }
+            }
+            if inputs.contains(&key) && !cfg.domains_in.iter().any(|d| d == key) {
+                bail!("{}: the model has no input embedding for {key}", what());
+            }
+            if targets.contains(&key) && !cfg.domains_out.iter().any(|d| d == key) {
+                bail!("{}: the model has no decoder head for {key}", what());
+            }
+        }
+        let aion = dir.transformer::<B>(device).with_context(what)?;
+        Ok(Self { dir, aion })
+    }
+}
 
 /// A target, the decoded value of each of its tokens and its bins (per channel).
 struct Target {
@@ -167,8 +277,9 @@ struct Target {
     /// Bin edges per channel ([`edges`] of `values`).
     edges: Vec<Vec<f64>>,
     truth: Option<(String, Option<(usize, usize)>)>,
-    /// Temperature of the model's `calibration.json` the logits are divided by.
-    temperature: Option<f64>,
+    /// Per model (`--model`, then the `--ensemble` members): the temperature of its
+    /// `calibration.json` its logits are divided by.
+    temperatures: Vec<Option<f64>>,
 }
 
 impl Target {
@@ -180,14 +291,30 @@ impl Target {
         }
     }
 
-    /// What the output records about the calibration of this target (attribute `calibration`).
-    fn calibration(&self) -> String {
-        match self.temperature {
+    /// `--model`'s temperature (the only model without `--ensemble`).
+    fn temperature(&self) -> Option<f64> {
+        self.temperatures[0]
+    }
+
+    /// What the output records about the calibration of this target (attribute `calibration`):
+    /// `models` are `--model` and the `--ensemble` members.
+    fn calibration(&self, models: &[&Path]) -> String {
+        let one = |t: Option<f64>| match t {
             Some(t) => serde_json::json!({
                 "method": "temperature", "temperature": t, "source": crate::calibration::FILE,
+            }),
+            None => serde_json::json!("none"),
+        };
+        match (models, self.temperature()) {
+            ([_], Some(t)) => one(Some(t)).to_string(),
+            ([_], None) => "none".into(),
+            _ => serde_json::json!({
+                "method": "ensemble: mean of the members' probabilities",
+                "members": models.iter().zip(&self.temperatures).map(|(m, &t)| {
+                    serde_json::json!({ "model": m, "calibration": one(t) })
+                }).collect::<Vec<_>>(),
             })
             .to_string(),
-            None => "none".into(),
         }
     }
 }
@@ -291,10 +418,11 @@ fn load_probe<B: Backend>(
     Ok(Probe { head, cfg })
 }
 
+/// The targets `keys`; `calibrations` per model (`--model`, then the `--ensemble` members).
 fn load_targets<B: Backend>(
     plan: &ModelPlan<B>,
     keys: &[&str],
-    calibration: Option<&CalibrationFile>,
+    calibrations: &[Option<CalibrationFile>],
 ) -> Result<Vec<Target>> {
     let mut out = Vec::new();
     for &key in keys {
@@ -336,19 +464,29 @@ fn load_targets<B: Backend>(
                 Source::Scalar { dataset, columns } => Some((dataset.clone(), *columns)),
                 _ => None,
             });
-        let temperature = calibration.and_then(|c| c.temperature(key));
-        if let Some(t) = temperature {
-            log::info!(
-                "{key}: calibrated posteriors (temperature {t:.3}, {})",
-                crate::calibration::FILE
-            );
+        let temperatures: Vec<Option<f64>> = calibrations
+            .iter()
+            .map(|c| c.as_ref().and_then(|c| c.temperature(key)))
+            .collect();
+        for (i, t) in temperatures.iter().enumerate() {
+            if let Some(t) = t {
+                let member = if i == 0 {
+                    String::new()
+                } else {
+                    format!(" (ensemble member {i})")
+                };
+                log::info!(
+                    "{key}{member}: calibrated posteriors (temperature {t:.3}, {})",
+                    crate::calibration::FILE
+                );
+            }
         }
         out.push(Target {
             modality: m,
             values,
             edges,
             truth,
-            temperature,
+            temperatures,
         });
     }
     Ok(out)
@@ -362,6 +500,7 @@ fn specs<B: Backend>(
 ) -> Vec<DatasetSpec> {
     let mut specs = flag_specs(modalities);
     specs.extend(probe.map(|p| p.specs(modalities)).unwrap_or_default());
+    let models = args.models();
     for t in targets {
         let m = &t.modality;
         let shape: Vec<usize> = if m.num_tokens() == 1 {
@@ -390,7 +529,7 @@ fn specs<B: Backend>(
                     None,
                 )
                 .units(units, &format!("{}: {what}", m.label))
-                .attr("calibration", t.calibration()),
+                .attr("calibration", t.calibration(&models)),
             );
         }
         if let Some(ds) = t.truth_dataset() {
@@ -403,7 +542,7 @@ fn specs<B: Backend>(
                             m.label
                         ),
                     )
-                    .attr("calibration", t.calibration()),
+                    .attr("calibration", t.calibration(&models)),
             );
             specs.push(
                 DatasetSpec::new(format!("pred/{}/crps", m.token_key), Dtype::F32, &[], None)
@@ -414,7 +553,7 @@ fn specs<B: Backend>(
                             m.label
                         ),
                     )
-                    .attr("calibration", t.calibration()),
+                    .attr("calibration", t.calibration(&models)),
             );
         }
         if args.save_pdf {
@@ -429,7 +568,7 @@ fn specs<B: Backend>(
                 .units("", &format!("{}: probability of each bin", m.label))
                 .attr("bin_edges", format!("pdf/{key}_bin_edges"))
                 .attr("bin_centres", format!("pdf/{key}_bin_centres"))
-                .attr("calibration", t.calibration()),
+                .attr("calibration", t.calibration(&models)),
             );
         }
         if args.save_logits {
@@ -454,11 +593,10 @@ fn run_plan<B: Backend>(
     args: &PredictArgs,
     session: &Session,
     stop: &StopFlag,
-    plan: &ModelPlan<B>,
-    targets: &[Target],
-    probe: Option<&Probe<B>>,
+    loaded: &Loaded<B>,
     device: &B::Device,
 ) -> Result<(Outcome, serde_json::Value)> {
+    let (plan, targets, probe) = (&loaded.plan, &loaded.targets[..], loaded.probe.as_ref());
     let catalog = &plan.common.catalog;
     let n = catalog.n_rows();
     let inputs = plan.inputs();
@@ -472,8 +610,15 @@ fn run_plan<B: Backend>(
         "probe": probe.map(|p| &p.cfg),
         "calibration": targets
             .iter()
-            .map(|t| (t.modality.token_key.to_string(), t.temperature))
+            .map(|t| (t.modality.token_key.to_string(), t.temperature()))
             .collect::<std::collections::BTreeMap<_, _>>(),
+        "ensemble": args.ensemble.iter().enumerate().map(|(i, m)| serde_json::json!({
+            "model": m,
+            "calibration": targets
+                .iter()
+                .map(|t| (t.modality.token_key.to_string(), t.temperatures[i + 1]))
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        })).collect::<Vec<_>>(),
     });
     let mut all_specs = vec![plan.ids.spec()];
     all_specs.extend(specs(plan.common.model.modalities(), args, targets, probe));
@@ -488,7 +633,15 @@ fn run_plan<B: Backend>(
             config,
             &args.io,
             &plan.common,
-            plan.files(),
+            plan.files()
+                .into_iter()
+                .chain(
+                    loaded
+                        .ensemble
+                        .iter()
+                        .flat_map(|m| m.dir.transformer_files()),
+                )
+                .collect(),
             inputs_json(&inputs),
         )
     };
@@ -533,7 +686,7 @@ fn run_plan<B: Backend>(
             stages.add(Stage::Read, reading);
             Ok((ids, plan.codecs.encode(catalog, rows, stages)?, truths))
         },
-        |input| compute(args, plan, targets, probe, mode, device, input, stages),
+        |input| compute(args, loaded, mode, device, input, stages),
         |rows, out| {
             if let Some(o) = &out {
                 tally.add(rows.start, &o.ids, &o.tokens);
@@ -606,17 +759,18 @@ fn grids(targets: &[Target]) -> Vec<Constant> {
     out
 }
 
-#[allow(clippy::too_many_arguments)]
 fn compute<B: Backend>(
     args: &PredictArgs,
-    plan: &ModelPlan<B>,
-    targets: &[Target],
-    probe: Option<&Probe<B>>,
+    loaded: &Loaded<B>,
     mode: DecoderMode,
     device: &B::Device,
     (ids, tokens, truths): ChunkInput,
     stages: &Stages,
 ) -> Result<Out> {
+    let (plan, targets, probe) = (&loaded.plan, &loaded.targets[..], loaded.probe.as_ref());
+    let models: Vec<&Aion<B>> = std::iter::once(&plan.aion)
+        .chain(loaded.ensemble.iter().map(|m| &m.aion))
+        .collect();
     let n = ids.len();
     let mods: Vec<&ModalityInfo> = targets.iter().map(|t| &*t.modality).collect();
     let mut stats: Vec<Vec<Vec<f32>>> = targets
@@ -690,30 +844,44 @@ fn compute<B: Backend>(
             continue;
         }
         let predicting = Instant::now();
-        let logits = plan
-            .aion
-            .predict(&inp, &mods, mode)
-            .into_iter()
-            .map(|l| {
-                l.into_data()
-                    .convert::<f32>()
-                    .to_vec()
-                    .map_err(|e| anyhow::anyhow!("{e:?}"))
+        // Per model, per target: the logits of the batch, row-major (rows, tokens, vocab).
+        let logits = models
+            .iter()
+            .map(|aion| {
+                aion.predict(&inp, &mods, mode)
+                    .into_iter()
+                    .map(|l| {
+                        l.into_data()
+                            .convert::<f32>()
+                            .to_vec()
+                            .map_err(|e| anyhow::anyhow!("{e:?}"))
+                    })
+                    .collect::<Result<Vec<Vec<f32>>>>()
             })
-            .collect::<Result<Vec<Vec<f32>>>>()?;
+            .collect::<Result<Vec<_>>>()?;
         stages.add(Stage::Predict, predicting);
         let summarizing = Instant::now();
-        for (ti, (t, l)) in targets.iter().zip(logits).enumerate() {
+        for (ti, t) in targets.iter().enumerate() {
             let (nt, v) = (t.modality.num_tokens(), t.modality.vocab);
             for (j, &r) in b.rows.iter().enumerate() {
                 for p in 0..nt {
-                    let raw = &l[(j * nt + p) * v..(j * nt + p + 1) * v];
-                    let calibrated = t.temperature.map(|temp| scaled(raw, temp));
-                    let row = calibrated.as_deref().unwrap_or(raw);
+                    let at = (j * nt + p) * v..(j * nt + p + 1) * v;
                     let values = &t.values[p.min(t.values.len() - 1)];
-                    let s = summarize(row, values);
+                    // The mean of the models' (calibrated) probabilities; one model's own.
+                    let (mut probs, mut outside) = (vec![0.0; values.len()], 0.0);
+                    let weight = 1.0 / models.len() as f64;
+                    for (l, temp) in logits.iter().zip(&t.temperatures) {
+                        let raw = &l[ti][at.clone()];
+                        let calibrated = temp.map(|temp| scaled(raw, temp));
+                        let (pm, om) =
+                            probabilities(calibrated.as_deref().unwrap_or(raw), values.len());
+                        for (acc, x) in probs.iter_mut().zip(pm) {
+                            *acc += weight * x;
+                        }
+                        outside += weight * om;
+                    }
+                    let s = summarize_probabilities(&probs, outside, values);
                     if let Some(truth) = &truths[ti] {
-                        let (probs, _) = probabilities(row, values.len());
                         let post = Binned {
                             probs: &probs,
                             edges: &t.edges[p.min(t.edges.len() - 1)],
@@ -739,13 +907,14 @@ fn compute<B: Backend>(
                     }
                     if args.save_pdf {
                         let k = values.len();
-                        let (prob, _) = probabilities(row, k);
-                        for (q, x) in prob.into_iter().enumerate() {
+                        for (q, &x) in probs.iter().enumerate() {
                             pdf[ti][(r * nt + p) * k + q] = x as f32;
                         }
                     }
                     if args.save_logits {
-                        logits_out[ti][(r * nt + p) * v..(r * nt + p + 1) * v].copy_from_slice(raw);
+                        // One model (an ensemble is refused with --save-logits).
+                        logits_out[ti][(r * nt + p) * v..(r * nt + p + 1) * v]
+                            .copy_from_slice(&logits[0][ti][at.clone()]);
                     }
                 }
             }
@@ -910,9 +1079,10 @@ fn diagnostics<B: Backend>(
             Some((tr, e, scores)) => {
                 let p = &e.point;
                 let pits: Vec<f64> = scores.iter().map(|s| s.pit).collect();
-                let calibrated = match t.temperature {
-                    Some(temp) => format!(", calibrated (T = {temp:.2})"),
-                    None => String::new(),
+                let calibrated = match (t.temperatures.len(), t.temperature()) {
+                    (1, Some(temp)) => format!(", calibrated (T = {temp:.2})"),
+                    (1, None) => String::new(),
+                    (n, _) => format!(", ensemble of {n} models"),
                 };
                 let title = format!(
                     "{}: {} objects with a catalogue value{calibrated}",
@@ -952,7 +1122,7 @@ fn diagnostics<B: Backend>(
                 );
                 out.insert(
                     key.into(),
-                    serde_json::json!({ "metrics": e, "figure": files, "calibration": t.temperature }),
+                    serde_json::json!({ "metrics": e, "figure": files, "calibration": t.temperature(), "ensemble_calibration": t.temperatures.get(1..) }),
                 );
                 files
             }
@@ -972,7 +1142,7 @@ fn diagnostics<B: Backend>(
                 )?;
                 out.insert(
                     key.into(),
-                    serde_json::json!({ "figure": files, "calibration": t.temperature }),
+                    serde_json::json!({ "figure": files, "calibration": t.temperature(), "ensemble_calibration": t.temperatures.get(1..) }),
                 );
                 files
             }
