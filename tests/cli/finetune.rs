@@ -408,25 +408,40 @@ fn masked_from_scratch_then_full_lora_probe_and_new_modalities_on_it() {
         members[0]["calibration"]["temperature"],
         cal["targets"]["tok_z"]["temperature"]
     );
-    // A member with other codecs is refused before anything is written, naming the codec; so is
-    // --save-logits (one model's output).
-    let other = d.join("other-codecs");
+    // A member whose codec files are not --model's (here: the same tables, another file) reads
+    // the catalogue through its own codecs: the same posteriors as with the original member.
+    let other = d.join("own-codecs");
     copy_dir(&full, &other);
     let codec_cfg = other.join("codecs/mag_r/config.json");
     let text = std::fs::read_to_string(&codec_cfg).unwrap();
     std::fs::write(&codec_cfg, format!("{text}\n")).unwrap();
-    let refused = |extra: &[&str], name: &str| {
+    let (_, pdf_o, _) = predicted_pdf(
+        &base,
+        "ensemble-own.h5",
+        &["--ensemble", s(&other)],
+        Launch::Alone,
+    );
+    let worst = pdf_o
+        .iter()
+        .zip(&pdf_e)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(worst < 1e-6, "member with its own codec files: {worst}");
+    // --save-logits is one model's output: refused before anything is written.
+    let refused = |model: &Path, extra: &[&str], name: &str| {
         let out = d.join(name);
-        let mut a = io_args(&base, &catalog, &out);
+        let mut a = io_args(model, &catalog, &out);
         a.extend(["--target", "tok_z"]);
         a.extend(extra);
         let err = assert_fails(&run_tool(PREDICT, Launch::Alone, &a));
         assert!(!out.exists(), "{} written by a refused run", out.display());
         err
     };
-    let err = refused(&["--ensemble", s(&other)], "refused.h5");
-    assert_mentions(&err, &["--ensemble", "tok_mag_r_sdss", "codec", "differs"]);
-    let err = refused(&["--ensemble", s(&full), "--save-logits"], "refused2.h5");
+    let err = refused(
+        &base,
+        &["--ensemble", s(&full), "--save-logits"],
+        "refused.h5",
+    );
     assert_mentions(&err, &["--ensemble", "--save-logits"]);
     // lora: adapters saved, fused model exported; only the adapters changed.
     let lora = d.join("lora");
@@ -553,6 +568,9 @@ fn masked_from_scratch_then_full_lora_probe_and_new_modalities_on_it() {
     assert!(ext.join("codecs/magerr_r/model.safetensors").is_file());
     let m = json(&ext.join("modalities.json"));
     assert_eq!(m["modalities"].as_array().unwrap().len(), 6);
+    // An ensemble member that cannot read one of --model's inputs is refused, naming it.
+    let err = refused(&ext, &["--ensemble", s(&full)], "refused-ext.h5");
+    assert_mentions(&err, &["--ensemble", "tok_magerr_r_sdss"]);
 }
 
 #[test]

@@ -45,7 +45,7 @@ use crate::backend::ComputeArgs;
 use crate::batching::{batches, inputs};
 use crate::calibration::{CalibrationFile, scaled};
 use crate::cli::{Report, RunContext, Tool};
-use crate::codec_set::ModalityTokens;
+use crate::codec_set::{CodecSet, ModalityTokens};
 use crate::collective::agree;
 use crate::metrics::{Binned, Evaluation, Posterior};
 use crate::model_plan::ModelPlan;
@@ -54,7 +54,7 @@ use crate::pipeline::{DatasetSpec, Dtype, Outcome, RunOutput, run_chunks};
 use crate::plot;
 use crate::plot::charts::{EvaluationFigure, HistogramFigure};
 use crate::posterior::{centres, edges, probabilities, summarize_probabilities};
-use crate::run_config::Source;
+use crate::run_config::{Binding, Source};
 use crate::run_config::{announce_inputs, inputs_json};
 use crate::signals::StopFlag;
 use crate::stages::{Stage, Stages};
@@ -159,11 +159,6 @@ impl Tool for PredictArgs {
                     );
                 }
                 let plan = ModelPlan::<B>::load(&self.io, &device, &keys, session.size())?;
-                let ensemble = self
-                    .ensemble
-                    .iter()
-                    .map(|dir| Member::load(&plan, &keys, dir, &device))
-                    .collect::<Result<Vec<_>>>()?;
                 let mut calibrations = Vec::new();
                 for dir in self.models() {
                     calibrations.push(if self.no_calibration {
@@ -173,6 +168,11 @@ impl Tool for PredictArgs {
                     });
                 }
                 let targets = load_targets(&plan, &keys, &calibrations)?;
+                let ensemble = self
+                    .ensemble
+                    .iter()
+                    .map(|dir| Member::load(&plan, &targets, dir, &device))
+                    .collect::<Result<Vec<_>>>()?;
                 let probe = self
                     .probe
                     .then(|| load_probe(&self.io.model, &plan, &device))
@@ -201,19 +201,24 @@ struct Loaded<B: Backend> {
     ensemble: Vec<Member<B>>,
 }
 
-/// An `--ensemble` member: a transformer that reads and predicts through `--model`'s codecs.
+/// An `--ensemble` member: a transformer that reads the catalogue through its own codecs (the
+/// same modalities as `--model`'s) and predicts the targets over the same bins.
 struct Member<B: Backend> {
     dir: ModelDir,
     aion: Aion<B>,
+    /// Its codecs, when they are not byte for byte `--model`'s; `None`: it reads `--model`'s
+    /// tokens.
+    codecs: Option<CodecSet<B>>,
 }
 
 impl<B: Backend> Member<B> {
-    /// Opens the member `path` and checks it against the plan of `--model`: the same codec files
-    /// (and vocabularies) for every bound modality and target, an input embedding for every
-    /// input and a decoder head for every target.
+    /// Opens the member `path` and checks it against `--model`'s plan: every bound modality and
+    /// target with the same codec folder, vocabulary and token count, an input embedding for
+    /// every input, a decoder head for every target, and target codecs that decode every token
+    /// to the same value (posteriors are mixed bin by bin).
     fn load(
         plan: &ModelPlan<B>,
-        targets: &[&str],
+        targets: &[Target],
         path: &Path,
         device: &B::Device,
     ) -> Result<Self> {
@@ -222,8 +227,9 @@ impl<B: Backend> Member<B> {
         let cfg = dir.config().with_context(what)?;
         let base = &plan.common.model;
         let inputs: Vec<&str> = plan.inputs().iter().map(|b| b.token_key()).collect();
+        let target_keys: Vec<&str> = targets.iter().map(|t| &*t.modality.token_key).collect();
         let mut keys: Vec<&str> = plan.codecs.bindings().map(|b| b.token_key()).collect();
-        keys.extend(targets);
+        keys.extend(&target_keys);
         keys.sort_unstable();
         keys.dedup();
         for key in keys {
@@ -235,38 +241,109 @@ impl<B: Backend> Member<B> {
                 .modalities()
                 .get(key)
                 .with_context(|| format!("{}: the model has no modality {key}", what()))?;
-            if (theirs.vocab, theirs.num_tokens()) != (ours.vocab, ours.num_tokens()) {
+            let shape = |m: &ModalityInfo| (m.codec_dir.clone(), m.vocab, m.num_tokens());
+            if shape(&theirs) != shape(&ours) {
                 bail!(
-                    "{}: {key} has vocabulary {} × {} tokens, --model's {} × {}",
+                    "{}: {key} is (codec folder, vocabulary, tokens) {:?}, --model's {:?}",
                     what(),
-                    theirs.vocab,
-                    theirs.num_tokens(),
-                    ours.vocab,
-                    ours.num_tokens()
+                    shape(&theirs),
+                    shape(&ours)
                 );
-            }
-            for (a, b) in base.codec_files(&ours).iter().zip(dir.codec_files(&theirs)) {
-                let same =
-                    sha256_file(a).with_context(what)? == sha256_file(&b).with_context(what)?;
-                if !same {
-                    bail!(
-                        "{}: its {key} codec ({}) differs from --model's ({}); the members of \
-                         an ensemble must share their codecs",
-                        what(),
-                        b.display(),
-                        a.display()
-                    );
-                }
             }
             if inputs.contains(&key) && !cfg.domains_in.iter().any(|d| d == key) {
                 bail!("{}: the model has no input embedding for {key}", what());
             }
-            if targets.contains(&key) && !cfg.domains_out.iter().any(|d| d == key) {
-                bail!("{}: the model has no decoder head for {key}", what());
+            if let Some(t) = targets.iter().find(|t| &*t.modality.token_key == key) {
+                if !cfg.domains_out.iter().any(|d| d == key) {
+                    bail!("{}: the model has no decoder head for {key}", what());
+                }
+                let codec_dir = dir.codec_dir(&theirs);
+                let codec = ScalarCodec::load(&theirs, &codec_dir)
+                    .with_context(|| format!("{}: cannot load its {key} codec", what()))?;
+                let values: Vec<Vec<f32>> = (0..codec.channels())
+                    .map(|c| {
+                        (0..t.values[0].len())
+                            .map(|k| codec.decode_token(c, k as i64).unwrap_or(f32::NAN))
+                            .collect()
+                    })
+                    .collect();
+                let same = values.len() == t.values.len()
+                    && values
+                        .iter()
+                        .flatten()
+                        .zip(t.values.iter().flatten())
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                if !same {
+                    bail!(
+                        "{}: its {key} codec ({}) decodes tokens to other values than --model's; \
+                         posteriors over different bins cannot be averaged",
+                        what(),
+                        codec_dir.display()
+                    );
+                }
             }
         }
+        let bindings: Vec<Binding> = plan.codecs.bindings().cloned().collect();
+        let codecs = CodecSet::<B>::load(
+            &dir,
+            &bindings,
+            &plan.common.catalog,
+            plan.common.pad,
+            device,
+        )
+        .with_context(what)?;
+        if codecs.bindings().count() != bindings.len() {
+            bail!(
+                "{}: its codecs cannot read every modality --model reads",
+                what()
+            );
+        }
+        let sums = |root: &Path, files: &[PathBuf]| -> Result<Vec<(PathBuf, String)>> {
+            files
+                .iter()
+                .map(|f| {
+                    Ok((
+                        f.strip_prefix(root).unwrap_or(f).to_path_buf(),
+                        sha256_file(f)?,
+                    ))
+                })
+                .collect()
+        };
+        let shared = sums(base.path(), plan.codecs.files()).with_context(what)?
+            == sums(dir.path(), codecs.files()).with_context(what)?;
+        if !shared {
+            log::info!(
+                "{}: its own codecs (the rows are tokenized for it too)",
+                what()
+            );
+        }
         let aion = dir.transformer::<B>(device).with_context(what)?;
-        Ok(Self { dir, aion })
+        Ok(Self {
+            dir,
+            aion,
+            codecs: (!shared).then_some(codecs),
+        })
+    }
+}
+
+impl<B: Backend> Loaded<B> {
+    /// Every model (`--model` first) with the index of the token set it reads: 0 for
+    /// `--model`'s tokens, then one per member with its own codecs, in order.
+    fn models(&self) -> Vec<(&Aion<B>, usize)> {
+        let mut own = 0;
+        std::iter::once((&self.plan.aion, 0))
+            .chain(self.ensemble.iter().map(|m| {
+                own += usize::from(m.codecs.is_some());
+                (&m.aion, if m.codecs.is_some() { own } else { 0 })
+            }))
+            .collect()
+    }
+
+    /// The codec sets that tokenize each chunk: `--model`'s, then the members' own.
+    fn codec_sets(&self) -> Vec<&CodecSet<B>> {
+        std::iter::once(&self.plan.codecs)
+            .chain(self.ensemble.iter().filter_map(|m| m.codecs.as_ref()))
+            .collect()
     }
 }
 
@@ -373,9 +450,10 @@ struct Out {
     probe: Option<(Vec<f32>, Vec<f32>)>,
 }
 
-/// What the reader stage hands on per chunk: ids, tokens, and per target its true values
-/// (`None` without a truth dataset).
-type ChunkInput = (Vec<i64>, Vec<ModalityTokens>, Vec<Option<Vec<f32>>>);
+/// What the reader stage hands on per chunk: ids, the tokens of each codec set
+/// ([`Loaded::codec_sets`]: `--model`'s first), and per target its true values (`None` without
+/// a truth dataset).
+type ChunkInput = (Vec<i64>, Vec<Vec<ModalityTokens>>, Vec<Option<Vec<f32>>>);
 
 /// `<model>/probe/`, checked against the model and the catalogue's bindings.
 fn load_probe<B: Backend>(
@@ -597,6 +675,7 @@ fn run_plan<B: Backend>(
     device: &B::Device,
 ) -> Result<(Outcome, serde_json::Value)> {
     let (plan, targets, probe) = (&loaded.plan, &loaded.targets[..], loaded.probe.as_ref());
+    let codec_sets = loaded.codec_sets();
     let catalog = &plan.common.catalog;
     let n = catalog.n_rows();
     let inputs = plan.inputs();
@@ -635,12 +714,10 @@ fn run_plan<B: Backend>(
             &plan.common,
             plan.files()
                 .into_iter()
-                .chain(
-                    loaded
-                        .ensemble
-                        .iter()
-                        .flat_map(|m| m.dir.transformer_files()),
-                )
+                .chain(loaded.ensemble.iter().flat_map(|m| {
+                    let codecs = m.codecs.iter().flat_map(|c| c.files().iter().cloned());
+                    m.dir.transformer_files().into_iter().chain(codecs)
+                }))
                 .collect(),
             inputs_json(&inputs),
         )
@@ -684,7 +761,11 @@ fn run_plan<B: Backend>(
                 .collect::<Result<_>>()?;
             let ids = plan.ids.read(catalog, &rows)?;
             stages.add(Stage::Read, reading);
-            Ok((ids, plan.codecs.encode(catalog, rows, stages)?, truths))
+            let tokens = codec_sets
+                .iter()
+                .map(|c| c.encode(catalog, rows.clone(), stages))
+                .collect::<Result<Vec<_>>>()?;
+            Ok((ids, tokens, truths))
         },
         |input| compute(args, loaded, mode, device, input, stages),
         |rows, out| {
@@ -764,13 +845,11 @@ fn compute<B: Backend>(
     loaded: &Loaded<B>,
     mode: DecoderMode,
     device: &B::Device,
-    (ids, tokens, truths): ChunkInput,
+    (ids, mut tokens, truths): ChunkInput,
     stages: &Stages,
 ) -> Result<Out> {
     let (plan, targets, probe) = (&loaded.plan, &loaded.targets[..], loaded.probe.as_ref());
-    let models: Vec<&Aion<B>> = std::iter::once(&plan.aion)
-        .chain(loaded.ensemble.iter().map(|m| &m.aion))
-        .collect();
+    let models = loaded.models();
     let n = ids.len();
     let mods: Vec<&ModalityInfo> = targets.iter().map(|t| &*t.modality).collect();
     let mut stats: Vec<Vec<Vec<f32>>> = targets
@@ -808,8 +887,17 @@ fn compute<B: Backend>(
         let [a, c] = p.widths();
         (vec![f32::NAN; n * a], vec![f32::NAN; n * c])
     });
-    for b in batches(&tokens, &plan.is_input, n, plan.common.batch) {
-        let inp = inputs::<B>(&tokens, &b, device);
+    // Rows are batched by the modalities they have, which the catalogue decides, not the codecs:
+    // every token set has the same (checked), so one batching serves every model.
+    for (i, other) in tokens.iter().enumerate().skip(1) {
+        if other.iter().zip(&tokens[0]).any(|(a, b)| a.used != b.used) {
+            bail!(
+                "--ensemble: the codecs of member set {i} leave other rows without a modality than --model's"
+            );
+        }
+    }
+    for b in batches(&tokens[0], &plan.is_input, n, plan.common.batch) {
+        let inp = inputs::<B>(&tokens[0], &b, device);
         let probing = Instant::now();
         if let (Some(p), Some((first, second))) = (probe, probe_out.as_mut()) {
             let fed: Vec<_> = inp
@@ -845,10 +933,15 @@ fn compute<B: Backend>(
         }
         let predicting = Instant::now();
         // Per model, per target: the logits of the batch, row-major (rows, tokens, vocab).
+        let own: Vec<_> = tokens[1..]
+            .iter()
+            .map(|t| inputs::<B>(t, &b, device))
+            .collect();
         let logits = models
             .iter()
-            .map(|aion| {
-                aion.predict(&inp, &mods, mode)
+            .map(|&(aion, set)| {
+                let inp = if set == 0 { &inp } else { &own[set - 1] };
+                aion.predict(inp, &mods, mode)
                     .into_iter()
                     .map(|l| {
                         l.into_data()
@@ -923,7 +1016,7 @@ fn compute<B: Backend>(
     }
     Ok(Out {
         ids,
-        tokens,
+        tokens: tokens.swap_remove(0),
         stats,
         pdf,
         logits: logits_out,
