@@ -19,7 +19,9 @@
 //!
 //! With `--ensemble DIR…`, further models (e.g. the same fine-tuning with other seeds) predict
 //! every row too, and each target's posterior is the mean of the members' probabilities, each
-//! member calibrated by its own `calibration.json`; the members must share `--model`'s codecs.
+//! member calibrated by its own `calibration.json`. Each member reads the catalogue through its
+//! own codecs (once per distinct set of codec files); the modality layout and the values the
+//! target tokens decode to must be `--model`'s.
 //!
 //! With `--probe`, the probe head that `aion-finetune` (mode `probe`) left in the model directory
 //! (`probe/`) is applied to each row's pooled embedding, computed from the modalities the probe
@@ -122,9 +124,9 @@ pub struct PredictArgs {
     pub no_calibration: bool,
     /// Further model directories whose posteriors are averaged with `--model`'s (an ensemble, e.g.
     /// the same fine-tuning run with other seeds): a target's posterior is the mean of the
-    /// members' probabilities, each calibrated by its own `calibration.json`. Every member must
-    /// have `--model`'s codecs (checked file by file) for the inputs and targets, and each
-    /// member's transformer runs on every row.
+    /// members' probabilities, each calibrated by its own `calibration.json`. Each member reads
+    /// the catalogue through its own codecs, which must have `--model`'s vocabularies and decode
+    /// the target tokens to the same values; each member's transformer runs on every row.
     #[arg(long, value_name = "DIR", num_args = 1..)]
     pub ensemble: Vec<PathBuf>,
 }
