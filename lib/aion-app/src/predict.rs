@@ -891,11 +891,20 @@ fn compute<B: Backend>(
     });
     // Rows are batched by the modalities they have, which the catalogue decides, not the codecs:
     // every token set has the same (checked), so one batching serves every model.
-    for (i, other) in tokens.iter().enumerate().skip(1) {
-        if other.iter().zip(&tokens[0]).any(|(a, b)| a.used != b.used) {
-            bail!(
-                "--ensemble: the codecs of member set {i} leave other rows without a modality than --model's"
-            );
+    let own_codecs = loaded.ensemble.iter().filter(|m| m.codecs.is_some());
+    for (member, other) in own_codecs.zip(&tokens[1..]) {
+        for (theirs, ours) in other.iter().zip(&tokens[0]) {
+            if let Some(r) = (0..n).find(|&r| theirs.used[r] != ours.used[r]) {
+                bail!(
+                    "--ensemble {}: object {} has {} usable through its codecs ({}) and through \
+                     --model's ({}); the members must read the same modalities of every row",
+                    member.dir.path().display(),
+                    ids[r],
+                    ours.modality.token_key,
+                    theirs.used[r],
+                    ours.used[r]
+                );
+            }
         }
     }
     for b in batches(&tokens[0], &plan.is_input, n, plan.common.batch) {
