@@ -170,10 +170,15 @@ impl Tool for PredictArgs {
                     });
                 }
                 let targets = load_targets(&plan, &keys, &calibrations)?;
+                let codec_sums = if self.ensemble.is_empty() {
+                    Vec::new()
+                } else {
+                    codec_sums_of(plan.common.model.path(), plan.codecs.files())?
+                };
                 let ensemble = self
                     .ensemble
                     .iter()
-                    .map(|dir| Member::load(&plan, &targets, dir, &device))
+                    .map(|dir| Member::load(&plan, &targets, &codec_sums, dir, &device))
                     .collect::<Result<Vec<_>>>()?;
                 let probe = self
                     .probe
@@ -218,9 +223,11 @@ impl<B: Backend> Member<B> {
     /// target with the same codec folder, vocabulary and token count, an input embedding for
     /// every input, a decoder head for every target, and target codecs that decode every token
     /// to the same value (posteriors are mixed bin by bin).
+    /// `codec_sums`: [`codec_sums_of`] `--model`'s codec files.
     fn load(
         plan: &ModelPlan<B>,
         targets: &[Target],
+        codec_sums: &[(PathBuf, String)],
         path: &Path,
         device: &B::Device,
     ) -> Result<Self> {
@@ -262,20 +269,12 @@ impl<B: Backend> Member<B> {
                 let codec_dir = dir.codec_dir(&theirs);
                 let codec = ScalarCodec::load(&theirs, &codec_dir)
                     .with_context(|| format!("{}: cannot load its {key} codec", what()))?;
-                let values: Vec<Vec<f32>> = (0..codec.channels())
-                    .map(|c| {
-                        (0..t.values[0].len())
-                            .map(|k| codec.decode_token(c, k as i64).unwrap_or(f32::NAN))
-                            .collect()
-                    })
-                    .collect();
-                let same = values.len() == t.values.len()
-                    && values
-                        .iter()
-                        .flatten()
-                        .zip(t.values.iter().flatten())
-                        .all(|(a, b)| a.to_bits() == b.to_bits());
-                if !same {
+                let bits = |v: &[Vec<f32>]| -> Vec<Vec<u32>> {
+                    v.iter()
+                        .map(|c| c.iter().map(|x| x.to_bits()).collect())
+                        .collect()
+                };
+                if bits(&decoded_values(&codec, theirs.vocab)) != bits(&t.values) {
                     bail!(
                         "{}: its {key} codec ({}) decodes tokens to other values than --model's; \
                          posteriors over different bins cannot be averaged",
@@ -285,47 +284,53 @@ impl<B: Backend> Member<B> {
                 }
             }
         }
-        let bindings: Vec<Binding> = plan.codecs.bindings().cloned().collect();
-        let codecs = CodecSet::<B>::load(
-            &dir,
-            &bindings,
-            &plan.common.catalog,
-            plan.common.pad,
-            device,
-        )
-        .with_context(what)?;
-        if codecs.bindings().count() != bindings.len() {
-            bail!(
-                "{}: its codecs cannot read every modality --model reads",
-                what()
-            );
-        }
-        let sums = |root: &Path, files: &[PathBuf]| -> Result<Vec<(PathBuf, String)>> {
-            files
-                .iter()
-                .map(|f| {
-                    Ok((
-                        f.strip_prefix(root).unwrap_or(f).to_path_buf(),
-                        sha256_file(f)?,
-                    ))
-                })
-                .collect()
-        };
-        let shared = sums(base.path(), plan.codecs.files()).with_context(what)?
-            == sums(dir.path(), codecs.files()).with_context(what)?;
-        if !shared {
+        // The same codec files (same relative paths, same SHA-256) read the same tokens: the
+        // member then reuses --model's; otherwise its own codecs are loaded.
+        let theirs: Vec<PathBuf> = codec_sums
+            .iter()
+            .map(|(rel, _)| dir.path().join(rel))
+            .collect();
+        let shared = theirs.iter().all(|f| f.is_file())
+            && codec_sums_of(dir.path(), &theirs).with_context(what)? == codec_sums;
+        let codecs = if shared {
+            None
+        } else {
             log::info!(
                 "{}: its own codecs (the rows are tokenized for it too)",
                 what()
             );
-        }
+            let bindings: Vec<Binding> = plan.codecs.bindings().cloned().collect();
+            let codecs = CodecSet::<B>::load(
+                &dir,
+                &bindings,
+                &plan.common.catalog,
+                plan.common.pad,
+                device,
+            )
+            .with_context(what)?;
+            if codecs.bindings().count() != bindings.len() {
+                bail!(
+                    "{}: its codecs cannot read every modality --model reads",
+                    what()
+                );
+            }
+            Some(codecs)
+        };
         let aion = dir.transformer::<B>(device).with_context(what)?;
-        Ok(Self {
-            dir,
-            aion,
-            codecs: (!shared).then_some(codecs),
-        })
+        Ok(Self { dir, aion, codecs })
     }
+}
+
+/// SHA-256 of each of `files`, keyed by its path relative to `root`: what decides whether an
+/// ensemble member shares `--model`'s codecs.
+fn codec_sums_of(root: &Path, files: &[PathBuf]) -> Result<Vec<(PathBuf, String)>> {
+    files
+        .iter()
+        .map(|f| {
+            let rel = f.strip_prefix(root).unwrap_or(f).to_path_buf();
+            Ok((rel, sha256_file(f)?))
+        })
+        .collect()
 }
 
 impl<B: Backend> Loaded<B> {
@@ -498,6 +503,19 @@ fn load_probe<B: Backend>(
     Ok(Probe { head, cfg })
 }
 
+/// Per channel, the value each token with a codec value decodes to (`min(codebook, vocab)`
+/// tokens; NaN where a channel has none).
+fn decoded_values(codec: &ScalarCodec, vocab: usize) -> Vec<Vec<f32>> {
+    let k = codec.codebook_size().min(vocab);
+    (0..codec.channels())
+        .map(|c| {
+            (0..k)
+                .map(|t| codec.decode_token(c, t as i64).unwrap_or(f32::NAN))
+                .collect()
+        })
+        .collect()
+}
+
 /// The targets `keys`; `calibrations` per model (`--model`, then the `--ensemble` members).
 fn load_targets<B: Backend>(
     plan: &ModelPlan<B>,
@@ -527,14 +545,7 @@ fn load_targets<B: Backend>(
         let dir = plan.common.model.codec_dir(&m);
         let codec = ScalarCodec::load(&m, &dir)
             .with_context(|| format!("cannot load the {key} codec from {}", dir.display()))?;
-        let k = codec.codebook_size().min(m.vocab);
-        let values: Vec<Vec<f32>> = (0..codec.channels())
-            .map(|c| {
-                (0..k)
-                    .map(|t| codec.decode_token(c, t as i64).unwrap_or(f32::NAN))
-                    .collect()
-            })
-            .collect();
+        let values = decoded_values(&codec, m.vocab);
         let edges = values.iter().map(|v| edges(v)).collect();
         let truth = plan
             .codecs
