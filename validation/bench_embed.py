@@ -2,7 +2,7 @@
 same cores. Not a test: it prints a report (quote it, with the machine's load, in the issue note).
 
     validation/.venv/bin/python validation/bench_embed.py --workdir /tmp/aion-bench [--rows 32]
-        [--threads 2] [--bin target/release] [--device cpu|tch-cpu] [--precision f32|bf16]
+        [--threads 2] [--bin target/release] [--device cpu|tch-cpu] [--precision f32|bf16] [--mkl-intel-path]
 
 What it does (everything is seeded, nothing is downloaded):
   1. builds a base-size AION (validation/make_base_model.py: D 768, 12+12 blocks, SwiGLU,
@@ -23,6 +23,9 @@ What it does (everything is seeded, nothing is downloaded):
      torch's (MKL), and for f32 also ours (`cargo bench -p aion-model --bench sgemm`, the gemm
      crate our f32 linear layers and attention run on);
   6. peak resident memory of aion-embed for N and 4N rows (bounded by the chunk, not the catalogue).
+With --mkl-intel-path (needs a C compiler) everything runs with MKL on its Intel code path, as on an
+Intel CPU: on AMD, torch's float32 matrix products otherwise take a slower non-AVX-512 path, which
+flatters us against the reference (issue 14).
 """
 
 import argparse
@@ -202,6 +205,24 @@ def our_sgemm_gflops(threads):
     return json.loads(out.strip().splitlines()[-1])
 
 
+MKL_SHIM = """/* MKL asks this to decide whether to take its Intel code paths; answer yes. */
+int mkl_serv_intel_cpu_true(void) { return 1; }
+"""
+
+
+def reexec_with_mkl_shim(workdir):
+    """Builds the shim (cc) into workdir and runs this script again with it preloaded: MKL is linked
+    into torch, so the library must be there when the process starts."""
+    os.makedirs(workdir, exist_ok=True)
+    src, lib = os.path.join(workdir, "mkl_shim.c"), os.path.join(workdir, "libmkl_shim.so")
+    with open(src, "w") as f:
+        f.write(MKL_SHIM)
+    subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", lib, src], check=True)
+    env = dict(os.environ, AION_BENCH_MKL_SHIM=lib)
+    env["LD_PRELOAD"] = lib + (":" + env["LD_PRELOAD"] if env.get("LD_PRELOAD") else "")
+    os.execve(sys.executable, [sys.executable] + sys.argv, env)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--workdir", required=True)
@@ -216,7 +237,14 @@ def main():
     ap.add_argument("--precision", default="f32", choices=["f32", "bf16"],
                     help="transformer precision, ours (--precision) and the reference's (weights cast); "
                          "bf16 needs --device tch-cpu")
+    ap.add_argument("--mkl-intel-path", action="store_true",
+                    help="make torch's MKL take the code path it takes on Intel CPUs (AVX-512 where the CPU has "
+                         "it) on a non-Intel CPU too, by preloading a two-line library that answers MKL's "
+                         "'is this an Intel CPU?' with yes: the reference then runs as fast as its MKL allows, "
+                         "a stand-in for an Intel machine's reference on an AMD one (ours gets it too)")
     a = ap.parse_args()
+    if a.mkl_intel_path and os.environ.get("AION_BENCH_MKL_SHIM") is None:
+        reexec_with_mkl_shim(a.workdir)
     global DEVICE, PRECISION
     DEVICE, PRECISION = a.device, a.precision
     if a.rows % (2 * a.batch):
@@ -234,6 +262,7 @@ def main():
     load0 = os.getloadavg()
     ref_emb, ref_t, ref_cpu, ref_load = reference(model, cat, a.batch)
     report = {"rows": a.rows, "threads": a.threads, "device": a.device, "precision": a.precision, "machine_load_start": load0,
+              "mkl_intel_path": bool(os.environ.get("AION_BENCH_MKL_SHIM")),
               "note": "seconds = processing after loading the model (wall); cpu = CPU seconds of all threads/ranks",
               "reference": {"seconds": ref_t, "cpu": ref_cpu, "load_seconds": ref_load, "rows_per_s": a.rows / ref_t, "rows_per_cpu_s": a.rows / ref_cpu}}
     ref_key = "reference"
