@@ -74,9 +74,13 @@ scripts/build-gpu.sh --python "$venv/bin/python" --profile tch-test --target-dir
 grep -q "LibTorch $("$venv/bin/python" -c 'import torch; print(torch.__version__)')" "$root/target/tch/version.txt"
 env -u LD_LIBRARY_PATH "$root/target/tch/tch-test/aion-embed" --version |
   grep -q "loaded: $(readlink -f "$LIBTORCH/lib/libtorch_cpu.so")"
-# Only the LibTorch cases (`::tch`) and the bf16 test: the NdArray ones ran in step 5.
-env -u AION_BASE_MODEL_DIR CARGO_TARGET_DIR="$root/target/tch" \
+# Only the LibTorch cases (`::tch`) and the bf16 test: the NdArray ones ran in step 5. Twice:
+# f32 products on LibTorch's CPU device run on our GEMM or on LibTorch's, whichever is faster
+# on the CPU (timed at start); AION_CPU_GEMM pins each so both paths are checked on any CPU.
+env -u AION_BASE_MODEL_DIR CARGO_TARGET_DIR="$root/target/tch" AION_CPU_GEMM=ours \
   cargo test --workspace --profile tch-test --features tch --locked --test parity --test bf16 \
   -- ::tch bf16_
+env -u AION_BASE_MODEL_DIR CARGO_TARGET_DIR="$root/target/tch" AION_CPU_GEMM=torch \
+  cargo test --workspace --profile tch-test --features tch --locked --test parity -- ::tch
 
 step "all tests passed"

@@ -126,6 +126,11 @@ pub fn dispatch<T: BackendTask>(
                 }
                 _ => LibTorchDevice::Cpu,
             };
+            if matches!((d, p), (DeviceChoice::TchCpu, Precision::F32)) {
+                // Ours or MKL's f32 product, whichever is faster on this CPU, timed now before
+                // the pipeline's threads start (`--log-level debug` prints both rates).
+                aion_model::nn::native::cpu_gemm_is_ours();
+            }
             match p {
                 Precision::F32 => task.run::<LibTorch<f32>>(device),
                 Precision::Bf16 => task.run::<LibTorch<half::bf16>>(device),

@@ -128,14 +128,76 @@ mod torch {
         unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, n) }
     }
 
-    /// [`super::linear`] for f32 tensors on LibTorch's CPU device, on [`crate::nn::sgemm`];
-    /// `x` back for other dtypes and devices.
+    /// Whether f32 products on LibTorch's CPU device run on [`crate::nn::sgemm`] (`true`) or
+    /// on LibTorch's own matmul (MKL). Decided once per process, at the first such product, by
+    /// timing both on a product of the base model's shapes on this CPU and these threads:
+    /// MKL takes its AVX-512 path only on Intel processors, where it can beat ours, and a
+    /// slower generic path on AMD, where ours is about twice as fast (docs/validation.md).
+    /// `AION_CPU_GEMM=ours` or `=torch` decides instead (benchmarks, tests).
+    pub fn ours_is_faster() -> bool {
+        static CHOICE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *CHOICE.get_or_init(|| match std::env::var("AION_CPU_GEMM").as_deref() {
+            Ok("ours") => true,
+            Ok("torch") => false,
+            Ok(other) => {
+                log::warn!("AION_CPU_GEMM={other} is neither `ours` nor `torch`: timing both");
+                race()
+            }
+            Err(_) => race(),
+        })
+    }
+
+    /// Times our product and LibTorch's on `[2048, 768] · [768, 2048]`, in turn (a warm-up each,
+    /// then the best of five each, ~0.3 s in all on 2 cores); `true` unless LibTorch's is more than 10 %
+    /// faster (ours is the default: a noisy machine should not flip the choice).
+    fn race() -> bool {
+        use std::time::{Duration, Instant};
+        let (rows, d_in, d_out) = (2048usize, 768usize, 2048usize);
+        let opts = (tch::Kind::Float, tch::Device::Cpu);
+        let x = tch::Tensor::randn([rows as i64, d_in as i64], opts);
+        let w = tch::Tensor::randn([d_in as i64, d_out as i64], opts);
+        let mut out = vec![0f32; rows * d_out];
+        let mut ours_once =
+            || crate::nn::sgemm::linear_rows(f32s(&x), f32s(&w), None, rows, d_in, d_out, &mut out);
+        let torch_once = || drop(x.matmul(&w));
+        let timed = |f: &mut dyn FnMut()| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        };
+        ours_once();
+        torch_once();
+        let (mut ours, mut torch) = (Duration::MAX, Duration::MAX);
+        for _ in 0..5 {
+            ours = ours.min(timed(&mut ours_once));
+            torch = torch.min(timed(&mut || torch_once()));
+        }
+        let gflops =
+            |d: Duration| 2.0 * (rows * d_in * d_out) as f64 / d.as_secs_f64().max(1e-9) / 1e9;
+        let ours_wins = gflops(torch) <= 1.1 * gflops(ours);
+        log::debug!(
+            "f32 products on LibTorch's CPU device: ours {:.0} GFLOP/s, LibTorch's {:.0} GFLOP/s: using {}",
+            gflops(ours),
+            gflops(torch),
+            if ours_wins { "ours" } else { "LibTorch's" }
+        );
+        ours_wins
+    }
+
+    /// [`super::linear`] for f32 tensors on LibTorch's CPU device, on [`crate::nn::sgemm`]
+    /// (when [`ours_is_faster`]); `x` back for other dtypes and devices.
     pub fn linear<B: Backend, const D: usize>(
         x: Tensor<B, D>,
         w: &Tensor<B, 2>,
         b: Option<&Tensor<B, 1>>,
     ) -> Result<Tensor<B, D>, Tensor<B, D>> {
         let t = take(x)?;
+        if t.tensor.device() != tch::Device::Cpu
+            || t.tensor.kind() != tch::Kind::Float
+            || !ours_is_faster()
+        {
+            return Err(give(t));
+        }
         let (Some(xc), Some(wc)) = (
             host_f32(&t.tensor),
             handle(w.clone()).as_ref().and_then(host_f32),
@@ -184,7 +246,8 @@ mod torch {
         unsafe { super::strided(t.data_ptr() as *const f32, &size, &stride) }
     }
 
-    /// [`super::bmm`] for f32 tensors on LibTorch's CPU device; the inputs back otherwise.
+    /// [`super::bmm`] for f32 tensors on LibTorch's CPU device (when [`ours_is_faster`]); the
+    /// inputs back otherwise.
     pub fn bmm<B: Backend>(
         a: Tensor<B, 3>,
         b: Tensor<B, 3>,
@@ -196,6 +259,11 @@ mod torch {
         let Some(tb) = handle(b.clone()) else {
             return Err((give(ta), b));
         };
+        let f32_cpu =
+            |t: &tch::Tensor| t.device() == tch::Device::Cpu && t.kind() == tch::Kind::Float;
+        if !f32_cpu(&ta.tensor) || !f32_cpu(&tb) || !ours_is_faster() {
+            return Err((give(ta), b));
+        }
         let (Some(av), Some(bv)) = (batched(&ta.tensor), batched(&tb)) else {
             return Err((give(ta), b));
         };
@@ -402,6 +470,15 @@ mod nd {
         crate::nn::sgemm::bmm(av, bv, p, n, k, m, &mut out);
         Ok(from_vec(&[p, n, m], out))
     }
+}
+
+/// Decides now (instead of at the first f32 product) whether f32 products on LibTorch's CPU
+/// device run on [`crate::nn::sgemm`] or on LibTorch's matmul, and returns `true` for ours. The
+/// tools call it before their pipeline starts, so the timing is not disturbed by their own
+/// threads.
+#[cfg(feature = "tch")]
+pub fn cpu_gemm_is_ours() -> bool {
+    torch::ours_is_faster()
 }
 
 /// `x · w + b` over the last dimension (`w` stored `[d_in, d_out]`), on the AVX-512 GEMM of
