@@ -110,9 +110,14 @@ mod torch {
         take(x).ok().map(|t| t.tensor.shallow_clone())
     }
 
+    /// Whether `t` is an f32 tensor on LibTorch's CPU device (what the fast paths take).
+    fn f32_cpu(t: &tch::Tensor) -> bool {
+        t.device() == tch::Device::Cpu && t.kind() == tch::Kind::Float
+    }
+
     /// The contiguous f32 CPU data of `t`, or `None` for another dtype or device.
     fn host_f32(t: &tch::Tensor) -> Option<tch::Tensor> {
-        (t.device() == tch::Device::Cpu && t.kind() == tch::Kind::Float).then(|| t.contiguous())
+        f32_cpu(t).then(|| t.contiguous())
     }
 
     /// Borrows the elements of a contiguous f32 CPU tensor.
@@ -161,7 +166,7 @@ mod torch {
         let mut out = vec![0f32; rows * d_out];
         let mut ours_once =
             || crate::nn::sgemm::linear_rows(f32s(&x), f32s(&w), None, rows, d_in, d_out, &mut out);
-        let torch_once = || drop(x.matmul(&w));
+        let mut torch_once = || drop(x.matmul(&w));
         let timed = |f: &mut dyn FnMut()| {
             let t = Instant::now();
             f();
@@ -172,7 +177,7 @@ mod torch {
         let (mut ours, mut torch) = (Duration::MAX, Duration::MAX);
         for _ in 0..5 {
             ours = ours.min(timed(&mut ours_once));
-            torch = torch.min(timed(&mut || torch_once()));
+            torch = torch.min(timed(&mut torch_once));
         }
         let gflops =
             |d: Duration| 2.0 * (rows * d_in * d_out) as f64 / d.as_secs_f64().max(1e-9) / 1e9;
@@ -194,10 +199,7 @@ mod torch {
         b: Option<&Tensor<B, 1>>,
     ) -> Result<Tensor<B, D>, Tensor<B, D>> {
         let t = take(x)?;
-        if t.tensor.device() != tch::Device::Cpu
-            || t.tensor.kind() != tch::Kind::Float
-            || !ours_is_faster()
-        {
+        if !f32_cpu(&t.tensor) || !ours_is_faster() {
             return Err(give(t));
         }
         let (Some(xc), Some(wc)) = (
@@ -237,7 +239,7 @@ mod torch {
     /// negative strides).
     #[allow(unsafe_code)]
     fn batched(t: &tch::Tensor) -> Option<Batched<'_>> {
-        if t.device() != tch::Device::Cpu || t.kind() != tch::Kind::Float {
+        if !f32_cpu(t) {
             return None;
         }
         let size: Vec<usize> = t.size().iter().map(|&n| n as usize).collect();
@@ -261,8 +263,6 @@ mod torch {
         let Some(tb) = handle(b.clone()) else {
             return Err((give(ta), b));
         };
-        let f32_cpu =
-            |t: &tch::Tensor| t.device() == tch::Device::Cpu && t.kind() == tch::Kind::Float;
         if !f32_cpu(&ta.tensor) || !f32_cpu(&tb) || !ours_is_faster() {
             return Err((give(ta), b));
         }
