@@ -574,6 +574,78 @@ fn masked_from_scratch_then_full_lora_probe_and_new_modalities_on_it() {
 }
 
 #[test]
+fn photometry_pretraining_then_redshift_fine_tuning() {
+    // Issue 19's "pre-train, then fine-tune": a masked pre-training on the magnitudes alone (no
+    // redshift anywhere) and a `full` run on it with redshift as a new target.
+    let dir = tempdir();
+    let d = dir.path();
+    let pre = masked_config(4, "")
+        .replace(", \"tok_z\"]", "]")
+        .replace("[map]\ntok_z = \"Z\"\n", "");
+    assert!(!pre.contains("tok_z"), "{pre}");
+    let base = d.join("pretrained");
+    assert_ok(&finetune(
+        Launch::Alone,
+        &write(d, "pre.toml", &pre),
+        &base,
+        &[],
+    ));
+    assert!(!base.join("codecs/Z").exists());
+    let keys: Vec<String> = MAGS
+        .iter()
+        .map(|b| format!("\"tok_mag_{b}_sdss\""))
+        .collect();
+    let full_cfg = format!(
+        "mode = \"full\"\nseed = 3\ncatalog = [{:?}]\n[model]\nbase = {:?}\n[data]\ninputs = [{}]\ntargets = [\"tok_z\"]\nsplit = {{ val = 0.05, test = 0.05 }}\n[map]\ntok_z = \"Z\"\n[train]\nsteps = 4\nbatch_size = 32\nwarmup_steps = 1\neval_every = 2\n",
+        sdss().display().to_string(),
+        base.display().to_string(),
+        keys.join(", ")
+    );
+    let full = d.join("full");
+    let log = assert_ok(&finetune(
+        Launch::Alone,
+        &write(d, "full.toml", &full_cfg),
+        &full,
+        &[],
+    ));
+    assert!(
+        log.contains("tok_z: new decoder embedding and output head"),
+        "{log}"
+    );
+    // The output has the redshift grid codec and a tok_z head; its test metrics are real numbers.
+    assert!(full.join("codecs/Z/model.safetensors").is_file());
+    let cfg = json(&full.join("config.json"));
+    assert!(
+        cfg["domains_out"]
+            .as_array()
+            .unwrap()
+            .contains(&"tok_z".into())
+    );
+    let summary = json(&full.join("finetune.json"));
+    let nmad = summary["test"]["tok_z"]["sigma_nmad"].as_f64().unwrap();
+    assert!(nmad.is_finite() && nmad > 0.0, "{summary}");
+    // The pre-trained weights were the starting point: every backbone tensor kept its shape.
+    let before = tensors(&base.join("model.safetensors"));
+    let after = tensors(&full.join("model.safetensors"));
+    for (name, v) in &before {
+        let a = after.iter().find(|(n, _)| n == name);
+        assert!(a.is_some_and(|(_, w)| w.len() == v.len()), "{name}");
+    }
+    assert!(after.iter().any(|(n, _)| n.contains("tok_z")));
+    // aion-predict reads it like any model.
+    let (out, catalog) = (d.join("pred.h5"), sdss());
+    let mut a = io_args(&full, &catalog, &out);
+    a.extend(["--target", "tok_z"]);
+    assert_ok(&run_tool(PREDICT, Launch::Alone, &a));
+    let mean = read_all(&out)["/pred/tok_z/mean"].1.clone();
+    assert_eq!(mean.len(), 5000);
+    assert!(
+        mean.iter()
+            .all(|z| z.is_finite() && (0.0..=1.0).contains(z))
+    );
+}
+
+#[test]
 fn one_and_two_ranks_give_the_same_loss_curve() {
     let dir = tempdir();
     let cfg = write(dir.path(), "c.toml", &masked_config(12, ""));

@@ -70,7 +70,8 @@ fn write_codecs<B: Backend>(ctx: &Context<'_>, model: &Aion<B>) -> Result<()> {
             {
                 copy_dir(&layout::codec(base, &m.codec_dir), &dst)?;
             }
-            None if m.codec == aion_model::modality::CodecKind::GridScalar => {
+            // A new model, or a base without it (pre-trained on photometry only): the grid.
+            _ if m.codec == aion_model::modality::CodecKind::GridScalar && !dst.is_dir() => {
                 super::codecs::write_grid_codec(&dst, &m.codec_dir, GRID_K)?;
             }
             _ => {}

@@ -76,7 +76,7 @@ pub fn tokens<B: AutodiffBackend>(
         _ => None,
     };
     let model = if lora.is_some() {
-        freeze_base(model, s)
+        freeze_base(model, s)?
     } else {
         model
     };
@@ -140,14 +140,18 @@ impl<B: AutodiffBackend> ModuleMapper<B> for RequireGrad {
     }
 }
 
-/// LoRA: the base model frozen, except the embeddings of new modalities.
-fn freeze_base<B: AutodiffBackend>(model: Aion<B>, s: &Setup) -> Aion<B> {
+/// LoRA: the base model frozen, except the embeddings of new modalities and of the roles the
+/// run gave the base ([`super::prepare::roles_to_add`]; all of such a modality's embeddings train,
+/// including a role the base already gave it).
+fn freeze_base<B: AutodiffBackend>(model: Aion<B>, s: &Setup) -> Result<Aion<B>> {
     let mut model = model.no_grad();
+    let roles = super::prepare::roles_to_add(s)?;
     let new: Vec<&str> = s
         .cfg
         .new_modalities
         .iter()
         .map(|n| n.token_key.as_str())
+        .chain(roles.iter().map(|r| r.token_key.as_str()))
         .collect();
     model.embeddings = model
         .embeddings
@@ -160,5 +164,5 @@ fn freeze_base<B: AutodiffBackend>(model: Aion<B>, s: &Setup) -> Aion<B> {
             }
         })
         .collect();
-    model
+    Ok(model)
 }

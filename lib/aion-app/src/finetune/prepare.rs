@@ -10,7 +10,7 @@ use aion_model::codecs::scalar::{ScalarCodec, ScalarQuantizer};
 use aion_model::codecs::scalar_fit::{FitKind, FittedCodec, linspace_f32};
 use aion_model::hub::layout;
 use aion_model::modality::{CodecKind, ModalityTable};
-use aion_model::train::extend::{NewModality, extended};
+use aion_model::train::extend::{NewModality, NewRole, extended_with_roles};
 use aion_model::train::init::{InitOptions, init_model};
 use aion_model::weights::WeightFile;
 use aion_model::{Aion, AionConfig};
@@ -347,7 +347,11 @@ fn codecs_of(
                 },
             );
             fitted.push(f);
-        } else if let Some(base) = &s.base {
+        } else if let Some(base) = s
+            .base
+            .as_ref()
+            .filter(|b| m.codec != CodecKind::GridScalar || has_codec(b.path(), m))
+        {
             loaded.insert(m.token_key.to_string(), codecs::load(base.path(), m)?);
         } else if m.codec == CodecKind::GridScalar {
             let buckets = linspace_f32(export::GRID_K);
@@ -368,6 +372,45 @@ fn codecs_of(
     Ok((loaded, fitted))
 }
 
+/// Whether `model` holds a codec for `m` (`codecs/<codec_dir>/`). A base model without the
+/// redshift grid codec (a backbone pre-trained on photometry only) gets the grid, as a new model.
+pub(super) fn has_codec(model: &Path, m: &aion_model::modality::Modality) -> bool {
+    layout::codec(model, &m.codec_dir).is_dir()
+}
+
+/// The roles the base model lacks for the run's built-in (or base-extra) modalities: an input
+/// with no encoder embedding, a target with no decoder embedding and head (e.g. `tok_z` as the
+/// target of a backbone pre-trained on photometry only). `[[new_modality]]` entries are added
+/// separately; a probe reads the base's outputs as they are.
+pub(super) fn roles_to_add(s: &Setup) -> Result<Vec<NewRole>> {
+    let Some(base) = &s.base else {
+        return Ok(Vec::new());
+    };
+    let bc = base.config()?;
+    let c = &s.cfg;
+    let mut keys: Vec<&String> = c.data.inputs.iter().chain(&c.data.targets).collect();
+    keys.dedup();
+    let mut roles: Vec<NewRole> = Vec::new();
+    for k in keys {
+        if c.new_modalities.iter().any(|n| &n.token_key == k)
+            || roles.iter().any(|r| &r.token_key == k)
+        {
+            continue;
+        }
+        let input = c.data.inputs.contains(k) && !bc.domains_in.contains(k);
+        let output =
+            c.mode != Mode::Probe && c.data.targets.contains(k) && !bc.domains_out.contains(k);
+        if input || output {
+            roles.push(NewRole {
+                token_key: k.clone(),
+                input,
+                output,
+            });
+        }
+    }
+    Ok(roles)
+}
+
 /// The model to train: the base (with new modalities added) or a new one.
 fn build_model<B: AutodiffBackend>(s: &Setup, device: &B::Device) -> Result<Aion<B>> {
     let c = &s.cfg;
@@ -385,10 +428,23 @@ fn build_model<B: AutodiffBackend>(s: &Setup, device: &B::Device) -> Result<Aion
                 output: c.data.targets.contains(&n.token_key),
             })
             .collect();
-        if news.is_empty() {
+        let roles = roles_to_add(s)?;
+        for r in &roles {
+            log::info!(
+                "{}: new {} for it (the base model {} has none)",
+                r.token_key,
+                match (r.input, r.output) {
+                    (true, true) => "encoder and decoder embeddings",
+                    (true, false) => "encoder embedding",
+                    _ => "decoder embedding and output head",
+                },
+                base.path().display()
+            );
+        }
+        if news.is_empty() && roles.is_empty() {
             base.transformer(device)?
         } else {
-            let (cfg, bytes, _) = extended(base, &news, opts)?;
+            let (cfg, bytes, _) = extended_with_roles(base, &news, &roles, opts)?;
             let mut w = WeightFile::from_bytes(layout::weights(base.path()), bytes)?;
             let m = Aion::from_weights(cfg, &mut w, device)?;
             w.finish()?;

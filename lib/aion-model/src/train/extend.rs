@@ -2,7 +2,9 @@
 //!
 //! The new token keys get embedding tables (encoder and/or decoder) and modality embeddings,
 //! initialised as in [`super::init`]; `config.json` gets them appended to `domains_in` /
-//! `domains_out`, and `modalities.json` lists them. Every tensor already in `model.safetensors`
+//! `domains_out`, and `modalities.json` lists them. A modality the model's table already knows
+//! (AION-1's built-ins such as `tok_z`) can likewise be given a role the model lacks
+//! ([`NewRole`]): a backbone pre-trained on photometry only gets redshift as a target. Every tensor already in `model.safetensors`
 //! is copied byte for byte (same name, dtype, shape, values): the existing weights are
 //! untouched, and the extended model gives the same outputs as the original for inputs and
 //! targets that do not involve the new modalities.
@@ -31,12 +33,36 @@ pub struct NewModality {
     pub output: bool,
 }
 
+/// A modality the model's table already holds (a built-in such as `tok_z`, or one of the
+/// model's extras) and the roles it is to get; a role the model already gives it is kept as is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRole {
+    /// Its token key.
+    pub token_key: String,
+    /// Give it an encoder embedding (`domains_in`) if it has none.
+    pub input: bool,
+    /// Give it a decoder embedding and output head (`domains_out`) if it has none.
+    pub output: bool,
+}
+
 /// The model of the opened directory `src` with `new` modalities added, in memory: its config
 /// (whose modality table holds the new ones), its safetensors bytes (every stored tensor copied
 /// unchanged, the new ones appended) and the full list of extra modalities it uses.
 pub fn extended(
     src: &ModelDir,
     new: &[NewModality],
+    opts: InitOptions,
+) -> Result<(AionConfig, Vec<u8>, Vec<ExtraModality>)> {
+    extended_with_roles(src, new, &[], opts)
+}
+
+/// [`extended`], also giving the known modalities of `roles` the roles they lack. Their new
+/// tables are initialised as a new modality's; a tensor the model already stores under the same
+/// name (a modality embedding shared by the encoder and the decoder) is kept, not replaced.
+pub fn extended_with_roles(
+    src: &ModelDir,
+    new: &[NewModality],
+    roles: &[NewRole],
     opts: InitOptions,
 ) -> Result<(AionConfig, Vec<u8>, Vec<ExtraModality>)> {
     let mut cfg = src.config()?.clone();
@@ -66,6 +92,29 @@ pub fn extended(
         }
         added.push((m, n.input, n.output));
     }
+    let mut known: Vec<(Modality, bool, bool)> = Vec::new();
+    for r in roles {
+        let key = r.token_key.as_str();
+        let m = cfg.modalities.get(key).ok_or_else(|| {
+            Error::Input(format!(
+                "{key} is neither a built-in modality nor one of the model's"
+            ))
+        })?;
+        if added.iter().any(|(a, ..)| a.token_key == m.token_key) {
+            return Err(Error::Input(format!("{key} is added twice")));
+        }
+        let input = r.input && !cfg.domains_in.iter().any(|k| k == key);
+        let output = r.output && !cfg.domains_out.iter().any(|k| k == key);
+        if input {
+            cfg.domains_in.push(key.to_string());
+        }
+        if output {
+            cfg.domains_out.push(key.to_string());
+        }
+        if input || output {
+            known.push((m, input, output));
+        }
+    }
     cfg.validate()?;
     let new_tensors: Vec<_> = added
         .iter()
@@ -92,6 +141,19 @@ pub fn extended(
         if views.iter().any(|(n, _)| *n == t.name) {
             return Err(bad(format!("already holds {}", t.name)));
         }
+        let v = TensorView::new(Dtype::F32, t.shape.clone(), raw).expect("shape fits data");
+        views.push((t.name.clone(), v));
+    }
+    let role_tensors: Vec<_> = known
+        .iter()
+        .flat_map(|(m, i, o)| modality_tensors(m, &cfg, (*i, *o), opts))
+        .filter(|t| !views.iter().any(|(n, _)| *n == t.name))
+        .collect();
+    let role_raw: Vec<Vec<u8>> = role_tensors
+        .iter()
+        .map(|t| t.data.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    for (t, raw) in role_tensors.iter().zip(&role_raw) {
         let v = TensorView::new(Dtype::F32, t.shape.clone(), raw).expect("shape fits data");
         views.push((t.name.clone(), v));
     }

@@ -9,7 +9,7 @@ use aion_model::fourm::{DecoderMode, TokenInput};
 use aion_model::lora::{LoraBlocks, LoraConfig, LoraSet, LoraTargets};
 use aion_model::modality::{ExtraModality, ModalityTable, by_token_key};
 use aion_model::probe::{ProbeConfig, ProbeHead, ProbePrediction, ProbeTask};
-use aion_model::train::extend::{NewModality, add_modalities};
+use aion_model::train::extend::{NewModality, NewRole, add_modalities, extended_with_roles};
 use aion_model::train::init::{InitOptions, init_model, init_state_dict};
 use aion_model::{Aion, AionConfig};
 use burn::tensor::{Int, Tensor, TensorData};
@@ -234,6 +234,84 @@ fn new_modalities_leave_existing_weights_untouched() {
         ids_in(&ext.config().modalities, "tok_test_ext_u", &[3, 60]),
     ];
     assert_eq!(z_logits(&ext, &with_new).len(), 2 * 1025);
+    std::fs::remove_dir_all(&out).ok();
+}
+
+#[test]
+fn a_backbone_without_redshift_gets_it_as_a_new_target() {
+    // A model whose outputs lack tok_z (as one pre-trained on photometry only): the run gives
+    // it a decoder embedding and head for tok_z; an input role it already has stays as it is.
+    let dev = Default::default();
+    let mut cfg = AionConfig::tiny();
+    cfg.domains_in = vec!["tok_flux_g".into(), "tok_ebv".into()];
+    cfg.domains_out = vec!["tok_flux_g".into(), "tok_ebv".into()];
+    let opts = InitOptions {
+        seed: 5,
+        ordinal_scalars: true,
+    };
+    let src = tmp("roles");
+    save(&init_model::<B>(&cfg, opts, &dev).unwrap(), &src, None).unwrap();
+    let roles = [
+        NewRole {
+            token_key: "tok_z".into(),
+            input: false,
+            output: true,
+        },
+        NewRole {
+            token_key: "tok_flux_g".into(),
+            input: true,
+            output: false,
+        },
+    ];
+    let dir = aion_model::ModelDir::open(&src).unwrap();
+    let (ext_cfg, bytes, _) = extended_with_roles(&dir, &[], &roles, opts).unwrap();
+    assert_eq!(ext_cfg.domains_in, cfg.domains_in);
+    assert_eq!(
+        ext_cfg.domains_out,
+        ["tok_flux_g", "tok_ebv", "tok_z"].map(String::from)
+    );
+    let (before, _) = read_safetensors(&src.join("model.safetensors")).unwrap();
+    let out = tmp("roles-out");
+    std::fs::write(out.join("model.safetensors"), &bytes).unwrap();
+    let (after, _) = read_safetensors(&out.join("model.safetensors")).unwrap();
+    for t in &before {
+        let a = after.iter().find(|a| a.name == t.name).unwrap();
+        assert!(
+            a.shape == t.shape
+                && a.data
+                    .iter()
+                    .zip(&t.data)
+                    .all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{} changed",
+            t.name
+        );
+    }
+    let added: Vec<&str> = after
+        .iter()
+        .filter(|a| !before.iter().any(|b| b.name == a.name))
+        .map(|a| a.name.as_str())
+        .collect();
+    assert!(
+        !added.is_empty() && added.iter().all(|n| n.contains("tok_z")),
+        "{added:?}"
+    );
+    // The extended weights load strictly and predict redshift from the old inputs.
+    let mut w = aion_model::weights::WeightFile::from_bytes("extended", bytes).unwrap();
+    let ext = Aion::<B>::from_weights(ext_cfg, &mut w, &dev).unwrap();
+    w.finish().unwrap();
+    let inputs = [ids("tok_flux_g", &[1, 500]), ids("tok_ebv", &[3, 9])];
+    let z = z_logits(&ext, &inputs);
+    assert_eq!(z.len(), 2 * 1025);
+    assert!(z.iter().all(|v| v.is_finite()));
+    // Asking for a modality the table does not know is an error that names it.
+    let unknown = NewRole {
+        token_key: "tok_nonesuch".into(),
+        input: true,
+        output: false,
+    };
+    let e = extended_with_roles(&dir, &[], &[unknown], opts).unwrap_err();
+    assert!(e.to_string().contains("tok_nonesuch"), "{e}");
+    std::fs::remove_dir_all(&src).ok();
     std::fs::remove_dir_all(&out).ok();
 }
 
