@@ -113,6 +113,13 @@ pub trait Source {
     /// The values of float tensor `name` with stored `shape`, row-major.
     fn floats(&mut self, name: &str, shape: &[usize], init: &Init) -> Vec<f32>;
 
+    /// [`floats`](Self::floats) of a `[rows, cols]` tensor, transposed to `[cols, rows]`
+    /// (row-major). A source may build it without the intermediate row-major copy.
+    fn floats_transposed(&mut self, name: &str, shape: [usize; 2], init: &Init) -> Vec<f32> {
+        let [rows, cols] = shape;
+        transpose(&self.floats(name, &shape, init), rows, cols)
+    }
+
     /// The values of integer tensor `name` with stored `shape`, row-major.
     fn ints(&mut self, name: &str, shape: &[usize], stored: IntType, init: &Init) -> Vec<i64>;
 
@@ -182,8 +189,7 @@ pub trait Source {
     where
         Self: Sized,
     {
-        let stored = self.floats(name, &[d_out, d_in], init);
-        let kept = transpose(&stored, d_out, d_in);
+        let kept = self.floats_transposed(name, [d_out, d_in], init);
         let p = Param::from_tensor(Tensor::from_data(
             TensorData::new(kept, [d_in, d_out]),
             device,
@@ -246,13 +252,21 @@ pub trait Source {
 /// `[rows, cols]` row-major → `[cols, rows]`, in 64×64 tiles (a plain loop misses the cache on
 /// every write: 4 % of a base-size `aion-embed` run was this loop).
 pub fn transpose(stored: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    assert_eq!(stored.len(), rows * cols, "transpose: {rows}×{cols}");
+    transpose_with(rows, cols, |i| stored[i])
+}
+
+/// The `[cols, rows]` transpose of the row-major `[rows, cols]` matrix whose element at flat
+/// index `i` is `value(i)`, built in 64×64 tiles (a plain loop misses the cache on every
+/// write).
+pub(crate) fn transpose_with(rows: usize, cols: usize, value: impl Fn(usize) -> f32) -> Vec<f32> {
     const TILE: usize = 64;
-    let mut out = vec![0f32; stored.len()];
+    let mut out = vec![0f32; rows * cols];
     for r0 in (0..rows).step_by(TILE) {
         for c0 in (0..cols).step_by(TILE) {
             for r in r0..(r0 + TILE).min(rows) {
                 for c in c0..(c0 + TILE).min(cols) {
-                    out[c * rows + r] = stored[r * cols + c];
+                    out[c * rows + r] = value(r * cols + c);
                 }
             }
         }

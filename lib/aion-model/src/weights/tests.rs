@@ -216,3 +216,53 @@ fn draws_follow_their_rules() {
     assert_eq!(table, crate::codecs::scalar_fit::quantile_table(&res, 64));
     assert!(by_token_key("tok_ebv").is_some());
 }
+
+#[test]
+fn mapped_files_and_transposed_reads_give_the_stored_values() {
+    use safetensors::tensor::{Dtype, TensorView};
+    // [3, 70]: more than one 64-wide tile; f32, and bf16 (decoded, then transposed).
+    let (rows, cols) = (3, 70);
+    let vals: Vec<f32> = (0..rows * cols).map(|i| i as f32 * 0.5 - 7.0).collect();
+    let f32_raw: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let bf_raw: Vec<u8> = vals
+        .iter()
+        .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+        .collect();
+    let views = vec![
+        (
+            "w".to_string(),
+            TensorView::new(Dtype::F32, vec![rows, cols], &f32_raw).unwrap(),
+        ),
+        (
+            "b".to_string(),
+            TensorView::new(Dtype::BF16, vec![rows, cols], &bf_raw).unwrap(),
+        ),
+    ];
+    let bytes = safetensors::tensor::serialize(views, None).unwrap();
+    let dir = std::env::temp_dir().join(format!("aion-weights-map-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("model.safetensors");
+    std::fs::write(&path, &bytes).unwrap();
+    let expected: Vec<f32> = (0..cols)
+        .flat_map(|c| (0..rows).map(move |r| (r * cols + c) as f32 * 0.5 - 7.0))
+        .collect();
+    for mut w in [
+        WeightFile::open(&path).unwrap(),
+        WeightFile::from_bytes("<memory>", bytes.clone()).unwrap(),
+    ] {
+        assert_eq!(w.f32s_transposed("w", [rows, cols]), expected);
+        // The same through the generic path (bf16 values are exact here: multiples of 0.5
+        // below 128).
+        assert_eq!(w.f32s_transposed("b", [rows, cols]), expected);
+        w.finish().unwrap();
+    }
+    // A wrong shape is a problem reported by name, as for f32s.
+    let mut w = WeightFile::open(&path).unwrap();
+    let _ = w.f32s_transposed("w", [cols, rows]);
+    let _ = w.f32s("b", &[rows, cols]);
+    assert!(problems(w).contains("w"));
+    // A missing file names itself.
+    let e = WeightFile::open(dir.join("absent.safetensors")).unwrap_err();
+    assert!(e.to_string().contains("absent.safetensors"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
+}
