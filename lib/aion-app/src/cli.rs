@@ -60,6 +60,12 @@ pub trait ToolArgs: Parser {
     fn device(&self) -> Result<(DeviceChoice, Precision)> {
         Ok((DeviceChoice::Cpu, Precision::F32))
     }
+
+    /// The weight file whose checksum the run's provenance will need: rank 0 starts hashing
+    /// it at once ([`provenance::prefetch_sha256`]).
+    fn weights_to_hash(&self) -> Option<std::path::PathBuf> {
+        None
+    }
 }
 
 /// The command line of a tool that runs the model on a catalogue (`aion-tokenize`, `-embed`,
@@ -99,6 +105,10 @@ impl<A: ModelToolArgs> ToolArgs for A {
 
     fn device(&self) -> Result<(DeviceChoice, Precision)> {
         self.compute().device()
+    }
+
+    fn weights_to_hash(&self) -> Option<std::path::PathBuf> {
+        Some(aion_model::hub::layout::weights(&self.io().model))
     }
 }
 
@@ -175,6 +185,11 @@ pub fn main<T: Tool>() -> ExitCode {
         .as_ref()
         .map_or((0, 1, 0), |s| (s.rank(), s.size(), s.local_rank()));
     fault::set_rank(rank);
+    if rank == 0
+        && let Some(w) = args.weights_to_hash()
+    {
+        crate::provenance::prefetch_sha256(&w);
+    }
     let stop = if T::STOP_SIGNALS {
         StopFlag::install().map_err(anyhow::Error::from)
     } else {

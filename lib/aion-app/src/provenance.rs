@@ -38,13 +38,63 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
+/// A file's identity for [`prefetch_sha256`]: canonical path, length and modification time.
+type Stamp = (PathBuf, u64, Option<std::time::SystemTime>);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((
+        std::fs::canonicalize(path).ok()?,
+        m.len(),
+        m.modified().ok(),
+    ))
+}
+
+/// Digests being computed ahead of [`checksums`], with the stamp of the file they read.
+type Pending = (Stamp, std::thread::JoinHandle<Option<String>>);
+static PREFETCHED: std::sync::Mutex<Vec<Pending>> = std::sync::Mutex::new(Vec::new());
+
+/// Starts computing the SHA-256 of `path` on a thread of its own, so that rank 0 hashes the
+/// transformer's weights (about 1 s for AION-1 base) while it loads them rather than after;
+/// [`checksums`] takes the result if the file's length and time are unchanged, and hashes the
+/// file itself otherwise. A file that cannot be read is left to `checksums` (and its message).
+pub fn prefetch_sha256(path: &Path) {
+    let Some(st) = stamp(path) else { return };
+    let file = st.0.clone();
+    let spawned = std::thread::Builder::new()
+        .name("sha256".into())
+        .spawn(move || aion_model::weights::sha256_file(&file).ok());
+    if let (Ok(handle), Ok(mut pending)) = (spawned, PREFETCHED.lock()) {
+        pending.push((st, handle));
+    }
+}
+
+/// SHA-256 of `path`: the prefetched digest when there is one for the file as it is now.
+fn sha256_of(path: &Path) -> Result<String> {
+    let now = stamp(path);
+    let taken = PREFETCHED.lock().ok().and_then(|mut p| {
+        let i = p
+            .iter()
+            .position(|(st, _)| Some(&st.0) == now.as_ref().map(|n| &n.0))?;
+        Some(p.swap_remove(i))
+    });
+    if let Some((st, handle)) = taken
+        && now.as_ref() == Some(&st)
+        && let Ok(Some(digest)) = handle.join()
+        && stamp(path) == now
+    {
+        return Ok(digest);
+    }
+    Ok(aion_model::weights::sha256_file(path)?)
+}
+
 /// SHA-256 of each file, keyed by its path relative to `root`; computed on rank 0 and broadcast.
 pub fn checksums(session: &Session, root: &Path, files: &[PathBuf]) -> Result<String> {
     let json = if session.is_root() {
         let mut map = BTreeMap::new();
         for f in files {
             let rel = f.strip_prefix(root).unwrap_or(f).display().to_string();
-            map.insert(rel, aion_model::weights::sha256_file(f)?);
+            map.insert(rel, sha256_of(f)?);
         }
         serde_json::to_string(&map)?
     } else {
@@ -93,5 +143,26 @@ mod tests {
         assert_eq!(super::civil_from_days(0), (1970, 1, 1));
         assert_eq!(super::civil_from_days(20_417), (2025, 11, 25));
         assert_eq!(super::civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn a_prefetched_digest_is_used_only_for_the_file_as_it_is() {
+        use aion_model::weights::sha256_file;
+        let dir = std::env::temp_dir().join(format!("aion-prefetch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("model.safetensors");
+        std::fs::write(&f, vec![7u8; 3 << 20]).unwrap();
+        super::prefetch_sha256(&f);
+        assert_eq!(super::sha256_of(&f).unwrap(), sha256_file(&f).unwrap());
+        // Changed after the prefetch started: the new content's digest, not the stale one.
+        super::prefetch_sha256(&f);
+        std::fs::write(&f, vec![8u8; (3 << 20) + 1]).unwrap();
+        assert_eq!(super::sha256_of(&f).unwrap(), sha256_file(&f).unwrap());
+        // A file that vanished is an error naming it, prefetched or not.
+        super::prefetch_sha256(&f);
+        std::fs::remove_file(&f).unwrap();
+        let e = super::sha256_of(&f).unwrap_err();
+        assert!(format!("{e:#}").contains("model.safetensors"), "{e:#}");
+        std::fs::remove_dir_all(&dir).ok();
     }
 }
