@@ -381,25 +381,22 @@ pub(super) fn has_codec(model: &Path, m: &aion_model::modality::Modality) -> boo
 /// The roles the base model lacks for the run's built-in (or base-extra) modalities: an input
 /// with no encoder embedding, a target with no decoder embedding and head (e.g. `tok_z` as the
 /// target of a backbone pre-trained on photometry only). `[[new_modality]]` entries are added
-/// separately; a probe reads the base's outputs as they are.
+/// separately. A probe trains only its head, so it gets none: its inputs must be the base's.
 pub(super) fn roles_to_add(s: &Setup) -> Result<Vec<NewRole>> {
-    let Some(base) = &s.base else {
+    let c = &s.cfg;
+    let Some(base) = s.base.as_ref().filter(|_| c.mode != Mode::Probe) else {
         return Ok(Vec::new());
     };
     let bc = base.config()?;
-    let c = &s.cfg;
-    let mut keys: Vec<&String> = c.data.inputs.iter().chain(&c.data.targets).collect();
-    keys.dedup();
     let mut roles: Vec<NewRole> = Vec::new();
-    for k in keys {
+    for k in c.data.inputs.iter().chain(&c.data.targets) {
         if c.new_modalities.iter().any(|n| &n.token_key == k)
             || roles.iter().any(|r| &r.token_key == k)
         {
             continue;
         }
         let input = c.data.inputs.contains(k) && !bc.domains_in.contains(k);
-        let output =
-            c.mode != Mode::Probe && c.data.targets.contains(k) && !bc.domains_out.contains(k);
+        let output = c.data.targets.contains(k) && !bc.domains_out.contains(k);
         if input || output {
             roles.push(NewRole {
                 token_key: k.clone(),
