@@ -132,28 +132,27 @@ pub fn extended_with_roles(
     };
     let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
     let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
-    let new_raw: Vec<Vec<u8>> = new_tensors
+    let held: std::collections::HashSet<&str> = st.names().into_iter().collect();
+    let stored = |name: &str| held.contains(name);
+    for (k, t) in new_tensors.iter().enumerate() {
+        if stored(&t.name) || new_tensors[..k].iter().any(|e| e.name == t.name) {
+            return Err(bad(format!("already holds {}", t.name)));
+        }
+    }
+    // A known modality's tensor that the file already holds (a shared modality embedding) is kept.
+    let mut added_tensors = new_tensors;
+    let role_tensors: Vec<_> = known
+        .iter()
+        .flat_map(|(m, i, o)| modality_tensors(m, &cfg, (*i, *o), opts))
+        .filter(|t| !stored(&t.name) && !added_tensors.iter().any(|a| a.name == t.name))
+        .collect();
+    added_tensors.extend(role_tensors);
+    let raw: Vec<Vec<u8>> = added_tensors
         .iter()
         .map(|t| t.data.iter().flat_map(|v| v.to_le_bytes()).collect())
         .collect();
     let mut views: Vec<(String, TensorView<'_>)> = st.tensors();
-    for (t, raw) in new_tensors.iter().zip(&new_raw) {
-        if views.iter().any(|(n, _)| *n == t.name) {
-            return Err(bad(format!("already holds {}", t.name)));
-        }
-        let v = TensorView::new(Dtype::F32, t.shape.clone(), raw).expect("shape fits data");
-        views.push((t.name.clone(), v));
-    }
-    let role_tensors: Vec<_> = known
-        .iter()
-        .flat_map(|(m, i, o)| modality_tensors(m, &cfg, (*i, *o), opts))
-        .filter(|t| !views.iter().any(|(n, _)| *n == t.name))
-        .collect();
-    let role_raw: Vec<Vec<u8>> = role_tensors
-        .iter()
-        .map(|t| t.data.iter().flat_map(|v| v.to_le_bytes()).collect())
-        .collect();
-    for (t, raw) in role_tensors.iter().zip(&role_raw) {
+    for (t, raw) in added_tensors.iter().zip(&raw) {
         let v = TensorView::new(Dtype::F32, t.shape.clone(), raw).expect("shape fits data");
         views.push((t.name.clone(), v));
     }

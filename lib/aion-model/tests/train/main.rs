@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use aion_model::export::{read_safetensors, save};
+use aion_model::export::{NamedTensor, read_safetensors, save};
 use aion_model::fourm::{DecoderMode, TokenInput};
 use aion_model::lora::{LoraBlocks, LoraConfig, LoraSet, LoraTargets};
 use aion_model::modality::{ExtraModality, ModalityTable, by_token_key};
@@ -157,6 +157,22 @@ fn sincos_tables_equal_the_reference_buffers() {
     assert!(n >= 8, "{n} tables checked");
 }
 
+/// Every tensor of `before` is in `after` with the same name, shape and bits.
+fn assert_kept_bit_for_bit(before: &[NamedTensor], after: &[NamedTensor]) {
+    for t in before {
+        let a = after.iter().find(|a| a.name == t.name).unwrap();
+        assert!(
+            a.shape == t.shape
+                && a.data
+                    .iter()
+                    .zip(&t.data)
+                    .all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{} changed",
+            t.name
+        );
+    }
+}
+
 fn sdss_spec(key: &str, vocab: usize) -> ExtraModality {
     ExtraModality {
         token_key: key.into(),
@@ -205,18 +221,7 @@ fn new_modalities_leave_existing_weights_untouched() {
     assert!(cfg.domains_out.last().unwrap() == "tok_test_ext_u");
     let (before, _) = read_safetensors(&src.join("model.safetensors")).unwrap();
     let (after, _) = read_safetensors(&out.join("model.safetensors")).unwrap();
-    for t in &before {
-        let a = after.iter().find(|a| a.name == t.name).unwrap();
-        assert!(
-            a.shape == t.shape
-                && a.data
-                    .iter()
-                    .zip(&t.data)
-                    .all(|(x, y)| x.to_bits() == y.to_bits()),
-            "{} changed",
-            t.name
-        );
-    }
+    assert_kept_bit_for_bit(&before, &after);
     assert!(
         after
             .iter()
@@ -274,18 +279,7 @@ fn a_backbone_without_redshift_gets_it_as_a_new_target() {
     let out = tmp("roles-out");
     std::fs::write(out.join("model.safetensors"), &bytes).unwrap();
     let (after, _) = read_safetensors(&out.join("model.safetensors")).unwrap();
-    for t in &before {
-        let a = after.iter().find(|a| a.name == t.name).unwrap();
-        assert!(
-            a.shape == t.shape
-                && a.data
-                    .iter()
-                    .zip(&t.data)
-                    .all(|(x, y)| x.to_bits() == y.to_bits()),
-            "{} changed",
-            t.name
-        );
-    }
+    assert_kept_bit_for_bit(&before, &after);
     let added: Vec<&str> = after
         .iter()
         .filter(|a| !before.iter().any(|b| b.name == a.name))
