@@ -26,7 +26,11 @@ Methods, each with a predictive distribution for coverage, PIT and CRPS (validat
   (Meinshausen 2006: each fitted row weighted by 1 / leaf size in every tree sharing its leaf);
 * gradient boosting (`HistGradientBoostingRegressor`, learning rate 0.05, leaf count and leaf
   size chosen on validation, number of trees chosen on validation σ_NMAD); distribution = 15
-  models with the quantile loss (trees per level chosen on validation pinball loss).
+  models with the quantile loss (trees per level chosen on validation pinball loss);
+* local linear regression (`llr`, the "k-NN local regression" of the SDSS photo-z tables, Beck et
+  al. 2016): a linear fit of z on the features over the k nearest fitted rows of each galaxy,
+  refitted once without the neighbours whose residual exceeds 3 σ, k chosen on validation;
+  distribution = the prediction plus the kept neighbours' residuals.
 
 Ours: aion-predict outputs over the part's catalogue (validation/split_catalog.py) written with
 `--save-pdf`, `--ours NAME=FILE.h5` (repeatable); rows are matched by `object_id` (= the row of
@@ -43,7 +47,7 @@ import time
 import h5py
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
-from sklearn.neighbors import KNeighborsRegressor
+from sklearn.neighbors import KNeighborsRegressor, NearestNeighbors
 
 from photoz_metrics import Binned, Quantiles, Weighted, distribution_metrics, point_metrics
 
@@ -101,6 +105,38 @@ def forest(x, z, fit, sel, ev, seed):
     w = qrf_weights(rf, x[fit[1]], x[ev])
     zz = np.broadcast_to(z[fit[1]], w.shape)
     return rf.predict(x[ev]), Weighted(zz, w), {"trees": 300, "min_samples_leaf": leaf, "max_features": mf}
+
+
+def local_linear(x_fit, z_fit, x_ev, k, nn=None):
+    """Local linear regression: per row of `x_ev`, least squares of z on [1, x] over its k nearest
+    rows of `x_fit`, refitted once without the residuals beyond 3 sigma. Returns the predictions,
+    the gradients (n_ev, d), the kept residuals (n_ev, k) and their mask."""
+    if nn is None:
+        nn = NearestNeighbors(n_neighbors=k).fit(x_fit)
+    _, idx = nn.kneighbors(x_ev, n_neighbors=k)
+    a = np.concatenate([np.ones(idx.shape + (1,)), x_fit[idx]], 2)  # (n, k, d+1)
+    y = z_fit[idx]
+    keep = np.ones(idx.shape, dtype=bool)
+    ridge = 1e-6 * np.eye(a.shape[2])
+    for _ in range(2):
+        w = keep[:, :, None] * a
+        coef = np.linalg.solve(np.einsum("nki,nkj->nij", w, a) + ridge, np.einsum("nki,nk->ni", w, y)[:, :, None])[:, :, 0]
+        res = y - np.einsum("nkj,nj->nk", a, coef)
+        sd = np.sqrt((keep * res**2).sum(1) / np.maximum(keep.sum(1) - a.shape[2], 1))
+        keep = np.abs(res) <= 3.0 * sd[:, None]
+    pred = coef[:, 0] + np.einsum("nj,nj->n", x_ev, coef[:, 1:])
+    return pred, coef[:, 1:], res, keep
+
+
+def llr(x, z, fit, sel, ev):
+    nn = NearestNeighbors(n_neighbors=400).fit(x[fit[0]])
+    best = min(
+        (sigma_nmad(local_linear(x[fit[0]], z[fit[0]], x[sel], k, nn)[0], z[sel]), k)
+        for k in [25, 50, 100, 200, 400] if k > x.shape[1] + 1
+    )
+    k = best[1]
+    p, _, res, keep = local_linear(x[fit[1]], z[fit[1]], x[ev], k)
+    return p, Weighted(p[:, None] + res, keep.astype(np.float64)), {"k": k}
 
 
 def pinball(q, z, tau):
@@ -199,14 +235,15 @@ def main():
         t = time.time()
         p, dist, info = ours(path, ev, ids, args.key, args.point)
         rows.append((name, p, dist, info, None))
-    methods = {"knn": ("k-NN", knn), "rf": ("random forest", forest), "gbm": ("gradient boosting", gboost)}
+    methods = {"knn": ("k-NN", knn), "rf": ("random forest", forest), "gbm": ("gradient boosting", gboost),
+               "llr": ("local linear regression", llr)}
     for which, x in feats.items():
         mu, sd = x[fit[1]].mean(0), x[fit[1]].std(0)
         x = (x - mu) / sd
         for m in filter(None, args.methods.split(",")):
             label, fn = methods[m]
             t, c = time.time(), time.process_time()
-            extra = () if m == "knn" else (args.seed,)
+            extra = () if m in ("knn", "llr") else (args.seed,)
             p, dist, hp = fn(x, z, fit, sel, ev, *extra)
             rows.append((f"{label} ({which})", p, dist, hp, (time.time() - t, time.process_time() - c)))
 
