@@ -30,6 +30,7 @@ venv="$root/validation/.venv"
 step "fixtures: regenerate with polymathic-aion 0.0.2 and compare"
 "$venv/bin/python" validation/check_fixtures.py
 "$venv/bin/python" validation/test_check_fixtures.py
+"$venv/bin/python" validation/test_photoz_tools.py
 
 step "GPU check scripts parse (validation/gpu, run on a GPU machine only)"
 bash -n validation/gpu/run.sh validation/gpu/prepare.sh
