@@ -7,10 +7,11 @@ temperature calibration). docs/finetune.md summarises the table.
     validation/.venv/bin/python validation/photoz_explore.py --name wide128 \
         --base configs/finetune/sdss-photoz-tiny.toml --set model.dim=128 --set train.steps=600
 
-`--set KEY=VALUE` (dotted key, VALUE in TOML syntax) overrides the base config, `--unset KEY`
-removes a key. The run goes to out/photoz/runs/NAME (its config: out/photoz/runs/NAME.toml); the validation catalogue (`--val-catalog`,
-made by validation/split_catalog.py) is predicted with aion-predict --save-logits
---no-calibration, and the metrics are computed from the logits with temperature 1 and with the
+`--set KEY=VALUE` (dotted key, VALUE in TOML syntax; `*` for every table of an array, as in
+`new_modality.*.codebook_size=64`) overrides the base config, `--unset KEY` removes a key. The
+run goes to out/photoz/runs/NAME (its config: out/photoz/runs/NAME.toml); the validation catalogue
+(`--val-catalog`, made by validation/split_catalog.py) is predicted with aion-predict
+--save-logits --no-calibration, and the metrics are computed from the logits with temperature 1 and with the
 temperature of the run's calibration.json (fitted on these same rows: optimistic, for reference).
 """
 
@@ -68,10 +69,16 @@ def dump_toml(d, prefix=""):
 
 
 def set_key(cfg, key, value):
-    *path, last = key.split(".")
-    for p in path:
-        cfg = cfg.setdefault(p, {})
-    cfg[last] = value
+    """Sets a dotted key; `*` stands for every table of an array of tables
+    (`new_modality.*.codebook_size=128`)."""
+    head, _, rest = key.partition(".")
+    if not rest:
+        cfg[head] = value
+    elif rest.startswith("*."):
+        for item in cfg[head]:
+            set_key(item, rest[2:], value)
+    else:
+        set_key(cfg.setdefault(head, {}), rest, value)
 
 
 def unset_key(cfg, key):
