@@ -23,7 +23,7 @@ use aion_mpi::Session;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::posterior::summarize;
+use crate::posterior::{probabilities, summarize, summarize_probabilities};
 
 /// File name inside a model directory.
 pub const FILE: &str = "calibration.json";
@@ -62,6 +62,26 @@ pub struct TargetCalibration {
     pub nll: [f64; 2],
     /// Share of rows whose truth lies in the 16–84 % interval, before / after.
     pub coverage_68: [f64; 2],
+    /// The temperature of the posterior averaged over noise draws of the inputs (`aion-predict
+    /// --noise-draws`), fitted on the same rows; absent when the model has no noise map.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise_draws: Option<NoiseDrawsCalibration>,
+}
+
+/// The calibration of the posterior averaged over `draws` redraws of the inputs within their
+/// errors (the mixture `mean_d softmax(logits_d / T)`): wider than one draw's, so it needs its own,
+/// smaller, temperature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoiseDrawsCalibration {
+    /// Draws the fit averaged over.
+    pub draws: usize,
+    /// `T` of the mixture.
+    pub temperature: f64,
+    /// Mean negative log-likelihood of the true token before / after.
+    pub nll: [f64; 2],
+    /// Share of rows whose truth lies in the 16–84 % interval, before / after.
+    pub coverage_68: [f64; 2],
 }
 
 impl CalibrationFile {
@@ -93,9 +113,15 @@ impl CalibrationFile {
             );
         }
         for (key, t) in &f.targets {
-            if t.method != "temperature" || !(t.temperature.is_finite() && t.temperature > 0.0) {
+            let noise_t = t.noise_draws.as_ref().map_or(1.0, |n| n.temperature);
+            if t.method != "temperature"
+                || ![t.temperature, noise_t]
+                    .iter()
+                    .all(|t| t.is_finite() && *t > 0.0)
+            {
                 bail!(
-                    "{}: {key}: method {:?} with temperature {} (expected \"temperature\" and T > 0)",
+                    "{}: {key}: method {:?} with temperature {} (noise draws: {noise_t}) \
+                     (expected \"temperature\" and T > 0)",
                     path.display(),
                     t.method,
                     t.temperature
@@ -116,6 +142,11 @@ impl CalibrationFile {
     pub fn temperature(&self, key: &str) -> Option<f64> {
         self.targets.get(key).map(|t| t.temperature)
     }
+
+    /// The temperature of `key`'s posterior averaged over noise draws, if fitted.
+    pub fn noise_draws(&self, key: &str) -> Option<&NoiseDrawsCalibration> {
+        self.targets.get(key).and_then(|t| t.noise_draws.as_ref())
+    }
 }
 
 /// Divides logits by the temperature.
@@ -124,12 +155,15 @@ pub fn scaled(logits: &[f32], temperature: f64) -> Vec<f32> {
     logits.iter().map(|&l| l * b).collect()
 }
 
-/// Held-out rows of one target: logits (`rows × vocab`, row-major), the true value and token of
-/// each row (rows without a usable truth are left out by the caller) and the codec values of
-/// the first `values.len()` ids.
+/// Held-out rows of one target: logits (`draws × rows × vocab`, row-major), the true value and
+/// token of each row (rows without a usable truth are left out by the caller) and the codec
+/// values of the first `values.len()` ids. With `draws > 1` the posterior of a row is the mean
+/// of its draws' probabilities (inputs redrawn within their errors), each at temperature `T`.
 pub struct Heldout<'a> {
-    /// Logits, `truth.len() × vocab`.
+    /// Logits, `draws × truth.len() × vocab`.
     pub logits: &'a [f32],
+    /// Posteriors averaged per row (1: one set of logits).
+    pub draws: usize,
     /// Vocabulary size (row length of `logits`).
     pub vocab: usize,
     /// True token per row (`< values.len()`).
@@ -151,33 +185,58 @@ impl Heldout<'_> {
         self.truth.is_empty()
     }
 
-    fn row(&self, i: usize) -> &[f32] {
-        &self.logits[i * self.vocab..(i + 1) * self.vocab]
+    /// Row `i`'s logits in draw `d`.
+    fn row(&self, d: usize, i: usize) -> &[f32] {
+        let at = d * self.len() + i;
+        &self.logits[at * self.vocab..(at + 1) * self.vocab]
     }
 
-    /// Σ over the rows of −log p(true token) at temperature `t`, over the ids with a value.
+    /// Σ over the rows of −log p(true token) at temperature `t`, over the ids with a value; with
+    /// draws, p is the mean over the draws.
     pub fn nll_sum(&self, t: f64) -> f64 {
         let (b, k) = (1.0 / t, self.values.len());
         (0..self.len())
             .map(|i| {
-                let l = &self.row(i)[..k];
-                let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let lse = f64::from(max) * b
-                    + l.iter()
-                        .map(|&x| (f64::from(x - max) * b).exp())
-                        .sum::<f64>()
-                        .ln();
-                lse - b * f64::from(l[self.truth[i]])
+                // log p_d(true) per draw, then the log of their mean (log-sum-exp).
+                let logp: Vec<f64> = (0..self.draws)
+                    .map(|d| {
+                        let l = &self.row(d, i)[..k];
+                        let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                        let lse = f64::from(max) * b
+                            + l.iter()
+                                .map(|&x| (f64::from(x - max) * b).exp())
+                                .sum::<f64>()
+                                .ln();
+                        b * f64::from(l[self.truth[i]]) - lse
+                    })
+                    .collect();
+                let m = logp.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let mean = m + logp.iter().map(|&x| (x - m).exp()).sum::<f64>().ln()
+                    - (self.draws as f64).ln();
+                -mean
             })
             .sum()
     }
 
     /// Number of rows whose true value lies in the 16–84 % interval of the posterior at
-    /// temperature `t` (as [`summarize`] computes it).
+    /// temperature `t` (as [`summarize`] computes it; with draws, of their mean probabilities).
     pub fn covered_68(&self, t: f64) -> usize {
         (0..self.len())
             .filter(|&i| {
-                let s = summarize(&scaled(self.row(i), t), self.values);
+                let s = if self.draws == 1 {
+                    summarize(&scaled(self.row(0, i), t), self.values)
+                } else {
+                    let k = self.values.len();
+                    let (mut p, mut outside) = (vec![0.0; k], 0.0);
+                    for d in 0..self.draws {
+                        let (pd, od) = probabilities(&scaled(self.row(d, i), t), k);
+                        for (acc, x) in p.iter_mut().zip(pd) {
+                            *acc += x / self.draws as f64;
+                        }
+                        outside += od / self.draws as f64;
+                    }
+                    summarize_probabilities(&p, outside, self.values)
+                };
                 (s.q16..=s.q84).contains(&self.truth_values[i])
             })
             .count()
@@ -226,6 +285,19 @@ pub fn fit_distributed(
         rows: n as usize,
         nll: [mean_nll(1.0), mean_nll(t)],
         coverage_68: [covered[0] / n, covered[1] / n],
+        noise_draws: None,
+    })
+}
+
+/// [`fit_distributed`] for the mixture over noise draws (`heldout.draws` of them, the same rows
+/// as the plain fit): every rank gets the same result; `None` when no rank has a row.
+pub fn fit_noise_draws(session: &Session, heldout: &Heldout<'_>) -> Option<NoiseDrawsCalibration> {
+    let plain = fit_distributed(session, heldout, "")?;
+    Some(NoiseDrawsCalibration {
+        draws: heldout.draws,
+        temperature: plain.temperature,
+        nll: plain.nll,
+        coverage_68: plain.coverage_68,
     })
 }
 
@@ -281,6 +353,7 @@ mod tests {
             .collect();
         let h = Heldout {
             logits: &logits,
+            draws: 1,
             vocab,
             truth: &truth,
             truth_values: &zs,
@@ -298,6 +371,71 @@ mod tests {
         assert!(h.nll_sum(t) < h.nll_sum(1.0));
     }
 
+    /// Posteriors averaged over noise draws: each draw claims N(c + δ_d, 0.01²), the row's 16
+    /// shifts δ_d (the inputs redrawn within their errors) random but standardised to mean 0 and
+    /// spread exactly 0.015; the truth scatters with σ = 0.02 around c. The mixture of T-scaled
+    /// draws has variance 0.01²·T + 0.015², the truth's at T = 1.75 (instead of 4 for one draw
+    /// without the shifts); a 16-component mixture has lighter tails than a Gaussian, so its
+    /// likelihood prefers a little more (2.0 with this seed). The fit must land in 1.5–2.3 and
+    /// give 65–71 % coverage. Identical draws must give exactly the one-draw likelihood.
+    #[test]
+    fn the_mixture_over_noise_draws_gets_its_own_temperature() {
+        let (vocab, n, draws) = (513usize, 3000usize, 16usize);
+        let (values, truth, zs, centres) = draw(n, 9, (0.2, 0.6), 0.02);
+        let mut rng = Rng::new(10, 99, 1);
+        let mut logits = Vec::with_capacity(draws * n * vocab);
+        let shifts: Vec<Vec<f64>> = (0..n)
+            .map(|_| {
+                let x: Vec<f64> = (0..draws).map(|_| rng.normal()).collect();
+                let mean = x.iter().sum::<f64>() / draws as f64;
+                let sd = (x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / draws as f64).sqrt();
+                x.iter().map(|v| 0.015 * (v - mean) / sd).collect()
+            })
+            .collect();
+        for d in 0..draws {
+            for (row, &c) in shifts.iter().zip(&centres) {
+                logits.extend(gaussian_logits(&values, vocab, c + row[d], 0.01));
+            }
+        }
+        let h = Heldout {
+            logits: &logits,
+            draws,
+            vocab,
+            truth: &truth,
+            truth_values: &zs,
+            values: &values,
+        };
+        let t = fit_temperature(|t| h.nll_sum(t) / n as f64);
+        assert!(
+            (1.5..2.3).contains(&t),
+            "mixture temperature {t}, expected ~1.75-2"
+        );
+        let after = h.covered_68(t) as f64 / n as f64;
+        assert!((0.65..0.71).contains(&after), "coverage after {after}");
+        assert!(h.nll_sum(t) < h.nll_sum(1.0));
+
+        let one: Vec<f32> = centres
+            .iter()
+            .flat_map(|&c| gaussian_logits(&values, vocab, c, 0.01))
+            .collect();
+        let copies: Vec<f32> = (0..4).flat_map(|_| one.iter().copied()).collect();
+        let single = Heldout {
+            logits: &one,
+            draws: 1,
+            ..h
+        };
+        let same = Heldout {
+            logits: &copies,
+            draws: 4,
+            ..single
+        };
+        for t in [0.5, 1.0, 4.0] {
+            let (a, b) = (single.nll_sum(t), same.nll_sum(t));
+            assert!((a - b).abs() < 1e-9 * a.abs(), "T {t}: {a} vs {b}");
+            assert_eq!(single.covered_68(t), same.covered_68(t));
+        }
+    }
+
     /// An already calibrated model keeps T ≈ 1; a too wide one gets T < 1.
     #[test]
     fn calibrated_and_too_wide_models() {
@@ -313,6 +451,7 @@ mod tests {
         let fit = |logits: &[f32]| {
             let h = Heldout {
                 logits,
+                draws: 1,
                 vocab,
                 truth: &truth,
                 truth_values: &zs,
@@ -344,6 +483,7 @@ mod tests {
                 rows: 500,
                 nll: [3.0, 2.8],
                 coverage_68: [0.55, 0.68],
+                noise_draws: None,
             },
         );
         let f = CalibrationFile::new(targets);

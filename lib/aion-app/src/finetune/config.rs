@@ -312,12 +312,17 @@ pub struct CalibrationSection {
     /// `"none"`.
     #[serde(default = "defaults::temperature")]
     pub method: String,
+    /// With `[data.noise]` on inputs: also fit the temperature of the posterior averaged over
+    /// this many redraws of the inputs within their errors (`aion-predict --noise-draws`); 0: no.
+    #[serde(default = "defaults::noise_draws")]
+    pub noise_draws: usize,
 }
 
 impl Default for CalibrationSection {
     fn default() -> Self {
         Self {
             method: defaults::temperature(),
+            noise_draws: defaults::noise_draws(),
         }
     }
 }
@@ -325,6 +330,9 @@ impl Default for CalibrationSection {
 mod defaults {
     pub fn seed() -> u64 {
         0
+    }
+    pub fn noise_draws() -> usize {
+        16
     }
     pub fn yes() -> bool {
         true

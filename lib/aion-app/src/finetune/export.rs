@@ -185,6 +185,16 @@ fn write_calibration(out: &Path, calibration: Option<&CalibrationFile>) -> Resul
                     100.0 * t.coverage_68[0],
                     100.0 * t.coverage_68[1]
                 );
+                if let Some(n) = &t.noise_draws {
+                    log::info!(
+                        "{key}: averaged over {} noise draws of the inputs (aion-predict \
+                         --noise-draws): temperature {:.3}, 68 % coverage {:.1} % -> {:.1} %",
+                        n.draws,
+                        n.temperature,
+                        100.0 * n.coverage_68[0],
+                        100.0 * n.coverage_68[1]
+                    );
+                }
             }
             c.write_dir(out)
         }
@@ -251,7 +261,14 @@ pub fn tokens<B: AutodiffBackend>(
 ) -> Result<()> {
     let model = trained.module.effective();
     let calibration = (ctx.setup.cfg.calibration.method == calibration::METHOD)
-        .then(|| task.calibrate(ctx.session, &model, &ctx.split.val))
+        .then(|| {
+            task.calibrate(
+                ctx.session,
+                &model,
+                &ctx.split.val,
+                ctx.setup.cfg.calibration.noise_draws,
+            )
+        })
         .flatten();
     let preds = if ctx.split.test.is_empty() {
         Vec::new()

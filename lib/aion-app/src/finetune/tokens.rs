@@ -20,7 +20,7 @@ use super::codecs::{bin_centres, posterior_moments, token_values};
 use super::data::{EVAL_STEP, Masking, ModalityData, build_batch};
 use super::log::Evaluation;
 use super::trainer::{ShardLoss, Task, scalar};
-use crate::calibration::{CalibrationFile, Heldout, fit_distributed, scaled};
+use crate::calibration::{CalibrationFile, Heldout, fit_distributed, fit_noise_draws, scaled};
 use crate::metrics::{Binned, Evaluation as Metrics, Posterior, Score};
 use crate::posterior::{edges, probabilities};
 
@@ -103,13 +103,15 @@ impl<B: AutodiffBackend> TokenTask<'_, B> {
     }
 
     /// The logits of point target `t` (index in `data`) for this rank's block `mine` of `rows`
-    /// (`block × vocab`, row-major; empty for an empty block).
+    /// (`block × vocab`, row-major; empty for an empty block). `draw`: `None` for the inputs as
+    /// they are, `Some(d)` for the inputs redrawn within their errors (`[data.noise]`), draw `d`.
     fn block_logits(
         &self,
         model: &Aion<B::InnerBackend>,
         rows: &[usize],
         mine: &std::ops::Range<usize>,
         t: usize,
+        draw: Option<u64>,
     ) -> Vec<f32> {
         if mine.is_empty() {
             return Vec::new();
@@ -118,7 +120,9 @@ impl<B: AutodiffBackend> TokenTask<'_, B> {
             mask_ratio: 0.0,
             ..self.masking
         };
-        let batch = build_batch(self.data, &rows[mine.clone()], EVAL_STEP, full);
+        // Any step but EVAL_STEP adds the noise; these are never training steps.
+        let step = draw.map_or(EVAL_STEP, |d| EVAL_STEP - 1 - d);
+        let batch = build_batch(self.data, &rows[mine.clone()], step, full);
         let ins = inputs::<B::InnerBackend>(&batch, &self.device_inner());
         model
             .predict(&ins, &[&*self.data[t].modality], DecoderMode::Joint)
@@ -144,7 +148,7 @@ impl<B: AutodiffBackend> TokenTask<'_, B> {
         let mut out = Vec::new();
         for t in self.point_targets() {
             let d = &self.data[t];
-            let logits = self.block_logits(model, rows, &mine, t);
+            let logits = self.block_logits(model, rows, &mine, t, None);
             let temperature = calibration.and_then(|c| c.temperature(&d.modality.token_key));
             let codec = d.codec.as_ref().expect("point targets have codecs");
             let v = d.modality.vocab;
@@ -186,35 +190,64 @@ impl<B: AutodiffBackend> TokenTask<'_, B> {
 
     /// Fits the temperature of every point target on `rows` (the validation split), across the
     /// ranks (every rank gets the same file); `None` without point targets or rows with a truth.
+    /// When inputs have a noise map and `noise_draws > 0`, also the temperature of the posterior
+    /// averaged over that many redraws of the inputs (what `aion-predict --noise-draws` uses).
     pub fn calibrate(
         &self,
         session: &Session,
         model: &Aion<B::InnerBackend>,
         rows: &[usize],
+        noise_draws: usize,
     ) -> Option<CalibrationFile> {
         let mine = block_range(rows.len(), session.rank(), session.size());
+        let noisy = self.data.iter().any(|d| d.is_input && d.noise.is_some());
+        let draws = if noisy { noise_draws } else { 0 };
         let mut targets = BTreeMap::new();
         for t in self.point_targets() {
             let d = &self.data[t];
-            let logits = self.block_logits(model, rows, &mine, t);
             let v = d.modality.vocab;
             let values = token_values(d.codec.as_ref().expect("point targets have codecs"), v);
-            let (mut kept, mut truth, mut truth_values) = (Vec::new(), Vec::new(), Vec::new());
-            for (i, &r) in rows[mine.clone()].iter().enumerate() {
-                if d.valid[r] {
-                    kept.extend_from_slice(&logits[i * v..(i + 1) * v]);
-                    truth.push((d.ids[r].max(0) as usize).min(values.len() - 1));
-                    truth_values.push(d.raw.values[r]);
-                }
-            }
+            let usable: Vec<usize> = (0..mine.len())
+                .filter(|&i| d.valid[rows[mine.start + i]])
+                .collect();
+            let kept_logits = |draw: Option<u64>| -> Vec<f32> {
+                let logits = self.block_logits(model, rows, &mine, t, draw);
+                usable
+                    .iter()
+                    .flat_map(|&i| logits[i * v..(i + 1) * v].iter().copied())
+                    .collect()
+            };
+            let kept = kept_logits(None);
+            let (truth, truth_values): (Vec<usize>, Vec<f32>) = usable
+                .iter()
+                .map(|&i| {
+                    let r = rows[mine.start + i];
+                    (
+                        (d.ids[r].max(0) as usize).min(values.len() - 1),
+                        d.raw.values[r],
+                    )
+                })
+                .unzip();
             let heldout = Heldout {
                 logits: &kept,
+                draws: 1,
                 vocab: v,
                 truth: &truth,
                 truth_values: &truth_values,
                 values: &values,
             };
-            if let Some(c) = fit_distributed(session, &heldout, "validation split") {
+            if let Some(mut c) = fit_distributed(session, &heldout, "validation split") {
+                if draws > 0 {
+                    let all: Vec<f32> = (0..draws as u64)
+                        .flat_map(|k| kept_logits(Some(k)))
+                        .collect();
+                    let mixture = Heldout {
+                        logits: &all,
+                        draws,
+                        ..heldout
+                    };
+                    c.noise_draws = fit_noise_draws(session, &mixture);
+                }
                 targets.insert(d.modality.token_key.to_string(), c);
             }
         }
