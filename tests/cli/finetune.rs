@@ -646,6 +646,141 @@ fn photometry_pretraining_then_redshift_fine_tuning() {
 }
 
 #[test]
+fn noise_draws_average_over_redrawn_inputs_with_their_own_temperature() {
+    // A model trained with [data.noise] gets, at export, a second temperature fitted for the
+    // posterior averaged over noise draws of its inputs; aion-predict --noise-draws uses it.
+    let dir = tempdir();
+    let d = dir.path();
+    let base = d.join("model");
+    assert_ok(&finetune(
+        Launch::Alone,
+        &write(d, "m.toml", &masked_config(6, "")),
+        &base,
+        &[],
+    ));
+    let cal = json(&base.join("calibration.json"));
+    let nd = &cal["targets"]["tok_z"]["noise_draws"];
+    assert_eq!(nd["draws"], 16, "{cal}");
+    let t_draws = nd["temperature"].as_f64().unwrap();
+    assert!(t_draws > 0.0 && t_draws.is_finite(), "{cal}");
+    let cov = nd["coverage_68"][1].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&cov), "{cal}");
+
+    // A copy of the catalogue with an all-zero error column (the bundled file stays untouched).
+    let cat = d.join("cat.h5");
+    std::fs::copy(sdss(), &cat).unwrap();
+    {
+        let f = hdf5::File::open_rw(&cat).unwrap();
+        let n = f.dataset("mag_u").unwrap().shape()[0];
+        f.new_dataset_builder()
+            .with_data(&ndarray::Array1::<f32>::zeros(n))
+            .create("zero_err")
+            .unwrap();
+    }
+    let predicted = |name: &str, extra: &[&str], launch: Launch| {
+        let out = d.join(name);
+        let mut a = io_args(&base, &cat, &out);
+        a.extend(["--target", "tok_z", "--save-pdf"]);
+        a.extend(extra);
+        let log = assert_ok(&run_tool(PREDICT, launch, &a));
+        (out, log)
+    };
+    let pdf = |p: &Path| read_all(p)["/pdf/tok_z"].1.clone();
+    let (clean, _) = predicted("clean.h5", &[], Launch::Alone);
+    let (drawn, log) = predicted("drawn.h5", &["--noise-draws", "8"], Launch::Alone);
+    assert!(log.contains("averaged over 8 noise draws"), "{log}");
+    // The draws move the posteriors, and the temperature is the one fitted for them.
+    let (a, b) = (pdf(&clean), pdf(&drawn));
+    let moved = a
+        .iter()
+        .zip(&b)
+        .filter(|(x, y)| (*x - *y).abs() > 1e-4)
+        .count();
+    assert!(moved > 1000, "only {moved} probabilities moved");
+    let attr: serde_json::Value = {
+        let f = hdf5::File::open(&drawn).unwrap();
+        let a: hdf5::types::VarLenUnicode = f
+            .dataset("pred/tok_z/mean")
+            .unwrap()
+            .attr("calibration")
+            .unwrap()
+            .read_scalar()
+            .unwrap();
+        serde_json::from_str(a.as_str()).unwrap()
+    };
+    assert_eq!(
+        attr["each"]["temperature"].as_f64(),
+        Some(t_draws),
+        "{attr}"
+    );
+    assert_eq!(attr["each"]["fitted_for_noise_draws"], true, "{attr}");
+    // Every draw of a row depends on the seed and the row only: two ranks with small chunks give
+    // the same file; another seed gives other posteriors.
+    let (two, _) = predicted(
+        "drawn2.h5",
+        &["--noise-draws", "8", "--chunk-rows", "700"],
+        Launch::Mpirun(2),
+    );
+    assert_eq!(pdf(&two), b, "1 rank vs 2 ranks");
+    let (seed, _) = predicted(
+        "seed.h5",
+        &["--noise-draws", "8", "--noise-seed", "5"],
+        Launch::Alone,
+    );
+    assert_ne!(pdf(&seed), b);
+    // Zero errors redraw nothing: the raw posteriors equal the clean raw ones.
+    let (raw, _) = predicted("raw.h5", &["--no-calibration"], Launch::Alone);
+    let (zero, _) = predicted(
+        "zero.h5",
+        &[
+            "--no-calibration",
+            "--noise-draws",
+            "4",
+            "--noise",
+            "tok_mag_u_sdss=zero_err",
+        ],
+        Launch::Alone,
+    );
+    let worst = pdf(&raw)
+        .iter()
+        .zip(&pdf(&zero))
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
+    assert!(worst < 1e-6, "zero errors changed a probability by {worst}");
+    // Refusals, before anything is written.
+    let refused = |extra: &[&str], words: &[&str]| {
+        let out = d.join("refused.h5");
+        let mut a = io_args(&base, &cat, &out);
+        a.extend(["--target", "tok_z"]);
+        a.extend(extra);
+        let err = assert_fails(&run_tool(PREDICT, Launch::Alone, &a));
+        assert_mentions(&err, words);
+        assert!(!out.exists());
+    };
+    refused(
+        &["--noise", "tok_mag_u_sdss=zero_err"],
+        &["--noise", "--noise-draws"],
+    );
+    refused(
+        &["--noise-draws", "2", "--save-logits"],
+        &["--save-logits", "--save-pdf"],
+    );
+    refused(
+        &[
+            "--noise-draws",
+            "2",
+            "--noise",
+            "tok_mag_u_sdss=no_such_err",
+        ],
+        &["no_such_err", "tok_mag_u_sdss", "cat.h5"],
+    );
+    refused(
+        &["--noise-draws", "2", "--noise", "tok_z=zero_err"],
+        &["tok_z", "not an input"],
+    );
+}
+
+#[test]
 fn one_and_two_ranks_give_the_same_loss_curve() {
     let dir = tempdir();
     let cfg = write(dir.path(), "c.toml", &masked_config(12, ""));

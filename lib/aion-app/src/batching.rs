@@ -55,33 +55,36 @@ pub fn inputs<B: Backend>(
 ) -> Vec<TokenInput<B>> {
     b.modalities
         .iter()
-        .map(|&i| {
-            let t = &tokens[i];
-            let k = t.modality.num_tokens();
-            let ids: Vec<i64> = b
-                .rows
-                .iter()
-                .flat_map(|&r| t.tokens[r * k..(r + 1) * k].iter().copied())
-                .collect();
-            let ids =
-                Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [b.rows.len(), k]), device);
-            let input = TokenInput::new(&t.modality, ids);
-            match &t.token_mask {
-                Some(mask) => {
-                    let m: Vec<bool> = b
-                        .rows
-                        .iter()
-                        .flat_map(|&r| mask[r * k..(r + 1) * k].iter().copied())
-                        .collect();
-                    input.with_mask(Tensor::<B, 2, Bool>::from_data(
-                        TensorData::new(m, [b.rows.len(), k]),
-                        device,
-                    ))
-                }
-                None => input,
-            }
-        })
+        .map(|&i| input_of(&tokens[i], &b.rows, device))
         .collect()
+}
+
+/// The model input of one modality's tokens `t` for the chunk-local `rows`.
+pub fn input_of<B: Backend>(
+    t: &ModalityTokens,
+    rows: &[usize],
+    device: &B::Device,
+) -> TokenInput<B> {
+    let k = t.modality.num_tokens();
+    let ids: Vec<i64> = rows
+        .iter()
+        .flat_map(|&r| t.tokens[r * k..(r + 1) * k].iter().copied())
+        .collect();
+    let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [rows.len(), k]), device);
+    let input = TokenInput::new(&t.modality, ids);
+    match &t.token_mask {
+        Some(mask) => {
+            let m: Vec<bool> = rows
+                .iter()
+                .flat_map(|&r| mask[r * k..(r + 1) * k].iter().copied())
+                .collect();
+            input.with_mask(Tensor::<B, 2, Bool>::from_data(
+                TensorData::new(m, [rows.len(), k]),
+                device,
+            ))
+        }
+        None => input,
+    }
 }
 
 #[cfg(test)]

@@ -115,6 +115,32 @@ pub struct CodecSet<B: Backend> {
     pad: bool,
 }
 
+/// A modality read through a scalar codec ([`CodecSet::scalar_entry`]).
+pub struct ScalarEntry<'a> {
+    /// Index among [`CodecSet::encode`]'s outputs.
+    pub position: usize,
+    /// The catalogue dataset.
+    pub dataset: &'a str,
+    /// Column range of the dataset (`None`: all of it).
+    pub columns: Option<(usize, usize)>,
+    /// The codec.
+    pub codec: &'a aion_model::codecs::scalar::ScalarCodec,
+}
+
+impl ScalarEntry<'_> {
+    /// `clean` (this modality's tokens from [`CodecSet::encode`]) with the values `values` of
+    /// the chunk's rows redrawn within their errors `errors` ([`scalar::redraw`]).
+    pub fn redraw(
+        &self,
+        clean: &ModalityTokens,
+        values: &Column,
+        errors: &Column,
+        rng: impl FnMut(usize) -> aion_model::rng::Rng,
+    ) -> ModalityTokens {
+        scalar::redraw(self.codec, clean, values, errors, self.columns, rng)
+    }
+}
+
 /// The datasets a binding reads, in the order its tokenizer expects them.
 fn datasets_of(b: &Binding, catalog: &Catalog) -> Vec<String> {
     match &b.source {
@@ -251,6 +277,27 @@ impl<B: Backend> CodecSet<B> {
     /// The bindings in use, in modality-table order.
     pub fn bindings(&self) -> impl Iterator<Item = &Binding> {
         self.entries.iter().map(|(b, _, _)| b)
+    }
+
+    /// Where the modality `token_key` is among [`Self::encode`]'s outputs, with its dataset,
+    /// column range and codec, when it is read from one dataset through a scalar codec.
+    pub fn scalar_entry(&self, token_key: &str) -> Option<ScalarEntry<'_>> {
+        self.entries
+            .iter()
+            .enumerate()
+            .find_map(|(position, (b, _, tok))| match (&b.source, tok) {
+                (Source::Scalar { dataset, columns }, Some(AnyCodec::Scalar(codec)))
+                    if b.token_key() == token_key =>
+                {
+                    Some(ScalarEntry {
+                        position,
+                        dataset,
+                        columns: *columns,
+                        codec,
+                    })
+                }
+                _ => None,
+            })
     }
 
     /// Weight and config files the codecs were loaded from (for checksums).

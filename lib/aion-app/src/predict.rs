@@ -33,9 +33,10 @@ use std::time::Instant;
 
 use aion_model::ModelDir;
 use aion_model::codecs::scalar::ScalarCodec;
-use aion_model::fourm::{Aion, DecoderMode};
+use aion_model::fourm::{Aion, DecoderMode, TokenInput};
 use aion_model::modality::{Modality, ModalityInfo, ModalityTable, UNKNOWN_UNITS};
 use aion_model::probe::{ProbeConfig, ProbeHead, ProbePrediction, ProbeTask};
+use aion_model::rng::{self, Rng};
 use aion_model::weights::sha256_file;
 use aion_mpi::Session;
 use anyhow::{Context, Result, bail};
@@ -44,7 +45,7 @@ use clap::{Parser, ValueEnum};
 
 use crate::args::IoArgs;
 use crate::backend::ComputeArgs;
-use crate::batching::{batches, inputs};
+use crate::batching::{batches, input_of, inputs};
 use crate::calibration::{CalibrationFile, scaled};
 use crate::cli::{Report, RunContext, Tool};
 use crate::codec_set::{CodecSet, ModalityTokens};
@@ -129,6 +130,21 @@ pub struct PredictArgs {
     /// the target tokens to the same values; each member's transformer runs on every row.
     #[arg(long, value_name = "DIR", num_args = 1..)]
     pub ensemble: Vec<PathBuf>,
+    /// Average each target's posterior over N copies of the inputs redrawn within their errors
+    /// (`x + N(0, 1)·err`, as the fine-tuning's `[data.noise]` augmentation redraws them), so the
+    /// posterior accounts for the measurement errors. The error datasets are the model's own
+    /// `[data.noise]` map (its `finetune.json`) or `--noise`; the temperature is the one
+    /// aion-finetune fitted for such averages (`calibration.json`, `noise_draws`) when there is
+    /// one. Costs N times the transformer's work.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub noise_draws: usize,
+    /// The error dataset of an input for `--noise-draws` (repeatable), instead of the model's map.
+    #[arg(long = "noise", value_name = "TOKEN_KEY=DATASET")]
+    pub noise: Vec<String>,
+    /// Seed of the noise draws (a row's draws depend on the seed and the row's index in the
+    /// catalogue only: the same for any number of ranks or chunk size).
+    #[arg(long, value_name = "SEED", default_value_t = 0)]
+    pub noise_seed: u64,
 }
 
 impl PredictArgs {
@@ -161,6 +177,7 @@ impl Tool for PredictArgs {
                     );
                 }
                 let plan = ModelPlan::<B>::load(&self.io, &device, &keys, session.size())?;
+                let noise = noise_plan(self, &plan)?;
                 let mut calibrations = Vec::new();
                 for dir in self.models() {
                     calibrations.push(if self.no_calibration {
@@ -169,7 +186,7 @@ impl Tool for PredictArgs {
                         CalibrationFile::read_dir(dir)?
                     });
                 }
-                let targets = load_targets(&plan, &keys, &calibrations)?;
+                let targets = load_targets(&plan, &keys, &calibrations, noise.as_ref())?;
                 let codec_sums = if self.ensemble.is_empty() {
                     Vec::new()
                 } else {
@@ -184,12 +201,27 @@ impl Tool for PredictArgs {
                     .probe
                     .then(|| load_probe(&self.io.model, &plan, &device))
                     .transpose()?;
-                Ok(Loaded {
+                let loaded = Loaded {
                     plan,
                     targets,
                     probe,
                     ensemble,
-                })
+                    noise,
+                };
+                if let Some(np) = &loaded.noise {
+                    for (key, _) in &np.inputs {
+                        if loaded
+                            .codec_sets()
+                            .iter()
+                            .any(|c| c.scalar_entry(key).is_none())
+                        {
+                            bail!(
+                                "--noise-draws: an --ensemble member does not read {key} through a scalar codec"
+                            );
+                        }
+                    }
+                }
+                Ok(loaded)
             })(),
         )?;
         run_plan(self, session, stop, &loaded, &device).map(Report::from)
@@ -206,6 +238,127 @@ struct Loaded<B: Backend> {
     probe: Option<Probe<B>>,
     /// The `--ensemble` members (`--model`'s transformer is `plan.aion`).
     ensemble: Vec<Member<B>>,
+    /// `--noise-draws`.
+    noise: Option<NoisePlan>,
+}
+
+/// `--noise-draws`: the inputs redrawn within their errors.
+struct NoisePlan {
+    draws: usize,
+    seed: u64,
+    /// (token key, error dataset) of each redrawn input.
+    inputs: Vec<(String, String)>,
+}
+
+/// The file of a fine-tuned model directory that holds its configuration (`config.data.noise`).
+const FINETUNE_JSON: &str = "finetune.json";
+
+/// The noise plan of `--noise-draws` / `--noise`, checked against the plan's inputs and the
+/// catalogue; `None` without `--noise-draws`.
+fn noise_plan<B: Backend>(args: &PredictArgs, plan: &ModelPlan<B>) -> Result<Option<NoisePlan>> {
+    if args.noise_draws == 0 {
+        if !args.noise.is_empty() {
+            bail!("--noise names error datasets for --noise-draws N, which is not given");
+        }
+        return Ok(None);
+    }
+    if args.save_logits {
+        bail!(
+            "--noise-draws: --save-logits writes one set of raw logits, and there are N; \
+             --save-pdf writes the averaged posterior"
+        );
+    }
+    let model = plan.common.model.path();
+    let explicit = !args.noise.is_empty();
+    let map: Vec<(String, String)> = if explicit {
+        args.noise
+            .iter()
+            .map(|s| match s.split_once('=') {
+                Some((k, d)) if !k.is_empty() && !d.is_empty() => {
+                    Ok((k.to_string(), d.to_string()))
+                }
+                _ => bail!("--noise {s:?}: expected TOKEN_KEY=DATASET"),
+            })
+            .collect::<Result<_>>()?
+    } else {
+        let path = model.join(FINETUNE_JSON);
+        let missing = || {
+            format!(
+                "--noise-draws: {} has no [data.noise] map (in {FINETUNE_JSON}); give the error \
+                 dataset of each input with --noise TOKEN_KEY=DATASET",
+                model.display()
+            )
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(missing()),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("invalid JSON in {}", path.display()))?;
+        let noise = v.pointer("/config/data/noise").and_then(|n| n.as_object());
+        let map: Vec<(String, String)> = noise
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, d)| d.as_str().map(|d| (k.clone(), d.to_string())))
+            .collect();
+        if map.is_empty() {
+            bail!(missing());
+        }
+        map
+    };
+    let catalog = &plan.common.catalog;
+    let inputs: Vec<&str> = plan.inputs().iter().map(|b| b.token_key()).collect();
+    let mut kept = Vec::new();
+    for (key, err) in map {
+        let entry = plan
+            .codecs
+            .scalar_entry(&key)
+            .filter(|_| inputs.contains(&key.as_str()));
+        let Some(entry) = entry else {
+            if explicit {
+                bail!("--noise {key}={err}: {key} is not an input read through a scalar codec");
+            }
+            log::info!(
+                "--noise-draws: {key} (in the model's noise map) is not an input of this run"
+            );
+            continue;
+        };
+        let shape = |d: &str| -> Result<Vec<usize>> {
+            match catalog.info(d)? {
+                Some(i) => Ok(i.row_shape),
+                None => bail!(
+                    "--noise-draws: the catalogue {} has no dataset {d} (the error of {key})",
+                    catalog.paths_text()
+                ),
+            }
+        };
+        let (want, got) = (shape(entry.dataset)?, shape(&err)?);
+        if want != got {
+            bail!(
+                "--noise-draws: {err} (the error of {key}) has rows of shape {got:?}, {} {want:?}",
+                entry.dataset
+            );
+        }
+        kept.push((key, err));
+    }
+    if kept.is_empty() {
+        bail!("--noise-draws: no input of this run has an error dataset");
+    }
+    log::info!(
+        "posteriors averaged over {} noise draws of {} (seed {})",
+        args.noise_draws,
+        kept.iter()
+            .map(|(k, e)| format!("{k} ± {e}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        args.noise_seed
+    );
+    Ok(Some(NoisePlan {
+        draws: args.noise_draws,
+        seed: args.noise_seed,
+        inputs: kept,
+    }))
 }
 
 /// An `--ensemble` member: a transformer that reads the catalogue through its own codecs (the
@@ -364,6 +517,10 @@ struct Target {
     /// Per model (`--model`, then the `--ensemble` members): the temperature of its
     /// `calibration.json` its logits are divided by.
     temperatures: Vec<Option<f64>>,
+    /// `--noise-draws` (0: none), and per model whether its temperature was fitted for the
+    /// average over noise draws (`calibration.json`'s `noise_draws`).
+    noise_draws: usize,
+    fitted_for_draws: Vec<bool>,
 }
 
 impl Target {
@@ -383,23 +540,35 @@ impl Target {
     /// What the output records about the calibration of this target (attribute `calibration`):
     /// `models` are `--model` and the `--ensemble` members.
     fn calibration(&self, models: &[&Path]) -> String {
-        let one = |t: Option<f64>| match t {
+        let one = |i: usize| match self.temperatures[i] {
+            Some(t) if self.noise_draws > 0 => serde_json::json!({
+                "method": "temperature", "temperature": t, "source": crate::calibration::FILE,
+                "fitted_for_noise_draws": self.fitted_for_draws[i],
+            }),
             Some(t) => serde_json::json!({
                 "method": "temperature", "temperature": t, "source": crate::calibration::FILE,
             }),
             None => serde_json::json!("none"),
         };
-        match (models, self.temperature()) {
-            ([_], Some(t)) => one(Some(t)).to_string(),
-            ([_], None) => "none".into(),
+        let text = match models {
+            [_] if self.temperature().is_none() => "none".into(),
+            [_] => one(0).to_string(),
             _ => serde_json::json!({
                 "method": "ensemble: mean of the members' probabilities",
-                "members": models.iter().zip(&self.temperatures).map(|(m, &t)| {
-                    serde_json::json!({ "model": m, "calibration": one(t) })
+                "members": models.iter().enumerate().map(|(i, m)| {
+                    serde_json::json!({ "model": m, "calibration": one(i) })
                 }).collect::<Vec<_>>(),
             })
             .to_string(),
+        };
+        if self.noise_draws == 0 {
+            return text;
         }
+        serde_json::json!({
+            "method": format!("mean over {} noise draws of the inputs", self.noise_draws),
+            "each": serde_json::from_str::<serde_json::Value>(&text).unwrap_or(text.into()),
+        })
+        .to_string()
     }
 }
 
@@ -460,7 +629,59 @@ struct Out {
 /// What the reader stage hands on per chunk: ids, the tokens of each codec set
 /// ([`Loaded::codec_sets`]: `--model`'s first), and per target its true values (`None` without
 /// a truth dataset).
-type ChunkInput = (Vec<i64>, Vec<Vec<ModalityTokens>>, Vec<Option<Vec<f32>>>);
+type ChunkInput = (
+    Vec<i64>,
+    Vec<Vec<ModalityTokens>>,
+    Vec<Option<Vec<f32>>>,
+    Redrawn,
+);
+
+/// Per noise draw, per codec set: the redrawn modalities (their index among the set's tokens,
+/// their tokens). Empty without `--noise-draws`.
+type Redrawn = Vec<Vec<Vec<(usize, ModalityTokens)>>>;
+
+/// The redrawn inputs of the chunk `rows` for every draw and codec set (`tokens`: each set's
+/// clean tokens). Draw `d` of noisy input `k` of catalogue row `g` uses the generator keyed by
+/// (seed, d, k) and `g`: independent of the chunking and the rank count.
+fn redraw<B: Backend>(
+    np: &NoisePlan,
+    sets: &[&CodecSet<B>],
+    tokens: &[Vec<ModalityTokens>],
+    catalog: &aion_io::Catalog,
+    rows: &Range<usize>,
+) -> Result<Redrawn> {
+    let mut cols = Vec::with_capacity(np.inputs.len());
+    for (key, err) in &np.inputs {
+        let entry = sets[0].scalar_entry(key).expect("checked at load");
+        let errors = catalog.read(err, rows.clone())?;
+        if errors.to_f32().is_none() {
+            bail!("--noise-draws: {err} (the error of {key}) is not numeric");
+        }
+        cols.push((catalog.read(entry.dataset, rows.clone())?, errors));
+    }
+    Ok((0..np.draws as u64)
+        .map(|d| {
+            sets.iter()
+                .zip(tokens)
+                .map(|(set, clean)| {
+                    np.inputs
+                        .iter()
+                        .zip(&cols)
+                        .enumerate()
+                        .map(|(k, ((key, _), (values, errors)))| {
+                            let e = set.scalar_entry(key).expect("checked at load");
+                            let key = rng::hash(np.seed, d, k as u64);
+                            let t = e.redraw(&clean[e.position], values, errors, |r| {
+                                Rng::new(key, rng::tags::NOISE, (rows.start + r) as u64)
+                            });
+                            (e.position, t)
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+        .collect())
+}
 
 /// `<model>/probe/`, checked against the model and the catalogue's bindings.
 fn load_probe<B: Backend>(
@@ -521,7 +742,9 @@ fn load_targets<B: Backend>(
     plan: &ModelPlan<B>,
     keys: &[&str],
     calibrations: &[Option<CalibrationFile>],
+    noise: Option<&NoisePlan>,
 ) -> Result<Vec<Target>> {
+    let draws = noise.map_or(0, |n| n.draws);
     let mut out = Vec::new();
     for &key in keys {
         let m = plan
@@ -555,9 +778,26 @@ fn load_targets<B: Backend>(
                 Source::Scalar { dataset, columns } => Some((dataset.clone(), *columns)),
                 _ => None,
             });
+        // With noise draws, the temperature fitted for their average when the file has one.
+        let for_draws: Vec<Option<f64>> = calibrations
+            .iter()
+            .map(|c| {
+                c.as_ref()
+                    .and_then(|c| c.noise_draws(key))
+                    .map(|n| n.temperature)
+            })
+            .filter(|_| draws > 0)
+            .collect();
+        let fitted_for_draws: Vec<bool> = (0..calibrations.len())
+            .map(|i| for_draws.get(i).is_some_and(Option::is_some))
+            .collect();
         let temperatures: Vec<Option<f64>> = calibrations
             .iter()
-            .map(|c| c.as_ref().and_then(|c| c.temperature(key)))
+            .enumerate()
+            .map(|(i, c)| {
+                let plain = c.as_ref().and_then(|c| c.temperature(key));
+                for_draws.get(i).copied().flatten().or(plain)
+            })
             .collect();
         for (i, t) in temperatures.iter().enumerate() {
             if let Some(t) = t {
@@ -567,9 +807,26 @@ fn load_targets<B: Backend>(
                     format!(" (ensemble member {i})")
                 };
                 log::info!(
-                    "{key}{member}: calibrated posteriors (temperature {t:.3}, {})",
-                    crate::calibration::FILE
+                    "{key}{member}: calibrated posteriors (temperature {t:.3}, {}{})",
+                    crate::calibration::FILE,
+                    if fitted_for_draws[i] {
+                        format!(", fitted for the average over {} noise draws", {
+                            calibrations[i]
+                                .as_ref()
+                                .and_then(|c| c.noise_draws(key))
+                                .map_or(0, |n| n.draws)
+                        })
+                    } else {
+                        String::new()
+                    }
                 );
+                if draws > 0 && !fitted_for_draws[i] {
+                    log::warn!(
+                        "{key}{member}: its calibration was fitted without noise draws; the \
+                         posteriors averaged over --noise-draws are wider than that temperature \
+                         was fitted for (re-export with aion-finetune to fit one)"
+                    );
+                }
             }
         }
         out.push(Target {
@@ -578,6 +835,8 @@ fn load_targets<B: Backend>(
             edges,
             truth,
             temperatures,
+            noise_draws: draws,
+            fitted_for_draws,
         });
     }
     Ok(out)
@@ -699,6 +958,9 @@ fn run_plan<B: Backend>(
         "decoder": args.decoder, "save_pdf": args.save_pdf, "save_logits": args.save_logits,
         "device": format!("{:?}", args.compute.device), "precision": args.compute.precision,
         "bindings": plan.codecs.bindings().collect::<Vec<_>>(), "object_id": plan.ids.source(),
+        "noise_draws": loaded.noise.as_ref().map(|n| serde_json::json!({
+            "draws": n.draws, "seed": n.seed, "errors": n.inputs,
+        })),
         "probe": probe.map(|p| &p.cfg),
         "calibration": targets
             .iter()
@@ -778,7 +1040,16 @@ fn run_plan<B: Backend>(
                 .iter()
                 .map(|c| c.encode(catalog, rows.clone(), stages))
                 .collect::<Result<Vec<_>>>()?;
-            Ok((ids, tokens, truths))
+            let redrawn = match &loaded.noise {
+                Some(np) => {
+                    let coding = Instant::now();
+                    let r = redraw(np, &codec_sets, &tokens, catalog, &rows)?;
+                    stages.add(Stage::ScalarCodec, coding);
+                    r
+                }
+                None => Vec::new(),
+            };
+            Ok((ids, tokens, truths, redrawn))
         },
         |input| compute(args, loaded, mode, device, input, stages),
         |rows, out| {
@@ -858,7 +1129,7 @@ fn compute<B: Backend>(
     loaded: &Loaded<B>,
     mode: DecoderMode,
     device: &B::Device,
-    (ids, mut tokens, truths): ChunkInput,
+    (ids, mut tokens, truths, redrawn): ChunkInput,
     stages: &Stages,
 ) -> Result<Out> {
     let (plan, targets, probe) = (&loaded.plan, &loaded.targets[..], loaded.probe.as_ref());
@@ -959,21 +1230,38 @@ fn compute<B: Backend>(
             .iter()
             .map(|t| inputs::<B>(t, &b, device))
             .collect();
-        let logits = models
-            .iter()
-            .map(|&(aion, set)| {
-                let inp = if set == 0 { &inp } else { &own[set - 1] };
-                aion.predict(inp, &mods, mode)
-                    .into_iter()
-                    .map(|l| {
-                        l.into_data()
-                            .convert::<f32>()
-                            .to_vec()
-                            .map_err(|e| anyhow::anyhow!("{e:?}"))
-                    })
-                    .collect::<Result<Vec<Vec<f32>>>>()
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let run = |aion: &Aion<B>, inp: &[TokenInput<B>]| {
+            aion.predict(inp, &mods, mode)
+                .into_iter()
+                .map(|l| {
+                    l.into_data()
+                        .convert::<f32>()
+                        .to_vec()
+                        .map_err(|e| anyhow::anyhow!("{e:?}"))
+                })
+                .collect::<Result<Vec<Vec<f32>>>>()
+        };
+        // Per model (and, with noise draws, per draw within it): the logits of each target.
+        let mut logits = Vec::with_capacity(models.len() * redrawn.len().max(1));
+        let mut temperatures_of = Vec::with_capacity(logits.capacity());
+        for (m, &(aion, set)) in models.iter().enumerate() {
+            let inp = if set == 0 { &inp } else { &own[set - 1] };
+            if redrawn.is_empty() {
+                logits.push(run(aion, inp)?);
+                temperatures_of.push(m);
+                continue;
+            }
+            for draw in &redrawn {
+                let mut noisy = inp.clone();
+                for (position, t) in &draw[set] {
+                    if let Some(j) = b.modalities.iter().position(|i| i == position) {
+                        noisy[j] = input_of::<B>(t, &b.rows, device);
+                    }
+                }
+                logits.push(run(aion, &noisy)?);
+                temperatures_of.push(m);
+            }
+        }
         stages.add(Stage::Predict, predicting);
         let summarizing = Instant::now();
         for (ti, t) in targets.iter().enumerate() {
@@ -982,10 +1270,12 @@ fn compute<B: Backend>(
                 for p in 0..nt {
                     let at = (j * nt + p) * v..(j * nt + p + 1) * v;
                     let values = &t.values[p.min(t.values.len() - 1)];
-                    // The mean of the models' (calibrated) probabilities; one model's own.
+                    // The mean of the models' (and draws') calibrated probabilities; one
+                    // model's own.
                     let (mut probs, mut outside) = (vec![0.0; values.len()], 0.0);
-                    let weight = 1.0 / models.len() as f64;
-                    for (l, temp) in logits.iter().zip(&t.temperatures) {
+                    let weight = 1.0 / logits.len() as f64;
+                    for (l, &m) in logits.iter().zip(&temperatures_of) {
+                        let temp = &t.temperatures[m];
                         let raw = &l[ti][at.clone()];
                         let calibrated = temp.map(|temp| scaled(raw, temp));
                         let (pm, om) =

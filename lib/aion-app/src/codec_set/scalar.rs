@@ -4,6 +4,7 @@ use aion_io::Column;
 use aion_io::catalog::ColumnValues;
 use aion_model::codecs::scalar::ScalarCodec;
 use aion_model::modality::Modality;
+use aion_model::rng::Rng;
 
 use super::{ModalityTokens, NO_TOKEN};
 
@@ -36,6 +37,39 @@ pub fn encode(
             t.tokens[r * c + j] = codec.encode_value(j, v);
         }
         t.used[r] = true;
+    }
+    t
+}
+
+/// `clean` (what [`encode`] gave for `col`) with the values of every used row redrawn as
+/// `x + N(0, 1)·err` and tokenized again: `err` holds the rows' errors (the same shape as `col`;
+/// a non-finite or non-positive error leaves its value as it is, as the fine-tuning's noise
+/// augmentation does), `rng(r)` the generator of chunk row `r` (one normal draw per value).
+pub fn redraw(
+    codec: &ScalarCodec,
+    clean: &ModalityTokens,
+    col: &Column,
+    err: &Column,
+    columns: Option<(usize, usize)>,
+    mut rng: impl FnMut(usize) -> Rng,
+) -> ModalityTokens {
+    let values = col.to_f32().expect("checked: scalar datasets are numeric");
+    let errors = err.to_f32().expect("checked: error datasets are numeric");
+    let width = col.row_len();
+    let (a, b) = columns.unwrap_or((0, width));
+    let c = b - a;
+    let mut t = clean.clone();
+    for r in (0..clean.used.len()).filter(|&r| clean.used[r]) {
+        let mut g = rng(r);
+        for j in 0..c {
+            let (x, e) = (values[r * width + a + j], errors[r * width + a + j]);
+            let x = if e.is_finite() && e > 0.0 {
+                (f64::from(x) + g.normal() * f64::from(e)) as f32
+            } else {
+                x
+            };
+            t.tokens[r * c + j] = codec.encode_value(j, x);
+        }
     }
     t
 }
