@@ -550,25 +550,24 @@ impl Target {
             }),
             None => serde_json::json!("none"),
         };
-        let text = match models {
-            [_] if self.temperature().is_none() => "none".into(),
-            [_] => one(0).to_string(),
+        let each = match models {
+            [_] => one(0),
             _ => serde_json::json!({
                 "method": "ensemble: mean of the members' probabilities",
                 "members": models.iter().enumerate().map(|(i, m)| {
                     serde_json::json!({ "model": m, "calibration": one(i) })
                 }).collect::<Vec<_>>(),
+            }),
+        };
+        match each {
+            _ if self.noise_draws > 0 => serde_json::json!({
+                "method": format!("mean over {} noise draws of the inputs", self.noise_draws),
+                "each": each,
             })
             .to_string(),
-        };
-        if self.noise_draws == 0 {
-            return text;
+            serde_json::Value::String(none) => none,
+            v => v.to_string(),
         }
-        serde_json::json!({
-            "method": format!("mean over {} noise draws of the inputs", self.noise_draws),
-            "each": serde_json::from_str::<serde_json::Value>(&text).unwrap_or(text.into()),
-        })
-        .to_string()
     }
 }
 
@@ -778,57 +777,46 @@ fn load_targets<B: Backend>(
                 Source::Scalar { dataset, columns } => Some((dataset.clone(), *columns)),
                 _ => None,
             });
-        // With noise draws, the temperature fitted for their average when the file has one.
-        let for_draws: Vec<Option<f64>> = calibrations
+        // Per model: its temperature and, with noise draws, whether it was fitted for their
+        // average (the file's `noise_draws`, preferred when present; its draw count).
+        let temps: Vec<(Option<f64>, Option<usize>)> = calibrations
             .iter()
             .map(|c| {
-                c.as_ref()
+                let fitted = c
+                    .as_ref()
                     .and_then(|c| c.noise_draws(key))
-                    .map(|n| n.temperature)
-            })
-            .filter(|_| draws > 0)
-            .collect();
-        let fitted_for_draws: Vec<bool> = (0..calibrations.len())
-            .map(|i| for_draws.get(i).is_some_and(Option::is_some))
-            .collect();
-        let temperatures: Vec<Option<f64>> = calibrations
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
+                    .filter(|_| draws > 0);
                 let plain = c.as_ref().and_then(|c| c.temperature(key));
-                for_draws.get(i).copied().flatten().or(plain)
+                (
+                    fitted.map(|n| n.temperature).or(plain),
+                    fitted.map(|n| n.draws),
+                )
             })
             .collect();
-        for (i, t) in temperatures.iter().enumerate() {
-            if let Some(t) = t {
-                let member = if i == 0 {
-                    String::new()
-                } else {
-                    format!(" (ensemble member {i})")
-                };
-                log::info!(
-                    "{key}{member}: calibrated posteriors (temperature {t:.3}, {}{})",
-                    crate::calibration::FILE,
-                    if fitted_for_draws[i] {
-                        format!(", fitted for the average over {} noise draws", {
-                            calibrations[i]
-                                .as_ref()
-                                .and_then(|c| c.noise_draws(key))
-                                .map_or(0, |n| n.draws)
-                        })
-                    } else {
-                        String::new()
-                    }
+        for (i, (t, fitted)) in temps.iter().enumerate() {
+            let Some(t) = t else { continue };
+            let member = if i == 0 {
+                String::new()
+            } else {
+                format!(" (ensemble member {i})")
+            };
+            let how = fitted.map_or(String::new(), |n| {
+                format!(", fitted for the average over {n} noise draws")
+            });
+            log::info!(
+                "{key}{member}: calibrated posteriors (temperature {t:.3}, {}{how})",
+                crate::calibration::FILE
+            );
+            if draws > 0 && fitted.is_none() {
+                log::warn!(
+                    "{key}{member}: its calibration was fitted without noise draws; the \
+                     posteriors averaged over --noise-draws are wider than that temperature \
+                     was fitted for (re-export with aion-finetune to fit one)"
                 );
-                if draws > 0 && !fitted_for_draws[i] {
-                    log::warn!(
-                        "{key}{member}: its calibration was fitted without noise draws; the \
-                         posteriors averaged over --noise-draws are wider than that temperature \
-                         was fitted for (re-export with aion-finetune to fit one)"
-                    );
-                }
             }
         }
+        let (temperatures, fitted_for_draws) =
+            temps.into_iter().map(|(t, f)| (t, f.is_some())).unzip();
         out.push(Target {
             modality: m,
             values,
