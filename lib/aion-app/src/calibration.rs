@@ -15,6 +15,11 @@
 //! `β = 1/T` is convex, so a golden-section search over `ln T` finds the minimum. The search
 //! asks for `NLL(T)` through a closure, so on several MPI ranks each rank sums its rows and one
 //! all-reduce per probe gives every rank the same value (and the same `T`).
+//!
+//! A model trained with noise augmentation also gets the temperature of its posterior averaged
+//! over redraws of the inputs within their errors (`aion-predict --noise-draws`): the same search
+//! on the likelihood of the mixture `mean_d softmax(β·l_d)`, which need not be convex in β: the
+//! search then finds a local minimum (the unit test checks it against a known answer).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -113,15 +118,13 @@ impl CalibrationFile {
             );
         }
         for (key, t) in &f.targets {
-            let noise_t = t.noise_draws.as_ref().map_or(1.0, |n| n.temperature);
-            if t.method != "temperature"
-                || ![t.temperature, noise_t]
-                    .iter()
-                    .all(|t| t.is_finite() && *t > 0.0)
-            {
+            let noise_t = t.noise_draws.as_ref().map(|n| n.temperature);
+            let valid = |t: f64| t.is_finite() && t > 0.0;
+            if t.method != "temperature" || !valid(t.temperature) || !noise_t.is_none_or(valid) {
+                let also = noise_t.map_or(String::new(), |n| format!(", noise draws' {n}"));
                 bail!(
-                    "{}: {key}: method {:?} with temperature {} (noise draws: {noise_t}) \
-                     (expected \"temperature\" and T > 0)",
+                    "{}: {key}: method {:?} with temperature {}{also} (expected \"temperature\" \
+                     and T > 0)",
                     path.display(),
                     t.method,
                     t.temperature
