@@ -499,6 +499,24 @@ mod tests {
         std::fs::write(dir.join(FILE), bad).unwrap();
         let e = CalibrationFile::read_dir(&dir).unwrap_err();
         assert!(format!("{e:#}").contains("T > 0"), "{e:#}");
+        // A noise-draw temperature round-trips, and a non-positive one is refused too.
+        let mut with_draws = f.clone();
+        with_draws.targets.get_mut("tok_z").unwrap().noise_draws = Some(NoiseDrawsCalibration {
+            draws: 16,
+            temperature: 0.9,
+            nll: [2.9, 2.7],
+            coverage_68: [0.75, 0.69],
+        });
+        with_draws.write_dir(&dir).unwrap();
+        let back = CalibrationFile::read_dir(&dir).unwrap().unwrap();
+        assert_eq!(back, with_draws);
+        assert_eq!(back.noise_draws("tok_z").map(|n| n.temperature), Some(0.9));
+        let bad = serde_json::to_string(&with_draws)
+            .unwrap()
+            .replace("0.9,", "0.0,");
+        std::fs::write(dir.join(FILE), bad).unwrap();
+        let e = CalibrationFile::read_dir(&dir).unwrap_err();
+        assert!(format!("{e:#}").contains("noise draws' 0"), "{e:#}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
