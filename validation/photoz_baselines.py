@@ -129,11 +129,11 @@ def local_linear(x_fit, z_fit, x_ev, k, nn=None):
 
 
 def llr(x, z, fit, sel, ev):
-    nn = NearestNeighbors(n_neighbors=400).fit(x[fit[0]])
-    best = min(
-        (sigma_nmad(local_linear(x[fit[0]], z[fit[0]], x[sel], k, nn)[0], z[sel]), k)
-        for k in [25, 50, 100, 200, 400] if k > x.shape[1] + 1
-    )
+    grid = [k for k in [25, 50, 100, 200, 400] if x.shape[1] + 1 < k <= len(fit[0])]
+    if not grid:
+        raise SystemExit(f"local linear regression needs more than {x.shape[1] + 1} fitted rows")
+    nn = NearestNeighbors(n_neighbors=max(grid)).fit(x[fit[0]])
+    best = min((sigma_nmad(local_linear(x[fit[0]], z[fit[0]], x[sel], k, nn)[0], z[sel]), k) for k in grid)
     k = best[1]
     p, _, res, keep = local_linear(x[fit[1]], z[fit[1]], x[ev], k)
     return p, Weighted(p[:, None] + res, keep.astype(np.float64)), {"k": k}
