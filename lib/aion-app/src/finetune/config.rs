@@ -314,7 +314,12 @@ pub struct CalibrationSection {
     pub method: String,
     /// With `[data.noise]` on inputs: also fit the temperature of the posterior averaged over
     /// this many redraws of the inputs within their errors (`aion-predict --noise-draws`); 0: no.
-    #[serde(default = "defaults::noise_draws")]
+    /// Left out of the serialised configuration at its default, so the configuration hash of a
+    /// run that does not set it is the one earlier versions computed (their checkpoints resume).
+    #[serde(
+        default = "defaults::noise_draws",
+        skip_serializing_if = "defaults::is_noise_draws"
+    )]
     pub noise_draws: usize,
 }
 
@@ -333,6 +338,9 @@ mod defaults {
     }
     pub fn noise_draws() -> usize {
         16
+    }
+    pub fn is_noise_draws(n: &usize) -> bool {
+        *n == noise_draws()
     }
     pub fn yes() -> bool {
         true
@@ -547,6 +555,22 @@ mod tests {
             }
         }
         assert!(n >= 1);
+    }
+
+    /// `[calibration]` serialises as before `noise_draws` existed unless it is set: the
+    /// configuration hash (checkpoints, finished runs) of existing runs does not change.
+    #[test]
+    fn calibration_section_keeps_its_serialised_form() {
+        let d = serde_json::to_value(CalibrationSection::default()).unwrap();
+        assert_eq!(d, serde_json::json!({ "method": "temperature" }));
+        let set = CalibrationSection {
+            noise_draws: 4,
+            ..Default::default()
+        };
+        let v = serde_json::to_value(&set).unwrap();
+        assert_eq!(v["noise_draws"], 4);
+        let back: CalibrationSection = serde_json::from_value(d).unwrap();
+        assert_eq!(back.noise_draws, 16);
     }
 
     #[test]
