@@ -137,6 +137,19 @@ fn assert_same_curve(a: &Path, b: &Path) {
     }
 }
 
+/// The `calibration` attribute of `pred/tok_z/mean` in an aion-predict output, as JSON.
+fn calibration_attr(path: &Path) -> serde_json::Value {
+    let f = hdf5::File::open(path).unwrap();
+    let a: hdf5::types::VarLenUnicode = f
+        .dataset("pred/tok_z/mean")
+        .unwrap()
+        .attr("calibration")
+        .unwrap()
+        .read_scalar()
+        .unwrap();
+    serde_json::from_str(a.as_str()).unwrap()
+}
+
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(
         &std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
@@ -391,17 +404,7 @@ fn masked_from_scratch_then_full_lora_probe_and_new_modalities_on_it() {
         between += usize::from(a != b);
     }
     assert!(between > 0, "the two members predict the same means");
-    let calibration: serde_json::Value = {
-        let f = hdf5::File::open(&ens_out).unwrap();
-        let a: hdf5::types::VarLenUnicode = f
-            .dataset("pred/tok_z/mean")
-            .unwrap()
-            .attr("calibration")
-            .unwrap()
-            .read_scalar()
-            .unwrap();
-        serde_json::from_str(a.as_str()).unwrap()
-    };
+    let calibration = calibration_attr(&ens_out);
     let members = calibration["members"].as_array().unwrap();
     assert_eq!(members.len(), 2, "{calibration}");
     assert_eq!(
@@ -697,17 +700,7 @@ fn noise_draws_average_over_redrawn_inputs_with_their_own_temperature() {
         .filter(|(x, y)| (*x - *y).abs() > 1e-4)
         .count();
     assert!(moved > 1000, "only {moved} probabilities moved");
-    let attr: serde_json::Value = {
-        let f = hdf5::File::open(&drawn).unwrap();
-        let a: hdf5::types::VarLenUnicode = f
-            .dataset("pred/tok_z/mean")
-            .unwrap()
-            .attr("calibration")
-            .unwrap()
-            .read_scalar()
-            .unwrap();
-        serde_json::from_str(a.as_str()).unwrap()
-    };
+    let attr = calibration_attr(&drawn);
     assert_eq!(
         attr["each"]["temperature"].as_f64(),
         Some(t_draws),
